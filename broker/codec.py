@@ -1,0 +1,93 @@
+"""Every byte of JSON deltagate writes or reads passes through here; the only module that imports
+orjson.
+
+An event is encoded once, when it is appended: the append script prefixes the positions it assigns
+(``{"globalPosition":G,"streamPosition":S,`` + the body built here), and from then on the log,
+replays, gap repair, REST responses and WebSocket frames all pass that text through untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .types import LoggedEvent, NewEvent
+
+JSONDecodeError = orjson.JSONDecodeError
+SEPARATOR = "\x1f"
+"""Joins the fields of a live announcement. A control character can never appear raw in compact
+JSON text, and stream ids and types are validated to exclude control characters."""
+
+
+def dumps(value: Any, default: Any = None) -> bytes:
+    return orjson.dumps(value, default=default)
+
+
+def dumps_str(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def loads(raw: bytes | str) -> Any:
+    """Parse JSON strictly: no NaN or Infinity, valid UTF-8, nesting bounded by orjson."""
+    return orjson.loads(raw)
+
+
+def fragment(encoded: bytes) -> orjson.Fragment:
+    return orjson.Fragment(encoded)
+
+
+def encode_payload(value: dict | None) -> bytes:
+    return orjson.dumps(value)
+
+
+def event_body(
+    event: NewEvent,
+    *,
+    data: bytes,
+    metadata: bytes | None,
+    stream_id: str,
+    event_id: str,
+    transaction_id: str,
+    created_at: str,
+) -> str:
+    """The event's JSON after its leading ``{`` and positions, with ``data``/``metadata``
+    already encoded (so their size could be checked without encoding twice)."""
+    fields: dict[str, Any] = {
+        "streamId": stream_id,
+        "eventId": event_id,
+        "type": event.type,
+        "data": orjson.Fragment(data),
+    }
+    if metadata is not None:
+        fields["metadata"] = orjson.Fragment(metadata)
+    fields["schemaVersion"] = event.schema_version
+    fields["transactionId"] = transaction_id
+    fields["createdAt"] = created_at
+    return orjson.dumps(fields)[1:].decode()
+
+
+def decode_announcement(message: str) -> list[LoggedEvent]:
+    """Parse what the append script publishes: first position, stream id, then type and event
+    JSON per event, joined by ``SEPARATOR``."""
+    parts = message.split(SEPARATOR)
+    first = int(parts[0])
+    stream_id = parts[1]
+    return [
+        LoggedEvent(first + i, stream_id, parts[2 + 2 * i], parts[3 + 2 * i])
+        for i in range((len(parts) - 2) // 2)
+    ]
+
+
+def events_array(events: list[LoggedEvent]) -> str:
+    """A JSON array of events, joined from their stored text without decoding it."""
+    return "[" + ",".join(e.json for e in events) + "]"
+
+
+def json_object(fields: dict[str, Any], **raw: str) -> bytes:
+    """``fields`` encoded, plus already-encoded JSON values under the names in ``raw``."""
+    return orjson.dumps({**fields, **{k: orjson.Fragment(v) for k, v in raw.items()}})
+
+
+def event_of(raw: str) -> dict[str, Any]:
+    return orjson.loads(raw)

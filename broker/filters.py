@@ -1,0 +1,191 @@
+"""The one place that decides whether an event matches a subscription's filter.
+
+Pattern language (the contract's): ``*`` matches any run of characters, dots included; every other
+character is literal. A filter is a list of patterns (OR) and an optional stream id.
+
+``FilterIndex`` finds the subscriptions an event matches without trying every subscription: exact
+types, single-``*`` prefixes and suffixes are dictionary lookups; only the rare other shapes
+(``a*b*c``) are tried one by one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+MAX_PATTERN_LENGTH = 256
+MAX_PATTERNS = 32
+
+K = TypeVar("K")
+
+
+class InvalidFilter(ValueError):
+    pass
+
+
+def check_name(value: object, what: str, max_length: int = 256) -> str:
+    """Stream ids and event types: non-empty text without control characters."""
+    if not isinstance(value, str) or not value:
+        raise InvalidFilter(f"{what} must be a non-empty string")
+    if len(value) > max_length:
+        raise InvalidFilter(f"{what} is longer than {max_length} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise InvalidFilter(f"{what} must not contain control characters")
+    return value
+
+
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    patterns: tuple[str, ...]
+    stream_id: str | None = None
+
+    @classmethod
+    def parse(cls, patterns: object, stream_id: object = None) -> Filter:
+        """Validate a client's ``eventFilter`` (a pattern or a list of them) and ``streamId``."""
+        if isinstance(patterns, str):
+            items: list[object] = [patterns]
+        elif isinstance(patterns, list) and patterns:
+            items = list(patterns)
+        else:
+            raise InvalidFilter("eventFilter must be a pattern or a non-empty list of patterns")
+        if len(items) > MAX_PATTERNS:
+            raise InvalidFilter(f"eventFilter holds more than {MAX_PATTERNS} patterns")
+        checked = tuple(dict.fromkeys(check_name(p, "pattern", MAX_PATTERN_LENGTH) for p in items))
+        sid = None if stream_id is None else check_name(stream_id, "streamId")
+        return cls(checked, sid)
+
+    def matches(self, stream_id: str, event_type: str) -> bool:
+        if self.stream_id is not None and self.stream_id != stream_id:
+            return False
+        return any(_pattern_matches(p, event_type) for p in self.patterns)
+
+    @property
+    def wire(self) -> str | list[str]:
+        """The filter as a client wrote it: one pattern, or a list."""
+        return self.patterns[0] if len(self.patterns) == 1 else list(self.patterns)
+
+
+def _pattern_matches(pattern: str, value: str) -> bool:
+    stars = pattern.count("*")
+    if stars == 0:
+        return pattern == value
+    if pattern == "*":
+        return True
+    if stars == 1:
+        head, tail = pattern.split("*")
+        return (
+            len(value) >= len(head) + len(tail) and value.startswith(head) and value.endswith(tail)
+        )
+    return _regex(pattern).fullmatch(value) is not None
+
+
+class _Patterns(Generic[K]):
+    """Keys indexed by pattern shape: exact, ``head*``, ``*tail``, anything else."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, set[K]] = {}
+        self.prefix: dict[int, dict[str, set[K]]] = {}  # "order.*" -> {6: {"order.": keys}}
+        self.suffix: dict[int, dict[str, set[K]]] = {}  # "*.created" -> {8: {".created": keys}}
+        self.complex: dict[K, list[str]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.prefix or self.suffix or self.complex)
+
+    def place(self, key: K, pattern: str, *, add: bool) -> None:
+        stars = pattern.count("*")
+        if stars == 0:
+            _toggle(self.exact, pattern, key, add)
+        elif stars == 1 and pattern.endswith("*"):
+            _toggle_sized(self.prefix, pattern[:-1], key, add)
+        elif stars == 1 and pattern.startswith("*"):
+            _toggle_sized(self.suffix, pattern[1:], key, add)
+        elif add:
+            self.complex.setdefault(key, []).append(pattern)
+        else:
+            self.complex.pop(key, None)
+
+    def collect(self, event_type: str, into: set[K]) -> None:
+        hit = self.exact.get(event_type)
+        if hit:
+            into |= hit
+        size = len(event_type)
+        for length, by_head in self.prefix.items():
+            if length <= size:
+                hit = by_head.get(event_type[:length])
+                if hit:
+                    into |= hit
+        for length, by_tail in self.suffix.items():
+            if length <= size:
+                hit = by_tail.get(event_type[size - length :])
+                if hit:
+                    into |= hit
+        for key, patterns in self.complex.items():
+            if any(_pattern_matches(p, event_type) for p in patterns):
+                into.add(key)
+
+
+class FilterIndex(Generic[K]):
+    """Subscriptions (keys of type K) indexed by stream, then by their patterns' shapes.
+
+    ``match(stream_id, type)`` returns the keys whose filter matches. Cost per event: a lookup
+    for the store-wide subscriptions and one for the event's stream; within each, one dict lookup
+    for exact types and one per distinct prefix/suffix length in use, plus the rare complex
+    patterns: never a scan over subscriptions that cannot match.
+    """
+
+    def __init__(self) -> None:
+        self._filters: dict[K, Filter] = {}
+        self._by_stream: dict[str | None, _Patterns[K]] = {}
+
+    def __len__(self) -> int:
+        return len(self._filters)
+
+    def add(self, key: K, flt: Filter) -> None:
+        self.remove(key)
+        self._filters[key] = flt
+        patterns = self._by_stream.setdefault(flt.stream_id, _Patterns())
+        for p in flt.patterns:
+            patterns.place(key, p, add=True)
+
+    def remove(self, key: K) -> None:
+        flt = self._filters.pop(key, None)
+        if flt is None:
+            return
+        patterns = self._by_stream[flt.stream_id]
+        for p in flt.patterns:
+            patterns.place(key, p, add=False)
+        if not patterns:
+            del self._by_stream[flt.stream_id]
+
+    def match(self, stream_id: str, event_type: str) -> set[K]:
+        found: set[K] = set()
+        everywhere = self._by_stream.get(None)
+        if everywhere is not None:
+            everywhere.collect(event_type, found)
+        this_stream = self._by_stream.get(stream_id)
+        if this_stream is not None:
+            this_stream.collect(event_type, found)
+        return found
+
+
+def _toggle(table: dict[str, set[K]], word: str, key: K, add: bool) -> None:
+    if add:
+        table.setdefault(word, set()).add(key)
+        return
+    keys = table.get(word)
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del table[word]
+
+
+def _toggle_sized(table: dict[int, dict[str, set[K]]], word: str, key: K, add: bool) -> None:
+    words = table.setdefault(len(word), {})
+    _toggle(words, word, key, add)
+    if not words:
+        del table[len(word)]

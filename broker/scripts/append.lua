@@ -1,0 +1,76 @@
+-- Append events to one stream of one store, atomically, in one round trip.
+--
+-- KEYS: 1 meta hash, 2 log stream, 3 stream index list, 4 streams zset, 5 stream createdAt hash,
+--       6 stream updatedAt hash, 7 idempotency key
+-- ARGV: 1 expected version ('any' | 'no_stream' | 'stream_exists' | decimal)
+--       2 streamId, 3 now (ISO 8601), 4 uid for auto-create ('' = the store must exist),
+--       5 live channel, 6 publish command ('PUBLISH' | 'SPUBLISH'), 7 idempotency TTL seconds
+--       ('0' = no key), 8 transactionId, then per event: type, body (event JSON after its positions)
+--
+-- Returns {'ok', first, last, version, created} | {'conflict', current} | {'nostore'}
+--       | {'replay', record}
+-- Invariant: globalPositions are head+1 .. head+n with no gaps; the event with globalPosition g
+-- is the log entry 'g-0'; stream index entry k is the globalPosition of streamPosition k.
+local meta, log, index = KEYS[1], KEYS[2], KEYS[3]
+local sid, now, ttl = ARGV[2], ARGV[3], tonumber(ARGV[7])
+
+local uid = redis.call('HGET', meta, 'uid')
+local created = 0
+if not uid then
+  if ARGV[4] == '' then return {'nostore'} end
+  uid = ARGV[4]
+  redis.call('HSET', meta, 'uid', uid, 'createdAt', now, 'head', 0, 'settings', '{}')
+  created = 1
+end
+
+if ttl > 0 then
+  local prev = redis.call('GET', KEYS[7])
+  if prev then
+    local bar = string.find(prev, '|', 1, true)
+    if string.sub(prev, 1, bar - 1) == uid then return {'replay', string.sub(prev, bar + 1)} end
+  end
+end
+
+local version = redis.call('LLEN', index)
+local expected = ARGV[1]
+local ok
+if expected == 'any' then ok = true
+elseif expected == 'no_stream' then ok = (version == 0)
+elseif expected == 'stream_exists' then ok = (version > 0)
+else ok = (tonumber(expected) == version) end
+if not ok then
+  if ttl > 0 then
+    redis.call('SET', KEYS[7], uid .. '|409|' .. expected .. '|' .. version .. '|' .. sid, 'EX', ttl)
+  end
+  return {'conflict', version}
+end
+
+local n = (#ARGV - 8) / 2
+local head = tonumber(redis.call('HGET', meta, 'head'))
+local sep = '\31'
+local positions = {}
+local announce = {string.format('%d', head + 1), sid}
+for i = 0, n - 1 do
+  local gp = string.format('%d', head + 1 + i)
+  local t = ARGV[9 + 2 * i]
+  local e = '{"globalPosition":' .. gp .. ',"streamPosition":' .. string.format('%d', version + i)
+    .. ',' .. ARGV[10 + 2 * i]
+  redis.call('XADD', log, gp .. '-0', 's', sid, 't', t, 'e', e)
+  positions[#positions + 1] = gp
+  announce[#announce + 1] = t
+  announce[#announce + 1] = e
+end
+redis.call('RPUSH', index, unpack(positions))
+local last = head + n
+redis.call('HSET', meta, 'head', string.format('%d', last))
+if version == 0 then
+  redis.call('ZADD', KEYS[4], head + 1, sid)
+  redis.call('HSET', KEYS[5], sid, now)
+end
+redis.call('HSET', KEYS[6], sid, now)
+if ttl > 0 then
+  redis.call('SET', KEYS[7], uid .. '|201|' .. string.format('%d', head + 1) .. '|'
+    .. string.format('%d', last) .. '|' .. (version + n) .. '|' .. ARGV[8] .. '|' .. sid, 'EX', ttl)
+end
+redis.call(ARGV[6], ARGV[5], table.concat(announce, sep))
+return {'ok', head + 1, last, version + n, created}

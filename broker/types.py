@@ -1,0 +1,89 @@
+"""Shared vocabulary of the event log. Imports nothing of ours.
+
+An event travels through deltagate as its final JSON text, encoded once when it is appended
+(see ``broker.codec``); the few fields the broker itself must look at (position, stream, type)
+travel beside it so nothing is ever decoded just to be routed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+GlobalPosition = int
+"""Position of an event in its store's log: 1, 2, 3, ... with no gaps."""
+
+ExpectedVersion = int | Literal["any", "no_stream", "stream_exists"]
+"""What an append expects of its stream: an exact version (= number of events), or a condition."""
+
+Direction = Literal["forward", "backward"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """One event as the log holds it: routing fields plus the encoded event JSON."""
+
+    global_position: GlobalPosition
+    stream_id: str
+    type: str
+    json: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append, already validated by the caller."""
+
+    type: str
+    data: dict | None
+    metadata: dict | None = None
+    schema_version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    stream_id: str
+    first_position: GlobalPosition
+    last_position: GlobalPosition
+    stream_version: int
+    events_written: int
+    transaction_id: str
+    replayed: bool = False
+    """True when an idempotency key matched an earlier append: nothing was written now."""
+    created_store: bool = False
+    """True when this append created its store (dev mode's auto-create)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    name: str
+    description: str | None
+    settings: dict
+    created_at: str
+    head_position: GlobalPosition
+    total_streams: int
+
+    @property
+    def total_events(self) -> int:
+        # Events are never removed from a live store, so the head is the count.
+        return self.head_position
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    stream_id: str
+    stream_position: int
+    """Position of the stream's last event (version - 1)."""
+    created_at: str
+    updated_at: str
+
+    @property
+    def stream_type(self) -> str:
+        # DeltaBase convention: "order-123" is a stream of type "order".
+        return self.stream_id.split("-", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    events: list[LoggedEvent]
+    has_more: bool
+    total: int | None = None

@@ -1,0 +1,111 @@
+"""The gateway application: ``create_app(settings)`` builds one pod's FastAPI app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+
+from broker import EventLog, StoreAdmin, Unavailable, codec, connect
+from broker.redis import call
+
+from . import errors, rest
+from .auth import Authenticator
+from .metrics import Metrics
+from .runtime import Runtime, runtime
+from .settings import Settings
+
+log = logging.getLogger("deltagate.app")
+
+READY_TIMEOUT = 1.0
+
+
+async def first_contact(redis: Any, attempts: int = 5) -> None:
+    """Try Redis a few times at start, saying so each time; the pod starts either way and
+    reports not-ready until Redis answers."""
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            await asyncio.wait_for(call(redis.ping()), READY_TIMEOUT)
+            return
+        except (Unavailable, TimeoutError) as exc:
+            log.warning("redis not reachable yet", extra={"attempt": attempt, "error": str(exc)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
+    """One gateway pod. ``redis``: an already-built client (tests); default from settings."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = redis if redis is not None else connect(settings.redis)
+        rt = Runtime(
+            settings=settings,
+            redis=client,
+            log=EventLog(client, limits=settings.log_limits),
+            stores=StoreAdmin(client),
+            metrics=Metrics(),
+            auth=Authenticator(settings),
+        )
+        app.state.runtime = rt
+        if not settings.embedded:
+            await first_contact(client)
+        try:
+            yield
+        finally:
+            if redis is None:
+                await client.aclose()
+
+    app = FastAPI(
+        title="deltagate",
+        version="0.1.0",
+        summary="A DeltaBase-compatible event store with live WebSocket streaming",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    if settings.origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Retry-After"],
+        )
+    app.include_router(rest.router)
+    app.include_router(rest.router, prefix="/api", include_in_schema=False)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process and its loop run")
+    async def healthz() -> Response:
+        return Response(codec.dumps({"status": "ok"}), media_type="application/json")
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: Redis reachable, not draining")
+    async def readyz(request: Request) -> Response:
+        rt = runtime(request)
+        if rt.draining:
+            raise errors.ApiError(
+                "UNAVAILABLE", "this pod is draining", headers={"Retry-After": "1"}
+            )
+        try:
+            await asyncio.wait_for(call(rt.redis.ping()), READY_TIMEOUT)
+        except (Unavailable, TimeoutError):
+            raise errors.ApiError(
+                "UNAVAILABLE",
+                "Redis is not reachable",
+                headers={"Retry-After": errors.RETRY_AFTER_SECONDS},
+            ) from None
+        return Response(codec.dumps({"status": "ready"}), media_type="application/json")
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        return Response(
+            runtime(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    return app

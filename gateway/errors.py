@@ -1,0 +1,132 @@
+"""The contract's error body, and the one place that maps errors to HTTP statuses and WebSocket
+close codes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from broker import BrokerError, codec
+
+log = logging.getLogger("deltagate.http")
+
+RETRY_AFTER_SECONDS = "2"
+
+STATUS = {
+    "VALIDATION_ERROR": 400,
+    "INVALID_MESSAGE": 400,
+    "CONFIRMATION_REQUIRED": 400,
+    "UNAUTHORIZED": 401,
+    "FORBIDDEN": 403,
+    "EVENT_STORE_NOT_FOUND": 404,
+    "SUBSCRIPTION_NOT_FOUND": 404,
+    "NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405,
+    "STREAM_VERSION_CONFLICT": 409,
+    "EVENT_STORE_ALREADY_EXISTS": 409,
+    "PAYLOAD_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    "RATE_LIMIT_EXCEEDED": 429,
+    "INTERNAL_ERROR": 500,
+    "UNAVAILABLE": 503,
+}
+
+CLOSE_CODE = {
+    "UNAUTHORIZED": 4001,
+    "FORBIDDEN": 4003,
+    "EVENT_STORE_NOT_FOUND": 4004,
+    "PAYLOAD_TOO_LARGE": 1009,
+    "RATE_LIMIT_EXCEEDED": 1013,
+    "UNAVAILABLE": 1013,
+    "DRAINING": 1012,
+    "SLOW_CONSUMER": 4008,
+    "INTERNAL_ERROR": 1011,
+}
+
+
+class ApiError(Exception):
+    """An error answered in the contract's format: ``{error, message, details?}``."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+    @property
+    def status(self) -> int:
+        return STATUS.get(self.code, 500)
+
+    @classmethod
+    def from_broker(cls, exc: BrokerError) -> ApiError:
+        headers = {"Retry-After": RETRY_AFTER_SECONDS} if exc.temporary else None
+        return cls(exc.code, exc.message, exc.details, headers=headers)
+
+    def response(self) -> Response:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return Response(
+            codec.dumps(body), self.status, headers=self.headers, media_type="application/json"
+        )
+
+
+def validation_error(field: str, message: str) -> ApiError:
+    return ApiError(
+        "VALIDATION_ERROR", f"{field}: {message}", [{"field": field, "message": message}]
+    )
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> Response:
+        return exc.response()
+
+    @app.exception_handler(BrokerError)
+    async def _broker(request: Request, exc: BrokerError) -> Response:
+        if exc.temporary:
+            request.app.state.runtime.metrics.redis_errors.inc()
+            log.warning("redis unavailable", extra={"reason": exc.message})
+        return ApiError.from_broker(exc).response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        details = [
+            {"field": _field_path(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+        return ApiError("VALIDATION_ERROR", summary or "invalid request", details).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(
+            exc.status_code, "VALIDATION_ERROR" if exc.status_code < 500 else "INTERNAL_ERROR"
+        )
+        error = ApiError(code, str(exc.detail), headers=dict(exc.headers or {}))
+        response = error.response()
+        response.status_code = exc.status_code
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return ApiError("INTERNAL_ERROR", "internal error").response()

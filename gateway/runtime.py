@@ -1,0 +1,33 @@
+"""What one gateway pod holds while it runs: its settings, Redis client and broker objects.
+
+Built by the app's lifespan and reached by routes through ``runtime(request)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import HTTPConnection
+
+from broker import EventLog, StoreAdmin
+
+from .auth import Authenticator
+from .metrics import Metrics
+from .settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: Any
+    log: EventLog
+    stores: StoreAdmin
+    metrics: Metrics
+    auth: Authenticator
+    draining: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def runtime(conn: HTTPConnection) -> Runtime:
+    return conn.app.state.runtime  # type: ignore[no-any-return]

@@ -1,0 +1,93 @@
+"""One typed settings value, read from ``DELTAGATE_*`` environment variables and CLI flags, and
+passed down (``create_app(settings)``); nothing reads the environment at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from broker import LogLimits, RedisConfig
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DELTAGATE_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8787, ge=0, le=65535)
+    redis_url: str | None = None
+    """Absent: an embedded in-memory Redis stand-in (fakeredis), single node, dev only."""
+    redis_mode: Literal["standalone", "cluster"] = "standalone"
+    redis_timeout: float = Field(5.0, gt=0, le=60)
+    redis_max_connections: int = Field(200, ge=4)
+
+    auth: Literal["enabled", "disabled"] | None = None
+    """Default: enabled with a Redis URL, disabled in the embedded dev mode."""
+    admin_key: SecretStr | None = None
+    admin_key_file: Path | None = None
+    token_secret: SecretStr | None = None
+    allowed_origins: str = ""
+    """Comma-separated Origins allowed for WebSocket upgrades and CORS; empty: any."""
+
+    auto_create_stores: bool | None = None
+    """Create a store on first use. Default: on in the embedded dev mode, off otherwise."""
+    config: Path | None = None
+
+    max_event_bytes: int = Field(1 * MiB, ge=1024)
+    max_events_per_append: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(8 * MiB, ge=1024)
+    max_ws_message_bytes: int = Field(64 * 1024, ge=256)
+    max_subscriptions_per_connection: int = Field(100, ge=1)
+    idempotency_ttl_seconds: int = Field(24 * 3600, ge=1)
+
+    ws_send_queue: int = Field(1024, ge=16)
+    """Frames a connection may have queued before it is demoted to reading from the log."""
+    checkpoint_interval: float = Field(5.0, gt=0)
+    drain_seconds: float = Field(10.0, ge=0)
+    """SIGTERM spreads the closing of WebSockets over this window."""
+    grace_period: float = Field(30.0, gt=0)
+
+    log_level: str = "info"
+    log_json: bool = True
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def auth_enabled(self) -> bool:
+        if self.auth is not None:
+            return self.auth == "enabled"
+        return not self.embedded
+
+    @property
+    def auto_create(self) -> bool:
+        return self.embedded if self.auto_create_stores is None else self.auto_create_stores
+
+    @property
+    def origins(self) -> list[str]:
+        return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+    @property
+    def redis(self) -> RedisConfig:
+        return RedisConfig(
+            url=self.redis_url,
+            mode=self.redis_mode,
+            timeout=self.redis_timeout,
+            max_connections=self.redis_max_connections,
+        )
+
+    @property
+    def log_limits(self) -> LogLimits:
+        return LogLimits(
+            max_event_bytes=self.max_event_bytes, idempotency_ttl=self.idempotency_ttl_seconds
+        )
