@@ -67,16 +67,17 @@ def event_body(
     return orjson.dumps(fields)[1:].decode()
 
 
-def decode_announcement(message: str) -> list[LoggedEvent]:
-    """Parse what the append script publishes: first position, stream id, then type and event
-    JSON per event, joined by ``SEPARATOR``."""
+def decode_announcement(message: str) -> tuple[float, list[LoggedEvent]]:
+    """Parse what the append script publishes: first position, stream id, append time (epoch
+    ms), then type and event JSON per event, joined by ``SEPARATOR``."""
     parts = message.split(SEPARATOR)
     first = int(parts[0])
     stream_id = parts[1]
-    return [
-        LoggedEvent(first + i, stream_id, parts[2 + 2 * i], parts[3 + 2 * i])
-        for i in range((len(parts) - 2) // 2)
+    events = [
+        LoggedEvent(first + i, stream_id, parts[3 + 2 * i], parts[4 + 2 * i])
+        for i in range((len(parts) - 3) // 2)
     ]
+    return int(parts[2]) / 1000.0, events
 
 
 def events_array(events: list[LoggedEvent]) -> str:

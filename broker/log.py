@@ -9,6 +9,7 @@ list of its events' globalPositions, so streamPosition ``k`` is list index ``k``
 from __future__ import annotations
 
 import bisect
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ class EventLog:
             self._publish,
             self._limits.idempotency_ttl if idempotency_key else 0,
             transaction_id,
+            int(time.time() * 1000),
         ]
         for index, event in enumerate(events):
             data = codec.encode_payload(event.data)
@@ -196,17 +198,14 @@ class EventLog:
             lo = start if start is not None else 0
             hi = lo + limit - 1 if end is None else min(end, lo + limit - 1)
         else:
-            hi = start if start is not None else -1
-            lo = end if end is not None else 0
-        if hi != -1 and hi < lo:
+            # LRANGE cannot count from the end of a range: find the stream's end, trim here. A
+            # start past the end reads backward from the last event.
+            version = await call(self._redis.llen(k.stream(stream_id)))
+            hi = version - 1 if start is None else min(start, version - 1)
+            lo = max(end if end is not None else 0, hi - limit + 1)
+        if hi < lo:
             await self.head(store)
             return [], await call(self._redis.llen(k.stream(stream_id)))
-        if direction == "backward":
-            # LRANGE cannot count from the end of a range; fetch the window, trim here.
-            if hi == -1:
-                version = await call(self._redis.llen(k.stream(stream_id)))
-                hi = version - 1
-            lo = max(lo, hi - limit + 1)
         reply = await call(self._read_stream(keys=[k.stream(stream_id), k.log], args=[lo, hi]))
         version = int(reply[0])
         events = [

@@ -13,9 +13,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from broker import EventLog, StoreAdmin, Unavailable, codec, connect
+from broker.fanout import Hub
 from broker.redis import call
 
-from . import errors, rest
+from . import errors, rest, ws
 from .auth import Authenticator
 from .metrics import Metrics
 from .runtime import Runtime, runtime
@@ -40,26 +41,47 @@ async def first_contact(redis: Any, attempts: int = 5) -> None:
             delay = min(delay * 2, 2.0)
 
 
+def _observe_n(histogram: Any, seconds: float, n: int) -> None:
+    for _ in range(n):
+        histogram.observe(seconds)
+
+
 def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
     """One gateway pod. ``redis``: an already-built client (tests); default from settings."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = redis if redis is not None else connect(settings.redis)
+        event_log = EventLog(client, limits=settings.log_limits)
+        metrics = Metrics()
+        hub = Hub(
+            client,
+            event_log,
+            poll_interval=settings.poll_interval,
+            checkpoint_interval=settings.checkpoint_interval,
+            on_latency=lambda seconds, n: _observe_n(metrics.delivery_latency, seconds, n),
+        )
+        metrics.observe_hub(hub)
         rt = Runtime(
             settings=settings,
             redis=client,
-            log=EventLog(client, limits=settings.log_limits),
+            log=event_log,
             stores=StoreAdmin(client),
-            metrics=Metrics(),
+            metrics=metrics,
             auth=Authenticator(settings),
+            hub=hub,
+            sessions=ws.Sessions(settings.slow_consumer_timeout),
         )
         app.state.runtime = rt
         if not settings.embedded:
             await first_contact(client)
+        await hub.start()
+        rt.sessions.start()
         try:
             yield
         finally:
+            await rt.sessions.close()
+            await hub.close()
             if redis is None:
                 await client.aclose()
 
@@ -78,8 +100,9 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["Retry-After"],
         )
-    app.include_router(rest.router)
-    app.include_router(rest.router, prefix="/api", include_in_schema=False)
+    for prefix in ("", "/api"):
+        app.include_router(rest.router, prefix=prefix, include_in_schema=not prefix)
+        app.include_router(ws.router, prefix=prefix)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process and its loop run")
     async def healthz() -> Response:

@@ -3,7 +3,11 @@ as a label unless bounded by configuration)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -36,36 +40,9 @@ class Metrics:
         self.ws_closes = Counter(
             "deltagate_ws_closes_total", "WebSocket closes by close code", ["code"], registry=r
         )
-        self.events_delivered = Counter(
-            "deltagate_events_delivered_total",
-            "Event messages queued to WebSocket clients",
-            ["mode"],
-            registry=r,
-        )
         self.delivery_latency = Histogram(
-            "deltagate_delivery_latency_seconds",
-            "From append (event createdAt) to the event being handed to a live WebSocket",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.demoted = Counter(
-            "deltagate_ws_demoted_total",
-            "Subscribers demoted to reading the log (too slow)",
-            registry=r,
-        )
-        self.promoted = Counter(
-            "deltagate_ws_promoted_total", "Subscribers promoted back to live", registry=r
-        )
-        self.gaps_repaired = Counter(
-            "deltagate_gaps_repaired_total",
-            "Events fetched from the log because pub/sub missed or reordered them",
-            registry=r,
-        )
-        self.pubsub_reconnects = Counter(
-            "deltagate_pubsub_reconnects_total",
-            "Reconnections of the pod's pub/sub listener",
-            registry=r,
-        )
+            "deltagate_delivery_latency_seconds", "From append to the event being queued for "
+            "live WebSocket subscribers on this pod", buckets=LATENCY_BUCKETS, registry=r)
         self.head_position = Gauge(
             "deltagate_store_head_position",
             "Last globalPosition this pod has seen per store with live subscribers",
@@ -85,5 +62,45 @@ class Metrics:
             registry=r,
         )
 
+    def observe_hub(self, hub: Any, max_stores: int = 100) -> None:
+        """Export the hub's counters, read at scrape time (no cost per event)."""
+        self.registry.register(_HubCollector(hub, max_stores))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _HubCollector:
+    def __init__(self, hub: Any, max_stores: int) -> None:
+        self._hub = hub
+        self._max_stores = max_stores
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._hub.stats
+        delivered = CounterMetricFamily(
+            "deltagate_events_delivered", "Event messages queued to WebSocket clients, by how "
+            "they were read (live from pub/sub, or replayed from the log)", labels=["mode"])
+        delivered.add_metric(["live"], stats.delivered_live)
+        delivered.add_metric(["replay"], stats.delivered_replay)
+        yield delivered
+        for name, value, text in (
+            ("deltagate_ws_demoted", stats.demoted,
+             "Subscriptions demoted to reading the log because their client fell behind"),
+            ("deltagate_ws_promoted", stats.promoted,
+             "Demoted subscriptions promoted back to live"),
+            ("deltagate_gaps_repaired", stats.gaps_repaired,
+             "Events read from the log because pub/sub lost or reordered them"),
+            ("deltagate_pubsub_reconnects", stats.pubsub_reconnects,
+             "Times the pod's pub/sub listener lost Redis and reconnected"),
+        ):
+            yield CounterMetricFamily(name, text, value=value)
+        healthy = GaugeMetricFamily(
+            "deltagate_pubsub_healthy", "1 while the pod's pub/sub listener is connected")
+        healthy.add_metric([], 1.0 if self._hub.healthy else 0.0)
+        yield healthy
+        heads = GaugeMetricFamily(
+            "deltagate_store_head_position", "Last globalPosition this pod has handed to live "
+            "subscribers, per store in use (at most max_stores stores)", labels=["store"])
+        for store, seen in sorted(self._hub.heads().items())[: self._max_stores]:
+            heads.add_metric([store], seen)
+        yield heads

@@ -6,15 +6,19 @@ Built by the app's lifespan and reached by routes through ``runtime(request)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import HTTPConnection
 
 from broker import EventLog, StoreAdmin
+from broker.fanout import Hub
 
 from .auth import Authenticator
 from .metrics import Metrics
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .ws import Sessions
 
 
 @dataclass
@@ -25,6 +29,8 @@ class Runtime:
     stores: StoreAdmin
     metrics: Metrics
     auth: Authenticator
+    hub: Hub
+    sessions: Sessions
     draining: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -46,7 +46,13 @@ class Settings(BaseSettings):
 
     ws_send_queue: int = Field(1024, ge=16)
     """Frames a connection may have queued before it is demoted to reading from the log."""
+    ws_send_queue_bytes: int = Field(4 * MiB, ge=64 * 1024)
+    """Bytes a connection may have queued (whichever bound is hit first)."""
+    slow_consumer_timeout: float = Field(30.0, gt=0)
+    """A connection whose writes make no progress this long is closed with 4008."""
     checkpoint_interval: float = Field(5.0, gt=0)
+    poll_interval: float = Field(1.0, gt=0, le=60)
+    """How often each pod compares its feeds with the stores' heads (repairs lost pub/sub)."""
     drain_seconds: float = Field(10.0, ge=0)
     """SIGTERM spreads the closing of WebSockets over this window."""
     grace_period: float = Field(30.0, gt=0)

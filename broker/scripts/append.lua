@@ -5,7 +5,8 @@
 -- ARGV: 1 expected version ('any' | 'no_stream' | 'stream_exists' | decimal)
 --       2 streamId, 3 now (ISO 8601), 4 uid for auto-create ('' = the store must exist),
 --       5 live channel, 6 publish command ('PUBLISH' | 'SPUBLISH'), 7 idempotency TTL seconds
---       ('0' = no key), 8 transactionId, then per event: type, body (event JSON after its positions)
+--       ('0' = no key), 8 transactionId, 9 append time in epoch milliseconds (for latency
+--       metrics), then per event: type, body (event JSON after its positions)
 --
 -- Returns {'ok', first, last, version, created} | {'conflict', current} | {'nostore'}
 --       | {'replay', record}
@@ -45,16 +46,16 @@ if not ok then
   return {'conflict', version}
 end
 
-local n = (#ARGV - 8) / 2
+local n = (#ARGV - 9) / 2
 local head = tonumber(redis.call('HGET', meta, 'head'))
 local sep = '\31'
 local positions = {}
-local announce = {string.format('%d', head + 1), sid}
+local announce = {string.format('%d', head + 1), sid, ARGV[9]}
 for i = 0, n - 1 do
   local gp = string.format('%d', head + 1 + i)
-  local t = ARGV[9 + 2 * i]
+  local t = ARGV[10 + 2 * i]
   local e = '{"globalPosition":' .. gp .. ',"streamPosition":' .. string.format('%d', version + i)
-    .. ',' .. ARGV[10 + 2 * i]
+    .. ',' .. ARGV[11 + 2 * i]
   redis.call('XADD', log, gp .. '-0', 's', sid, 't', t, 'e', e)
   positions[#positions + 1] = gp
   announce[#announce + 1] = t

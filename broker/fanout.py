@@ -1,0 +1,525 @@
+"""Live fan-out on one pod: one pub/sub listener, a gapless feed per store, subscriptions that
+switch between catching up from the log and live delivery. Invariants: ``docs/streaming.md``.
+
+Nothing here knows about WebSockets: a subscription hands events to a ``Sink`` (the gateway's
+session), which says whether it had room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from . import codec
+from .errors import BrokerError, Unavailable
+from .filters import Filter, FilterIndex
+from .keys import StoreKeys
+from .log import EventLog
+from .redis import TRANSIENT, call
+from .types import LoggedEvent
+
+log = logging.getLogger("deltagate.fanout")
+
+PAGE = 1000
+PAGE_CACHE = 64
+REPLAY_CHECKPOINT_INTERVAL = 1.0
+
+Marker = Literal["caughtUp", "checkpoint"]
+
+
+class Sink(Protocol):
+    """Where a subscription's messages go (a WebSocket session's outbox)."""
+
+    def send_event(self, sub: Subscription, event: LoggedEvent) -> bool:
+        """Queue an event; False when there is no room (the subscription is then demoted)."""
+        ...
+
+    def send_marker(self, sub: Subscription, kind: Marker, position: int) -> bool:
+        """Queue a caughtUp or checkpoint message; False when there is no room."""
+        ...
+
+    async def wait_room(self) -> None:
+        """Return once the sink has drained enough to take a burst again."""
+        ...
+
+
+@dataclass
+class HubStats:
+    """Counters the gateway exports as metrics (read at scrape time, no cost per event)."""
+
+    delivered_live: int = 0
+    delivered_replay: int = 0
+    gaps_repaired: int = 0
+    pubsub_reconnects: int = 0
+    demoted: int = 0
+    promoted: int = 0
+
+
+class Feed:
+    """One store's live feed on this pod."""
+
+    __slots__ = ("index", "keys", "live", "ready", "refs", "seen", "store")
+
+    def __init__(self, store: str) -> None:
+        self.store = store
+        self.keys = StoreKeys(store)
+        self.seen = 0
+        self.index: FilterIndex[Subscription] = FilterIndex()
+        self.live: set[Subscription] = set()
+        self.refs = 0
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class Subscription:
+    """One client subscription. Live (in its feed's index) or catching up (a task of its own
+    reads the log), never both. ``cursor`` is the last globalPosition handled for it."""
+
+    __slots__ = ("_catch_up", "_demoted", "_hub", "_last_marker", "_last_marker_at", "_replaying",
+                 "context", "cursor", "feed", "filter", "id", "sink", "state")
+
+    def __init__(
+        self, hub: Hub, feed: Feed, sub_id: str, flt: Filter, sink: Sink, cursor: int,
+        replaying: bool, context: Any = None,
+    ) -> None:
+        self._hub = hub
+        self.feed = feed
+        self.id = sub_id
+        self.filter = flt
+        self.sink = sink
+        self.cursor = cursor
+        self.context = context
+        self.state: Literal["catching-up", "live", "closed"] = "catching-up"
+        self._replaying = replaying  # send caughtUp when first live
+        self._demoted = False
+        self._last_marker = cursor
+        self._last_marker_at = time.monotonic()
+        self._catch_up: asyncio.Task[None] | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.state == "live"
+
+    # -- called by the hub, synchronously, in the listener task ----------------------------
+
+    def offer(self, event: LoggedEvent) -> bool:
+        """Hand a live event over; on a full sink, demote to catching up (never blocks)."""
+        if event.global_position <= self.cursor:
+            return True
+        if self.sink.send_event(self, event):
+            self.cursor = event.global_position
+            return True
+        self.cursor = max(self.cursor, event.global_position - 1)
+        self._demote()
+        return False
+
+    def checkpoint(self, position: int, now: float, interval: float) -> None:
+        if position > self.cursor and position > self._last_marker and (
+            now - self._last_marker_at >= interval
+        ) and self.sink.send_marker(self, "checkpoint", position):
+            self.cursor = self._last_marker = position
+            self._last_marker_at = now
+
+    def _demote(self) -> None:
+        self._hub._unlive(self)
+        self.state = "catching-up"
+        self._demoted = True
+        self._hub.stats.demoted += 1
+        self._start_catch_up()
+
+    # -- catching up ------------------------------------------------------------------------
+
+    def _start_catch_up(self) -> None:
+        self._catch_up = asyncio.get_running_loop().create_task(
+            self._run_catch_up(), name=f"catch-up {self.feed.store}/{self.id}"
+        )
+
+    async def _run_catch_up(self) -> None:
+        """Read the log after ``cursor`` at the sink's pace, then switch to live (docs)."""
+        feed, hub = self.feed, self._hub
+        try:
+            while self.state == "catching-up":
+                await self.sink.wait_room()
+                if self.cursor >= feed.seen:
+                    self._go_live()
+                    return
+                page = await hub.read_page(feed.store, self.cursor)
+                if not page:
+                    # The log holds nothing past cursor although the feed saw more: the store
+                    # was reset under us. Follow the feed from here.
+                    self.cursor = feed.seen
+                    continue
+                await self._send_page(page)
+        except asyncio.CancelledError:
+            raise
+        except BrokerError as exc:
+            # Redis went away mid catch-up: retry from cursor after a pause. Nothing is lost.
+            log.warning("catch-up paused", extra={"store": feed.store, "error": exc.message})
+            await asyncio.sleep(0.5)
+            if self.state == "catching-up":
+                self._start_catch_up()
+
+    async def _send_page(self, page: list[LoggedEvent]) -> None:
+        flt, sink = self.filter, self.sink
+        sent = 0
+        i = 0
+        while i < len(page):
+            event = page[i]
+            if event.global_position > self.cursor and flt.matches(event.stream_id, event.type):
+                if not sink.send_event(self, event):
+                    await sink.wait_room()
+                    if self.state != "catching-up":
+                        return
+                    continue
+                sent += 1
+            self.cursor = max(self.cursor, event.global_position)
+            i += 1
+        self._hub.stats.delivered_replay += sent
+        now = time.monotonic()
+        if sent:
+            self._last_marker_at = now
+        elif now - self._last_marker_at >= REPLAY_CHECKPOINT_INTERVAL and (
+            self.cursor > self._last_marker
+        ) and sink.send_marker(self, "checkpoint", self.cursor):
+            self._last_marker, self._last_marker_at = self.cursor, now
+
+    def _go_live(self) -> None:
+        """The switch: no await between the check in the caller and this registration."""
+        self.state = "live"
+        self._hub._make_live(self)
+        if self._replaying:
+            self._replaying = False
+            position = max(self.cursor, self.feed.seen)
+            if self.sink.send_marker(self, "caughtUp", position):
+                self.cursor = self._last_marker = position
+        elif self._demoted:
+            self._demoted = False
+            self._hub.stats.promoted += 1
+
+    async def close(self) -> None:
+        """Stop delivering and release the feed. Safe to call twice."""
+        if self.state == "closed":
+            return
+        if self.state == "live":
+            self._hub._unlive(self)
+        self.state = "closed"
+        task, self._catch_up = self._catch_up, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._hub._release(self.feed)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+
+class PageReader:
+    """Catch-up reads of the log, shared: identical reads in flight are made once, and full
+    pages (which can never change) are kept in a small LRU."""
+
+    def __init__(self, log: EventLog, size: int = PAGE, cached: int = PAGE_CACHE) -> None:
+        self._log = log
+        self._size = size
+        self._cached = cached
+        self._pages: OrderedDict[tuple[str, int], list[LoggedEvent]] = OrderedDict()
+        self._inflight: dict[tuple[str, int], asyncio.Future[list[LoggedEvent]]] = {}
+
+    async def read(self, store: str, after: int) -> list[LoggedEvent]:
+        key = (store, after)
+        page = self._pages.get(key)
+        if page is not None:
+            self._pages.move_to_end(key)
+            return page
+        pending = self._inflight.get(key)
+        if pending is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                # The reader we waited on was cancelled (its client left): read ourselves.
+                return await asyncio.shield(pending)
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise asyncio.CancelledError
+            return await self.read(store, after)
+        future: asyncio.Future[list[LoggedEvent]] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            page = await self._log.read_after(store, after, self._size)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: the waiters, if any, re-raise it
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        future.set_result(page)
+        if len(page) == self._size:
+            self._pages[key] = page
+            if len(self._pages) > self._cached:
+                self._pages.popitem(last=False)
+        return page
+
+    def forget(self, store: str) -> None:
+        for key in [k for k in self._pages if k[0] == store]:
+            del self._pages[key]
+
+
+class Hub:
+    """All live fan-out of one pod. Start with ``await hub.start()``, stop with ``close()``."""
+
+    def __init__(
+        self,
+        redis: Any,
+        log: EventLog,
+        *,
+        poll_interval: float = 1.0,
+        checkpoint_interval: float = 5.0,
+        subscribe_command: str = "subscribe",
+        on_latency: Callable[[float, int], None] | None = None,
+    ) -> None:
+        self._redis = redis
+        self._log = log
+        self._pages = PageReader(log)
+        self._feeds: dict[str, Feed] = {}
+        self._poll_interval = poll_interval
+        self._checkpoint_interval = checkpoint_interval
+        self._subscribe_command = subscribe_command
+        self._on_latency = on_latency
+        self._pubsub: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.stats = HubStats()
+        self.healthy = False
+        """True while the pub/sub listener is connected."""
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        self._task = asyncio.get_running_loop().create_task(self._listen(), name="hub listener")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for feed in list(self._feeds.values()):
+            for sub in list(feed.live):
+                await sub.close()
+        if self._pubsub is not None:
+            with contextlib.suppress(*TRANSIENT):
+                await self._pubsub.aclose()
+        self.healthy = False
+
+    # -- subscribing ------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        store: str,
+        flt: Filter,
+        sink: Sink,
+        *,
+        sub_id: str,
+        position: int | Literal["latest", "earliest"] = "latest",
+        context: Any = None,
+    ) -> tuple[Subscription, int]:
+        """A new subscription and the store's head at subscribe time. It starts delivering
+        after ``position`` (``latest`` = that head, ``earliest`` = 0). Raises StoreNotFound or
+        Unavailable."""
+        feed = await self._acquire(store)
+        try:
+            head = await self._log.head(store)
+        except BaseException:
+            self._release(feed)
+            raise
+        if position == "latest":
+            cursor, replaying = head, False
+        else:
+            cursor, replaying = (0 if position == "earliest" else position), True
+        sub = Subscription(self, feed, sub_id, flt, sink, cursor, replaying, context)
+        if cursor >= feed.seen and not replaying:
+            sub._go_live()
+        else:
+            sub._start_catch_up()
+        return sub, head
+
+    async def read_page(self, store: str, after: int) -> list[LoggedEvent]:
+        return await self._pages.read(store, after)
+
+    async def _acquire(self, store: str) -> Feed:
+        feed = self._feeds.get(store)
+        if feed is None:
+            feed = self._feeds[store] = Feed(store)
+            feed.refs += 1
+            try:
+                await call(self._channel_command(True)(feed.keys.channel))
+                feed.seen = await self._log.head(store)
+            except BaseException as exc:
+                feed.refs -= 1
+                self._feeds.pop(store, None)
+                if isinstance(exc, asyncio.CancelledError):
+                    feed.ready.cancel()
+                else:
+                    feed.ready.set_exception(exc)
+                    feed.ready.exception()
+                raise
+            feed.ready.set_result(None)
+            self._wake.set()
+            return feed
+        feed.refs += 1
+        try:
+            await asyncio.shield(feed.ready)
+        except BaseException:
+            feed.refs -= 1
+            raise
+        return feed
+
+    def _release(self, feed: Feed) -> None:
+        feed.refs -= 1
+        # The listener unsubscribes idle feeds on its next tick.
+
+    def _make_live(self, sub: Subscription) -> None:
+        sub.feed.index.add(sub, sub.filter)
+        sub.feed.live.add(sub)
+
+    def _unlive(self, sub: Subscription) -> None:
+        sub.feed.index.remove(sub)
+        sub.feed.live.discard(sub)
+
+    # -- the listener -----------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        next_poll = 0.0
+        next_checkpoint = time.monotonic() + self._checkpoint_interval
+        while True:
+            try:
+                now = time.monotonic()
+                if now >= next_poll:
+                    await self._poll()
+                    next_poll = now + self._poll_interval
+                if now >= next_checkpoint:
+                    self._checkpoints(now)
+                    next_checkpoint = now + self._checkpoint_interval
+                if not self._pubsub.subscribed:
+                    # Nothing to listen to: sleep until a feed appears or the next poll.
+                    self.healthy = True
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), max(0.0, next_poll - now))
+                    continue
+                message = await self._pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=max(0.01, next_poll - now)
+                )
+                self.healthy = True
+                backoff = 0.1
+                if message is not None and message["type"] in ("message", "smessage"):
+                    await self._announced(message["channel"], message["data"])
+            except asyncio.CancelledError:
+                raise
+            except (*TRANSIENT, Unavailable) as exc:
+                self.healthy = False
+                self.stats.pubsub_reconnects += 1
+                log.warning("pub/sub listener lost Redis; reconnecting",
+                            extra={"error": repr(exc), "retry_in": backoff})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                next_poll = 0.0  # repair everything missed as soon as Redis answers
+                # The next read reconnects, and redis-py re-subscribes every channel.
+            except Exception:
+                # A bug must not silently kill the pod's only listener: log it loudly and go on.
+                log.exception("pub/sub listener error")
+                self.healthy = False
+                await asyncio.sleep(backoff)
+
+    def _channel_command(self, subscribe: bool) -> Callable[..., Any]:
+        sharded = self._subscribe_command == "ssubscribe"
+        if subscribe:
+            return self._pubsub.ssubscribe if sharded else self._pubsub.subscribe  # type: ignore[no-any-return]
+        return self._pubsub.sunsubscribe if sharded else self._pubsub.unsubscribe  # type: ignore[no-any-return]
+
+    async def _announced(self, channel: str, data: str) -> None:
+        store = channel[channel.index("{") + 1 : channel.rindex("}")]
+        feed = self._feeds.get(store)
+        if feed is None or not feed.ready.done():
+            return
+        appended_at, events = codec.decode_announcement(data)
+        if events[-1].global_position <= feed.seen:
+            return
+        if events[0].global_position > feed.seen + 1:
+            await self._repair(feed, events[0].global_position - 1)
+        fresh = [e for e in events if e.global_position > feed.seen]
+        if fresh:
+            self._deliver(feed, fresh)
+            if self._on_latency is not None:
+                self._on_latency(time.time() - appended_at, len(fresh))
+
+    async def _repair(self, feed: Feed, until: int | None) -> None:
+        """Deliver what the log holds after ``feed.seen`` (up to ``until``)."""
+        while until is None or feed.seen < until:
+            page = await self._log.read_after(feed.store, feed.seen, PAGE)
+            if until is not None:
+                page = [e for e in page if e.global_position <= until]
+            if not page:
+                return
+            self.stats.gaps_repaired += len(page)
+            self._deliver(feed, page)
+
+    async def _poll(self) -> None:
+        """Compare every feed with its store's head in one round trip; repair what is behind;
+        drop feeds nobody uses."""
+        for store, feed in list(self._feeds.items()):
+            if feed.refs <= 0 and feed.ready.done():
+                del self._feeds[store]
+                self._pages.forget(store)
+                await call(self._channel_command(False)(feed.keys.channel))
+        feeds = [f for f in self._feeds.values() if f.ready.done()]
+        if not feeds:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for feed in feeds:
+                pipe.hget(feed.keys.meta, "head")
+            heads = await call(pipe.execute())
+        for feed, head in zip(feeds, heads, strict=True):
+            head = int(head or 0)
+            if head > feed.seen:
+                await self._repair(feed, head)
+            elif head < feed.seen:
+                log.warning("store head went backwards (store deleted or Redis lost data); "
+                            "following the new log", extra={"store": feed.store,
+                                                            "seen": feed.seen, "head": head})
+                feed.seen = head
+                self._pages.forget(feed.store)
+                for sub in feed.live:
+                    sub.cursor = head
+
+    def _deliver(self, feed: Feed, events: list[LoggedEvent]) -> None:
+        """Hand events (in order, all > seen) to the matching live subscriptions. Never awaits:
+        a full sink demotes its subscription instead."""
+        index = feed.index
+        delivered = 0
+        for event in events:
+            if index:
+                for sub in index.match(event.stream_id, event.type):
+                    if sub.offer(event):
+                        delivered += 1
+            feed.seen = event.global_position
+        self.stats.delivered_live += delivered
+
+    def _checkpoints(self, now: float) -> None:
+        for feed in self._feeds.values():
+            for sub in list(feed.live):
+                sub.checkpoint(feed.seen, now, self._checkpoint_interval)
+
+    def heads(self) -> dict[str, int]:
+        """Last position seen per store with live subscribers (for metrics)."""
+        return {store: feed.seen for store, feed in self._feeds.items()}

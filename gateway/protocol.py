@@ -1,0 +1,145 @@
+"""The WebSocket protocol (contract section 2): parsing client messages and building server
+messages. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from broker import Filter, InvalidFilter, check_name, codec
+
+MAX_POSITION = 2**53
+Position = int | Literal["latest", "earliest"]
+
+
+class ProtocolError(Exception):
+    """A bad client message: answered with an ``error`` message, the connection stays open."""
+
+    def __init__(self, code: str, message: str, subscription_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.subscription_id = subscription_id
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    filter: Filter
+    position: Position
+    subscription_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    subscription_id: str | None
+    filter: Filter | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+Action = Subscribe | Unsubscribe | Ping
+
+
+def parse_position(value: object) -> Position:
+    if value is None or value == "latest":
+        return "latest"
+    if value == "earliest":
+        return "earliest"
+    if isinstance(value, str) and value.isdigit() and len(value) <= 16:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_POSITION:
+        return value
+    raise ProtocolError(
+        "VALIDATION_ERROR",
+        "position must be 'latest', 'earliest' or a globalPosition (integer >= 0)",
+    )
+
+
+def parse_subscription_id(value: object) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_name(value, "subscriptionId", max_length=128)
+    except InvalidFilter as exc:
+        raise ProtocolError("VALIDATION_ERROR", str(exc)) from None
+
+
+def parse_filter(patterns: object, stream_id: object, sub_id: str | None = None) -> Filter:
+    try:
+        return Filter.parse(patterns, stream_id)
+    except InvalidFilter as exc:
+        raise ProtocolError("VALIDATION_ERROR", str(exc), sub_id) from None
+
+
+def parse(text: str) -> Action:
+    """One client message. Raises ProtocolError."""
+    try:
+        message = codec.loads(text)
+    except codec.JSONDecodeError:
+        raise ProtocolError("INVALID_MESSAGE", "message is not valid JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("INVALID_MESSAGE", "message must be a JSON object")
+    action = message.get("action")
+    if action == "ping":
+        return Ping()
+    if action == "subscribe":
+        sub_id = parse_subscription_id(message.get("subscriptionId"))
+        if "eventFilter" not in message:
+            raise ProtocolError("VALIDATION_ERROR", "eventFilter is required", sub_id)
+        flt = parse_filter(message["eventFilter"], message.get("streamId"), sub_id)
+        try:
+            position = parse_position(message.get("position"))
+        except ProtocolError as exc:
+            exc.subscription_id = sub_id
+            raise
+        return Subscribe(flt, position, sub_id)
+    if action == "unsubscribe":
+        sub_id = parse_subscription_id(message.get("subscriptionId"))
+        flt = None
+        if sub_id is None:
+            if "eventFilter" not in message:
+                raise ProtocolError("VALIDATION_ERROR",
+                                    "unsubscribe needs a subscriptionId (or an eventFilter)")
+            flt = parse_filter(message["eventFilter"], message.get("streamId"))
+        return Unsubscribe(sub_id, flt)
+    if isinstance(action, str):
+        raise ProtocolError("INVALID_MESSAGE", f"unknown action {action[:64]!r}")
+    raise ProtocolError("INVALID_MESSAGE", "message needs an 'action': subscribe, unsubscribe "
+                        "or ping")
+
+
+def parse_connect_filter(raw: str) -> Subscribe:
+    """``?filter={"type"?, "streamId"?}`` given at connect: one subscription from latest."""
+    try:
+        value = codec.loads(raw)
+    except codec.JSONDecodeError:
+        raise ProtocolError("VALIDATION_ERROR", "filter must be JSON: {type?, streamId?}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError("VALIDATION_ERROR", "filter must be a JSON object {type?, streamId?}")
+    return Subscribe(parse_filter(value.get("type", "*"), value.get("streamId")), "latest", None)
+
+
+# -- server messages --------------------------------------------------------------------------
+
+
+def message(kind: str, **fields: Any) -> str:
+    return codec.dumps_str({"type": kind, **fields})
+
+
+def event_prefix(sub_id: str) -> str:
+    """Everything of an event frame before the event's own JSON (which is followed by ``}``)."""
+    return '{"type":"event","subscriptionId":' + codec.dumps_str(sub_id) + ',"event":'
+
+
+def marker(kind: str, sub_id: str, position: int) -> str:
+    return codec.dumps_str({"type": kind, "subscriptionId": sub_id, "globalPosition": position})
+
+
+def error(code: str, text: str, sub_id: str | None = None) -> str:
+    fields: dict[str, Any] = {"error": code, "message": text}
+    if sub_id is not None:
+        fields["subscriptionId"] = sub_id
+    return message("error", **fields)

@@ -1,0 +1,262 @@
+"""One WebSocket connection: a bounded outbox, one writer, and the client's subscriptions.
+
+States: open -> closing -> closed (``close`` is safe to call twice). The hub hands events to the
+session synchronously (``send_event``); only the writer task ever awaits the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Literal
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from broker import BrokerError, Filter, LoggedEvent
+
+from . import protocol
+from .errors import CLOSE_CODE
+
+if TYPE_CHECKING:
+    from broker.fanout import Hub, Subscription
+
+    from .metrics import Metrics
+
+log = logging.getLogger("deltagate.ws")
+
+
+class Outbox:
+    """Frames waiting for the writer, bounded in count and bytes.
+
+    ``offer`` refuses an event frame past the bounds (the subscription is then demoted);
+    ``force`` always queues (control messages, whose number the protocol bounds).
+    """
+
+    __slots__ = ("_frames", "_max_bytes", "_max_frames", "_ready", "_room", "_size")
+
+    def __init__(self, max_frames: int, max_bytes: int) -> None:
+        self._frames: deque[str] = deque()
+        self._size = 0
+        self._max_frames = max_frames
+        self._max_bytes = max_bytes
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def offer(self, frame: str) -> bool:
+        if self._frames and (
+            len(self._frames) >= self._max_frames or self._size + len(frame) > self._max_bytes
+        ):
+            self._room.clear()
+            return False
+        self.force(frame)
+        return True
+
+    def force(self, frame: str) -> None:
+        self._frames.append(frame)
+        self._size += len(frame)
+        self._ready.set()
+
+    def wake(self) -> None:
+        self._ready.set()
+
+    def roomy(self) -> bool:
+        return len(self._frames) <= self._max_frames // 2 and self._size <= self._max_bytes // 2
+
+    async def wait_room(self) -> None:
+        while not self.roomy():
+            self._room.clear()
+            await self._room.wait()
+
+    async def take(self) -> deque[str]:
+        """Wait for frames, then take them all (the writer sends a whole batch per wake-up)."""
+        await self._ready.wait()
+        self._ready.clear()
+        frames, self._frames = self._frames, deque()
+        self._size = 0
+        self._room.set()
+        return frames
+
+
+class Closed(Exception):
+    """The session ended while an operation waited."""
+
+
+_ids = itertools.count(1)
+
+
+class Session:
+    """Implements the hub's ``Sink`` for every subscription of one connection."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        *,
+        store: str,
+        hub: Hub,
+        metrics: Metrics,
+        max_subscriptions: int,
+        outbox_frames: int,
+        outbox_bytes: int,
+        allowed: Filter | None = None,
+    ) -> None:
+        self.ws = websocket
+        self.store = store
+        self.hub = hub
+        self.metrics = metrics
+        self.max_subscriptions = max_subscriptions
+        self.allowed = allowed
+        self.outbox = Outbox(outbox_frames, outbox_bytes)
+        self.subscriptions: dict[str, Subscription] = {}
+        self.state: Literal["open", "closing", "closed"] = "open"
+        self.close_code = 1000
+        self.close_reason = ""
+        self.sending_since: float | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._auto_ids = itertools.count(1)
+        self.number = next(_ids)
+
+    # -- Sink -------------------------------------------------------------------------------
+
+    def send_event(self, sub: Subscription, event: LoggedEvent) -> bool:
+        return self.outbox.offer(sub.context + event.json + "}")
+
+    def send_marker(self, sub: Subscription, kind: str, position: int) -> bool:
+        self.outbox.force(protocol.marker(kind, sub.id, position))
+        return True
+
+    async def wait_room(self) -> None:
+        await self.outbox.wait_room()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write(), name=f"ws writer {self.number}"
+        )
+
+    def abort(self) -> None:
+        """Stop sending at once (the client stopped reading): cancel the writer."""
+        if self.state == "open":
+            self.close_code, self.close_reason = CLOSE_CODE["SLOW_CONSUMER"], "slow consumer"
+            self.state = "closing"
+        if self._writer is not None:
+            self._writer.cancel()
+
+    async def _write(self) -> None:
+        send = self.ws.send
+        try:
+            while True:
+                frames = await self.outbox.take()
+                for frame in frames:
+                    self.sending_since = time.monotonic()
+                    await send({"type": "websocket.send", "text": frame})
+                self.sending_since = None
+                if self.state != "open" and not len(self.outbox):
+                    return
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            # The client went away mid-send (RuntimeError: the socket closed under us).
+            self.state = "closing" if self.state == "open" else self.state
+
+    def reply(self, frame: str) -> None:
+        self.outbox.force(frame)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Flush what is queued, close the socket with ``code``, release every subscription.
+        Safe to call twice and from any task but the writer."""
+        if self.state == "closed":
+            return
+        if self.state == "open":
+            self.close_code, self.close_reason = code, reason
+        self.state = "closing"
+        for sub in list(self.subscriptions.values()):
+            await sub.close()
+        self.metrics.ws_subscriptions.dec(len(self.subscriptions))
+        self.subscriptions.clear()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            self.outbox.wake()  # let the writer see the state change once drained
+            try:
+                await asyncio.wait_for(asyncio.shield(writer), 5.0)
+            except (TimeoutError, asyncio.CancelledError):
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(self.close_code, self.close_reason[:120]), 2.0)
+        self.state = "closed"
+        self.metrics.ws_closes.labels(str(self.close_code)).inc()
+
+    # -- client actions ---------------------------------------------------------------------
+
+    async def handle(self, text: str) -> None:
+        try:
+            action = protocol.parse(text)
+            if isinstance(action, protocol.Ping):
+                self.reply(protocol.message("pong"))
+            elif isinstance(action, protocol.Subscribe):
+                await self.subscribe(action)
+            else:
+                await self.unsubscribe(action)
+        except protocol.ProtocolError as exc:
+            self.reply(protocol.error(exc.code, exc.message, exc.subscription_id))
+        # Push back on a client that sends faster than it reads our replies.
+        await self.outbox.wait_room()
+
+    async def subscribe(self, action: protocol.Subscribe) -> None:
+        sub_id = action.subscription_id or f"sub-{next(self._auto_ids)}"
+        if sub_id in self.subscriptions:
+            raise protocol.ProtocolError("VALIDATION_ERROR",
+                                         f"subscriptionId '{sub_id}' is already in use", sub_id)
+        if len(self.subscriptions) >= self.max_subscriptions:
+            raise protocol.ProtocolError(
+                "LIMIT_EXCEEDED",
+                f"at most {self.max_subscriptions} subscriptions per connection", sub_id)
+        if self.allowed is not None and not _narrower(action.filter, self.allowed):
+            raise protocol.ProtocolError(
+                "FORBIDDEN", "this token does not allow that filter or stream", sub_id)
+        try:
+            sub, head = await self.hub.subscribe(
+                self.store, action.filter, self, sub_id=sub_id, position=action.position,
+                context=protocol.event_prefix(sub_id),
+            )
+        except BrokerError as exc:
+            raise protocol.ProtocolError(exc.code, exc.message, sub_id) from None
+        if self.state != "open":
+            await sub.close()
+            return
+        # No await since the hub registered it, so no event of it can be queued before this.
+        self.subscriptions[sub_id] = sub
+        self.reply(protocol.message(
+            "subscribed", subscriptionId=sub_id, eventFilter=action.filter.wire,
+            streamId=action.filter.stream_id, position=head,
+        ))
+        self.metrics.ws_subscriptions.inc()
+
+    async def unsubscribe(self, action: protocol.Unsubscribe) -> None:
+        if action.subscription_id is not None:
+            ids = [action.subscription_id] if action.subscription_id in self.subscriptions else []
+        else:
+            ids = [i for i, s in self.subscriptions.items() if s.filter == action.filter]
+        if not ids:
+            raise protocol.ProtocolError("VALIDATION_ERROR", "no such subscription",
+                                         action.subscription_id)
+        for sub_id in ids:
+            sub = self.subscriptions.pop(sub_id)
+            await sub.close()
+            self.metrics.ws_subscriptions.dec()
+            self.reply(protocol.message("unsubscribed", subscriptionId=sub_id))
+
+
+def _narrower(wanted: Filter, allowed: Filter) -> bool:
+    """True if every event ``wanted`` can match is one ``allowed`` permits."""
+    if allowed.stream_id is not None and wanted.stream_id != allowed.stream_id:
+        return False
+    return all(p in allowed.patterns or "*" in allowed.patterns for p in wanted.patterns)

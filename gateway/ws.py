@@ -1,0 +1,131 @@
+"""The WebSocket endpoint ``/event-stores/{store}/events/ws`` and the pod's set of sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from broker import BrokerError, StoreAlreadyExists, valid_store_name
+
+from . import protocol
+from .auth import Permission, require
+from .errors import CLOSE_CODE, ApiError
+from .runtime import runtime
+from .session import Session
+
+log = logging.getLogger("deltagate.ws")
+router = APIRouter()
+
+
+class Sessions:
+    """Every open session of this pod, and the watchdog that closes the ones whose client has
+    stopped reading altogether (4008)."""
+
+    def __init__(self, slow_timeout: float) -> None:
+        self.active: set[Session] = set()
+        self.slow_timeout = slow_timeout
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._watch(), name="ws watchdog")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for session in list(self.active):
+                since = session.sending_since
+                if since is not None and now - since > self.slow_timeout:
+                    log.warning("closing a connection that stopped reading",
+                                extra={"store": session.store, "stalled_s": round(now - since)})
+                    session.abort()
+
+
+async def _close_before_start(ws: WebSocket, code: int, reason: str) -> None:
+    await ws.accept()
+    await ws.close(code, reason[:120])
+
+
+@router.websocket("/event-stores/{store}/events/ws")
+async def events_ws(ws: WebSocket, store: str) -> None:
+    rt = runtime(ws)
+    settings = rt.settings
+    metrics = rt.metrics
+    origin = ws.headers.get("origin")
+    if settings.origins and origin is not None and origin not in settings.origins:
+        metrics.auth_failures.labels("origin").inc()
+        await _close_before_start(ws, CLOSE_CODE["FORBIDDEN"], "origin not allowed")
+        return
+    if rt.draining:
+        await _close_before_start(ws, CLOSE_CODE["DRAINING"], "pod is draining; reconnect")
+        return
+    try:
+        await require(ws, Permission.CONNECT, store)
+        await require(ws, Permission.READ, store)
+        if not await rt.log.exists(store):
+            if not (rt.settings.auto_create and valid_store_name(store)):
+                raise ApiError("EVENT_STORE_NOT_FOUND", f"event store '{store}' does not exist")
+            with contextlib.suppress(StoreAlreadyExists):
+                await rt.stores.create(store)
+    except ApiError as exc:
+        if exc.code in ("UNAUTHORIZED", "FORBIDDEN"):
+            metrics.auth_failures.labels(exc.code.lower()).inc()
+        await _close_before_start(ws, CLOSE_CODE.get(exc.code, 1011), exc.message)
+        return
+    except BrokerError as exc:
+        await _close_before_start(ws, CLOSE_CODE.get(exc.code, 1011), exc.message)
+        return
+
+    await ws.accept()
+    session = Session(
+        ws,
+        store=store,
+        hub=rt.hub,
+        metrics=metrics,
+        max_subscriptions=settings.max_subscriptions_per_connection,
+        outbox_frames=settings.ws_send_queue,
+        outbox_bytes=settings.ws_send_queue_bytes,
+    )
+    rt.sessions.active.add(session)
+    metrics.ws_connections.inc()
+    session.start()
+    try:
+        connect_filter = ws.query_params.get("filter")
+        if connect_filter:
+            try:
+                await session.subscribe(protocol.parse_connect_filter(connect_filter))
+            except protocol.ProtocolError as exc:
+                session.reply(protocol.error(exc.code, exc.message, exc.subscription_id))
+        while session.state == "open":
+            message = await ws.receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                session.state = "closing"
+                break
+            text = message.get("text")
+            if text is None:
+                session.reply(protocol.error("INVALID_MESSAGE",
+                                             "binary frames are not supported; send JSON text"))
+                continue
+            await session.handle(text)
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("websocket session failed", extra={"store": store})
+        session.close_code = CLOSE_CODE["INTERNAL_ERROR"]
+    finally:
+        rt.sessions.active.discard(session)
+        metrics.ws_connections.dec()
+        await session.close(session.close_code, session.close_reason)
