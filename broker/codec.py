@@ -15,6 +15,7 @@ import orjson
 from .types import LoggedEvent, NewEvent
 
 JSONDecodeError = orjson.JSONDecodeError
+JSONEncodeError = orjson.JSONEncodeError
 SEPARATOR = "\x1f"
 """Joins the fields of a live announcement. A control character can never appear raw in compact
 JSON text, and stream ids and types are validated to exclude control characters."""

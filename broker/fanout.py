@@ -27,7 +27,7 @@ from .types import LoggedEvent
 log = logging.getLogger("deltagate.fanout")
 
 PAGE = 1000
-PAGE_CACHE = 64
+PAGE_CACHE_CHARS = 8 * 1024 * 1024
 REPLAY_CHECKPOINT_INTERVAL = 1.0
 
 Marker = Literal["caughtUp", "checkpoint"]
@@ -80,12 +80,32 @@ class Subscription:
     """One client subscription. Live (in its feed's index) or catching up (a task of its own
     reads the log), never both. ``cursor`` is the last globalPosition handled for it."""
 
-    __slots__ = ("_catch_up", "_demoted", "_hub", "_last_marker", "_last_marker_at", "_replaying",
-                 "context", "cursor", "feed", "filter", "id", "sink", "state")
+    __slots__ = (
+        "_catch_up",
+        "_demoted",
+        "_hub",
+        "_last_marker",
+        "_last_marker_at",
+        "_replaying",
+        "context",
+        "cursor",
+        "feed",
+        "filter",
+        "id",
+        "sink",
+        "state",
+    )
 
     def __init__(
-        self, hub: Hub, feed: Feed, sub_id: str, flt: Filter, sink: Sink, cursor: int,
-        replaying: bool, context: Any = None,
+        self,
+        hub: Hub,
+        feed: Feed,
+        sub_id: str,
+        flt: Filter,
+        sink: Sink,
+        cursor: int,
+        replaying: bool,
+        context: Any = None,
     ) -> None:
         self._hub = hub
         self.feed = feed
@@ -119,9 +139,12 @@ class Subscription:
         return False
 
     def checkpoint(self, position: int, now: float, interval: float) -> None:
-        if position > self.cursor and position > self._last_marker and (
-            now - self._last_marker_at >= interval
-        ) and self.sink.send_marker(self, "checkpoint", position):
+        if (
+            position > self.cursor
+            and position > self._last_marker
+            and (now - self._last_marker_at >= interval)
+            and self.sink.send_marker(self, "checkpoint", position)
+        ):
             self.cursor = self._last_marker = position
             self._last_marker_at = now
 
@@ -183,9 +206,11 @@ class Subscription:
         now = time.monotonic()
         if sent:
             self._last_marker_at = now
-        elif now - self._last_marker_at >= REPLAY_CHECKPOINT_INTERVAL and (
-            self.cursor > self._last_marker
-        ) and sink.send_marker(self, "checkpoint", self.cursor):
+        elif (
+            now - self._last_marker_at >= REPLAY_CHECKPOINT_INTERVAL
+            and (self.cursor > self._last_marker)
+            and sink.send_marker(self, "checkpoint", self.cursor)
+        ):
             self._last_marker, self._last_marker_at = self.cursor, now
 
     def _go_live(self) -> None:
@@ -224,21 +249,22 @@ class Subscription:
 
 class PageReader:
     """Catch-up reads of the log, shared: identical reads in flight are made once, and full
-    pages (which can never change) are kept in a small LRU."""
+    pages (which can never change) are kept in an LRU bounded by their size."""
 
-    def __init__(self, log: EventLog, size: int = PAGE, cached: int = PAGE_CACHE) -> None:
+    def __init__(self, log: EventLog, size: int = PAGE, budget: int = PAGE_CACHE_CHARS) -> None:
         self._log = log
         self._size = size
-        self._cached = cached
-        self._pages: OrderedDict[tuple[str, int], list[LoggedEvent]] = OrderedDict()
+        self._budget = budget
+        self._used = 0
+        self._pages: OrderedDict[tuple[str, int], tuple[list[LoggedEvent], int]] = OrderedDict()
         self._inflight: dict[tuple[str, int], asyncio.Future[list[LoggedEvent]]] = {}
 
     async def read(self, store: str, after: int) -> list[LoggedEvent]:
         key = (store, after)
-        page = self._pages.get(key)
-        if page is not None:
+        cached = self._pages.get(key)
+        if cached is not None:
             self._pages.move_to_end(key)
-            return page
+            return cached[0]
         pending = self._inflight.get(key)
         if pending is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -262,14 +288,16 @@ class PageReader:
             self._inflight.pop(key, None)
         future.set_result(page)
         if len(page) == self._size:
-            self._pages[key] = page
-            if len(self._pages) > self._cached:
-                self._pages.popitem(last=False)
+            chars = sum(len(e.json) for e in page)
+            self._pages[key] = (page, chars)
+            self._used += chars
+            while self._used > self._budget and self._pages:
+                self._used -= self._pages.popitem(last=False)[1][1]
         return page
 
     def forget(self, store: str) -> None:
         for key in [k for k in self._pages if k[0] == store]:
-            del self._pages[key]
+            self._used -= self._pages.pop(key)[1]
 
 
 class Hub:
@@ -429,8 +457,10 @@ class Hub:
             except (*TRANSIENT, Unavailable) as exc:
                 self.healthy = False
                 self.stats.pubsub_reconnects += 1
-                log.warning("pub/sub listener lost Redis; reconnecting",
-                            extra={"error": repr(exc), "retry_in": backoff})
+                log.warning(
+                    "pub/sub listener lost Redis; reconnecting",
+                    extra={"error": repr(exc), "retry_in": backoff},
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 next_poll = 0.0  # repair everything missed as soon as Redis answers
@@ -494,9 +524,11 @@ class Hub:
             if head > feed.seen:
                 await self._repair(feed, head)
             elif head < feed.seen:
-                log.warning("store head went backwards (store deleted or Redis lost data); "
-                            "following the new log", extra={"store": feed.store,
-                                                            "seen": feed.seen, "head": head})
+                log.warning(
+                    "store head went backwards (store deleted or Redis lost data); "
+                    "following the new log",
+                    extra={"store": feed.store, "seen": feed.seen, "head": head},
+                )
                 feed.seen = head
                 self._pages.forget(feed.store)
                 for sub in feed.live:

@@ -31,6 +31,12 @@ class EventTooLarge(BrokerError):
     code = "PAYLOAD_TOO_LARGE"
 
 
+class InvalidEvent(BrokerError):
+    """An event the log cannot store as JSON: its data or metadata nests too deeply."""
+
+    code = "VALIDATION_ERROR"
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -99,8 +105,14 @@ class EventLog:
             int(time.time() * 1000),
         ]
         for index, event in enumerate(events):
-            data = codec.encode_payload(event.data)
-            metadata = None if event.metadata is None else codec.encode_payload(event.metadata)
+            try:
+                data = codec.encode_payload(event.data)
+                metadata = None if event.metadata is None else codec.encode_payload(event.metadata)
+            except codec.JSONEncodeError as exc:
+                reason = f"data or metadata cannot be stored as JSON: {exc}"
+                raise InvalidEvent(
+                    f"event {index}: {reason}", {"field": f"events.{index}", "message": reason}
+                ) from None
             size = len(data) + (len(metadata) if metadata is not None else 0)
             if size > self._limits.max_event_bytes:
                 raise EventTooLarge(

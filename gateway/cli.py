@@ -82,6 +82,7 @@ def serve(
         port=settings.port,
         ws="websockets-sansio",
         ws_max_size=settings.max_ws_message_bytes,
+        ws_per_message_deflate=settings.ws_compression,
         log_config=None,
         timeout_graceful_shutdown=int(settings.grace_period),
         lifespan="on",

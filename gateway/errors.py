@@ -73,7 +73,10 @@ class ApiError(Exception):
     @classmethod
     def from_broker(cls, exc: BrokerError) -> ApiError:
         headers = {"Retry-After": RETRY_AFTER_SECONDS} if exc.temporary else None
-        return cls(exc.code, exc.message, exc.details, headers=headers)
+        details: Any = exc.details
+        if exc.code == "VALIDATION_ERROR" and isinstance(details, dict):
+            details = [details]  # a VALIDATION_ERROR lists each bad field
+        return cls(exc.code, exc.message, details, headers=headers)
 
     def response(self) -> Response:
         body: dict[str, Any] = {"error": self.code, "message": self.message}

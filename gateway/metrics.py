@@ -41,8 +41,11 @@ class Metrics:
             "deltagate_ws_closes_total", "WebSocket closes by close code", ["code"], registry=r
         )
         self.delivery_latency = Histogram(
-            "deltagate_delivery_latency_seconds", "From append to the event being queued for "
-            "live WebSocket subscribers on this pod", buckets=LATENCY_BUCKETS, registry=r)
+            "deltagate_delivery_latency_seconds",
+            "From append to the event being queued for live WebSocket subscribers on this pod",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.head_position = Gauge(
             "deltagate_store_head_position",
             "Last globalPosition this pod has seen per store with live subscribers",
@@ -78,29 +81,48 @@ class _HubCollector:
     def collect(self) -> Iterator[Metric]:
         stats = self._hub.stats
         delivered = CounterMetricFamily(
-            "deltagate_events_delivered", "Event messages queued to WebSocket clients, by how "
-            "they were read (live from pub/sub, or replayed from the log)", labels=["mode"])
+            "deltagate_events_delivered",
+            "Event messages queued to WebSocket clients, by how "
+            "they were read (live from pub/sub, or replayed from the log)",
+            labels=["mode"],
+        )
         delivered.add_metric(["live"], stats.delivered_live)
         delivered.add_metric(["replay"], stats.delivered_replay)
         yield delivered
         for name, value, text in (
-            ("deltagate_ws_demoted", stats.demoted,
-             "Subscriptions demoted to reading the log because their client fell behind"),
-            ("deltagate_ws_promoted", stats.promoted,
-             "Demoted subscriptions promoted back to live"),
-            ("deltagate_gaps_repaired", stats.gaps_repaired,
-             "Events read from the log because pub/sub lost or reordered them"),
-            ("deltagate_pubsub_reconnects", stats.pubsub_reconnects,
-             "Times the pod's pub/sub listener lost Redis and reconnected"),
+            (
+                "deltagate_ws_demoted",
+                stats.demoted,
+                "Subscriptions demoted to reading the log because their client fell behind",
+            ),
+            (
+                "deltagate_ws_promoted",
+                stats.promoted,
+                "Demoted subscriptions promoted back to live",
+            ),
+            (
+                "deltagate_gaps_repaired",
+                stats.gaps_repaired,
+                "Events read from the log because pub/sub lost or reordered them",
+            ),
+            (
+                "deltagate_pubsub_reconnects",
+                stats.pubsub_reconnects,
+                "Times the pod's pub/sub listener lost Redis and reconnected",
+            ),
         ):
             yield CounterMetricFamily(name, text, value=value)
         healthy = GaugeMetricFamily(
-            "deltagate_pubsub_healthy", "1 while the pod's pub/sub listener is connected")
+            "deltagate_pubsub_healthy", "1 while the pod's pub/sub listener is connected"
+        )
         healthy.add_metric([], 1.0 if self._hub.healthy else 0.0)
         yield healthy
         heads = GaugeMetricFamily(
-            "deltagate_store_head_position", "Last globalPosition this pod has handed to live "
-            "subscribers, per store in use (at most max_stores stores)", labels=["store"])
+            "deltagate_store_head_position",
+            "Last globalPosition this pod has handed to live "
+            "subscribers, per store in use (at most max_stores stores)",
+            labels=["store"],
+        )
         for store, seen in sorted(self._hub.heads().items())[: self._max_stores]:
             heads.add_metric([store], seen)
         yield heads

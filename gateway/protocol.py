@@ -101,14 +101,16 @@ def parse(text: str) -> Action:
         flt = None
         if sub_id is None:
             if "eventFilter" not in message:
-                raise ProtocolError("VALIDATION_ERROR",
-                                    "unsubscribe needs a subscriptionId (or an eventFilter)")
+                raise ProtocolError(
+                    "VALIDATION_ERROR", "unsubscribe needs a subscriptionId (or an eventFilter)"
+                )
             flt = parse_filter(message["eventFilter"], message.get("streamId"))
         return Unsubscribe(sub_id, flt)
     if isinstance(action, str):
         raise ProtocolError("INVALID_MESSAGE", f"unknown action {action[:64]!r}")
-    raise ProtocolError("INVALID_MESSAGE", "message needs an 'action': subscribe, unsubscribe "
-                        "or ping")
+    raise ProtocolError(
+        "INVALID_MESSAGE", "message needs an 'action': subscribe, unsubscribe or ping"
+    )
 
 
 def parse_connect_filter(raw: str) -> Subscribe:

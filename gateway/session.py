@@ -213,18 +213,26 @@ class Session:
     async def subscribe(self, action: protocol.Subscribe) -> None:
         sub_id = action.subscription_id or f"sub-{next(self._auto_ids)}"
         if sub_id in self.subscriptions:
-            raise protocol.ProtocolError("VALIDATION_ERROR",
-                                         f"subscriptionId '{sub_id}' is already in use", sub_id)
+            raise protocol.ProtocolError(
+                "VALIDATION_ERROR", f"subscriptionId '{sub_id}' is already in use", sub_id
+            )
         if len(self.subscriptions) >= self.max_subscriptions:
             raise protocol.ProtocolError(
                 "LIMIT_EXCEEDED",
-                f"at most {self.max_subscriptions} subscriptions per connection", sub_id)
+                f"at most {self.max_subscriptions} subscriptions per connection",
+                sub_id,
+            )
         if self.allowed is not None and not _narrower(action.filter, self.allowed):
             raise protocol.ProtocolError(
-                "FORBIDDEN", "this token does not allow that filter or stream", sub_id)
+                "FORBIDDEN", "this token does not allow that filter or stream", sub_id
+            )
         try:
             sub, head = await self.hub.subscribe(
-                self.store, action.filter, self, sub_id=sub_id, position=action.position,
+                self.store,
+                action.filter,
+                self,
+                sub_id=sub_id,
+                position=action.position,
                 context=protocol.event_prefix(sub_id),
             )
         except BrokerError as exc:
@@ -234,10 +242,15 @@ class Session:
             return
         # No await since the hub registered it, so no event of it can be queued before this.
         self.subscriptions[sub_id] = sub
-        self.reply(protocol.message(
-            "subscribed", subscriptionId=sub_id, eventFilter=action.filter.wire,
-            streamId=action.filter.stream_id, position=head,
-        ))
+        self.reply(
+            protocol.message(
+                "subscribed",
+                subscriptionId=sub_id,
+                eventFilter=action.filter.wire,
+                streamId=action.filter.stream_id,
+                position=head,
+            )
+        )
         self.metrics.ws_subscriptions.inc()
 
     async def unsubscribe(self, action: protocol.Unsubscribe) -> None:
@@ -246,8 +259,9 @@ class Session:
         else:
             ids = [i for i, s in self.subscriptions.items() if s.filter == action.filter]
         if not ids:
-            raise protocol.ProtocolError("VALIDATION_ERROR", "no such subscription",
-                                         action.subscription_id)
+            raise protocol.ProtocolError(
+                "VALIDATION_ERROR", "no such subscription", action.subscription_id
+            )
         for sub_id in ids:
             sub = self.subscriptions.pop(sub_id)
             await sub.close()

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     """Frames a connection may have queued before it is demoted to reading from the log."""
     ws_send_queue_bytes: int = Field(4 * MiB, ge=64 * 1024)
     """Bytes a connection may have queued (whichever bound is hit first)."""
+    ws_compression: bool = False
+    """permessage-deflate. Off: compressing costs CPU per subscriber per message."""
     slow_consumer_timeout: float = Field(30.0, gt=0)
     """A connection whose writes make no progress this long is closed with 4008."""
     checkpoint_interval: float = Field(5.0, gt=0)

@@ -48,8 +48,10 @@ class Sessions:
             for session in list(self.active):
                 since = session.sending_since
                 if since is not None and now - since > self.slow_timeout:
-                    log.warning("closing a connection that stopped reading",
-                                extra={"store": session.store, "stalled_s": round(now - since)})
+                    log.warning(
+                        "closing a connection that stopped reading",
+                        extra={"store": session.store, "stalled_s": round(now - since)},
+                    )
                     session.abort()
 
 
@@ -116,8 +118,11 @@ async def events_ws(ws: WebSocket, store: str) -> None:
                 break
             text = message.get("text")
             if text is None:
-                session.reply(protocol.error("INVALID_MESSAGE",
-                                             "binary frames are not supported; send JSON text"))
+                session.reply(
+                    protocol.error(
+                        "INVALID_MESSAGE", "binary frames are not supported; send JSON text"
+                    )
+                )
                 continue
             await session.handle(text)
     except WebSocketDisconnect:

@@ -27,7 +27,9 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
 def need_binary(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None
+    )
     if path is None:
         if CI:
             pytest.fail(f"{name} is required in CI but not installed")
@@ -49,7 +51,7 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str
             value = predicate()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+        except Exception as exc:
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}: {last_error!r}")
@@ -73,9 +75,23 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir),
-             "--loglevel", "warning"],
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.dir),
+                "--loglevel",
+                "warning",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -125,8 +141,13 @@ class Pod:
 
     def __init__(self, env: dict[str, str], port: int | None = None) -> None:
         self.port = port or free_port()
-        self.env = {**os.environ, **env, "DELTAGATE_PORT": str(self.port),
-                    "DELTAGATE_HOST": "127.0.0.1", "DELTAGATE_LOG_JSON": "true"}
+        self.env = {
+            **os.environ,
+            **env,
+            "DELTAGATE_PORT": str(self.port),
+            "DELTAGATE_HOST": "127.0.0.1",
+            "DELTAGATE_LOG_JSON": "true",
+        }
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="dg-pod-", suffix=".log")[1])
 
@@ -139,11 +160,14 @@ class Pod:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, wait_ready: bool = True) -> Pod:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve"],
-            env=self.env, stdout=log, stderr=log, cwd=ROOT,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "serve"],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                cwd=ROOT,
+            )
         if wait_ready:
             wait_for(self.ready, timeout=20, what=f"pod on {self.port} to be ready")
         return self
@@ -188,8 +212,11 @@ def pods(redis_url: str) -> Iterator[list[Pod]]:
 
 
 def spawn_pods(started: list[Pod], redis_url: str, n: int, **env: str) -> list[Pod]:
-    base = {"DELTAGATE_REDIS_URL": redis_url, "DELTAGATE_AUTH": "disabled",
-            "DELTAGATE_AUTO_CREATE_STORES": "true"}
+    base = {
+        "DELTAGATE_REDIS_URL": redis_url,
+        "DELTAGATE_AUTH": "disabled",
+        "DELTAGATE_AUTO_CREATE_STORES": "true",
+    }
     base.update(env)
     new = [Pod(base) for _ in range(n)]
     for pod in new:
