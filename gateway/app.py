@@ -41,6 +41,18 @@ async def first_contact(redis: Any, attempts: int = 5) -> None:
             delay = min(delay * 2, 2.0)
 
 
+async def drain(app: FastAPI) -> None:
+    """SIGTERM: readiness off and new WebSockets refused at once, then every open WebSocket
+    closed with 1012 over the drain window. uvicorn then finishes in-flight requests."""
+    rt = runtime_of(app)
+    rt.draining = True
+    await rt.sessions.drain(rt.settings.drain_seconds)
+
+
+def runtime_of(app: FastAPI) -> Runtime:
+    return app.state.runtime  # type: ignore[no-any-return]
+
+
 def _observe_n(histogram: Any, seconds: float, n: int) -> None:
     for _ in range(n):
         histogram.observe(seconds)

@@ -63,7 +63,8 @@ def serve(
     import uvicorn
 
     from . import logs
-    from .app import create_app
+    from .app import create_app, drain
+    from .server import GatewayServer
 
     settings = settings_from(
         host=host, port=port, config=config, auto_create_stores=auto_create_stores
@@ -76,17 +77,22 @@ def serve(
             else "Auth is OFF: anyone who can reach this port can read and write."
         )
         sys.stderr.write(BANNER.format(auth=auth))
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    server_config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
         ws_max_size=settings.max_ws_message_bytes,
         ws_per_message_deflate=settings.ws_compression,
         log_config=None,
-        timeout_graceful_shutdown=int(settings.grace_period),
+        timeout_graceful_shutdown=max(1, int(settings.grace_period - settings.drain_seconds)),
         lifespan="on",
     )
+    server = GatewayServer(
+        server_config, drain=lambda: drain(app), deadline=settings.drain_seconds + 5
+    )
+    server.run()
 
 
 def main() -> None:

@@ -98,7 +98,7 @@ def parse(text: str) -> Action:
         return Subscribe(flt, position, sub_id)
     if action == "unsubscribe":
         sub_id = parse_subscription_id(message.get("subscriptionId"))
-        flt = None
+        flt: Filter | None = None
         if sub_id is None:
             if "eventFilter" not in message:
                 raise ProtocolError(

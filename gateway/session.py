@@ -121,6 +121,8 @@ class Session:
         self.sending_since: float | None = None
         self._writer: asyncio.Task[None] | None = None
         self._auto_ids = itertools.count(1)
+        self._closing = False
+        self._closed = asyncio.Event()
         self.number = next(_ids)
 
     # -- Sink -------------------------------------------------------------------------------
@@ -170,9 +172,12 @@ class Session:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Flush what is queued, close the socket with ``code``, release every subscription.
-        Safe to call twice and from any task but the writer."""
-        if self.state == "closed":
+        Safe to call twice and from several tasks (but not the writer): later calls wait for
+        the first to finish."""
+        if self._closing:
+            await self._closed.wait()
             return
+        self._closing = True
         if self.state == "open":
             self.close_code, self.close_reason = code, reason
         self.state = "closing"
@@ -192,6 +197,7 @@ class Session:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(self.close_code, self.close_reason[:120]), 2.0)
         self.state = "closed"
+        self._closed.set()
         self.metrics.ws_closes.labels(str(self.close_code)).inc()
 
     # -- client actions ---------------------------------------------------------------------

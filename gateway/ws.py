@@ -41,6 +41,21 @@ class Sessions:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def drain(self, window: float) -> None:
+        """Close every session with 1012 after flushing what was queued for it, spread evenly
+        over ``window`` seconds so the clients do not all reconnect to the other pods at once."""
+        sessions = list(self.active)
+        if not sessions:
+            return
+        gap = window / len(sessions)
+        log.info("draining websockets", extra={"connections": len(sessions), "window_s": window})
+
+        async def close_later(session: Session, delay: float) -> None:
+            await asyncio.sleep(delay)
+            await session.close(CLOSE_CODE["DRAINING"], "pod draining; reconnect to resume")
+
+        await asyncio.gather(*(close_later(s, i * gap) for i, s in enumerate(sessions)))
+
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(1.0)
