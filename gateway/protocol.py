@@ -98,14 +98,14 @@ def parse(text: str) -> Action:
         return Subscribe(flt, position, sub_id)
     if action == "unsubscribe":
         sub_id = parse_subscription_id(message.get("subscriptionId"))
-        flt: Filter | None = None
+        by_filter: Filter | None = None
         if sub_id is None:
             if "eventFilter" not in message:
                 raise ProtocolError(
                     "VALIDATION_ERROR", "unsubscribe needs a subscriptionId (or an eventFilter)"
                 )
-            flt = parse_filter(message["eventFilter"], message.get("streamId"))
-        return Unsubscribe(sub_id, flt)
+            by_filter = parse_filter(message["eventFilter"], message.get("streamId"))
+        return Unsubscribe(sub_id, by_filter)
     if isinstance(action, str):
         raise ProtocolError("INVALID_MESSAGE", f"unknown action {action[:64]!r}")
     raise ProtocolError(
