@@ -54,3 +54,21 @@ class StoreKeys:
 
     def idempotency(self, key: str) -> str:
         return f"{self.tag}:idem:{key}"
+
+
+# -- API keys and rate limits (deployment-wide, outside any store's slot) ----------------------
+
+API_KEYS = f"{PREFIX}:apikeys"
+"""Hash: key id -> key record JSON (hash of the secret, never the secret)."""
+API_KEY_BY_HASH = f"{PREFIX}:apikeys:byhash"
+"""Hash: sha256 of a secret -> key id."""
+API_KEYS_REVOKED = f"{PREFIX}:apikeys:revoked"
+"""Channel announcing revocations so every pod closes that key's sockets at once."""
+
+
+def rate_bucket(key_id: str, kind: str, window: int) -> str:
+    return f"{PREFIX}:rate:{kind}:{key_id}:{window}"
+
+
+def connection_count(key_id: str) -> str:
+    return f"{PREFIX}:conns:{key_id}"

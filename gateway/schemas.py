@@ -14,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from broker import InvalidFilter, check_name
+from broker import InvalidFilter, check_name, codec
 
 from .errors import ApiError
 
@@ -65,6 +65,15 @@ class CreateStoreBody(BaseModel):
     name: StrictStr = Field(pattern=r"^[a-z0-9_-]{3,63}$")
     description: StrictStr | None = Field(None, max_length=1024)
     settings: dict[str, Any] | None = None
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        try:
+            codec.dumps(value)  # e.g. nested deeper than the encoder allows
+        except codec.JSONEncodeError as exc:
+            raise ValueError(f"cannot be stored as JSON: {exc}") from None
+        return value
 
 
 def parse(model: type[M], value: Any) -> M:
