@@ -64,6 +64,17 @@ class Filter:
             return False
         return any(_pattern_matches(p, event_type) for p in self.patterns)
 
+    def covers(self, other: Filter) -> bool:
+        """True if every event ``other`` can match, this filter matches too. A pattern of
+        ``other`` is covered when one of ours matches it read literally: each of its ``*`` is
+        then absorbed by one of our wildcards, whatever it stands for."""
+        if self.stream_id is not None and other.stream_id != self.stream_id:
+            return False
+        return all(
+            any(_pattern_matches(mine, theirs) for mine in self.patterns)
+            for theirs in other.patterns
+        )
+
     @property
     def wire(self) -> str | list[str]:
         """The filter as a client wrote it: one pattern, or a list."""

@@ -72,3 +72,66 @@ def rate_bucket(key_id: str, kind: str, window: int) -> str:
 
 def connection_count(key_id: str) -> str:
     return f"{PREFIX}:conns:{key_id}"
+
+
+# -- webhook subscriptions -------------------------------------------------------------------
+# One store's subscriptions live under that store's hash tag, so the scripts that create, fence
+# and advance them run in the store's slot (layout: broker/webhooks.py). Only the dispatcher
+# registry is deployment-wide.
+
+WEBHOOK_DISPATCHERS = f"{PREFIX}:webhooks:dispatchers"
+"""Sorted set: dispatcher replica id -> its last heartbeat (epoch ms)."""
+
+SUBSCRIPTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+"""Subscription ids: no ``:`` (a key separator) and nothing a URL path would need to escape."""
+
+
+def valid_subscription_id(value: str) -> bool:
+    return SUBSCRIPTION_ID.fullmatch(value) is not None
+
+
+class WebhookKeys:
+    """The keys of one store's webhook subscriptions."""
+
+    SUFFIXES = ("", ":lease", ":attempts", ":done", ":dlq", ":redrive", ":letters")
+    """Every key of one subscription is ``record_prefix + id + suffix``: what deleting one
+    removes."""
+
+    __slots__ = ("fingerprints", "index", "meta", "owner", "record_prefix", "store")
+
+    def __init__(self, store: str) -> None:
+        keys = StoreKeys(store)
+        self.store = keys
+        self.meta = keys.meta
+        self.owner = f"{keys.tag}:whuid"  # string: uid of the store the subscriptions belong to
+        self.index = f"{keys.tag}:whs"  # zset: subscription id scored by creation time (ms)
+        self.fingerprints = f"{keys.tag}:whfp"  # hash: sha256(filter, url, headers) -> id
+        self.record_prefix = f"{keys.tag}:wh:"
+
+    def record(self, sub_id: str) -> str:
+        """Hash: config, secret, status, position (lastProcessedEventGlobalPosition), errors."""
+        return self.record_prefix + sub_id
+
+    def lease(self, sub_id: str) -> str:
+        """String: the dispatcher replica delivering this subscription, with an expiry."""
+        return self.record_prefix + sub_id + ":lease"
+
+    def attempts(self, sub_id: str) -> str:
+        """Hash: eventId -> "globalPosition|failed attempts" for events being retried."""
+        return self.record_prefix + sub_id + ":attempts"
+
+    def done(self, sub_id: str) -> str:
+        """Zset: globalPositions delivered ahead of the saved position (other streams ran on)."""
+        return self.record_prefix + sub_id + ":done"
+
+    def dead(self, sub_id: str) -> str:
+        """Zset: dead-lettered eventIds scored by globalPosition."""
+        return self.record_prefix + sub_id + ":dlq"
+
+    def redrive(self, sub_id: str) -> str:
+        """Zset: eventIds queued for redelivery, scored by globalPosition."""
+        return self.record_prefix + sub_id + ":redrive"
+
+    def letters(self, sub_id: str) -> str:
+        """Hash: eventId -> dead-letter record JSON (for entries in ``dead`` or ``redrive``)."""
+        return self.record_prefix + sub_id + ":letters"

@@ -13,14 +13,17 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from broker import EventLog, StoreAdmin, Unavailable, codec, connect
+from broker.apikeys import KeyStore
 from broker.fanout import Hub
 from broker.redis import call
 
 from . import errors, rest, ws
 from .auth import Authenticator
+from .limits import RateLimiter
 from .metrics import Metrics
 from .runtime import Runtime, runtime
 from .settings import Settings
+from .static_routes import router as static_router
 
 log = logging.getLogger("deltagate.app")
 
@@ -74,13 +77,22 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             on_latency=lambda seconds, n: _observe_n(metrics.delivery_latency, seconds, n),
         )
         metrics.observe_hub(hub)
+        keys = KeyStore(client)
         rt = Runtime(
             settings=settings,
             redis=client,
             log=event_log,
             stores=StoreAdmin(client),
             metrics=metrics,
-            auth=Authenticator(settings),
+            auth=Authenticator(settings, keys, metrics),
+            keys=keys,
+            limits=RateLimiter(
+                client,
+                appends=settings.rate_appends_per_second,
+                subscribes=settings.rate_subscribes_per_second,
+                connections=settings.max_connections_per_key,
+                metrics=metrics,
+            ),
             hub=hub,
             sessions=ws.Sessions(settings.slow_consumer_timeout),
         )
@@ -88,7 +100,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         if not settings.embedded:
             await first_contact(client)
         await hub.start()
-        rt.sessions.start()
+        rt.sessions.start(rt)
         try:
             yield
         finally:
@@ -143,4 +155,5 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             runtime(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
+    app.include_router(static_router)  # /client/deltagate.js and the /demo/ pages
     return app

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from . import cli_keys
+
 app = typer.Typer(
     help="deltagate: a DeltaBase-compatible event store with live WebSocket streaming.",
     no_args_is_help=True,
@@ -93,6 +95,9 @@ def serve(
         server_config, drain=lambda: drain(app), deadline=settings.drain_seconds + 5
     )
     server.run()
+
+
+cli_keys.register(app)
 
 
 def main() -> None:

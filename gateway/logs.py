@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -13,6 +14,26 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "asctime",
     "color_message",
 }
+
+
+SECRET_IN_QUERY = re.compile(r"((?:apiKey|token|authToken)=)[^&\s\"']+", re.IGNORECASE)
+SECRET_KEY = re.compile(r"dg_[A-Za-z0-9_-]{20,}")
+
+
+def redact(text: str) -> str:
+    """Credentials never reach a log line: query-string secrets and anything shaped like a key."""
+    return SECRET_KEY.sub("dg_[redacted]", SECRET_IN_QUERY.sub(r"\1[redacted]", text))
+
+
+class RedactSecrets(logging.Filter):
+    """uvicorn logs request paths, query strings included (``?apiKey=``, ``?token=``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,11 +52,9 @@ class JsonFormatter(logging.Formatter):
 
 def configure(level: str = "info", json: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter()
-        if json
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-    )
+    plain = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler.setFormatter(JsonFormatter() if json else plain)
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -21,10 +22,10 @@ from broker import (
     valid_store_name,
 )
 
-from .auth import Permission, require
+from .auth import Permission, check, require
 from .errors import ApiError, validation_error
 from .runtime import Runtime, runtime
-from .schemas import AppendBody, CreateStoreBody, body_schema, parse
+from .schemas import AppendBody, CreateStoreBody, TokenBody, body_schema, parse
 
 router = APIRouter(tags=["event stores"])
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
@@ -90,8 +91,9 @@ def store_body(store: StoreInfo) -> dict[str, Any]:
     summary="Create an event store",
 )
 async def create_store(request: Request, rt: RuntimeDep) -> Response:
-    await require(request, Permission.MANAGE_STORES)
+    principal = await require(request, Permission.MANAGE_STORES)
     body = parse(CreateStoreBody, await read_json(request, rt.settings.max_body_bytes))
+    check(principal, Permission.MANAGE_STORES, body.name)
     store = await rt.stores.create(body.name, description=body.description, settings=body.settings)
     return json_response(codec.dumps(store_body(store)), 201)
 
@@ -151,7 +153,8 @@ async def _append(
     rt: RuntimeDep,
     idempotency_key: str | None,
 ) -> Response:
-    await require(request, Permission.WRITE, store)
+    principal = await require(request, Permission.WRITE, store)
+    await rt.limits.hit(principal.key_id, "append")
     if not valid_store_name(store):
         raise ApiError(
             "EVENT_STORE_NOT_FOUND",
@@ -328,4 +331,45 @@ async def list_streams(
                 },
             }
         )
+    )
+
+
+# -- browser tokens --------------------------------------------------------------------------
+
+
+@router.post(
+    "/event-stores/{store}/ws-tokens",
+    status_code=201,
+    openapi_extra=body_schema(TokenBody),
+    summary="Mint a short-lived WebSocket token for a browser",
+)
+async def mint_token(store: str, request: Request, rt: RuntimeDep) -> Response:
+    principal = await require(request, Permission.CONNECT, store)
+    check(principal, Permission.READ, store)
+    raw = await read_json(request, rt.settings.max_body_bytes) if await _has_body(request) else {}
+    body = parse(TokenBody, raw)
+    patterns: list[str] | None = None
+    if body.eventFilter is not None or body.streamId is not None:
+        try:
+            flt = Filter.parse(
+                body.eventFilter if body.eventFilter is not None else "*", body.streamId
+            )
+        except InvalidFilter as exc:
+            raise validation_error("eventFilter", str(exc)) from None
+        patterns = list(flt.patterns)
+    await rt.log.head(store)  # unknown store -> 404
+    token, expires = rt.auth.tokens.mint(
+        key_id=principal.key_id or "admin",
+        store=store,
+        ttl=body.ttlSeconds,
+        patterns=patterns,
+        stream_id=body.streamId,
+    )
+    expires_at = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
+    return json_response(codec.dumps({"token": token, "expiresAt": expires_at}), 201)
+
+
+async def _has_body(request: Request) -> bool:
+    return request.headers.get("content-length", "0") != "0" or (
+        "chunked" in request.headers.get("transfer-encoding", "")
     )

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import HTTPConnection
 
 from broker import EventLog, StoreAdmin
+from broker.apikeys import KeyStore
 from broker.fanout import Hub
 
 from .auth import Authenticator
+from .limits import RateLimiter
 from .metrics import Metrics
 from .settings import Settings
 
@@ -29,6 +31,8 @@ class Runtime:
     stores: StoreAdmin
     metrics: Metrics
     auth: Authenticator
+    keys: KeyStore
+    limits: RateLimiter
     hub: Hub
     sessions: Sessions
     draining: bool = False

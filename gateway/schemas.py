@@ -76,6 +76,14 @@ class CreateStoreBody(BaseModel):
         return value
 
 
+class TokenBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    ttlSeconds: StrictInt = Field(300, ge=1, le=3600)
+    eventFilter: StrictStr | list[StrictStr] | None = None
+    streamId: StrictStr | None = None
+
+
 def parse(model: type[M], value: Any) -> M:
     """Validate a decoded JSON body; bad fields become one VALIDATION_ERROR listing each."""
     try:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from broker import BrokerError, Filter, LoggedEvent
+from broker import BrokerError, LoggedEvent
 
 from . import protocol
 from .errors import CLOSE_CODE
@@ -24,6 +24,8 @@ from .errors import CLOSE_CODE
 if TYPE_CHECKING:
     from broker.fanout import Hub, Subscription
 
+    from .auth import Principal
+    from .limits import RateLimiter
     from .metrics import Metrics
 
 log = logging.getLogger("deltagate.ws")
@@ -105,14 +107,19 @@ class Session:
         max_subscriptions: int,
         outbox_frames: int,
         outbox_bytes: int,
-        allowed: Filter | None = None,
+        principal: Principal,
+        limiter: RateLimiter,
+        conn_id: str | None = None,
     ) -> None:
         self.ws = websocket
         self.store = store
         self.hub = hub
         self.metrics = metrics
         self.max_subscriptions = max_subscriptions
-        self.allowed = allowed
+        self.principal = principal
+        self.allowed = principal.narrowing
+        self.limiter = limiter
+        self.conn_id = conn_id
         self.outbox = Outbox(outbox_frames, outbox_bytes)
         self.subscriptions: dict[str, Subscription] = {}
         self.state: Literal["open", "closing", "closed"] = "open"
@@ -228,7 +235,7 @@ class Session:
                 f"at most {self.max_subscriptions} subscriptions per connection",
                 sub_id,
             )
-        if self.allowed is not None and not _narrower(action.filter, self.allowed):
+        if self.allowed is not None and not self.allowed.covers(action.filter):
             raise protocol.ProtocolError(
                 "FORBIDDEN", "this token does not allow that filter or stream", sub_id
             )
@@ -273,10 +280,3 @@ class Session:
             await sub.close()
             self.metrics.ws_subscriptions.dec()
             self.reply(protocol.message("unsubscribed", subscriptionId=sub_id))
-
-
-def _narrower(wanted: Filter, allowed: Filter) -> bool:
-    """True if every event ``wanted`` can match is one ``allowed`` permits."""
-    if allowed.stream_id is not None and wanted.stream_id != allowed.stream_id:
-        return False
-    return all(p in allowed.patterns or "*" in allowed.patterns for p in wanted.patterns)

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     allowed_origins: str = ""
     """Comma-separated Origins allowed for WebSocket upgrades and CORS; empty: any."""
 
+    rate_appends_per_second: int = Field(1000, ge=0)
+    """Append requests per second per API key, across all pods (0: unlimited)."""
+    rate_subscribes_per_second: int = Field(100, ge=0)
+    """WebSocket subscribe actions per second per API key, across all pods (0: unlimited)."""
+    max_connections_per_key: int = Field(1000, ge=0)
+    """Open WebSocket connections per API key, across all pods (0: unlimited)."""
+
     auto_create_stores: bool | None = None
     """Create a store on first use. Default: on in the embedded dev mode, off otherwise."""
     config: Path | None = None

@@ -13,9 +13,9 @@ from starlette.websockets import WebSocketDisconnect
 from broker import BrokerError, StoreAlreadyExists, valid_store_name
 
 from . import protocol
-from .auth import Permission, require
+from .auth import Permission, check
 from .errors import CLOSE_CODE, ApiError
-from .runtime import runtime
+from .runtime import Runtime, runtime
 from .session import Session
 
 log = logging.getLogger("deltagate.ws")
@@ -30,9 +30,10 @@ class Sessions:
         self.active: set[Session] = set()
         self.slow_timeout = slow_timeout
         self._task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._watch(), name="ws watchdog")
+    def start(self, rt: Runtime) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._watch(rt), name="ws watchdog")
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -40,6 +41,18 @@ class Sessions:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        closing, self._closing = self._closing, set()
+        for pending in closing:
+            pending.cancel()
+        for pending in closing:
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
+
+    def _close_soon(self, session: Session, code: int, reason: str) -> None:
+        """Close a session from the watchdog without waiting on it (tasks owned here)."""
+        task = asyncio.get_running_loop().create_task(session.close(code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def drain(self, window: float) -> None:
         """Close every session with 1012 after flushing what was queued for it, spread evenly
@@ -56,18 +69,52 @@ class Sessions:
 
         await asyncio.gather(*(close_later(s, i * gap) for i, s in enumerate(sessions)))
 
-    async def _watch(self) -> None:
+    async def _watch(self, rt: Runtime) -> None:
+        """Once a second: close sockets whose client stopped reading (4008), whose API key was
+        revoked or expired, or whose token expired (4001); every 10 s, keep this pod's
+        connections counting toward their keys' quotas."""
+        tick = 0
         while True:
             await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for session in list(self.active):
-                since = session.sending_since
-                if since is not None and now - since > self.slow_timeout:
-                    log.warning(
-                        "closing a connection that stopped reading",
-                        extra={"store": session.store, "stalled_s": round(now - since)},
-                    )
-                    session.abort()
+            tick += 1
+            try:
+                await self._check(rt, refresh=tick % 10 == 0)
+            except BrokerError as exc:
+                log.warning(
+                    "session checks skipped: Redis unavailable", extra={"error": exc.message}
+                )
+
+    async def _check(self, rt: Runtime, *, refresh: bool) -> None:
+        now = time.monotonic()
+        wall = time.time()
+        sessions = [s for s in self.active if s.state == "open"]
+        for session in sessions:
+            since = session.sending_since
+            if since is not None and now - since > self.slow_timeout:
+                log.warning(
+                    "closing a connection that stopped reading",
+                    extra={"store": session.store, "stalled_s": round(now - since)},
+                )
+                session.abort()
+        for session in sessions:
+            expires = session.principal.expires_at
+            if expires is not None and wall >= expires:
+                what = "token" if session.principal.via_token else "API key"
+                self._close_soon(
+                    session,
+                    CLOSE_CODE["UNAUTHORIZED"],
+                    f"{what} expired: get a new one and resume from your last position",
+                )
+        keyed = [(s.principal.key_id, s) for s in sessions if s.principal.key_id is not None]
+        if keyed:
+            alive = await rt.keys.alive(list({key_id for key_id, _ in keyed}))
+            for key_id, session in keyed:
+                if key_id not in alive:
+                    self._close_soon(session, CLOSE_CODE["UNAUTHORIZED"], "API key revoked")
+        if refresh:
+            await rt.limits.refresh(
+                [(key_id, s.conn_id) for key_id, s in keyed if s.conn_id is not None]
+            )
 
 
 async def _close_before_start(ws: WebSocket, code: int, reason: str) -> None:
@@ -88,17 +135,21 @@ async def events_ws(ws: WebSocket, store: str) -> None:
     if rt.draining:
         await _close_before_start(ws, CLOSE_CODE["DRAINING"], "pod is draining; reconnect")
         return
+    principal = None
+    conn_id = None
     try:
-        await require(ws, Permission.CONNECT, store)
-        await require(ws, Permission.READ, store)
+        principal = await rt.auth.authenticate_ws(ws, store)
+        check(principal, Permission.CONNECT, store)
+        check(principal, Permission.READ, store)
         if not await rt.log.exists(store):
             if not (rt.settings.auto_create and valid_store_name(store)):
                 raise ApiError("EVENT_STORE_NOT_FOUND", f"event store '{store}' does not exist")
             with contextlib.suppress(StoreAlreadyExists):
                 await rt.stores.create(store)
+        conn_id = await rt.limits.open_connection(principal.key_id)
     except ApiError as exc:
-        if exc.code in ("UNAUTHORIZED", "FORBIDDEN"):
-            metrics.auth_failures.labels(exc.code.lower()).inc()
+        if exc.code == "FORBIDDEN":
+            metrics.auth_failures.labels("forbidden").inc()
         await _close_before_start(ws, CLOSE_CODE.get(exc.code, 1011), exc.message)
         return
     except BrokerError as exc:
@@ -114,6 +165,9 @@ async def events_ws(ws: WebSocket, store: str) -> None:
         max_subscriptions=settings.max_subscriptions_per_connection,
         outbox_frames=settings.ws_send_queue,
         outbox_bytes=settings.ws_send_queue_bytes,
+        principal=principal,
+        limiter=rt.limits,
+        conn_id=conn_id,
     )
     rt.sessions.active.add(session)
     metrics.ws_connections.inc()
@@ -149,3 +203,5 @@ async def events_ws(ws: WebSocket, store: str) -> None:
         rt.sessions.active.discard(session)
         metrics.ws_connections.dec()
         await session.close(session.close_code, session.close_reason)
+        with contextlib.suppress(BrokerError):
+            await rt.limits.close_connection(principal.key_id, conn_id)

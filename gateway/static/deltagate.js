@@ -1,0 +1,462 @@
+// deltagate.js: the browser and Node 20 client of deltagate's live event stream.
+//
+// A drop-in for the DeltaBaseWebSocket class of the guide "Real-Time Events with WebSockets",
+// made production-grade: it never gives up by default (exponential backoff with full jitter,
+// capped), and on every reconnect it resumes each subscription from the last globalPosition it
+// saw (of an event, a checkpoint or caughtUp), dropping anything at or below it, so `onEvent`
+// sees each matching event exactly once and in order across disconnects and pod restarts.
+//
+// Served by the gateway at /client/deltagate.js (types: /client/deltagate.d.ts). No build step:
+//
+//   import { DeltaBaseWebSocket } from '/client/deltagate.js';
+//   const client = new DeltaBaseWebSocket('orders', null, (event) => render(event));
+//   client.connect();
+//   client.subscribe('order.*');
+//
+// In Node 20 pass the `ws` package: `{ baseUrl: 'http://127.0.0.1:8787', WebSocket: require('ws') }`.
+
+const OPEN = 1;
+
+export const DEFAULT_OPTIONS = Object.freeze({
+  initialDelay: 1000,
+  maxDelay: 30000,
+  maxReconnectAttempts: Infinity,
+  pingInterval: 25000,
+  pongTimeout: 10000,
+  stableAfter: 5000,
+});
+
+/** Resolve the WebSocket base (ws:// or wss://, no trailing slash) from an http(s) or ws(s) URL,
+ * or from the page's origin when none is given. */
+export function wsBase(baseUrl) {
+  let base = baseUrl;
+  if (base === undefined || base === null || base === '') {
+    const origin = globalThis.location && globalThis.location.origin;
+    if (!origin || origin === 'null') {
+      throw new TypeError('deltagate: options.baseUrl is required outside a web page');
+    }
+    base = origin;
+  }
+  base = String(base).replace(/\/+$/, '');
+  if (base.startsWith('https://')) return `wss://${base.slice(8)}`;
+  if (base.startsWith('http://')) return `ws://${base.slice(7)}`;
+  if (base.startsWith('ws://') || base.startsWith('wss://')) return base;
+  throw new TypeError(`deltagate: baseUrl must start with http(s):// or ws(s)://, got ${base}`);
+}
+
+/** The http(s) counterpart of a base URL (for REST calls), page origin by default. */
+export function httpBase(baseUrl) {
+  const ws = wsBase(baseUrl);
+  return ws.startsWith('wss://') ? `https://${ws.slice(6)}` : `http://${ws.slice(5)}`;
+}
+
+/** True for an event the client may hand to `onEvent`: the fields it relies on are present. */
+export function isValidEvent(event) {
+  return (
+    event !== null &&
+    typeof event === 'object' &&
+    typeof event.type === 'string' &&
+    event.type !== '' &&
+    typeof event.streamId === 'string' &&
+    event.streamId !== '' &&
+    Number.isSafeInteger(event.globalPosition) &&
+    event.globalPosition > 0
+  );
+}
+
+function sameFilter(a, b) {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+function randomTag() {
+  return Math.random().toString(36).slice(2, 8);
+}
+
+/**
+ * Read every event of a store matching `type` patterns (and optionally one stream) over REST,
+ * paging through `GET /event-stores/{store}/events`. Returns `{events, lastPosition}` where
+ * `lastPosition` is the globalPosition to resume a live subscription from (0 when nothing
+ * matched). A store that does not exist yet reads as empty.
+ */
+export async function loadEvents(eventStoreName, options = {}) {
+  const fetchImpl = options.fetch || globalThis.fetch;
+  const base = httpBase(options.baseUrl);
+  const types = options.type === undefined ? [] : [].concat(options.type);
+  const headers = {};
+  if (options.apiKey) headers['X-API-Key'] = options.apiKey;
+  const events = [];
+  let after = options.after || 0;
+  for (;;) {
+    const query = new URLSearchParams();
+    for (const t of types) query.append('type', t);
+    if (options.streamId) query.set('streamId', options.streamId);
+    query.set('fromPosition', String(after + 1));
+    query.set('limit', '1000');
+    const url = `${base}/event-stores/${encodeURIComponent(eventStoreName)}/events?${query}`;
+    const response = await fetchImpl(url, { headers });
+    if (response.status === 404) break; // no such store yet: nothing to load
+    if (!response.ok) {
+      let detail = '';
+      try {
+        const body = await response.json();
+        detail = `${body.error}: ${body.message}`;
+      } catch {
+        detail = response.statusText;
+      }
+      throw new Error(`deltagate: loading ${eventStoreName} failed (${response.status} ${detail})`);
+    }
+    const page = await response.json();
+    for (const event of page.events) {
+      if (isValidEvent(event) && event.globalPosition > after) {
+        events.push(event);
+        after = event.globalPosition;
+      }
+    }
+    if (!page.pagination || !page.pagination.hasMore || page.events.length === 0) break;
+  }
+  return { events, lastPosition: after };
+}
+
+export class DeltaBaseWebSocket {
+  /**
+   * @param {string} eventStoreName
+   * @param {string|null} apiKey  sent as ?apiKey= (null/'' when using options.token/getToken)
+   * @param {(event: object) => void} onEvent  each matching event, exactly once, in order
+   * @param {object} [options]  see deltagate.d.ts
+   */
+  constructor(eventStoreName, apiKey, onEvent, options = {}) {
+    if (typeof eventStoreName !== 'string' || eventStoreName === '') {
+      throw new TypeError('deltagate: eventStoreName must be a non-empty string');
+    }
+    if (typeof onEvent !== 'function') throw new TypeError('deltagate: onEvent must be a function');
+    this.eventStoreName = eventStoreName;
+    this.apiKey = apiKey || null;
+    this.onEvent = onEvent;
+    this.options = { ...DEFAULT_OPTIONS, ...options };
+    this.baseUrl = wsBase(this.options.baseUrl);
+    this.WebSocket = this.options.WebSocket || globalThis.WebSocket;
+    if (typeof this.WebSocket !== 'function') {
+      throw new TypeError("deltagate: no WebSocket here; in Node pass { WebSocket: require('ws') }");
+    }
+    this.state = 'closed';
+    this.reconnectAttempts = 0;
+    this.ws = null;
+    this._subscriptions = new Map(); // id -> subscription record, in subscription order
+    this._ids = 0;
+    this._tag = randomTag();
+    this._wanted = false; // connect() called and not disconnect()ed
+    this._timer = null; // pending reconnect
+    this._heartbeat = null;
+    this._generation = 0; // identifies the current socket; stale sockets' events are ignored
+    this._opening = false; // between _open() and the socket's creation (getToken may be slow)
+    this._lastHeard = 0;
+  }
+
+  // -- public API ------------------------------------------------------------------------------
+
+  /** Open the connection (and keep it open until disconnect()). Safe to call again. */
+  connect() {
+    this._wanted = true;
+    if (this.ws !== null || this._timer !== null || this._opening) return;
+    this.reconnectAttempts = 0;
+    this._open(this.state === 'closed' ? 'connecting' : 'reconnecting');
+  }
+
+  /**
+   * Subscribe to events whose type matches `eventFilter` (a pattern or a list of them),
+   * optionally only from `streamId`, starting after `position` ('latest' (default),
+   * 'earliest', or a globalPosition N: every matching event with globalPosition > N).
+   * The same filter and stream twice is one subscription. Returns its subscriptionId.
+   */
+  subscribe(eventFilter, streamId, position = 'latest') {
+    for (const sub of this._subscriptions.values()) {
+      if (sameFilter(sub.eventFilter, eventFilter) && sub.streamId === (streamId || undefined)) {
+        return sub.id;
+      }
+    }
+    if (position !== 'latest' && position !== 'earliest' && !Number.isSafeInteger(position)) {
+      throw new TypeError("deltagate: position must be 'latest', 'earliest' or an integer");
+    }
+    this._ids += 1;
+    const sub = {
+      id: `dg-${this._tag}-${this._ids}`,
+      eventFilter,
+      streamId: streamId || undefined,
+      position,
+      // The cursor: last globalPosition seen for this subscription; null until known.
+      cursor: typeof position === 'number' ? position : position === 'earliest' ? 0 : null,
+      confirmed: false,
+    };
+    this._subscriptions.set(sub.id, sub);
+    this._sendSubscribe(sub);
+    return sub.id;
+  }
+
+  /** Remove the subscription(s) with this filter and stream. */
+  unsubscribe(eventFilter, streamId) {
+    for (const sub of [...this._subscriptions.values()]) {
+      if (sameFilter(sub.eventFilter, eventFilter) && sub.streamId === (streamId || undefined)) {
+        this._subscriptions.delete(sub.id);
+        this._send({ action: 'unsubscribe', subscriptionId: sub.id });
+      }
+    }
+  }
+
+  /** Close the connection and stop reconnecting. Subscriptions and their cursors are kept,
+   * so a later connect() resumes where this one stopped. Safe to call twice. */
+  disconnect() {
+    this._wanted = false;
+    this._clearTimers();
+    this._generation += 1;
+    const ws = this.ws;
+    this.ws = null;
+    this._opening = false;
+    if (ws !== null) {
+      try {
+        ws.close(1000, 'client disconnect');
+      } catch {
+        // already closed
+      }
+    }
+    this._setState('closed');
+  }
+
+  /** The last globalPosition seen per subscription: `{subscriptionId: position|null}`. */
+  positions() {
+    const out = {};
+    for (const sub of this._subscriptions.values()) out[sub.id] = sub.cursor;
+    return out;
+  }
+
+  // -- connection ------------------------------------------------------------------------------
+
+  async _open(state) {
+    this._setState(state);
+    this._opening = true;
+    const generation = ++this._generation;
+    let url = `${this.baseUrl}/event-stores/${encodeURIComponent(this.eventStoreName)}/events/ws`;
+    try {
+      let token = this.options.token || null;
+      if (typeof this.options.getToken === 'function') token = await this.options.getToken();
+      if (generation !== this._generation) return; // disconnect() while fetching the token
+      if (token) url += `?token=${encodeURIComponent(token)}`;
+      else if (this.apiKey) url += `?apiKey=${encodeURIComponent(this.apiKey)}`;
+    } catch (error) {
+      this._opening = false;
+      this._report('token', error);
+      this._scheduleReconnect();
+      return;
+    }
+    let ws;
+    try {
+      ws = new this.WebSocket(url);
+    } catch (error) {
+      this._opening = false;
+      this._report('connect', error);
+      this._scheduleReconnect();
+      return;
+    }
+    this._opening = false;
+    this.ws = ws;
+    let openedAt = 0;
+    let heard = false;
+    const current = () => generation === this._generation;
+
+    ws.onopen = () => {
+      if (!current()) return;
+      openedAt = Date.now();
+      this._lastHeard = openedAt;
+      this._setState('open');
+      this._startHeartbeat(ws);
+      for (const sub of this._subscriptions.values()) {
+        sub.confirmed = false;
+        this._sendSubscribe(sub);
+      }
+    };
+    ws.onmessage = (message) => {
+      if (!current()) return;
+      this._lastHeard = Date.now();
+      if (!heard) {
+        heard = true;
+        this.reconnectAttempts = 0; // the server talks to us: this connection works
+      }
+      let data = message.data;
+      if (typeof data !== 'string') data = String(data);
+      let msg;
+      try {
+        msg = JSON.parse(data);
+      } catch (error) {
+        this._report('message', error);
+        return;
+      }
+      this._handle(msg);
+    };
+    ws.onerror = () => {
+      // Always followed by onclose, which decides what happens next.
+    };
+    ws.onclose = (event) => {
+      if (!current()) return;
+      this.ws = null;
+      this._stopHeartbeat();
+      if (openedAt && Date.now() - openedAt >= this.options.stableAfter) this.reconnectAttempts = 0;
+      if (event && event.code && event.code !== 1000 && event.code !== 1005 && event.code !== 1006) {
+        this._report('close', new Error(`closed ${event.code} ${event.reason || ''}`.trim()));
+      }
+      if (this._wanted) this._scheduleReconnect(event && event.code);
+      else this._setState('closed');
+    };
+  }
+
+  _scheduleReconnect(code) {
+    if (!this._wanted || this._timer !== null) return;
+    const { initialDelay, maxDelay, maxReconnectAttempts } = this.options;
+    if (this.reconnectAttempts >= maxReconnectAttempts) {
+      this._wanted = false;
+      this._report('reconnect', new Error('max reconnection attempts reached'));
+      this._setState('closed');
+      return;
+    }
+    // Full jitter: uniform in [0, min(cap, base * 2^attempt)]. A draining pod (1012) asks us to
+    // move elsewhere now, so its first retry uses the smallest window.
+    const attempt = code === 1012 ? 0 : this.reconnectAttempts;
+    const ceiling = Math.min(maxDelay, initialDelay * 2 ** attempt);
+    const delay = Math.floor(Math.random() * ceiling);
+    this.reconnectAttempts += 1;
+    this._setState('reconnecting');
+    this._timer = setTimeout(() => {
+      this._timer = null;
+      if (this._wanted) this._open('reconnecting');
+    }, delay);
+  }
+
+  _startHeartbeat(ws) {
+    this._stopHeartbeat();
+    const { pingInterval, pongTimeout } = this.options;
+    if (!pingInterval || pingInterval === Infinity) return;
+    this._heartbeat = setInterval(() => {
+      if (Date.now() - this._lastHeard > pingInterval + pongTimeout) {
+        // Nothing heard, not even a pong: the connection is dead without having said so.
+        this._report('heartbeat', new Error('no answer from the server; reconnecting'));
+        this._generation += 1;
+        this.ws = null;
+        this._stopHeartbeat();
+        try {
+          ws.close(4000, 'heartbeat timeout');
+        } catch {
+          // ignore
+        }
+        this._scheduleReconnect();
+        return;
+      }
+      this._send({ action: 'ping' });
+    }, pingInterval);
+    if (this._heartbeat && typeof this._heartbeat.unref === 'function') this._heartbeat.unref();
+  }
+
+  _stopHeartbeat() {
+    if (this._heartbeat !== null) clearInterval(this._heartbeat);
+    this._heartbeat = null;
+  }
+
+  _clearTimers() {
+    if (this._timer !== null) clearTimeout(this._timer);
+    this._timer = null;
+    this._stopHeartbeat();
+  }
+
+  _send(message) {
+    const ws = this.ws;
+    if (ws === null || ws.readyState !== OPEN) return false;
+    ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  _sendSubscribe(sub) {
+    // Resume after the cursor when there is one; otherwise ask for what was asked at first.
+    const position = sub.cursor === null ? sub.position : sub.cursor;
+    const message = {
+      action: 'subscribe',
+      subscriptionId: sub.id,
+      eventFilter: sub.eventFilter,
+      position,
+    };
+    if (sub.streamId !== undefined) message.streamId = sub.streamId;
+    this._send(message);
+  }
+
+  _setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    if (typeof this.options.onStateChange === 'function') {
+      try {
+        this.options.onStateChange(state);
+      } catch (error) {
+        this._report('onStateChange', error);
+      }
+    }
+  }
+
+  _report(where, error) {
+    if (typeof this.options.onError === 'function') {
+      try {
+        this.options.onError(error, where);
+      } catch {
+        // an error handler that throws has nowhere else to go
+      }
+    } else if (where !== 'close' && where !== 'connect') {
+      console.warn(`deltagate (${where}):`, error && error.message ? error.message : error);
+    }
+  }
+
+  // -- messages --------------------------------------------------------------------------------
+
+  _handle(msg) {
+    if (msg === null || typeof msg !== 'object') return;
+    const sub = msg.subscriptionId === undefined ? undefined : this._subscriptions.get(msg.subscriptionId);
+    switch (msg.type) {
+      case 'event': {
+        if (sub === undefined) return; // unsubscribed meanwhile, or not ours
+        const event = msg.event;
+        if (!isValidEvent(event)) {
+          this._report('event', new Error('invalid event dropped (needs type, streamId, globalPosition)'));
+          return;
+        }
+        if (sub.cursor !== null && event.globalPosition <= sub.cursor) return; // seen already
+        sub.cursor = event.globalPosition;
+        try {
+          this.onEvent(event);
+        } catch (error) {
+          this._report('onEvent', error);
+        }
+        return;
+      }
+      case 'checkpoint':
+      case 'caughtUp':
+        if (sub !== undefined && Number.isSafeInteger(msg.globalPosition)) {
+          if (sub.cursor === null || msg.globalPosition > sub.cursor) sub.cursor = msg.globalPosition;
+        }
+        if (msg.type === 'caughtUp' && sub !== undefined && typeof this.options.onCaughtUp === 'function') {
+          this.options.onCaughtUp(sub.id, msg.globalPosition);
+        }
+        return;
+      case 'subscribed':
+        if (sub !== undefined) {
+          sub.confirmed = true;
+          // A 'latest' subscription starts after the head the server reports.
+          if (sub.cursor === null && Number.isSafeInteger(msg.position)) sub.cursor = msg.position;
+        }
+        return;
+      case 'error':
+        if (sub !== undefined && !sub.confirmed) {
+          // The server refused this subscribe: retrying it would be refused again.
+          this._subscriptions.delete(sub.id);
+        }
+        this._report('server', new Error(`${msg.error}: ${msg.message}`));
+        return;
+      default:
+        return; // pong, unsubscribed, anything newer
+    }
+  }
+}
+
+export default DeltaBaseWebSocket;
