@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import codec
-from .keys import API_KEY_BY_HASH, API_KEYS
+from .keys import API_KEY_BY_HASH, API_KEYS, API_KEYS_LAST_USED
 from .redis import call
 
 KEY_PREFIX = "dg_"
@@ -123,7 +123,7 @@ class KeyStore:
 
     async def list(self) -> list[ApiKey]:
         records = await call(self._redis.hgetall(API_KEYS))
-        used = await call(self._redis.hgetall(API_KEYS + ":lastused"))
+        used = await call(self._redis.hgetall(API_KEYS_LAST_USED))
         keys = [ApiKey.decode(raw, used.get(kid)) for kid, raw in records.items()]
         return sorted(keys, key=lambda k: k.created_at)
 
@@ -135,7 +135,7 @@ class KeyStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(API_KEYS, key_id)
             pipe.hdel(API_KEY_BY_HASH, key.secret_hash)
-            pipe.hdel(API_KEYS + ":lastused", key_id)
+            pipe.hdel(API_KEYS_LAST_USED, key_id)
             await call(pipe.execute())
         return True
 
@@ -171,4 +171,4 @@ class KeyStore:
         if now - self._last_used_written.get(key_id, 0.0) < self.LAST_USED_EVERY:
             return
         self._last_used_written[key_id] = now
-        await call(self._redis.hset(API_KEYS + ":lastused", key_id, str(now)))
+        await call(self._redis.hset(API_KEYS_LAST_USED, key_id, str(now)))

@@ -445,9 +445,7 @@ class Hub:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), max(0.0, next_poll - now))
                     continue
-                message = await self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=max(0.01, next_poll - now)
-                )
+                message = await self._next_message(max(0.01, next_poll - now))
                 self.healthy = True
                 backoff = 0.1
                 if message is not None and message["type"] in ("message", "smessage"):
@@ -470,6 +468,15 @@ class Hub:
                 log.exception("pub/sub listener error")
                 self.healthy = False
                 await asyncio.sleep(backoff)
+
+    async def _next_message(self, wait: float) -> dict[str, Any] | None:
+        if self._subscribe_command == "ssubscribe":
+            return await self._pubsub.get_sharded_message(  # type: ignore[no-any-return]
+                ignore_subscribe_messages=True, timeout=wait
+            )
+        return await self._pubsub.get_message(  # type: ignore[no-any-return]
+            ignore_subscribe_messages=True, timeout=wait
+        )
 
     def _channel_command(self, subscribe: bool) -> Callable[..., Any]:
         sharded = self._subscribe_command == "ssubscribe"

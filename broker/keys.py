@@ -58,12 +58,13 @@ class StoreKeys:
 
 # -- API keys and rate limits (deployment-wide, outside any store's slot) ----------------------
 
-API_KEYS = f"{PREFIX}:apikeys"
-"""Hash: key id -> key record JSON (hash of the secret, never the secret)."""
-API_KEY_BY_HASH = f"{PREFIX}:apikeys:byhash"
+API_KEYS = f"{PREFIX}:{{auth}}:keys"
+"""Hash: key id -> key record JSON (hash of the secret, never the secret). The ``{auth}`` tag
+keeps the key hashes on one cluster slot, so creating or revoking one is a transaction."""
+API_KEY_BY_HASH = f"{PREFIX}:{{auth}}:keys:byhash"
 """Hash: sha256 of a secret -> key id."""
-API_KEYS_REVOKED = f"{PREFIX}:apikeys:revoked"
-"""Channel announcing revocations so every pod closes that key's sockets at once."""
+API_KEYS_LAST_USED = f"{PREFIX}:{{auth}}:keys:lastused"
+"""Hash: key id -> when it was last used (epoch seconds, written at most once a minute)."""
 
 
 def rate_bucket(key_id: str, kind: str, window: int) -> str:

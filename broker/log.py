@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import codec
-from .errors import BrokerError, StoreNotFound, VersionConflict
+from .errors import BrokerError, StoreNotFound, Unavailable, VersionConflict
 from .filters import Filter
 from .keys import StoreKeys, valid_store_name
 from .redis import call, load_script
@@ -29,6 +29,10 @@ MAX_EVENT_BYTES = 1024 * 1024
 
 class EventTooLarge(BrokerError):
     code = "PAYLOAD_TOO_LARGE"
+
+
+class NotReplicated(Unavailable):
+    """The append is in the log but fewer replicas than required confirmed it in time."""
 
 
 class InvalidEvent(BrokerError):
@@ -63,10 +67,14 @@ class EventLog:
         *,
         limits: LogLimits | None = None,
         publish_command: str = "PUBLISH",
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         self._redis = redis
         self._limits = limits or LogLimits()
         self._publish = publish_command
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self._append = load_script(redis, "append")
         self._read_stream = load_script(redis, "read_stream")
 
@@ -141,8 +149,23 @@ class EventLog:
             k.stream_updated,
             idem,
         ]
-        reply = await call(self._append(keys=script_keys, args=args))
-        return self._append_result(store, stream_id, expected, reply, transaction_id)
+        if not self._wait_replicas:
+            reply = await call(self._append(keys=script_keys, args=args))
+            return self._append_result(store, stream_id, expected, reply, transaction_id)
+        # WAIT counts the writes of its own connection, so it rides the script's pipeline.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self._append(keys=script_keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)
+            reply, replicas = await call(pipe.execute())
+        result = self._append_result(store, stream_id, expected, reply, transaction_id)
+        if int(replicas) < self._wait_replicas and not result.replayed:
+            raise NotReplicated(
+                f"appended, but only {replicas} of {self._wait_replicas} replicas confirmed "
+                "in time; retry with the same idempotency key to confirm",
+                {"written": True, "replicas": int(replicas), "globalPosition":
+                 result.last_position},
+            )
+        return result
 
     @staticmethod
     def _append_result(

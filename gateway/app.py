@@ -67,13 +67,21 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = redis if redis is not None else connect(settings.redis)
-        event_log = EventLog(client, limits=settings.log_limits)
+        cluster = settings.redis_mode == "cluster"
+        event_log = EventLog(
+            client,
+            limits=settings.log_limits,
+            publish_command="SPUBLISH" if cluster else "PUBLISH",
+            wait_replicas=settings.append_wait_replicas,
+            wait_timeout_ms=settings.append_wait_timeout_ms,
+        )
         metrics = Metrics()
         hub = Hub(
             client,
             event_log,
             poll_interval=settings.poll_interval,
             checkpoint_interval=settings.checkpoint_interval,
+            subscribe_command="ssubscribe" if cluster else "subscribe",
             on_latency=lambda seconds, n: _observe_n(metrics.delivery_latency, seconds, n),
         )
         metrics.observe_hub(hub)

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     redis_mode: Literal["standalone", "cluster"] = "standalone"
     redis_timeout: float = Field(5.0, gt=0, le=60)
     redis_max_connections: int = Field(200, ge=4)
+    append_wait_replicas: int = Field(0, ge=0, le=16)
+    """Acknowledge an append only once this many Redis replicas have it (Redis WAIT)."""
+    append_wait_timeout_ms: int = Field(500, ge=1, le=60_000)
+    """How long an append waits for those replicas before answering 503 (written, retry with
+    the same idempotency key to confirm)."""
 
     auth: Literal["enabled", "disabled"] | None = None
     """Default: enabled with a Redis URL, disabled in the embedded dev mode."""
