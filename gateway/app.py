@@ -17,7 +17,7 @@ from broker.apikeys import KeyStore
 from broker.fanout import Hub
 from broker.redis import call
 
-from . import errors, rest, ws
+from . import config_file, errors, rest, webhooks_api, ws
 from .auth import Authenticator
 from .limits import RateLimiter
 from .metrics import Metrics
@@ -107,6 +107,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         app.state.runtime = rt
         if not settings.embedded:
             await first_contact(client)
+        await config_file.apply_config(rt, settings.config)
         await hub.start()
         rt.sessions.start(rt)
         try:
@@ -122,6 +123,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         version="0.1.0",
         summary="A DeltaBase-compatible event store with live WebSocket streaming",
         lifespan=lifespan,
+        redirect_slashes=False,  # a wrong path is a 404 in the contract's format, not a 307
     )
     errors.install(app)
     if settings.origins:
@@ -135,6 +137,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
     for prefix in ("", "/api"):
         app.include_router(rest.router, prefix=prefix, include_in_schema=not prefix)
         app.include_router(ws.router, prefix=prefix)
+        app.include_router(webhooks_api.router, prefix=prefix, include_in_schema=not prefix)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process and its loop run")
     async def healthz() -> Response:
