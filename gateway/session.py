@@ -38,7 +38,7 @@ class Outbox:
     ``force`` always queues (control messages, whose number the protocol bounds).
     """
 
-    __slots__ = ("_frames", "_max_bytes", "_max_frames", "_ready", "_room", "_size")
+    __slots__ = ("_frames", "_max_bytes", "_max_frames", "_ready", "_room", "_shut", "_size")
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
         self._frames: deque[str] = deque()
@@ -48,6 +48,7 @@ class Outbox:
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._shut = False
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -72,8 +73,24 @@ class Outbox:
     def roomy(self) -> bool:
         return len(self._frames) <= self._max_frames // 2 and self._size <= self._max_bytes // 2
 
+    def shut(self) -> None:
+        """Nothing will be sent any more: release everyone waiting for room."""
+        self._shut = True
+        self._room.set()
+        self._ready.set()
+
     async def wait_room(self) -> None:
-        while not self.roomy():
+        """For producers (catch-up reads): return once there is room. Once shut, wait until
+        the owner cancels the waiter (returning would let it spin on a dead outbox)."""
+        while self._shut or not self.roomy():
+            if self._shut:
+                await asyncio.get_running_loop().create_future()
+            self._room.clear()
+            await self._room.wait()
+
+    async def wait_room_or_shut(self) -> None:
+        """For the reader of a client's messages: also return once shut."""
+        while not self.roomy() and not self._shut:
             self._room.clear()
             await self._room.wait()
 
@@ -156,6 +173,7 @@ class Session:
         if self.state == "open":
             self.close_code, self.close_reason = CLOSE_CODE["SLOW_CONSUMER"], "slow consumer"
             self.state = "closing"
+        self.outbox.shut()
         if self._writer is not None:
             self._writer.cancel()
 
@@ -221,7 +239,7 @@ class Session:
         except protocol.ProtocolError as exc:
             self.reply(protocol.error(exc.code, exc.message, exc.subscription_id))
         # Push back on a client that sends faster than it reads our replies.
-        await self.outbox.wait_room()
+        await self.outbox.wait_room_or_shut()
 
     async def subscribe(self, action: protocol.Subscribe) -> None:
         sub_id = action.subscription_id or f"sub-{next(self._auto_ids)}"

@@ -96,6 +96,7 @@ class Sessions:
                     extra={"store": session.store, "stalled_s": round(now - since)},
                 )
                 session.abort()
+                self._close_soon(session, CLOSE_CODE["SLOW_CONSUMER"], "slow consumer")
         for session in sessions:
             expires = session.principal.expires_at
             if expires is not None and wall >= expires:

@@ -473,3 +473,39 @@ async def test_soak_many_resumes(redis_url, pods):
     for client in clients:
         await client.wait(lambda c=client: len(c.got.events) >= len(entries), timeout=120)
         assert_exact(client, entries, Filter.parse("*"), 0)
+
+
+async def test_client_that_never_reads_is_cut_off_and_released(redis_url, pods):
+    (pod,) = spawn_pods(
+        pods, redis_url, 1, DELTAGATE_WS_SEND_QUEUE="64", DELTAGATE_SLOW_CONSUMER_TIMEOUT="2"
+    )
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024)
+    sock.connect(("127.0.0.1", pod.port))
+    stuck = await websockets.connect(
+        f"{pod.ws_url}/event-stores/{STORE}/events/ws", max_queue=1, sock=sock, ping_interval=None
+    )
+    await stuck.send(json.dumps({"action": "subscribe", "eventFilter": "*"}))
+    assert json.loads(await stuck.recv())["type"] == "subscribed"
+    blob = random.Random(2).randbytes(1500).hex()
+    async with httpx.AsyncClient(timeout=10) as http:
+        for i in range(60):
+            await append(http, pod, "s", [{"type": "a.b", "data": {"b": blob}}] * 50)
+
+    def gauge(name: str) -> float:
+        for line in httpx.get(pod.url + "/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError(name)
+
+    deadline = time.monotonic() + 15
+    while gauge("deltagate_ws_subscriptions") != 0:
+        assert time.monotonic() < deadline, "the stuck client's subscription was never released"
+        await asyncio.sleep(0.2)
+    # The pod serves others normally.
+    other = Client(pod.ws_url, STORE)
+    await other.connect()
+    await other.subscribe("*", "earliest")
+    await other.wait(lambda: len(other.got.events) == 3000, what="a healthy client's replay")
+    await other.disconnect()
+    stuck.transport.abort()
