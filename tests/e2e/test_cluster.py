@@ -53,19 +53,57 @@ def cluster() -> Iterator[list[int]]:
         for port in ports:
             node_dir = Path(tmp) / str(port)
             node_dir.mkdir()
-            procs.append(subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", "nodes.conf", "--dir", str(node_dir), "--save", "",
-                 "--appendonly", "no", "--loglevel", "warning"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        binary,
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--dir",
+                        str(node_dir),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--loglevel",
+                        "warning",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         for port in ports:
-            wait_for(lambda p=port: redis.Redis(host="127.0.0.1", port=p).ping(), what="cluster node")
+            wait_for(
+                lambda p=port: redis.Redis(host="127.0.0.1", port=p).ping(), what="cluster node"
+            )
         subprocess.run(
-            [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=60)
-        wait_for(lambda: redis.Redis(host="127.0.0.1", port=ports[0]).cluster("info")["cluster_state"] == "ok",
-                 timeout=20, what="cluster state ok")
+            [
+                cli,
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{p}" for p in ports],
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        wait_for(
+            lambda: (
+                redis.Redis(host="127.0.0.1", port=ports[0]).cluster("info")["cluster_state"]
+                == "ok"
+            ),
+            timeout=20,
+            what="cluster state ok",
+        )
         try:
             yield ports
         finally:
@@ -77,10 +115,11 @@ def cluster() -> Iterator[list[int]]:
 
 async def test_stores_spread_over_shards_and_fan_out_in_order(cluster, pods, redis_url):
     url = f"redis://127.0.0.1:{cluster[0]}/0"
-    spawned = spawn_pods(pods, url, 2, DELTAGATE_REDIS_MODE="cluster",
-                         DELTAGATE_POLL_INTERVAL="0.5")
+    spawned = spawn_pods(
+        pods, url, 2, DELTAGATE_REDIS_MODE="cluster", DELTAGATE_POLL_INTERVAL="0.5"
+    )
     clients = []
-    for i, store in enumerate(STORES[:4]):
+    for store in STORES[:4]:
         for pod in spawned:
             client = Client(pod.ws_url, store)
             await client.connect()
@@ -90,10 +129,14 @@ async def test_stores_spread_over_shards_and_fan_out_in_order(cluster, pods, red
 
         async def write(store: str) -> None:
             for i in range(30):
-                events = [{"type": "order.placed" if j % 2 else "user.seen", "data": {"i": i}}
-                          for j in range(5)]
-                r = await http.post(f"{spawned[i % 2].url}/event-stores/{store}/streams/s-{i}",
-                                    json={"events": events})
+                events = [
+                    {"type": "order.placed" if j % 2 else "user.seen", "data": {"i": i}}
+                    for j in range(5)
+                ]
+                r = await http.post(
+                    f"{spawned[i % 2].url}/event-stores/{store}/streams/s-{i}",
+                    json={"events": events},
+                )
                 assert r.status_code == 201, r.text
 
         await asyncio.gather(*(write(store) for store in STORES))

@@ -17,32 +17,62 @@ from tests.conftest import Pod, spawn_pods
 
 STORE = "fuzz"
 KNOWN_ERRORS = {"INVALID_MESSAGE", "VALIDATION_ERROR", "FORBIDDEN", "LIMIT_EXCEEDED"}
-FUZZ = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 names = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["{", "}", "*", "/", "..", "\x00", "a{b}c", "order.*", "", " ", "ü",
-                     "\ud800" if False else "\u2028", "x" * 300]),
+    st.sampled_from(
+        [
+            "{",
+            "}",
+            "*",
+            "/",
+            "..",
+            "\x00",
+            "a{b}c",
+            "order.*",
+            "",
+            " ",
+            "ü",
+            "\ud800" if False else "\u2028",
+            "x" * 300,
+        ]
+    ),
 )
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70),
-                                                               max_value=2**70),
-                         st.floats(allow_nan=False, allow_infinity=False), names)
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(names, inner, max_size=4)), max_leaves=12)
-positions = st.one_of(st.sampled_from(["latest", "earliest", "soon", "", "-1"]),
-                      st.integers(min_value=-(2**64), max_value=2**64),
-                      st.floats(allow_nan=False), st.booleans(), st.none())
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    names,
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(names, inner, max_size=4)),
+    max_leaves=12,
+)
+positions = st.one_of(
+    st.sampled_from(["latest", "earliest", "soon", "", "-1"]),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+)
 ws_messages = st.one_of(
     json_values,
-    st.fixed_dictionaries({"action": st.sampled_from(["subscribe", "unsubscribe", "ping",
-                                                      "dance", ""])},
-                          optional={"eventFilter": st.one_of(names, st.lists(names, max_size=40),
-                                                             json_values),
-                                    "streamId": st.one_of(names, json_values),
-                                    "position": positions,
-                                    "subscriptionId": st.one_of(names, json_values)}),
+    st.fixed_dictionaries(
+        {"action": st.sampled_from(["subscribe", "unsubscribe", "ping", "dance", ""])},
+        optional={
+            "eventFilter": st.one_of(names, st.lists(names, max_size=40), json_values),
+            "streamId": st.one_of(names, json_values),
+            "position": positions,
+            "subscriptionId": st.one_of(names, json_values),
+        },
+    ),
 )
 
 
@@ -73,8 +103,14 @@ def test_websocket_messages(pod, message):
                 break
             replies.append(reply)
         for reply in replies:
-            assert reply["type"] in ("error", "subscribed", "unsubscribed", "caughtUp",
-                                     "checkpoint", "event"), reply
+            assert reply["type"] in (
+                "error",
+                "subscribed",
+                "unsubscribed",
+                "caughtUp",
+                "checkpoint",
+                "event",
+            ), reply
             if reply["type"] == "error":
                 assert reply["error"] in KNOWN_ERRORS, reply
 
@@ -90,12 +126,23 @@ def test_websocket_raw_frames(pod, raw):
 
 
 @FUZZ
-@given(body=st.one_of(json_values, st.fixed_dictionaries(
-    {"events": st.lists(st.dictionaries(st.sampled_from(["type", "data", "metadata",
-                                                          "schemaVersion"]), json_values),
-                        max_size=3)},
-    optional={"options": json_values, "expectedStreamVersion": json_values})),
-    stream=names)
+@given(
+    body=st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {
+                "events": st.lists(
+                    st.dictionaries(
+                        st.sampled_from(["type", "data", "metadata", "schemaVersion"]), json_values
+                    ),
+                    max_size=3,
+                )
+            },
+            optional={"options": json_values, "expectedStreamVersion": json_values},
+        ),
+    ),
+    stream=names,
+)
 def test_append_bodies(pod, body, stream):
     before = head(pod)
     url = f"{pod.url}/event-stores/{STORE}/streams/{quote(stream, safe='') or 'x'}"
@@ -110,13 +157,33 @@ def test_append_bodies(pod, body, stream):
 
 
 @FUZZ
-@given(params=st.dictionaries(st.sampled_from(
-    ["streamId", "type", "fromPosition", "toPosition", "limit", "offset", "sortDirection",
-     "includeCount", "direction", "from", "to"]), st.one_of(names, st.integers().map(str),
-                                                          st.floats().map(str)), max_size=5))
+@given(
+    params=st.dictionaries(
+        st.sampled_from(
+            [
+                "streamId",
+                "type",
+                "fromPosition",
+                "toPosition",
+                "limit",
+                "offset",
+                "sortDirection",
+                "includeCount",
+                "direction",
+                "from",
+                "to",
+            ]
+        ),
+        st.one_of(names, st.integers().map(str), st.floats().map(str)),
+        max_size=5,
+    )
+)
 def test_query_strings(pod, params):
-    for path in (f"/event-stores/{STORE}/events", f"/event-stores/{STORE}/streams/s-1",
-                 f"/event-stores/{STORE}/streams"):
+    for path in (
+        f"/event-stores/{STORE}/events",
+        f"/event-stores/{STORE}/streams/s-1",
+        f"/event-stores/{STORE}/streams",
+    ):
         r = httpx.get(pod.url + path, params=params, timeout=10)
         assert r.status_code < 500, (path, params, r.text)
 
@@ -124,10 +191,14 @@ def test_query_strings(pod, params):
 def test_pathological_bodies(pod):
     before = head(pod)
     deep = "[" * 10_000 + "]" * 10_000
-    cases = [deep.encode(), b'{"events": [{"type": "a", "data": {"x": NaN}}]}',
-             b'{"events": [{"type": "a", "data": {"x": Infinity}}]}', b"\xff\xfe\x00",
-             b'{"events": [{"type": "' + b"a" * 5_000_000 + b'"}]}',
-             json.dumps({"events": [{"type": "a", "data": {"n": 10**400}}]}).encode()]
+    cases = [
+        deep.encode(),
+        b'{"events": [{"type": "a", "data": {"x": NaN}}]}',
+        b'{"events": [{"type": "a", "data": {"x": Infinity}}]}',
+        b"\xff\xfe\x00",
+        b'{"events": [{"type": "' + b"a" * 5_000_000 + b'"}]}',
+        json.dumps({"events": [{"type": "a", "data": {"n": 10**400}}]}).encode(),
+    ]
     for raw in cases:
         r = httpx.post(f"{pod.url}/event-stores/{STORE}/streams/s", content=raw, timeout=20)
         assert r.status_code in (400, 413), (raw[:40], r.status_code, r.text[:200])

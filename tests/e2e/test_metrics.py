@@ -41,8 +41,9 @@ async def test_metrics_move_by_the_workload(redis_url, pods):
         assert moved(before, during, "deltagate_ws_connections") == 2
         assert moved(before, during, "deltagate_ws_subscriptions") == 2
         for i in range(3):
-            events = [{"type": "order.placed" if j < 4 else "user.seen", "data": {}}
-                      for j in range(10)]
+            events = [
+                {"type": "order.placed" if j < 4 else "user.seen", "data": {}} for j in range(10)
+            ]
             await append(http, pod, f"s-{i}", events)
         await clients[0].wait(lambda: len(clients[0].got.events) == 30, what="30 events")
         await clients[1].wait(lambda: len(clients[1].got.events) == 12, what="12 events")
@@ -52,7 +53,7 @@ async def test_metrics_move_by_the_workload(redis_url, pods):
     after = scrape(pod)
     assert moved(before, after, "deltagate_events_appended_total") == 30
     assert moved(before, after, "deltagate_append_duration_seconds_count") == 3
-    assert moved(before, after, 'deltagate_events_delivered_total{mode=live}') == 42
+    assert moved(before, after, "deltagate_events_delivered_total{mode=live}") == 42
     assert moved(before, after, "deltagate_delivery_latency_seconds_count") == 30
     assert after[f"deltagate_store_head_position{{store={STORE}}}"] == 31
     assert after["deltagate_pubsub_healthy"] == 1

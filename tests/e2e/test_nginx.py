@@ -9,7 +9,6 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -59,15 +58,20 @@ def nginx_for():
     def start(ports: list[int]) -> str:
         port = free_port()
         tmp = tempfile.mkdtemp(prefix="dg-nginx-")
-        servers = "\n        ".join(f"server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;"
-                                     for p in ports)
+        servers = "\n        ".join(
+            f"server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in ports
+        )
         conf = Path(tmp) / "nginx.conf"
         conf.write_text(NGINX_CONF.format(dir=tmp, servers=servers, port=port))
-        proc = subprocess.Popen([binary, "-c", str(conf), "-p", tmp, "-e", f"{tmp}/error.log"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [binary, "-c", str(conf), "-p", tmp, "-e", f"{tmp}/error.log"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         started.append(proc)
-        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200,
-                 what="nginx")
+        wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, what="nginx"
+        )
         return f"127.0.0.1:{port}"
 
     yield start
@@ -99,8 +103,12 @@ class Resuming(Client):
                     await self.subscribe("*", self.got.cursor)
                     self.reconnects += 1
                     break
-                except (OSError, websockets.InvalidStatus, websockets.ConnectionClosed,
-                        AssertionError):
+                except (
+                    OSError,
+                    websockets.InvalidStatus,
+                    websockets.ConnectionClosed,
+                    AssertionError,
+                ):
                     await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
@@ -112,8 +120,14 @@ class Resuming(Client):
 
 
 async def test_drain_and_kill_behind_nginx(redis_url, pods, nginx_for):
-    spawned = spawn_pods(pods, redis_url, 3, DELTAGATE_DRAIN_SECONDS="2",
-                         DELTAGATE_GRACE_PERIOD="8", DELTAGATE_POLL_INTERVAL="0.5")
+    spawned = spawn_pods(
+        pods,
+        redis_url,
+        3,
+        DELTAGATE_DRAIN_SECONDS="2",
+        DELTAGATE_GRACE_PERIOD="8",
+        DELTAGATE_POLL_INTERVAL="0.5",
+    )
     lb = nginx_for([p.port for p in spawned])
     clients = [Resuming(lb) for _ in range(12)]
     for client in clients:
@@ -129,9 +143,11 @@ async def test_drain_and_kill_behind_nginx(redis_url, pods, nginx_for):
                 key = f"lb-{i}"
                 while True:  # retry through the balancer, idempotently
                     try:
-                        r = await http.post(f"http://{lb}/event-stores/{STORE}/streams/s-{i % 9}",
-                                            json={"events": random_events(rng, 5)},
-                                            headers={"Idempotency-Key": key})
+                        r = await http.post(
+                            f"http://{lb}/event-stores/{STORE}/streams/s-{i % 9}",
+                            json={"events": random_events(rng, 5)},
+                            headers={"Idempotency-Key": key},
+                        )
                         if r.status_code == 201:
                             break
                     except httpx.TransportError:
@@ -155,8 +171,11 @@ async def test_drain_and_kill_behind_nginx(redis_url, pods, nginx_for):
     entries = log_entries(redis_url)
     assert [e[0] for e in entries] == list(range(1, 2001))
     for client in clients:
-        await client.wait(lambda c=client: len(c.got.events) >= len(entries), timeout=30,
-                          what="every event through nginx")
+        await client.wait(
+            lambda c=client: len(c.got.events) >= len(entries),
+            timeout=30,
+            what="every event through nginx",
+        )
         await asyncio.sleep(0.1)
         assert_exact(client, entries, Filter.parse("*"), 0)
     assert sum(c.reconnects for c in clients) >= 8, "pods went away but nobody reconnected"

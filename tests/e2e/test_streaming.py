@@ -489,7 +489,7 @@ async def test_client_that_never_reads_is_cut_off_and_released(redis_url, pods):
     assert json.loads(await stuck.recv())["type"] == "subscribed"
     blob = random.Random(2).randbytes(1500).hex()
     async with httpx.AsyncClient(timeout=10) as http:
-        for i in range(60):
+        for _ in range(60):
             await append(http, pod, "s", [{"type": "a.b", "data": {"b": blob}}] * 50)
 
     def gauge(name: str) -> float:
