@@ -13,7 +13,7 @@ from .errors import (
 )
 from .filters import Filter, FilterIndex, InvalidFilter, check_name
 from .keys import valid_store_name
-from .log import EventLog, EventTooLarge, LogLimits
+from .log import EventLog, EventTooLarge, InvalidEvent, LogLimits
 from .redis import RedisConfig, connect
 from .stores import StoreAdmin
 from .types import (
@@ -36,6 +36,7 @@ __all__ = [
     "ExpectedVersion",
     "Filter",
     "FilterIndex",
+    "InvalidEvent",
     "InvalidFilter",
     "LogLimits",
     "LoggedEvent",

@@ -162,8 +162,11 @@ class EventLog:
             raise NotReplicated(
                 f"appended, but only {replicas} of {self._wait_replicas} replicas confirmed "
                 "in time; retry with the same idempotency key to confirm",
-                {"written": True, "replicas": int(replicas), "globalPosition":
-                 result.last_position},
+                {
+                    "written": True,
+                    "replicas": int(replicas),
+                    "globalPosition": result.last_position,
+                },
             )
         return result
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 ROOT = Path(__file__).resolve().parent.parent
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -71,7 +73,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5, decode_responses=True)
+        # No retries: a command that fails because the server went away should say so at once.
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5,
+                           decode_responses=True, retry=Retry(NoBackoff(), 0))
 
     def start(self) -> None:
         self.proc = subprocess.Popen(

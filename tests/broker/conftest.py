@@ -1,0 +1,42 @@
+"""Every broker test runs twice: against the private redis-server and against fakeredis (the
+embedded dev mode's stand-in), so the two cannot drift apart."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+
+from broker import EventLog, StoreAdmin
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+async def redis(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")  # the private server, flushed for this test
+        client = aioredis.from_url(url, decode_responses=True)
+    else:
+        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def log(redis: aioredis.Redis) -> EventLog:
+    return EventLog(redis)
+
+
+@pytest.fixture
+def stores(redis: aioredis.Redis) -> StoreAdmin:
+    return StoreAdmin(redis)
+
+
+@pytest.fixture
+async def store(stores: StoreAdmin) -> str:
+    """A fresh, empty store."""
+    await stores.create("orders")
+    return "orders"
