@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sys
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn, TypeVar
 
-import click
 import typer
+from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
 from .client import DEFAULT_URL, DeltaGateClient, DeltaGateError, Position, ws_base
@@ -27,7 +28,13 @@ T = TypeVar("T")
 # -- one-line errors ---------------------------------------------------------------------------
 
 
-def _usage_exit(exc: click.UsageError) -> NoReturn:
+# typer >= 0.22 carries its own copy of click: take its UsageError from typer itself.
+UsageError: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
+
+
+def _usage_exit(exc: Any) -> NoReturn:
     ctx = exc.ctx
     hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
     typer.echo(f"error: {exc.format_message()}{hint}", err=True)
@@ -37,30 +44,28 @@ def _usage_exit(exc: click.UsageError) -> NoReturn:
 class OneLineCommand(TyperCommand):
     """A command whose usage errors are one line on stderr (typer's default is a rich panel)."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, args)
-        except click.UsageError as exc:
+        except UsageError as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":
                 raise
             _usage_exit(exc)
 
 
 class OneLineGroup(TyperGroup):
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, args)
-        except click.UsageError as exc:
+        except UsageError as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":
                 raise
             _usage_exit(exc)
 
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         try:
             return super().resolve_command(ctx, args)
-        except click.UsageError as exc:
+        except UsageError as exc:
             _usage_exit(exc)
 
 
@@ -84,8 +89,9 @@ def run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except BrokenPipeError:
-        # The reader of our output went away (`| head`): nothing more to say to anyone.
-        sys.stderr.close()
+        # The reader of our output went away (`| head`): stop quietly. Point stdout at
+        # /dev/null so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(0) from None
 
 
@@ -122,10 +128,15 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
-def console(stderr: bool = False) -> Any:
-    from rich.console import Console
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich exits 1 here; a reader that stopped reading is no error for us (see run()).
+        self.quiet = True
+        raise BrokenPipeError
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+def console(stderr: bool = False) -> Console:
+    return _Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 # -- event display -----------------------------------------------------------------------------
@@ -169,21 +180,24 @@ stores_app = typer.Typer(
 
 def _stores_table(stores: list[dict[str, Any]]) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("name", "events", "streams", "head", "created", "description"):
-        table.add_column(column, justify="right" if column in ("events", "streams", "head") else "left")
+        table.add_column(
+            column, justify="right" if column in ("events", "streams", "head") else "left"
+        )
     for store in stores:
         stats = store.get("statistics") or {}
-        table.add_row(
-            str(store.get("name", "")),
-            str(stats.get("totalEvents", "")),
-            str(stats.get("totalStreams", "")),
-            str(stats.get("headPosition", "")),
-            str(store.get("createdAt") or ""),
-            str(store.get("description") or ""),
-            markup=False,
+        cells = (
+            store.get("name", ""),
+            stats.get("totalEvents", ""),
+            stats.get("totalStreams", ""),
+            stats.get("headPosition", ""),
+            store.get("createdAt") or "",
+            store.get("description") or "",
         )
+        table.add_row(*(Text(str(cell)) for cell in cells))  # Text: never parsed as markup
     return table
 
 
@@ -408,7 +422,9 @@ def append(
     elif events_json:
         events = _parse_events((f"argument {i}", text) for i, text in enumerate(events_json, 1))
     elif sys.stdin.isatty():
-        usage("no events: pass EVENT_JSON arguments, --type T [--data JSON], or JSON lines on stdin")
+        usage(
+            "no events: pass EVENT_JSON arguments, --type T [--data JSON], or JSON lines on stdin"
+        )
     else:
         events = _parse_events(_stdin_lines())
     if not events:
@@ -540,15 +556,21 @@ def tail(
         position = _position(start)
     except typer.BadParameter as exc:
         usage(f"--from: {exc.message}")
-    event_filter: str | list[str] = (filters[0] if len(filters) == 1 else filters) if filters else "*"
+    event_filter: str | list[str] = (
+        (filters[0] if len(filters) == 1 else filters) if filters else "*"
+    )
     out = console()
     err = console(stderr=True)
+    lost = False
 
     def on_state(state: str) -> None:
-        if state == "reconnecting":
-            err.print("connection lost; reconnecting and resuming", style="yellow")
-        elif state == "open" and subscription.attempts:
-            err.print("reconnected", style="green")
+        nonlocal lost
+        if state == "reconnecting" and not lost:
+            lost = True
+            err.print("connection lost; reconnecting to resume", style="yellow")
+        elif state == "open" and lost:
+            lost = False
+            err.print("reconnected; resuming", style="green")
 
     async def go() -> None:
         async with client_for(url, api_key) as client:
@@ -557,7 +579,6 @@ def tail(
             except DeltaGateError as exc:
                 if exc.code != "EVENT_STORE_NOT_FOUND":  # the WebSocket may create it (dev)
                     raise
-            nonlocal subscription
             subscription = client.subscribe(
                 event_filter,
                 store=store,
@@ -573,7 +594,6 @@ def tail(
                     else:
                         out.print(event_line(event))
 
-    subscription: Any = None
     run(go)
 
 
@@ -629,12 +649,13 @@ class OrderBook:
                 },
             }
         order_id = f"order-{rng.randrange(16**6):06x}"
+        chosen = [(i, rng.randint(1, 3)) for i in range(len(PRODUCTS)) if rng.random() < 0.3]
+        chosen = chosen or [(rng.randrange(len(PRODUCTS)), 1)]
         items = [
-            {"sku": f"SKU-{i:03d}", "name": name, "price": price, "quantity": rng.randint(1, 3)}
-            for i, (name, price) in enumerate(PRODUCTS)
-            if rng.random() < 0.3
-        ] or [{"sku": "SKU-000", "name": PRODUCTS[0][0], "price": PRODUCTS[0][1], "quantity": 1}]
-        total = round(sum(item["price"] * item["quantity"] for item in items), 2)  # type: ignore[misc]
+            {"sku": f"SKU-{i:03d}", "name": PRODUCTS[i][0], "price": PRODUCTS[i][1], "quantity": q}
+            for i, q in chosen
+        ]
+        total = round(sum(PRODUCTS[i][1] * q for i, q in chosen), 2)
         self.pending.append(order_id)
         return order_id, {
             "type": "order.placed",
@@ -752,5 +773,3 @@ def register(app: typer.Typer) -> None:
 
 
 __all__ = ["register"]
-
-_unused: tuple[type[Awaitable[Any]], ...] = ()

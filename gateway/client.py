@@ -30,7 +30,6 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import websockets
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 log = logging.getLogger("deltagate.client")
@@ -43,6 +42,12 @@ DEFAULT_URL = "http://127.0.0.1:8787"
 
 # Close codes after which reconnecting cannot help (contract section 2).
 PERMANENT_CLOSE = {4001: "UNAUTHORIZED", 4003: "FORBIDDEN", 4004: "EVENT_STORE_NOT_FOUND"}
+# Error codes that refuse a subscribe only for now.
+TEMPORARY = frozenset({"RATE_LIMIT_EXCEEDED", "UNAVAILABLE", "INTERNAL_ERROR"})
+
+
+class _Retry(Exception):
+    """The server refused our subscribe for now: drop the connection and try again later."""
 
 
 class DeltaGateError(Exception):
@@ -412,9 +417,9 @@ class Subscription:
         self.event_filter = event_filter
         self.stream_id = stream_id
         self.position = position
-        self.cursor: int | None = (
-            position if isinstance(position, int) else 0 if position == "earliest" else None
-        )
+        # The last globalPosition seen; None until known ('earliest' is resumed as such
+        # until an event or checkpoint arrives, 'latest' from the head in `subscribed`).
+        self.cursor: int | None = position if isinstance(position, int) else None
         self.follow = follow
         self.initial_delay = initial_delay
         self.max_delay = max_delay
@@ -424,8 +429,8 @@ class Subscription:
         self.id = f"py-{secrets.token_hex(3)}-{next(_sub_ids)}"
         self.state: State = "closed"
         self.attempts = 0
-        self._ws: ClientConnection | None = None
         self._events: AsyncGenerator[Event, None] | None = None
+        self._closed = False
 
     # -- iteration -------------------------------------------------------------------------------
 
@@ -433,6 +438,8 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Event:
+        if self._closed:
+            raise StopAsyncIteration
         if self._events is None:
             self._events = self._run()
         return await self._events.__anext__()
@@ -450,6 +457,7 @@ class Subscription:
 
     async def aclose(self) -> None:
         """Close the connection and end the iteration. Safe to call twice."""
+        self._closed = True
         events, self._events = self._events, None
         if events is not None:
             await events.aclose()
@@ -486,7 +494,6 @@ class Subscription:
                         ping_timeout=20,
                         compression=None,
                     ) as ws:
-                        self._ws = ws
                         self._set_state("open")
                         await ws.send(self._subscribe_message())
                         async for raw in ws:
@@ -499,6 +506,8 @@ class Subscription:
                             if done:
                                 return
                         code = ws.close_code
+                except _Retry as exc:
+                    log.info("subscribe refused for now (%s); retrying", exc)
                 except ConnectionClosed as exc:
                     code = exc.rcvd.code if exc.rcvd is not None else None
                 except InvalidStatus as exc:
@@ -511,8 +520,6 @@ class Subscription:
                         ) from None
                 except (OSError, TimeoutError, InvalidHandshake) as exc:
                     log.debug("connection attempt failed: %s", exc)
-                finally:
-                    self._ws = None
                 if code in PERMANENT_CLOSE:
                     raise DeltaGateError(
                         PERMANENT_CLOSE[code], f"the server closed the connection with {code}"
@@ -562,12 +569,14 @@ class Subscription:
         elif kind == "subscribed":
             self.attempts = 0
             head = message.get("position")
-            if self.cursor is None and isinstance(head, int):
+            if not isinstance(head, int):
+                return
+            if self.cursor is None and self.position == "latest":
                 self.cursor = head
-            if not self.follow and self.cursor is not None and isinstance(head, int):
-                if self.cursor >= head:
-                    yield None  # nothing to replay
+            if not self.follow and (self.cursor if self.cursor is not None else 0) >= head:
+                yield None  # nothing to replay
         elif kind == "error":
-            raise DeltaGateError(
-                str(message.get("error", "ERROR")), str(message.get("message", ""))
-            )
+            code = str(message.get("error", "ERROR"))
+            if code in TEMPORARY:
+                raise _Retry(code)  # refused for now: reconnect after a backoff
+            raise DeltaGateError(code, str(message.get("message", "")))

@@ -53,7 +53,7 @@ def _file(path: Path, media_type: str, headers: dict[str, str] | None = None) ->
     )
 
 
-@router.get("/client/{name}")
+@router.api_route("/client/{name}", methods=["GET", "HEAD"])
 async def client_file(name: str) -> Response:
     media_type = CLIENT_FILES.get(name)
     if media_type is None:
@@ -66,12 +66,12 @@ async def demo_root() -> Response:
     return RedirectResponse("/demo/", status_code=307)
 
 
-@router.get("/demo/")
+@router.api_route("/demo/", methods=["GET", "HEAD"])
 async def demo_index() -> Response:
     return _file(STATIC / "demo" / DEMO_PAGES[""], HTML, {"Content-Security-Policy": DEMO_CSP})
 
 
-@router.get("/demo/assets/{name}")
+@router.api_route("/demo/assets/{name}", methods=["GET", "HEAD"])
 async def demo_asset(name: str) -> Response:
     media_type = DEMO_ASSETS.get(name)
     if media_type is None:
@@ -79,7 +79,7 @@ async def demo_asset(name: str) -> Response:
     return _file(STATIC / "demo" / name, media_type)
 
 
-@router.get("/demo/{page}")
+@router.api_route("/demo/{page}", methods=["GET", "HEAD"])
 async def demo_page(page: str) -> Response:
     name = DEMO_PAGES.get(page.removesuffix(".html"))
     if not page or name is None:

@@ -16,6 +16,8 @@
 // In Node 20 pass the `ws` package: `{ baseUrl: 'http://127.0.0.1:8787', WebSocket: require('ws') }`.
 
 const OPEN = 1;
+// Error codes that refuse a subscribe only for now.
+const TEMPORARY = new Set(['RATE_LIMIT_EXCEEDED', 'UNAVAILABLE', 'INTERNAL_ERROR']);
 
 export const DEFAULT_OPTIONS = Object.freeze({
   initialDelay: 1000,
@@ -184,7 +186,7 @@ export class DeltaBaseWebSocket {
       streamId: streamId || undefined,
       position,
       // The cursor: last globalPosition seen for this subscription; null until known.
-      cursor: typeof position === 'number' ? position : position === 'earliest' ? 0 : null,
+      cursor: typeof position === 'number' ? position : null,
       confirmed: false,
     };
     this._subscriptions.set(sub.id, sub);
@@ -442,16 +444,30 @@ export class DeltaBaseWebSocket {
       case 'subscribed':
         if (sub !== undefined) {
           sub.confirmed = true;
+          sub.retries = 0;
           // A 'latest' subscription starts after the head the server reports.
-          if (sub.cursor === null && Number.isSafeInteger(msg.position)) sub.cursor = msg.position;
+          if (sub.cursor === null && sub.position === 'latest' && Number.isSafeInteger(msg.position)) {
+            sub.cursor = msg.position;
+          }
         }
         return;
       case 'error':
-        if (sub !== undefined && !sub.confirmed) {
-          // The server refused this subscribe: retrying it would be refused again.
+        this._report('server', new Error(`${msg.error}: ${msg.message}`));
+        if (sub === undefined || sub.confirmed) return;
+        if (TEMPORARY.has(msg.error)) {
+          // Refused for now (rate limit, Redis unavailable): ask again after a backoff.
+          sub.retries = (sub.retries || 0) + 1;
+          const ceiling = Math.min(this.options.maxDelay, this.options.initialDelay * 2 ** sub.retries);
+          const socket = this.ws;
+          setTimeout(() => {
+            if (this.ws === socket && this._subscriptions.get(sub.id) === sub && !sub.confirmed) {
+              this._sendSubscribe(sub);
+            }
+          }, Math.floor(Math.random() * ceiling));
+        } else {
+          // The server refused this subscribe (bad filter, forbidden): asking again won't help.
           this._subscriptions.delete(sub.id);
         }
-        this._report('server', new Error(`${msg.error}: ${msg.message}`));
         return;
       default:
         return; // pong, unsubscribed, anything newer

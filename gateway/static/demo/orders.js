@@ -122,7 +122,7 @@ function rowFor(order) {
       customer: el('td'),
       amount: el('td', { class: 'amount' }),
       status: el('td'),
-      placed: el('td', { class: 'muted' }),
+      placed: el('td', { class: 'muted nowrap' }),
     };
     const badge = el('span', { class: 'badge' });
     cells.status.append(badge);

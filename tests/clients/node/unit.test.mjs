@@ -1,0 +1,342 @@
+// Unit tests of deltagate.js against a scripted WebSocket: resume positions, de-duplication,
+// validation, tokens, backoff, giving up, disconnect. Run by tests/clients/test_js_client.py as
+//   DELTAGATE_JS=/path/to/deltagate.js node --test unit.test.mjs
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { pathToFileURL } from 'node:url';
+
+const copy = join(mkdtempSync(join(tmpdir(), 'deltagate-unit-')), 'deltagate.mjs');
+copyFileSync(process.env.DELTAGATE_JS, copy);
+const { DeltaBaseWebSocket, isValidEvent, wsBase } = await import(pathToFileURL(copy).href);
+
+class FakeSocket {
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    FakeSocket.all.push(this);
+  }
+  send(text) {
+    this.sent.push(JSON.parse(text));
+  }
+  close(code) {
+    this.closedWith = code;
+    this.readyState = 3;
+  }
+  // -- driven by the test
+  open() {
+    this.readyState = 1;
+    this.onopen({});
+  }
+  receive(message) {
+    this.onmessage({ data: JSON.stringify(message) });
+  }
+  drop(code = 1006) {
+    this.readyState = 3;
+    this.onclose({ code, reason: '' });
+  }
+}
+FakeSocket.all = [];
+
+const tick = (ms = 5) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function event(gp, type = 'order.placed', streamId = 'order-1') {
+  return { globalPosition: gp, streamPosition: 0, type, streamId, eventId: `e${gp}`, data: {}, createdAt: '' };
+}
+
+function make(options = {}, apiKey = 'k1') {
+  FakeSocket.all = [];
+  const seen = [];
+  const states = [];
+  const errors = [];
+  const client = new DeltaBaseWebSocket('orders', apiKey, (e) => seen.push(e.globalPosition), {
+    baseUrl: 'http://gw:8787',
+    WebSocket: FakeSocket,
+    initialDelay: 1,
+    maxDelay: 4,
+    onStateChange: (s) => states.push(s),
+    onError: (error, source) => errors.push([source, error.message]),
+    ...options,
+  });
+  return { client, seen, states, errors };
+}
+
+const last = () => FakeSocket.all[FakeSocket.all.length - 1];
+
+test('resumes after the last event, drops replays, delivers in order', async () => {
+  const { client, seen, states } = make();
+  const id = client.subscribe('order.*');
+  client.connect();
+  await tick();
+  const first = last();
+  assert.equal(first.url, 'ws://gw:8787/event-stores/orders/events/ws?apiKey=k1');
+  first.open();
+  assert.deepEqual(first.sent, [{ action: 'subscribe', subscriptionId: id, eventFilter: 'order.*', position: 'latest' }]);
+  first.receive({ type: 'subscribed', subscriptionId: id, position: 10 });
+  first.receive({ type: 'event', subscriptionId: id, event: event(11) });
+  first.receive({ type: 'event', subscriptionId: id, event: event(12) });
+  first.drop();
+  await tick(20);
+  const second = last();
+  assert.notEqual(second, first);
+  second.open();
+  assert.equal(second.sent[0].position, 12);
+  second.receive({ type: 'subscribed', subscriptionId: id, position: 14 });
+  second.receive({ type: 'event', subscriptionId: id, event: event(12) }); // a replay
+  second.receive({ type: 'event', subscriptionId: id, event: event(11) }); // out of order
+  second.receive({ type: 'event', subscriptionId: id, event: event(13) });
+  assert.deepEqual(seen, [11, 12, 13]);
+  assert.deepEqual(states, ['connecting', 'open', 'reconnecting', 'open']);
+  client.disconnect();
+  assert.equal(client.state, 'closed');
+});
+
+test("'latest' resumes from the subscribed head, then from checkpoints and caughtUp", async () => {
+  const { client } = make();
+  const id = client.subscribe(['a.*', 'b.created'], 'stream-9');
+  client.connect();
+  await tick();
+  last().open();
+  last().receive({ type: 'subscribed', subscriptionId: id, position: 7 });
+  last().drop();
+  await tick(20);
+  last().open();
+  assert.deepEqual(last().sent[0], {
+    action: 'subscribe',
+    subscriptionId: id,
+    eventFilter: ['a.*', 'b.created'],
+    streamId: 'stream-9',
+    position: 7,
+  });
+  last().receive({ type: 'checkpoint', subscriptionId: id, globalPosition: 20 });
+  last().receive({ type: 'caughtUp', subscriptionId: id, globalPosition: 15 }); // never backwards
+  last().drop(1012);
+  await tick(20);
+  last().open();
+  assert.equal(last().sent[0].position, 20);
+  client.disconnect();
+});
+
+test("a 'latest' subscription not yet confirmed is asked for again as 'latest'", async () => {
+  const { client } = make();
+  client.subscribe('*');
+  client.connect();
+  await tick();
+  last().open();
+  last().drop();
+  await tick(20);
+  last().open();
+  assert.equal(last().sent[0].position, 'latest');
+  client.disconnect();
+});
+
+test('earliest and numeric positions resume from the events seen', async () => {
+  const { client, seen } = make();
+  const a = client.subscribe('x.*', undefined, 'earliest');
+  const b = client.subscribe('y.*', undefined, 5);
+  assert.equal(client.subscribe('x.*', undefined, 'earliest'), a, 'same filter twice is one subscription');
+  client.connect();
+  await tick();
+  last().open();
+  assert.deepEqual(last().sent.map((m) => m.position), ['earliest', 5]);
+  last().receive({ type: 'event', subscriptionId: a, event: event(1, 'x.a') });
+  last().receive({ type: 'event', subscriptionId: b, event: event(6, 'y.a') });
+  last().drop();
+  await tick(20);
+  last().open();
+  assert.deepEqual(last().sent.map((m) => m.position), [1, 6]);
+  assert.deepEqual(seen, [1, 6]);
+  client.disconnect();
+});
+
+test('invalid events are dropped and reported', async () => {
+  const { client, seen, errors } = make();
+  const id = client.subscribe('*', undefined, 'earliest');
+  client.connect();
+  await tick();
+  last().open();
+  const bad = [
+    { streamId: 's', globalPosition: 1 },
+    { type: 't', globalPosition: 2 },
+    { type: 't', streamId: 's' },
+    { type: 't', streamId: 's', globalPosition: '3' },
+    null,
+  ];
+  for (const e of bad) last().receive({ type: 'event', subscriptionId: id, event: e });
+  last().receive({ type: 'event', subscriptionId: id, event: event(4) });
+  last().onmessage({ data: 'not json' });
+  last().receive({ type: 'event', subscriptionId: 'someone-else', event: event(5) });
+  assert.deepEqual(seen, [4]);
+  assert.equal(errors.filter(([source]) => source === 'event').length, bad.length);
+  assert.ok(errors.some(([source]) => source === 'message'));
+  assert.equal(isValidEvent(event(9)), true);
+  client.disconnect();
+});
+
+test('a throwing onEvent does not stop the stream', async () => {
+  FakeSocket.all = [];
+  const got = [];
+  const errors = [];
+  const client = new DeltaBaseWebSocket(
+    'orders',
+    null,
+    (e) => {
+      got.push(e.globalPosition);
+      if (e.globalPosition === 1) throw new Error('handler bug');
+    },
+    { baseUrl: 'http://gw', WebSocket: FakeSocket, onError: (error, source) => errors.push(source) },
+  );
+  const id = client.subscribe('*', undefined, 'earliest');
+  client.connect();
+  await tick();
+  last().open();
+  last().receive({ type: 'event', subscriptionId: id, event: event(1) });
+  last().receive({ type: 'event', subscriptionId: id, event: event(2) });
+  assert.deepEqual(got, [1, 2]);
+  assert.deepEqual(errors, ['onEvent']);
+  client.disconnect();
+});
+
+test('getToken is called before every connection, and wins over the key', async () => {
+  let calls = 0;
+  const { client } = make({ getToken: async () => `tok-${++calls}` });
+  client.connect();
+  await tick();
+  assert.equal(last().url, 'ws://gw:8787/event-stores/orders/events/ws?token=tok-1');
+  last().open();
+  last().drop(4001);
+  await tick(20);
+  assert.equal(last().url, 'ws://gw:8787/event-stores/orders/events/ws?token=tok-2');
+  client.disconnect();
+  const plain = make({ token: 'static' }, null);
+  plain.client.connect();
+  await tick();
+  assert.equal(last().url, 'ws://gw:8787/event-stores/orders/events/ws?token=static');
+  plain.client.disconnect();
+});
+
+test('backoff is full jitter under a doubling cap, and the default never gives up', async () => {
+  const delays = [];
+  const realSetTimeout = globalThis.setTimeout;
+  const realRandom = Math.random;
+  Math.random = () => 0.999;
+  globalThis.setTimeout = (fn, ms, ...rest) => {
+    if (ms !== 0 && ms !== 5 && ms !== 20) delays.push(ms);
+    return realSetTimeout(fn, 0, ...rest);
+  };
+  try {
+    const { client } = make({ initialDelay: 100, maxDelay: 1000 });
+    assert.equal(client.options.maxReconnectAttempts, Infinity);
+    client.connect();
+    for (let i = 0; i < 7; i++) {
+      await tick();
+      last().drop(); // refused before opening
+    }
+    await tick();
+    client.disconnect();
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+    Math.random = realRandom;
+  }
+  assert.deepEqual(delays.slice(0, 6), [99, 199, 399, 799, 999, 999]);
+});
+
+test('maxReconnectAttempts gives up with state closed', async () => {
+  const { client, states, errors } = make({ maxReconnectAttempts: 2 });
+  client.connect();
+  for (let i = 0; i < 3; i++) {
+    await tick(20);
+    last().drop();
+  }
+  await tick(20);
+  assert.equal(client.state, 'closed');
+  assert.equal(FakeSocket.all.length, 3);
+  assert.equal(states[states.length - 1], 'closed');
+  assert.ok(errors.some(([source]) => source === 'reconnect'));
+});
+
+test('disconnect stops reconnecting; connect again resumes; unsubscribe forgets', async () => {
+  const { client, seen } = make();
+  const id = client.subscribe('order.*', undefined, 'earliest');
+  client.connect();
+  await tick();
+  const socket = last();
+  socket.open();
+  socket.receive({ type: 'event', subscriptionId: id, event: event(3) });
+  client.disconnect();
+  client.disconnect(); // twice is fine
+  assert.equal(socket.closedWith, 1000);
+  await tick(20);
+  assert.equal(FakeSocket.all.length, 1, 'no reconnect after disconnect');
+  client.connect();
+  await tick();
+  last().open();
+  assert.equal(last().sent[0].position, 3);
+  client.unsubscribe('order.*');
+  assert.deepEqual(last().sent[1], { action: 'unsubscribe', subscriptionId: id });
+  last().receive({ type: 'event', subscriptionId: id, event: event(4) });
+  assert.deepEqual(seen, [3]);
+  last().drop();
+  await tick(20);
+  last().open();
+  assert.deepEqual(last().sent, [], 'an unsubscribed filter is not resumed');
+  client.disconnect();
+});
+
+test('a subscription the server refuses is not retried', async () => {
+  const { client, errors } = make();
+  const id = client.subscribe('*', undefined, 'earliest');
+  client.connect();
+  await tick();
+  last().open();
+  last().receive({ type: 'error', error: 'FORBIDDEN', message: 'no', subscriptionId: id });
+  last().drop();
+  await tick(20);
+  last().open();
+  assert.deepEqual(last().sent, []);
+  assert.ok(errors.some(([source, message]) => source === 'server' && message.startsWith('FORBIDDEN')));
+  client.disconnect();
+});
+
+test('a subscription refused for now is asked for again', async () => {
+  const { client, seen } = make();
+  const id = client.subscribe('*', undefined, 'earliest');
+  client.connect();
+  await tick();
+  const socket = last();
+  socket.open();
+  socket.receive({ type: 'error', error: 'RATE_LIMIT_EXCEEDED', message: 'slow down', subscriptionId: id });
+  await tick(20);
+  assert.equal(socket.sent.length, 2, 'subscribe sent again on the same connection');
+  assert.deepEqual(socket.sent[1], socket.sent[0]);
+  socket.receive({ type: 'subscribed', subscriptionId: id, position: 0 });
+  socket.receive({ type: 'event', subscriptionId: id, event: event(1) });
+  assert.deepEqual(seen, [1]);
+  client.disconnect();
+});
+
+test('a silent connection is replaced (heartbeat)', async () => {
+  const { client } = make({ pingInterval: 10, pongTimeout: 10 });
+  client.subscribe('*');
+  client.connect();
+  await tick();
+  const socket = last();
+  socket.open();
+  await tick(15);
+  assert.ok(socket.sent.some((m) => m.action === 'ping'));
+  await tick(60);
+  assert.notEqual(last(), socket, 'reconnected after silence');
+  assert.equal(socket.closedWith, 4000);
+  client.disconnect();
+});
+
+test('base URLs: page origin scheme mapping', () => {
+  assert.equal(wsBase('https://example.com/'), 'wss://example.com');
+  assert.equal(wsBase('http://h:1'), 'ws://h:1');
+  assert.equal(wsBase('wss://h'), 'wss://h');
+  assert.throws(() => wsBase('ftp://h'));
+  assert.throws(() => new DeltaBaseWebSocket('s', null, () => {}, { WebSocket: FakeSocket }), /baseUrl/);
+});

@@ -1,0 +1,215 @@
+"""The demo pages in headless Chromium (Debian's, driven by Playwright), served by real pods
+behind a proxy so the page keeps its origin while the pod serving it is killed and another
+takes over. Screenshots go to tests/artifacts/demo-*.png."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from broker import Filter
+from tests.clients.conftest import CHROMIUM_ARGS, FAST, append_sync
+from tests.clients.proxy import Proxy
+from tests.conftest import spawn_pods
+from tests.e2e.test_streaming import expected, log_entries
+
+pytestmark = pytest.mark.timeout(90)
+
+SCRIPT = "<script>window.pwned=1</script>"
+IMG = '<img src=x onerror="window.pwned=2">'
+
+
+def placed(order_id: str, customer: str = "customer-1", amount: Any = 10.0) -> dict[str, Any]:
+    return {
+        "type": "order.placed",
+        "data": {
+            "orderId": order_id,
+            "customerId": customer,
+            "totalAmount": amount,
+            "placedAt": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        },
+    }
+
+
+def status(kind: str, order_id: str) -> dict[str, Any]:
+    return {"type": f"order.{kind}", "data": {"orderId": order_id}}
+
+
+async def until(page: Any, expression: str, timeout: float = 5.0) -> None:
+    """Poll a JS expression until truthy. (Playwright's wait_for_function evaluates strings
+    inside the page, which the demo pages' Content-Security-Policy forbids, as it should.)"""
+    deadline = time.monotonic() + timeout
+    while not await page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {expression}")
+        await asyncio.sleep(0.02)
+
+
+async def add(url: str, order_id: str, event: dict[str, Any]) -> None:
+    await asyncio.to_thread(append_sync, url, "orders", order_id, [event])
+
+
+async def test_order_dashboard_live_failover_and_escaping(
+    chromium: str, redis_url: str, pods, proxies, artifacts: Path
+) -> None:
+    from playwright.async_api import async_playwright
+
+    a, b = spawn_pods(pods, redis_url, 2, **FAST)
+    proxy = Proxy(a.port).start()
+    proxies.append(proxy)
+    page_csp = httpx.get(f"{proxy.url}/demo/orders").headers["content-security-policy"]
+    assert "script-src 'self'" in page_csp
+    for i in range(3):  # history: the page loads it over REST
+        await add(b.url, f"order-{i}", placed(f"order-{i}", f"customer-{i}", 10 + i))
+    await add(b.url, "order-0", status("shipped", "order-0"))
+    # Noise the dashboard's filter must ignore.
+    append_sync(b.url, "orders", "audit", [{"type": "audit.noted", "data": {}}])
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 860})
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
+            page.on(
+                "console",
+                lambda msg: (
+                    problems.append(f"console: {msg.text}") if msg.type == "error" else None
+                ),
+            )
+            await page.goto(f"{proxy.url}/demo/orders")
+            rows = page.locator("#orders tr")
+            await until(page, "window.orderDashboard?.state === 'open'", 10)
+            await until(page, "document.querySelectorAll('#orders tr').length === 3")
+            assert await page.locator("#count-shipped").text_content() == "1"
+
+            # A new order shows within a second, and so does its status change.
+            started = time.monotonic()
+            await add(b.url, "order-new", placed("order-new", "customer-new", 42.5))
+            new_row = page.locator('tr[data-order-id="order-new"]')
+            await new_row.wait_for(timeout=1000)
+            assert time.monotonic() - started < 1.0
+            assert await new_row.locator("td.amount").text_content() == "$42.50"
+            assert await new_row.locator(".badge").text_content() == "pending"
+            started = time.monotonic()
+            await add(b.url, "order-new", status("shipped", "order-new"))
+            await until(
+                page,
+                "document.querySelector('tr[data-order-id=\"order-new\"] .badge')"
+                ".textContent === 'shipped'",
+                1.0,
+            )
+            assert time.monotonic() - started < 1.0
+            await page.screenshot(path=str(artifacts / "demo-orders-live.png"), full_page=True)
+
+            # The pod serving the page dies; the proxy sends the page's reconnect to pod B.
+            a.kill()
+            proxy.retarget(b.port)
+            for i in range(3, 8):
+                await add(b.url, f"order-{i}", placed(f"order-{i}", f"customer-{i}", 20 + i))
+            await add(b.url, "order-new", status("delivered", "order-new"))
+            await add(b.url, "order-1", status("shipped", "order-1"))
+            await add(b.url, "order-3", status("shipped", "order-3"))
+            head = log_entries(redis_url, "orders")[-1][0]
+            await until(page, f"window.orderDashboard.lastPosition === {head}", 20)
+            await until(page, "window.orderDashboard.state === 'open'")
+            want = expected(log_entries(redis_url, "orders"), Filter.parse("order.*"), 0)
+            state = await page.evaluate(
+                "({positions: orderDashboard.positions, anomalies: orderDashboard.anomalies})"
+            )
+            assert state["positions"] == want, "missed or repeated events"
+            assert state["anomalies"] == 0
+            await until(page, "document.querySelectorAll('#orders tr').length === 9")
+            statuses = dict(
+                zip(
+                    await rows.evaluate_all("rs => rs.map(r => r.dataset.orderId)"),
+                    await rows.locator(".badge").all_text_contents(),
+                    strict=True,
+                )
+            )
+            assert statuses == {
+                "order-0": "shipped",
+                "order-1": "shipped",
+                "order-2": "pending",
+                "order-3": "shipped",
+                "order-4": "pending",
+                "order-5": "pending",
+                "order-6": "pending",
+                "order-7": "pending",
+                "order-new": "delivered",
+            }
+            assert await page.locator("#count-total").text_content() == "9"
+            await page.screenshot(
+                path=str(artifacts / "demo-orders-after-failover.png"), full_page=True
+            )
+
+            # Hostile data renders as the characters it is.
+            await add(b.url, "order-xss", placed("order-xss", SCRIPT, IMG))
+            xss = page.locator('tr[data-order-id="order-xss"]')
+            await xss.wait_for(timeout=2000)
+            cells = await xss.locator("td").all_text_contents()
+            assert cells[1] == SCRIPT
+            assert cells[2] == IMG
+            await page.wait_for_timeout(300)  # an injected handler would have fired by now
+            assert await page.evaluate("typeof window.pwned") == "undefined"
+            assert await page.locator("#orders script, #orders img").count() == 0
+            await page.get_by_text(SCRIPT).wait_for(state="visible")
+            await page.locator("#safe-rendering summary").click()
+            await page.screenshot(path=str(artifacts / "demo-orders-xss.png"), full_page=True)
+            assert not problems, problems
+        finally:
+            await browser.close()
+
+
+async def test_balance_page(chromium: str, redis_url: str, pods, artifacts: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    (pod,) = spawn_pods(pods, redis_url, 1, **FAST)
+    # The store does not exist yet: the page's REST read gets 404 and starts from empty.
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 760})
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
+            await page.goto(f"{pod.url}/demo/balance")
+            await until(page, "window.balanceMonitor?.state === 'open'", 10)
+            assert await page.locator("#balance").text_content() == "$0.00"
+            append_sync(
+                pod.url,
+                "banking",
+                "account-123",
+                [
+                    {"type": "money.deposited", "data": {"amount": 100}},
+                    {"type": "money.withdrawn", "data": {"amount": 30.5}},
+                ],
+            )
+            append_sync(  # another account: not ours
+                pod.url,
+                "banking",
+                "account-9",
+                [{"type": "money.deposited", "data": {"amount": 5}}],
+            )
+            balance = page.locator("#balance")
+            await until(page, "document.getElementById('balance').textContent === '$69.50'", 2)
+            # The page's own form appends a deposit; the live update brings it back.
+            await page.fill("#amount", "0.1")
+            await page.click("#deposit")
+            await until(page, "document.getElementById('balance').textContent === '$69.60'", 2)
+            assert await page.locator("#transactions tr").count() == 3
+            await page.screenshot(path=str(artifacts / "demo-balance.png"), full_page=True)
+            # A fresh load rebuilds the same balance from REST.
+            await page.reload()
+            await until(page, "window.balanceMonitor?.state === 'open'")
+            assert await balance.text_content() == "$69.60"
+            other = await browser.new_page()
+            await other.goto(f"{pod.url}/demo/balance?account=account-9")
+            await until(other, "document.getElementById('balance').textContent === '$5.00'", 5)
+            assert not problems, problems
+        finally:
+            await browser.close()

@@ -1,0 +1,228 @@
+"""The client commands of the CLI, run as `python -m gateway.cli ...` against a real pod: append
+then tail round trips, and one clear line plus a meaningful exit code for every failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from tests.clients.conftest import FAST
+from tests.conftest import ROOT, Pod, RedisServer, free_port, spawn_pods
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def cli(
+    *args: str, url: str | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    env.pop("DELTAGATE_API_KEY", None)
+    if url is not None:
+        env["DELTAGATE_URL"] = url
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def one_error_line(done: subprocess.CompletedProcess, code: int) -> str:
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def pod(redis_server: RedisServer) -> Iterator[Pod]:
+    """One pod for the whole module (each test uses its own stores): a CLI run is a process
+    start, so the pod's start-up is the cost worth sharing."""
+    redis_server.client().flushall()
+    started: list[Pod] = []
+    try:
+        (pod,) = spawn_pods(started, redis_server.url, 1, **FAST)
+        yield pod
+    finally:
+        for p in started:
+            p.stop()
+
+
+def test_append_then_tail_round_trip(pod: Pod) -> None:
+    created = cli("stores", "create", "clitest", "--description", "from the CLI", url=pod.url)
+    assert created.returncode == 0, created.stderr
+    listed = cli("stores", "list", "--json", url=pod.url)
+    assert "clitest" in [s["name"] for s in json.loads(listed.stdout)]
+    # From arguments, from the --type shortcut, and JSON lines on stdin (blank lines skipped).
+    first = cli(
+        "append",
+        "clitest",
+        "order-1",
+        '{"type": "order.placed", "data": {"orderId": "order-1", "total": 12.5}}',
+        '[{"type": "order.shipped", "data": {"orderId": "order-1"}}]',
+        url=pod.url,
+    )
+    assert first.returncode == 0, first.stderr
+    assert "appended 2 event(s)" in first.stdout
+    shortcut = cli(
+        "append",
+        "clitest",
+        "user-1",
+        "--type",
+        "user.created",
+        "--data",
+        '{"name": "Ada"}',
+        "--json",
+        url=pod.url,
+    )
+    assert json.loads(shortcut.stdout)["globalPosition"] == 3
+    lines = "\n".join(json.dumps({"type": "bulk.item", "data": {"i": i}}) for i in range(2500))
+    bulk = cli("append", "clitest", "bulk-1", "--json", url=pod.url, stdin=lines + "\n\n")
+    assert bulk.returncode == 0, bulk.stderr
+    results = [json.loads(x) for x in bulk.stdout.splitlines()]
+    assert [r["eventsWritten"] for r in results] == [1000, 1000, 500]  # three atomic batches
+    assert results[-1]["globalPosition"] == 2503
+
+    history = cli("tail", "clitest", "--from", "earliest", "--json", "--no-follow", url=pod.url)
+    assert history.returncode == 0, history.stderr
+    events = [json.loads(x) for x in history.stdout.splitlines()]
+    assert [e["globalPosition"] for e in events] == list(range(1, 2504))
+    assert events[0]["type"] == "order.placed" and events[0]["data"]["total"] == 12.5
+    assert events[2]["data"] == {"name": "Ada"}
+
+    filtered = cli(
+        "tail",
+        "clitest",
+        "--filter",
+        "order.*",
+        "--filter",
+        "user.*",
+        "--from",
+        "1",
+        "--json",
+        "--no-follow",
+        url=pod.url,
+    )
+    assert [json.loads(x)["globalPosition"] for x in filtered.stdout.splitlines()] == [2, 3]
+    pretty = cli("read", "clitest", "order-1", url=pod.url)
+    assert pretty.returncode == 0
+    assert "order.placed" in pretty.stdout and "order.shipped" in pretty.stdout
+    read_json = cli("read", "clitest", "bulk-1", "--from", "2490", "--json", url=pod.url)
+    assert [json.loads(x)["streamPosition"] for x in read_json.stdout.splitlines()] == list(
+        range(2490, 2500)
+    )
+
+
+def test_tail_follows_live(pod: Pod) -> None:
+    env = {**os.environ, "DELTAGATE_URL": pod.url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "tail", "live", "--from", "earliest", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    seen: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(json.loads(line))
+            if len(seen) == 5:
+                done.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        for i in range(5):
+            appended = cli(
+                "append", "live", f"s-{i}", "--type", "tick", "--data", f'{{"i": {i}}}', url=pod.url
+            )
+            assert appended.returncode == 0, appended.stderr
+        assert done.wait(15), f"tail printed {len(seen)} of 5 events"
+        assert [e["data"]["i"] for e in seen] == list(range(5))
+        assert [e["globalPosition"] for e in seen] == [1, 2, 3, 4, 5]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        reader.join(5)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_errors_are_one_line_with_meaningful_exit_codes(pod: Pod) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    # (arguments, DELTAGATE_URL, stdin, exit code, text the line must hold)
+    cases: list[tuple[list[str], str | None, str | None, int, str]] = [
+        # Bad usage: exit 2.
+        (["tail", "orders", "--bogus"], pod.url, None, 2, "--bogus"),
+        (["tail", "orders", "--from", "yesterday"], pod.url, None, 2, "--from"),
+        (["tail"], pod.url, None, 2, "Missing argument"),
+        (["append", "orders", "s", "{not json"], pod.url, None, 2, "invalid JSON"),
+        (["append", "orders", "s", '{"data": {}}'], pod.url, None, 2, "type"),
+        (["append", "orders", "s", "--type", "t", "--data", "[1]"], pod.url, None, 2, "--data"),
+        (["append", "orders", "s"], pod.url, "", 2, "no events"),
+        (["stores", "frobnicate"], pod.url, None, 2, "frobnicate"),
+        (["stores", "delete", "orders"], pod.url, "", 2, "--yes"),
+        (["read", "orders", "s", "--url", "ftp://x"], None, None, 2, "--url"),
+        # The server or the network says no: exit 1.
+        (["read", "orders", "s"], down, None, 1, "cannot reach deltagate"),
+        (["tail", "orders"], down, None, 1, "cannot reach deltagate"),
+        (["append", "orders", "s", "--type", "t"], down, None, 1, "cannot reach deltagate"),
+        (["stores"], down, None, 1, "cannot reach deltagate"),
+        (["stores", "show", "nosuchstore"], pod.url, None, 1, "EVENT_STORE_NOT_FOUND"),
+        (
+            ["append", "conflicts", "s", "--type", "t", "--expected-version", "5"],
+            pod.url,
+            None,
+            1,
+            "STREAM_VERSION_CONFLICT",
+        ),
+    ]
+    with ThreadPoolExecutor(4) as pool:  # each case is a process start: run a few at once
+        runs = list(pool.map(lambda c: cli(*c[0], url=c[1], stdin=c[2]), cases))
+    for (args, _, _, code, text), done in zip(cases, runs, strict=True):
+        line = one_error_line(done, code)
+        assert text in line, (args, line)
+
+
+def test_demo_orders_generates_a_plausible_stream(pod: Pod) -> None:
+    done = cli(
+        "demo", "orders", "--rate", "200", "--count", "40", "--seed", "3", "--quiet", url=pod.url
+    )
+    assert done.returncode == 0, done.stderr
+    history = cli("tail", "orders", "--from", "earliest", "--json", "--no-follow", url=pod.url)
+    events = [json.loads(x) for x in history.stdout.splitlines()]
+    assert len(events) == 40
+    status: dict[str, str] = {}
+    for event in events:
+        order_id = event["data"]["orderId"]
+        assert event["streamId"] == order_id
+        before = status.get(order_id)
+        if event["type"] == "order.placed":
+            assert before is None
+            assert event["data"]["totalAmount"] > 0 and event["data"]["customerId"]
+        elif event["type"] == "order.shipped":
+            assert before == "order.placed"
+        else:
+            assert (event["type"], before) == ("order.delivered", "order.shipped")
+        status[order_id] = event["type"]
+    assert {"order.placed", "order.shipped", "order.delivered"} <= set(status.values()) | {
+        e["type"] for e in events
+    }

@@ -1,0 +1,204 @@
+"""The Python client (gateway.client): the HTTP client against one pod, and a live subscription
+against two pods behind a proxy while one is killed, restarted, and the other drained: it must
+yield exactly the matching events of the log, in order, none twice."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+from broker import Filter
+from gateway.client import DeltaGateClient, DeltaGateError, Subscription, backoff
+from tests.clients.conftest import FAST
+from tests.clients.proxy import Proxy
+from tests.conftest import spawn_pods
+from tests.e2e.test_streaming import expected, log_entries
+
+STORE = "pyclient"
+TYPES = ["order.placed", "order.shipped", "user.created", "payment.created"]
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_http_client(redis_url: str, pods) -> None:
+    (pod,) = spawn_pods(pods, redis_url, 1, **FAST)
+    async with DeltaGateClient(pod.url) as client:
+        created = await client.create_store("pyhttp", description="a test store")
+        assert created["name"] == "pyhttp"
+        with pytest.raises(DeltaGateError) as exists:
+            await client.create_store("pyhttp")
+        assert (exists.value.code, exists.value.status) == ("EVENT_STORE_ALREADY_EXISTS", 409)
+        result = await client.append(
+            "pyhttp",
+            "order-1",
+            [{"type": "order.placed", "data": {"n": 1}}, {"type": "order.shipped", "data": {}}],
+            expected_version="no_stream",
+        )
+        assert result["eventsWritten"] == 2 and result["globalPosition"] == 2
+        with pytest.raises(DeltaGateError) as conflict:
+            await client.append(
+                "pyhttp", "order-1", [{"type": "x", "data": {}}], expected_version=0
+            )
+        assert conflict.value.code == "STREAM_VERSION_CONFLICT"
+        assert conflict.value.details["currentVersion"] == 2
+        again = await client.append(
+            "pyhttp", "order-2", [{"type": "user.created", "data": None}], idempotency_key="k-1"
+        )
+        assert (
+            await client.append(
+                "pyhttp", "order-2", [{"type": "user.created", "data": None}], idempotency_key="k-1"
+            )
+            == again
+        )
+        page = await client.read_stream("pyhttp", "order-1")
+        assert [e["type"] for e in page["events"]] == ["order.placed", "order.shipped"]
+        assert page["currentStreamVersion"] == 2
+        assert [e["streamPosition"] async for e in client.iter_stream("pyhttp", "order-1")] == [
+            0,
+            1,
+        ]
+        found = await client.query("pyhttp", types="order.*", include_count=True)
+        assert [e["globalPosition"] for e in found["events"]] == [1, 2]
+        assert found["pagination"]["total"] == 2
+        streams = await client.list_streams("pyhttp")
+        assert {s["streamId"] for s in streams["streams"]} == {"order-1", "order-2"}
+        assert "pyhttp" in [s["name"] for s in await client.list_stores()]
+        stats = (await client.get_store("pyhttp"))["statistics"]
+        assert stats["totalEvents"] == 3
+        await client.ensure_store("pyhttp")
+        await client.ensure_store("pyhttp2")
+        deleted = await client.delete_store("pyhttp")
+        assert deleted["success"] is True
+        with pytest.raises(DeltaGateError) as missing:
+            await client.get_store("pyhttp")
+        assert (missing.value.code, missing.value.status) == ("EVENT_STORE_NOT_FOUND", 404)
+        assert not missing.value.temporary
+
+    async with DeltaGateClient("http://127.0.0.1:9", timeout=2) as down:
+        with pytest.raises(DeltaGateError) as unreachable:
+            await down.list_stores()
+    assert unreachable.value.code == "CONNECTION_ERROR" and unreachable.value.temporary
+
+
+def test_backoff_is_full_jitter_under_a_cap() -> None:
+    samples = [backoff(attempt, 1.0, 30.0) for attempt in range(12) for _ in range(50)]
+    assert all(0 <= s <= 30.0 for s in samples)
+    assert max(backoff(0, 1.0, 30.0) for _ in range(200)) <= 1.0
+    assert max(backoff(10, 1.0, 30.0) for _ in range(200)) > 15  # capped, not stuck low
+
+
+async def append(base_url: str, stream: str, events: list[dict[str, Any]], key: str) -> None:
+    async with DeltaGateClient(base_url, timeout=5) as client:
+        for _ in range(200):
+            try:
+                await client.append(STORE, stream, events, idempotency_key=key)
+                return
+            except DeltaGateError as exc:
+                if not exc.temporary:
+                    raise
+                await asyncio.sleep(0.05)
+    raise AssertionError("append kept failing")
+
+
+async def test_subscription_yields_exactly_the_log_across_restarts(
+    redis_url: str, pods, proxies
+) -> None:
+    a, b = spawn_pods(pods, redis_url, 2, **FAST)
+    proxy = Proxy(a.port).start()
+    proxies.append(proxy)
+    rng = random.Random(5)
+    for i in range(3):
+        await append(b.url, f"s-{i}", [{"type": rng.choice(TYPES), "data": {}}] * 4, f"h-{i}")
+
+    client = DeltaGateClient(proxy.url)
+    states: list[str] = []
+    subs: dict[str, tuple[Subscription, Filter, int]] = {
+        "all": (client.subscribe("*", store=STORE, position="earliest"), Filter.parse("*"), 0),
+        "orders": (
+            client.subscribe("order.*", store=STORE, position=5, on_state=states.append),
+            Filter.parse("order.*"),
+            5,
+        ),
+        "s2": (
+            client.subscribe(["user.*", "payment.*"], store=STORE, stream_id="s-2", position=0),
+            Filter.parse(["user.*", "payment.*"], "s-2"),
+            0,
+        ),
+    }
+    for sub, _, _ in subs.values():
+        sub.initial_delay = 0.2  # keep the test short; the default is 1 s
+    got: dict[str, list[int]] = {name: [] for name in subs}
+
+    async def consume(name: str, sub: Subscription) -> None:
+        async with sub:
+            async for event in sub:
+                got[name].append(event["globalPosition"])
+
+    tasks = [asyncio.create_task(consume(n, s)) for n, (s, _, _) in subs.items()]
+    batch = 0
+
+    async def write(n: int, url: str) -> None:
+        nonlocal batch
+        for _ in range(n):
+            events = [{"type": rng.choice(TYPES), "data": {"b": batch}} for _ in range(4)]
+            await append(url, f"s-{batch % 3}", events, f"b-{batch}")
+            batch += 1
+            await asyncio.sleep(0.01)
+
+    try:
+        await asyncio.wait_for(_until(lambda: len(got["all"]) >= 12), 20)
+        await write(20, a.url)
+        a.kill()  # 1006 for every client of pod A
+        proxy.retarget(b.port)
+        await write(20, b.url)
+        await asyncio.to_thread(a.start)  # pod A back on its port
+        proxy.retarget(a.port, drop=False)
+        await write(10, b.url)
+        await asyncio.to_thread(b.stop)  # SIGTERM: B drains its sockets with 1012
+        await write(10, a.url)
+        entries = log_entries(redis_url, STORE)
+        assert [e[0] for e in entries] == list(range(1, 12 + 60 * 4 + 1))
+        for name, (_, flt, start) in subs.items():
+            want = expected(entries, flt, start)
+            await asyncio.wait_for(_until(lambda n=name, w=want: len(got[n]) >= len(w)), 20)
+        await asyncio.sleep(0.3)  # anything extra would arrive now
+        for name, (_, flt, start) in subs.items():
+            assert got[name] == expected(entries, flt, start), name
+        assert states.count("reconnecting") >= 2, states
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.aclose()
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():  # noqa: ASYNC110 (polls plain state the consumers update)
+        await asyncio.sleep(0.02)
+
+
+async def test_follow_false_stops_at_the_head_and_errors_are_final(redis_url: str, pods) -> None:
+    (pod,) = spawn_pods(pods, redis_url, 1, **FAST, DELTAGATE_AUTO_CREATE_STORES="false")
+    async with DeltaGateClient(pod.url) as client:
+        await client.create_store("pyfollow")
+        for i in range(3):
+            await client.append("pyfollow", f"s-{i}", [{"type": "t.x", "data": {"i": i}}])
+        history = [
+            e["globalPosition"]
+            async for e in client.subscribe(
+                "*", store="pyfollow", position="earliest", follow=False
+            )
+        ]
+        assert history == [1, 2, 3]
+        assert [e async for e in client.subscribe("*", store="pyfollow", follow=False)] == []
+        with pytest.raises(DeltaGateError) as no_store:
+            async for _ in client.subscribe("*", store="nosuchstore"):
+                pass
+        assert no_store.value.code == "EVENT_STORE_NOT_FOUND"
+        with pytest.raises(DeltaGateError) as bad_filter:
+            async for _ in client.subscribe("", store="pyfollow"):
+                pass
+        assert bad_filter.value.code == "VALIDATION_ERROR"
