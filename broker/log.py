@@ -9,6 +9,7 @@ list of its events' globalPositions, so streamPosition ``k`` is list index ``k``
 from __future__ import annotations
 
 import bisect
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -39,6 +40,13 @@ class InvalidEvent(BrokerError):
     """An event the log cannot store as JSON: its data or metadata nests too deeply."""
 
     code = "VALIDATION_ERROR"
+
+
+def uuid4_batch(n: int) -> list[str]:
+    """n random (version 4) UUIDs from one ``os.urandom`` call: one system call per append
+    instead of one per event (2.4 us each, a third of the append's Python time)."""
+    raw = os.urandom(16 * n)
+    return [str(uuid.UUID(bytes=raw[16 * i : 16 * i + 16], version=4)) for i in range(n)]
 
 
 def now_iso() -> str:
@@ -112,6 +120,7 @@ class EventLog:
             transaction_id,
             int(time.time() * 1000),
         ]
+        event_ids = uuid4_batch(len(events))
         for index, event in enumerate(events):
             try:
                 data = codec.encode_payload(event.data)
@@ -133,7 +142,7 @@ class EventLog:
                 data=data,
                 metadata=metadata,
                 stream_id=stream_id,
-                event_id=str(uuid.uuid4()),
+                event_id=event_ids[index],
                 transaction_id=transaction_id,
                 created_at=created_at,
             )

@@ -11,6 +11,8 @@ from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
+from redis.connection import HiredisRespSerializer
+from redis.utils import HIREDIS_AVAILABLE
 
 from .errors import Unavailable
 
@@ -33,6 +35,16 @@ class RedisConfig:
         return self.url is None
 
 
+class _HiredisPackedConnection(aioredis.Connection):
+    """redis-py's asyncio connection packs commands in Python (about 1.5 us per argument for an
+    append's event bodies); hiredis packs them in C, as redis-py's sync client already does."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return self._packer.pack(*args)
+
+
 def connect(config: RedisConfig) -> aioredis.Redis:
     """A client with a connection pool, hiredis parsing, and timeouts on every call."""
     if config.url is None:
@@ -50,6 +62,7 @@ def connect(config: RedisConfig) -> aioredis.Redis:
         )
     return aioredis.from_url(
         config.url,
+        connection_class=_HiredisPackedConnection if HIREDIS_AVAILABLE else aioredis.Connection,
         decode_responses=True,
         socket_timeout=config.timeout,
         socket_connect_timeout=config.timeout,

@@ -21,9 +21,10 @@ from . import config_file, errors, rest, webhooks_api, ws
 from .auth import Authenticator
 from .limits import RateLimiter
 from .metrics import Metrics
-from .runtime import Runtime, runtime
+from .runtime import Runtime, runtime_of
 from .settings import Settings
 from .static_routes import router as static_router
+from .studio import router as studio_router
 
 log = logging.getLogger("deltagate.app")
 
@@ -47,13 +48,9 @@ async def first_contact(redis: Any, attempts: int = 5) -> None:
 async def drain(app: FastAPI) -> None:
     """SIGTERM: readiness off and new WebSockets refused at once, then every open WebSocket
     closed with 1012 over the drain window. uvicorn then finishes in-flight requests."""
-    rt = runtime_of(app)
+    rt: Runtime = app.state.runtime
     rt.draining = True
     await rt.sessions.drain(rt.settings.drain_seconds)
-
-
-def runtime_of(app: FastAPI) -> Runtime:
-    return app.state.runtime  # type: ignore[no-any-return]
 
 
 def _observe_n(histogram: Any, seconds: float, n: int) -> None:
@@ -145,7 +142,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"], summary="Readiness: Redis reachable, not draining")
     async def readyz(request: Request) -> Response:
-        rt = runtime(request)
+        rt = runtime_of(request)
         if rt.draining:
             raise errors.ApiError(
                 "UNAVAILABLE", "this pod is draining", headers={"Retry-After": "1"}
@@ -163,8 +160,10 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
         return Response(
-            runtime(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+            runtime_of(request).metrics.render(),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
     app.include_router(static_router)  # /client/deltagate.js and the /demo/ pages
+    app.include_router(studio_router)  # /studio: the web UI
     return app

@@ -39,5 +39,11 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def runtime(conn: HTTPConnection) -> Runtime:
+async def runtime(conn: HTTPConnection) -> Runtime:
+    """A FastAPI dependency. Async on purpose: a plain ``def`` dependency runs in a worker
+    thread, which cost a thread hop per request."""
+    return runtime_of(conn)
+
+
+def runtime_of(conn: HTTPConnection) -> Runtime:
     return conn.app.state.runtime  # type: ignore[no-any-return]

@@ -15,7 +15,7 @@ from broker import BrokerError, StoreAlreadyExists, valid_store_name
 from . import protocol
 from .auth import Permission, check
 from .errors import CLOSE_CODE, ApiError
-from .runtime import Runtime, runtime
+from .runtime import Runtime, runtime_of
 from .session import Session
 
 log = logging.getLogger("deltagate.ws")
@@ -125,7 +125,7 @@ async def _close_before_start(ws: WebSocket, code: int, reason: str) -> None:
 
 @router.websocket("/event-stores/{store}/events/ws")
 async def events_ws(ws: WebSocket, store: str) -> None:
-    rt = runtime(ws)
+    rt = runtime_of(ws)
     settings = rt.settings
     metrics = rt.metrics
     origin = ws.headers.get("origin")
