@@ -1,0 +1,336 @@
+"""Studio in headless Chromium against a real gateway in the embedded dev mode (no Redis URL,
+no credentials): stores, streams, events, live tail, append form and safe rendering.
+Screenshots go to tests/artifacts/studio-*.png (linked from docs/studio.md)."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Pod
+from tests.studio.conftest import api, append, unique
+
+pytestmark = pytest.mark.timeout(60)
+
+DASH = "\N{EN DASH}"  # the pager reads "1<en dash>25 of 28"
+
+
+def expect(target: Any) -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
+def open_studio(page: Any, gateway: Pod, route: str = "") -> None:
+    page.goto(f"{gateway.url}/studio{route}")
+    expect(page.locator("#auth-state")).to_have_text("Dev mode · no credentials needed")
+
+
+def start_tail(page: Any, gateway: Pod, store: str, start: str = "latest") -> None:
+    open_studio(page, gateway, f"#/s/{store}/tail")
+    page.select_option("#tail-from", start)
+    page.click("#tail-start")
+    expect(page.locator("#tail-state")).to_have_attribute("data-state", "open")
+    expect(page.locator("#tail-info")).to_have_attribute("data-from", re.compile(".+"))
+
+
+def positions(page: Any, selector: str = "#tail-rows tr") -> list[int]:
+    values = page.eval_on_selector_all(selector, "rows => rows.map(r => r.dataset.position)")
+    return [int(v) for v in values]
+
+
+def test_studio_is_served_with_a_strict_policy(dev_gateway: Pod) -> None:
+    page = httpx.get(f"{dev_gateway.url}/studio")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe" not in policy
+    assert httpx.get(f"{dev_gateway.url}/studio/js/app.js").status_code == 200
+    assert httpx.get(f"{dev_gateway.url}/studio/studio.css").status_code == 200
+    for probe in ("/studio/../app.py", "/studio/%2e%2e/app.py", "/studio/nope.js", "/studio/.x"):
+        assert httpx.get(f"{dev_gateway.url}{probe}").status_code == 404, probe
+
+
+def test_lists_stores_streams_and_events(page: Any, dev_gateway: Pod, artifacts: Path) -> None:
+    base = dev_gateway.url
+    store = unique("studio-list")
+    created = api(base, "POST", "/event-stores", {"name": store, "description": "made by the API"})
+    assert created.status_code == 201, created.text
+    for i in range(27):
+        append(base, store, f"order-{i:02d}", [{"type": "order.placed", "data": {"n": i}}])
+    append(base, store, "audit-1", [{"type": "audit.noted", "data": {"by": "test"}}])
+    append(
+        base,
+        store,
+        "order-00",
+        [
+            {"type": "order.shipped", "data": {"carrier": "dhl"}, "metadata": {"actor": "bob"}},
+            {"type": "order.delivered", "data": {"signedBy": "alice"}},
+        ],
+    )
+
+    open_studio(page, dev_gateway)
+    row = page.locator(f'#stores-table tr[data-store="{store}"]')
+    expect(row).to_be_visible()
+    expect(row.locator("td").nth(0)).to_have_text("made by the API")
+    expect(row.locator("td").nth(1)).to_have_text("28")  # streams
+    expect(row.locator("td").nth(2)).to_have_text("30")  # events
+    expect(row.locator("td").nth(3)).to_have_text("30")  # head position
+    page.screenshot(path=str(artifacts / "studio-stores.png"), full_page=True)
+
+    # Open it (keyboard): statistics, then its streams, paginated and searchable.
+    row.locator("a").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#store-title")).to_have_text(store)
+    expect(page.locator("#stat-streams")).to_have_text("28")
+    expect(page.locator("#stat-events")).to_have_text("30")
+    expect(page.locator("#stat-head")).to_have_text("30")
+    page.select_option("#stream-page-size", "25")
+    expect(page.locator("#streams-range")).to_have_text(f"1{DASH}25 of 28")
+    expect(page.locator("#streams-table tbody tr")).to_have_count(25)
+    page.click("#streams-next")
+    expect(page.locator("#streams-range")).to_have_text(f"26{DASH}28 of 28")
+    expect(page.locator("#streams-next")).to_be_disabled()
+    page.fill("#stream-search", "audit")
+    expect(page.locator("#streams-range")).to_have_text(f"1{DASH}1 of 1")
+    expect(page.locator("#streams-table tbody tr")).to_have_attribute("data-stream", "audit-1")
+    page.fill("#stream-search", "order-0")
+    expect(page.locator("#streams-range")).to_have_text(f"1{DASH}10 of 10")
+    page.screenshot(path=str(artifacts / "studio-streams.png"), full_page=True)
+
+    # A stream's events: newest first by default, then oldest first; every field as text.
+    page.click('#streams-table a:text-is("order-00")')
+    expect(page.locator("#stream-title")).to_have_text("order-00")
+    cards = page.locator("#stream-events li.event")
+    expect(cards).to_have_count(3)
+    expect(cards.locator(".event-type")).to_have_text(
+        ["order.delivered", "order.shipped", "order.placed"]
+    )
+    expect(page.locator("#stream-info")).to_contain_text("Version 3")
+    shipped = cards.nth(1)
+    expect(shipped.locator("pre.data")).to_have_text('{\n  "carrier": "dhl"\n}')
+    expect(shipped.locator("pre.metadata")).to_have_text('{\n  "actor": "bob"\n}')
+    stored = httpx.get(f"{base}/event-stores/{store}/streams/order-00").json()["events"][1]
+    expect(shipped).to_contain_text(stored["eventId"])
+    expect(shipped).to_contain_text(stored["createdAt"])
+    expect(shipped.locator(".badge")).to_have_text("#1")
+    page.screenshot(path=str(artifacts / "studio-stream-events.png"), full_page=True)
+    page.click('label[for="order-forward"]')
+    expect(cards.locator(".event-type")).to_have_text(
+        ["order.placed", "order.shipped", "order.delivered"]
+    )
+
+
+def test_delete_store_needs_typed_confirmation(page: Any, dev_gateway: Pod) -> None:
+    base = dev_gateway.url
+    store = unique("studio-del")
+    assert api(base, "POST", "/event-stores", {"name": store}).status_code == 201
+    open_studio(page, dev_gateway, f"#/s/{store}")
+    expect(page.locator("#stat-events")).to_have_text("0")
+
+    page.locator("#store-delete").focus()
+    page.keyboard.press("Enter")
+    dialog = page.locator("#confirm-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#confirm-ok")).to_be_disabled()
+    page.keyboard.press("Escape")  # cancel: nothing happens
+    expect(dialog).to_be_hidden()
+    assert api(base, "GET", f"/event-stores/{store}").status_code == 200
+
+    page.click("#store-delete")
+    page.fill("#confirm-input", store[:-1])
+    expect(page.locator("#confirm-ok")).to_be_disabled()
+    page.fill("#confirm-input", store)
+    expect(page.locator("#confirm-ok")).to_be_enabled()
+    page.keyboard.press("Enter")
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#stores-title")).to_be_visible()
+    expect(page.locator(f'#stores-table tr[data-store="{store}"]')).to_have_count(0)
+    assert api(base, "GET", f"/event-stores/{store}").status_code == 404
+
+
+def test_live_tail_shows_an_appended_event_within_a_second(
+    page: Any, dev_gateway: Pod, artifacts: Path
+) -> None:
+    base = dev_gateway.url
+    store = unique("studio-tail")
+    append(base, store, "old-1", [{"type": "order.placed", "data": {"old": True}}])
+    start_tail(page, dev_gateway, store)
+    expect(page.locator("#tail-info")).to_have_attribute("data-from", "1")
+
+    started = time.monotonic()
+    written = append(base, store, "order-7", [{"type": "order.placed", "data": {"total": 42}}])
+    row = page.locator(f'#tail-rows tr[data-position="{written["globalPosition"]}"]')
+    row.wait_for(timeout=1000)
+    assert time.monotonic() - started < 1.0
+    expect(row).to_contain_text("order.placed")
+    expect(row).to_contain_text("order-7")
+    expect(row.locator("summary")).to_have_text('{"total":42}')
+    assert positions(page) == [2]  # 'latest': the older event is not replayed
+
+    # A burst: thousands of events, rendered in batches, never more rows than the cap.
+    batch = [{"type": f"burst.{i % 3}", "data": {"i": i}} for i in range(1000)]
+    for n in range(3):
+        append(base, store, f"burst-{n}", batch)
+    expect(page.locator("#tail-received")).to_have_text("3,001", timeout=10_000)
+    expect(page.locator("#tail-rows tr")).to_have_count(500)
+    expect(page.locator("#tail-shown")).to_have_text("500")
+    shown = positions(page)
+    assert shown == list(range(3002, 2502, -1))  # the newest 500, newest on top
+    rate = float(page.locator("#tail-rate").text_content().replace(",", ""))
+    assert rate > 0
+    expect(page.locator("#tail-last")).to_have_text("3002")
+    row = page.locator('#tail-rows tr[data-position="3002"]')
+    row.locator("summary").click()
+    expect(row.locator("pre.data")).to_have_text('{\n  "i": 999\n}')
+    page.screenshot(path=str(artifacts / "studio-tail.png"), full_page=False)
+
+    # Another tail from a number replays after it (exclusive), filtered by type and stream.
+    page.fill("#tail-pattern", "burst.1, burst.2")
+    page.fill("#tail-stream", "burst-0")
+    page.select_option("#tail-from", "number")
+    page.fill("#tail-position", "990")
+    page.click("#tail-clear")
+    page.click("#tail-start")
+    expected = [p for p in range(991, 1003) if (p - 3) % 3 != 0][::-1]
+    expect(page.locator("#tail-info")).to_contain_text("Caught up")
+    expect(page.locator("#tail-rows tr")).to_have_count(len(expected))
+    assert positions(page) == expected
+    page.click("#tail-stop")
+    expect(page.locator("#tail-state")).to_have_text("stopped")
+
+
+def test_paused_tail_buffers_with_a_count_and_resumes_in_order(
+    page: Any, dev_gateway: Pod, artifacts: Path
+) -> None:
+    base = dev_gateway.url
+    store = unique("studio-pause")
+    append(base, store, "warmup", [{"type": "warm.up", "data": {}}])
+    start_tail(page, dev_gateway, store)
+    append(base, store, "steps", [{"type": "step.0", "data": {"n": 0}}])
+    expect(page.locator("#tail-rows tr")).to_have_count(1)
+
+    page.click("#tail-pause")
+    expect(page.locator("#tail-pause")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#tail-pause")).to_have_text("Resume")
+    for n in range(1, 6):  # five separate appends: five separate WebSocket messages
+        append(base, store, "steps", [{"type": f"step.{n}", "data": {"n": n}}])
+    buffered = page.locator("#tail-buffered")
+    expect(buffered).to_have_text("Paused · 5 buffered")
+    expect(page.locator("#tail-received")).to_have_text("6")
+    expect(page.locator("#tail-rows tr")).to_have_count(1)  # nothing rendered while paused
+    page.screenshot(path=str(artifacts / "studio-tail-paused.png"), full_page=False)
+
+    page.click("#tail-pause")
+    expect(buffered).to_be_hidden()
+    expect(page.locator("#tail-rows tr")).to_have_count(6)
+    assert positions(page) == [7, 6, 5, 4, 3, 2]
+    expect(page.locator("#tail-rows td.type")).to_have_text([f"step.{n}" for n in range(5, -1, -1)])
+    append(base, store, "steps", [{"type": "step.6", "data": {"n": 6}}])  # live again
+    expect(page.locator("#tail-rows tr").first).to_have_attribute("data-position", "8")
+
+
+def test_append_form_validates_json_and_shows_server_errors(
+    page: Any, dev_gateway: Pod, artifacts: Path
+) -> None:
+    base = dev_gateway.url
+    store = unique("studio-append")
+    assert api(base, "POST", "/event-stores", {"name": store}).status_code == 201
+    open_studio(page, dev_gateway, f"#/s/{store}/append")
+
+    page.fill("#append-stream", "cart-1")
+    page.fill("#append-type", "cart.item-added")
+    page.fill("#append-data", '{"sku": "A-1", "qty": 2')
+    page.click("#append-submit")
+    error = page.locator("#append-data-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("not valid JSON")
+    expect(page.locator("#append-data")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#append-data")).to_be_focused()
+    page.screenshot(path=str(artifacts / "studio-append-invalid.png"), full_page=True)
+    stream = httpx.get(f"{base}/event-stores/{store}/streams/cart-1").json()
+    assert stream["currentStreamVersion"] == 0  # nothing was sent
+
+    page.fill("#append-data", "[1, 2]")
+    page.click("#append-submit")
+    expect(error).to_contain_text("must be a JSON object")
+
+    page.fill("#append-data", '{"sku": "A-1", "qty": 2}')
+    expect(error).to_be_hidden()
+    page.fill("#append-metadata", '{"source": "studio"}')
+    page.click("#append-submit")
+    expect(page.locator("#append-ok")).to_contain_text("Appended 1 event to cart-1")
+    expect(page.locator("#append-ok")).to_contain_text("global position 1")
+    events = httpx.get(f"{base}/event-stores/{store}/streams/cart-1").json()["events"]
+    assert [(e["type"], e["data"], e.get("metadata")) for e in events] == [
+        ("cart.item-added", {"sku": "A-1", "qty": 2}, {"source": "studio"})
+    ]
+    expect(page.locator("#stat-events")).to_have_text("1")
+
+    # The server's own validation errors are shown, field by field.
+    page.fill("#append-type", "t" * 300)
+    page.click("#append-submit")
+    refused = page.locator("#append-server-error")
+    expect(refused).to_contain_text("VALIDATION_ERROR")
+    expect(refused.locator("li")).to_contain_text(["type"])
+    # And a version conflict.
+    page.fill("#append-type", "cart.item-added")
+    page.fill("#append-expected", "0")
+    page.click("#append-submit")
+    expect(refused).to_contain_text("STREAM_VERSION_CONFLICT")
+    expect(page.locator("#append-expected-error")).to_be_visible()
+    page.screenshot(path=str(artifacts / "studio-append-server-error.png"), full_page=True)
+
+
+SCRIPT = "<script>window.__pwned = 1</script>"
+IMG = '<img src=x onerror="window.__pwned = 2">'
+EVIL_STREAM = '<img src=x onerror="window.__pwned=4">'
+
+
+def test_script_payloads_render_as_text(page: Any, dev_gateway: Pod, artifacts: Path) -> None:
+    base = dev_gateway.url
+    store = unique("studio-xss")
+    evil_type = "<b>evil</b>.created"
+    written = append(
+        base,
+        store,
+        EVIL_STREAM,
+        [
+            {
+                "type": evil_type,
+                "data": {"note": SCRIPT, "html": IMG},
+                "metadata": {"by": "</pre><script>window.__pwned = 3</script>"},
+            }
+        ],
+    )
+
+    # In a stream's events.
+    open_studio(page, dev_gateway, f"#/s/{store}")
+    page.locator("#streams-table tbody a").click()
+    card = page.locator("#stream-events li.event")
+    expect(card).to_have_count(1)
+    expect(card.locator(".event-type")).to_have_text(evil_type)
+    expect(card.locator("pre.data")).to_contain_text(SCRIPT)
+    expect(card.locator("pre.data")).to_contain_text('<img src=x onerror=\\"window.__pwned = 2\\">')
+    expect(card.locator("pre.metadata")).to_contain_text("</pre><script>")
+    expect(page.locator("#stream-title")).to_have_text(EVIL_STREAM)
+    page.screenshot(path=str(artifacts / "studio-xss.png"), full_page=True)
+
+    # In the live tail (replayed from the start).
+    start_tail(page, dev_gateway, store, start="earliest")
+    row = page.locator(f'#tail-rows tr[data-position="{written["globalPosition"]}"]')
+    expect(row.locator("td.type")).to_have_text(evil_type)
+    expect(row.locator("td").nth(3)).to_have_text(EVIL_STREAM)
+    expect(row.locator("summary")).to_contain_text(SCRIPT)
+    row.locator("summary").click()
+    expect(row.locator("pre.data")).to_contain_text(SCRIPT)
+
+    main = page.locator("main")
+    for tag in ("script", "img", "b"):
+        expect(main.locator(tag)).to_have_count(0)
+    assert page.evaluate("window.__pwned") is None
