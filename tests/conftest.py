@@ -74,8 +74,13 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         # No retries: a command that fails because the server went away should say so at once.
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5,
-                           decode_responses=True, retry=Retry(NoBackoff(), 0))
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=5,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
+        )
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
