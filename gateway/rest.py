@@ -151,7 +151,7 @@ async def _append(
     stream_id: str,
     request: Request,
     rt: RuntimeDep,
-    idempotency_key: str | None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     principal = await require(request, Permission.WRITE, store)
     await rt.limits.hit(principal.key_id, "append")
@@ -195,31 +195,19 @@ async def _append(
     return json_response(append_body(result), 201)
 
 
-AppendKey = Annotated[str | None, Header(alias="Idempotency-Key")]
-
-
-@router.post(
-    "/event-stores/{store}/streams/{stream_id}",
-    status_code=201,
-    openapi_extra=body_schema(AppendBody),
-    summary="Append events to a stream",
-)
-async def append(
-    store: str, stream_id: str, request: Request, rt: RuntimeDep, key: AppendKey = None
-) -> Response:
-    return await _append(store, stream_id, request, rt, key)
-
-
-@router.post(
-    "/event-stores/{store}/streams/{stream_id}/events",
-    status_code=201,
-    openapi_extra=body_schema(AppendBody),
-    summary="Append events (alias)",
-)
-async def append_alias(
-    store: str, stream_id: str, request: Request, rt: RuntimeDep, key: AppendKey = None
-) -> Response:
-    return await _append(store, stream_id, request, rt, key)
+for _path, _summary in (
+    ("/event-stores/{store}/streams/{stream_id}", "Append events to a stream"),
+    ("/event-stores/{store}/streams/{stream_id}/events", "Append events to a stream (alias)"),
+):
+    router.add_api_route(
+        _path,
+        _append,
+        methods=["POST"],
+        status_code=201,
+        summary=_summary,
+        openapi_extra=body_schema(AppendBody),
+        name=_summary,
+    )
 
 
 # -- reading ---------------------------------------------------------------------------------
