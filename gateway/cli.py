@@ -98,6 +98,12 @@ def serve(
 
 
 cli_keys.register(app)
+from . import cli_client  # noqa: E402  (stores, append, read, tail, demo)
+
+cli_client.register(app)
+from . import cli_webhooks  # noqa: E402  (dispatcher, apply)
+
+cli_webhooks.register(app)
 
 
 def main() -> None:

@@ -111,3 +111,35 @@ class Settings(BaseSettings):
         return LogLimits(
             max_event_bytes=self.max_event_bytes, idempotency_ttl=self.idempotency_ttl_seconds
         )
+
+    # -- webhook dispatcher (``deltagate dispatcher``) -------------------------------------------
+
+    dispatcher_lease_seconds: float = Field(5.0, ge=0.5, le=300)
+    """A dispatcher replica's claim on a subscription lasts this long unless renewed: a dead
+    replica's subscriptions move to the others after about this long."""
+    dispatcher_max_in_flight: int = Field(16, ge=1, le=1000)
+    """Webhook requests in flight per subscription (never two of the same stream at once)."""
+    dispatcher_window: int = Field(1000, ge=1, le=100_000)
+    """Matching events a subscription may run ahead of its saved position (e.g. while one
+    stream waits for a retry); bounds memory and what a takeover must skip."""
+    dispatcher_max_connections: int = Field(100, ge=1, le=10_000)
+    """Webhook requests in flight in one dispatcher replica, all subscriptions together."""
+    webhook_timeout: float = Field(10.0, gt=0, le=300)
+    """Seconds per webhook request, unless a subscription sets its own ``timeout``."""
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    """Default delays (seconds, comma-separated) after each failed attempt, each the ceiling of
+    a random "full jitter" delay; attempts = entries + 1. A subscription's ``retryPolicy``
+    overrides it."""
+    webhook_auto_pause_seconds: float = Field(5 * 24 * 3600.0, ge=0)
+    """A subscription whose endpoint has failed every attempt for this long is auto-paused
+    (0: never)."""
+    webhook_dead_letter_limit: int = Field(10_000, ge=1)
+    """Dead letters kept per subscription; past it the oldest are dropped."""
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        from broker.dispatcher import parse_schedule
+
+        parse_schedule(value)
+        return value

@@ -1,0 +1,36 @@
+-- Record what a dispatcher finished for one subscription, fenced by its lease: a replica that
+-- lost the lease can never move another's progress.
+--
+-- KEYS: 1 record, 2 lease, 3 attempts hash, 4 done zset, 5 redrive zset, 6 letters hash
+-- ARGV: 1 lease token, 2 position (lastProcessedEventGlobalPosition: every matching event at or
+--       below it is finished), 3 '1' when a delivery succeeded (ends the failure streak),
+--       4 now (ISO 8601), then a count and that many globalPositions finished above position,
+--       then a count and that many eventIds whose retry counters are dropped, then a count and
+--       that many redriven eventIds delivered (their dead letters are dropped)
+-- Returns 'ok' | 'lost' (another replica holds the lease) | 'gone' (the subscription was deleted)
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+local position = tonumber(ARGV[2])
+if position > tonumber(redis.call('HGET', KEYS[1], 'position') or '0') then
+  redis.call('HSET', KEYS[1], 'position', ARGV[2])
+end
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], 'lastSuccessAt', ARGV[4])
+  redis.call('HDEL', KEYS[1], 'failingSince')
+end
+local i = 5
+local n = tonumber(ARGV[i])
+for j = i + 1, i + n do
+  if tonumber(ARGV[j]) > position then redis.call('ZADD', KEYS[4], ARGV[j], ARGV[j]) end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[2])
+i = i + n + 1
+n = tonumber(ARGV[i])
+if n > 0 then redis.call('HDEL', KEYS[3], unpack(ARGV, i + 1, i + n)) end
+i = i + n + 1
+n = tonumber(ARGV[i])
+if n > 0 then
+  redis.call('ZREM', KEYS[5], unpack(ARGV, i + 1, i + n))
+  redis.call('HDEL', KEYS[6], unpack(ARGV, i + 1, i + n))
+end
+return 'ok'

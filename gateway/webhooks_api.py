@@ -1,0 +1,381 @@
+"""Webhook subscriptions over REST (contract section 4). Served under both ``/event-stores`` and
+``/api/event-stores``; every route needs ``manage:subscriptions`` on its store.
+
+``POST .../subscribe`` takes either body form of the contract: the SDK's
+``{eventFilter, subscriberId?, subscriber: {type: "webhook", config: {...}}, position?}`` or the
+seed config file's ``{id?, eventFilter, subscriberType: "webhook", webhook: {...}, position?}``.
+Unknown fields and wrong types are a ``VALIDATION_ERROR``; a config that cannot work (bad URL or
+pattern, absurd retry values) is an ``INVALID_SUBSCRIPTION_CONFIG``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from starlette.responses import Response
+
+from broker import codec
+from broker.webhooks import (
+    InvalidSubscriptionConfig,
+    Position,
+    Subscription,
+    WebhookConfig,
+    WebhookStore,
+    check_id,
+    check_position,
+    check_secret,
+)
+
+from .auth import Permission, require
+from .errors import ApiError
+from .rest import json_response, read_json
+from .runtime import Runtime, runtime
+from .schemas import parse
+
+router = APIRouter(tags=["webhook subscriptions"])
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+REDACTED = "[redacted]"
+SMALL_BODY = 64 * 1024
+
+Number = StrictInt | StrictFloat
+PositionIn = Literal["latest", "earliest"] | StrictInt
+
+
+class RetryPolicyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    maxAttempts: StrictInt | None = None
+    backoffMinutes: Number | None = None
+    backoffSeconds: Number | None = None
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: StrictStr
+    headers: dict[str, StrictStr] | None = None
+    timeout: Number | None = Field(None, description="Seconds per request (at most 300)")
+    retryPolicy: RetryPolicyIn | None = None
+    signingSecret: StrictStr | None = Field(
+        None, description="Your own whsec_ secret; by default one is generated"
+    )
+
+
+class SubscriberIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: StrictStr
+    config: WebhookIn
+
+
+class SdkSubscriptionIn(BaseModel):
+    """The SDK's form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eventFilter: StrictStr | list[StrictStr]
+    streamId: StrictStr | None = None
+    subscriberId: StrictStr | None = None
+    subscriber: SubscriberIn
+    position: PositionIn | None = None
+
+
+class ConfigSubscriptionIn(BaseModel):
+    """The seed config file's form (also one entry of a config file's ``subscriptions``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: StrictStr | None = None
+    eventFilter: StrictStr | list[StrictStr]
+    streamId: StrictStr | None = None
+    subscriberType: StrictStr
+    subscriberId: StrictStr | None = None
+    webhook: WebhookIn
+    position: PositionIn | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """A validated subscription request, whichever form it came in."""
+
+    config: WebhookConfig
+    sub_id: str | None
+    position: Position
+    secret: str | None
+
+
+def declared(value: Any, *, config_form_only: bool = False) -> Declared:
+    """Validate one subscription body (either form). Raises ApiError."""
+    if not isinstance(value, dict):
+        raise ApiError(
+            "VALIDATION_ERROR",
+            "body: a subscription must be a JSON object",
+            [{"field": "body", "message": "must be an object"}],
+        )
+    if "subscriber" in value and not config_form_only:
+        sdk = parse(SdkSubscriptionIn, value)
+        kind, webhook, prefix = sdk.subscriber.type, sdk.subscriber.config, "subscriber.config."
+        type_field, sub_id, position = "subscriber.type", None, sdk.position
+        patterns, stream_id, subscriber_id = sdk.eventFilter, sdk.streamId, sdk.subscriberId
+    else:
+        form = parse(ConfigSubscriptionIn, value)
+        kind, webhook, prefix = form.subscriberType, form.webhook, "webhook."
+        type_field, sub_id, position = "subscriberType", form.id, form.position
+        patterns, stream_id, subscriber_id = form.eventFilter, form.streamId, form.subscriberId
+    try:
+        if kind != "webhook":
+            raise InvalidSubscriptionConfig(
+                [{"field": type_field, "message": "only 'webhook' subscribers are supported"}]
+            )
+        retry = webhook.retryPolicy or RetryPolicyIn()
+        config = WebhookConfig.build(
+            event_filter=patterns,
+            stream_id=stream_id,
+            url=webhook.url,
+            headers=webhook.headers,
+            timeout=webhook.timeout,
+            max_attempts=retry.maxAttempts,
+            backoff_seconds=retry.backoffSeconds,
+            backoff_minutes=retry.backoffMinutes,
+            subscriber_id=subscriber_id,
+            prefix=prefix,
+        )
+        return Declared(
+            config,
+            None if sub_id is None else check_id(sub_id),
+            "latest" if position is None else check_position(position),
+            None if webhook.signingSecret is None else check_secret(webhook.signingSecret),
+        )
+    except InvalidSubscriptionConfig as exc:
+        raise ApiError(exc.code, exc.message, exc.problems) from None
+
+
+def webhooks_of(rt: Runtime) -> WebhookStore:
+    store = rt.extras.get("webhooks")
+    if store is None:
+        store = rt.extras["webhooks"] = WebhookStore(rt.redis)
+    return store  # type: ignore[no-any-return]
+
+
+def subscription_body(sub: Subscription, head: int) -> dict[str, Any]:
+    """A subscription as the API shows it: never its secret, nor its header values."""
+    config = sub.config
+    webhook: dict[str, Any] = {
+        "url": config.url,
+        "headers": {name: REDACTED for name, _ in config.headers},
+        "timeout": config.timeout,
+        "retryPolicy": config.retry.wire(),
+    }
+    return {
+        "subscriptionId": sub.id,
+        "id": sub.id,
+        "eventStoreName": sub.store,
+        "eventFilter": config.filter.wire,
+        "streamId": config.filter.stream_id,
+        "subscriberType": "webhook",
+        "subscriberId": config.subscriber_id,
+        "subscriber": {"type": "webhook", "config": webhook},
+        "status": sub.status,
+        "statusReason": sub.status_reason,
+        "createdAt": sub.created_at,
+        "updatedAt": sub.updated_at,
+        "lastProcessedEventGlobalPosition": sub.position,
+        "lag": max(0, head - sub.position),
+        "lastError": sub.last_error,
+        "lastErrorAt": sub.last_error_at,
+        "lastSuccessAt": sub.last_success_at,
+        "deadLetterCount": sub.dead_letters,
+    }
+
+
+async def _one(rt: Runtime, store: str, sub: Subscription, status: int = 200) -> Response:
+    head = await rt.log.head(store)
+    return json_response(codec.dumps(subscription_body(sub, head)), status)
+
+
+async def _optional_json(request: Request) -> dict[str, Any]:
+    """A small JSON object body, or {} when there is none."""
+    if request.headers.get("content-length", "0") == "0" and (
+        "transfer-encoding" not in request.headers
+    ):
+        return {}
+    value = await read_json(request, SMALL_BODY)
+    if not isinstance(value, dict):
+        raise ApiError(
+            "VALIDATION_ERROR", "body: must be an object", [{"field": "body", "message": "object"}]
+        )
+    return value
+
+
+class PauseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: StrictStr | None = Field(None, max_length=1024)
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/event-stores/{store}/subscribe",
+    status_code=201,
+    summary="Create a webhook subscription (or get the identical existing one)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            SdkSubscriptionIn.model_json_schema(),
+                            ConfigSubscriptionIn.model_json_schema(),
+                        ]
+                    }
+                }
+            },
+        }
+    },
+)
+async def subscribe(store: str, request: Request, rt: RuntimeDep) -> Response:
+    await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
+    wanted = declared(await read_json(request, rt.settings.max_body_bytes))
+    try:
+        made = await webhooks_of(rt).create(
+            store,
+            wanted.config,
+            sub_id=wanted.sub_id,
+            position=wanted.position,
+            secret=wanted.secret,
+        )
+    except InvalidSubscriptionConfig as exc:
+        raise ApiError(exc.code, exc.message, exc.problems) from None
+    head = await rt.log.head(store)
+    body = subscription_body(made.subscription, head)
+    body["isExistingSubscription"] = made.outcome == "existing"
+    if made.secret is not None:
+        body["signingSecret"] = made.secret
+    return json_response(codec.dumps(body), 201 if made.outcome == "created" else 200)
+
+
+@router.get("/event-stores/{store}/subscriptions", summary="List webhook subscriptions")
+async def list_subscriptions(store: str, request: Request, rt: RuntimeDep) -> Response:
+    await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
+    subs = await webhooks_of(rt).subscriptions(store)
+    head = await rt.log.head(store)
+    return json_response(
+        codec.dumps(
+            {"subscriptions": [subscription_body(s, head) for s in subs], "totalCount": len(subs)}
+        )
+    )
+
+
+@router.delete("/event-stores/{store}/subscriptions", summary="Delete every webhook subscription")
+async def delete_subscriptions(
+    store: str, request: Request, rt: RuntimeDep, confirm: bool = False
+) -> Response:
+    await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
+    if not confirm:
+        raise ApiError(
+            "CONFIRMATION_REQUIRED",
+            "this deletes every subscription of the store; repeat with ?confirm=true",
+        )
+    deleted = await webhooks_of(rt).delete(store, None)
+    return json_response(
+        codec.dumps(
+            {"success": True, "deleted": deleted, "message": f"{deleted} subscriptions deleted"}
+        )
+    )
+
+
+@router.get("/event-stores/{store}/subscriptions/{sub_id}", summary="Get a webhook subscription")
+async def get_subscription(store: str, sub_id: str, request: Request, rt: RuntimeDep) -> Response:
+    await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
+    return await _one(rt, store, await webhooks_of(rt).get(store, sub_id))
+
+
+@router.delete(
+    "/event-stores/{store}/subscriptions/{sub_id}", summary="Delete a webhook subscription"
+)
+async def delete_subscription(
+    store: str, sub_id: str, request: Request, rt: RuntimeDep
+) -> Response:
+    await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
+    await webhooks_of(rt).delete(store, sub_id)
+    return json_response(
+        codec.dumps({"success": True, "message": f"subscription '{sub_id}' deleted"})
+    )
+
+
+@router.post(
+    "/event-stores/{store}/subscriptions/{sub_id}/pause",
+    summary="Pause deliveries (body: optional {reason})",
+)
+async def pause(store: str, sub_id: str, request: Request, rt: RuntimeDep) -> Response:
+    await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
+    body = parse(PauseIn, await _optional_json(request))
+    sub = await webhooks_of(rt).set_status(
+        store, sub_id, "paused", body.reason or "paused through the API"
+    )
+    return await _one(rt, store, sub)
+
+
+@router.post(
+    "/event-stores/{store}/subscriptions/{sub_id}/resume",
+    summary="Resume deliveries (also after an auto-pause)",
+)
+async def resume(store: str, sub_id: str, request: Request, rt: RuntimeDep) -> Response:
+    await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
+    sub = await webhooks_of(rt).set_status(store, sub_id, "active")
+    return await _one(rt, store, sub)
+
+
+@router.get(
+    "/event-stores/{store}/subscriptions/{sub_id}/dead-letters",
+    summary="Events whose delivery attempts ran out",
+)
+async def dead_letters(
+    store: str,
+    sub_id: str,
+    request: Request,
+    rt: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=2**53)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> Response:
+    await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
+    texts, total = await webhooks_of(rt).dead_letters(
+        store, sub_id, offset=offset, limit=min(limit, 1000)
+    )
+    return json_response(
+        codec.json_object({"totalCount": total}, deadLetters="[" + ",".join(texts) + "]")
+    )
+
+
+@router.post(
+    "/event-stores/{store}/subscriptions/{sub_id}/dead-letters/redrive",
+    summary="Deliver every dead letter again",
+)
+async def redrive_all(store: str, sub_id: str, request: Request, rt: RuntimeDep) -> Response:
+    await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
+    moved = await webhooks_of(rt).redrive(store, sub_id)
+    return json_response(codec.dumps({"success": True, "redriven": moved}))
+
+
+@router.post(
+    "/event-stores/{store}/subscriptions/{sub_id}/dead-letters/{event_id}/redrive",
+    summary="Deliver one dead letter again",
+)
+async def redrive_one(
+    store: str, sub_id: str, event_id: str, request: Request, rt: RuntimeDep
+) -> Response:
+    await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
+    moved = await webhooks_of(rt).redrive(store, sub_id, event_id)
+    if not moved:
+        raise ApiError(
+            "NOT_FOUND",
+            f"subscription '{sub_id}' has no dead letter for event '{event_id}'",
+            {"subscriptionId": sub_id, "eventId": event_id},
+        )
+    return json_response(codec.dumps({"success": True, "redriven": moved}))

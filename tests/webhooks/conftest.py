@@ -1,0 +1,54 @@
+"""Fixtures of the webhook tests: the gateway app in-process, receivers, dispatcher processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.webhooks.support import (
+    DispatcherProcess,
+    Receiver,
+    TestClient,
+    dispatchers_fixture,
+)
+
+STORE = "orders"
+
+
+@pytest.fixture
+def api(redis_url: str) -> Iterator[TestClient]:
+    settings = Settings(redis_url=redis_url, auth="disabled", auto_create_stores=False)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def store(api: TestClient) -> str:
+    response = api.post("/event-stores", json={"name": STORE})
+    assert response.status_code == 201, response.text
+    return STORE
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[..., Receiver]]:
+    started: list[Receiver] = []
+
+    def make(*args: Any, **kwargs: Any) -> Receiver:
+        receiver = Receiver(*args, **kwargs)
+        started.append(receiver)
+        return receiver
+
+    try:
+        yield make
+    finally:
+        for receiver in started:
+            receiver.stop()
+
+
+@pytest.fixture
+def dispatchers(redis_url: str) -> Iterator[Callable[..., DispatcherProcess]]:
+    yield from dispatchers_fixture(redis_url)

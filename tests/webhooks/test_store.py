@@ -1,0 +1,113 @@
+"""``broker.webhooks.WebhookStore`` against the private redis-server: the writes that record
+delivery outcomes are fenced by the lease, the dead-letter list is bounded, and a store deleted
+and re-created under the same name starts without the old subscriptions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from broker import EventLog, NewEvent, StoreAdmin, codec
+from broker.keys import WebhookKeys
+from broker.webhooks import InvalidSubscriptionConfig, WebhookConfig, WebhookStore
+
+STORE = "orders"
+CONFIG = WebhookConfig.build(event_filter="order.*", url="http://127.0.0.1:9/hook")
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        await StoreAdmin(client).create(STORE)
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_outcomes_are_fenced_by_the_lease(redis: aioredis.Redis) -> None:
+    store = WebhookStore(redis)
+    sub = (await store.create(STORE, CONFIG)).subscription
+    lease = WebhookKeys(STORE).lease(sub.id)
+    assert await store.progress(STORE, sub.id, "a", position=3, succeeded=True) == "lost"
+    await redis.set(lease, "a", px=5000)
+    assert await store.progress(STORE, sub.id, "b", position=3, succeeded=True) == "lost"
+    assert await store.progress(STORE, sub.id, "a", position=3, succeeded=True) == "ok"
+    failed = await store.failed(
+        STORE, sub.id, "b", event_id="e", position=4, attempts=1, error="x", auto_pause_ms=0
+    )
+    assert failed == "lost"
+    got = await store.get(STORE, sub.id)
+    assert got.position == 3 and got.last_error is None and got.last_success_at
+    # Progress never goes back.
+    assert await store.progress(STORE, sub.id, "a", position=2, succeeded=False) == "ok"
+    assert (await store.get(STORE, sub.id)).position == 3
+    await store.delete(STORE, sub.id)
+    assert await redis.exists(lease) == 0, "deleting fences the replica off"
+    await redis.set(lease, "a", px=5000)
+    assert await store.progress(STORE, sub.id, "a", position=5, succeeded=True) == "gone"
+    assert await redis.exists(WebhookKeys(STORE).record(sub.id)) == 0, "not recreated"
+
+
+async def test_the_dead_letter_list_is_bounded(redis: aioredis.Redis) -> None:
+    store = WebhookStore(redis)
+    sub = (await store.create(STORE, CONFIG)).subscription
+    await redis.set(WebhookKeys(STORE).lease(sub.id), "a", px=5000)
+    for g in range(1, 6):
+        event = codec.dumps_str({"globalPosition": g, "eventId": f"e{g}"})
+        status, dropped = await store.dead_letter(
+            STORE,
+            sub.id,
+            "a",
+            event_id=f"e{g}",
+            position=g,
+            stream_id="s",
+            event_json=event,
+            attempts=3,
+            error="HTTP 500",
+            limit=3,
+        )
+        assert status == "ok" and dropped == (1 if g > 3 else 0)
+    texts, total = await store.dead_letters(STORE, sub.id)
+    assert total == 3
+    assert [codec.loads(t)["eventId"] for t in texts] == ["e3", "e4", "e5"], "oldest dropped"
+    assert await redis.hlen(WebhookKeys(STORE).letters(sub.id)) == 3
+    assert await store.redrive(STORE, sub.id, "e4") == 1
+    assert (await store.dead_letters(STORE, sub.id))[1] == 2
+    assert await store.redrive(STORE, sub.id) == 2
+    assert (await store.dead_letters(STORE, sub.id))[1] == 0
+
+
+async def test_a_recreated_store_starts_without_the_old_subscriptions(
+    redis: aioredis.Redis,
+) -> None:
+    store = WebhookStore(redis)
+    old = (await store.create(STORE, CONFIG)).subscription
+    await EventLog(redis).append(STORE, "order-1", [NewEvent("order.placed", {})])
+    admin = StoreAdmin(redis)
+    await admin.delete(STORE)
+    await admin.create(STORE)
+    assert await store.subscriptions(STORE) == []
+    assert await store.all_refs() == []
+    made = await store.create(STORE, CONFIG)
+    assert made.outcome == "created", "the old one's fingerprint no longer counts"
+    assert made.subscription.position == 0
+    assert await redis.exists(WebhookKeys(STORE).record(old.id)) == 0, "wiped"
+
+
+async def test_upsert_converges_and_refuses_a_duplicate_of_another_id(
+    redis: aioredis.Redis,
+) -> None:
+    store = WebhookStore(redis)
+    first = await store.create(STORE, CONFIG, sub_id="a", upsert=True)
+    assert first.outcome == "created" and first.secret
+    again = await store.create(STORE, CONFIG, sub_id="a", upsert=True)
+    assert again.outcome == "unchanged" and again.secret is None
+    other = WebhookConfig.build(event_filter="order.*", url="http://127.0.0.1:9/other")
+    changed = await store.create(STORE, other, sub_id="a", upsert=True)
+    assert changed.outcome == "updated" and changed.subscription.config.url.endswith("/other")
+    await store.create(STORE, CONFIG, sub_id="b", upsert=True)
+    with pytest.raises(InvalidSubscriptionConfig):
+        await store.create(STORE, CONFIG, sub_id="a", upsert=True)  # that is b's config now
