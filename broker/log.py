@@ -163,7 +163,7 @@ class EventLog:
             return self._append_result(store, stream_id, expected, reply, transaction_id)
         # WAIT counts the writes of its own connection, so it rides the script's pipeline.
         async with self._redis.pipeline(transaction=False) as pipe:
-            self._append(keys=script_keys, args=args, client=pipe)
+            await self._append(keys=script_keys, args=args, client=pipe)  # queues EVALSHA
             pipe.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)
             reply, replicas = await call(pipe.execute())
         result = self._append_result(store, stream_id, expected, reply, transaction_id)
