@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/deltagate serve
 
+# The suite's real processes (Redis, pods, nginx, browsers) mostly wait, so test files are
+# spread over a few workers; each worker starts its own redis-server.
+PYTEST_WORKERS ?= 3
+
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

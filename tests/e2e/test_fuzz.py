@@ -18,7 +18,7 @@ from tests.conftest import Pod, spawn_pods
 STORE = "fuzz"
 KNOWN_ERRORS = {"INVALID_MESSAGE", "VALIDATION_ERROR", "FORBIDDEN", "LIMIT_EXCEEDED"}
 FUZZ = settings(
-    max_examples=150,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
