@@ -1,0 +1,149 @@
+"""What every benchmark module shares: the run's context, ports, CPU clocks, percentiles, tables.
+
+Not a benchmark itself (``run.py`` skips modules whose name starts with ``_``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Handed to every module's ``main(ctx)``."""
+
+    redis_url: str
+    redis_port: int
+    quick: bool
+    python: str
+    """The interpreter running the benchmarks (the project's venv)."""
+
+    @property
+    def warmup(self) -> float:
+        """Seconds of load before a measured phase starts."""
+        return 0.5 if self.quick else 1.0
+
+    @property
+    def duration(self) -> float:
+        """Seconds a measured phase lasts."""
+        return 1.5 if self.quick else 3.0
+
+    @property
+    def repeats(self) -> int:
+        """Times each phase runs; a module reports the median run. The host is shared, so one
+        run alone can be off by a factor of two."""
+        return 1 if self.quick else 3
+
+    @property
+    def bin_dir(self) -> Path:
+        return Path(self.python).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds another process (on this host) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+async def redis_cpu(client: Any) -> float:
+    """User + system CPU seconds the Redis server has used so far."""
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The q-quantile (0..1) of an already sorted sequence; nearest rank."""
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass
+class Window:
+    """What a closed-loop load run measured: completed requests and their latencies."""
+
+    requests: int
+    seconds: float
+    latencies: list[float]
+    """Seconds, sorted."""
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+
+async def closed_loop(
+    workers: Sequence[Callable[[int], Awaitable[None]]],
+    *,
+    warmup: float,
+    duration: float,
+    on_start: Callable[[], Awaitable[None]] | None = None,
+) -> Window:
+    """Run each worker (one per concurrent client) back to back, ``warmup`` seconds unmeasured,
+    then ``duration`` seconds measured. Only requests that start and end inside the measured
+    window count. ``on_start`` runs when measuring starts (e.g. to snapshot CPU clocks)."""
+    import asyncio
+
+    state = {"measuring": False, "stop": False, "end": float("inf")}
+    latencies: list[float] = []
+
+    async def loop(work: Callable[[int], Awaitable[None]]) -> None:
+        i = 0
+        while not state["stop"]:
+            measured = state["measuring"]
+            started = time.perf_counter()
+            await work(i)
+            finished = time.perf_counter()
+            if measured and finished <= state["end"]:
+                latencies.append(finished - started)
+            i += 1
+
+    tasks = [asyncio.create_task(loop(w)) for w in workers]
+    try:
+        await asyncio.sleep(warmup)
+        if on_start is not None:
+            await on_start()
+        begin = time.perf_counter()
+        state["measuring"] = True
+        state["end"] = begin + duration
+        await asyncio.sleep(duration)
+        state["stop"] = True
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+    latencies.sort()
+    return Window(len(latencies), duration, latencies)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+    ]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def num(value: float, digits: int = 0) -> str:
+    """A figure for a table: thousands separated, ``digits`` decimals."""
+    return f"{value:,.{digits}f}"

@@ -1,0 +1,451 @@
+"""Append throughput and latency: through the broker directly, through one gateway pod over
+HTTP, and raw ``XADD`` from ``redis-benchmark`` as the yardstick.
+
+Each measured phase is closed-loop: ``CONCURRENCY`` clients each keep one append in flight,
+``ctx.warmup`` seconds unmeasured, then ``ctx.duration`` seconds measured. Events are small
+order events spread over ``STREAMS`` streams of one store, appended with expected version "any".
+The database is flushed before each phase so every phase starts from an empty store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import httpx
+import orjson
+import redis.asyncio as aioredis
+from _common import Context, Window, closed_loop, free_port, num, process_cpu, redis_cpu, table
+
+from broker import EventLog, NewEvent, RedisConfig, connect
+
+STORE = "bench"
+STREAMS = 1000
+CONCURRENCY = 16
+BATCHES = (1, 100)
+POOL = 64
+"""Distinct pre-built event batches (or request bodies) each phase cycles through."""
+TARGET = 3.0
+"""The goal: raw pipelined XADD/s at most this many times the broker's events/s (batches of 100)."""
+XADD_CLIENTS = 50
+READY_SECONDS = 20.0
+
+
+def new_event(rng: random.Random) -> dict[str, Any]:
+    return {
+        "type": "order.placed",
+        "data": {
+            "orderId": f"ord-{rng.randrange(10**10):010d}",
+            "customerId": f"cust-{rng.randrange(10**6):06d}",
+            "totalAmount": round(rng.uniform(5, 500), 2),
+            "currency": "EUR",
+            "items": rng.randrange(1, 9),
+        },
+    }
+
+
+def batches(size: int, seed: int) -> list[list[dict[str, Any]]]:
+    rng = random.Random(seed)
+    return [[new_event(rng) for _ in range(size)] for _ in range(POOL)]
+
+
+def stream_of(n: int) -> str:
+    return f"order-{n % STREAMS}"
+
+
+@dataclass
+class Row:
+    path: str
+    batch: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per measured window, by process: "client", "gateway", "redis"."""
+    seconds: float = 0.0
+    script_us: float | None = None
+    """Redis' own time in the append script (EVALSHA), per call."""
+    xadd_us: float | None = None
+    """Of which XADD calls inside the script, per call of the script."""
+    runs: list[float] = field(default_factory=list)
+    """Events/s of every run of this phase (this row is the median one)."""
+
+    @property
+    def events_per_s(self) -> float:
+        return self.requests_per_s * self.batch
+
+    def per_event_us(self, who: str) -> float | None:
+        if who not in self.cpu or not self.requests_per_s:
+            return None
+        return self.cpu[who] / (self.events_per_s * self.seconds) * 1e6
+
+
+async def measured(
+    admin: aioredis.Redis,
+    workers: list[Callable[[int], Awaitable[None]]],
+    ctx: Context,
+    clocks: dict[str, Callable[[], float]],
+) -> tuple[Window, dict[str, float], dict[str, Any]]:
+    """Run the workers closed-loop; CPU seconds used in the measured window by each clock (and
+    by Redis), and Redis' command statistics of that window."""
+    before: dict[str, float] = {}
+
+    async def start() -> None:
+        await admin.config_resetstat()
+        before.update({who: clock() for who, clock in clocks.items()})
+        before["redis"] = await redis_cpu(admin)
+
+    window = await closed_loop(workers, warmup=ctx.warmup, duration=ctx.duration, on_start=start)
+    used = {who: clock() - before[who] for who, clock in clocks.items()}
+    used["redis"] = await redis_cpu(admin) - before["redis"]
+    return window, used, await admin.info("commandstats")
+
+
+async def median(ctx: Context, phase: Callable[[], Awaitable[Row]]) -> Row:
+    """Run ``phase`` ``ctx.repeats`` times; the run with the median events/s, knowing all."""
+    runs = sorted([await phase() for _ in range(ctx.repeats)], key=lambda r: r.events_per_s)
+    row = runs[len(runs) // 2]
+    row.runs = [r.events_per_s for r in runs]
+    print(
+        f"  {row.path}, {row.batch}/request: {num(row.events_per_s)} events/s "
+        f"(runs: {', '.join(num(r) for r in row.runs)}), p99 {row.p99_ms:.2f} ms",
+        file=sys.stderr,
+        flush=True,
+    )
+    return row
+
+
+def script_costs(row: Row, stats: dict[str, Any]) -> None:
+    evalsha = stats.get("cmdstat_evalsha")
+    if not evalsha or not evalsha["calls"]:
+        return
+    row.script_us = evalsha["usec"] / evalsha["calls"]
+    xadd = stats.get("cmdstat_xadd")
+    if xadd:
+        row.xadd_us = xadd["usec"] / evalsha["calls"]
+
+
+# -- (a) the broker, in this process --------------------------------------------------------
+
+
+async def broker_phase(ctx: Context, admin: aioredis.Redis, size: int) -> Row:
+    await admin.flushall()
+    client = connect(RedisConfig(url=ctx.redis_url))
+    log = EventLog(client)
+    pool = [[NewEvent(e["type"], e["data"]) for e in b] for b in batches(size, seed=size)]
+
+    def worker(w: int) -> Callable[[int], Awaitable[None]]:
+        async def append(i: int) -> None:
+            n = w + i * CONCURRENCY
+            await log.append(STORE, stream_of(n), pool[n % POOL], auto_create=True)
+
+        return append
+
+    try:
+        window, cpu, stats = await measured(
+            admin,
+            [worker(w) for w in range(CONCURRENCY)],
+            ctx,
+            {"client": time.process_time},
+        )
+    finally:
+        await client.aclose()
+    row = Row(
+        f"broker `EventLog.append`, {CONCURRENCY} tasks",
+        size,
+        window.rate,
+        window.p(0.5) * 1e3,
+        window.p(0.99) * 1e3,
+        cpu,
+        window.seconds,
+    )
+    script_costs(row, stats)
+    return row
+
+
+# -- (b) one gateway pod over HTTP ----------------------------------------------------------
+
+
+class Gateway:
+    """``deltagate serve`` as a subprocess on a free port."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "DELTAGATE_REDIS_URL": ctx.redis_url,
+            "DELTAGATE_PORT": str(self.port),
+            "DELTAGATE_AUTH": "disabled",
+            "DELTAGATE_AUTO_CREATE_STORES": "true",
+            "DELTAGATE_DRAIN_SECONDS": "0",
+            "DELTAGATE_LOG_LEVEL": "warning",
+        }
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [str(ctx.bin_dir / "deltagate"), "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-2000:]
+
+    async def ready(self) -> None:
+        deadline = time.monotonic() + READY_SECONDS
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}") as http:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"deltagate serve exited: {self.stderr()}")
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("deltagate serve not ready in time")
+                await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection sending pre-encoded appends, one at a time.
+
+    Deliberately minimal (no parsing beyond the status line and Content-Length) so the load
+    generator costs a small fraction of what the gateway spends per request."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def post(self, path: bytes, body: bytes) -> None:
+        self.writer.write(
+            b"POST %s HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (path, len(body), body)
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        at = head.lower().find(b"content-length:")
+        length = int(head[at + 15 : head.index(b"\r\n", at)]) if at >= 0 else 0
+        reply = await self.reader.readexactly(length)
+        if head[9:12] != b"201":
+            raise RuntimeError(f"append failed: {head[:12]!r} {reply[:500]!r}")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def http_phase(ctx: Context, admin: aioredis.Redis, gateway: Gateway, size: int) -> Row:
+    await admin.flushall()
+    bodies = [orjson.dumps({"events": b}) for b in batches(size, seed=size)]
+    paths = [f"/event-stores/{STORE}/streams/{stream_of(n)}".encode() for n in range(STREAMS)]
+    connections = [await Connection.open(gateway.port) for _ in range(CONCURRENCY)]
+
+    def worker(conn: Connection, w: int) -> Callable[[int], Awaitable[None]]:
+        async def append(i: int) -> None:
+            n = w + i * CONCURRENCY
+            await conn.post(paths[n % STREAMS], bodies[n % POOL])
+
+        return append
+
+    try:
+        window, cpu, stats = await measured(
+            admin,
+            [worker(c, w) for w, c in enumerate(connections)],
+            ctx,
+            {"client": time.process_time, "gateway": lambda: process_cpu(gateway.proc.pid)},
+        )
+    finally:
+        for c in connections:
+            c.close()
+    row = Row(
+        f"HTTP, 1 gateway pod, {CONCURRENCY} keep-alive connections",
+        size,
+        window.rate,
+        window.p(0.5) * 1e3,
+        window.p(0.99) * 1e3,
+        cpu,
+        window.seconds,
+    )
+    script_costs(row, stats)
+    return row
+
+
+# -- (c) redis-benchmark XADD ---------------------------------------------------------------
+
+
+async def redis_benchmark(ctx: Context, admin: aioredis.Redis, pipeline: int, sized: bool) -> Row:
+    """``redis-benchmark`` XADD to one stream: ``f v``, or (``sized``) the fields the log
+    stores per event, with an event's JSON of realistic size."""
+    await admin.flushall()
+    count = int((60_000 if pipeline == 1 else 600_000) * ctx.duration)
+    if sized:
+        sample = {"globalPosition": 123456, "streamPosition": 12, "streamId": "order-123"}
+        sample |= {"eventId": "5b8e6f0e-3c1a-4c53-9d55-3f2a1e7c9b10", **new_event(random.Random())}
+        sample |= {"schemaVersion": 1, "transactionId": "8f14e45f-ceea-467a-9575-0a1b2c3d4e5f"}
+        sample |= {"createdAt": "2025-01-01T12:00:00.000Z"}
+        fields = ["s", "order-123", "t", "order.placed", "e", orjson.dumps(sample).decode()]
+    else:
+        fields = ["f", "v"]
+    argv = ["-p", str(ctx.redis_port), "-n", str(count), "-c", str(XADD_CLIENTS)]
+    argv += ["-P", str(pipeline), "--csv", "XADD", "benchstream", "*", *fields]
+    proc = await asyncio.create_subprocess_exec(
+        "redis-benchmark", *argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    out, _ = await proc.communicate()
+    # The command name (first column) is not CSV-escaped, so read the figures from the right.
+    lines = out.decode().strip().splitlines()
+    if len(lines) < 2:
+        raise RuntimeError(f"redis-benchmark printed no result: {out.decode()!r}")
+    names = [c.strip('"') for c in lines[0].split(",")][1:]
+    r = dict(zip(names, (c.strip('"') for c in lines[-1].split(",")[-len(names) :]), strict=True))
+    size = f"{len(fields[-1])}-byte event JSON" if sized else "`f v`"
+    return Row(
+        f"`redis-benchmark` XADD {size}, -c {XADD_CLIENTS} -P {pipeline}",
+        1,
+        float(r["rps"]),
+        float(r["p50_latency_ms"]),
+        float(r["p99_latency_ms"]),
+    )
+
+
+# -- the section ----------------------------------------------------------------------------
+
+
+def opt(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else num(value, digits)
+
+
+def share(row: Row, who: str) -> str:
+    return f"{row.cpu[who] / row.seconds:.0%}" if who in row.cpu else ""
+
+
+def report(rows: list[Row], ctx: Context) -> str:
+    main = table(
+        [
+            "path",
+            "events/request",
+            "requests/s",
+            "events/s",
+            "p50 ms",
+            "p99 ms",
+            "events/s of each run",
+        ],
+        [
+            [
+                r.path,
+                r.batch,
+                num(r.requests_per_s),
+                num(r.events_per_s),
+                num(r.p50_ms, 2),
+                num(r.p99_ms, 2),
+                ", ".join(num(x) for x in r.runs),
+            ]
+            for r in rows
+        ],
+    )
+    cpu = table(
+        [
+            "path",
+            "events/request",
+            "client",
+            "gateway",
+            "Redis process",
+            "Redis in append.lua",
+            "of which XADD",
+            "cores used: client / gateway / Redis",
+        ],
+        [
+            [
+                r.path,
+                r.batch,
+                opt(r.per_event_us("client")),
+                opt(r.per_event_us("gateway")),
+                opt(r.per_event_us("redis")),
+                opt(None if r.script_us is None else r.script_us / r.batch),
+                opt(None if r.xadd_us is None else r.xadd_us / r.batch),
+                " / ".join(share(r, who) or "-" for who in ("client", "gateway", "redis")),
+            ]
+            for r in rows
+            if r.cpu
+        ],
+    )
+    broker = next(r for r in rows if r.path.startswith("broker") and r.batch == 100)
+    xadd = next(r for r in rows if "`f v`" in r.path and "-P 100" in r.path)
+    sized = next(r for r in rows if "event JSON" in r.path)
+    ratio = xadd.events_per_s / broker.events_per_s
+    verdict = "PASS" if ratio <= TARGET else "FAIL"
+    runs = f"the median of {ctx.repeats} runs" if ctx.repeats > 1 else "one run"
+    return "\n\n".join(
+        [
+            "## Append",
+            f"{CONCURRENCY} concurrent clients, each with one append in flight; per row "
+            f"{runs}, each {ctx.warmup:g} s warm-up then {ctx.duration:g} s measured "
+            f"(redis-benchmark: a fixed count of XADDs from {XADD_CLIENTS} connections). "
+            'Events like `{"type": "order.placed", "data": {"orderId", "customerId", '
+            '"totalAmount", "currency", "items"}}` (~360 bytes as stored) over '
+            f"{STREAMS} streams of one store, expected version `any`, no idempotency key, no "
+            "subscribers. Latency is per request (for redis-benchmark, per command). The "
+            "database is flushed before each run.",
+            main,
+            "### CPU per event (microseconds)",
+            "CPU seconds each process used in the measured window divided by the events "
+            "appended. In the broker rows the client is the benchmark process itself "
+            "(`EventLog.append` + redis-py); in the HTTP rows it is the load generator (a "
+            "minimal keep-alive HTTP/1.1 client on uvloop, in the benchmark process) and the "
+            'gateway is the `deltagate serve` subprocess (uvicorn, one process). "Redis '
+            'process" includes its network I/O; "in append.lua" is the EVALSHA time of INFO '
+            'commandstats and "of which XADD" the XADD calls the script made. A process at '
+            "~100% of a core is the bottleneck of its row.",
+            cpu,
+            "### Goal: batched appends within 3x of raw XADD",
+            f"redis-benchmark XADD `f v` pipelined (-P 100): {num(xadd.events_per_s)}/s; broker "
+            f"path with 100-event batches: {num(broker.events_per_s)} events/s (client at "
+            f"{share(broker, 'client')} of a core, Redis at {share(broker, 'redis')}).",
+            f"**{verdict}**: XADD/broker = **{ratio:.2f}** (goal: <= {TARGET:g}).",
+            "For reference, against XADD of event-sized entries (the fields the log stores, "
+            f"{num(sized.events_per_s)}/s) the ratio is "
+            f"{sized.events_per_s / broker.events_per_s:.2f}.",
+        ]
+    )
+
+
+async def main(ctx: Context) -> str:
+    admin = aioredis.Redis(port=ctx.redis_port, decode_responses=True)
+    rows: list[Row] = []
+    try:
+        for size in BATCHES:
+            rows.append(await median(ctx, partial(broker_phase, ctx, admin, size)))
+        gateway = Gateway(ctx)
+        try:
+            await gateway.ready()
+            for size in BATCHES:
+                rows.append(await median(ctx, partial(http_phase, ctx, admin, gateway, size)))
+        finally:
+            gateway.stop()
+        for pipeline, sized in ((1, False), (100, False), (100, True)):
+            rows.append(await median(ctx, partial(redis_benchmark, ctx, admin, pipeline, sized)))
+        await admin.flushall()
+    finally:
+        await admin.aclose()
+    return report(rows, ctx)
