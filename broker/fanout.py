@@ -317,6 +317,7 @@ class Hub:
         self._log = log
         self._pages = PageReader(log)
         self._feeds: dict[str, Feed] = {}
+        self._head_reads: dict[str, asyncio.Future[int]] = {}
         self._poll_interval = poll_interval
         self._checkpoint_interval = checkpoint_interval
         self._subscribe_command = subscribe_command
@@ -365,7 +366,7 @@ class Hub:
         Unavailable."""
         feed = await self._acquire(store)
         try:
-            head = await self._log.head(store)
+            head = await self._shared_head(store)
         except BaseException:
             self._release(feed)
             raise
@@ -379,6 +380,22 @@ class Hub:
         else:
             sub._start_catch_up()
         return sub, head
+
+    async def _shared_head(self, store: str) -> int:
+        """The store's head; subscribes arriving together (a reconnect storm) share one read.
+        A shared read may predate a subscribe by a moment: that only adds events, never
+        loses one, because delivery starts after the head it returns."""
+        pending = self._head_reads.get(store)
+        if pending is None:
+            pending = asyncio.ensure_future(self._log.head(store))
+            self._head_reads[store] = pending
+            pending.add_done_callback(lambda done: self._head_read_done(store, done))
+        return await asyncio.shield(pending)
+
+    def _head_read_done(self, store: str, done: asyncio.Future[int]) -> None:
+        self._head_reads.pop(store, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too, in case every waiter was cancelled
 
     async def read_page(self, store: str, after: int) -> list[LoggedEvent]:
         return await self._pages.read(store, after)

@@ -60,7 +60,9 @@ def connect(config: RedisConfig) -> aioredis.Redis:
             socket_timeout=config.timeout,
             socket_connect_timeout=config.timeout,
         )
-    return aioredis.from_url(
+    # A blocking pool: a burst (a reconnect storm) waits up to the timeout for a connection
+    # instead of failing at once when the pool is exhausted.
+    pool = aioredis.BlockingConnectionPool.from_url(
         config.url,
         connection_class=_HiredisPackedConnection if HIREDIS_AVAILABLE else aioredis.Connection,
         decode_responses=True,
@@ -69,7 +71,9 @@ def connect(config: RedisConfig) -> aioredis.Redis:
         socket_keepalive=True,
         health_check_interval=10,
         max_connections=config.max_connections,
+        timeout=config.timeout,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 TRANSIENT = (rex.ConnectionError, rex.TimeoutError, ConnectionError, TimeoutError, OSError)

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
+from starlette.routing import WebSocketRoute
 
 from broker import EventLog, StoreAdmin, Unavailable, codec, connect
 from broker.apikeys import KeyStore
@@ -133,7 +134,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         )
     for prefix in ("", "/api"):
         app.include_router(rest.router, prefix=prefix, include_in_schema=not prefix)
-        app.include_router(ws.router, prefix=prefix)
+        app.router.routes.append(WebSocketRoute(prefix + ws.PATH, ws.events_ws))
         app.include_router(webhooks_api.router, prefix=prefix, include_in_schema=not prefix)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process and its loop run")

@@ -5,6 +5,7 @@ Built by the app's lifespan and reached by routes through ``runtime(request)``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from .ws import Sessions
 
 
+KNOWN_STORE_SECONDS = 5.0
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -37,6 +41,20 @@ class Runtime:
     sessions: Sessions
     draining: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    _known_stores: dict[str, float] = field(default_factory=dict)
+
+    async def store_exists(self, store: str) -> bool:
+        """Whether a store exists, remembered for a few seconds when it does: a reconnect storm
+        would otherwise ask Redis once per connection."""
+        now = time.monotonic()
+        if self._known_stores.get(store, 0.0) > now:
+            return True
+        if not await self.log.exists(store):
+            return False
+        if len(self._known_stores) > 10_000:
+            self._known_stores.clear()
+        self._known_stores[store] = now + KNOWN_STORE_SECONDS
+        return True
 
 
 async def runtime(conn: HTTPConnection) -> Runtime:

@@ -114,6 +114,29 @@ _ids = itertools.count(1)
 class Session:
     """Implements the hub's ``Sink`` for every subscription of one connection."""
 
+    __slots__ = (
+        "_auto_ids",
+        "_closed",
+        "_closing",
+        "_writer",
+        "allowed",
+        "close_code",
+        "close_reason",
+        "conn_id",
+        "hub",
+        "limiter",
+        "max_subscriptions",
+        "metrics",
+        "number",
+        "outbox",
+        "principal",
+        "sending_since",
+        "state",
+        "store",
+        "subscriptions",
+        "ws",
+    )
+
     def __init__(
         self,
         websocket: WebSocket,
@@ -146,7 +169,7 @@ class Session:
         self._writer: asyncio.Task[None] | None = None
         self._auto_ids = itertools.count(1)
         self._closing = False
-        self._closed = asyncio.Event()
+        self._closed: asyncio.Event | None = None  # made by the first close (rarely needed)
         self.number = next(_ids)
 
     # -- Sink -------------------------------------------------------------------------------
@@ -200,9 +223,11 @@ class Session:
         Safe to call twice and from several tasks (but not the writer): later calls wait for
         the first to finish."""
         if self._closing:
+            assert self._closed is not None
             await self._closed.wait()
             return
         self._closing = True
+        self._closed = asyncio.Event()
         if self.state == "open":
             self.close_code, self.close_reason = code, reason
         self.state = "closing"

@@ -7,8 +7,7 @@ import contextlib
 import logging
 import time
 
-from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from broker import BrokerError, StoreAlreadyExists, valid_store_name
 
@@ -19,7 +18,6 @@ from .runtime import Runtime, runtime_of
 from .session import Session
 
 log = logging.getLogger("deltagate.ws")
-router = APIRouter()
 
 
 class Sessions:
@@ -123,8 +121,13 @@ async def _close_before_start(ws: WebSocket, code: int, reason: str) -> None:
     await ws.close(code, reason[:120])
 
 
-@router.websocket("/event-stores/{store}/events/ws")
-async def events_ws(ws: WebSocket, store: str) -> None:
+PATH = "/event-stores/{store}/events/ws"
+
+
+async def events_ws(ws: WebSocket) -> None:
+    """The endpoint, mounted as a plain Starlette route: FastAPI's websocket routing keeps
+    dependency state for the whole connection (about 6 KB each, measured by bench/fanout.py)."""
+    store: str = ws.path_params["store"]
     rt = runtime_of(ws)
     settings = rt.settings
     metrics = rt.metrics
@@ -142,7 +145,7 @@ async def events_ws(ws: WebSocket, store: str) -> None:
         principal = await rt.auth.authenticate_ws(ws, store)
         check(principal, Permission.CONNECT, store)
         check(principal, Permission.READ, store)
-        if not await rt.log.exists(store):
+        if not await rt.store_exists(store):
             if not (rt.settings.auto_create and valid_store_name(store)):
                 raise ApiError("EVENT_STORE_NOT_FOUND", f"event store '{store}' does not exist")
             with contextlib.suppress(StoreAlreadyExists):
