@@ -1,0 +1,238 @@
+"""The fan-out ceiling: the least a Python server on deltagate's stack can do per delivery.
+
+    python bench/_ceiling.py PORT
+
+Not a benchmark itself (``run.py`` skips modules whose name starts with ``_``). A plain Starlette
+app under uvicorn (uvloop, ``ws="websockets-sansio"``, httptools): no Redis, no filters, no
+auth. It speaks just enough of deltagate's protocol for the same load generator to drive it:
+
+- ``POST /event-stores/{store}/streams/{stream}`` with ``{"events": [...]}``: each event gets the
+  fields deltagate's log adds (positions, ids, createdAt), is encoded once, kept in memory, and
+  broadcast to every connection subscribed to the store as
+  ``{"type":"event","subscriptionId":…,"event":…}`` (prefix per subscription + event JSON + ``}``).
+- ``/event-stores/{store}/events/ws``: ``subscribe`` (any filter is treated as ``*``) from
+  ``latest``, ``earliest`` or a number (replayed from memory, then ``caughtUp``), ``ping``.
+
+Each connection has a non-blocking outgoing queue (bounded like deltagate's default outbox,
+1,024 frames; a frame that does not fit is dropped and counted) and one writer task that sends
+everything queued per wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import resource
+import sys
+import uuid
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+MAX_FRAMES = 1024
+REPLAY_CHUNK = 1000
+
+
+class Conn:
+    __slots__ = ("frames", "ready", "room", "ws")
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.frames: deque[str] = deque()
+        self.ready = asyncio.Event()
+        self.room = asyncio.Event()
+
+    def push(self, frame: str) -> None:
+        if len(self.frames) >= MAX_FRAMES:
+            STATS["dropped"] += 1
+            return
+        self.frames.append(frame)
+        self.ready.set()
+
+    def force(self, frame: str) -> None:
+        self.frames.append(frame)
+        self.ready.set()
+
+    async def writer(self) -> None:
+        send = self.ws.send
+        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+            while True:
+                await self.ready.wait()
+                self.ready.clear()
+                frames, self.frames = self.frames, deque()
+                self.room.set()
+                for frame in frames:
+                    await send({"type": "websocket.send", "text": frame})
+
+
+class Store:
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        """Event JSON by globalPosition - 1."""
+        self.versions: dict[str, int] = {}
+        self.live: dict[Conn, str] = {}
+        """Live connections and their frame prefix."""
+
+
+STORES: dict[str, Store] = {}
+STATS = {"dropped": 0}
+
+
+def store_of(name: str) -> Store:
+    store = STORES.get(name)
+    if store is None:
+        store = STORES[name] = Store()
+    return store
+
+
+async def append(request: Request) -> Response:
+    store = store_of(request.path_params["store"])
+    stream = request.path_params["stream"]
+    body = orjson.loads(await request.body())
+    transaction = str(uuid.uuid4())
+    created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    version = store.versions.get(stream, 0)
+    live = store.live
+    for event in body["events"]:
+        version += 1
+        position = len(store.log) + 1
+        encoded = (
+            f'{{"globalPosition":{position},"streamPosition":{version},'
+            + orjson.dumps(
+                {
+                    "streamId": stream,
+                    "eventId": str(uuid.uuid4()),
+                    "type": event["type"],
+                    "data": event.get("data"),
+                    "schemaVersion": 1,
+                    "transactionId": transaction,
+                    "createdAt": created,
+                }
+            )[1:].decode()
+        )
+        store.log.append(encoded)
+        tail = encoded + "}"
+        for conn, prefix in live.items():
+            conn.push(prefix + tail)
+    store.versions[stream] = version
+    reply = {"success": True, "streamId": stream, "globalPosition": len(store.log)}
+    return Response(orjson.dumps(reply), 201, media_type="application/json")
+
+
+async def stats(request: Request) -> Response:
+    return Response(orjson.dumps(STATS), media_type="application/json")
+
+
+async def ready(request: Request) -> Response:
+    return Response(b"ok")
+
+
+async def replay(store: Store, conn: Conn, prefix: str, after: int) -> None:
+    """Queue every event after ``after`` from memory at the writer's pace, then go live with
+    no await between the last check and the registration (so nothing is missed)."""
+    position = after
+    for _ in range(len(store.log) // REPLAY_CHUNK + 10_000):  # bounded; appends may race
+        if position >= len(store.log):
+            break
+        if len(conn.frames) >= REPLAY_CHUNK:
+            conn.room.clear()
+            await conn.room.wait()
+            continue
+        for encoded in store.log[position : position + REPLAY_CHUNK]:
+            conn.force(prefix + encoded + "}")
+        position = min(len(store.log), position + REPLAY_CHUNK)
+    store.live[conn] = prefix
+    marker = {"type": "caughtUp", "subscriptionId": prefix_id(prefix), "globalPosition": position}
+    conn.force(orjson.dumps(marker).decode())
+
+
+def prefix_id(prefix: str) -> str:
+    return str(orjson.loads(prefix + "0}")["subscriptionId"])
+
+
+_auto = itertools.count(1)
+
+
+async def events_ws(ws: WebSocket) -> None:
+    store = store_of(ws.path_params["store"])
+    await ws.accept()
+    conn = Conn(ws)
+    writer = asyncio.get_running_loop().create_task(conn.writer())
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            request: dict[str, Any] = orjson.loads(message.get("text") or "{}")
+            action = request.get("action")
+            if action == "ping":
+                conn.force('{"type":"pong"}')
+            elif action == "subscribe":
+                sub_id = request.get("subscriptionId") or f"sub-{next(_auto)}"
+                quoted = orjson.dumps(sub_id).decode()
+                prefix = f'{{"type":"event","subscriptionId":{quoted},"event":'
+                position = request.get("position", "latest")
+                head = len(store.log)
+                subscribed = {
+                    "type": "subscribed",
+                    "subscriptionId": sub_id,
+                    "eventFilter": request.get("eventFilter"),
+                    "streamId": None,
+                    "position": head,
+                }
+                conn.force(orjson.dumps(subscribed).decode())
+                if position == "latest" or position is None:
+                    store.live[conn] = prefix
+                else:
+                    await replay(store, conn, prefix, 0 if position == "earliest" else position)
+            else:
+                error = {"type": "error", "error": "INVALID_MESSAGE", "message": "unsupported"}
+                conn.force(orjson.dumps(error).decode())
+    except WebSocketDisconnect:
+        pass
+    finally:
+        store.live.pop(conn, None)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+
+
+app = Starlette(
+    routes=[
+        Route("/event-stores/{store}/streams/{stream}", append, methods=["POST"]),
+        Route("/stats", stats),
+        Route("/readyz", ready),
+        WebSocketRoute("/event-stores/{store}/events/ws", events_ws),
+    ]
+)
+
+
+def main() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

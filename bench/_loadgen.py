@@ -1,0 +1,483 @@
+"""The fan-out benchmark's load generator: one process, driven by ``bench/fanout.py``.
+
+    python bench/_loadgen.py     (reads one JSON command per line on stdin, answers one per line)
+
+Not a benchmark itself (``run.py`` skips modules whose name starts with ``_``). The controller
+starts several of these so that the clients never share a core's worth of Python with the
+server they measure. WebSocket clients are ``picows`` (Cython, on uvloop): receiving a frame
+costs about a microsecond of Python here, so a worker keeps up with well over 100k frames/s.
+
+Subscribers keep counters per group of connections (no per-frame allocation): frames received
+inside a receive-time window, and a latency histogram of the events whose ``data.sentAt`` lies
+inside a send-time window (latency = receive time - sentAt, both ``time.time()`` on this host).
+The appender sends each event as a batch of one, open-loop at a target rate over a few
+keep-alive HTTP/1.1 connections, stamping ``sentAt`` when it writes the request.
+
+Every wait is bounded by a timeout; every loop by a count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import resource
+import sys
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+import uvloop
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+SENT_AT = re.compile(rb'"sentAt":([-+0-9.eE]+)')
+EVENT = b'{"type":"event"'
+FINE = 10_000
+"""Histogram buckets of 0.1 ms below 1 s ..."""
+COARSE = 6_000
+"""... then of 10 ms up to 61 s (anything later lands in the last bucket)."""
+BUCKETS = FINE + COARSE
+STREAMS = 100
+
+
+def bucket(latency: float) -> int:
+    if latency < 1.0:
+        return max(0, int(latency * 10_000))
+    return FINE + min(COARSE - 1, int((latency - 1.0) * 100))
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Group:
+    """The connections of one phase, and what they counted."""
+
+    def __init__(self) -> None:
+        self.clients: list[Client] = []
+        self.reset()
+        self.s0 = self.s1 = self.t0 = self.t1 = 0.0
+        self.expect_caught = 0
+        self.all_caught: asyncio.Event = asyncio.Event()
+
+    def reset(self) -> None:
+        self.events = 0
+        self.in_window = 0
+        """Event frames received inside [t0, t1) (receive time)."""
+        self.measured = 0
+        """Event frames whose sentAt lies inside [s0, s1): they are in the histogram."""
+        self.hist = [0] * BUCKETS
+        self.caught = 0
+        self.other: dict[str, int] = {}
+        self.errors: list[str] = []
+
+
+class Client(WSListener):  # type: ignore[misc]
+    def __init__(self, group: Group) -> None:
+        super().__init__()
+        self.group = group
+        self.transport: WSTransport | None = None
+        self.events = 0
+        self.position: int | None = None
+        self.sub_sent = 0.0
+        self.caught_at = 0.0
+        self.events_at_caught = -1
+        self.subscribed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        now = time.time()
+        kind = frame.msg_type
+        if kind is not WSMsgType.TEXT:
+            if kind is WSMsgType.CLOSE:
+                self._fail(f"closed by server: {frame.get_close_code()}")
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+            return
+        payload = frame.get_payload_as_bytes()
+        g = self.group
+        if payload.startswith(EVENT):
+            self.events += 1
+            g.events += 1
+            if g.t0 <= now < g.t1:
+                g.in_window += 1
+            if g.s1:
+                match = SENT_AT.search(payload)
+                if match is not None:
+                    sent = float(match.group(1))
+                    if g.s0 <= sent < g.s1:
+                        g.measured += 1
+                        g.hist[bucket(now - sent)] += 1
+            return
+        message = orjson.loads(payload)
+        kind = message.get("type")
+        if kind == "subscribed":
+            self.position = message.get("position")
+            if not self.subscribed.done():
+                self.subscribed.set_result(self.position)
+        elif kind == "caughtUp":
+            if not self.caught_at:
+                self.caught_at = now
+                self.events_at_caught = self.events
+                g.caught += 1
+                if g.expect_caught and g.caught >= g.expect_caught:
+                    g.all_caught.set()
+        elif kind == "error":
+            self._fail(f"error message: {payload[:200]!r}")
+        else:
+            g.other[str(kind)] = g.other.get(str(kind), 0) + 1
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self._fail("disconnected")
+
+    def _fail(self, why: str) -> None:
+        if not self.subscribed.done():
+            self.subscribed.set_exception(ConnectionError(why))
+            self.subscribed.exception()
+        if why != "disconnected" and len(self.group.errors) < 5:
+            self.group.errors.append(why)
+
+
+class Http:
+    """One keep-alive HTTP/1.1 connection, one request at a time (only what a POST needs)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Http:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def post(self, path: bytes, body: bytes) -> None:
+        self.writer.write(
+            b"POST %s HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (path, len(body), body)
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        at = head.lower().find(b"content-length:")
+        length = int(head[at + 15 : head.index(b"\r\n", at)]) if at >= 0 else 0
+        reply = await self.reader.readexactly(length)
+        if head[9:12] != b"201":
+            raise RuntimeError(f"append failed: {head[:12]!r} {reply[:300]!r}")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def event_json(sent: float, n: int) -> bytes:
+    """One event of an append body, shaped like an order (~360 bytes once stored)."""
+    return (
+        b'{"type":"order.placed","data":{"sentAt":%s,"orderId":"ord-%010d",'
+        b'"customerId":"cust-%06d","totalAmount":%d.%02d,"currency":"EUR","items":%d}}'
+        % (repr(sent).encode(), n, n % 1_000_000, 5 + n % 495, n % 100, 1 + n % 8)
+    )
+
+
+def stream_path(store: str, n: int) -> bytes:
+    return f"/event-stores/{store}/streams/order-{n % STREAMS}".encode()
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.groups: dict[str, Group] = {}
+
+    def group(self, name: str) -> Group:
+        if name not in self.groups:
+            self.groups[name] = Group()
+        return self.groups[name]
+
+    async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req.pop("cmd")
+        method = getattr(self, f"cmd_{cmd}", None)
+        if method is None:
+            raise ValueError(f"unknown command {cmd!r}")
+        return await method(**req)  # type: ignore[no-any-return]
+
+    # -- subscribers --------------------------------------------------------------------------
+
+    async def cmd_connect(
+        self,
+        group: str,
+        url: str,
+        count: int,
+        position: Any = "latest",
+        concurrency: int = 100,
+        timeout: float = 60.0,
+        wait_caught: bool = False,
+    ) -> dict[str, Any]:
+        """Open ``count`` connections, subscribe each to ``*`` from ``position``, wait for every
+        ``subscribed`` (and, with ``wait_caught``, every ``caughtUp``).
+
+        Like a real client, a connection the server refuses or closes (e.g. 1013, overloaded) or
+        whose ``subscribe`` is answered with an error tries again after a jittered backoff (0.1 s,
+        doubling up to 2 s) until ``timeout``; the refusals are counted."""
+        g = self.group(group)
+        if wait_caught:
+            g.caught = 0
+            g.expect_caught = count
+            g.all_caught.clear()
+        started = time.time()
+        deadline = time.monotonic() + timeout
+        subscribe = orjson.dumps({"action": "subscribe", "eventFilter": "*", "position": position})
+        gate = asyncio.Semaphore(concurrency)
+        failures: list[str] = []
+        refused = [0]
+
+        async def attempt() -> Client:
+            client: Client | None = None
+
+            def factory() -> Client:
+                nonlocal client
+                client = Client(g)
+                return client
+
+            try:
+                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                    transport, _ = await ws_connect(
+                        factory, url, websocket_handshake_timeout=timeout
+                    )
+                    assert client is not None
+                    client.sub_sent = time.time()
+                    transport.send(WSMsgType.TEXT, subscribe)
+                    await client.subscribed
+                    return client
+            except BaseException:
+                if client is not None and client.transport is not None:
+                    client.transport.disconnect()
+                raise
+
+        async def one() -> Client | None:
+            backoff = 0.1
+            for _ in range(100):  # bounded; the deadline ends it sooner
+                try:
+                    async with gate:
+                        return await attempt()
+                except Exception as exc:
+                    refused[0] += 1
+                    if len(failures) < 5:
+                        failures.append(repr(exc)[:200])
+                if time.monotonic() + backoff >= deadline:
+                    break
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(2.0, backoff * 2)
+            return None
+
+        clients = [c for c in await asyncio.gather(*(one() for _ in range(count))) if c]
+        connected = time.time()
+        g.clients.extend(clients)
+        result: dict[str, Any] = {
+            "connected": len(clients),
+            "failed": count - len(clients),
+            "errors": failures,
+            "refused": refused[0],
+            "started": started,
+            "seconds": connected - started,
+            "positions": sorted({c.position for c in clients if c.position is not None}),
+        }
+        if wait_caught:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(g.all_caught.wait(), max(0.1, deadline - time.monotonic()))
+            caught = [c for c in clients if c.caught_at]
+            result |= {
+                "caught": len(caught),
+                "first_sub_sent": min((c.sub_sent for c in clients), default=0.0),
+                "last_caught": max((c.caught_at for c in caught), default=0.0),
+                "events_min": min((c.events_at_caught for c in caught), default=0),
+                "events_max": max((c.events_at_caught for c in caught), default=0),
+                "server_errors": g.errors,
+            }
+        return result
+
+    async def cmd_window(
+        self, group: str, s0: float, s1: float, t0: float, t1: float
+    ) -> dict[str, Any]:
+        g = self.group(group)
+        g.reset()
+        g.s0, g.s1, g.t0, g.t1 = s0, s1, t0, t1
+        return {}
+
+    async def cmd_wait(self, group: str, measured: int, timeout: float) -> dict[str, Any]:
+        """Wait until ``measured`` events of the send window have arrived (bounded)."""
+        g = self.group(group)
+        deadline = time.monotonic() + timeout
+        # Polled: an Event set per received frame would cost the hot path more.
+        while g.measured < measured and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        return {"measured": g.measured}
+
+    async def cmd_stats(self, group: str) -> dict[str, Any]:
+        g = self.group(group)
+        return {
+            "events": g.events,
+            "in_window": g.in_window,
+            "measured": g.measured,
+            "hist": [(i, n) for i, n in enumerate(g.hist) if n],
+            "clients": len(g.clients),
+            "open": sum(
+                1 for c in g.clients if c.transport is not None and not c.transport.is_disconnected
+            ),
+            "other": g.other,
+            "errors": g.errors,
+        }
+
+    async def cmd_close(self, group: str, timeout: float = 10.0) -> dict[str, Any]:
+        g = self.groups.pop(group, None)
+        if g is None:
+            return {"closed": 0}
+        transports = [c.transport for c in g.clients if c.transport is not None]
+        for t in transports:
+            if not t.is_disconnected:
+                t.send_close()
+                t.disconnect()
+
+        async def gone(t: WSTransport) -> None:
+            with contextlib.suppress(Exception):
+                await t.wait_disconnected()
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(gone(t) for t in transports)), timeout)
+        return {"closed": len(transports)}
+
+    # -- appender -----------------------------------------------------------------------------
+
+    async def cmd_append(
+        self,
+        port: int,
+        store: str,
+        rate: float,
+        start: float,
+        warmup: float,
+        duration: float,
+        conns: int = 16,
+    ) -> dict[str, Any]:
+        """Append one event per request at ``rate``/s from ``start`` (wall clock) for
+        ``warmup + duration`` seconds, open-loop (a slow server makes requests wait for a free
+        connection: the appender then falls behind, which the result shows)."""
+        pool = [await Http.open(port) for _ in range(conns)]
+        idle: deque[Http] = deque(pool)
+        freed = asyncio.Event()
+        s0, s1 = start + warmup, start + warmup + duration
+        total = int(rate * (warmup + duration))
+        stats = {"sent": 0, "ok": 0, "in_window": 0, "errors": 0, "late": 0}
+        latencies: list[float] = []
+        error: list[str] = []
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def send(conn: Http, n: int) -> None:
+            sent = time.time()
+            try:
+                await conn.post(stream_path(store, n), b'{"events":[%s]}' % event_json(sent, n))
+            except Exception as exc:
+                stats["errors"] += 1
+                if not error:
+                    error.append(repr(exc)[:300])
+                return
+            finally:
+                idle.append(conn)
+                freed.set()
+            stats["ok"] += 1
+            if s0 <= sent < s1:
+                stats["in_window"] += 1
+                latencies.append(time.time() - sent)
+
+        try:
+            for n in range(total):
+                due = start + n / rate
+                delay = due - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif delay < -0.01:
+                    stats["late"] += 1
+                while not idle and time.time() < s1 + 1.0:
+                    freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(freed.wait(), 0.5)
+                if not idle or time.time() >= s1:
+                    break
+                stats["sent"] += 1
+                task = asyncio.get_running_loop().create_task(send(idle.popleft(), n))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.wait(tasks, timeout=10.0)
+        finally:
+            for conn in pool:
+                conn.close()
+        latencies.sort()
+
+        def pct(q: float) -> float:
+            return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0
+
+        return stats | {
+            "rate": stats["in_window"] / duration,
+            "append_p50": pct(0.5),
+            "append_p99": pct(0.99),
+            "first_error": error[0] if error else None,
+        }
+
+    async def cmd_bulk(
+        self, port: int, store: str, total: int, batch: int, conns: int = 4
+    ) -> dict[str, Any]:
+        """Append ``total`` events in batches of ``batch`` as fast as ``conns`` connections go."""
+        pool = [await Http.open(port) for _ in range(conns)]
+        batches = deque(range(0, total, batch))
+        started = time.time()
+
+        async def run(conn: Http) -> None:
+            while batches:
+                first = batches.popleft()
+                now = time.time()
+                events = b",".join(
+                    event_json(now, n) for n in range(first, min(total, first + batch))
+                )
+                await conn.post(stream_path(store, first // batch), b'{"events":[%s]}' % events)
+
+        try:
+            await asyncio.wait_for(asyncio.gather(*(run(c) for c in pool)), 300)
+        finally:
+            for conn in pool:
+                conn.close()
+        return {"seconds": time.time() - started, "events": total}
+
+    async def cmd_ping(self) -> dict[str, Any]:
+        return {"pid": _pid()}
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+async def main() -> None:
+    raise_nofile()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    out = sys.stdout.buffer
+    worker = Worker()
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        request = orjson.loads(line)
+        if request.get("cmd") == "exit":
+            break
+        try:
+            result = await worker.handle(request)
+        except Exception as exc:
+            result = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+        out.write(orjson.dumps(result) + b"\n")
+        out.flush()
+    for name in list(worker.groups):
+        await worker.cmd_close(name, timeout=5.0)
+
+
+if __name__ == "__main__":
+    uvloop.run(main())
