@@ -60,9 +60,13 @@ class Filter:
         return cls(checked, sid)
 
     def matches(self, stream_id: str, event_type: str) -> bool:
+        # Called once per event per replaying subscription: a plain loop, no generator.
         if self.stream_id is not None and self.stream_id != stream_id:
             return False
-        return any(_pattern_matches(p, event_type) for p in self.patterns)
+        for pattern in self.patterns:
+            if _pattern_matches(pattern, event_type):
+                return True
+        return False
 
     def covers(self, other: Filter) -> bool:
         """True if every event ``other`` can match, this filter matches too. A pattern of
@@ -82,11 +86,11 @@ class Filter:
 
 
 def _pattern_matches(pattern: str, value: str) -> bool:
+    if pattern == "*":
+        return True
     stars = pattern.count("*")
     if stars == 0:
         return pattern == value
-    if pattern == "*":
-        return True
     if stars == 1:
         head, tail = pattern.split("*")
         return (
