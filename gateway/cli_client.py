@@ -41,27 +41,23 @@ def _usage_exit(exc: Any) -> NoReturn:
     raise typer.Exit(2)
 
 
-class OneLineCommand(TyperCommand):
-    """A command whose usage errors are one line on stderr (typer's default is a rich panel)."""
+class _OneLineUsage:
+    """Usage errors as one line on stderr (typer's default is a rich panel)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         try:
-            return super().parse_args(ctx, args)
+            return super().parse_args(ctx, args)  # type: ignore[misc, no-any-return]
         except UsageError as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":
                 raise
             _usage_exit(exc)
 
 
-class OneLineGroup(TyperGroup):
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except UsageError as exc:
-            if type(exc).__name__ == "NoArgsIsHelpError":
-                raise
-            _usage_exit(exc)
+class OneLineCommand(_OneLineUsage, TyperCommand):
+    pass
 
+
+class OneLineGroup(_OneLineUsage, TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         try:
             return super().resolve_command(ctx, args)

@@ -28,14 +28,36 @@ CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
+def unavailable(reason: str) -> None:
+    """A real dependency is missing: a failure in CI, a skip elsewhere."""
+    if CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def node_with_modules(node_dir: Path, modules: list[str]) -> str:
+    """The node binary, once ``node_dir``'s npm dependencies are installed (``npm ci``)."""
+    node_bin = need_binary("node")
+    npm_bin = need_binary("npm")
+    if all((node_dir / "node_modules" / m).is_dir() for m in modules):
+        return node_bin
+    lock = (node_dir / "package-lock.json").is_file()
+    command = [npm_bin, "ci" if lock else "install", "--no-audit", "--no-fund"]
+    where = node_dir.relative_to(ROOT)
+    try:
+        done = subprocess.run(command, cwd=node_dir, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        unavailable(f"npm install in {where} timed out")
+    if done.returncode != 0:
+        unavailable(f"npm install in {where} failed:\n{done.stderr[-2000:]}")
+    return node_bin
+
+
 def need_binary(name: str) -> str:
-    path = shutil.which(name) or (
-        f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None
-    )
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
     if path is None:
-        if CI:
-            pytest.fail(f"{name} is required in CI but not installed")
-        pytest.skip(f"{name} not installed")
+        unavailable(f"{name} is required but not installed")
+    assert path is not None
     return path
 
 

@@ -7,7 +7,6 @@ With CI=true a missing node, npm or chromium fails the tests instead of skipping
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from tests.clients.proxy import Proxy
-from tests.conftest import ARTIFACTS, CI, need_binary
+from tests.conftest import ARTIFACTS, node_with_modules, unavailable
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 CHROMIUM = os.environ.get("DELTAGATE_CHROMIUM", "/usr/bin/chromium")
@@ -38,29 +37,10 @@ FAST = {
 }
 
 
-def unavailable(reason: str) -> None:
-    if CI:
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def node() -> str:
     """The node binary, with tests/clients/node's dependencies (ws) installed."""
-    node_bin = need_binary("node")
-    npm_bin = need_binary("npm")
-    if not (NODE_DIR / "node_modules" / "ws").is_dir():
-        lock = (NODE_DIR / "package-lock.json").is_file()
-        command = [npm_bin, "ci" if lock else "install", "--no-audit", "--no-fund"]
-        try:
-            done = subprocess.run(
-                command, cwd=NODE_DIR, capture_output=True, text=True, timeout=300
-            )
-        except subprocess.TimeoutExpired:
-            unavailable("npm install in tests/clients/node timed out")
-        if done.returncode != 0:
-            unavailable(f"npm install in tests/clients/node failed:\n{done.stderr[-2000:]}")
-    return node_bin
+    return node_with_modules(NODE_DIR, ["ws"])
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import CI, Pod, need_binary, spawn_pods, wait_for
+from tests.conftest import Pod, node_with_modules, spawn_pods, unavailable, wait_for
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 # shared/ lies beside the repository (the checkout and CI's clone alike).
@@ -43,36 +43,12 @@ pytestmark = pytest.mark.timeout(30)
 Line = dict[str, Any]
 
 
-def unavailable(reason: str) -> None:
-    if CI:
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def node() -> str:
     """The node binary, with the harness's dependencies (ws, typescript) installed."""
-    node_bin = need_binary("node")
-    npm_bin = need_binary("npm")
     if not SEED_PAGE.is_file():
         unavailable(f"seed page {SEED_PAGE} not found (set DELTAGATE_SEED_PAGE)")
-    modules = NODE_DIR / "node_modules"
-    if not ((modules / "ws").is_dir() and (modules / "typescript").is_dir()):
-        lock = (NODE_DIR / "package-lock.json").is_file()
-        command = [npm_bin, "ci"] if lock else [npm_bin, "install"]
-        try:
-            done = subprocess.run(
-                [*command, "--no-audit", "--no-fund"],
-                cwd=NODE_DIR,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-        except subprocess.TimeoutExpired:
-            unavailable("npm install of tests/e2e/node timed out")
-        if done.returncode != 0:
-            unavailable(f"npm install in tests/e2e/node failed:\n{done.stderr[-2000:]}")
-    return node_bin
+    return node_with_modules(NODE_DIR, ["ws", "typescript"])
 
 
 class Harness:

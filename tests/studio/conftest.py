@@ -24,7 +24,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.conftest import ARTIFACTS, CI, ROOT, Pod, free_port, wait_for
+from tests.conftest import ARTIFACTS, ROOT, Pod, free_port, unavailable, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -46,12 +46,6 @@ FOREIGN = (
     "DELTAGATE_CONFIG",
     "DELTAGATE_ALLOWED_ORIGINS",
 )
-
-
-def unavailable(reason: str) -> None:
-    if CI:
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
