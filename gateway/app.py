@@ -18,6 +18,7 @@ from broker import EventLog, StoreAdmin, Unavailable, codec, connect
 from broker.apikeys import KeyStore
 from broker.fanout import Hub
 from broker.redis import call
+from broker.webhooks import WebhookStore
 
 from . import config_file, errors, rest, webhooks_api, ws
 from .auth import Authenticator
@@ -103,6 +104,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             ),
             hub=hub,
             sessions=ws.Sessions(settings.slow_consumer_timeout),
+            webhooks=WebhookStore(client),
         )
         app.state.runtime = rt
         if not settings.embedded:

@@ -60,6 +60,15 @@ async def read_json(request: Request, limit: int) -> Any:
         raise validation_error("body", f"malformed JSON: {exc}") from None
 
 
+async def read_optional_json(request: Request, limit: int) -> Any:
+    """Like ``read_json``, but a request without a body reads as ``{}``."""
+    if request.headers.get("content-length", "0") == "0" and (
+        "transfer-encoding" not in request.headers
+    ):
+        return {}
+    return await read_json(request, limit)
+
+
 def stream_id_of(value: str) -> str:
     try:
         return check_name(value, "streamId")
@@ -334,8 +343,7 @@ async def list_streams(
 async def mint_token(store: str, request: Request, rt: RuntimeDep) -> Response:
     principal = await require(request, Permission.CONNECT, store)
     check(principal, Permission.READ, store)
-    raw = await read_json(request, rt.settings.max_body_bytes) if await _has_body(request) else {}
-    body = parse(TokenBody, raw)
+    body = parse(TokenBody, await read_optional_json(request, rt.settings.max_body_bytes))
     patterns: list[str] | None = None
     if body.eventFilter is not None or body.streamId is not None:
         try:
@@ -355,9 +363,3 @@ async def mint_token(store: str, request: Request, rt: RuntimeDep) -> Response:
     )
     expires_at = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
     return json_response(codec.dumps({"token": token, "expiresAt": expires_at}), 201)
-
-
-async def _has_body(request: Request) -> bool:
-    return request.headers.get("content-length", "0") != "0" or (
-        "chunked" in request.headers.get("transfer-encoding", "")
-    )

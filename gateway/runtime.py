@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 from broker import EventLog, StoreAdmin
 from broker.apikeys import KeyStore
 from broker.fanout import Hub
+from broker.webhooks import WebhookStore
 
 from .auth import Authenticator
 from .limits import RateLimiter
@@ -39,8 +40,8 @@ class Runtime:
     limits: RateLimiter
     hub: Hub
     sessions: Sessions
+    webhooks: WebhookStore
     draining: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)
     _known_stores: dict[str, float] = field(default_factory=dict)
 
     async def store_exists(self, store: str) -> bool:

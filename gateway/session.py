@@ -104,10 +104,6 @@ class Outbox:
         return frames
 
 
-class Closed(Exception):
-    """The session ended while an operation waited."""
-
-
 _ids = itertools.count(1)
 
 

@@ -27,17 +27,21 @@ DEMO_ASSETS = {
     "demo.css": CSS,
 }
 
-# The demo pages load scripts and styles from this origin only and never inline: even if event
-# data reached the DOM as markup somewhere, no injected script or handler could run.
-DEMO_CSP = (
+# Pages (the demos, Studio) load scripts and styles from this origin only and never inline:
+# even if event data reached the DOM as markup somewhere, no injected script or handler could run.
+PAGE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
 )
+
+PAGE_HEADERS = {"Content-Security-Policy": PAGE_CSP}
 
 router = APIRouter(include_in_schema=False)
 
 
-def _file(path: Path, media_type: str, headers: dict[str, str] | None = None) -> Response:
+def static_file(path: Path, media_type: str, headers: dict[str, str] | None = None) -> Response:
+    """A file served as it is, revalidated on every load; ``headers`` add to the defaults."""
     if not path.is_file():
         raise ApiError("NOT_FOUND", "not found")
     return FileResponse(
@@ -48,6 +52,7 @@ def _file(path: Path, media_type: str, headers: dict[str, str] | None = None) ->
             # picked up on the next page load.
             "Cache-Control": "no-cache",
             "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
             **(headers or {}),
         },
     )
@@ -58,7 +63,7 @@ async def client_file(name: str) -> Response:
     media_type = CLIENT_FILES.get(name)
     if media_type is None:
         raise ApiError("NOT_FOUND", f"no client file '{name}'")
-    return _file(STATIC / name, media_type, {"Access-Control-Allow-Origin": "*"})
+    return static_file(STATIC / name, media_type, {"Access-Control-Allow-Origin": "*"})
 
 
 @router.get("/demo")
@@ -68,7 +73,7 @@ async def demo_root() -> Response:
 
 @router.api_route("/demo/", methods=["GET", "HEAD"])
 async def demo_index() -> Response:
-    return _file(STATIC / "demo" / DEMO_PAGES[""], HTML, {"Content-Security-Policy": DEMO_CSP})
+    return static_file(STATIC / "demo" / DEMO_PAGES[""], HTML, PAGE_HEADERS)
 
 
 @router.api_route("/demo/assets/{name}", methods=["GET", "HEAD"])
@@ -76,7 +81,7 @@ async def demo_asset(name: str) -> Response:
     media_type = DEMO_ASSETS.get(name)
     if media_type is None:
         raise ApiError("NOT_FOUND", f"no demo asset '{name}'")
-    return _file(STATIC / "demo" / name, media_type)
+    return static_file(STATIC / "demo" / name, media_type)
 
 
 @router.api_route("/demo/{page}", methods=["GET", "HEAD"])
@@ -84,4 +89,4 @@ async def demo_page(page: str) -> Response:
     name = DEMO_PAGES.get(page.removesuffix(".html"))
     if not page or name is None:
         raise ApiError("NOT_FOUND", f"no demo page '{page}'; try /demo/orders or /demo/balance")
-    return _file(STATIC / "demo" / name, HTML, {"Content-Security-Policy": DEMO_CSP})
+    return static_file(STATIC / "demo" / name, HTML, PAGE_HEADERS)

@@ -14,9 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
 from .errors import ApiError
+from .static_routes import PAGE_HEADERS, static_file
 
 STUDIO = Path(__file__).resolve().parent / "studio"
 
@@ -27,28 +28,14 @@ MEDIA_TYPES = {
     ".svg": "image/svg+xml",
 }
 
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
-)
-
-HEADERS = {
-    # Revalidate every time (cheap with the ETag): a new gateway's Studio shows on reload.
-    "Cache-Control": "no-cache",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": CSP,
-}
-
 router = APIRouter(include_in_schema=False)
 
 
 def _file(path: Path) -> Response:
     media_type = MEDIA_TYPES.get(path.suffix)
-    if media_type is None or not path.is_file():
+    if media_type is None:
         raise ApiError("NOT_FOUND", "no such Studio file")
-    return FileResponse(path, media_type=media_type, headers=HEADERS)
+    return static_file(path, media_type, PAGE_HEADERS)
 
 
 def _resolve(name: str) -> Path:

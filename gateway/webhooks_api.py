@@ -23,7 +23,6 @@ from broker.webhooks import (
     Position,
     Subscription,
     WebhookConfig,
-    WebhookStore,
     check_id,
     check_position,
     check_secret,
@@ -31,7 +30,7 @@ from broker.webhooks import (
 
 from .auth import Permission, require
 from .errors import ApiError
-from .rest import json_response, read_json
+from .rest import json_response, read_json, read_optional_json
 from .runtime import Runtime, runtime
 from .schemas import parse
 
@@ -153,13 +152,6 @@ def declared(value: Any, *, config_form_only: bool = False) -> Declared:
         raise ApiError(exc.code, exc.message, exc.problems) from None
 
 
-def webhooks_of(rt: Runtime) -> WebhookStore:
-    store = rt.extras.get("webhooks")
-    if store is None:
-        store = rt.extras["webhooks"] = WebhookStore(rt.redis)
-    return store  # type: ignore[no-any-return]
-
-
 def subscription_body(sub: Subscription, head: int) -> dict[str, Any]:
     """A subscription as the API shows it: never its secret, nor its header values."""
     config = sub.config
@@ -198,11 +190,7 @@ async def _one(rt: Runtime, store: str, sub: Subscription, status: int = 200) ->
 
 async def _optional_json(request: Request) -> dict[str, Any]:
     """A small JSON object body, or {} when there is none."""
-    if request.headers.get("content-length", "0") == "0" and (
-        "transfer-encoding" not in request.headers
-    ):
-        return {}
-    value = await read_json(request, SMALL_BODY)
+    value = await read_optional_json(request, SMALL_BODY)
     if not isinstance(value, dict):
         raise ApiError(
             "VALIDATION_ERROR", "body: must be an object", [{"field": "body", "message": "object"}]
@@ -243,7 +231,7 @@ async def subscribe(store: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
     wanted = declared(await read_json(request, rt.settings.max_body_bytes))
     try:
-        made = await webhooks_of(rt).create(
+        made = await rt.webhooks.create(
             store,
             wanted.config,
             sub_id=wanted.sub_id,
@@ -263,7 +251,7 @@ async def subscribe(store: str, request: Request, rt: RuntimeDep) -> Response:
 @router.get("/event-stores/{store}/subscriptions", summary="List webhook subscriptions")
 async def list_subscriptions(store: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
-    subs = await webhooks_of(rt).subscriptions(store)
+    subs = await rt.webhooks.subscriptions(store)
     head = await rt.log.head(store)
     return json_response(
         codec.dumps(
@@ -282,7 +270,7 @@ async def delete_subscriptions(
             "CONFIRMATION_REQUIRED",
             "this deletes every subscription of the store; repeat with ?confirm=true",
         )
-    deleted = await webhooks_of(rt).delete(store, None)
+    deleted = await rt.webhooks.delete(store, None)
     return json_response(
         codec.dumps(
             {"success": True, "deleted": deleted, "message": f"{deleted} subscriptions deleted"}
@@ -293,7 +281,7 @@ async def delete_subscriptions(
 @router.get("/event-stores/{store}/subscriptions/{sub_id}", summary="Get a webhook subscription")
 async def get_subscription(store: str, sub_id: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
-    return await _one(rt, store, await webhooks_of(rt).get(store, sub_id))
+    return await _one(rt, store, await rt.webhooks.get(store, sub_id))
 
 
 @router.delete(
@@ -303,7 +291,7 @@ async def delete_subscription(
     store: str, sub_id: str, request: Request, rt: RuntimeDep
 ) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
-    await webhooks_of(rt).delete(store, sub_id)
+    await rt.webhooks.delete(store, sub_id)
     return json_response(
         codec.dumps({"success": True, "message": f"subscription '{sub_id}' deleted"})
     )
@@ -316,7 +304,7 @@ async def delete_subscription(
 async def pause(store: str, sub_id: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
     body = parse(PauseIn, await _optional_json(request))
-    sub = await webhooks_of(rt).set_status(
+    sub = await rt.webhooks.set_status(
         store, sub_id, "paused", body.reason or "paused through the API"
     )
     return await _one(rt, store, sub)
@@ -328,7 +316,7 @@ async def pause(store: str, sub_id: str, request: Request, rt: RuntimeDep) -> Re
 )
 async def resume(store: str, sub_id: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
-    sub = await webhooks_of(rt).set_status(store, sub_id, "active")
+    sub = await rt.webhooks.set_status(store, sub_id, "active")
     return await _one(rt, store, sub)
 
 
@@ -345,7 +333,7 @@ async def dead_letters(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
-    texts, total = await webhooks_of(rt).dead_letters(
+    texts, total = await rt.webhooks.dead_letters(
         store, sub_id, offset=offset, limit=min(limit, 1000)
     )
     return json_response(
@@ -359,7 +347,7 @@ async def dead_letters(
 )
 async def redrive_all(store: str, sub_id: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
-    moved = await webhooks_of(rt).redrive(store, sub_id)
+    moved = await rt.webhooks.redrive(store, sub_id)
     return json_response(codec.dumps({"success": True, "redriven": moved}))
 
 
@@ -371,7 +359,7 @@ async def redrive_one(
     store: str, sub_id: str, event_id: str, request: Request, rt: RuntimeDep
 ) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
-    moved = await webhooks_of(rt).redrive(store, sub_id, event_id)
+    moved = await rt.webhooks.redrive(store, sub_id, event_id)
     if not moved:
         raise ApiError(
             "NOT_FOUND",

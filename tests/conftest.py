@@ -26,6 +26,17 @@ from redis.retry import Retry
 ROOT = Path(__file__).resolve().parent.parent
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ARTIFACTS = ROOT / "tests" / "artifacts"
+# Debian's chromium, driven by Playwright (never `playwright install`: that download fails here).
+CHROMIUM = os.environ.get("DELTAGATE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def unavailable(reason: str) -> None:
@@ -59,6 +70,18 @@ def need_binary(name: str) -> str:
         unavailable(f"{name} is required but not installed")
     assert path is not None
     return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The chromium binary, once it and the playwright package are known to be there."""
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        unavailable("the playwright package is not installed (pip install -e '.[dev]')")
+    return CHROMIUM
 
 
 def free_port() -> int:

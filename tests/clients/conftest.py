@@ -6,7 +6,6 @@ With CI=true a missing node, npm or chromium fails the tests instead of skipping
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,19 +15,9 @@ import httpx
 import pytest
 
 from tests.clients.proxy import Proxy
-from tests.conftest import ARTIFACTS, node_with_modules, unavailable
+from tests.conftest import ARTIFACTS, node_with_modules
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
-CHROMIUM = os.environ.get("DELTAGATE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Fast checkpoints and polls, and a short drain, so failovers settle quickly.
 FAST = {
     "DELTAGATE_CHECKPOINT_INTERVAL": "1",
@@ -41,18 +30,6 @@ FAST = {
 def node() -> str:
     """The node binary, with tests/clients/node's dependencies (ws) installed."""
     return node_with_modules(NODE_DIR, ["ws"])
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium, driven by Playwright (never `playwright install`)."""
-    if not os.access(CHROMIUM, os.X_OK):
-        unavailable(f"{CHROMIUM} not installed (apt-get install chromium)")
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        unavailable("the playwright package is not installed (pip install -e '.[dev]')")
-    return CHROMIUM
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from broker import Filter
-from tests.clients.conftest import CHROMIUM_ARGS, FAST, append_sync
+from tests.clients.conftest import FAST, append_sync
 from tests.clients.proxy import Proxy
-from tests.conftest import spawn_pods
+from tests.conftest import CHROMIUM_ARGS, spawn_pods
 from tests.e2e.test_streaming import expected, log_entries
 
 pytestmark = pytest.mark.timeout(90)

@@ -24,18 +24,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.conftest import ARTIFACTS, ROOT, Pod, free_port, unavailable, wait_for
+from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, ROOT, Pod, free_port, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 VIEWPORT = {"width": 1366, "height": 820}  # a laptop screen
 # Settings of the surrounding environment that must not leak into the gateways started here.
 FOREIGN = (
@@ -46,17 +36,6 @@ FOREIGN = (
     "DELTAGATE_CONFIG",
     "DELTAGATE_ALLOWED_ORIGINS",
 )
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    if not os.access(CHROMIUM, os.X_OK):
-        unavailable(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        unavailable("the playwright package is not installed (pip install -e '.[dev]')")
-    return CHROMIUM
 
 
 @pytest.fixture(scope="module")
