@@ -67,6 +67,7 @@ def serve(
     from . import logs
     from .app import create_app, drain
     from .server import GatewayServer
+    from .wsproto import BatchingWebSocketProtocol
 
     settings = settings_from(
         host=host, port=port, config=config, auto_create_stores=auto_create_stores
@@ -84,7 +85,7 @@ def serve(
         app,
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        ws=BatchingWebSocketProtocol,  # uvicorn's websockets-sansio + batched sends
         ws_max_size=settings.max_ws_message_bytes,
         ws_per_message_deflate=settings.ws_compression,
         log_config=None,

@@ -11,14 +11,14 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from broker import BrokerError, LoggedEvent
 
-from . import protocol
+from . import protocol, wsproto
 from .errors import CLOSE_CODE
 
 if TYPE_CHECKING:
@@ -36,18 +36,32 @@ class Outbox:
 
     ``offer`` refuses an event frame past the bounds (the subscription is then demoted);
     ``force`` always queues (control messages, whose number the protocol bounds).
+
+    Every connection has one, so it is kept small: the writer waits on a future made for each
+    wait, and the event producers wait on for room exists only once one has had to wait.
     """
 
-    __slots__ = ("_frames", "_max_bytes", "_max_frames", "_ready", "_room", "_shut", "_size")
+    __slots__ = (
+        "_frames",
+        "_max_bytes",
+        "_max_frames",
+        "_ready",
+        "_room",
+        "_shut",
+        "_size",
+        "_waiter",
+    )
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
-        self._frames: deque[str] = deque()
+        self._frames: list[str] = []
         self._size = 0
         self._max_frames = max_frames
         self._max_bytes = max_bytes
-        self._ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        self._ready = False
+        """Frames queued, or a state change, since the writer last took."""
+        self._waiter: asyncio.Future[None] | None = None
+        """The writer, waiting in ``take``."""
+        self._room: asyncio.Event | None = None
         self._shut = False
 
     def __len__(self) -> int:
@@ -57,7 +71,6 @@ class Outbox:
         if self._frames and (
             len(self._frames) >= self._max_frames or self._size + len(frame) > self._max_bytes
         ):
-            self._room.clear()
             return False
         self.force(frame)
         return True
@@ -65,10 +78,13 @@ class Outbox:
     def force(self, frame: str) -> None:
         self._frames.append(frame)
         self._size += len(frame)
-        self._ready.set()
+        self.wake()
 
     def wake(self) -> None:
-        self._ready.set()
+        self._ready = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def roomy(self) -> bool:
         return len(self._frames) <= self._max_frames // 2 and self._size <= self._max_bytes // 2
@@ -76,8 +92,15 @@ class Outbox:
     def shut(self) -> None:
         """Nothing will be sent any more: release everyone waiting for room."""
         self._shut = True
-        self._room.set()
-        self._ready.set()
+        if self._room is not None:
+            self._room.set()
+        self.wake()
+
+    async def _room_made(self) -> None:
+        if self._room is None:
+            self._room = asyncio.Event()
+        self._room.clear()
+        await self._room.wait()
 
     async def wait_room(self) -> None:
         """For producers (catch-up reads): return once there is room. Once shut, wait until
@@ -85,22 +108,27 @@ class Outbox:
         while self._shut or not self.roomy():
             if self._shut:
                 await asyncio.get_running_loop().create_future()
-            self._room.clear()
-            await self._room.wait()
+            await self._room_made()
 
     async def wait_room_or_shut(self) -> None:
         """For the reader of a client's messages: also return once shut."""
         while not self.roomy() and not self._shut:
-            self._room.clear()
-            await self._room.wait()
+            await self._room_made()
 
-    async def take(self) -> deque[str]:
-        """Wait for frames, then take them all (the writer sends a whole batch per wake-up)."""
-        await self._ready.wait()
-        self._ready.clear()
-        frames, self._frames = self._frames, deque()
+    async def take(self) -> list[str]:
+        """Wait for frames, then take them all (the writer sends a whole batch per wake-up).
+        Only one task (the writer) may wait here."""
+        if not self._ready:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._ready = False
+        frames, self._frames = self._frames, []
         self._size = 0
-        self._room.set()
+        if self._room is not None:
+            self._room.set()
         return frames
 
 
@@ -114,6 +142,7 @@ class Session:
         "_auto_ids",
         "_closed",
         "_closing",
+        "_send_texts",
         "_writer",
         "allowed",
         "close_code",
@@ -167,6 +196,10 @@ class Session:
         self._closing = False
         self._closed: asyncio.Event | None = None  # made by the first close (rarely needed)
         self.number = next(_ids)
+        batching = websocket.scope.get("extensions", {}).get(wsproto.EXTENSION)
+        self._send_texts: Callable[[list[str]], Awaitable[None]] = (
+            batching["send_texts"] if batching else self._send_each
+        )
 
     # -- Sink -------------------------------------------------------------------------------
 
@@ -197,19 +230,26 @@ class Session:
             self._writer.cancel()
 
     async def _write(self) -> None:
-        send = self.ws.send
+        send_texts = self._send_texts
         try:
             while True:
                 frames = await self.outbox.take()
-                for frame in frames:
+                if frames:
                     self.sending_since = time.monotonic()
-                    await send({"type": "websocket.send", "text": frame})
-                self.sending_since = None
+                    await send_texts(frames)
+                    self.sending_since = None
                 if self.state != "open" and not len(self.outbox):
                     return
         except (WebSocketDisconnect, OSError, RuntimeError):
             # The client went away mid-send (RuntimeError: the socket closed under us).
             self.state = "closing" if self.state == "open" else self.state
+
+    async def _send_each(self, frames: list[str]) -> None:
+        """Without the server's batching extension: one ASGI message per frame."""
+        send = self.ws.send
+        for frame in frames:
+            self.sending_since = time.monotonic()
+            await send({"type": "websocket.send", "text": frame})
 
     def reply(self, frame: str) -> None:
         self.outbox.force(frame)

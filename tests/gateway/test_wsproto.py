@@ -1,0 +1,126 @@
+"""The batching WebSocket protocol (gateway/wsproto.py) under a real uvicorn server, against the
+websockets library's client: what it writes is what a standard client reads, message by message,
+with and without permessage-deflate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+from uvicorn.protocols.utils import ClientDisconnected
+from websockets.asyncio.client import connect
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from gateway.wsproto import EXTENSION, BatchingWebSocketProtocol, text_frame_header
+from tests.conftest import free_port
+
+# Around each boundary of the three header forms (7-bit, 16-bit and 64-bit lengths), in
+# characters of 1, 2 and 3 UTF-8 bytes.
+TEXTS = [
+    "",
+    "a" * 125,
+    "a" * 126,
+    "é" * 63,  # 126 bytes
+    "a" * 65535,
+    "a" * 65536,
+    "€" * 30_000,  # 90,000 bytes
+    '{"type":"event","subscriptionId":"s","event":{"data":{"name":"Zoë 🎉"}}}',
+]
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 1 << 20])
+def test_the_header_parses_back_as_one_text_frame(length: int) -> None:
+    payload = b"x" * length
+    # The websockets library's frame parser, as a client uses it (server frames are unmasked).
+    reader = StreamReader()
+    reader.feed_data(text_frame_header(length) + payload + b"rest")
+    parser = Frame.parse(reader.read_exact, mask=False)
+    with pytest.raises(StopIteration) as parsed:
+        next(parser)
+    frame = parsed.value.value
+    assert frame.fin and frame.opcode is Opcode.TEXT and frame.data == payload
+    assert not (frame.rsv1 or frame.rsv2 or frame.rsv3)
+    assert reader.buffer == b"rest"  # the header said exactly how long the payload is
+
+
+Handler = Callable[[WebSocket], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def serving(handler: Handler, *, deflate: bool) -> AsyncIterator[str]:
+    app = Starlette(routes=[WebSocketRoute("/ws", handler)])
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            port=port,
+            ws=BatchingWebSocketProtocol,
+            ws_per_message_deflate=deflate,
+            log_config=None,
+            lifespan="off",
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), "uvicorn did not start"
+            await asyncio.sleep(0.01)
+        yield f"ws://127.0.0.1:{port}/ws"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.mark.parametrize("deflate", [False, True], ids=["plain", "permessage-deflate"])
+async def test_a_batch_arrives_as_separate_messages_in_order(deflate: bool) -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        send_texts = ws.scope["extensions"][EXTENSION]["send_texts"]
+        await send_texts(TEXTS)
+        await send_texts(["after"])
+        await ws.send_text("through ASGI")  # the ordinary path still works alongside
+        await ws.receive()
+
+    async with serving(handler, deflate=deflate) as url:
+        async with connect(url, compression="deflate" if deflate else None, max_size=None) as c:
+            assert bool(c.protocol.extensions) is deflate
+            got = [await asyncio.wait_for(c.recv(), 5) for _ in range(len(TEXTS) + 2)]
+    assert got == [*TEXTS, "after", "through ASGI"]
+
+
+async def test_sending_after_the_client_closed_raises_client_disconnected() -> None:
+    outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        send_texts = ws.scope["extensions"][EXTENSION]["send_texts"]
+        await ws.receive()  # the client's close
+        try:
+            await send_texts(["too late"])
+        except ClientDisconnected as exc:
+            outcome.set_result(exc)
+        else:
+            outcome.set_result(None)
+
+    async with serving(handler, deflate=False) as url:
+        async with connect(url, compression=None) as c:
+            await c.close()
+        assert isinstance(await asyncio.wait_for(outcome, 5), OSError)
+
+
+async def test_a_refused_handshake_offers_nothing() -> None:
+    # An upgrade request without a key is refused before any scope exists; the server goes on.
+    async with serving(lambda ws: ws.close(), deflate=False) as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+        status = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+    assert status.startswith(b"HTTP/1.1 4")
