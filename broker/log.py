@@ -42,11 +42,25 @@ class InvalidEvent(BrokerError):
     code = "VALIDATION_ERROR"
 
 
+# RFC 9562 section 5.4: the version nibble (byte 6) is 4, the variant bits (byte 8) are 10.
+_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
+_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
+
+
 def uuid4_batch(n: int) -> list[str]:
-    """n random (version 4) UUIDs from one ``os.urandom`` call: one system call per append
-    instead of one per event (2.4 us each, a third of the append's Python time)."""
-    raw = os.urandom(16 * n)
-    return [str(uuid.UUID(bytes=raw[16 * i : 16 * i + 16], version=4)) for i in range(n)]
+    """n random (version 4) UUIDs in canonical text form from one ``os.urandom`` call.
+
+    Formatted from one hex string: building ``uuid.UUID`` objects cost ~1.4 us per event, 40%
+    of an append's Python time (py-spy on bench/append.py's broker phase)."""
+    raw = bytearray(os.urandom(16 * n))
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_VARIANT)
+    h = raw.hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-"
+        f"{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * n, 32)
+    ]
 
 
 def now_iso() -> str:

@@ -21,7 +21,7 @@ from broker import (
     StoreNotFound,
     VersionConflict,
 )
-from broker.log import InvalidEvent
+from broker.log import InvalidEvent, uuid4_batch
 
 
 def ev(event_type: str = "order.created", **data: Any) -> NewEvent:
@@ -429,3 +429,13 @@ async def test_too_deeply_nested_data_is_refused_whole(log: EventLog, store: str
         assert caught.value.code == "VALIDATION_ERROR"
         assert caught.value.details is not None and caught.value.details["field"] == "events.1"
     assert await log.head(store) == 1
+
+
+@pytest.mark.parametrize("n", [1, 2, 1000])
+def test_event_ids_are_canonical_random_version_4_uuids(n: int) -> None:
+    ids = uuid4_batch(n)
+    assert len(ids) == n == len(set(ids))
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text  # canonical: lower-case hex, 8-4-4-4-12
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
