@@ -19,6 +19,7 @@ JSONEncodeError = orjson.JSONEncodeError
 SEPARATOR = "\x1f"
 """Joins the fields of a live announcement. A control character can never appear raw in compact
 JSON text, and stream ids and types are validated to exclude control characters."""
+SEPARATOR_BYTES = SEPARATOR.encode()
 
 
 def dumps(value: Any, default: Any = None) -> bytes:
@@ -69,15 +70,28 @@ def event_body(
     return orjson.dumps(fields)[1:]
 
 
+def positioned(global_position: int, stream_position: int, body: str) -> str:
+    """An event's JSON: its positions, then ``body`` (what ``event_body`` made, after ``{``).
+    ``append.lua`` builds the same text for the log; the two must agree byte for byte."""
+    return f'{{"globalPosition":{global_position},"streamPosition":{stream_position},{body}'
+
+
 def decode_announcement(message: str) -> tuple[float, list[LoggedEvent]]:
-    """Parse what the append script publishes: first position, stream id, append time (epoch
-    ms), then type and event JSON per event, joined by ``SEPARATOR``."""
+    """Parse what the append script publishes: first globalPosition, stream id, append time
+    (epoch ms), first streamPosition, then type and body (``event_body``) per event, joined by
+    ``SEPARATOR``. Returns the append time and the events with their JSON as the log holds it."""
     parts = message.split(SEPARATOR)
     first = int(parts[0])
     stream_id = parts[1]
+    first_in_stream = int(parts[3])
     events = [
-        LoggedEvent(first + i, stream_id, parts[3 + 2 * i], parts[4 + 2 * i])
-        for i in range((len(parts) - 3) // 2)
+        LoggedEvent(
+            first + i,
+            stream_id,
+            parts[4 + 2 * i],
+            positioned(first + i, first_in_stream + i, parts[5 + 2 * i]),
+        )
+        for i in range((len(parts) - 4) // 2)
     ]
     return int(parts[2]) / 1000.0, events
 

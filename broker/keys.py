@@ -47,7 +47,10 @@ class StoreKeys:
         self.stream_created = f"{self.tag}:screated"  # hash: streamId -> createdAt
         self.stream_updated = f"{self.tag}:supdated"  # hash: streamId -> updatedAt
         self.stream_prefix = f"{self.tag}:s:"  # + streamId: list of the stream's globalPositions
-        self.channel = f"{self.tag}:live"  # pub/sub channel announcing appends
+        # Pub/sub channel announcing appends. The suffix is the announcement's format version:
+        # during a rolling update pods of another version hear nothing of this one's appends
+        # (their 1 s head poll repairs from the log) instead of misreading them.
+        self.channel = f"{self.tag}:live:2"
 
     def stream(self, stream_id: str) -> str:
         return self.stream_prefix + stream_id

@@ -6,7 +6,8 @@
 --       2 streamId, 3 now (ISO 8601), 4 uid for auto-create ('' = the store must exist),
 --       5 live channel, 6 publish command ('PUBLISH' | 'SPUBLISH'), 7 idempotency TTL seconds
 --       ('0' = no key), 8 transactionId, 9 append time in epoch milliseconds (for latency
---       metrics), then per event: type, body (event JSON after its positions)
+--       metrics), 10 the announcement's tail as the client joined it (type, body, type, body...
+--       joined by US), then per event: type, body (event JSON after its positions)
 --
 -- Returns {'ok', first, last, version, created} | {'conflict', current} | {'nostore'}
 --       | {'replay', record}
@@ -46,20 +47,16 @@ if not ok then
   return {'conflict', version}
 end
 
-local n = (#ARGV - 9) / 2
+local n = (#ARGV - 10) / 2
 local head = tonumber(redis.call('HGET', meta, 'head'))
-local sep = '\31'
 local positions = {}
-local announce = {string.format('%d', head + 1), sid, ARGV[9]}
 for i = 0, n - 1 do
   local gp = string.format('%d', head + 1 + i)
-  local t = ARGV[10 + 2 * i]
+  -- The same text as broker/codec.py's positioned(): the stored event is its final JSON.
   local e = '{"globalPosition":' .. gp .. ',"streamPosition":' .. string.format('%d', version + i)
-    .. ',' .. ARGV[11 + 2 * i]
-  redis.call('XADD', log, gp .. '-0', 's', sid, 't', t, 'e', e)
-  positions[#positions + 1] = gp
-  announce[#announce + 1] = t
-  announce[#announce + 1] = e
+    .. ',' .. ARGV[12 + 2 * i]
+  redis.call('XADD', log, gp .. '-0', 's', sid, 't', ARGV[11 + 2 * i], 'e', e)
+  positions[i + 1] = gp
 end
 redis.call('RPUSH', index, unpack(positions))
 local last = head + n
@@ -73,5 +70,9 @@ if ttl > 0 then
   redis.call('SET', KEYS[7], uid .. '|201|' .. string.format('%d', head + 1) .. '|'
     .. string.format('%d', last) .. '|' .. (version + n) .. '|' .. ARGV[8] .. '|' .. sid, 'EX', ttl)
 end
-redis.call(ARGV[6], ARGV[5], table.concat(announce, sep))
+-- The announcement: first globalPosition, stream, append time, first streamPosition, then the
+-- client's tail; receivers put the positions into each body (codec.decode_announcement).
+local sep = '\31'
+redis.call(ARGV[6], ARGV[5], string.format('%d', head + 1) .. sep .. sid .. sep .. ARGV[9] .. sep
+  .. string.format('%d', version) .. sep .. ARGV[10])
 return {'ok', head + 1, last, version + n, created}
