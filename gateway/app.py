@@ -16,6 +16,7 @@ from starlette.routing import WebSocketRoute
 
 from broker import EventLog, StoreAdmin, Unavailable, codec, connect
 from broker.apikeys import KeyStore
+from broker.dispatcher import Dispatcher
 from broker.fanout import Hub
 from broker.redis import call
 from broker.webhooks import WebhookStore
@@ -60,6 +61,14 @@ async def drain(app: FastAPI) -> None:
 def _observe_n(histogram: Any, seconds: float, n: int) -> None:
     for _ in range(n):
         histogram.observe(seconds)
+
+
+async def _dispatch(dispatcher: Dispatcher) -> None:
+    log.info("webhook dispatcher running in this process (embedded dev mode)")
+    try:
+        await dispatcher.run()
+    except Exception:
+        log.exception("the embedded webhook dispatcher failed; webhooks are not delivered")
 
 
 def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
@@ -112,6 +121,14 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         await config_file.apply_config(rt, settings.config)
         await hub.start()
         rt.sessions.start(rt)
+        # The embedded dev mode's Redis lives in this process: so does its dispatcher.
+        dispatcher = None
+        dispatching: asyncio.Task[None] | None = None
+        if settings.embedded and settings.embedded_dispatcher:
+            dispatcher = Dispatcher(client, settings.dispatcher_options)
+            dispatching = asyncio.get_running_loop().create_task(
+                _dispatch(dispatcher), name="embedded dispatcher"
+            )
         # What exists now lives as long as the pod: keep it out of every collection, and
         # collect the young generation less often. A pod holds many long-lived objects per
         # connection, and each full pass over them shows up as a latency spike for everyone.
@@ -120,6 +137,9 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         try:
             yield
         finally:
+            if dispatcher is not None and dispatching is not None:
+                await dispatcher.close()
+                await dispatching
             await rt.sessions.close()
             await hub.close()
             if redis is None:

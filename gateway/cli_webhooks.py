@@ -116,7 +116,7 @@ async def serve_dispatcher(settings: Any) -> int:
     try:
         # No wait for Redis here: until it answers, /readyz says so and every retry is logged.
         metrics = DispatcherMetrics()
-        engine = Dispatcher(client, options_from(settings), observer=metrics)
+        engine = Dispatcher(client, settings.dispatcher_options, observer=metrics)
         metrics.observe(engine)
         server = _quiet_server(
             uvicorn.Config(
@@ -158,24 +158,6 @@ async def serve_dispatcher(settings: Any) -> int:
         return 0
     finally:
         await client.aclose()
-
-
-def options_from(settings: Any) -> Any:
-    from broker.dispatcher import DispatcherOptions, parse_schedule
-
-    return DispatcherOptions(
-        lease_seconds=settings.dispatcher_lease_seconds,
-        poll_interval=settings.poll_interval,
-        max_in_flight=settings.dispatcher_max_in_flight,
-        window=settings.dispatcher_window,
-        max_connections=settings.dispatcher_max_connections,
-        timeout=settings.webhook_timeout,
-        retry_schedule=parse_schedule(settings.webhook_retry_schedule),
-        auto_pause_seconds=settings.webhook_auto_pause_seconds,
-        dead_letter_limit=settings.webhook_dead_letter_limit,
-        drain_seconds=max(1.0, settings.grace_period - 5.0),
-        subscribe_command="ssubscribe" if settings.redis_mode == "cluster" else "subscribe",
-    )
 
 
 def status_app(engine: Any, metrics: Any) -> Any:

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker import LogLimits, RedisConfig
+from broker.dispatcher import DispatcherOptions, parse_schedule
 
 MiB = 1024 * 1024
 
@@ -136,10 +137,28 @@ class Settings(BaseSettings):
     webhook_dead_letter_limit: int = Field(10_000, ge=1)
     """Dead letters kept per subscription; past it the oldest are dropped."""
 
+    embedded_dispatcher: bool = True
+    """In the embedded dev mode, deliver webhooks from inside the pod (a separate
+    ``deltagate dispatcher`` cannot reach the in-memory Redis). Ignored with a Redis URL."""
+
     @field_validator("webhook_retry_schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        from broker.dispatcher import parse_schedule
-
         parse_schedule(value)
         return value
+
+    @property
+    def dispatcher_options(self) -> DispatcherOptions:
+        return DispatcherOptions(
+            lease_seconds=self.dispatcher_lease_seconds,
+            poll_interval=self.poll_interval,
+            max_in_flight=self.dispatcher_max_in_flight,
+            window=self.dispatcher_window,
+            max_connections=self.dispatcher_max_connections,
+            timeout=self.webhook_timeout,
+            retry_schedule=parse_schedule(self.webhook_retry_schedule),
+            auto_pause_seconds=self.webhook_auto_pause_seconds,
+            dead_letter_limit=self.webhook_dead_letter_limit,
+            drain_seconds=max(1.0, self.grace_period - 5.0),
+            subscribe_command="ssubscribe" if self.redis_mode == "cluster" else "subscribe",
+        )
