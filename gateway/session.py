@@ -32,16 +32,24 @@ log = logging.getLogger("deltagate.ws")
 
 
 class Outbox:
-    """Frames waiting for the writer, bounded in count and bytes.
+    """Frames waiting to be written, bounded in count and bytes.
 
     ``offer`` refuses an event frame past the bounds (the subscription is then demoted);
     ``force`` always queues (control messages, whose number the protocol bounds).
+
+    Queued frames are flushed once the code that queued them yields to the event loop (one
+    callback per outbox, however many frames came): the listener hands out every announcement
+    it has already received first, so a connection that is behind gets all of them in one
+    write. If the writer task is idle and ``write_now`` (the server's non-waiting batch write)
+    takes them, the flush writes them itself, without a task switch; otherwise it wakes the
+    writer, which waits for the transport.
 
     Every connection has one, so it is kept small: the writer waits on a future made for each
     wait, and the event producers wait on for room exists only once one has had to wait.
     """
 
     __slots__ = (
+        "_flush_due",
         "_frames",
         "_max_bytes",
         "_max_frames",
@@ -50,9 +58,17 @@ class Outbox:
         "_shut",
         "_size",
         "_waiter",
+        "write_now",
     )
 
-    def __init__(self, max_frames: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        max_frames: int,
+        max_bytes: int,
+        write_now: Callable[[list[str]], bool] | None = None,
+    ) -> None:
+        self.write_now = write_now
+        self._flush_due = False
         self._frames: list[str] = []
         self._size = 0
         self._max_frames = max_frames
@@ -78,9 +94,23 @@ class Outbox:
     def force(self, frame: str) -> None:
         self._frames.append(frame)
         self._size += len(frame)
-        self.wake()
+        self._ready = True
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # the writer is busy (it takes the frames when done), woken or gone
+        if self._frames and self.write_now is not None and self.write_now(self._frames):
+            self._taken()
+            return
+        waiter.set_result(None)
 
     def wake(self) -> None:
+        """Wake the writer now (frames or not): it checks the session's state."""
         self._ready = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -124,12 +154,16 @@ class Outbox:
                 await self._waiter
             finally:
                 self._waiter = None
+        frames = self._frames
+        self._taken()
+        return frames
+
+    def _taken(self) -> None:
         self._ready = False
-        frames, self._frames = self._frames, []
+        self._frames = []
         self._size = 0
         if self._room is not None:
             self._room.set()
-        return frames
 
 
 _ids = itertools.count(1)
@@ -185,7 +219,10 @@ class Session:
         self.allowed = principal.narrowing
         self.limiter = limiter
         self.conn_id = conn_id
-        self.outbox = Outbox(outbox_frames, outbox_bytes)
+        batching = websocket.scope.get("extensions", {}).get(wsproto.EXTENSION)
+        self.outbox = Outbox(
+            outbox_frames, outbox_bytes, batching["write_texts"] if batching else None
+        )
         self.subscriptions: dict[str, Subscription] = {}
         self.state: Literal["open", "closing", "closed"] = "open"
         self.close_code = 1000
@@ -196,7 +233,6 @@ class Session:
         self._closing = False
         self._closed: asyncio.Event | None = None  # made by the first close (rarely needed)
         self.number = next(_ids)
-        batching = websocket.scope.get("extensions", {}).get(wsproto.EXTENSION)
         self._send_texts: Callable[[list[str]], Awaitable[None]] = (
             batching["send_texts"] if batching else self._send_each
         )

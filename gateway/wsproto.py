@@ -9,8 +9,10 @@ write. With this protocol it frames them all and writes once, so a connection th
 few events behind catches up for the price of one write, and the ASGI layers are skipped too.
 
 The server offers the capability as the ASGI extension :data:`EXTENSION` in the connection's
-scope (``scope["extensions"][EXTENSION]["send_texts"]``); a session uses it when present and
-sends message by message through ASGI otherwise (another server, the test client).
+scope: ``send_texts`` (a coroutine, waits for the transport like ``websocket.send``) and
+``write_texts`` (writes now or returns False, for code that must not await). A session uses
+them when present and sends message by message through ASGI otherwise (another server, the
+test client).
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # absent when the handshake was refused
         if scope is not None:
-            scope["extensions"][EXTENSION] = {"send_texts": self.send_texts}
+            scope["extensions"][EXTENSION] = {
+                "send_texts": self.send_texts,
+                "write_texts": self.write_texts,
+            }
 
     async def send_texts(self, texts: list[str]) -> None:
         """Send each of ``texts`` as one text message, in order, with one transport write.
@@ -56,9 +61,20 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
         """
         if not self.writable.is_set():
             await self.writable.wait()
-        conn = self.conn
-        if self.disconnected or self.close_sent or conn.state is not State.OPEN:
+        if not self.write_texts(texts):
             raise ClientDisconnected()
+
+    def write_texts(self, texts: list[str]) -> bool:
+        """Like ``send_texts`` without waiting: False (and nothing written) when the transport
+        is above its high-water mark or the connection is going away."""
+        conn = self.conn
+        if (
+            not self.writable.is_set()
+            or self.disconnected
+            or self.close_sent
+            or conn.state is not State.OPEN
+        ):
+            return False
         if conn.extensions:
             # A negotiated extension (permessage-deflate) transforms frames: let the library
             # frame them.
@@ -73,3 +89,4 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
                 parts.append(payload)
             data = b"".join(parts)
         self.transport.write(data)
+        return True
