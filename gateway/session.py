@@ -45,7 +45,7 @@ class Outbox:
     writer, which waits for the transport.
 
     Every connection has one, so it is kept small: the writer waits on a future made for each
-    wait, and the event producers wait on for room exists only once one has had to wait.
+    wait, and the Event on which producers wait for room is made only once one has to wait.
     """
 
     __slots__ = (
