@@ -70,9 +70,10 @@ def event_body(
     return orjson.dumps(fields)[1:]
 
 
-def positioned(global_position: int, stream_position: int, body: str) -> str:
-    """An event's JSON: its positions, then ``body`` (what ``event_body`` made, after ``{``).
-    ``append.lua`` builds the same text for the log; the two must agree byte for byte."""
+def positioned(global_position: int | str, stream_position: int | str, body: str) -> str:
+    """An event's JSON: its positions (numbers, or their decimal text), then ``body`` (what
+    ``event_body`` made, after ``{``). The log stores the body and the positions apart; every
+    reader of the log and of announcements puts them together here."""
     return f'{{"globalPosition":{global_position},"streamPosition":{stream_position},{body}'
 
 

@@ -282,10 +282,7 @@ class EventLog:
             return [], await call(self._redis.llen(k.stream(stream_id)))
         reply = await call(self._read_stream(keys=[k.stream(stream_id), k.log], args=[lo, hi]))
         version = int(reply[0])
-        events = [
-            LoggedEvent(int(reply[i]), stream_id, reply[i + 1], reply[i + 2])
-            for i in range(1, len(reply), 3)
-        ]
+        events = [_logged(entry) for entry in reply[1:]]
         if version == 0 and not await self.exists(store):
             raise StoreNotFound(store)
         if direction == "backward":
@@ -423,10 +420,17 @@ class EventLog:
 
 
 def _logged(entry: list[Any]) -> LoggedEvent:
-    """A raw log entry ``[id, ["s", stream, "t", type, "e", json]]`` (fields in the order the
-    append script writes them)."""
+    """A raw log entry ``[id, ["s", stream, "t", type, "p", streamPosition, "e", body]]``
+    (fields in the order the append script writes them): the event's JSON is its positions,
+    then its body. Entries of the first format, ``["s", stream, "t", type, "e", json]``,
+    already hold the whole JSON."""
     entry_id, fields = entry
-    return LoggedEvent(int(entry_id.partition("-")[0]), fields[1], fields[3], fields[5])
+    position = entry_id.partition("-")[0]
+    if len(fields) == 8:
+        text = codec.positioned(position, fields[5], fields[7])
+    else:
+        text = fields[5]
+    return LoggedEvent(int(position), fields[1], fields[3], text)
 
 
 def _raw_entries(response: Any, **_: Any) -> Any:

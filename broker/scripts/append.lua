@@ -12,7 +12,9 @@
 -- Returns {'ok', first, last, version, created} | {'conflict', current} | {'nostore'}
 --       | {'replay', record}
 -- Invariant: globalPositions are head+1 .. head+n with no gaps; the event with globalPosition g
--- is the log entry 'g-0'; stream index entry k is the globalPosition of streamPosition k.
+-- is the log entry 'g-0' with fields s (streamId), t (type), p (streamPosition) and e (body: the
+-- event's JSON after its positions, which readers put in front: broker/codec.py positioned());
+-- stream index entry k is the globalPosition of streamPosition k.
 local meta, log, index = KEYS[1], KEYS[2], KEYS[3]
 local sid, now, ttl = ARGV[2], ARGV[3], tonumber(ARGV[7])
 
@@ -52,10 +54,8 @@ local head = tonumber(redis.call('HGET', meta, 'head'))
 local positions = {}
 for i = 0, n - 1 do
   local gp = string.format('%d', head + 1 + i)
-  -- The same text as broker/codec.py's positioned(): the stored event is its final JSON.
-  local e = '{"globalPosition":' .. gp .. ',"streamPosition":' .. string.format('%d', version + i)
-    .. ',' .. ARGV[12 + 2 * i]
-  redis.call('XADD', log, gp .. '-0', 's', sid, 't', ARGV[11 + 2 * i], 'e', e)
+  redis.call('XADD', log, gp .. '-0', 's', sid, 't', ARGV[11 + 2 * i],
+    'p', string.format('%d', version + i), 'e', ARGV[12 + 2 * i])
   positions[i + 1] = gp
 end
 redis.call('RPUSH', index, unpack(positions))

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from broker import EventLog, Filter, NewEvent, StoreNotFound
+from broker.keys import StoreKeys
 
 
 def glob(pattern: str, value: str) -> bool:
@@ -275,3 +276,32 @@ async def test_list_streams(log: EventLog, store: str) -> None:
 
     with pytest.raises(StoreNotFound):
         await log.list_streams("missing")
+
+
+# -- the log's formats -----------------------------------------------------------------------
+
+
+async def test_entries_of_the_first_format_read_back_as_they_were_written(
+    redis: Any, log: EventLog, store: str
+) -> None:
+    # The first format stored each event's whole JSON in one field; the current one stores the
+    # streamPosition and the body apart. A log may hold both: an old entry, then a new one.
+    keys = StoreKeys(store)
+    old = '{"globalPosition":1,"streamPosition":0,"streamId":"s-1","type":"a","data":{"v":1}}'
+    await redis.xadd(keys.log, {"s": "s-1", "t": "a", "e": old}, id="1-0")
+    await redis.rpush(keys.stream("s-1"), "1")
+    await redis.hset(keys.meta, "head", 1)
+    await log.append(store, "s-1", [NewEvent("b", {"v": 2})])
+
+    scanned = [e for page in [p async for p in log.scan(store)] for e in page]
+    by_stream, version = await log.read_stream(store, "s-1")
+    assert version == 2
+    for events in (scanned, by_stream):
+        assert [(e.global_position, e.stream_id, e.type) for e in events] == [
+            (1, "s-1", "a"),
+            (2, "s-1", "b"),
+        ]
+        assert events[0].json == old
+        new = json.loads(events[1].json)
+        assert (new["globalPosition"], new["streamPosition"], new["data"]) == (2, 1, {"v": 2})
+        assert list(new)[:2] == ["globalPosition", "streamPosition"]
