@@ -1042,8 +1042,8 @@ def report(results: list[Result], plan: Plan, elapsed: float) -> str:
         "subscribers reconnect, so its backlog does not leak into the next step. CPU is the "
         "share of one core over the measured window (`/proc/PID/stat` utime+stime), RSS at the "
         "window's end.",
-        "**Shared, noisy host**: its 2 cores hold the servers, Redis, the load generator and, "
-        "during this run, other engineers' test suites and benchmarks (load average at the end "
+        "**Shared, noisy host**: its 2 cores hold the servers, Redis, the load generator and "
+        "whatever else runs on the host meanwhile (load average at the end "
         f"of this section: {loadavg}). Absolute figures move by tens of percent between runs, "
         "p99 most of all (a server that loses its core for a few scheduler slices shows it "
         "there); the ratios to the ceiling, measured seconds apart, are the useful part. This "
