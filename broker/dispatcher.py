@@ -36,6 +36,7 @@ from typing import Any, Literal, Protocol
 import httpx
 
 from . import codec
+from .aio import cancel_and_wait
 from .errors import BrokerError
 from .keys import WEBHOOK_DISPATCHERS, StoreKeys, WebhookKeys
 from .log import EventLog
@@ -672,14 +673,9 @@ class Dispatcher:
             self._state = "draining"
             await self._drain()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks)
+            await cancel_and_wait(tasks)
             workers = list(self._workers.values())
-            for worker in workers:
-                worker.task.cancel()
-            if workers:
-                await asyncio.wait([w.task for w in workers])
+            await cancel_and_wait(w.task for w in workers)
             await self._release([w.ref for w in workers])
             with contextlib.suppress(BrokerError):
                 await asyncio.wait_for(call(self._redis.zrem(WEBHOOK_DISPATCHERS, self.replica)), 2)
@@ -856,8 +852,7 @@ class Dispatcher:
                 del self._by_store[worker.store]
 
     async def _cancel(self, worker: _Worker) -> None:
-        worker.task.cancel()
-        await asyncio.wait([worker.task])
+        await cancel_and_wait([worker.task])
         self._forget(worker)
 
     # -- leases -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from . import codec
+from .aio import cancel_and_wait
 from .errors import BrokerError, Unavailable
 from .filters import Filter, FilterIndex
 from .keys import StoreKeys
@@ -235,9 +236,7 @@ class Subscription:
         self.state = "closed"
         task, self._catch_up = self._catch_up, None
         if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task])
         self._hub._release(self.feed)
 
     async def __aenter__(self) -> Subscription:
@@ -338,9 +337,7 @@ class Hub:
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task])
         for feed in list(self._feeds.values()):
             for sub in list(feed.live):
                 await sub.close()

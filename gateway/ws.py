@@ -10,6 +10,7 @@ import time
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from broker import BrokerError, StoreAlreadyExists, valid_store_name
+from broker.aio import cancel_and_wait
 
 from . import protocol
 from .auth import Permission, check
@@ -36,15 +37,9 @@ class Sessions:
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task])
         closing, self._closing = self._closing, set()
-        for pending in closing:
-            pending.cancel()
-        for pending in closing:
-            with contextlib.suppress(asyncio.CancelledError):
-                await pending
+        await cancel_and_wait(closing)
 
     def _close_soon(self, session: Session, code: int, reason: str) -> None:
         """Close a session from the watchdog without waiting on it (tasks owned here)."""

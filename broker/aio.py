@@ -1,0 +1,26 @@
+"""Stopping the broker's background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+RECANCEL_SECONDS = 1.0
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and return once every one of them has ended.
+
+    A cancellation can be lost inside a library call. A dispatcher replica was seen draining
+    forever: its pub/sub task showed the state "cancelling" but was back in its loop. So any
+    task still running a second after ``cancel()`` is cancelled again, until it ends. Outcomes
+    are not inspected: a task that must report a failure logs it itself.
+    """
+    pending = {task for task in tasks if not task.done()}
+    for task in pending:
+        task.cancel()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_SECONDS)
+        for task in pending:
+            task.cancel()

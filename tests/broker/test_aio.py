@@ -1,0 +1,53 @@
+"""Stopping background tasks (broker/aio.py), including one that loses a cancellation the way
+a dispatcher's pub/sub loop was seen to: caught inside a library call, and back in its loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from broker import aio
+
+
+@pytest.fixture(autouse=True)
+def quick_recancel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aio, "RECANCEL_SECONDS", 0.05)
+
+
+async def test_a_task_that_loses_a_cancellation_is_cancelled_again() -> None:
+    lost = 0
+
+    async def stubborn() -> None:
+        nonlocal lost
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if lost < 2:
+                    lost += 1
+                    continue  # swallowed, as a library call may do
+                raise
+
+    task = asyncio.get_running_loop().create_task(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(aio.cancel_and_wait([task]), 5)
+    assert task.cancelled()
+    assert lost == 2
+
+
+async def test_ended_and_running_tasks_together() -> None:
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    async def fails() -> None:
+        raise ValueError("its own business")
+
+    loop = asyncio.get_running_loop()
+    running = loop.create_task(forever())
+    failed = loop.create_task(fails())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(aio.cancel_and_wait([running, failed]), 5)
+    assert running.cancelled()
+    assert isinstance(failed.exception(), ValueError)  # left for its owner to read
+    await aio.cancel_and_wait([])
