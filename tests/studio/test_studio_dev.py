@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Pod
+from tests.conftest import Pod, wait_for
 from tests.studio.conftest import api, append, unique
 
 pytestmark = pytest.mark.timeout(60)
@@ -334,3 +334,82 @@ def test_script_payloads_render_as_text(page: Any, dev_gateway: Pod, artifacts: 
     for tag in ("script", "img", "b"):
         expect(main.locator(tag)).to_have_count(0)
     assert page.evaluate("window.__pwned") is None
+
+
+def test_subscriptions_are_created_and_deleted_from_the_page(
+    page: Any, dev_gateway: Pod, artifacts: Path
+) -> None:
+    # The dev-mode pod delivers webhooks itself, so the created subscription is exercised end
+    # to end: its deliveries verify against the secret the page showed once.
+    from tests.webhooks.support import Receiver
+
+    receiver = Receiver().start()
+    try:
+        base = dev_gateway.url
+        store = unique("studio-subs")
+        assert api(base, "POST", "/event-stores", {"name": store}).status_code == 201
+        open_studio(page, dev_gateway, f"#/s/{store}/subscriptions")
+        expect(page.locator("#subs-list .empty")).to_be_visible()
+
+        page.click("#sub-new > summary")
+        page.fill("#sub-filter", " , ")
+        page.fill("#sub-url", "ftp://example.com/hook")
+        page.click("#sub-create")
+        expect(page.locator("#sub-filter-error")).to_be_visible()
+        expect(page.locator("#sub-url-error")).to_contain_text("http://")
+        expect(page.locator("#sub-filter")).to_be_focused()
+        assert api(base, "GET", f"/event-stores/{store}/subscriptions").json()["totalCount"] == 0
+
+        # The server's own refusal, field by field.
+        page.fill("#sub-filter", "order.*")
+        page.fill("#sub-url", "http://example.com/" + "a" * 5000)
+        page.click("#sub-create")
+        refused = page.locator("#sub-create-error")
+        expect(refused).to_contain_text("INVALID_SUBSCRIPTION_CONFIG")
+        expect(refused.locator("li")).to_contain_text(["longer than"])
+
+        page.fill("#sub-filter", "order.*, payment.settled")
+        page.fill("#sub-url", receiver.url)
+        expect(page.locator("#sub-position")).to_have_value("latest")
+        append(base, store, "order-1", [{"type": "order.placed", "data": {"n": 1}}])
+        page.click("#sub-create")
+        created = page.locator("#sub-created")
+        expect(created).to_contain_text("Created subscription")
+        secret = page.locator("#sub-secret").inner_text()
+        assert secret.startswith("whsec_")
+        page.screenshot(path=str(artifacts / "studio-subscription-created.png"), full_page=True)
+        (sub,) = api(base, "GET", f"/event-stores/{store}/subscriptions").json()["subscriptions"]
+        sub_id = sub["subscriptionId"]
+        assert sub["eventFilter"] == ["order.*", "payment.settled"]
+        assert "signingSecret" not in sub
+        receiver.secrets[sub_id] = secret
+        row = page.locator(f'#subs-table tr[data-subscription="{sub_id}"]')
+        expect(row).to_contain_text(receiver.url)
+
+        # From latest: what is appended from now on and matches arrives, signed with that secret.
+        append(base, store, "order-1", [{"type": "user.seen", "data": {}}])
+        append(base, store, "order-1", [{"type": "payment.settled", "data": {"n": 2}}])
+        append(base, store, "order-2", [{"type": "order.shipped", "data": {"n": 3}}])
+        wait_for(lambda: len(receiver.of(sub_id)) == 2, timeout=10, what="2 deliveries")
+        assert sorted(d.event["data"]["n"] for d in receiver.of(sub_id)) == [2, 3]  # per stream
+        assert receiver.requests == 2 and receiver.bad_signatures == 0
+
+        # The same subscription again is the existing one; no secret is shown.
+        page.click("#sub-create")
+        expect(page.locator("#sub-existing")).to_contain_text(sub_id)
+        expect(page.locator("#sub-secret")).to_have_count(0)
+
+        # Delete: typed confirmation, then it is gone.
+        row.locator("button.delete").click()
+        dialog = page.locator("#confirm-dialog")
+        expect(dialog).to_be_visible()
+        page.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
+        assert api(base, "GET", f"/event-stores/{store}/subscriptions/{sub_id}").status_code == 200
+        row.locator("button.delete").click()
+        page.fill("#confirm-input", sub_id)
+        page.keyboard.press("Enter")
+        expect(row).to_have_count(0)
+        assert api(base, "GET", f"/event-stores/{store}/subscriptions/{sub_id}").status_code == 404
+    finally:
+        receiver.stop()

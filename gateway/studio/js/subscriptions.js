@@ -1,8 +1,9 @@
-// Webhook subscriptions: status, lag and last error; pause/resume; dead letters and redrive.
-// Both views refresh themselves every 2 s (keyboard focus stays where it was).
+// Webhook subscriptions: create and delete; status, lag and last error; pause/resume; dead
+// letters and redrive. Both views refresh themselves every 2 s (keyboard focus stays where it
+// was).
 
-import { api, describe, enc, storePath } from './api.js';
-import { errorBox, h, href, notify, number, pretty, preview, replaceKeepingFocus, timeEl } from './dom.js';
+import { api, describe, detailLines, enc, storePath } from './api.js';
+import { confirmTyped, errorBox, h, href, notify, number, pretty, preview, replaceKeepingFocus, timeEl } from './dom.js';
 
 const REFRESH_MS = 2000;
 
@@ -13,6 +14,104 @@ function filterText(filter) {
 function statusBadge(sub) {
   const status = sub.status || 'active';
   return h('span', { class: `pill status-${status}`, title: sub.statusReason || '', dataset: { status } }, status);
+}
+
+function webhookUrl(sub) {
+  return sub.subscriber && sub.subscriber.config ? sub.subscriber.config.url : '';
+}
+
+/**
+ * The "New subscription" form: event filter (patterns, comma-separated), webhook URL and where
+ * to start. The signing secret comes back once, with the created subscription, and is shown
+ * here only then.
+ */
+function createForm(store, reload) {
+  const fieldError = (id) => h('p', { id, class: 'field-error', hidden: true });
+  const filter = h('input', { id: 'sub-filter', name: 'filter', value: '*', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'sub-filter-hint sub-filter-error' });
+  const url = h('input', { id: 'sub-url', name: 'url', type: 'url', autocomplete: 'off', spellcheck: 'false', placeholder: 'https://example.com/hooks/orders', 'aria-describedby': 'sub-url-error' });
+  const position = h('select', { id: 'sub-position', name: 'position' }, h('option', { value: 'latest' }, 'New events only (latest)'), h('option', { value: 'earliest' }, 'Every event in the store (earliest)'));
+  const errors = { filter: fieldError('sub-filter-error'), url: fieldError('sub-url-error') };
+  const inputs = { filter, url };
+  const result = h('div', { id: 'sub-create-result', 'aria-live': 'polite' });
+  const submit = h('button', { type: 'submit', class: 'primary', id: 'sub-create' }, 'Create subscription');
+
+  function setError(name, message) {
+    errors[name].textContent = message;
+    errors[name].hidden = !message;
+    if (message) inputs[name].setAttribute('aria-invalid', 'true');
+    else inputs[name].removeAttribute('aria-invalid');
+  }
+  for (const [name, input] of Object.entries(inputs)) input.addEventListener('input', () => setError(name, ''));
+
+  /** The request body, or null after marking the bad fields. */
+  function validate() {
+    const problems = [];
+    const patterns = filter.value.split(',').map((p) => p.trim()).filter(Boolean);
+    if (patterns.length === 0) problems.push(['filter', 'Enter an event type or pattern, e.g. order.* (or * for every event).']);
+    let target = null;
+    try {
+      target = new URL(url.value.trim());
+    } catch {
+      problems.push(['url', 'Enter the endpoint as an absolute http:// or https:// URL.']);
+    }
+    if (target !== null && !['http:', 'https:'].includes(target.protocol)) problems.push(['url', 'Only http:// and https:// endpoints can receive webhooks.']);
+    for (const [name, message] of problems) setError(name, message);
+    if (problems.length) {
+      inputs[problems[0][0]].focus();
+      return null;
+    }
+    return {
+      eventFilter: patterns.length === 1 ? patterns[0] : patterns,
+      subscriber: { type: 'webhook', config: { url: url.value.trim() } },
+      position: position.value,
+    };
+  }
+
+  const form = h(
+    'form',
+    { class: 'form-grid', id: 'sub-form', novalidate: true },
+    h('label', { for: 'sub-filter' }, 'Event filter'),
+    h('div', null, filter, h('p', { id: 'sub-filter-hint', class: 'hint' }, 'Types or patterns, comma-separated: order.*, *.created, user.signed_up'), errors.filter),
+    h('label', { for: 'sub-url' }, 'Webhook URL'),
+    h('div', null, url, errors.url),
+    h('label', { for: 'sub-position' }, 'Start with'),
+    h('div', null, position),
+    h('span'),
+    h('div', { class: 'row' }, submit),
+    h('span'),
+    result,
+  );
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    result.replaceChildren();
+    for (const name of Object.keys(inputs)) setError(name, '');
+    const request = validate();
+    if (request === null) return;
+    submit.disabled = true;
+    try {
+      const made = await api('POST', storePath(store, '/subscribe'), request);
+      const id = made.subscriptionId;
+      if (made.isExistingSubscription) {
+        result.replaceChildren(h('div', { class: 'ok-box', role: 'status', id: 'sub-existing' }, h('strong', null, `That subscription exists already: ${id}.`), ' Its signing secret was shown when it was created.'));
+      } else {
+        result.replaceChildren(
+          h(
+            'div',
+            { class: 'ok-box', role: 'status', id: 'sub-created' },
+            h('strong', null, `Created subscription ${id}.`),
+            h('p', null, 'Signing secret (shown only now; receivers verify the webhook-signature header with it):'),
+            h('code', { id: 'sub-secret', class: 'mono secret' }, made.signingSecret || ''),
+          ),
+        );
+      }
+    } catch (error) {
+      result.replaceChildren(errorBox(`The server refused the subscription: ${describe(error)}`, detailLines(error), { id: 'sub-create-error' }));
+    } finally {
+      submit.disabled = false;
+    }
+    await reload();
+  });
+  return h('details', { class: 'panel', id: 'sub-new' }, h('summary', null, 'New subscription'), form);
 }
 
 function subPath(store, id, rest = '') {
@@ -55,6 +154,23 @@ export function mountSubscriptions(body, store) {
     }
   }
 
+  async function remove(sub) {
+    const id = sub.subscriptionId;
+    const confirmed = await confirmTyped({
+      title: 'Delete subscription',
+      text: `Deliveries to ${webhookUrl(sub) || 'its endpoint'} stop, and the subscription's progress and dead letters are deleted with it.`,
+      expected: id,
+    });
+    if (!confirmed) return;
+    try {
+      await api('DELETE', subPath(store, id));
+      notify(`Subscription ${id} deleted.`);
+    } catch (error) {
+      notify(`Could not delete ${id}: ${describe(error)}`, 'bad');
+    }
+    await load();
+  }
+
   async function setStatus(sub, action) {
     try {
       await api('POST', subPath(store, sub.subscriptionId, `/${action}`));
@@ -71,7 +187,7 @@ export function mountSubscriptions(body, store) {
         'div',
         { class: 'empty' },
         h('p', null, 'No webhook subscriptions in this store.'),
-        h('p', { class: 'muted' }, 'Create one with ', h('code', null, `POST /event-stores/${store}/subscribe`), ' or ', h('code', null, 'deltagate apply FILE'), '.'),
+        h('p', { class: 'muted' }, 'Create one above, with ', h('code', null, `POST /event-stores/${store}/subscribe`), ' or with ', h('code', null, 'deltagate apply FILE'), '.'),
       );
     }
     return h(
@@ -98,7 +214,7 @@ export function mountSubscriptions(body, store) {
           subs.map((sub) => {
             const id = sub.subscriptionId;
             const paused = sub.status !== 'active';
-            const url = sub.subscriber && sub.subscriber.config ? sub.subscriber.config.url : '';
+            const url = webhookUrl(sub);
             return h(
               'tr',
               { dataset: { subscription: id } },
@@ -124,6 +240,7 @@ export function mountSubscriptions(body, store) {
                   },
                   paused ? 'Resume' : 'Pause',
                 ),
+                h('button', { type: 'button', class: 'small danger delete', dataset: { focusKey: `delete:${id}` }, 'aria-label': `Delete ${id}`, onclick: () => remove(sub) }, 'Delete'),
               ),
             );
           }),
@@ -134,6 +251,7 @@ export function mountSubscriptions(body, store) {
 
   body.append(
     h('div', { class: 'section-head' }, h('h2', null, 'Webhook subscriptions'), h('div', { class: 'row' }, toggleLabel, h('button', { type: 'button', id: 'subs-refresh', onclick: () => load() }, 'Refresh'))),
+    createForm(store, load),
     list,
   );
   const stop = autoRefresh(load, toggle);
@@ -173,7 +291,7 @@ export function mountDeadLetters(body, store, id) {
 
   function renderSummary(sub) {
     const paused = sub.status !== 'active';
-    const url = sub.subscriber && sub.subscriber.config ? sub.subscriber.config.url : '';
+    const url = webhookUrl(sub);
     replaceKeepingFocus(
       summary,
       h(
