@@ -5,6 +5,7 @@ Not a benchmark itself (``run.py`` skips modules whose name starts with ``_``).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -147,3 +148,33 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def num(value: float, digits: int = 0) -> str:
     """A figure for a table: thousands separated, ``digits`` decimals."""
     return f"{value:,.{digits}f}"
+
+
+class KeepAliveHttp:
+    """One keep-alive HTTP/1.1 connection sending pre-encoded POSTs (appends), one at a time.
+
+    Deliberately minimal (no parsing beyond the status line and Content-Length) so the load
+    generator costs a small fraction of what the gateway spends per request."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> KeepAliveHttp:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def post(self, path: bytes, body: bytes) -> None:
+        """POST ``body``; anything but 201 Created raises."""
+        self.writer.write(
+            b"POST %s HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (path, len(body), body)
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        at = head.lower().find(b"content-length:")
+        length = int(head[at + 15 : head.index(b"\r\n", at)]) if at >= 0 else 0
+        reply = await self.reader.readexactly(length)
+        if head[9:12] != b"201":
+            raise RuntimeError(f"append failed: {head[:12]!r} {reply[:500]!r}")
+
+    def close(self) -> None:
+        self.writer.close()

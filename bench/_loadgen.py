@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 import uvloop
+from _common import KeepAliveHttp
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 SENT_AT = re.compile(rb'"sentAt":([-+0-9.eE]+)')
@@ -142,32 +143,6 @@ class Client(WSListener):  # type: ignore[misc]
             self.subscribed.exception()
         if why != "disconnected" and len(self.group.errors) < 5:
             self.group.errors.append(why)
-
-
-class Http:
-    """One keep-alive HTTP/1.1 connection, one request at a time (only what a POST needs)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int) -> Http:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
-
-    async def post(self, path: bytes, body: bytes) -> None:
-        self.writer.write(
-            b"POST %s HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n%s" % (path, len(body), body)
-        )
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        at = head.lower().find(b"content-length:")
-        length = int(head[at + 15 : head.index(b"\r\n", at)]) if at >= 0 else 0
-        reply = await self.reader.readexactly(length)
-        if head[9:12] != b"201":
-            raise RuntimeError(f"append failed: {head[:12]!r} {reply[:300]!r}")
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def event_json(sent: float, n: int) -> bytes:
@@ -359,8 +334,8 @@ class Worker:
         """Append one event per request at ``rate``/s from ``start`` (wall clock) for
         ``warmup + duration`` seconds, open-loop (a slow server makes requests wait for a free
         connection: the appender then falls behind, which the result shows)."""
-        pool = [await Http.open(port) for _ in range(conns)]
-        idle: deque[Http] = deque(pool)
+        pool = [await KeepAliveHttp.open(port) for _ in range(conns)]
+        idle: deque[KeepAliveHttp] = deque(pool)
         freed = asyncio.Event()
         s0, s1 = start + warmup, start + warmup + duration
         total = int(rate * (warmup + duration))
@@ -369,7 +344,7 @@ class Worker:
         error: list[str] = []
         tasks: set[asyncio.Task[None]] = set()
 
-        async def send(conn: Http, n: int) -> None:
+        async def send(conn: KeepAliveHttp, n: int) -> None:
             sent = time.time()
             try:
                 await conn.post(stream_path(store, n), b'{"events":[%s]}' % event_json(sent, n))
@@ -425,11 +400,11 @@ class Worker:
         self, port: int, store: str, total: int, batch: int, conns: int = 4
     ) -> dict[str, Any]:
         """Append ``total`` events in batches of ``batch`` as fast as ``conns`` connections go."""
-        pool = [await Http.open(port) for _ in range(conns)]
+        pool = [await KeepAliveHttp.open(port) for _ in range(conns)]
         batches = deque(range(0, total, batch))
         started = time.time()
 
-        async def run(conn: Http) -> None:
+        async def run(conn: KeepAliveHttp) -> None:
             while batches:
                 first = batches.popleft()
                 now = time.time()

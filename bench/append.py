@@ -24,7 +24,17 @@ from typing import Any
 import httpx
 import orjson
 import redis.asyncio as aioredis
-from _common import Context, Window, closed_loop, free_port, num, process_cpu, redis_cpu, table
+from _common import (
+    Context,
+    KeepAliveHttp,
+    Window,
+    closed_loop,
+    free_port,
+    num,
+    process_cpu,
+    redis_cpu,
+    table,
+)
 
 from broker import EventLog, NewEvent, RedisConfig, connect
 
@@ -127,6 +137,17 @@ async def median(ctx: Context, phase: Callable[[], Awaitable[Row]]) -> Row:
     return row
 
 
+def measured_row(
+    path: str, batch: int, window: Window, cpu: dict[str, float], stats: dict[str, Any]
+) -> Row:
+    """The row of a closed-loop phase, with the append script's costs from Redis' stats."""
+    row = Row(
+        path, batch, window.rate, window.p(0.5) * 1e3, window.p(0.99) * 1e3, cpu, window.seconds
+    )
+    script_costs(row, stats)
+    return row
+
+
 def script_costs(row: Row, stats: dict[str, Any]) -> None:
     evalsha = stats.get("cmdstat_evalsha")
     if not evalsha or not evalsha["calls"]:
@@ -162,17 +183,7 @@ async def broker_phase(ctx: Context, admin: aioredis.Redis, size: int) -> Row:
         )
     finally:
         await client.aclose()
-    row = Row(
-        f"broker `EventLog.append`, {CONCURRENCY} tasks",
-        size,
-        window.rate,
-        window.p(0.5) * 1e3,
-        window.p(0.99) * 1e3,
-        cpu,
-        window.seconds,
-    )
-    script_costs(row, stats)
-    return row
+    return measured_row(f"broker `EventLog.append`, {CONCURRENCY} tasks", size, window, cpu, stats)
 
 
 # -- (b) one gateway pod over HTTP ----------------------------------------------------------
@@ -229,42 +240,13 @@ class Gateway:
         self.log.close()
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection sending pre-encoded appends, one at a time.
-
-    Deliberately minimal (no parsing beyond the status line and Content-Length) so the load
-    generator costs a small fraction of what the gateway spends per request."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int) -> Connection:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
-
-    async def post(self, path: bytes, body: bytes) -> None:
-        self.writer.write(
-            b"POST %s HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n%s" % (path, len(body), body)
-        )
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        at = head.lower().find(b"content-length:")
-        length = int(head[at + 15 : head.index(b"\r\n", at)]) if at >= 0 else 0
-        reply = await self.reader.readexactly(length)
-        if head[9:12] != b"201":
-            raise RuntimeError(f"append failed: {head[:12]!r} {reply[:500]!r}")
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 async def http_phase(ctx: Context, admin: aioredis.Redis, gateway: Gateway, size: int) -> Row:
     await admin.flushall()
     bodies = [orjson.dumps({"events": b}) for b in batches(size, seed=size)]
     paths = [f"/event-stores/{STORE}/streams/{stream_of(n)}".encode() for n in range(STREAMS)]
-    connections = [await Connection.open(gateway.port) for _ in range(CONCURRENCY)]
+    connections = [await KeepAliveHttp.open(gateway.port) for _ in range(CONCURRENCY)]
 
-    def worker(conn: Connection, w: int) -> Callable[[int], Awaitable[None]]:
+    def worker(conn: KeepAliveHttp, w: int) -> Callable[[int], Awaitable[None]]:
         async def append(i: int) -> None:
             n = w + i * CONCURRENCY
             await conn.post(paths[n % STREAMS], bodies[n % POOL])
@@ -281,17 +263,9 @@ async def http_phase(ctx: Context, admin: aioredis.Redis, gateway: Gateway, size
     finally:
         for c in connections:
             c.close()
-    row = Row(
-        f"HTTP, 1 gateway pod, {CONCURRENCY} keep-alive connections",
-        size,
-        window.rate,
-        window.p(0.5) * 1e3,
-        window.p(0.99) * 1e3,
-        cpu,
-        window.seconds,
+    return measured_row(
+        f"HTTP, 1 gateway pod, {CONCURRENCY} keep-alive connections", size, window, cpu, stats
     )
-    script_costs(row, stats)
-    return row
 
 
 # -- (c) redis-benchmark XADD ---------------------------------------------------------------
