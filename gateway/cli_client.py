@@ -13,7 +13,7 @@ import os
 import random
 import sys
 import zlib
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -97,6 +97,16 @@ def client_for(url: str, api_key: str | None) -> DeltaGateClient:
     except ValueError:
         usage(f"--url must start with http:// or https://, got {url!r}")
     return DeltaGateClient(url, api_key=api_key or None)
+
+
+def request(url: str, api_key: str | None, call: Callable[[DeltaGateClient], Awaitable[T]]) -> T:
+    """One API call from a command, with ``run``'s error handling."""
+
+    async def go() -> T:
+        async with client_for(url, api_key) as client:
+            return await call(client)
+
+    return run(go)
 
 
 # -- shared options ----------------------------------------------------------------------------
@@ -198,11 +208,7 @@ def _stores_table(stores: list[dict[str, Any]]) -> Any:
 
 
 def _list_stores(url: str, api_key: str | None, as_json: bool) -> None:
-    async def go() -> list[dict[str, Any]]:
-        async with client_for(url, api_key) as client:
-            return await client.list_stores()
-
-    stores = run(go)
+    stores = request(url, api_key, lambda client: client.list_stores())
     if as_json:
         print_json(stores)
     elif not stores:
@@ -235,11 +241,7 @@ def stores_show(
 ) -> None:
     """Show one store with its statistics."""
 
-    async def go() -> dict[str, Any]:
-        async with client_for(url, api_key) as client:
-            return await client.get_store(name)
-
-    store = run(go)
+    store = request(url, api_key, lambda client: client.get_store(name))
     if as_json:
         print_json(store)
     else:
@@ -256,11 +258,7 @@ def stores_create(
 ) -> None:
     """Create an event store."""
 
-    async def go() -> dict[str, Any]:
-        async with client_for(url, api_key) as client:
-            return await client.create_store(name, description)
-
-    store = run(go)
+    store = request(url, api_key, lambda client: client.create_store(name, description))
     if as_json:
         print_json(store)
     else:
@@ -280,11 +278,7 @@ def stores_delete(
             usage(f"deleting '{name}' removes all its events; repeat with --yes")
         typer.confirm(f"Delete event store '{name}' and all its events?", abort=True)
 
-    async def go() -> dict[str, Any]:
-        async with client_for(url, api_key) as client:
-            return await client.delete_store(name)
-
-    body = run(go)
+    body = request(url, api_key, lambda client: client.delete_store(name))
     typer.echo(str(body.get("message") or f"event store '{name}' deleted"))
 
 
