@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
@@ -190,8 +191,13 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-class Pod:
-    """One gateway process (`deltagate serve`) on a free port."""
+class DeltagateProcess:
+    """One ``deltagate <command>`` process on a free port of 127.0.0.1, its output in a log file;
+    ready when its ``/readyz`` answers 200."""
+
+    command = "serve"
+    stop_timeout = 40.0
+    """Seconds ``stop()`` waits for the exit before killing (a pod's drain takes up to 30)."""
 
     def __init__(self, env: dict[str, str], port: int | None = None) -> None:
         self.port = port or free_port()
@@ -203,32 +209,37 @@ class Pod:
             "DELTAGATE_LOG_JSON": "true",
         }
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(tempfile.mkstemp(prefix="dg-pod-", suffix=".log")[1])
+        self.log_path = Path(tempfile.mkstemp(prefix=f"dg-{self.command}-", suffix=".log")[1])
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
-    def start(self, wait_ready: bool = True) -> Pod:
+    def start(self, wait_ready: bool = True) -> Self:
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "serve"],
+                [sys.executable, "-m", "gateway.cli", self.command],
                 env=self.env,
                 stdout=log,
                 stderr=log,
                 cwd=ROOT,
             )
         if wait_ready:
-            wait_for(self.ready, timeout=20, what=f"pod on {self.port} to be ready")
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> Self:
+        wait_for(self.ready, timeout=20, what=f"{self.command} on {self.port} to be ready")
         return self
 
     def ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"pod exited: {self.log()}")
+            raise RuntimeError(f"`deltagate {self.command}` exited: {self.log()}")
         return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
 
     def signal(self, sig: int) -> None:
@@ -240,13 +251,14 @@ class Pod:
             self.proc.kill()
             self.proc.wait()
 
-    def stop(self) -> int | None:
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM, then the exit status (killed after ``timeout`` seconds)."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(40)
+                self.proc.wait(self.stop_timeout if timeout is None else timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -254,6 +266,14 @@ class Pod:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+
+class Pod(DeltagateProcess):
+    """One gateway process (`deltagate serve`)."""
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
 
 
 @pytest.fixture

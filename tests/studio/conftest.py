@@ -8,11 +8,6 @@ With CI=true a missing chromium or playwright package fails the tests instead of
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,7 +19,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, ROOT, Pod, free_port, wait_for
+from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, Pod
+from tests.webhooks.support import DispatcherProcess
 
 VIEWPORT = {"width": 1366, "height": 820}  # a laptop screen
 # Settings of the surrounding environment that must not leak into the gateways started here.
@@ -146,54 +142,12 @@ class Receiver:
             self.server = None
 
 
-class Dispatcher:
-    """One `deltagate dispatcher` process on the private Redis."""
+class Dispatcher(DispatcherProcess):
+    """One `deltagate dispatcher` process on the private Redis, with none of the surrounding
+    environment's settings."""
 
     def __init__(self, redis_url: str) -> None:
-        self.port = free_port()
-        self.env = {k: v for k, v in os.environ.items() if k not in FOREIGN}
-        self.env.update(
-            {
-                "DELTAGATE_REDIS_URL": redis_url,
-                "DELTAGATE_PORT": str(self.port),
-                "DELTAGATE_HOST": "127.0.0.1",
-                "DELTAGATE_POLL_INTERVAL": "0.2",
-                "DELTAGATE_DISPATCHER_LEASE_SECONDS": "1.5",
-                "DELTAGATE_GRACE_PERIOD": "3",
-            }
-        )
-        self.log_path = Path(tempfile.mkstemp(prefix="dg-studio-dispatcher-", suffix=".log")[1])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Dispatcher:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "dispatcher"],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-                cwd=ROOT,
-            )
-        wait_for(self.ready, timeout=20, what="the dispatcher to be ready")
-        return self
-
-    def ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(
-                f"`deltagate dispatcher` exited with {self.proc.returncode}: {self.log()}"
-            )
-        return httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        super().__init__(redis_url, {"DELTAGATE_GRACE_PERIOD": "3"})
+        for name in FOREIGN:
+            if name != "DELTAGATE_REDIS_URL":
+                self.env.pop(name, None)

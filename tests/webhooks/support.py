@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -17,13 +12,12 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
 from starlette.exceptions import StarletteDeprecationWarning
 
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, DeltagateProcess, free_port
 
 with warnings.catch_warnings():
     # starlette asks for httpx2 at import; the project depends on httpx.
@@ -194,51 +188,21 @@ class Receiver:
         return sum(n - 1 for n in ids.values())
 
 
-@dataclass
-class DispatcherProcess:
-    """One ``deltagate dispatcher`` replica."""
+class DispatcherProcess(DeltagateProcess):
+    """One ``deltagate dispatcher`` replica on ``redis_url``, polling and leasing briskly."""
 
-    redis_url: str
-    env: dict[str, str] = field(default_factory=dict)
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-    log_path: Path = field(
-        default_factory=lambda: Path(tempfile.mkstemp(prefix="dg-dispatcher-", suffix=".log")[1])
-    )
+    command = "dispatcher"
+    stop_timeout = 30.0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> DispatcherProcess:
-        env = {
-            **os.environ,
-            "DELTAGATE_REDIS_URL": self.redis_url,
-            "DELTAGATE_PORT": str(self.port),
-            "DELTAGATE_HOST": "127.0.0.1",
-            "DELTAGATE_LOG_JSON": "true",
-            "DELTAGATE_POLL_INTERVAL": "0.2",
-            "DELTAGATE_DISPATCHER_LEASE_SECONDS": "1.5",
-            **self.env,
-        }
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "dispatcher"],
-                env=env,
-                stdout=log,
-                stderr=log,
-                cwd=ROOT,
-            )
-        return self
-
-    def wait_ready(self) -> DispatcherProcess:
-        wait_for(self.ready, timeout=20, what=f"dispatcher on {self.port} to be ready")
-        return self
-
-    def ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"dispatcher exited: {self.log()}")
-        return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+    def __init__(self, redis_url: str, env: dict[str, str] | None = None) -> None:
+        super().__init__(
+            {
+                "DELTAGATE_REDIS_URL": redis_url,
+                "DELTAGATE_POLL_INTERVAL": "0.2",
+                "DELTAGATE_DISPATCHER_LEASE_SECONDS": "1.5",
+                **(env or {}),
+            }
+        )
 
     def metrics(self) -> dict[str, float]:
         """Sample name with labels -> value."""
@@ -250,37 +214,12 @@ class DispatcherProcess:
                 samples[name] = float(value)
         return samples
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self, timeout: float = 30) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
 
 def dispatchers_fixture(redis_url: str) -> Iterator[Callable[..., DispatcherProcess]]:
     started: list[DispatcherProcess] = []
 
     def spawn(**env: str) -> DispatcherProcess:
-        d = DispatcherProcess(redis_url, env).start()
+        d = DispatcherProcess(redis_url, env).start(wait_ready=False)
         started.append(d)
         return d
 
