@@ -1,57 +1,115 @@
-"""deltagate's broker: the event log, positions, filters and live fan-out on Redis.
+"""deltagate's broker: the event log, positions, filters, live fan-out and webhook delivery on
+Redis, as a library.
 
-Knows nothing of HTTP or WebSockets; the gateway uses only the names exported here.
+Knows nothing of HTTP servers or WebSockets (the webhook sender is an HTTP *client*); the gateway
+and the CLI use only the names exported here, and a test holds that rule (tests/test_layering.py).
+
+The data path, by module: an append is ``log.EventLog.append`` running ``scripts/append.lua``, which
+writes the log and announces the events on the store's channel; ``pubsub.Listener`` hears it in
+every pod; ``fanout.Fanout`` hands it to the matching ``LiveSubscription``s (gap repair and
+catch-up read ``pages.PageReader``); each subscription's ``Sink`` is the gateway's WebSocket
+session. Webhooks follow the same log through ``dispatcher.Dispatcher``.
 """
 
 from . import codec
+from .aio import cancel_and_wait
+from .apikeys import ApiKey, KeyStore, hash_secret
+from .dispatcher import Dispatcher, DispatcherOptions, Result, parse_schedule
 from .errors import (
     BrokerError,
+    EventTooLarge,
+    InvalidEvent,
+    InvalidFilter,
+    InvalidSubscriptionConfig,
+    NotReplicated,
+    RateLimited,
     StoreAlreadyExists,
     StoreNotFound,
+    SubscriptionNotFound,
     Unavailable,
     VersionConflict,
 )
-from .filters import Filter, FilterIndex, InvalidFilter, check_name
+from .fanout import Fanout, LiveSubscription, Marker, Sink
+from .filters import Filter, FilterIndex, check_name
 from .keys import valid_store_name
-from .log import EventLog, EventTooLarge, InvalidEvent, LogLimits
-from .redis import RedisConfig, connect
+from .limits import RateLimiter
+from .log import EventLog, LogLimits
+from .redis import RedisConfig, connect, ping
 from .stores import StoreAdmin
 from .types import (
+    MAX_POSITION,
     AppendResult,
     Direction,
     ExpectedVersion,
     LoggedEvent,
     NewEvent,
     Page,
+    StartPosition,
     StoreInfo,
     StreamInfo,
+    now_iso,
+)
+from .webhooks import (
+    WebhookConfig,
+    WebhookStore,
+    WebhookSubscription,
+    check_id,
+    check_position,
+    check_secret,
 )
 
 __all__ = [
+    "MAX_POSITION",
+    "ApiKey",
     "AppendResult",
     "BrokerError",
     "Direction",
+    "Dispatcher",
+    "DispatcherOptions",
     "EventLog",
     "EventTooLarge",
     "ExpectedVersion",
+    "Fanout",
     "Filter",
     "FilterIndex",
     "InvalidEvent",
     "InvalidFilter",
+    "InvalidSubscriptionConfig",
+    "KeyStore",
+    "LiveSubscription",
     "LogLimits",
     "LoggedEvent",
+    "Marker",
     "NewEvent",
+    "NotReplicated",
     "Page",
+    "RateLimited",
+    "RateLimiter",
     "RedisConfig",
+    "Result",
+    "Sink",
+    "StartPosition",
     "StoreAdmin",
     "StoreAlreadyExists",
     "StoreInfo",
     "StoreNotFound",
     "StreamInfo",
+    "SubscriptionNotFound",
     "Unavailable",
     "VersionConflict",
+    "WebhookConfig",
+    "WebhookStore",
+    "WebhookSubscription",
+    "cancel_and_wait",
+    "check_id",
     "check_name",
+    "check_position",
+    "check_secret",
     "codec",
     "connect",
+    "hash_secret",
+    "now_iso",
+    "parse_schedule",
+    "ping",
     "valid_store_name",
 ]

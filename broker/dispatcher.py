@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -40,9 +41,10 @@ from .aio import cancel_and_wait
 from .errors import BrokerError
 from .keys import WEBHOOK_DISPATCHERS, StoreKeys, WebhookKeys
 from .log import EventLog
-from .redis import TRANSIENT, call, load_script
+from .pubsub import Listener
+from .redis import call, load_script
 from .types import LoggedEvent
-from .webhooks import RetryPolicy, Subscription, WebhookStore, secret_key, signature
+from .webhooks import RetryPolicy, WebhookStore, WebhookSubscription, secret_key, signature
 
 log = logging.getLogger("deltagate.dispatcher")
 
@@ -61,7 +63,9 @@ WINDOW_CHARS = 16 * 1024 * 1024
 """Event text one subscription holds in memory at most."""
 ERROR_BODY_BYTES = 64 * 1024
 """Response bytes read (then dropped) so a connection can be reused."""
-USER_AGENT = "deltagate-webhooks/0.1"
+USER_AGENT = f"deltagate-webhooks/{version('deltagate')}"
+DOORBELL_TICK = 0.2
+"""Seconds between updates of the channels the doorbell listens to."""
 RETRY_COOLDOWN = 5.0
 """Seconds before a replica takes a subscription back after its worker failed."""
 
@@ -109,7 +113,6 @@ class DispatcherOptions:
     dead_letter_limit: int = 10_000
     drain_seconds: float = 20.0
     """On close, in-flight requests get this long to finish."""
-    subscribe_command: Literal["subscribe", "ssubscribe"] = "subscribe"
     replica_id: str | None = None
 
 
@@ -204,7 +207,7 @@ class _Worker:
         self._finished: list[str] = []
         self._redriven: list[str] = []
         self._succeeded = False
-        self._sub: Subscription | None = None
+        self._sub: WebhookSubscription | None = None
         self._http: httpx.AsyncClient | None = None
         self._key = b""
         self._fields: dict[str, Any] = {}
@@ -299,7 +302,7 @@ class _Worker:
         self._known_done = state.done
         self._redrive_pending = state.redrive > 0
 
-    def _apply(self, sub: Subscription) -> None:
+    def _apply(self, sub: WebhookSubscription) -> None:
         was_active = self.active
         self._sub = sub
         self.rev = sub.rev
@@ -645,6 +648,9 @@ class Dispatcher:
         self._stop = asyncio.Event()
         self._done = asyncio.Event()
         self._state: Literal["new", "running", "draining", "closed"] = "new"
+        self._doorbell = Listener(
+            redis, self, tick_interval=DOORBELL_TICK, name="dispatcher doorbell"
+        )
         self.healthy = False
         """True while Redis answers the balancing loop."""
         self.replicas = 1
@@ -666,14 +672,15 @@ class Dispatcher:
         tasks = [
             loop.create_task(every(self.options.poll_interval, self._balance), name="balance"),
             loop.create_task(every(self.options.lease_seconds / 3, self._renew), name="renew"),
-            loop.create_task(self._doorbell(), name="doorbell"),
         ]
+        await self._doorbell.start()
         try:
             await self._stop.wait()
             self._state = "draining"
             await self._drain()
         finally:
             await cancel_and_wait(tasks)
+            await self._doorbell.close()
             workers = list(self._workers.values())
             await cancel_and_wait(w.task for w in workers)
             await self._release([w.ref for w in workers])
@@ -906,60 +913,22 @@ class Dispatcher:
             except (BrokerError, TimeoutError):
                 return  # the leases expire by themselves
 
-    # -- the doorbell -----------------------------------------------------------------------
+    # -- the doorbell (broker.pubsub.Listener's owner) -----------------------------------------
+    # Hands what an append announces on its store's channel to that store's workers (the
+    # announcement carries the events' JSON). Only a doorbell as far as correctness goes: workers
+    # also poll the log, so a lost message or a broken connection costs latency only.
 
-    async def _doorbell(self) -> None:
-        """Hand what an append announces on its store's channel to that store's workers (the
-        announcement carries the events' JSON). Only a doorbell as far as correctness goes:
-        workers also poll the log, so a lost message or a broken connection costs latency
-        only."""
-        backoff = 0.1
-        pubsub: Any = None
-        channels: dict[str, str] = {}
-        try:
-            while True:
-                try:
-                    if pubsub is None:
-                        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                        channels = {}
-                    wanted = {StoreKeys(s).channel: s for s in self._by_store}
-                    sharded = self.options.subscribe_command == "ssubscribe"
-                    added = [c for c in wanted if c not in channels]
-                    removed = [c for c in channels if c not in wanted]
-                    if added:
-                        await call((pubsub.ssubscribe if sharded else pubsub.subscribe)(*added))
-                    if removed:
-                        await call(
-                            (pubsub.sunsubscribe if sharded else pubsub.unsubscribe)(*removed)
-                        )
-                    channels = wanted
-                    if not channels:
-                        await asyncio.sleep(0.2)
-                        continue
-                    message = await call(
-                        pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
-                    )
-                    backoff = 0.1
-                    if message is not None and message["type"] in ("message", "smessage"):
-                        workers = self._by_store.get(channels.get(message["channel"], ""))
-                        if workers:
-                            _, events = codec.decode_announcement(message["data"])
-                            for worker in workers:
-                                worker.announce(events)
-                except (*TRANSIENT, BrokerError) as exc:
-                    log.warning(
-                        "dispatcher lost its pub/sub connection; polling meanwhile",
-                        extra={"error": repr(exc), "retry_in": backoff},
-                    )
-                    await _close_pubsub(pubsub)
-                    pubsub = None
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-        finally:
-            await _close_pubsub(pubsub)
+    async def announced(self, channel: str, data: str) -> None:
+        store = channel[channel.index("{") + 1 : channel.rindex("}")]
+        workers = self._by_store.get(store)
+        if workers:
+            _, events = codec.decode_announcement(data)
+            for worker in workers:
+                worker.announce(events)
 
-
-async def _close_pubsub(pubsub: Any) -> None:
-    if pubsub is not None:
-        with contextlib.suppress(*TRANSIENT):
-            await pubsub.aclose()
+    async def tick(self) -> None:
+        """Listen to the channels of the stores this replica delivers, and only those."""
+        wanted = {StoreKeys(s).channel for s in self._by_store}
+        have = self._doorbell.channels
+        await self._doorbell.unsubscribe(*(have - wanted))
+        await self._doorbell.subscribe(*(wanted - have))

@@ -1,6 +1,6 @@
-"""Broker errors: small, carrying protocol data, and saying whether a retry can help.
-
-The gateway maps them to HTTP statuses and WebSocket close codes in exactly one place.
+"""Every error the broker raises: small, carrying protocol data, and saying whether a retry can
+help (``temporary``). The gateway maps them to HTTP statuses and WebSocket close codes in exactly
+one place (``gateway/errors.py``), by ``code``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ class BrokerError(Exception):
     code = "INTERNAL"
     temporary = False
 
-    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, details: Any = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+
+
+# -- stores and the log ------------------------------------------------------------------------
 
 
 class StoreNotFound(BrokerError):
@@ -42,8 +45,64 @@ class VersionConflict(BrokerError):
         )
 
 
+class EventTooLarge(BrokerError):
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class InvalidEvent(BrokerError):
+    """An event the log cannot store as JSON: its data or metadata nests too deeply."""
+
+    code = "VALIDATION_ERROR"
+
+
+class InvalidFilter(ValueError):
+    """A pattern, stream id or type a filter cannot hold. Callers report it as a validation
+    error of the field it came from."""
+
+
+# -- Redis ----------------------------------------------------------------------------------------
+
+
 class Unavailable(BrokerError):
     """Redis cannot be reached or timed out. Retrying later can help."""
 
     code = "UNAVAILABLE"
     temporary = True
+
+
+class NotReplicated(Unavailable):
+    """The append is in the log but fewer replicas than required confirmed it in time."""
+
+
+class RateLimited(BrokerError):
+    """A key went past one of its limits; ``retry_after`` seconds from now it may go on."""
+
+    code = "RATE_LIMIT_EXCEEDED"
+
+    def __init__(self, message: str, details: Any = None, *, retry_after: int = 1) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+
+# -- webhook subscriptions ----------------------------------------------------------------------
+
+
+class SubscriptionNotFound(BrokerError):
+    code = "SUBSCRIPTION_NOT_FOUND"
+
+    def __init__(self, store: str, sub_id: str) -> None:
+        super().__init__(
+            f"subscription '{sub_id}' does not exist in event store '{store}'",
+            {"eventStoreName": store, "subscriptionId": sub_id},
+        )
+
+
+class InvalidSubscriptionConfig(BrokerError):
+    """A subscription config that cannot work; ``problems`` lists each bad field."""
+
+    code = "INVALID_SUBSCRIPTION_CONFIG"
+
+    def __init__(self, problems: list[dict[str, str]]) -> None:
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+        super().__init__(summary or "invalid subscription config")
+        self.problems = problems

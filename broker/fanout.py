@@ -1,34 +1,34 @@
-"""Live fan-out on one pod: one pub/sub listener, a gapless feed per store, subscriptions that
-switch between catching up from the log and live delivery. Invariants: ``docs/streaming.md``.
+"""Live fan-out on one pod: ``Fanout`` is the local registry of live subscriptions (centrifuge's
+Hub): a gapless ``Feed`` per store, fed by the process's pub/sub ``Listener`` and repaired from
+the log, and ``LiveSubscription``s that switch between catching up from the log and live delivery.
+Invariants: ``docs/streaming.md``.
 
 Nothing here knows about WebSockets: a subscription hands events to a ``Sink`` (the gateway's
-session), which says whether it had room.
+session), which says whether it had room, and the fan-out never awaits a client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from . import codec
 from .aio import cancel_and_wait
-from .errors import BrokerError, Unavailable
+from .errors import BrokerError
 from .filters import Filter, FilterIndex
 from .keys import StoreKeys
 from .log import EventLog
-from .redis import TRANSIENT, call
+from .pages import PAGE, PageReader
+from .pubsub import Listener
+from .redis import call
 from .types import LoggedEvent
 
 log = logging.getLogger("deltagate.fanout")
 
-PAGE = 1000
-PAGE_CACHE_CHARS = 8 * 1024 * 1024
 REPLAY_CHECKPOINT_INTERVAL = 1.0
 
 Marker = Literal["caughtUp", "checkpoint"]
@@ -37,11 +37,11 @@ Marker = Literal["caughtUp", "checkpoint"]
 class Sink(Protocol):
     """Where a subscription's messages go (a WebSocket session's outbox)."""
 
-    def send_event(self, sub: Subscription, event: LoggedEvent) -> bool:
+    def send_event(self, sub: LiveSubscription, event: LoggedEvent) -> bool:
         """Queue an event; False when there is no room (the subscription is then demoted)."""
         ...
 
-    def send_marker(self, sub: Subscription, kind: Marker, position: int) -> bool:
+    def send_marker(self, sub: LiveSubscription, kind: Marker, position: int) -> bool:
         """Queue a caughtUp or checkpoint message; False when there is no room."""
         ...
 
@@ -51,13 +51,12 @@ class Sink(Protocol):
 
 
 @dataclass
-class HubStats:
+class FanoutStats:
     """Counters the gateway exports as metrics (read at scrape time, no cost per event)."""
 
     delivered_live: int = 0
     delivered_replay: int = 0
     gaps_repaired: int = 0
-    pubsub_reconnects: int = 0
     demoted: int = 0
     promoted: int = 0
 
@@ -71,20 +70,20 @@ class Feed:
         self.store = store
         self.keys = StoreKeys(store)
         self.seen = 0
-        self.index: FilterIndex[Subscription] = FilterIndex()
-        self.live: set[Subscription] = set()
+        self.index: FilterIndex[LiveSubscription] = FilterIndex()
+        self.live: set[LiveSubscription] = set()
         self.refs = 0
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
-class Subscription:
+class LiveSubscription:
     """One client subscription. Live (in its feed's index) or catching up (a task of its own
     reads the log), never both. ``cursor`` is the last globalPosition handled for it."""
 
     __slots__ = (
         "_catch_up",
         "_demoted",
-        "_hub",
+        "_fanout",
         "_last_marker",
         "_last_marker_at",
         "_replaying",
@@ -99,7 +98,7 @@ class Subscription:
 
     def __init__(
         self,
-        hub: Hub,
+        fanout: Fanout,
         feed: Feed,
         sub_id: str,
         flt: Filter,
@@ -108,7 +107,7 @@ class Subscription:
         replaying: bool,
         context: Any = None,
     ) -> None:
-        self._hub = hub
+        self._fanout = fanout
         self.feed = feed
         self.id = sub_id
         self.filter = flt
@@ -126,7 +125,7 @@ class Subscription:
     def live(self) -> bool:
         return self.state == "live"
 
-    # -- called by the hub, synchronously, in the listener task ----------------------------
+    # -- called by the fan-out, synchronously, in the listener task ----------------------------
 
     def offer(self, event: LoggedEvent) -> bool:
         """Hand a live event over; on a full sink, demote to catching up (never blocks)."""
@@ -150,10 +149,10 @@ class Subscription:
             self._last_marker_at = now
 
     def _demote(self) -> None:
-        self._hub._unlive(self)
+        self._fanout._unlive(self)
         self.state = "catching-up"
         self._demoted = True
-        self._hub.stats.demoted += 1
+        self._fanout.stats.demoted += 1
         self._start_catch_up()
 
     # -- catching up ------------------------------------------------------------------------
@@ -165,14 +164,14 @@ class Subscription:
 
     async def _run_catch_up(self) -> None:
         """Read the log after ``cursor`` at the sink's pace, then switch to live (docs)."""
-        feed, hub = self.feed, self._hub
+        feed, fanout = self.feed, self._fanout
         try:
             while self.state == "catching-up":
                 await self.sink.wait_room()
                 if self.cursor >= feed.seen:
                     self._go_live()
                     return
-                page = await hub.read_page(feed.store, self.cursor)
+                page = await fanout.read_page(feed.store, self.cursor)
                 if not page:
                     # The log holds nothing past cursor although the feed saw more: the store
                     # was reset under us. Follow the feed from here.
@@ -203,7 +202,7 @@ class Subscription:
                 sent += 1
             self.cursor = max(self.cursor, event.global_position)
             i += 1
-        self._hub.stats.delivered_replay += sent
+        self._fanout.stats.delivered_replay += sent
         now = time.monotonic()
         if sent:
             self._last_marker_at = now
@@ -217,7 +216,7 @@ class Subscription:
     def _go_live(self) -> None:
         """The switch: no await between the check in the caller and this registration."""
         self.state = "live"
-        self._hub._make_live(self)
+        self._fanout._make_live(self)
         if self._replaying:
             self._replaying = False
             position = max(self.cursor, self.feed.seen)
@@ -225,82 +224,29 @@ class Subscription:
                 self.cursor = self._last_marker = position
         elif self._demoted:
             self._demoted = False
-            self._hub.stats.promoted += 1
+            self._fanout.stats.promoted += 1
 
     async def close(self) -> None:
         """Stop delivering and release the feed. Safe to call twice."""
         if self.state == "closed":
             return
         if self.state == "live":
-            self._hub._unlive(self)
+            self._fanout._unlive(self)
         self.state = "closed"
         task, self._catch_up = self._catch_up, None
         if task is not None and task is not asyncio.current_task():
             await cancel_and_wait([task])
-        self._hub._release(self.feed)
+        self._fanout._release(self.feed)
 
-    async def __aenter__(self) -> Subscription:
+    async def __aenter__(self) -> LiveSubscription:
         return self
 
     async def __aexit__(self, *_: object) -> None:
         await self.close()
 
 
-class PageReader:
-    """Catch-up reads of the log, shared: identical reads in flight are made once, and full
-    pages (which can never change) are kept in an LRU bounded by their size."""
-
-    def __init__(self, log: EventLog, size: int = PAGE, budget: int = PAGE_CACHE_CHARS) -> None:
-        self._log = log
-        self._size = size
-        self._budget = budget
-        self._used = 0
-        self._pages: OrderedDict[tuple[str, int], tuple[list[LoggedEvent], int]] = OrderedDict()
-        self._inflight: dict[tuple[str, int], asyncio.Future[list[LoggedEvent]]] = {}
-
-    async def read(self, store: str, after: int) -> list[LoggedEvent]:
-        key = (store, after)
-        cached = self._pages.get(key)
-        if cached is not None:
-            self._pages.move_to_end(key)
-            return cached[0]
-        pending = self._inflight.get(key)
-        if pending is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                # The reader we waited on was cancelled (its client left): read ourselves.
-                return await asyncio.shield(pending)
-            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                raise asyncio.CancelledError
-            return await self.read(store, after)
-        future: asyncio.Future[list[LoggedEvent]] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            page = await self._log.read_after(store, after, self._size)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: the waiters, if any, re-raise it
-            raise
-        finally:
-            self._inflight.pop(key, None)
-        future.set_result(page)
-        if len(page) == self._size:
-            chars = sum(len(e.json) for e in page)
-            self._pages[key] = (page, chars)
-            self._used += chars
-            while self._used > self._budget and self._pages:
-                self._used -= self._pages.popitem(last=False)[1][1]
-        return page
-
-    def forget(self, store: str) -> None:
-        for key in [k for k in self._pages if k[0] == store]:
-            self._used -= self._pages.pop(key)[1]
-
-
-class Hub:
-    """All live fan-out of one pod. Start with ``await hub.start()``, stop with ``close()``."""
+class Fanout:
+    """All live fan-out of one pod. Start with ``await fanout.start()``, stop with ``close()``."""
 
     def __init__(
         self,
@@ -309,7 +255,6 @@ class Hub:
         *,
         poll_interval: float = 1.0,
         checkpoint_interval: float = 5.0,
-        subscribe_command: str = "subscribe",
         on_latency: Callable[[float, int], None] | None = None,
     ) -> None:
         self._redis = redis
@@ -317,34 +262,32 @@ class Hub:
         self._pages = PageReader(log)
         self._feeds: dict[str, Feed] = {}
         self._head_reads: dict[str, asyncio.Future[int]] = {}
-        self._poll_interval = poll_interval
         self._checkpoint_interval = checkpoint_interval
-        self._subscribe_command = subscribe_command
+        self._next_checkpoint = 0.0
         self._on_latency = on_latency
-        self._pubsub: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self.stats = HubStats()
-        self.healthy = False
+        self._listener = Listener(redis, self, tick_interval=poll_interval, name="fanout listener")
+        self.stats = FanoutStats()
+
+    @property
+    def healthy(self) -> bool:
         """True while the pub/sub listener is connected."""
+        return self._listener.healthy
+
+    @property
+    def pubsub_reconnects(self) -> int:
+        return self._listener.reconnects
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        self._task = asyncio.get_running_loop().create_task(self._listen(), name="hub listener")
+        self._next_checkpoint = time.monotonic() + self._checkpoint_interval
+        await self._listener.start()
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait([task])
+        await self._listener.close()
         for feed in list(self._feeds.values()):
             for sub in list(feed.live):
                 await sub.close()
-        if self._pubsub is not None:
-            with contextlib.suppress(*TRANSIENT):
-                await self._pubsub.aclose()
-        self.healthy = False
 
     # -- subscribing ------------------------------------------------------------------------
 
@@ -357,7 +300,7 @@ class Hub:
         sub_id: str,
         position: int | Literal["latest", "earliest"] = "latest",
         context: Any = None,
-    ) -> tuple[Subscription, int]:
+    ) -> tuple[LiveSubscription, int]:
         """A new subscription and the store's head at subscribe time. It starts delivering
         after ``position`` (``latest`` = that head, ``earliest`` = 0). Raises StoreNotFound or
         Unavailable."""
@@ -371,7 +314,7 @@ class Hub:
             cursor, replaying = head, False
         else:
             cursor, replaying = (0 if position == "earliest" else position), True
-        sub = Subscription(self, feed, sub_id, flt, sink, cursor, replaying, context)
+        sub = LiveSubscription(self, feed, sub_id, flt, sink, cursor, replaying, context)
         if cursor >= feed.seen and not replaying:
             sub._go_live()
         else:
@@ -403,7 +346,7 @@ class Hub:
             feed = self._feeds[store] = Feed(store)
             feed.refs += 1
             try:
-                await call(self._channel_command(True)(feed.keys.channel))
+                await self._listener.subscribe(feed.keys.channel)
                 feed.seen = await self._log.head(store)
             except BaseException as exc:
                 feed.refs -= 1
@@ -415,7 +358,6 @@ class Hub:
                     feed.ready.exception()
                 raise
             feed.ready.set_result(None)
-            self._wake.set()
             return feed
         feed.refs += 1
         try:
@@ -429,76 +371,25 @@ class Hub:
         feed.refs -= 1
         # The listener unsubscribes idle feeds on its next tick.
 
-    def _make_live(self, sub: Subscription) -> None:
+    def _make_live(self, sub: LiveSubscription) -> None:
         sub.feed.index.add(sub, sub.filter)
         sub.feed.live.add(sub)
 
-    def _unlive(self, sub: Subscription) -> None:
+    def _unlive(self, sub: LiveSubscription) -> None:
         sub.feed.index.remove(sub)
         sub.feed.live.discard(sub)
 
-    # -- the listener -----------------------------------------------------------------------
+    # -- what the listener hands over (in its task) ------------------------------------------
 
-    async def _listen(self) -> None:
-        backoff = 0.1
-        next_poll = 0.0
-        next_checkpoint = time.monotonic() + self._checkpoint_interval
-        while True:
-            try:
-                now = time.monotonic()
-                if now >= next_poll:
-                    await self._poll()
-                    next_poll = now + self._poll_interval
-                if now >= next_checkpoint:
-                    self._checkpoints(now)
-                    next_checkpoint = now + self._checkpoint_interval
-                if not self._pubsub.subscribed:
-                    # Nothing to listen to: sleep until a feed appears or the next poll.
-                    self.healthy = True
-                    self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), max(0.0, next_poll - now))
-                    continue
-                message = await self._next_message(max(0.01, next_poll - now))
-                self.healthy = True
-                backoff = 0.1
-                if message is not None and message["type"] in ("message", "smessage"):
-                    await self._announced(message["channel"], message["data"])
-            except asyncio.CancelledError:
-                raise
-            except (*TRANSIENT, Unavailable) as exc:
-                self.healthy = False
-                self.stats.pubsub_reconnects += 1
-                log.warning(
-                    "pub/sub listener lost Redis; reconnecting",
-                    extra={"error": repr(exc), "retry_in": backoff},
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                next_poll = 0.0  # repair everything missed as soon as Redis answers
-                # The next read reconnects, and redis-py re-subscribes every channel.
-            except Exception:
-                # A bug must not silently kill the pod's only listener: log it loudly and go on.
-                log.exception("pub/sub listener error")
-                self.healthy = False
-                await asyncio.sleep(backoff)
+    async def tick(self) -> None:
+        """Every poll interval: repair feeds from the log, drop idle ones, send checkpoints."""
+        await self._poll()
+        now = time.monotonic()
+        if now >= self._next_checkpoint:
+            self._checkpoints(now)
+            self._next_checkpoint = now + self._checkpoint_interval
 
-    async def _next_message(self, wait: float) -> dict[str, Any] | None:
-        if self._subscribe_command == "ssubscribe":
-            return await self._pubsub.get_sharded_message(  # type: ignore[no-any-return]
-                ignore_subscribe_messages=True, timeout=wait
-            )
-        return await self._pubsub.get_message(  # type: ignore[no-any-return]
-            ignore_subscribe_messages=True, timeout=wait
-        )
-
-    def _channel_command(self, subscribe: bool) -> Callable[..., Any]:
-        sharded = self._subscribe_command == "ssubscribe"
-        if subscribe:
-            return self._pubsub.ssubscribe if sharded else self._pubsub.subscribe  # type: ignore[no-any-return]
-        return self._pubsub.sunsubscribe if sharded else self._pubsub.unsubscribe  # type: ignore[no-any-return]
-
-    async def _announced(self, channel: str, data: str) -> None:
+    async def announced(self, channel: str, data: str) -> None:
         store = channel[channel.index("{") + 1 : channel.rindex("}")]
         feed = self._feeds.get(store)
         if feed is None or not feed.ready.done():
@@ -532,7 +423,7 @@ class Hub:
             if feed.refs <= 0 and feed.ready.done():
                 del self._feeds[store]
                 self._pages.forget(store)
-                await call(self._channel_command(False)(feed.keys.channel))
+                await self._listener.unsubscribe(feed.keys.channel)
         feeds = [f for f in self._feeds.values() if f.ready.done()]
         if not feeds:
             return

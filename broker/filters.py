@@ -14,14 +14,12 @@ import re
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from .errors import InvalidFilter
+
 MAX_PATTERN_LENGTH = 256
 MAX_PATTERNS = 32
 
 K = TypeVar("K")
-
-
-class InvalidFilter(ValueError):
-    pass
 
 
 def check_name(value: object, what: str, max_length: int = 256) -> str:

@@ -14,34 +14,28 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from . import codec
-from .errors import BrokerError, StoreNotFound, Unavailable, VersionConflict
+from .errors import EventTooLarge, InvalidEvent, NotReplicated, StoreNotFound, VersionConflict
 from .filters import Filter
 from .keys import StoreKeys, valid_store_name
-from .redis import call, load_script
-from .types import AppendResult, Direction, ExpectedVersion, LoggedEvent, NewEvent, Page, StreamInfo
+from .redis import call, load_script, returns_raw_entries, sharded
+from .types import (
+    AppendResult,
+    Direction,
+    ExpectedVersion,
+    LoggedEvent,
+    NewEvent,
+    Page,
+    StreamInfo,
+    now_iso,
+)
 
 SCAN_PAGE = 1000
 MAX_EVENT_BYTES = 1024 * 1024
 ANNOUNCEMENT_ARG = 9
 """Index in append.lua's ARGV (0-based here) of the announcement's tail."""
-
-
-class EventTooLarge(BrokerError):
-    code = "PAYLOAD_TOO_LARGE"
-
-
-class NotReplicated(Unavailable):
-    """The append is in the log but fewer replicas than required confirmed it in time."""
-
-
-class InvalidEvent(BrokerError):
-    """An event the log cannot store as JSON: its data or metadata nests too deeply."""
-
-    code = "VALIDATION_ERROR"
 
 
 # RFC 9562 section 5.4: the version nibble (byte 6) is 4, the variant bits (byte 8) are 10.
@@ -65,10 +59,6 @@ def uuid4_batch(n: int) -> list[str]:
     ]
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def keys_of(store: str) -> StoreKeys:
     """Keys of an existing store; a name that could never be a store is simply not found."""
     if not valid_store_name(store):
@@ -90,20 +80,18 @@ class EventLog:
         redis: Any,
         *,
         limits: LogLimits | None = None,
-        publish_command: str = "PUBLISH",
         wait_replicas: int = 0,
         wait_timeout_ms: int = 500,
     ) -> None:
+        if not returns_raw_entries(redis):
+            raise TypeError(
+                "EventLog reads log entries raw: give it a client from broker.connect()"
+            )
         self._redis = redis
         self._limits = limits or LogLimits()
-        self._publish = publish_command
+        self._publish = "SPUBLISH" if sharded(redis) else "PUBLISH"
         self._wait_replicas = wait_replicas
         self._wait_timeout_ms = wait_timeout_ms
-        # Log entries are read by the thousand during replays: skip redis-py's conversion of
-        # each entry into a tuple and a dict (12% of a replay's CPU) and take the raw lists.
-        # Every XRANGE/XREVRANGE of deltagate goes through this class.
-        for command in ("XRANGE", "XREVRANGE"):
-            redis.set_response_callback(command, _raw_entries)
         self._append = load_script(redis, "append")
         self._read_stream = load_script(redis, "read_stream")
 
@@ -431,7 +419,3 @@ def _logged(entry: list[Any]) -> LoggedEvent:
     else:
         text = fields[5]
     return LoggedEvent(int(position), fields[1], fields[3], text)
-
-
-def _raw_entries(response: Any, **_: Any) -> Any:
-    return response or []

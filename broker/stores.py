@@ -8,9 +8,9 @@ from typing import Any
 from . import codec
 from .errors import StoreAlreadyExists, StoreNotFound
 from .keys import STORE_REGISTRY, StoreKeys
-from .log import keys_of, now_iso
+from .log import keys_of
 from .redis import call, load_script
-from .types import StoreInfo
+from .types import StoreInfo, now_iso
 
 
 class StoreAdmin:

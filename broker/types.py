@@ -8,10 +8,24 @@ travel beside it so nothing is ever decoded just to be routed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 GlobalPosition = int
 """Position of an event in its store's log: 1, 2, 3, ... with no gaps."""
+
+MAX_POSITION = 2**53
+"""The largest position any request may name: JSON numbers are exact up to here in every client."""
+
+StartPosition = GlobalPosition | Literal["latest", "earliest"]
+"""Where a live subscription or a webhook starts: after the head at subscribe time, from the
+first retained event, or after a globalPosition (exclusive)."""
+
+
+def now_iso() -> str:
+    """Now as the log writes times: ISO 8601 UTC with milliseconds and a ``Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
 
 ExpectedVersion = int | Literal["any", "no_stream", "stream_exists"]
 """What an append expects of its stream: an exact version (= number of events), or a condition."""

@@ -42,15 +42,14 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from . import codec
-from .errors import BrokerError, StoreNotFound
+from .errors import InvalidSubscriptionConfig, StoreNotFound, SubscriptionNotFound
 from .filters import Filter, InvalidFilter
 from .keys import STORE_REGISTRY, WebhookKeys, valid_store_name, valid_subscription_id
-from .log import now_iso
 from .redis import call, load_script
+from .types import MAX_POSITION, StartPosition, now_iso
 
 Status = Literal["active", "paused", "auto-paused"]
 Outcome = Literal["created", "existing", "updated", "unchanged"]
-Position = int | Literal["latest", "earliest"]
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -74,27 +73,6 @@ RESERVED_HEADERS = frozenset(
     }
 )
 """Headers deltagate sets itself; a subscription may not override them."""
-
-
-class SubscriptionNotFound(BrokerError):
-    code = "SUBSCRIPTION_NOT_FOUND"
-
-    def __init__(self, store: str, sub_id: str) -> None:
-        super().__init__(
-            f"subscription '{sub_id}' does not exist in event store '{store}'",
-            {"eventStoreName": store, "subscriptionId": sub_id},
-        )
-
-
-class InvalidSubscriptionConfig(BrokerError):
-    """A subscription config that cannot work; ``problems`` lists each bad field."""
-
-    code = "INVALID_SUBSCRIPTION_CONFIG"
-
-    def __init__(self, problems: list[dict[str, str]]) -> None:
-        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
-        super().__init__(summary or "invalid subscription config")
-        self.problems = problems
 
 
 # -- signing (Standard Webhooks) --------------------------------------------------------------
@@ -343,11 +321,11 @@ def _check_headers(value: object, where: str, bad: Any) -> tuple[tuple[str, str]
     return tuple(sorted(out, key=lambda item: item[0].lower()))
 
 
-def check_position(value: object) -> Position:
+def check_position(value: object) -> StartPosition:
     """``latest``, ``earliest`` or a globalPosition >= 0; InvalidSubscriptionConfig otherwise."""
     if value in ("latest", "earliest"):
         return value  # type: ignore[return-value]
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**53:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_POSITION:
         return value
     raise InvalidSubscriptionConfig(
         [{"field": "position", "message": "'latest', 'earliest' or a globalPosition >= 0"}]
@@ -376,7 +354,7 @@ def check_id(value: object, where: str = "id") -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Subscription:
+class WebhookSubscription:
     store: str
     id: str
     config: WebhookConfig
@@ -396,7 +374,7 @@ class Subscription:
     dead_letters: int = 0
 
     @classmethod
-    def from_record(cls, store: str, record: dict[str, str], dead: int = 0) -> Subscription:
+    def from_record(cls, store: str, record: dict[str, str], dead: int = 0) -> WebhookSubscription:
         since = record.get("failingSince")
         return cls(
             store=store,
@@ -419,7 +397,7 @@ class Subscription:
 
 @dataclass(frozen=True, slots=True)
 class Created:
-    subscription: Subscription
+    subscription: WebhookSubscription
     outcome: Outcome
     secret: str | None
     """The signing secret, only when this call created the subscription."""
@@ -438,7 +416,7 @@ class DeliveryState:
 
 
 class WebhookStore:
-    """Subscription records in Redis. Safe to share between tasks."""
+    """Webhook subscription records in Redis. Safe to share between tasks."""
 
     def __init__(self, redis: Any) -> None:
         self._redis = redis
@@ -458,7 +436,7 @@ class WebhookStore:
         config: WebhookConfig,
         *,
         sub_id: str | None = None,
-        position: Position = "latest",
+        position: StartPosition = "latest",
         secret: str | None = None,
         upsert: bool = False,
     ) -> Created:
@@ -507,7 +485,7 @@ class WebhookStore:
         shown = (secret or generated) if kind == "created" else None
         return Created(sub, kind, shown)
 
-    async def get(self, store: str, sub_id: str) -> Subscription:
+    async def get(self, store: str, sub_id: str) -> WebhookSubscription:
         """Raises StoreNotFound or SubscriptionNotFound."""
         k = _keys(store)
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -520,9 +498,9 @@ class WebhookStore:
             raise StoreNotFound(store)
         if owner != uid or not record or "config" not in record:
             raise SubscriptionNotFound(store, sub_id)
-        return Subscription.from_record(store, record, int(dead))
+        return WebhookSubscription.from_record(store, record, int(dead))
 
-    async def subscriptions(self, store: str) -> list[Subscription]:
+    async def subscriptions(self, store: str) -> list[WebhookSubscription]:
         """The store's subscriptions in the order they were created. Raises StoreNotFound."""
         k = _keys(store)
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -540,7 +518,7 @@ class WebhookStore:
                 pipe.zcard(k.dead(sub_id))
             replies = await call(pipe.execute())
         return [
-            Subscription.from_record(store, record, int(dead))
+            WebhookSubscription.from_record(store, record, int(dead))
             for record, dead in zip(replies[::2], replies[1::2], strict=True)
             if record and "config" in record
         ]
@@ -563,7 +541,7 @@ class WebhookStore:
 
     async def set_status(
         self, store: str, sub_id: str, status: Status, reason: str | None = None
-    ) -> Subscription:
+    ) -> WebhookSubscription:
         """Pause (``paused``) or resume (``active``, which also ends the failure streak)."""
         sub = await self.get(store, sub_id)
         fields = ["status", status, "statusReason", reason or "", "statusChangedAt", now_iso()]
@@ -645,7 +623,9 @@ class WebhookStore:
             replies = await call(pipe.execute())
         return {s: int(h) for s, h in zip(stores, replies, strict=True) if h is not None}
 
-    async def load(self, store: str, sub_id: str) -> tuple[Subscription, DeliveryState] | None:
+    async def load(
+        self, store: str, sub_id: str
+    ) -> tuple[WebhookSubscription, DeliveryState] | None:
         """A subscription with the state a dispatcher resumes from; None if it is gone."""
         k = WebhookKeys(store)
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -656,7 +636,7 @@ class WebhookStore:
             record, attempts, done, redrive = await call(pipe.execute())
         if not record or "config" not in record:
             return None
-        sub = Subscription.from_record(store, record)
+        sub = WebhookSubscription.from_record(store, record)
         counts: dict[str, int] = {}
         for event_id, value in attempts.items():
             position, _, failed = value.partition("|")

@@ -9,26 +9,33 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
-from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 
-from broker import EventLog, StoreAdmin, Unavailable, codec, connect
-from broker.apikeys import KeyStore
-from broker.dispatcher import Dispatcher
-from broker.fanout import Hub
-from broker.redis import call
-from broker.webhooks import WebhookStore
+from broker import (
+    Dispatcher,
+    EventLog,
+    Fanout,
+    KeyStore,
+    RateLimiter,
+    StoreAdmin,
+    Unavailable,
+    WebhookStore,
+    connect,
+    ping,
+)
 
-from . import config_file, errors, rest, webhooks_api, ws
+from . import __version__, config_file, errors
 from .auth import Authenticator
-from .limits import RateLimiter
+from .http import events, operations, stores, webhooks, ws_tokens
 from .metrics import Metrics
-from .runtime import Runtime, runtime_of
+from .runtime import Runtime
 from .settings import Settings
-from .static_routes import router as static_router
-from .studio import router as studio_router
+from .static.routes import router as static_router
+from .studio.routes import router as studio_router
+from .ws import endpoint
+from .ws.sessions import Sessions
 
 log = logging.getLogger("deltagate.app")
 
@@ -42,9 +49,9 @@ async def first_contact(redis: Any, attempts: int = 5) -> None:
     delay = 0.2
     for attempt in range(1, attempts + 1):
         try:
-            await asyncio.wait_for(call(redis.ping()), READY_TIMEOUT)
+            await ping(redis, READY_TIMEOUT)
             return
-        except (Unavailable, TimeoutError) as exc:
+        except Unavailable as exc:
             log.warning("redis not reachable yet", extra={"attempt": attempt, "error": str(exc)})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -77,25 +84,29 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = redis if redis is not None else connect(settings.redis)
-        cluster = settings.redis_mode == "cluster"
         event_log = EventLog(
             client,
             limits=settings.log_limits,
-            publish_command="SPUBLISH" if cluster else "PUBLISH",
             wait_replicas=settings.append_wait_replicas,
             wait_timeout_ms=settings.append_wait_timeout_ms,
         )
         metrics = Metrics()
-        hub = Hub(
+        fanout = Fanout(
             client,
             event_log,
             poll_interval=settings.poll_interval,
             checkpoint_interval=settings.checkpoint_interval,
-            subscribe_command="ssubscribe" if cluster else "subscribe",
             on_latency=lambda seconds, n: _observe_n(metrics.delivery_latency, seconds, n),
         )
-        metrics.observe_hub(hub)
+        metrics.observe_fanout(fanout)
         keys = KeyStore(client)
+        limits = RateLimiter(
+            client,
+            appends=settings.rate_appends_per_second,
+            subscribes=settings.rate_subscribes_per_second,
+            connections=settings.max_connections_per_key,
+            on_refused=lambda kind: metrics.rate_limited.labels(kind).inc(),
+        )
         rt = Runtime(
             settings=settings,
             redis=client,
@@ -104,23 +115,17 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             metrics=metrics,
             auth=Authenticator(settings, keys, metrics),
             keys=keys,
-            limits=RateLimiter(
-                client,
-                appends=settings.rate_appends_per_second,
-                subscribes=settings.rate_subscribes_per_second,
-                connections=settings.max_connections_per_key,
-                metrics=metrics,
-            ),
-            hub=hub,
-            sessions=ws.Sessions(settings.slow_consumer_timeout),
+            limits=limits,
+            fanout=fanout,
+            sessions=Sessions(settings.slow_consumer_timeout, keys, limits),
             webhooks=WebhookStore(client),
         )
         app.state.runtime = rt
         if not settings.embedded:
             await first_contact(client)
-        await config_file.apply_config(rt, settings.config)
-        await hub.start()
-        rt.sessions.start(rt)
+        await config_file.apply_config(client, settings.config)
+        await fanout.start()
+        rt.sessions.start()
         # The embedded dev mode's Redis lives in this process: so does its dispatcher.
         dispatcher = None
         dispatching: asyncio.Task[None] | None = None
@@ -141,13 +146,13 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
                 await dispatcher.close()
                 await dispatching
             await rt.sessions.close()
-            await hub.close()
+            await fanout.close()
             if redis is None:
                 await client.aclose()
 
     app = FastAPI(
         title="deltagate",
-        version="0.1.0",
+        version=__version__,
         summary="A DeltaBase-compatible event store with live WebSocket streaming",
         lifespan=lifespan,
         redirect_slashes=False,  # a wrong path is a 404 in the contract's format, not a 307
@@ -162,38 +167,10 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             expose_headers=["Retry-After"],
         )
     for prefix in ("", "/api"):
-        app.include_router(rest.router, prefix=prefix, include_in_schema=not prefix)
-        app.router.routes.append(WebSocketRoute(prefix + ws.PATH, ws.events_ws))
-        app.include_router(webhooks_api.router, prefix=prefix, include_in_schema=not prefix)
-
-    @app.get("/healthz", tags=["operations"], summary="Liveness: the process and its loop run")
-    async def healthz() -> Response:
-        return Response(codec.dumps({"status": "ok"}), media_type="application/json")
-
-    @app.get("/readyz", tags=["operations"], summary="Readiness: Redis reachable, not draining")
-    async def readyz(request: Request) -> Response:
-        rt = runtime_of(request)
-        if rt.draining:
-            raise errors.ApiError(
-                "UNAVAILABLE", "this pod is draining", headers={"Retry-After": "1"}
-            )
-        try:
-            await asyncio.wait_for(call(rt.redis.ping()), READY_TIMEOUT)
-        except (Unavailable, TimeoutError):
-            raise errors.ApiError(
-                "UNAVAILABLE",
-                "Redis is not reachable",
-                headers={"Retry-After": errors.RETRY_AFTER_SECONDS},
-            ) from None
-        return Response(codec.dumps({"status": "ready"}), media_type="application/json")
-
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
-    async def metrics(request: Request) -> Response:
-        return Response(
-            runtime_of(request).metrics.render(),
-            media_type="text/plain; version=0.0.4; charset=utf-8",
-        )
-
+        for module in (stores, events, ws_tokens, webhooks):
+            app.include_router(module.router, prefix=prefix, include_in_schema=not prefix)
+        app.router.routes.append(WebSocketRoute(prefix + endpoint.PATH, endpoint.events_ws))
+    app.include_router(operations.router)
     app.include_router(static_router)  # /client/deltagate.js and the /demo/ pages
     app.include_router(studio_router)  # /studio: the web UI
     return app

@@ -17,8 +17,7 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
-from broker import Filter
-from broker.apikeys import ApiKey, KeyStore, hash_secret
+from broker import ApiKey, Filter, KeyStore, hash_secret
 
 from .errors import ApiError
 from .settings import Settings

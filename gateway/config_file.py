@@ -31,12 +31,17 @@ from typing import Any
 
 import yaml
 
-from broker import StoreAdmin, StoreAlreadyExists, codec, valid_store_name
-from broker.webhooks import InvalidSubscriptionConfig, WebhookStore
+from broker import (
+    InvalidSubscriptionConfig,
+    StoreAdmin,
+    StoreAlreadyExists,
+    WebhookStore,
+    codec,
+    valid_store_name,
+)
 
 from .errors import ApiError
-from .runtime import Runtime
-from .webhooks_api import Declared, declared
+from .http.webhooks import Declared, declared
 
 log = logging.getLogger("deltagate.config")
 
@@ -191,12 +196,12 @@ async def apply_file(redis: Any, path: Path) -> list[Applied]:
     return await apply(redis, plan(load(path), str(path)))
 
 
-async def apply_config(rt: Runtime, path: Path | None) -> None:
+async def apply_config(redis: Any, path: Path | None) -> None:
     """The gateway's start: apply ``--config`` (if any) once Redis answers. A file that cannot
     be applied stops the start, loudly."""
     if path is None:
         return
-    for line in await apply_file(rt.redis, path):
+    for line in await apply_file(redis, path):
         log.info(
             "config applied",
             extra={"store": line.store, "subscription": line.subscription, "outcome": line.outcome},

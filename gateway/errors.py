@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from broker import BrokerError, codec
+from broker import BrokerError, RateLimited, codec
 
 log = logging.getLogger("deltagate.http")
 
@@ -74,6 +74,8 @@ class ApiError(Exception):
     @classmethod
     def from_broker(cls, exc: BrokerError) -> ApiError:
         headers = {"Retry-After": RETRY_AFTER_SECONDS} if exc.temporary else None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
         details: Any = exc.details
         if exc.code == "VALIDATION_ERROR" and isinstance(details, dict):
             details = [details]  # a VALIDATION_ERROR lists each bad field

@@ -46,12 +46,6 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.head_position = Gauge(
-            "deltagate_store_head_position",
-            "Last globalPosition this pod has seen per store with live subscribers",
-            ["store"],
-            registry=r,
-        )
         self.auth_failures = Counter(
             "deltagate_auth_failures_total", "Refused credentials by reason", ["reason"], registry=r
         )
@@ -65,21 +59,21 @@ class Metrics:
             registry=r,
         )
 
-    def observe_hub(self, hub: Any, max_stores: int = 100) -> None:
-        """Export the hub's counters, read at scrape time (no cost per event)."""
-        self.registry.register(_HubCollector(hub, max_stores))
+    def observe_fanout(self, fanout: Any, max_stores: int = 100) -> None:
+        """Export the fan-out's counters, read at scrape time (no cost per event)."""
+        self.registry.register(_FanoutCollector(fanout, max_stores))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
-class _HubCollector:
-    def __init__(self, hub: Any, max_stores: int) -> None:
-        self._hub = hub
+class _FanoutCollector:
+    def __init__(self, fanout: Any, max_stores: int) -> None:
+        self._fanout = fanout
         self._max_stores = max_stores
 
     def collect(self) -> Iterator[Metric]:
-        stats = self._hub.stats
+        stats = self._fanout.stats
         delivered = CounterMetricFamily(
             "deltagate_events_delivered",
             "Event messages queued to WebSocket clients, by how "
@@ -107,7 +101,7 @@ class _HubCollector:
             ),
             (
                 "deltagate_pubsub_reconnects",
-                stats.pubsub_reconnects,
+                self._fanout.pubsub_reconnects,
                 "Times the pod's pub/sub listener lost Redis and reconnected",
             ),
         ):
@@ -115,7 +109,7 @@ class _HubCollector:
         healthy = GaugeMetricFamily(
             "deltagate_pubsub_healthy", "1 while the pod's pub/sub listener is connected"
         )
-        healthy.add_metric([], 1.0 if self._hub.healthy else 0.0)
+        healthy.add_metric([], 1.0 if self._fanout.healthy else 0.0)
         yield healthy
         heads = GaugeMetricFamily(
             "deltagate_store_head_position",
@@ -123,6 +117,6 @@ class _HubCollector:
             "subscribers, per store in use (at most max_stores stores)",
             labels=["store"],
         )
-        for store, seen in sorted(self._hub.heads().items())[: self._max_stores]:
+        for store, seen in sorted(self._fanout.heads().items())[: self._max_stores]:
             heads.add_metric([store], seen)
         yield heads

@@ -7,23 +7,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any
 
+from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from broker import EventLog, StoreAdmin
-from broker.apikeys import KeyStore
-from broker.fanout import Hub
-from broker.webhooks import WebhookStore
+from broker import EventLog, Fanout, KeyStore, RateLimiter, StoreAdmin, WebhookStore
 
 from .auth import Authenticator
-from .limits import RateLimiter
 from .metrics import Metrics
 from .settings import Settings
-
-if TYPE_CHECKING:
-    from .ws import Sessions
-
+from .ws.sessions import Sessions
 
 KNOWN_STORE_SECONDS = 5.0
 
@@ -38,7 +32,7 @@ class Runtime:
     auth: Authenticator
     keys: KeyStore
     limits: RateLimiter
-    hub: Hub
+    fanout: Fanout
     sessions: Sessions
     webhooks: WebhookStore
     draining: bool = False
@@ -66,3 +60,7 @@ async def runtime(conn: HTTPConnection) -> Runtime:
 
 def runtime_of(conn: HTTPConnection) -> Runtime:
     return conn.app.state.runtime  # type: ignore[no-any-return]
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+"""A route's parameter for the pod's runtime."""

@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from broker import LogLimits, RedisConfig
-from broker.dispatcher import DispatcherOptions, parse_schedule
+from broker import DispatcherOptions, LogLimits, RedisConfig, parse_schedule
 
 MiB = 1024 * 1024
 
@@ -115,6 +114,10 @@ class Settings(BaseSettings):
 
     # -- webhook dispatcher (``deltagate dispatcher``) -------------------------------------------
 
+    dispatcher_port: int = Field(8788, ge=0, le=65535)
+    """The dispatcher's status server (/healthz, /readyz, /metrics): never the gateway's port, so a
+    dispatcher runs beside a pod on one host."""
+
     dispatcher_lease_seconds: float = Field(5.0, ge=0.5, le=300)
     """A dispatcher replica's claim on a subscription lasts this long unless renewed: a dead
     replica's subscriptions move to the others after about this long."""
@@ -141,6 +144,15 @@ class Settings(BaseSettings):
     """In the embedded dev mode, deliver webhooks from inside the pod (a separate
     ``deltagate dispatcher`` cannot reach the in-memory Redis). Ignored with a Redis URL."""
 
+    @model_validator(mode="after")
+    def _ports_apart(self) -> Settings:
+        if self.dispatcher_port and self.dispatcher_port == self.port:
+            raise ValueError(
+                f"dispatcher_port and port are both {self.port}: a dispatcher and a pod on one "
+                "host would collide; give DELTAGATE_DISPATCHER_PORT another port"
+            )
+        return self
+
     @field_validator("webhook_retry_schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
@@ -160,5 +172,4 @@ class Settings(BaseSettings):
             auto_pause_seconds=self.webhook_auto_pause_seconds,
             dead_letter_limit=self.webhook_dead_letter_limit,
             drain_seconds=max(1.0, self.grace_period - 5.0),
-            subscribe_command="ssubscribe" if self.redis_mode == "cluster" else "subscribe",
         )

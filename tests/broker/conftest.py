@@ -5,20 +5,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
-from broker import EventLog, StoreAdmin
+from broker import EventLog, RedisConfig, StoreAdmin, connect
 
 
 @pytest.fixture(params=["redis", "fakeredis"])
 async def redis(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")  # the private server, flushed for this test
-        client = aioredis.from_url(url, decode_responses=True)
+        client = connect(RedisConfig(url=url))
     else:
-        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
+        client = connect(RedisConfig(url=None))  # the embedded dev mode's fakeredis
     try:
         yield client
     finally:

@@ -1,4 +1,4 @@
-"""The hub through its public interface, against the private redis-server and fakeredis: what a
+"""The fan-out through its public interface, against the private redis-server and fakeredis: what a
 subscription is handed live is the log's own text, byte for byte, in order.
 
 The pub/sub announcement carries each event without its positions, which the receiving pod puts
@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from broker import EventLog, Filter, LoggedEvent, NewEvent
-from broker.fanout import Hub, Subscription
+from broker import EventLog, Fanout, Filter, LiveSubscription, LoggedEvent, NewEvent
 
 
 class Collector:
@@ -28,12 +27,12 @@ class Collector:
         self.markers: list[tuple[str, int]] = []
         self.arrived = asyncio.Event()
 
-    def send_event(self, sub: Subscription, event: LoggedEvent) -> bool:
+    def send_event(self, sub: LiveSubscription, event: LoggedEvent) -> bool:
         self.events.append(event)
         self.arrived.set()
         return True
 
-    def send_marker(self, sub: Subscription, kind: Any, position: int) -> bool:
+    def send_marker(self, sub: LiveSubscription, kind: Any, position: int) -> bool:
         self.markers.append((kind, position))
         self.arrived.set()
         return True
@@ -50,13 +49,13 @@ class Collector:
 
 
 @pytest.fixture
-async def hub(redis: aioredis.Redis, log: EventLog) -> AsyncIterator[Hub]:
-    hub = Hub(redis, log, poll_interval=60.0)  # no polling: only announcements deliver
-    await hub.start()
+async def fanout(redis: aioredis.Redis, log: EventLog) -> AsyncIterator[Fanout]:
+    fanout = Fanout(redis, log, poll_interval=60.0)  # no polling: only announcements deliver
+    await fanout.start()
     try:
-        yield hub
+        yield fanout
     finally:
-        await hub.close()
+        await fanout.close()
 
 
 EVENTS = [
@@ -67,11 +66,11 @@ EVENTS = [
 
 
 async def test_live_events_are_the_logs_text_byte_for_byte(
-    hub: Hub, log: EventLog, store: str
+    fanout: Fanout, log: EventLog, store: str
 ) -> None:
     await log.append(store, "order-1", [NewEvent("order.created", {"n": 0})])  # version 1
     sink = Collector()
-    await hub.subscribe(store, Filter.parse("*"), sink, sub_id="s")
+    await fanout.subscribe(store, Filter.parse("*"), sink, sub_id="s")
     await log.append(store, "order-1", EVENTS)  # streamPositions 1..3
     await log.append(store, "other-2", EVENTS[:1])  # a new stream: streamPosition 0
     live = await sink.until(4)
@@ -85,10 +84,10 @@ async def test_live_events_are_the_logs_text_byte_for_byte(
 
 
 async def test_a_filtered_subscription_gets_only_its_events_in_order(
-    hub: Hub, log: EventLog, store: str
+    fanout: Fanout, log: EventLog, store: str
 ) -> None:
     sink = Collector()
-    await hub.subscribe(store, Filter.parse("order.pa*", "order-1"), sink, sub_id="s")
+    await fanout.subscribe(store, Filter.parse("order.pa*", "order-1"), sink, sub_id="s")
     for _ in range(3):
         await log.append(store, "order-1", EVENTS)
         await log.append(store, "order-2", EVENTS)

@@ -1,4 +1,4 @@
-"""The Python client (gateway.client): the HTTP client against one pod, and a live subscription
+"""The Python client (deltagate_client): the HTTP client against one pod, and a live subscription
 against two pods behind a proxy while one is killed, restarted, and the other drained: it must
 yield exactly the matching events of the log, in order, none twice."""
 
@@ -9,9 +9,9 @@ import random
 from typing import Any
 
 import pytest
+from deltagate_client import DeltaGateClient, DeltaGateError, Subscriber, backoff
 
 from broker import Filter
-from gateway.client import DeltaGateClient, DeltaGateError, Subscription, backoff
 from tests.clients.conftest import FAST
 from tests.clients.proxy import Proxy
 from tests.conftest import spawn_pods
@@ -115,7 +115,7 @@ async def test_subscription_yields_exactly_the_log_across_restarts(
 
     client = DeltaGateClient(proxy.url)
     states: list[str] = []
-    subs: dict[str, tuple[Subscription, Filter, int]] = {
+    subs: dict[str, tuple[Subscriber, Filter, int]] = {
         "all": (client.subscribe("*", store=STORE, position="earliest"), Filter.parse("*"), 0),
         "orders": (
             client.subscribe("order.*", store=STORE, position=5, on_state=states.append),
@@ -132,7 +132,7 @@ async def test_subscription_yields_exactly_the_log_across_restarts(
         sub.initial_delay = 0.2  # keep the test short; the default is 1 s
     got: dict[str, list[int]] = {name: [] for name in subs}
 
-    async def consume(name: str, sub: Subscription) -> None:
+    async def consume(name: str, sub: Subscriber) -> None:
         async with sub:
             async for event in sub:
                 got[name].append(event["globalPosition"])

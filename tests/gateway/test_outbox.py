@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.session import Outbox
+from gateway.ws.outbox import Outbox
 
 
 class Transport:

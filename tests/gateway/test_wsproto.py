@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from gateway.wsproto import EXTENSION, BatchingWebSocketProtocol, text_frame_header
+from gateway.ws.batching import EXTENSION, BatchingWebSocketProtocol, text_frame_header
 from tests.conftest import free_port
 
 # Around each boundary of the three header forms (7-bit, 16-bit and 64-bit lengths), in

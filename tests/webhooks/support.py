@@ -203,6 +203,8 @@ class DispatcherProcess(DeltagateProcess):
                 **(env or {}),
             }
         )
+        # The dispatcher serves its status on its own port setting, never the gateway's.
+        self.env["DELTAGATE_DISPATCHER_PORT"] = self.env.pop("DELTAGATE_PORT")
 
     def metrics(self) -> dict[str, float]:
         """Sample name with labels -> value."""

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from broker import EventLog, NewEvent, StoreAdmin, codec
+from broker import EventLog, NewEvent, RedisConfig, StoreAdmin, codec, connect
 from broker.keys import WebhookKeys
 from broker.webhooks import InvalidSubscriptionConfig, WebhookConfig, WebhookStore
 
@@ -19,7 +19,7 @@ CONFIG = WebhookConfig.build(event_filter="order.*", url="http://127.0.0.1:9/hoo
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url, decode_responses=True)
+    client = connect(RedisConfig(url=redis_url))
     try:
         await StoreAdmin(client).create(STORE)
         yield client

@@ -1,4 +1,5 @@
-"""Rate limits and quotas per API key, shared by every pod through Redis.
+"""Rate limits and quotas per API key, shared by every pod through Redis. Going past one raises
+``RateLimited`` (the gateway answers 429 with Retry-After, or an ``error`` message on a socket).
 
 Fixed one-second windows (one INCR per action, pipelined with its EXPIRE) for appends and
 subscribe actions; a sorted set of live connection ids per key for the connection quota, each
@@ -9,12 +10,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from broker.keys import connection_count, rate_bucket
-from broker.redis import call
-
-from .errors import ApiError
+from .errors import RateLimited
+from .keys import connection_count, rate_bucket
+from .redis import call
 
 CONNECTION_TTL = 30.0
 """A connection entry not refreshed for this long (its pod died) stops counting."""
@@ -22,12 +23,19 @@ CONNECTION_TTL = 30.0
 
 class RateLimiter:
     def __init__(
-        self, redis: Any, *, appends: int, subscribes: int, connections: int, metrics: Any = None
+        self,
+        redis: Any,
+        *,
+        appends: int,
+        subscribes: int,
+        connections: int,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self._redis = redis
         self.limits = {"append": appends, "subscribe": subscribes}
         self.max_connections = connections
-        self._metrics = metrics
+        self._on_refused = on_refused
+        """Told the kind of each refusal (append, subscribe, connection): metrics."""
 
     async def hit(self, key_id: str | None, kind: str) -> None:
         """Count one action; raise 429 RATE_LIMIT_EXCEEDED past the key's limit this second."""
@@ -41,13 +49,11 @@ class RateLimiter:
             pipe.expire(bucket, 2)
             count, _ = await call(pipe.execute())
         if count > limit:
-            if self._metrics is not None:
-                self._metrics.rate_limited.labels(kind).inc()
-            raise ApiError(
-                "RATE_LIMIT_EXCEEDED",
+            if self._on_refused is not None:
+                self._on_refused(kind)
+            raise RateLimited(
                 f"more than {limit} {kind} actions per second for this key",
                 {"limit": limit, "per": "second"},
-                headers={"Retry-After": "1"},
             )
 
     async def open_connection(self, key_id: str | None) -> str | None:
@@ -65,12 +71,9 @@ class RateLimiter:
             _, _, count, _ = await call(pipe.execute())
         if count > self.max_connections:
             await call(self._redis.zrem(zset, conn_id))
-            if self._metrics is not None:
-                self._metrics.rate_limited.labels("connection").inc()
-            raise ApiError(
-                "RATE_LIMIT_EXCEEDED",
-                f"this key already has {self.max_connections} open connections",
-            )
+            if self._on_refused is not None:
+                self._on_refused("connection")
+            raise RateLimited(f"this key already has {self.max_connections} open connections")
         return conn_id
 
     async def refresh(self, connections: list[tuple[str, str]]) -> None:

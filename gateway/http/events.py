@@ -1,72 +1,32 @@
-"""The REST API (contract section 1). Served under both ``/event-stores`` and
-``/api/event-stores``."""
+"""Events over REST: append to a stream, read a stream, query a store, list its streams (contract
+section 1). Served under both ``/event-stores`` and ``/api/event-stores``."""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
 from broker import (
+    MAX_POSITION,
     AppendResult,
     Filter,
     InvalidFilter,
     LoggedEvent,
     NewEvent,
-    StoreInfo,
     check_name,
     codec,
     valid_store_name,
 )
 
-from .auth import Permission, check, require
-from .errors import ApiError, validation_error
-from .runtime import Runtime, runtime
-from .schemas import AppendBody, CreateStoreBody, TokenBody, body_schema, parse
+from ..auth import Permission, require
+from ..errors import ApiError, validation_error
+from ..runtime import RuntimeDep
+from .bodies import AppendBody, body_schema, json_response, parse, read_json
 
 router = APIRouter(tags=["event stores"])
-RuntimeDep = Annotated[Runtime, Depends(runtime)]
-
-
-def json_response(body: bytes, status: int = 200) -> Response:
-    return Response(body, status, media_type="application/json")
-
-
-async def read_json(request: Request, limit: int) -> Any:
-    """The request's JSON body, refused past ``limit`` bytes and parsed strictly."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(
-            "PAYLOAD_TOO_LARGE", f"request body is larger than {limit} bytes", {"limit": limit}
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(
-                "PAYLOAD_TOO_LARGE", f"request body is larger than {limit} bytes", {"limit": limit}
-            )
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise validation_error("body", "a JSON body is required")
-    try:
-        return codec.loads(raw)
-    except codec.JSONDecodeError as exc:
-        raise validation_error("body", f"malformed JSON: {exc}") from None
-
-
-async def read_optional_json(request: Request, limit: int) -> Any:
-    """Like ``read_json``, but a request without a body reads as ``{}``."""
-    if request.headers.get("content-length", "0") == "0" and (
-        "transfer-encoding" not in request.headers
-    ):
-        return {}
-    return await read_json(request, limit)
 
 
 def stream_id_of(value: str) -> str:
@@ -74,68 +34,6 @@ def stream_id_of(value: str) -> str:
         return check_name(value, "streamId")
     except InvalidFilter as exc:
         raise validation_error("streamId", str(exc)) from None
-
-
-def store_body(store: StoreInfo) -> dict[str, Any]:
-    return {
-        "name": store.name,
-        "description": store.description,
-        "settings": store.settings,
-        "createdAt": store.created_at,
-        "statistics": {
-            "totalStreams": store.total_streams,
-            "totalEvents": store.total_events,
-            "headPosition": store.head_position,
-        },
-    }
-
-
-# -- stores ----------------------------------------------------------------------------------
-
-
-@router.post(
-    "/event-stores",
-    status_code=201,
-    openapi_extra=body_schema(CreateStoreBody),
-    summary="Create an event store",
-)
-async def create_store(request: Request, rt: RuntimeDep) -> Response:
-    principal = await require(request, Permission.MANAGE_STORES)
-    body = parse(CreateStoreBody, await read_json(request, rt.settings.max_body_bytes))
-    check(principal, Permission.MANAGE_STORES, body.name)
-    store = await rt.stores.create(body.name, description=body.description, settings=body.settings)
-    return json_response(codec.dumps(store_body(store)), 201)
-
-
-@router.get("/event-stores", summary="List event stores")
-async def list_stores(request: Request, rt: RuntimeDep) -> Response:
-    principal = await require(request, Permission.READ)
-    stores = [s for s in await rt.stores.list() if principal.may_use(s.name)]
-    return json_response(
-        codec.dumps({"eventStores": [store_body(s) for s in stores], "totalCount": len(stores)})
-    )
-
-
-@router.get("/event-stores/{store}", summary="Describe an event store with statistics")
-async def get_store(store: str, request: Request, rt: RuntimeDep) -> Response:
-    await require(request, Permission.READ, store)
-    return json_response(codec.dumps(store_body(await rt.stores.get(store))))
-
-
-@router.delete("/event-stores/{store}", summary="Delete an event store and all its events")
-async def delete_store(
-    store: str, request: Request, rt: RuntimeDep, confirm: bool = False
-) -> Response:
-    await require(request, Permission.MANAGE_STORES, store)
-    if not confirm:
-        raise ApiError(
-            "CONFIRMATION_REQUIRED",
-            "deleting a store removes all its events; repeat with ?confirm=true",
-        )
-    await rt.stores.delete(store)
-    return json_response(
-        codec.dumps({"success": True, "message": f"event store '{store}' deleted"})
-    )
 
 
 # -- append ----------------------------------------------------------------------------------
@@ -226,8 +124,8 @@ def events_response(events: list[LoggedEvent], **fields: Any) -> Response:
     return json_response(codec.json_object(fields, events=codec.events_array(events)))
 
 
-Position = Annotated[int | None, Query(ge=0, le=2**53)]
-Limit = Annotated[int, Query(ge=1, le=2**53)]
+Position = Annotated[int | None, Query(ge=0, le=MAX_POSITION)]
+Limit = Annotated[int, Query(ge=1, le=MAX_POSITION)]
 
 
 @router.get("/event-stores/{store}/streams/{stream_id}", summary="Read one stream")
@@ -237,9 +135,9 @@ async def read_stream(
     request: Request,
     rt: RuntimeDep,
     direction: Literal["forward", "backward"] = "forward",
-    from_: Annotated[int | None, Query(alias="from", ge=0, le=2**53)] = None,
+    from_: Annotated[int | None, Query(alias="from", ge=0, le=MAX_POSITION)] = None,
     from_stream_position: Annotated[
-        int | None, Query(alias="fromStreamPosition", ge=0, le=2**53)
+        int | None, Query(alias="fromStreamPosition", ge=0, le=MAX_POSITION)
     ] = None,
     to: Position = None,
     limit: Limit = 1000,
@@ -260,8 +158,8 @@ async def query_events(
     rt: RuntimeDep,
     stream_id: Annotated[str | None, Query(alias="streamId")] = None,
     types: Annotated[list[str] | None, Query(alias="type")] = None,
-    from_position: Annotated[int | None, Query(alias="fromPosition", ge=0, le=2**53)] = None,
-    to_position: Annotated[int | None, Query(alias="toPosition", ge=0, le=2**53)] = None,
+    from_position: Annotated[int | None, Query(alias="fromPosition", ge=0, le=MAX_POSITION)] = None,
+    to_position: Annotated[int | None, Query(alias="toPosition", ge=0, le=MAX_POSITION)] = None,
     limit: Limit = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     sort_direction: Annotated[
@@ -329,37 +227,3 @@ async def list_streams(
             }
         )
     )
-
-
-# -- browser tokens --------------------------------------------------------------------------
-
-
-@router.post(
-    "/event-stores/{store}/ws-tokens",
-    status_code=201,
-    openapi_extra=body_schema(TokenBody),
-    summary="Mint a short-lived WebSocket token for a browser",
-)
-async def mint_token(store: str, request: Request, rt: RuntimeDep) -> Response:
-    principal = await require(request, Permission.CONNECT, store)
-    check(principal, Permission.READ, store)
-    body = parse(TokenBody, await read_optional_json(request, rt.settings.max_body_bytes))
-    patterns: list[str] | None = None
-    if body.eventFilter is not None or body.streamId is not None:
-        try:
-            flt = Filter.parse(
-                body.eventFilter if body.eventFilter is not None else "*", body.streamId
-            )
-        except InvalidFilter as exc:
-            raise validation_error("eventFilter", str(exc)) from None
-        patterns = list(flt.patterns)
-    await rt.log.head(store)  # unknown store -> 404
-    token, expires = rt.auth.tokens.mint(
-        key_id=principal.key_id or "admin",
-        store=store,
-        ttl=body.ttlSeconds,
-        patterns=patterns,
-        stream_id=body.streamId,
-    )
-    expires_at = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
-    return json_response(codec.dumps({"token": token, "expiresAt": expires_at}), 201)

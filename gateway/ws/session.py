@@ -1,7 +1,8 @@
-"""One WebSocket connection: a bounded outbox, one writer, and the client's subscriptions.
+"""One WebSocket connection: its outbox, one writer task, and the client's subscriptions.
 
-States: open -> closing -> closed (``close`` is safe to call twice). The hub hands events to the
-session synchronously (``send_event``); only the writer task ever awaits the socket.
+States: open -> closing -> closed (``close`` is safe to call twice). The fan-out hands events to
+the session synchronously (``send_event``, the broker's ``Sink``); only the writer task ever
+awaits the socket.
 """
 
 from __future__ import annotations
@@ -16,161 +17,35 @@ from typing import TYPE_CHECKING, Literal
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from broker import BrokerError, LoggedEvent
+from broker import (
+    BrokerError,
+    Fanout,
+    LiveSubscription,
+    LoggedEvent,
+    RateLimiter,
+    cancel_and_wait,
+)
 
-from . import protocol, wsproto
-from .errors import CLOSE_CODE
+from ..errors import CLOSE_CODE
+from . import batching, protocol
+from .outbox import Outbox
 
 if TYPE_CHECKING:
-    from broker.fanout import Hub, Subscription
-
-    from .auth import Principal
-    from .limits import RateLimiter
-    from .metrics import Metrics
+    from ..auth import Principal
+    from ..metrics import Metrics
 
 log = logging.getLogger("deltagate.ws")
 
-
-class Outbox:
-    """Frames waiting to be written, bounded in count and bytes.
-
-    ``offer`` refuses an event frame past the bounds (the subscription is then demoted);
-    ``force`` always queues (control messages, whose number the protocol bounds).
-
-    Queued frames are flushed once the code that queued them yields to the event loop (one
-    callback per outbox, however many frames came): the listener hands out every announcement
-    it has already received first, so a connection that is behind gets all of them in one
-    write. If the writer task is idle and ``write_now`` (the server's non-waiting batch write)
-    takes them, the flush writes them itself, without a task switch; otherwise it wakes the
-    writer, which waits for the transport.
-
-    Every connection has one, so it is kept small: the writer waits on a future made for each
-    wait, and the Event on which producers wait for room is made only once one has to wait.
-    """
-
-    __slots__ = (
-        "_flush_due",
-        "_frames",
-        "_max_bytes",
-        "_max_frames",
-        "_ready",
-        "_room",
-        "_shut",
-        "_size",
-        "_waiter",
-        "write_now",
-    )
-
-    def __init__(
-        self,
-        max_frames: int,
-        max_bytes: int,
-        write_now: Callable[[list[str]], bool] | None = None,
-    ) -> None:
-        self.write_now = write_now
-        self._flush_due = False
-        self._frames: list[str] = []
-        self._size = 0
-        self._max_frames = max_frames
-        self._max_bytes = max_bytes
-        self._ready = False
-        """Frames queued, or a state change, since the writer last took."""
-        self._waiter: asyncio.Future[None] | None = None
-        """The writer, waiting in ``take``."""
-        self._room: asyncio.Event | None = None
-        self._shut = False
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def offer(self, frame: str) -> bool:
-        if self._frames and (
-            len(self._frames) >= self._max_frames or self._size + len(frame) > self._max_bytes
-        ):
-            return False
-        self.force(frame)
-        return True
-
-    def force(self, frame: str) -> None:
-        self._frames.append(frame)
-        self._size += len(frame)
-        self._ready = True
-        if not self._flush_due:
-            self._flush_due = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_due = False
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return  # the writer is busy (it takes the frames when done), woken or gone
-        if self._frames and self.write_now is not None and self.write_now(self._frames):
-            self._taken()
-            return
-        waiter.set_result(None)
-
-    def wake(self) -> None:
-        """Wake the writer now (frames or not): it checks the session's state."""
-        self._ready = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def roomy(self) -> bool:
-        return len(self._frames) <= self._max_frames // 2 and self._size <= self._max_bytes // 2
-
-    def shut(self) -> None:
-        """Nothing will be sent any more: release everyone waiting for room."""
-        self._shut = True
-        if self._room is not None:
-            self._room.set()
-        self.wake()
-
-    async def _room_made(self) -> None:
-        if self._room is None:
-            self._room = asyncio.Event()
-        self._room.clear()
-        await self._room.wait()
-
-    async def wait_room(self) -> None:
-        """For producers (catch-up reads): return once there is room. Once shut, wait until
-        the owner cancels the waiter (returning would let it spin on a dead outbox)."""
-        while self._shut or not self.roomy():
-            if self._shut:
-                await asyncio.get_running_loop().create_future()
-            await self._room_made()
-
-    async def wait_room_or_shut(self) -> None:
-        """For the reader of a client's messages: also return once shut."""
-        while not self.roomy() and not self._shut:
-            await self._room_made()
-
-    async def take(self) -> list[str]:
-        """Wait for frames, then take them all (the writer sends a whole batch per wake-up).
-        Only one task (the writer) may wait here."""
-        if not self._ready:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        frames = self._frames
-        self._taken()
-        return frames
-
-    def _taken(self) -> None:
-        self._ready = False
-        self._frames = []
-        self._size = 0
-        if self._room is not None:
-            self._room.set()
+FLUSH_SECONDS = 5.0
+"""On close, what was queued gets this long to be written."""
+CLOSE_SECONDS = 2.0
 
 
 _ids = itertools.count(1)
 
 
 class Session:
-    """Implements the hub's ``Sink`` for every subscription of one connection."""
+    """The broker's ``Sink`` for every subscription of one connection."""
 
     __slots__ = (
         "_auto_ids",
@@ -182,7 +57,7 @@ class Session:
         "close_code",
         "close_reason",
         "conn_id",
-        "hub",
+        "fanout",
         "limiter",
         "max_subscriptions",
         "metrics",
@@ -201,7 +76,7 @@ class Session:
         websocket: WebSocket,
         *,
         store: str,
-        hub: Hub,
+        fanout: Fanout,
         metrics: Metrics,
         max_subscriptions: int,
         outbox_frames: int,
@@ -212,18 +87,18 @@ class Session:
     ) -> None:
         self.ws = websocket
         self.store = store
-        self.hub = hub
+        self.fanout = fanout
         self.metrics = metrics
         self.max_subscriptions = max_subscriptions
         self.principal = principal
         self.allowed = principal.narrowing
         self.limiter = limiter
         self.conn_id = conn_id
-        batching = websocket.scope.get("extensions", {}).get(wsproto.EXTENSION)
+        batched = websocket.scope.get("extensions", {}).get(batching.EXTENSION)
         self.outbox = Outbox(
-            outbox_frames, outbox_bytes, batching["write_texts"] if batching else None
+            outbox_frames, outbox_bytes, batched["write_texts"] if batched else None
         )
-        self.subscriptions: dict[str, Subscription] = {}
+        self.subscriptions: dict[str, LiveSubscription] = {}
         self.state: Literal["open", "closing", "closed"] = "open"
         self.close_code = 1000
         self.close_reason = ""
@@ -234,15 +109,15 @@ class Session:
         self._closed: asyncio.Event | None = None  # made by the first close (rarely needed)
         self.number = next(_ids)
         self._send_texts: Callable[[list[str]], Awaitable[None]] = (
-            batching["send_texts"] if batching else self._send_each
+            batched["send_texts"] if batched else self._send_each
         )
 
     # -- Sink -------------------------------------------------------------------------------
 
-    def send_event(self, sub: Subscription, event: LoggedEvent) -> bool:
+    def send_event(self, sub: LiveSubscription, event: LoggedEvent) -> bool:
         return self.outbox.offer(sub.context + event.json + "}")
 
-    def send_marker(self, sub: Subscription, kind: str, position: int) -> bool:
+    def send_marker(self, sub: LiveSubscription, kind: str, position: int) -> bool:
         self.outbox.force(protocol.marker(kind, sub.id, position))
         return True
 
@@ -308,19 +183,23 @@ class Session:
         self.metrics.ws_subscriptions.dec(len(self.subscriptions))
         self.subscriptions.clear()
         writer, self._writer = self._writer, None
-        if writer is not None:
-            self.outbox.wake()  # let the writer see the state change once drained
-            try:
-                await asyncio.wait_for(asyncio.shield(writer), 5.0)
-            except (TimeoutError, asyncio.CancelledError):
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(self.close_code, self.close_reason[:120]), 2.0)
-        self.state = "closed"
-        self._closed.set()
-        self.metrics.ws_closes.labels(str(self.close_code)).inc()
+        try:
+            if writer is not None:
+                self.outbox.wake()  # let the writer see the state change once drained
+                # asyncio.wait, not wait_for: it neither raises the writer's own end (it may have
+                # been cancelled by abort()) nor hides a cancellation of this caller.
+                await asyncio.wait({writer}, timeout=FLUSH_SECONDS)
+                await cancel_and_wait([writer])
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self.ws.close(self.close_code, self.close_reason[:120]), CLOSE_SECONDS
+                )
+        finally:
+            if writer is not None and not writer.done():
+                writer.cancel()  # this caller was cancelled: the writer must not outlive us
+            self.state = "closed"
+            self._closed.set()
+            self.metrics.ws_closes.labels(str(self.close_code)).inc()
 
     # -- client actions ---------------------------------------------------------------------
 
@@ -355,7 +234,7 @@ class Session:
                 "FORBIDDEN", "this token does not allow that filter or stream", sub_id
             )
         try:
-            sub, head = await self.hub.subscribe(
+            sub, head = await self.fanout.subscribe(
                 self.store,
                 action.filter,
                 self,
@@ -368,7 +247,7 @@ class Session:
         if self.state != "open":
             await sub.close()
             return
-        # No await since the hub registered it, so no event of it can be queued before this.
+        # No await since the fan-out registered it, so no event of it can be queued before this.
         self.subscriptions[sub_id] = sub
         self.reply(
             protocol.message(

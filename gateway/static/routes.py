@@ -9,9 +9,9 @@ from pathlib import Path
 from fastapi import APIRouter
 from starlette.responses import FileResponse, RedirectResponse, Response
 
-from .errors import ApiError
+from ..errors import ApiError
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parent
 
 JS = "text/javascript; charset=utf-8"
 TS = "application/typescript; charset=utf-8"

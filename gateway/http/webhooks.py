@@ -13,29 +13,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from starlette.responses import Response
 
-from broker import codec
-from broker.webhooks import (
+from broker import (
+    MAX_POSITION,
     InvalidSubscriptionConfig,
-    Position,
-    Subscription,
+    StartPosition,
     WebhookConfig,
+    WebhookSubscription,
     check_id,
     check_position,
     check_secret,
+    codec,
 )
 
-from .auth import Permission, require
-from .errors import ApiError
-from .rest import json_response, read_json, read_optional_json
-from .runtime import Runtime, runtime
-from .schemas import parse
+from ..auth import Permission, require
+from ..errors import ApiError
+from ..runtime import Runtime, RuntimeDep
+from .bodies import json_response, parse, read_json, read_optional_json
 
 router = APIRouter(tags=["webhook subscriptions"])
-RuntimeDep = Annotated[Runtime, Depends(runtime)]
 REDACTED = "[redacted]"
 SMALL_BODY = 64 * 1024
 
@@ -102,7 +101,7 @@ class Declared:
 
     config: WebhookConfig
     sub_id: str | None
-    position: Position
+    position: StartPosition
     secret: str | None
 
 
@@ -152,7 +151,7 @@ def declared(value: Any, *, config_form_only: bool = False) -> Declared:
         raise ApiError(exc.code, exc.message, exc.problems) from None
 
 
-def subscription_body(sub: Subscription, head: int) -> dict[str, Any]:
+def subscription_body(sub: WebhookSubscription, head: int) -> dict[str, Any]:
     """A subscription as the API shows it: never its secret, nor its header values."""
     config = sub.config
     webhook: dict[str, Any] = {
@@ -183,7 +182,7 @@ def subscription_body(sub: Subscription, head: int) -> dict[str, Any]:
     }
 
 
-async def _one(rt: Runtime, store: str, sub: Subscription, status: int = 200) -> Response:
+async def _one(rt: Runtime, store: str, sub: WebhookSubscription, status: int = 200) -> Response:
     head = await rt.log.head(store)
     return json_response(codec.dumps(subscription_body(sub, head)), status)
 
@@ -329,7 +328,7 @@ async def dead_letters(
     sub_id: str,
     request: Request,
     rt: RuntimeDep,
-    limit: Annotated[int, Query(ge=1, le=2**53)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_POSITION)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)

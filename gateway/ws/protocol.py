@@ -4,12 +4,9 @@ messages. Pure functions, no I/O."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from broker import Filter, InvalidFilter, check_name, codec
-
-MAX_POSITION = 2**53
-Position = int | Literal["latest", "earliest"]
+from broker import MAX_POSITION, Filter, InvalidFilter, StartPosition, check_name, codec
 
 
 class ProtocolError(Exception):
@@ -25,7 +22,7 @@ class ProtocolError(Exception):
 @dataclass(frozen=True, slots=True)
 class Subscribe:
     filter: Filter
-    position: Position
+    position: StartPosition
     subscription_id: str | None
 
 
@@ -43,7 +40,7 @@ class Ping:
 Action = Subscribe | Unsubscribe | Ping
 
 
-def parse_position(value: object) -> Position:
+def parse_position(value: object) -> StartPosition:
     if value is None or value == "latest":
         return "latest"
     if value == "earliest":

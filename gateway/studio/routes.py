@@ -1,5 +1,5 @@
 """Studio: the gateway's web UI (``GET /studio``), plain HTML, CSS and ES modules from
-``gateway/studio/`` with no build step.
+this folder with no build step.
 
 The page itself is public: it holds no data and asks the REST API and the WebSocket for
 everything with the credentials the user gives it (an API key kept in the tab's
@@ -16,10 +16,10 @@ from pathlib import Path
 from fastapi import APIRouter
 from starlette.responses import RedirectResponse, Response
 
-from .errors import ApiError
-from .static_routes import PAGE_HEADERS, static_file
+from ..errors import ApiError
+from ..static.routes import PAGE_HEADERS, static_file
 
-STUDIO = Path(__file__).resolve().parent / "studio"
+STUDIO = Path(__file__).resolve().parent
 
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",

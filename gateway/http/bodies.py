@@ -1,9 +1,11 @@
-"""Request bodies of the REST API, validated strictly (no coercion of wrong types)."""
+"""Request bodies of the REST API: read bounded, parsed strictly, validated by pydantic models
+(no coercion of wrong types), and JSON responses."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
+from fastapi import Request
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -13,10 +15,11 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from starlette.responses import Response
 
 from broker import InvalidFilter, check_name, codec
 
-from .errors import ApiError
+from ..errors import ApiError, validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -105,3 +108,41 @@ def body_schema(model: type[BaseModel]) -> dict[str, Any]:
             "content": {"application/json": {"schema": model.model_json_schema()}},
         }
     }
+
+
+def json_response(body: bytes, status: int = 200) -> Response:
+    return Response(body, status, media_type="application/json")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body, refused past ``limit`` bytes and parsed strictly."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(
+            "PAYLOAD_TOO_LARGE", f"request body is larger than {limit} bytes", {"limit": limit}
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(
+                "PAYLOAD_TOO_LARGE", f"request body is larger than {limit} bytes", {"limit": limit}
+            )
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise validation_error("body", "a JSON body is required")
+    try:
+        return codec.loads(raw)
+    except codec.JSONDecodeError as exc:
+        raise validation_error("body", f"malformed JSON: {exc}") from None
+
+
+async def read_optional_json(request: Request, limit: int) -> Any:
+    """Like ``read_json``, but a request without a body reads as ``{}``."""
+    if request.headers.get("content-length", "0") == "0" and (
+        "transfer-encoding" not in request.headers
+    ):
+        return {}
+    return await read_json(request, limit)

@@ -1,0 +1,5 @@
+"""``python -m gateway.cli``: the ``deltagate`` command."""
+
+from . import main
+
+main()

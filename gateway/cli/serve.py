@@ -1,0 +1,78 @@
+"""``deltagate serve``: one gateway pod on this host (uvicorn, with deltagate's batching WebSocket
+protocol and the drain of ``gateway.process``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import run, settings_from
+
+BANNER = """
++------------------------------------------------------------------------------+
+|  deltagate DEV MODE: embedded in-memory Redis stand-in (fakeredis)           |
+|  Single node, nothing is persisted: every event is gone when this stops.     |
+|  {auth:<76}|
+|  Set DELTAGATE_REDIS_URL=redis://... for a real deployment.                  |
++------------------------------------------------------------------------------+
+"""
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind [env DELTAGATE_HOST]")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port [env DELTAGATE_PORT, default 8787]")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Subscriptions config file to apply")] = None,
+    auto_create_stores: Annotated[
+        bool | None,
+        typer.Option(
+            "--auto-create-stores/--no-auto-create-stores",
+            help="Create a store on first use (default: on only in dev mode)",
+        ),
+    ] = None,
+) -> None:
+    """Run one gateway pod (REST + WebSocket) on this host."""
+    import uvicorn
+
+    from .. import logs, process
+    from ..app import create_app, drain
+    from ..ws.batching import BatchingWebSocketProtocol
+
+    settings = settings_from(
+        host=host, port=port, config=config, auto_create_stores=auto_create_stores
+    )
+    logs.configure(settings.log_level, settings.log_json)
+    if settings.embedded:
+        auth = (
+            "Auth is ENABLED (DELTAGATE_AUTH=enabled)."
+            if settings.auth_enabled
+            else "Auth is OFF: anyone who can reach this port can read and write."
+        )
+        sys.stderr.write(BANNER.format(auth=auth))
+    app = create_app(settings)
+    server = process.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            ws=BatchingWebSocketProtocol,  # uvicorn's websockets-sansio + batched sends
+            ws_max_size=settings.max_ws_message_bytes,
+            ws_per_message_deflate=settings.ws_compression,
+            log_config=None,
+            timeout_graceful_shutdown=max(1, int(settings.grace_period - settings.drain_seconds)),
+            lifespan="on",
+        )
+    )
+    status = run(
+        lambda: process.serve(
+            server,
+            name="gateway",
+            drain=lambda: drain(app),
+            drain_deadline=settings.drain_seconds + 5,
+        )
+    )
+    raise typer.Exit(status)

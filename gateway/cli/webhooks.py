@@ -1,0 +1,62 @@
+"""``deltagate dispatcher`` (one webhook dispatcher replica) and ``deltagate apply FILE`` (a
+config file's stores and subscriptions, written to the deployment's Redis)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import deployment_settings, print_json, run, usage, with_redis
+
+
+def dispatcher() -> None:
+    """Run one webhook dispatcher replica on the deployment's Redis (DELTAGATE_* settings).
+    Serves /metrics, /healthz and /readyz on DELTAGATE_DISPATCHER_PORT (default 8788); SIGTERM
+    drains and exits 0."""
+    from .. import logs
+    from ..dispatcher.process import serve_dispatcher
+
+    settings = deployment_settings("the dispatcher")
+    logs.configure(settings.log_level, settings.log_json)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per delivery
+    raise typer.Exit(run(lambda: serve_dispatcher(settings)))
+
+
+def apply(
+    file: Annotated[Path, typer.Argument(help="YAML or JSON: {eventStores: [{name, ...}]}")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON")] = False,
+) -> None:
+    """Create the stores and webhook subscriptions FILE declares (idempotent: nothing is
+    created twice, changed subscriptions are updated in place, nothing is deleted)."""
+    from ..config_file import ConfigError, load, plan
+    from ..config_file import apply as apply_plans
+
+    settings = deployment_settings("apply")
+    try:
+        plans = plan(load(file), str(file))  # the whole file is checked before Redis is asked
+        done = with_redis(settings, lambda client: apply_plans(client, plans))
+    except ConfigError as exc:
+        for problem in exc.problems[:-1]:
+            typer.echo(f"error: {problem}", err=True)
+        usage(exc.problems[-1])
+    lines = [
+        {
+            "eventStoreName": d.store,
+            "subscriptionId": d.subscription,
+            "outcome": d.outcome,
+            **({"signingSecret": d.secret} if d.secret else {}),
+        }
+        for d in done
+    ]
+    if json_output:
+        print_json(lines)
+        return
+    for line in lines:
+        sub = line["subscriptionId"]
+        what = f"{line['eventStoreName']}/{sub}" if sub else f"{line['eventStoreName']} (store)"
+        typer.echo(f"{line['outcome']:<10} {what}")
+        if "signingSecret" in line:
+            typer.echo(f"           signing secret (shown once): {line['signingSecret']}")

@@ -1,0 +1,103 @@
+"""The one way deltagate runs a long-lived process (a gateway pod, a webhook dispatcher): an HTTP
+server (uvicorn) and, for the dispatcher, a main task, under one signal policy.
+
+- The first SIGTERM or SIGINT starts a drain: ``drain()`` runs (a pod: readiness off, new
+  WebSockets refused, open ones closed with 1012 after what was queued for them; a dispatcher:
+  in-flight deliveries finish, progress saved, leases released), at most ``drain_deadline``
+  seconds; then the server stops accepting, finishes its in-flight requests (uvicorn's graceful
+  shutdown) and the process exits 0.
+- A second signal stops at once.
+- If the main task or the server ends on its own, that is a failure: the other is stopped and the
+  process exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import uvicorn
+
+from broker import cancel_and_wait
+
+log = logging.getLogger("deltagate.process")
+T = TypeVar("T")
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server without signal handlers of its own: ``serve`` below owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion on uvloop (installed with uvicorn[standard]) when available."""
+    try:
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+async def serve(
+    server: Server,
+    *,
+    name: str,
+    drain: Callable[[], Awaitable[None]],
+    drain_deadline: float,
+    main: Coroutine[Any, Any, None] | None = None,
+) -> int:
+    """Run ``server`` (and ``main``) until a signal, then drain and stop. The exit status."""
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if signalled.is_set():
+            log.warning("second signal: stopping now", extra={"component": name})
+            server.force_exit = server.should_exit = True
+            return
+        log.info("signal received: draining", extra={"component": name, "signal": sig.name})
+        signalled.set()
+
+    for sig in SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
+    web = loop.create_task(server.serve(), name=f"{name} http")
+    work = loop.create_task(main, name=name) if main is not None else None
+    stop = loop.create_task(signalled.wait(), name=f"{name} signals")
+    status = 0
+    try:
+        running = {web, stop} if work is None else {web, stop, work}
+        await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        if stop.done():
+            try:
+                await asyncio.wait_for(drain(), drain_deadline)
+            except TimeoutError:
+                log.warning("drain deadline passed; stopping anyway", extra={"component": name})
+        else:
+            status = 1
+            ended = work if work is not None and work.done() else web
+            exc = None if ended.cancelled() else ended.exception()
+            log.error(f"{ended.get_name()} ended on its own; stopping", exc_info=exc)
+        server.should_exit = True
+        if work is not None and not work.done():
+            await asyncio.wait({work}, timeout=drain_deadline)
+        await asyncio.wait({web})
+        if work is not None and work.done() and not work.cancelled() and work.exception():
+            log.error("main task failed", exc_info=work.exception(), extra={"component": name})
+            status = 1
+    finally:
+        for sig in SIGNALS:
+            loop.remove_signal_handler(sig)
+        await cancel_and_wait([t for t in (stop, web, work) if t is not None])
+    return status

@@ -1,0 +1,107 @@
+"""Every open WebSocket session of this pod: the watchdog that closes the ones that must go
+(stalled readers, revoked keys, expired credentials) and the spread-out close of a drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from broker import BrokerError, KeyStore, RateLimiter, cancel_and_wait
+
+from ..errors import CLOSE_CODE
+from .session import Session
+
+log = logging.getLogger("deltagate.ws")
+
+
+class Sessions:
+    """Every open session of this pod, and the watchdog that closes the ones whose client has
+    stopped reading altogether (4008)."""
+
+    def __init__(self, slow_timeout: float, keys: KeyStore, limits: RateLimiter) -> None:
+        self.active: set[Session] = set()
+        self.slow_timeout = slow_timeout
+        self._keys = keys
+        self._limits = limits
+        self._task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._watch(), name="ws watchdog")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait([task])
+        closing, self._closing = self._closing, set()
+        await cancel_and_wait(closing)
+
+    def _close_soon(self, session: Session, code: int, reason: str) -> None:
+        """Close a session from the watchdog without waiting on it (tasks owned here)."""
+        task = asyncio.get_running_loop().create_task(session.close(code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def drain(self, window: float) -> None:
+        """Close every session with 1012 after flushing what was queued for it, spread evenly
+        over ``window`` seconds so the clients do not all reconnect to the other pods at once."""
+        sessions = list(self.active)
+        if not sessions:
+            return
+        gap = window / len(sessions)
+        log.info("draining websockets", extra={"connections": len(sessions), "window_s": window})
+
+        async def close_later(session: Session, delay: float) -> None:
+            await asyncio.sleep(delay)
+            await session.close(CLOSE_CODE["DRAINING"], "pod draining; reconnect to resume")
+
+        await asyncio.gather(*(close_later(s, i * gap) for i, s in enumerate(sessions)))
+
+    async def _watch(self) -> None:
+        """Once a second: close sockets whose client stopped reading (4008), whose API key was
+        revoked or expired, or whose token expired (4001); every 10 s, keep this pod's
+        connections counting toward their keys' quotas."""
+        tick = 0
+        while True:
+            await asyncio.sleep(1.0)
+            tick += 1
+            try:
+                await self._check(refresh=tick % 10 == 0)
+            except BrokerError as exc:
+                log.warning(
+                    "session checks skipped: Redis unavailable", extra={"error": exc.message}
+                )
+
+    async def _check(self, *, refresh: bool) -> None:
+        now = time.monotonic()
+        wall = time.time()
+        sessions = [s for s in self.active if s.state == "open"]
+        for session in sessions:
+            since = session.sending_since
+            if since is not None and now - since > self.slow_timeout:
+                log.warning(
+                    "closing a connection that stopped reading",
+                    extra={"store": session.store, "stalled_s": round(now - since)},
+                )
+                session.abort()
+                self._close_soon(session, CLOSE_CODE["SLOW_CONSUMER"], "slow consumer")
+        for session in sessions:
+            expires = session.principal.expires_at
+            if expires is not None and wall >= expires:
+                what = "token" if session.principal.via_token else "API key"
+                self._close_soon(
+                    session,
+                    CLOSE_CODE["UNAUTHORIZED"],
+                    f"{what} expired: get a new one and resume from your last position",
+                )
+        keyed = [(s.principal.key_id, s) for s in sessions if s.principal.key_id is not None]
+        if keyed:
+            alive = await self._keys.alive(list({key_id for key_id, _ in keyed}))
+            for key_id, session in keyed:
+                if key_id not in alive:
+                    self._close_soon(session, CLOSE_CODE["UNAUTHORIZED"], "API key revoked")
+        if refresh:
+            await self._limits.refresh(
+                [(key_id, s.conn_id) for key_id, s in keyed if s.conn_id is not None]
+            )
