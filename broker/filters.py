@@ -21,6 +21,11 @@ from typing import Generic, TypeVar
 
 MAX_PATTERN_LENGTH = 256
 MAX_PATTERNS = 32
+# Real filters use one or two wildcards ("order.*", "tenant.*.order.*"). Matching is linear
+# whatever the count, but each "*" beyond the first costs a str.find per event per subscription
+# on the fan-out's hot path; sixteen is far more than any sensible pattern needs and keeps that
+# per-event work small and fixed.
+MAX_WILDCARDS = 16
 
 K = TypeVar("K")
 Matcher = Callable[[str], bool]
@@ -39,6 +44,15 @@ def check_name(value: object, what: str, max_length: int = 256) -> str:
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise InvalidFilter(f"{what} must not contain control characters")
     return value
+
+
+def check_pattern(value: object) -> str:
+    """One pattern of an ``eventFilter``: a name of at most MAX_PATTERN_LENGTH characters with
+    at most MAX_WILDCARDS ``*``."""
+    pattern = check_name(value, "pattern", MAX_PATTERN_LENGTH)
+    if pattern.count("*") > MAX_WILDCARDS:
+        raise InvalidFilter(f"pattern has more than {MAX_WILDCARDS} '*' wildcards (the limit)")
+    return pattern
 
 
 def compile_pattern(pattern: str) -> Matcher:
@@ -105,7 +119,7 @@ class Filter:
             raise InvalidFilter("eventFilter must be a pattern or a non-empty list of patterns")
         if len(items) > MAX_PATTERNS:
             raise InvalidFilter(f"eventFilter holds more than {MAX_PATTERNS} patterns")
-        checked = tuple(dict.fromkeys(check_name(p, "pattern", MAX_PATTERN_LENGTH) for p in items))
+        checked = tuple(dict.fromkeys(check_pattern(p) for p in items))
         sid = None if stream_id is None else check_name(stream_id, "streamId")
         return cls(checked, sid)
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker import Filter, FilterIndex, InvalidFilter, check_name
-from broker.filters import MAX_PATTERNS
+from broker.filters import MAX_PATTERNS, MAX_WILDCARDS
 
 
 def glob(pattern: str, value: str) -> bool:
@@ -76,6 +76,12 @@ def test_parse() -> None:
     many = Filter.parse(["a", "b", "a"], "s-1")
     assert many.patterns == ("a", "b") and many.stream_id == "s-1" and many.wire == ["a", "b"]
     assert Filter.parse(["x"] * MAX_PATTERNS).patterns == ("x",)
+    assert Filter.parse("*a" * MAX_WILDCARDS).matches("s", "a" * MAX_WILDCARDS)
+
+
+def test_too_many_wildcards_names_the_limit() -> None:
+    with pytest.raises(InvalidFilter, match=f"more than {MAX_WILDCARDS} '\\*' wildcards"):
+        Filter.parse(["order.*", "*a" * (MAX_WILDCARDS + 1)])
 
 
 @pytest.mark.parametrize(
@@ -94,6 +100,8 @@ def test_parse() -> None:
         ("a\x1fb", None),
         ("a\x7fb", None),
         ("x" * 257, None),
+        ("*" * (MAX_WILDCARDS + 1), None),
+        (["ok", "*a" * (MAX_WILDCARDS + 1)], None),
         ([f"p{i}" for i in range(MAX_PATTERNS + 1)], None),
         ("*", ""),
         ("*", 7),
