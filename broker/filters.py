@@ -3,6 +3,11 @@
 Pattern language (the contract's): ``*`` matches any run of characters, dots included; every other
 character is literal. A filter is a list of patterns (OR) and an optional stream id.
 
+Patterns come from any key that may read, so matching must never be a denial of service: a
+pattern is split at its ``*`` once, when its filter is built, and then matched in one left-to-right
+pass with ``str.find`` (no regular expression, no backtracking). The common shapes (``*``, exact,
+``head*``, ``*tail``) cost one string comparison per event.
+
 ``FilterIndex`` finds the subscriptions an event matches without trying every subscription: exact
 types, single-``*`` prefixes and suffixes are dictionary lookups; only the rare other shapes
 (``a*b*c``) are tried one by one.
@@ -10,16 +15,22 @@ types, single-``*`` prefixes and suffixes are dictionary lookups; only the rare 
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .errors import InvalidFilter
 
 MAX_PATTERN_LENGTH = 256
 MAX_PATTERNS = 32
+# Real filters use one or two wildcards ("order.*", "tenant.*.order.*"). Matching is linear
+# whatever the count, but each "*" beyond the first costs a str.find per event per subscription
+# on the fan-out's hot path; sixteen is far more than any sensible pattern needs and keeps that
+# per-event work small and fixed.
+MAX_WILDCARDS = 16
 
 K = TypeVar("K")
+Matcher = Callable[[str], bool]
 
 
 def check_name(value: object, what: str, max_length: int = 256) -> str:
@@ -33,14 +44,67 @@ def check_name(value: object, what: str, max_length: int = 256) -> str:
     return value
 
 
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+def check_pattern(value: object) -> str:
+    """One pattern of an ``eventFilter``: a name of at most MAX_PATTERN_LENGTH characters with
+    at most MAX_WILDCARDS ``*``."""
+    pattern = check_name(value, "pattern", MAX_PATTERN_LENGTH)
+    if pattern.count("*") > MAX_WILDCARDS:
+        raise InvalidFilter(f"pattern has more than {MAX_WILDCARDS} '*' wildcards (the limit)")
+    return pattern
+
+
+def compile_pattern(pattern: str) -> Matcher:
+    """A function telling whether a value matches ``pattern``, read once here.
+
+    Split at the stars, the pattern is ``head * m1 * ... * mk * tail``: a value matches when it
+    starts with ``head``, ends with ``tail`` (not overlapping ``head``) and holds m1..mk in order
+    in between. Finding each middle segment at its leftmost place is exact: an earlier end only
+    leaves more room for the rest. So one pass of ``str.find`` over the value decides, never
+    going back; empty segments (from ``**``) constrain nothing and are dropped.
+    """
+    if "*" not in pattern:
+        return pattern.__eq__
+    head, *inner, tail = pattern.split("*")
+    middle = tuple(part for part in inner if part)
+    if not middle:
+        if not head and not tail:
+            return _anything
+        if not tail:
+            return lambda value: value.startswith(head)
+        if not head:
+            return lambda value: value.endswith(tail)
+    least = len(head) + sum(map(len, middle)) + len(tail)
+    start = len(head)
+    back = len(tail)
+
+    def matches(value: str) -> bool:
+        if len(value) < least or not value.startswith(head) or not value.endswith(tail):
+            return False
+        at = start
+        end = len(value) - back
+        for part in middle:
+            at = value.find(part, at, end)
+            if at < 0:
+                return False
+            at += len(part)
+        return True
+
+    return matches
+
+
+def _anything(value: str) -> bool:
+    return True
 
 
 @dataclass(frozen=True, slots=True)
 class Filter:
     patterns: tuple[str, ...]
     stream_id: str | None = None
+    matchers: tuple[Matcher, ...] = field(init=False, repr=False, compare=False)
+    """``compile_pattern`` of each pattern, in order: built once with the filter."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "matchers", tuple(map(compile_pattern, self.patterns)))
 
     @classmethod
     def parse(cls, patterns: object, stream_id: object = None) -> Filter:
@@ -53,7 +117,7 @@ class Filter:
             raise InvalidFilter("eventFilter must be a pattern or a non-empty list of patterns")
         if len(items) > MAX_PATTERNS:
             raise InvalidFilter(f"eventFilter holds more than {MAX_PATTERNS} patterns")
-        checked = tuple(dict.fromkeys(check_name(p, "pattern", MAX_PATTERN_LENGTH) for p in items))
+        checked = tuple(dict.fromkeys(check_pattern(p) for p in items))
         sid = None if stream_id is None else check_name(stream_id, "streamId")
         return cls(checked, sid)
 
@@ -61,8 +125,8 @@ class Filter:
         # Called once per event per replaying subscription: a plain loop, no generator.
         if self.stream_id is not None and self.stream_id != stream_id:
             return False
-        for pattern in self.patterns:
-            if _pattern_matches(pattern, event_type):
+        for match in self.matchers:
+            if match(event_type):
                 return True
         return False
 
@@ -72,29 +136,12 @@ class Filter:
         then absorbed by one of our wildcards, whatever it stands for."""
         if self.stream_id is not None and other.stream_id != self.stream_id:
             return False
-        return all(
-            any(_pattern_matches(mine, theirs) for mine in self.patterns)
-            for theirs in other.patterns
-        )
+        return all(any(match(theirs) for match in self.matchers) for theirs in other.patterns)
 
     @property
     def wire(self) -> str | list[str]:
         """The filter as a client wrote it: one pattern, or a list."""
         return self.patterns[0] if len(self.patterns) == 1 else list(self.patterns)
-
-
-def _pattern_matches(pattern: str, value: str) -> bool:
-    if pattern == "*":
-        return True
-    stars = pattern.count("*")
-    if stars == 0:
-        return pattern == value
-    if stars == 1:
-        head, tail = pattern.split("*")
-        return (
-            len(value) >= len(head) + len(tail) and value.startswith(head) and value.endswith(tail)
-        )
-    return _regex(pattern).fullmatch(value) is not None
 
 
 class _Patterns(Generic[K]):
@@ -104,12 +151,12 @@ class _Patterns(Generic[K]):
         self.exact: dict[str, set[K]] = {}
         self.prefix: dict[int, dict[str, set[K]]] = {}  # "order.*" -> {6: {"order.": keys}}
         self.suffix: dict[int, dict[str, set[K]]] = {}  # "*.created" -> {8: {".created": keys}}
-        self.complex: dict[K, list[str]] = {}
+        self.complex: dict[K, list[Matcher]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.exact or self.prefix or self.suffix or self.complex)
 
-    def place(self, key: K, pattern: str, *, add: bool) -> None:
+    def place(self, key: K, pattern: str, match: Matcher, *, add: bool) -> None:
         stars = pattern.count("*")
         if stars == 0:
             _toggle(self.exact, pattern, key, add)
@@ -118,7 +165,7 @@ class _Patterns(Generic[K]):
         elif stars == 1 and pattern.startswith("*"):
             _toggle_sized(self.suffix, pattern[1:], key, add)
         elif add:
-            self.complex.setdefault(key, []).append(pattern)
+            self.complex.setdefault(key, []).append(match)
         else:
             self.complex.pop(key, None)
 
@@ -137,9 +184,11 @@ class _Patterns(Generic[K]):
                 hit = by_tail.get(event_type[size - length :])
                 if hit:
                     into |= hit
-        for key, patterns in self.complex.items():
-            if any(_pattern_matches(p, event_type) for p in patterns):
-                into.add(key)
+        for key, matchers in self.complex.items():
+            for match in matchers:
+                if match(event_type):
+                    into.add(key)
+                    break
 
 
 class FilterIndex(Generic[K]):
@@ -162,16 +211,16 @@ class FilterIndex(Generic[K]):
         self.remove(key)
         self._filters[key] = flt
         patterns = self._by_stream.setdefault(flt.stream_id, _Patterns())
-        for p in flt.patterns:
-            patterns.place(key, p, add=True)
+        for pattern, match in zip(flt.patterns, flt.matchers, strict=True):
+            patterns.place(key, pattern, match, add=True)
 
     def remove(self, key: K) -> None:
         flt = self._filters.pop(key, None)
         if flt is None:
             return
         patterns = self._by_stream[flt.stream_id]
-        for p in flt.patterns:
-            patterns.place(key, p, add=False)
+        for pattern, match in zip(flt.patterns, flt.matchers, strict=True):
+            patterns.place(key, pattern, match, add=False)
         if not patterns:
             del self._by_stream[flt.stream_id]
 

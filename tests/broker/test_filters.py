@@ -1,23 +1,34 @@
 """broker.filters: the pattern language, Filter.parse's validation, and FilterIndex, which must
-agree with Filter.matches for any set of subscriptions."""
+agree with Filter.matches for any set of subscriptions. The matcher and ``covers`` are held to a
+reference written here, and must answer adversarial patterns at once."""
 
 from __future__ import annotations
+
+import time
+from itertools import product
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker import Filter, FilterIndex, InvalidFilter, check_name
-from broker.filters import MAX_PATTERNS
+from broker.filters import MAX_PATTERNS, MAX_WILDCARDS, compile_pattern
 
 
 def glob(pattern: str, value: str) -> bool:
-    """Reference matcher, independent of the module: '*' is any run, all else literal."""
-    if not pattern:
-        return not value
-    if pattern[0] == "*":
-        return any(glob(pattern[1:], value[i:]) for i in range(len(value) + 1))
-    return bool(value) and value[0] == pattern[0] and glob(pattern[1:], value[1:])
+    """Reference matcher, independent of the module: '*' is any run, all else literal.
+
+    Dynamic programming: ``done[i][j]`` says whether ``pattern[:i]`` matches ``value[:j]``.
+    """
+    done = [[False] * (len(value) + 1) for _ in range(len(pattern) + 1)]
+    done[0][0] = True
+    for i, p in enumerate(pattern, 1):
+        for j in range(len(value) + 1):
+            if p == "*":  # the star stands for nothing, or for one more character
+                done[i][j] = done[i - 1][j] or (j > 0 and done[i][j - 1])
+            else:
+                done[i][j] = j > 0 and done[i - 1][j - 1] and value[j - 1] == p
+    return done[len(pattern)][len(value)]
 
 
 @pytest.mark.parametrize(
@@ -52,6 +63,18 @@ def glob(pattern: str, value: str) -> bool:
         ("a.b", "aXb", False),
         ("a+", "aa", False),
         ("a+", "a+", True),
+        ("a**", "a", True),
+        ("*a**b*", "xaby", True),
+        ("ab*ba", "aba", False),  # head and tail may not share a character
+        ("ab*ba", "abba", True),
+        ("a*ab*b", "aabb", True),
+        ("a*ab*b", "abab", False),
+        ("*aa*aa*", "aaa", False),
+        ("*aa*aa*", "aaaa", True),
+        ("*.*.*", "a.b", False),
+        ("order.*.v2", "order.x.v2", True),
+        ("*a*a*a*a*a*a*a*b", "a" * 255, False),
+        ("*a*a*a*a*a*a*a*b", "a" * 254 + "b", True),
     ],
 )
 def test_pattern(pattern: str, value: str, expected: bool) -> None:
@@ -76,6 +99,12 @@ def test_parse() -> None:
     many = Filter.parse(["a", "b", "a"], "s-1")
     assert many.patterns == ("a", "b") and many.stream_id == "s-1" and many.wire == ["a", "b"]
     assert Filter.parse(["x"] * MAX_PATTERNS).patterns == ("x",)
+    assert Filter.parse("*a" * MAX_WILDCARDS).matches("s", "a" * MAX_WILDCARDS)
+
+
+def test_too_many_wildcards_names_the_limit() -> None:
+    with pytest.raises(InvalidFilter, match=f"more than {MAX_WILDCARDS} '\\*' wildcards"):
+        Filter.parse(["order.*", "*a" * (MAX_WILDCARDS + 1)])
 
 
 @pytest.mark.parametrize(
@@ -94,6 +123,8 @@ def test_parse() -> None:
         ("a\x1fb", None),
         ("a\x7fb", None),
         ("x" * 257, None),
+        ("*" * (MAX_WILDCARDS + 1), None),
+        (["ok", "*a" * (MAX_WILDCARDS + 1)], None),
         ([f"p{i}" for i in range(MAX_PATTERNS + 1)], None),
         ("*", ""),
         ("*", 7),
@@ -184,3 +215,92 @@ def test_index_removal_leaves_nothing_behind() -> None:
     index.remove("c")
     assert len(index) == 0
     assert index.match("s", "order.created") == set()
+
+
+# -- the matcher vs the reference -------------------------------------------------------------
+
+MATCH_ALPHABET = "ab.*"  # values may hold '*' too: covers() reads patterns as values
+match_pattern_st = st.text(MATCH_ALPHABET, min_size=1, max_size=12)
+
+
+@st.composite
+def instances(draw: st.DrawFn, pattern: str) -> str:
+    """A value ``pattern`` matches: each '*' replaced by a short random run."""
+    parts = pattern.split("*")
+    stars = len(parts) - 1
+    fillers = draw(st.lists(st.text(MATCH_ALPHABET, max_size=3), min_size=stars, max_size=stars))
+    return parts[0] + "".join(f + p for f, p in zip(fillers, parts[1:], strict=True))
+
+
+@st.composite
+def near_misses(draw: st.DrawFn, pattern: str) -> str:
+    """An instance of ``pattern`` with a slice replaced (often by nothing): where off-by-one
+    mistakes show."""
+    value = draw(instances(pattern))
+    start = draw(st.integers(0, len(value)))
+    stop = draw(st.integers(start, len(value)))
+    return value[:start] + draw(st.text(MATCH_ALPHABET, max_size=2)) + value[stop:]
+
+
+@settings(max_examples=1000, deadline=None, database=None)
+@given(pattern=match_pattern_st, data=st.data())
+def test_matcher_equals_reference(pattern: str, data: st.DataObject) -> None:
+    value = data.draw(
+        st.text(MATCH_ALPHABET, max_size=14) | instances(pattern) | near_misses(pattern)
+    )
+    assert compile_pattern(pattern)(value) is glob(pattern, value)
+
+
+def test_matcher_equals_reference_on_every_small_case() -> None:
+    """Exhaustive where it is cheap: every pattern of up to 6 of 'a', 'b', '*' against every
+    value of up to 6 of 'a', 'b'."""
+    words = [""] + [w for n in range(1, 7) for w in map("".join, product("ab", repeat=n))]
+    for n in range(1, 7):
+        for pattern in map("".join, product("ab*", repeat=n)):
+            match = compile_pattern(pattern)
+            for value in words:
+                assert match(value) is glob(pattern, value), (pattern, value)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(mine=filter_st, theirs=filter_st, data=st.data())
+def test_covers(mine: Filter, theirs: Filter, data: st.DataObject) -> None:
+    by_reference = (mine.stream_id is None or mine.stream_id == theirs.stream_id) and all(
+        any(glob(m, t) for m in mine.patterns) for t in theirs.patterns
+    )
+    assert mine.covers(theirs) is by_reference
+    assert mine.covers(mine)
+    assert Filter(("*",)).covers(theirs)
+    if not by_reference:
+        return
+    # Whatever the covered filter can match, the covering one matches.
+    stream_id = theirs.stream_id or "any-stream"
+    for pattern in theirs.patterns:
+        value = data.draw(instances(pattern))
+        assert theirs.matches(stream_id, value)
+        assert mine.matches(stream_id, value)
+
+
+def test_adversarial_patterns_are_answered_at_once() -> None:
+    """A liveness check, not a benchmark: a backtracking matcher takes longer than the age of
+    the universe on these; a linear one, milliseconds."""
+    value = "a" * 65_536
+    cases = [
+        ("*a" * 199 + "*b", value, False),  # fails at the tail
+        ("*a" * 198 + "*b*", value, False),  # tail passes: the middle search does the work
+        ("*a" * 199 + "*b", value[:-1] + "b", True),
+        ("*" + "*".join(["a" * 100 + "b"] * 199) + "*", value, False),  # long segments
+        ("*" + "*".join(["ab"] * 199) + "*", value[:-1] + "b", False),  # one "ab", at the end
+        ("*" + "*".join(["ab"] * 199) + "*", "ab" * 32_768, True),
+    ]
+    for pattern, subject, expected in cases:
+        assert pattern.count("*") == 200
+        match = compile_pattern(pattern)
+        started = time.monotonic()
+        assert match(subject) is expected
+        assert time.monotonic() - started < 1.0, pattern[:40]
+    flt = Filter(tuple(p for p, _, _ in cases))
+    started = time.monotonic()
+    assert flt.covers(Filter((value[:-1] + "b", "ab" * 32_768)))
+    assert not flt.covers(Filter((value,)))
+    assert time.monotonic() - started < 1.0

@@ -438,6 +438,75 @@ async def test_malformed_frames_are_answered_and_the_pod_survives(redis_url, pod
     await again.disconnect()
 
 
+# Eight stars, within the caps: a backtracking matcher takes minutes on a type of 255 'a's.
+EVIL = "*a" * 7 + "*b"
+LONG_TYPES = [{"type": "a" * 255, "data": {}}, {"type": "a" * 254 + "b", "data": {}}]
+
+
+async def timed_append(pod: Pod, event_type: str) -> float:
+    """Another client's append, sent once: the seconds it took to be answered with 201."""
+    async with httpx.AsyncClient(timeout=5) as other:
+        started = time.monotonic()
+        r = await other.post(
+            f"{pod.url}/event-stores/{STORE}/streams/other",
+            json={"events": [{"type": event_type, "data": {}}]},
+        )
+        assert r.status_code == 201, r.text
+        return time.monotonic() - started
+
+
+async def test_adversarial_pattern_in_a_query_does_not_stall_the_pod(redis_url, pods):
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    async with httpx.AsyncClient(timeout=5) as http:
+        await append(http, pod, "evil", LONG_TYPES)  # positions 1 and 2; only 2 matches
+
+        async def query() -> httpx.Response:
+            # A longer timeout than the other client's: what must not wait is that client.
+            url = f"{pod.url}/event-stores/{STORE}/events"
+            return await http.get(url, params={"type": EVIL}, timeout=10)
+
+        async def meanwhile() -> float:
+            await asyncio.sleep(0.1)  # the query goes first
+            return await timed_append(pod, "order.placed")
+
+        async with asyncio.TaskGroup() as tasks:
+            queried = tasks.create_task(query())
+            other = tasks.create_task(meanwhile())
+    assert queried.result().status_code == 200, queried.result().text
+    assert [e["globalPosition"] for e in queried.result().json()["events"]] == [2]
+    assert other.result() < 5
+
+
+async def test_adversarial_pattern_in_a_subscription_does_not_stall_the_pod(redis_url, pods):
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    async with httpx.AsyncClient(timeout=5) as http:
+        await append(http, pod, "evil", LONG_TYPES)
+    client = Client(pod.ws_url, STORE)
+    await client.connect()
+    await client.send(action="subscribe", eventFilter=EVIL, position="earliest")
+    # While the replay runs, and then live: a type the pattern must reject, then one it matches.
+    assert await timed_append(pod, "a" * 255) < 5  # position 3
+    assert await timed_append(pod, "a" * 200 + "b") < 5  # position 4
+    await client.wait(lambda: len(client.got.events) >= 2, timeout=5, what="the matching events")
+    await asyncio.sleep(0.1)
+    assert client.got.positions == [2, 4]
+    assert client.got.subscribed[0]["eventFilter"] == EVIL
+    # Over the cap: refused, and the connection stays open.
+    await client.send(action="subscribe", eventFilter=["*", "*a" * 17], subscriptionId="x")
+    await client.wait(lambda: client.got.errors, timeout=5, what="an error")
+    (error,) = client.got.errors
+    assert error["error"] == "VALIDATION_ERROR" and error["subscriptionId"] == "x"
+    assert "more than 16 '*' wildcards" in error["message"]
+    await client.send(action="subscribe", eventFilter="*b", position="earliest")
+    await client.wait(lambda: len(client.got.subscribed) == 2, timeout=5, what="subscribed")
+    await client.disconnect()
+    at_connect = Client(pod.ws_url, STORE)
+    await at_connect.connect(query="?filter=" + quote(json.dumps({"type": "*a" * 17})))
+    await at_connect.wait(lambda: at_connect.got.errors, timeout=5, what="an error at connect")
+    assert at_connect.got.errors[0]["error"] == "VALIDATION_ERROR"
+    await at_connect.disconnect()
+
+
 async def test_unknown_store_is_closed_4004(redis_url, pods):
     (pod,) = spawn_pods(pods, redis_url, 1, DELTAGATE_AUTO_CREATE_STORES="false")
     for store in ("missing", "Bad{Name}*"):

@@ -222,6 +222,7 @@ QUERY_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("events", {"fromPosition": 2**53 + 1}, "fromPosition"),
     ("events", {"type": [f"t{i}" for i in range(33)]}, "type"),
     ("events", {"type": "t" * 257}, "type"),
+    ("events", {"type": "*a" * 17}, "type"),  # more '*' than a pattern may hold
     ("streams/order-1", {"direction": "sideways"}, "direction"),
     ("streams/order-1", {"limit": 0}, "limit"),
     ("streams/order-1", {"limit": "abc"}, "limit"),
@@ -246,6 +247,13 @@ def test_bad_query_params(
         response = client.get(f"{base}/{store}/{path}", params=params)
         result = assert_error(response, 400, "VALIDATION_ERROR")
         assert field in error_fields(result)
+
+
+def test_too_many_wildcards_in_a_token_filter(client: TestClient, store: str) -> None:
+    response = client.post(f"/event-stores/{store}/ws-tokens", json={"eventFilter": "*a" * 17})
+    result = assert_error(response, 400, "VALIDATION_ERROR")
+    assert error_fields(result) == ["eventFilter"]
+    assert "more than 16 '*' wildcards" in result["message"]
 
 
 def test_unknown_routes_and_methods(client: TestClient, store: str) -> None:

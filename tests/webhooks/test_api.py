@@ -196,6 +196,7 @@ BAD: list[tuple[str, Any, str]] = [
     ("no patterns", {**sdk_form(), "eventFilter": []}, "INVALID_SUBSCRIPTION_CONFIG"),
     ("control char", {**sdk_form(), "eventFilter": "a\nb"}, "INVALID_SUBSCRIPTION_CONFIG"),
     ("long pattern", {**sdk_form(), "eventFilter": "x" * 300}, "INVALID_SUBSCRIPTION_CONFIG"),
+    ("many wildcards", {**sdk_form(), "eventFilter": "*a" * 17}, "INVALID_SUBSCRIPTION_CONFIG"),
     ("zero attempts", sdk_form(retryPolicy={"maxAttempts": 0}), "INVALID_SUBSCRIPTION_CONFIG"),
     ("many attempts", sdk_form(retryPolicy={"maxAttempts": 101}), "INVALID_SUBSCRIPTION_CONFIG"),
     ("float attempts", sdk_form(retryPolicy={"maxAttempts": 2.5}), "VALIDATION_ERROR"),
