@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.harness import ROOT
 
 FORBIDDEN = ("gateway", "fastapi", "starlette", "uvicorn", "websockets", "prometheus_client")
 
