@@ -10,26 +10,25 @@ The database is flushed before each phase so every phase starts from an empty st
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import httpx
 import orjson
 import redis.asyncio as aioredis
 from _common import (
+    POD_ENV,
     Context,
     KeepAliveHttp,
     Window,
     closed_loop,
-    free_port,
+    deltagate,
+    launch,
     num,
     process_cpu,
     redis_cpu,
@@ -37,6 +36,7 @@ from _common import (
 )
 
 from broker import EventLog, NewEvent, RedisConfig, connect
+from tests.harness import DeltagateProcess
 
 STORE = "bench"
 STREAMS = 1000
@@ -50,7 +50,6 @@ TARGET = 3.0
 event's JSON of the same size); ``f v`` is shown beside it as the floor of Redis' per-command
 cost, which no store of real events reaches."""
 XADD_CLIENTS = 50
-READY_SECONDS = 20.0
 
 
 def new_event(rng: random.Random) -> dict[str, Any]:
@@ -189,58 +188,9 @@ async def broker_phase(ctx: Context, admin: aioredis.Redis, size: int) -> Row:
 # -- (b) one gateway pod over HTTP ----------------------------------------------------------
 
 
-class Gateway:
-    """``deltagate serve`` as a subprocess on a free port."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "DELTAGATE_REDIS_URL": ctx.redis_url,
-            "DELTAGATE_PORT": str(self.port),
-            "DELTAGATE_AUTH": "disabled",
-            "DELTAGATE_AUTO_CREATE_STORES": "true",
-            "DELTAGATE_DRAIN_SECONDS": "0",
-            "DELTAGATE_LOG_LEVEL": "warning",
-        }
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [str(ctx.bin_dir / "deltagate"), "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-        )
-
-    def stderr(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-2000:]
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + READY_SECONDS
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}") as http:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"deltagate serve exited: {self.stderr()}")
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("deltagate serve not ready in time")
-                await asyncio.sleep(0.1)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
-async def http_phase(ctx: Context, admin: aioredis.Redis, gateway: Gateway, size: int) -> Row:
+async def http_phase(
+    ctx: Context, admin: aioredis.Redis, gateway: DeltagateProcess, size: int
+) -> Row:
     await admin.flushall()
     bodies = [orjson.dumps({"events": b}) for b in batches(size, seed=size)]
     paths = [f"/event-stores/{STORE}/streams/{stream_of(n)}".encode() for n in range(STREAMS)]
@@ -258,7 +208,7 @@ async def http_phase(ctx: Context, admin: aioredis.Redis, gateway: Gateway, size
             admin,
             [worker(c, w) for w, c in enumerate(connections)],
             ctx,
-            {"client": time.process_time, "gateway": lambda: process_cpu(gateway.proc.pid)},
+            {"client": time.process_time, "gateway": lambda: process_cpu(gateway.pid)},
         )
     finally:
         for c in connections:
@@ -426,13 +376,13 @@ async def main(ctx: Context) -> str:
     try:
         for size in BATCHES:
             rows.append(await median(ctx, partial(broker_phase, ctx, admin, size)))
-        gateway = Gateway(ctx)
+        gateway = deltagate(ctx, "serve", POD_ENV)
         try:
-            await gateway.ready()
+            await launch(gateway)
             for size in BATCHES:
                 rows.append(await median(ctx, partial(http_phase, ctx, admin, gateway, size)))
         finally:
-            gateway.stop()
+            gateway.stop(timeout=15)
         for pipeline, sized in ((1, False), (100, False), (100, True)):
             rows.append(await median(ctx, partial(redis_benchmark, ctx, admin, pipeline, sized)))
         await admin.flushall()

@@ -39,7 +39,19 @@ from typing import Any
 import httpx
 import orjson
 import redis.asyncio as aioredis
-from _common import BENCH_DIR, Context, free_port, num, process_cpu, redis_cpu, table
+from _common import (
+    BENCH_DIR,
+    POD_ENV,
+    Context,
+    deltagate,
+    launch,
+    num,
+    process_cpu,
+    redis_cpu,
+    table,
+)
+
+from tests.harness import ServerProcess, free_port
 
 SUBSCRIBERS = 1000
 FIXED_RATES = (10, 50, 100, 300)
@@ -127,99 +139,56 @@ async def sleep_until(wall: float) -> None:
 # -- the servers ----------------------------------------------------------------------------
 
 
+CEILING = "ceiling"
+
+
 class Server:
-    name = ""
-    label = ""
+    """A server under test: its process (started by the caller) and what the phases read of it.
+    The file-descriptor limit its sockets need is inherited: ``main`` raises its own first."""
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.port = free_port()
-        self.errors = tempfile.TemporaryFile()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def command(self) -> tuple[list[str], dict[str, str]]:
-        raise NotImplementedError
-
-    def start(self) -> None:
-        argv, env = self.command()
-        self.proc = subprocess.Popen(
-            argv,
-            env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=self.errors,
-            preexec_fn=raise_nofile,  # 5,000 sockets and more
-        )
+    def __init__(self, name: str, process: ServerProcess, *, on_redis: bool) -> None:
+        self.name = name
+        self.process = process
+        self.on_redis = on_redis
+        """Whether Redis' CPU counts as this server's."""
 
     @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stderr(self) -> str:
-        self.errors.seek(0)
-        return self.errors.read().decode(errors="replace")[-2000:]
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + READY_SECONDS
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}") as http:
-            while True:
-                assert self.proc is not None
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.label} exited: {self.stderr()}")
-                with contextlib.suppress(httpx.TransportError):
-                    if (await http.get("/readyz")).status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.label} not ready in {READY_SECONDS:g} s")
-                await asyncio.sleep(0.1)
+    def port(self) -> int:
+        return self.process.port
 
     def alive(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.label} died: {self.stderr()}")
+        self.process.check_running()
 
     def url(self, store: str) -> str:
         return f"ws://127.0.0.1:{self.port}/event-stores/{store}/events/ws"
 
     def cpu(self) -> float:
-        return process_cpu(self.pid)
+        return process_cpu(self.process.pid)
 
     def rss(self) -> int:
-        return rss_of(self.pid)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.errors.close()
+        return rss_of(self.process.pid)
 
 
-class Ceiling(Server):
-    name = "ceiling"
-    label = "ceiling (Starlette + uvicorn websockets-sansio, no Redis)"
+class CeilingProcess(ServerProcess):
+    """``bench/_ceiling.py`` on a free port."""
 
-    def command(self) -> tuple[list[str], dict[str, str]]:
-        return [self.ctx.python, str(BENCH_DIR / "_ceiling.py"), str(self.port)], {}
+    name = "ceiling (Starlette + uvicorn websockets-sansio, no Redis)"
+
+    def __init__(self, ctx: Context) -> None:
+        port = free_port()
+        super().__init__(port=port, log_path=ctx.logs / f"ceiling-{port}.log")
+        self.python = ctx.python
+
+    def argv(self) -> list[str]:
+        return [self.python, str(BENCH_DIR / "_ceiling.py"), str(self.port)]
 
 
-class Pod(Server):
-    name = "deltagate"
-    label = "deltagate (1 pod, Redis)"
+def ceiling(ctx: Context) -> Server:
+    return Server(CEILING, CeilingProcess(ctx), on_redis=False)
 
-    def command(self) -> tuple[list[str], dict[str, str]]:
-        env = {
-            "DELTAGATE_REDIS_URL": self.ctx.redis_url,
-            "DELTAGATE_PORT": str(self.port),
-            "DELTAGATE_AUTH": "disabled",
-            "DELTAGATE_AUTO_CREATE_STORES": "true",
-            "DELTAGATE_DRAIN_SECONDS": "0",
-            "DELTAGATE_LOG_LEVEL": "warning",
-        }
-        return [str(self.ctx.bin_dir / "deltagate"), "serve"], env
+
+def pod(ctx: Context) -> Server:
+    return Server("deltagate", deltagate(ctx, "serve", POD_ENV), on_redis=True)
 
 
 # -- the load generator ---------------------------------------------------------------------
@@ -522,7 +491,7 @@ class Bench:
             r.storm = await self.storm(r.server)
         for r in results:
             r.server.alive()
-            if isinstance(r.server, Ceiling):
+            if r.server.name == CEILING:
                 async with httpx.AsyncClient() as http:
                     dropped = (await http.get(f"http://127.0.0.1:{r.server.port}/stats")).json()
                 if dropped["dropped"]:
@@ -599,13 +568,12 @@ class Bench:
                 conns=APPEND_CONNECTIONS,
             )
         )
-        pod = isinstance(server, Pod)
         await sleep_until(s0)
         cpu0, lg0, host0 = server.cpu(), lg.cpu(), host_cpu()
-        redis0 = await redis_cpu(self.admin) if pod else 0.0
+        redis0 = await redis_cpu(self.admin) if server.on_redis else 0.0
         await sleep_until(s1)
         cpu1, lg1, host1 = server.cpu(), lg.cpu(), host_cpu()
-        redis1 = await redis_cpu(self.admin) if pod else 0.0
+        redis1 = await redis_cpu(self.admin) if server.on_redis else 0.0
         ticks = max(1, host1[0] - host0[0])
         rss = server.rss()
         appended = await appending
@@ -641,7 +609,7 @@ class Bench:
             server_cpu=(cpu1 - cpu0) / d,
             rss=rss,
             loadgen_cpu=[(b - a) / d for a, b in zip(lg0, lg1, strict=True)],
-            redis_cpu=(redis1 - redis0) / d if pod else None,
+            redis_cpu=(redis1 - redis0) / d if server.on_redis else None,
             append_p99=appended["append_p99"],
             append_errors=appended["errors"],
             host_busy=(host1[1] - host0[1]) / ticks,
@@ -1103,17 +1071,14 @@ async def main(ctx: Context) -> str:
     plan = Plan.of(ctx)
     lg = LoadGen()
     admin = aioredis.Redis(port=ctx.redis_port, decode_responses=True)
-    servers: list[Server] = [Ceiling(ctx), Pod(ctx)]
+    servers = [ceiling(ctx), pod(ctx)]
     try:
         await lg.start(ctx.python)
-        for server in servers:
-            server.start()
-        for server in servers:
-            await server.ready()
+        await asyncio.gather(*(launch(s.process, READY_SECONDS) for s in servers))
         results = await Bench(ctx, lg, admin).measure(servers)
     finally:
         for server in servers:
-            server.stop()
+            server.process.stop(timeout=20)
         await lg.stop()
         await admin.aclose()
     return report(results, plan, time.monotonic() - started)

@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import statistics
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 
-import httpx
 import redis.asyncio as aioredis
-from _common import Context, free_port, num, percentile, process_cpu, table
+from _common import Context, deltagate, launch, num, percentile, process_cpu, table
 
 from broker import EventLog, NewEvent, StoreAdmin
 from broker.webhooks import WebhookConfig, WebhookStore
+from tests.harness import free_port
 
 STORE = "bench"
 STREAMS = 100
@@ -104,54 +101,6 @@ class Sink:
             await asyncio.wait_for(self.enough.wait(), seconds)
 
 
-class Dispatcher:
-    """``deltagate dispatcher`` as its own process."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.port = free_port()
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [str(ctx.bin_dir / "deltagate"), "dispatcher"],
-            env={
-                **os.environ,
-                "DELTAGATE_REDIS_URL": ctx.redis_url,
-                "DELTAGATE_PORT": str(self.port),
-                "DELTAGATE_LOG_LEVEL": "warning",
-            },
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-        )
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + READY_SECONDS
-        async with httpx.AsyncClient() as http:
-            while True:
-                if self.proc.poll() is not None:
-                    self.log.seek(0)
-                    raise RuntimeError(f"dispatcher exited: {self.log.read()[-2000:]!r}")
-                try:
-                    response = await http.get(f"http://127.0.0.1:{self.port}/readyz")
-                    if response.status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("dispatcher not ready in time")
-                await asyncio.sleep(0.05)
-
-    def cpu(self) -> float:
-        return process_cpu(self.proc.pid)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
 @dataclass
 class Throughput:
     subscriptions: int
@@ -186,21 +135,21 @@ async def throughput_run(
 ) -> Throughput:
     log = await fresh_store(redis)
     await prefill(log, per_sub)
-    dispatcher = Dispatcher(ctx)
+    dispatcher = deltagate(ctx, "dispatcher")
     try:
-        await dispatcher.ready()
+        await launch(dispatcher)
         want = subs * per_sub
         sink.reset(want)
-        cpu_before = dispatcher.cpu()
+        cpu_before = process_cpu(dispatcher.pid)
         store = WebhookStore(redis)
         for k in range(subs):
             config = WebhookConfig.build(event_filter="*", url=f"http://127.0.0.1:{port}/s/{k}")
             await store.create(STORE, config, position="earliest")
         await sink.wait(120)
-        cpu = dispatcher.cpu() - cpu_before
+        cpu = process_cpu(dispatcher.pid) - cpu_before
         return Throughput(subs, sink.count, sink.last - sink.first, cpu)
     finally:
-        dispatcher.stop()
+        dispatcher.stop(timeout=30)
 
 
 async def throughput(
@@ -226,9 +175,9 @@ class Latency:
 
 async def latency(ctx: Context, redis: aioredis.Redis, port: int, sink: Sink) -> Latency:
     log = await fresh_store(redis)
-    dispatcher = Dispatcher(ctx)
+    dispatcher = deltagate(ctx, "dispatcher")
     try:
-        await dispatcher.ready()
+        await launch(dispatcher)
         config = WebhookConfig.build(event_filter="*", url=f"http://127.0.0.1:{port}/live")
         await WebhookStore(redis).create(STORE, config)
         # Steady state only: wait until the dispatcher delivers (it finds new subscriptions
@@ -250,13 +199,13 @@ async def latency(ctx: Context, redis: aioredis.Redis, port: int, sink: Sink) ->
             if pause > 0:
                 await asyncio.sleep(pause)
             if seq == warmup:
-                cpu_before = dispatcher.cpu()
+                cpu_before = process_cpu(dispatcher.pid)
             sent[seq] = time.perf_counter()
             event = NewEvent("order.placed", {"seq": seq, "orderId": f"ord-{seq}"})
             await log.append(STORE, f"order-{seq % STREAMS}", [event])
         await sink.wait(10)
         measured = range(warmup, total)
-        cpu = dispatcher.cpu() - cpu_before
+        cpu = process_cpu(dispatcher.pid) - cpu_before
         latencies = sorted(
             (sink.arrived[s] - sent[s]) * 1000 for s in measured if s in sink.arrived
         )
@@ -264,7 +213,7 @@ async def latency(ctx: Context, redis: aioredis.Redis, port: int, sink: Sink) ->
         return Latency(len(measured), got, latencies, cpu / max(got, 1) * 1e6)
     finally:
         sink.track = False
-        dispatcher.stop()
+        dispatcher.stop(timeout=30)
 
 
 async def main(ctx: Context) -> str:

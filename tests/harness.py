@@ -1,8 +1,10 @@
-"""Real processes for the tests: a private redis-server and ``deltagate`` processes (pods,
-dispatchers), each on a free port of 127.0.0.1; and polling until something holds.
+"""Real processes for the tests and the benchmarks: a private redis-server, ``deltagate``
+processes (pods, dispatchers) and any other HTTP server that answers ``/readyz``, each on a free
+port of 127.0.0.1; and polling until something holds.
 
-tests/conftest.py builds its fixtures on these. Nothing here imports pytest: a missing binary is
-the caller's decision.
+The one way to start a deltagate process: tests/conftest.py builds its fixtures on it and bench/
+imports it as ``tests.harness`` (bench/_common.py puts the repository root on ``sys.path``). So
+nothing here imports pytest: a missing binary is the caller's decision.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import httpx
 import redis
@@ -31,7 +34,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
+    """Call ``predicate`` until it returns a true value (which is returned) or ``timeout`` seconds
+    pass (AssertionError, with the last exception it raised)."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -46,11 +56,14 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str
 
 
 class RedisServer:
-    """A private redis-server with AOF on, so a restart keeps what was acknowledged."""
+    """A private redis-server on a free port. With ``appendonly`` (the tests' default) AOF is on
+    and fsynced on every write, so a restart keeps what was acknowledged; without it (the
+    benchmarks) nothing is persisted at all."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, *, appendonly: bool = True) -> None:
         self.binary = binary
         self.dir = directory
+        self.appendonly = appendonly
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -69,6 +82,9 @@ class RedisServer:
         )
 
     def start(self) -> None:
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"]
+        if not self.appendonly:
+            persistence = ["--appendonly", "no"]
         self.proc = subprocess.Popen(
             [
                 self.binary,
@@ -78,10 +94,7 @@ class RedisServer:
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
+                *persistence,
                 "--dir",
                 str(self.dir),
                 "--loglevel",
@@ -112,25 +125,33 @@ class RedisServer:
         self.start()
 
 
-class DeltagateProcess:
-    """One ``deltagate <command>`` process on a free port of 127.0.0.1, its output in a log file;
-    ready when its ``/readyz`` answers 200."""
+class ServerProcess:
+    """One server process listening on ``port`` of 127.0.0.1, its stdout and stderr in a log file;
+    ready when its ``/readyz`` answers 200. A subclass says what to run (``argv``)."""
 
-    command = "serve"
+    name = "server"
+    """How errors call the process."""
+    log_name = "server"
+    """What the default log file's name starts with, after ``dg-``."""
     stop_timeout = 40.0
     """Seconds ``stop()`` waits for the exit before killing (a pod's drain takes up to 30)."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        *,
+        log_path: Path | None = None,
+    ) -> None:
         self.port = port or free_port()
-        self.env = {
-            **os.environ,
-            **env,
-            "DELTAGATE_PORT": str(self.port),
-            "DELTAGATE_HOST": "127.0.0.1",
-            "DELTAGATE_LOG_JSON": "true",
-        }
+        self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(tempfile.mkstemp(prefix=f"dg-{self.command}-", suffix=".log")[1])
+        self.log_path = log_path or Path(
+            tempfile.mkstemp(prefix=f"dg-{self.log_name}-", suffix=".log")[1]
+        )
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
@@ -144,24 +165,24 @@ class DeltagateProcess:
     def start(self, wait_ready: bool = True) -> Self:
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", self.command],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-                cwd=ROOT,
+                self.argv(), env=self.env, stdout=log, stderr=log, cwd=ROOT
             )
         if wait_ready:
             self.wait_ready()
         return self
 
-    def wait_ready(self) -> Self:
-        wait_for(self.ready, timeout=20, what=f"{self.command} on {self.port} to be ready")
+    def wait_ready(self, timeout: float = 20.0) -> Self:
+        wait_for(self.ready, timeout=timeout, what=f"{self.name} on {self.port} to be ready")
         return self
 
     def ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"`deltagate {self.command}` exited: {self.log()}")
+        self.check_running()
         return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+
+    def check_running(self) -> None:
+        """RuntimeError, with the end of the log, if the process has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited: {self.log()}")
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -189,6 +210,34 @@ class DeltagateProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
+class DeltagateProcess(ServerProcess):
+    """One ``deltagate <command>`` process (``serve`` unless a subclass or ``command`` says
+    otherwise), logging JSON."""
+
+    command = "serve"
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        port: int | None = None,
+        *,
+        command: str | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.command = command or self.command
+        self.name = f"`deltagate {self.command}`"
+        self.log_name = self.command
+        super().__init__(env, port, log_path=log_path)
+        self.env |= {
+            "DELTAGATE_PORT": str(self.port),
+            "DELTAGATE_HOST": "127.0.0.1",
+            "DELTAGATE_LOG_JSON": "true",
+        }
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "gateway.cli", self.command]
+
+
 class Pod(DeltagateProcess):
     """One gateway process (`deltagate serve`)."""
 
@@ -198,6 +247,9 @@ class Pod(DeltagateProcess):
 
 
 def spawn_pods(started: list[Pod], redis_url: str, n: int, **env: str) -> list[Pod]:
+    """Start ``n`` pods on ``redis_url`` (auth off, stores created on use, then ``env``) side by
+    side, append them to ``started`` (whoever owns that list stops them) and wait until all are
+    ready."""
     base = {
         "DELTAGATE_REDIS_URL": redis_url,
         "DELTAGATE_AUTH": "disabled",
