@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -64,6 +65,23 @@ class Context:
         run alone can be off by a factor of two."""
         return 1 if self.quick else 3
 
+    @property
+    def runs(self) -> str:
+        """What a reported figure is, in words: "the median of 3 runs" or "one run"."""
+        return f"the median of {self.repeats} runs" if self.repeats > 1 else "one run"
+
+
+T = TypeVar("T")
+
+
+async def median_run(
+    repeats: int, run: Callable[[], Awaitable[T]], rate: Callable[[T], float]
+) -> tuple[T, list[float]]:
+    """Run ``run`` ``repeats`` times, one after the other: the run with the median ``rate``, and
+    every run's rate in ascending order."""
+    runs = sorted([await run() for _ in range(repeats)], key=rate)
+    return runs[len(runs) // 2], [rate(r) for r in runs]
+
 
 def deltagate(ctx: Context, command: str, env: dict[str, str] | None = None) -> DeltagateProcess:
     """``deltagate <command>`` on the run's Redis, logging warnings only, with ``env``; not
@@ -82,6 +100,14 @@ async def launch(process: P, ready_seconds: float = 20.0) -> P:
     blocks, so it runs in a thread: the event loop stays free for whatever else it serves."""
     process.start(wait_ready=False)
     return await asyncio.to_thread(process.wait_ready, ready_seconds)
+
+
+def raise_nofile() -> None:
+    """Lift this process's open-file limit to its hard limit (children inherit it): thousands of
+    sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def process_cpu(pid: int) -> float:
@@ -171,6 +197,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     ]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
 
 
 def num(value: float, digits: int = 0) -> str:

@@ -29,10 +29,12 @@ from _common import (
     closed_loop,
     deltagate,
     launch,
+    median_run,
     num,
     process_cpu,
     redis_cpu,
     table,
+    verdict,
 )
 
 from broker import EventLog, NewEvent, RedisConfig, connect
@@ -124,9 +126,8 @@ async def measured(
 
 async def median(ctx: Context, phase: Callable[[], Awaitable[Row]]) -> Row:
     """Run ``phase`` ``ctx.repeats`` times; the run with the median events/s, knowing all."""
-    runs = sorted([await phase() for _ in range(ctx.repeats)], key=lambda r: r.events_per_s)
-    row = runs[len(runs) // 2]
-    row.runs = [r.events_per_s for r in runs]
+    row, runs = await median_run(ctx.repeats, phase, lambda r: r.events_per_s)
+    row.runs = runs
     print(
         f"  {row.path}, {row.batch}/request: {num(row.events_per_s)} events/s "
         f"(runs: {', '.join(num(r) for r in row.runs)}), p99 {row.p99_ms:.2f} ms",
@@ -325,13 +326,11 @@ def report(rows: list[Row], ctx: Context) -> str:
     sized = next(r for r in rows if "event body" in r.path)
     ratio = sized.events_per_s / broker.events_per_s
     floor_ratio = xadd.events_per_s / broker.events_per_s
-    verdict = "PASS" if ratio <= TARGET else "FAIL"
-    runs = f"the median of {ctx.repeats} runs" if ctx.repeats > 1 else "one run"
     return "\n\n".join(
         [
             "## Append",
             f"{CONCURRENCY} concurrent clients, each with one append in flight; per row "
-            f"{runs}, each {ctx.warmup:g} s warm-up then {ctx.duration:g} s measured "
+            f"{ctx.runs}, each {ctx.warmup:g} s warm-up then {ctx.duration:g} s measured "
             f"(redis-benchmark: a fixed count of XADDs from {XADD_CLIENTS} connections). "
             'Events like `{"type": "order.placed", "data": {"orderId", "customerId", '
             '"totalAmount", "currency", "items"}}` (~360 bytes of JSON as served) over '
@@ -357,7 +356,7 @@ def report(rows: list[Row], ctx: Context) -> str:
             f"{num(sized.events_per_s)}/s. The broker path with 100-event batches: "
             f"{num(broker.events_per_s)} events/s (client at {share(broker, 'client')} of a "
             f"core, Redis at {share(broker, 'redis')}).",
-            f"**{verdict}**: XADD/broker = **{ratio:.2f}** (goal: <= {TARGET:g}).",
+            f"**{verdict(ratio <= TARGET)}**: XADD/broker = **{ratio:.2f}** (goal: <= {TARGET:g}).",
             f"Against XADD `f v` ({num(xadd.events_per_s)}/s: two bytes per entry, Redis' "
             f"per-command floor) the ratio is {floor_ratio:.2f}: in this run the append script "
             f"took {opt(broker.script_us and broker.script_us / broker.batch)} us of Redis' time "

@@ -27,7 +27,6 @@ import contextlib
 import importlib.util
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -47,9 +46,12 @@ from _common import (
     launch,
     num,
     process_cpu,
+    raise_nofile,
     redis_cpu,
     table,
+    verdict,
 )
+from _histogram import hist_percentile
 
 from tests.harness import ServerProcess, free_port
 
@@ -65,9 +67,6 @@ SUB_WORKERS = 2
 APPEND_CONNECTIONS = 16
 READY_SECONDS = 30.0
 CALL_TIMEOUT = 120.0
-
-# The histogram of bench/_loadgen.py: 0.1 ms buckets below 1 s, then 10 ms buckets.
-FINE = 10_000
 
 GOALS = {
     "rate_ratio": 0.70,
@@ -114,12 +113,6 @@ def rss_of(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def host_cpu() -> tuple[int, int, int]:
@@ -339,26 +332,6 @@ class LoadGen:
 
 
 # -- measurements ---------------------------------------------------------------------------
-
-
-def bucket_seconds(index: int) -> float:
-    if index < FINE:
-        return (index + 0.5) / 10_000
-    return 1.0 + (index - FINE + 0.5) / 100
-
-
-def hist_percentile(hist: dict[int, int], total: int, q: float) -> float:
-    """The q-quantile of ``total`` latencies of which ``hist`` holds those that arrived; the
-    missing ones count as infinitely late."""
-    if total <= 0:
-        return math.nan
-    rank = min(total - 1, round(q * (total - 1)))
-    seen = 0
-    for index in sorted(hist):
-        seen += hist[index]
-        if seen > rank:
-            return bucket_seconds(index)
-    return math.inf
 
 
 @dataclass
@@ -783,10 +756,6 @@ def ms(seconds: float) -> str:
 
 def mib(value: float) -> str:
     return f"{value / 2**20:,.0f}"
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 STEP_HEADERS = [
