@@ -102,6 +102,11 @@ async def launch(process: P, ready_seconds: float = 20.0) -> P:
     return await asyncio.to_thread(process.wait_ready, ready_seconds)
 
 
+def progress(text: str) -> None:
+    """One indented line of progress on stderr, at once."""
+    print(f"  {text}", file=sys.stderr, flush=True)
+
+
 def raise_nofile() -> None:
     """Lift this process's open-file limit to its hard limit (children inherit it): thousands of
     sockets."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import random
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from _common import (
     median_run,
     num,
     process_cpu,
+    progress,
     redis_cpu,
     table,
     verdict,
@@ -128,11 +128,9 @@ async def median(ctx: Context, phase: Callable[[], Awaitable[Row]]) -> Row:
     """Run ``phase`` ``ctx.repeats`` times; the run with the median events/s, knowing all."""
     row, runs = await median_run(ctx.repeats, phase, lambda r: r.events_per_s)
     row.runs = runs
-    print(
-        f"  {row.path}, {row.batch}/request: {num(row.events_per_s)} events/s "
-        f"(runs: {', '.join(num(r) for r in row.runs)}), p99 {row.p99_ms:.2f} ms",
-        file=sys.stderr,
-        flush=True,
+    progress(
+        f"{row.path}, {row.batch}/request: {num(row.events_per_s)} events/s "
+        f"(runs: {', '.join(num(r) for r in row.runs)}), p99 {row.p99_ms:.2f} ms"
     )
     return row
 
