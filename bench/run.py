@@ -2,12 +2,18 @@
 
     .venv/bin/python bench/run.py [--only append[,fanout]] [--quick]   (or: make bench)
 
+A smoke run after changing the benchmarks (every benchmark with short phases, a few minutes
+instead of a quarter of an hour; leaves RESULTS.md alone):
+
+    .venv/bin/python bench/run.py --quick --output /tmp/bench-quick.md
+
 Every module ``bench/<name>.py`` whose name does not start with ``_`` (and is not this file) is a
 benchmark: it defines ``async def main(ctx: Context) -> str`` (or a plain ``def main(ctx)``)
 returning one markdown section. They run in name order, one after the other, against a private
-``redis-server`` this script starts on a free port (no persistence) and stops at the end; the
-database is flushed before each module. A module that raises gets a FAILED section instead of
-figures, the others still run, and the exit status is 1.
+``redis-server`` this script starts on a free port (no persistence; ``tests.harness.RedisServer``,
+which the tests use too) and stops at the end; the database is flushed before each module. A
+module that raises gets a FAILED section instead of figures, the others still run, and the exit
+status is 1.
 """
 
 from __future__ import annotations
