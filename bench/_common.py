@@ -1,22 +1,40 @@
-"""What every benchmark module shares: the run's context, ports, CPU clocks, percentiles, tables.
+"""What every benchmark module shares: the run's context, the deltagate processes it starts, CPU
+clocks, percentiles, tables.
 
-Not a benchmark itself (``run.py`` skips modules whose name starts with ``_``).
+Not a benchmark itself (``run.py`` skips modules whose name starts with ``_``). Importing it puts
+the repository root on ``sys.path``, so that ``tests.harness`` (the one way to start Redis and
+deltagate processes, shared with the tests) can be imported after it: every bench module imports
+``_common`` first (isort puts it, a third-party name to ruff, before the first-party ``tests``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import socket
+import resource
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(1, str(ROOT))  # after bench/ itself, which the script's directory put first
+
+from tests.harness import DeltagateProcess, ServerProcess, free_port  # noqa: E402
+
+P = TypeVar("P", bound=ServerProcess)
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+POD_ENV = {
+    "DELTAGATE_AUTH": "disabled",
+    "DELTAGATE_AUTO_CREATE_STORES": "true",
+    "DELTAGATE_DRAIN_SECONDS": "0",
+}
+"""A pod under load: no auth, stores created on first append, no drain when it stops."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +46,8 @@ class Context:
     quick: bool
     python: str
     """The interpreter running the benchmarks (the project's venv)."""
+    logs: Path
+    """A folder for the processes' log files, removed at the end of the run."""
 
     @property
     def warmup(self) -> float:
@@ -46,14 +66,53 @@ class Context:
         return 1 if self.quick else 3
 
     @property
-    def bin_dir(self) -> Path:
-        return Path(self.python).parent
+    def runs(self) -> str:
+        """What a reported figure is, in words: "the median of 3 runs" or "one run"."""
+        return f"the median of {self.repeats} runs" if self.repeats > 1 else "one run"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+T = TypeVar("T")
+
+
+async def median_run(
+    repeats: int, run: Callable[[], Awaitable[T]], rate: Callable[[T], float]
+) -> tuple[T, list[float]]:
+    """Run ``run`` ``repeats`` times, one after the other: the run with the median ``rate``, and
+    every run's rate in ascending order."""
+    runs = sorted([await run() for _ in range(repeats)], key=rate)
+    return runs[len(runs) // 2], [rate(r) for r in runs]
+
+
+def deltagate(ctx: Context, command: str, env: dict[str, str] | None = None) -> DeltagateProcess:
+    """``deltagate <command>`` on the run's Redis, logging warnings only, with ``env``; not
+    started yet."""
+    port = free_port()
+    return DeltagateProcess(
+        {"DELTAGATE_REDIS_URL": ctx.redis_url, "DELTAGATE_LOG_LEVEL": "warning", **(env or {})},
+        port,
+        command=command,
+        log_path=ctx.logs / f"{command}-{port}.log",
+    )
+
+
+async def launch(process: P, ready_seconds: float = 20.0) -> P:
+    """``process`` started and ready (``/readyz`` 200) within ``ready_seconds``. The readiness poll
+    blocks, so it runs in a thread: the event loop stays free for whatever else it serves."""
+    process.start(wait_ready=False)
+    return await asyncio.to_thread(process.wait_ready, ready_seconds)
+
+
+def progress(text: str) -> None:
+    """One indented line of progress on stderr, at once."""
+    print(f"  {text}", file=sys.stderr, flush=True)
+
+
+def raise_nofile() -> None:
+    """Lift this process's open-file limit to its hard limit (children inherit it): thousands of
+    sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def process_cpu(pid: int) -> float:
@@ -143,6 +202,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     ]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
 
 
 def num(value: float, digits: int = 0) -> str:

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import random
 import re
-import resource
 import sys
 import time
 from collections import deque
@@ -30,29 +29,13 @@ from typing import Any
 
 import orjson
 import uvloop
-from _common import KeepAliveHttp
+from _common import KeepAliveHttp, raise_nofile
+from _histogram import BUCKETS, bucket
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 SENT_AT = re.compile(rb'"sentAt":([-+0-9.eE]+)')
 EVENT = b'{"type":"event"'
-FINE = 10_000
-"""Histogram buckets of 0.1 ms below 1 s ..."""
-COARSE = 6_000
-"""... then of 10 ms up to 61 s (anything later lands in the last bucket)."""
-BUCKETS = FINE + COARSE
 STREAMS = 100
-
-
-def bucket(latency: float) -> int:
-    if latency < 1.0:
-        return max(0, int(latency * 10_000))
-    return FINE + min(COARSE - 1, int((latency - 1.0) * 100))
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class Group:

@@ -10,33 +10,35 @@ The database is flushed before each phase so every phase starts from an empty st
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import httpx
 import orjson
 import redis.asyncio as aioredis
 from _common import (
+    POD_ENV,
     Context,
     KeepAliveHttp,
     Window,
     closed_loop,
-    free_port,
+    deltagate,
+    launch,
+    median_run,
     num,
     process_cpu,
+    progress,
     redis_cpu,
     table,
+    verdict,
 )
 
 from broker import EventLog, NewEvent, RedisConfig, connect
+from tests.harness import DeltagateProcess
 
 STORE = "bench"
 STREAMS = 1000
@@ -50,7 +52,6 @@ TARGET = 3.0
 event's JSON of the same size); ``f v`` is shown beside it as the floor of Redis' per-command
 cost, which no store of real events reaches."""
 XADD_CLIENTS = 50
-READY_SECONDS = 20.0
 
 
 def new_event(rng: random.Random) -> dict[str, Any]:
@@ -125,14 +126,11 @@ async def measured(
 
 async def median(ctx: Context, phase: Callable[[], Awaitable[Row]]) -> Row:
     """Run ``phase`` ``ctx.repeats`` times; the run with the median events/s, knowing all."""
-    runs = sorted([await phase() for _ in range(ctx.repeats)], key=lambda r: r.events_per_s)
-    row = runs[len(runs) // 2]
-    row.runs = [r.events_per_s for r in runs]
-    print(
-        f"  {row.path}, {row.batch}/request: {num(row.events_per_s)} events/s "
-        f"(runs: {', '.join(num(r) for r in row.runs)}), p99 {row.p99_ms:.2f} ms",
-        file=sys.stderr,
-        flush=True,
+    row, runs = await median_run(ctx.repeats, phase, lambda r: r.events_per_s)
+    row.runs = runs
+    progress(
+        f"{row.path}, {row.batch}/request: {num(row.events_per_s)} events/s "
+        f"(runs: {', '.join(num(r) for r in row.runs)}), p99 {row.p99_ms:.2f} ms"
     )
     return row
 
@@ -189,58 +187,9 @@ async def broker_phase(ctx: Context, admin: aioredis.Redis, size: int) -> Row:
 # -- (b) one gateway pod over HTTP ----------------------------------------------------------
 
 
-class Gateway:
-    """``deltagate serve`` as a subprocess on a free port."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "DELTAGATE_REDIS_URL": ctx.redis_url,
-            "DELTAGATE_PORT": str(self.port),
-            "DELTAGATE_AUTH": "disabled",
-            "DELTAGATE_AUTO_CREATE_STORES": "true",
-            "DELTAGATE_DRAIN_SECONDS": "0",
-            "DELTAGATE_LOG_LEVEL": "warning",
-        }
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [str(ctx.bin_dir / "deltagate"), "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-        )
-
-    def stderr(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-2000:]
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + READY_SECONDS
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}") as http:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"deltagate serve exited: {self.stderr()}")
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("deltagate serve not ready in time")
-                await asyncio.sleep(0.1)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
-async def http_phase(ctx: Context, admin: aioredis.Redis, gateway: Gateway, size: int) -> Row:
+async def http_phase(
+    ctx: Context, admin: aioredis.Redis, gateway: DeltagateProcess, size: int
+) -> Row:
     await admin.flushall()
     bodies = [orjson.dumps({"events": b}) for b in batches(size, seed=size)]
     paths = [f"/event-stores/{STORE}/streams/{stream_of(n)}".encode() for n in range(STREAMS)]
@@ -258,7 +207,7 @@ async def http_phase(ctx: Context, admin: aioredis.Redis, gateway: Gateway, size
             admin,
             [worker(c, w) for w, c in enumerate(connections)],
             ctx,
-            {"client": time.process_time, "gateway": lambda: process_cpu(gateway.proc.pid)},
+            {"client": time.process_time, "gateway": lambda: process_cpu(gateway.pid)},
         )
     finally:
         for c in connections:
@@ -375,13 +324,11 @@ def report(rows: list[Row], ctx: Context) -> str:
     sized = next(r for r in rows if "event body" in r.path)
     ratio = sized.events_per_s / broker.events_per_s
     floor_ratio = xadd.events_per_s / broker.events_per_s
-    verdict = "PASS" if ratio <= TARGET else "FAIL"
-    runs = f"the median of {ctx.repeats} runs" if ctx.repeats > 1 else "one run"
     return "\n\n".join(
         [
             "## Append",
             f"{CONCURRENCY} concurrent clients, each with one append in flight; per row "
-            f"{runs}, each {ctx.warmup:g} s warm-up then {ctx.duration:g} s measured "
+            f"{ctx.runs}, each {ctx.warmup:g} s warm-up then {ctx.duration:g} s measured "
             f"(redis-benchmark: a fixed count of XADDs from {XADD_CLIENTS} connections). "
             'Events like `{"type": "order.placed", "data": {"orderId", "customerId", '
             '"totalAmount", "currency", "items"}}` (~360 bytes of JSON as served) over '
@@ -407,7 +354,7 @@ def report(rows: list[Row], ctx: Context) -> str:
             f"{num(sized.events_per_s)}/s. The broker path with 100-event batches: "
             f"{num(broker.events_per_s)} events/s (client at {share(broker, 'client')} of a "
             f"core, Redis at {share(broker, 'redis')}).",
-            f"**{verdict}**: XADD/broker = **{ratio:.2f}** (goal: <= {TARGET:g}).",
+            f"**{verdict(ratio <= TARGET)}**: XADD/broker = **{ratio:.2f}** (goal: <= {TARGET:g}).",
             f"Against XADD `f v` ({num(xadd.events_per_s)}/s: two bytes per entry, Redis' "
             f"per-command floor) the ratio is {floor_ratio:.2f}: in this run the append script "
             f"took {opt(broker.script_us and broker.script_us / broker.batch)} us of Redis' time "
@@ -426,13 +373,13 @@ async def main(ctx: Context) -> str:
     try:
         for size in BATCHES:
             rows.append(await median(ctx, partial(broker_phase, ctx, admin, size)))
-        gateway = Gateway(ctx)
+        gateway = deltagate(ctx, "serve", POD_ENV)
         try:
-            await gateway.ready()
+            await launch(gateway)
             for size in BATCHES:
                 rows.append(await median(ctx, partial(http_phase, ctx, admin, gateway, size)))
         finally:
-            gateway.stop()
+            gateway.stop(timeout=15)
         for pipeline, sized in ((1, False), (100, False), (100, True)):
             rows.append(await median(ctx, partial(redis_benchmark, ctx, admin, pipeline, sized)))
         await admin.flushall()

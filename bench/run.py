@@ -2,12 +2,18 @@
 
     .venv/bin/python bench/run.py [--only append[,fanout]] [--quick]   (or: make bench)
 
+A smoke run after changing the benchmarks (every benchmark with short phases, a few minutes
+instead of a quarter of an hour; leaves RESULTS.md alone):
+
+    .venv/bin/python bench/run.py --quick --output /tmp/bench-quick.md
+
 Every module ``bench/<name>.py`` whose name does not start with ``_`` (and is not this file) is a
 benchmark: it defines ``async def main(ctx: Context) -> str`` (or a plain ``def main(ctx)``)
 returning one markdown section. They run in name order, one after the other, against a private
-``redis-server`` this script starts on a free port (no persistence) and stops at the end; the
-database is flushed before each module. A module that raises gets a FAILED section instead of
-figures, the others still run, and the exit status is 1.
+``redis-server`` this script starts on a free port (no persistence; ``tests.harness.RedisServer``,
+which the tests use too) and stops at the end; the database is flushed before each module. A
+module that raises gets a FAILED section instead of figures, the others still run, and the exit
+status is 1.
 """
 
 from __future__ import annotations
@@ -20,15 +26,19 @@ import inspect
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from _common import BENCH_DIR, ROOT, Context, free_port
+from _common import BENCH_DIR, ROOT, Context
+
+from tests.harness import RedisServer
 
 
 def discover() -> list[str]:
@@ -64,26 +74,6 @@ def git_revision() -> str:
         return rev
     digest = hashlib.sha256(git("diff", "HEAD", "--", *code).encode()).hexdigest()[:10]
     return f"{rev} + uncommitted changes (diff sha256 {digest}) in {', '.join(dirty)}"
-
-
-def start_redis(port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def wait_for_redis(client: aioredis.Redis, proc: subprocess.Popen[bytes]) -> str:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            info = await client.info("server")
-            return str(info["redis_version"])
-        except (OSError, aioredis.ConnectionError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("redis-server did not start") from None
-            await asyncio.sleep(0.05)
 
 
 def loadavg() -> str:
@@ -152,35 +142,45 @@ async def run_module(name: str, ctx: Context) -> tuple[str, bool]:
 
 
 async def run(args: argparse.Namespace, names: list[str], command: str) -> tuple[str, bool]:
-    port = free_port()
-    proc = start_redis(port)
-    client = aioredis.Redis(port=port, decode_responses=True)
-    try:
-        version = await wait_for_redis(client, proc)
-        ctx = Context(
-            redis_url=f"redis://127.0.0.1:{port}/0",
-            redis_port=port,
-            quick=args.quick,
-            python=sys.executable,
-        )
-        started, load_at_start = datetime.now(UTC), loadavg()
-        sections, ok = [], True
-        for name in names:
-            print(f"== {name}", file=sys.stderr, flush=True)
-            await client.flushall()
-            section, ran = await run_module(name, ctx)
-            sections.append(section)
-            ok = ok and ran
-        top = header(command, version, args, names, started, load_at_start)
-        return "\n\n".join([top, *sections]) + "\n", ok
-    finally:
-        await client.aclose()
-        proc.terminate()  # redis-server exits on SIGTERM; with --save "" it writes nothing
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed")
+    with tempfile.TemporaryDirectory(prefix="dg-bench-") as tmp:
+        server = RedisServer(binary, Path(tmp), appendonly=False)
+        server.start()
+        client = aioredis.Redis(port=server.port, decode_responses=True)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            ctx = Context(
+                redis_url=server.url,
+                redis_port=server.port,
+                quick=args.quick,
+                python=sys.executable,
+                logs=Path(tmp),
+            )
+            return await run_modules(args, names, command, ctx, client)
+        finally:
+            await client.aclose()
+            server.stop()
+
+
+async def run_modules(
+    args: argparse.Namespace,
+    names: list[str],
+    command: str,
+    ctx: Context,
+    client: aioredis.Redis,
+) -> tuple[str, bool]:
+    version = str((await client.info("server"))["redis_version"])
+    started, load_at_start = datetime.now(UTC), loadavg()
+    sections, ok = [], True
+    for name in names:
+        print(f"== {name}", file=sys.stderr, flush=True)
+        await client.flushall()
+        section, ran = await run_module(name, ctx)
+        sections.append(section)
+        ok = ok and ran
+    top = header(command, version, args, names, started, load_at_start)
+    return "\n\n".join([top, *sections]) + "\n", ok
 
 
 def main(argv: list[str] | None = None) -> None:

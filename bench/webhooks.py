@@ -13,19 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import statistics
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
-import httpx
 import redis.asyncio as aioredis
-from _common import Context, free_port, num, percentile, process_cpu, table
+from _common import (
+    Context,
+    deltagate,
+    launch,
+    median_run,
+    num,
+    percentile,
+    process_cpu,
+    table,
+    verdict,
+)
 
-from broker import EventLog, NewEvent, StoreAdmin
-from broker.webhooks import WebhookConfig, WebhookStore
+from broker import EventLog, NewEvent, RedisConfig, StoreAdmin, WebhookConfig, WebhookStore, connect
+from tests.harness import free_port
 
 STORE = "bench"
 STREAMS = 100
@@ -104,54 +111,6 @@ class Sink:
             await asyncio.wait_for(self.enough.wait(), seconds)
 
 
-class Dispatcher:
-    """``deltagate dispatcher`` as its own process."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.port = free_port()
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [str(ctx.bin_dir / "deltagate"), "dispatcher"],
-            env={
-                **os.environ,
-                "DELTAGATE_REDIS_URL": ctx.redis_url,
-                "DELTAGATE_PORT": str(self.port),
-                "DELTAGATE_LOG_LEVEL": "warning",
-            },
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-        )
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + READY_SECONDS
-        async with httpx.AsyncClient() as http:
-            while True:
-                if self.proc.poll() is not None:
-                    self.log.seek(0)
-                    raise RuntimeError(f"dispatcher exited: {self.log.read()[-2000:]!r}")
-                try:
-                    response = await http.get(f"http://127.0.0.1:{self.port}/readyz")
-                    if response.status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("dispatcher not ready in time")
-                await asyncio.sleep(0.05)
-
-    def cpu(self) -> float:
-        return process_cpu(self.proc.pid)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
 @dataclass
 class Throughput:
     subscriptions: int
@@ -186,30 +145,29 @@ async def throughput_run(
 ) -> Throughput:
     log = await fresh_store(redis)
     await prefill(log, per_sub)
-    dispatcher = Dispatcher(ctx)
+    dispatcher = deltagate(ctx, "dispatcher")
     try:
-        await dispatcher.ready()
+        await launch(dispatcher)
         want = subs * per_sub
         sink.reset(want)
-        cpu_before = dispatcher.cpu()
+        cpu_before = process_cpu(dispatcher.pid)
         store = WebhookStore(redis)
         for k in range(subs):
             config = WebhookConfig.build(event_filter="*", url=f"http://127.0.0.1:{port}/s/{k}")
             await store.create(STORE, config, position="earliest")
         await sink.wait(120)
-        cpu = dispatcher.cpu() - cpu_before
+        cpu = process_cpu(dispatcher.pid) - cpu_before
         return Throughput(subs, sink.count, sink.last - sink.first, cpu)
     finally:
-        dispatcher.stop()
+        dispatcher.stop(timeout=30)
 
 
 async def throughput(
     ctx: Context, redis: aioredis.Redis, port: int, sink: Sink, subs: int, per_sub: int
 ) -> Throughput:
-    runs = [await throughput_run(ctx, redis, port, sink, subs, per_sub) for _ in range(ctx.repeats)]
-    runs.sort(key=lambda r: r.rate)
-    middle = runs[len(runs) // 2]
-    middle.runs = [r.rate for r in runs]
+    run = partial(throughput_run, ctx, redis, port, sink, subs, per_sub)
+    middle, runs = await median_run(ctx.repeats, run, lambda r: r.rate)
+    middle.runs = runs
     return middle
 
 
@@ -226,9 +184,9 @@ class Latency:
 
 async def latency(ctx: Context, redis: aioredis.Redis, port: int, sink: Sink) -> Latency:
     log = await fresh_store(redis)
-    dispatcher = Dispatcher(ctx)
+    dispatcher = deltagate(ctx, "dispatcher")
     try:
-        await dispatcher.ready()
+        await launch(dispatcher)
         config = WebhookConfig.build(event_filter="*", url=f"http://127.0.0.1:{port}/live")
         await WebhookStore(redis).create(STORE, config)
         # Steady state only: wait until the dispatcher delivers (it finds new subscriptions
@@ -250,13 +208,13 @@ async def latency(ctx: Context, redis: aioredis.Redis, port: int, sink: Sink) ->
             if pause > 0:
                 await asyncio.sleep(pause)
             if seq == warmup:
-                cpu_before = dispatcher.cpu()
+                cpu_before = process_cpu(dispatcher.pid)
             sent[seq] = time.perf_counter()
             event = NewEvent("order.placed", {"seq": seq, "orderId": f"ord-{seq}"})
             await log.append(STORE, f"order-{seq % STREAMS}", [event])
         await sink.wait(10)
         measured = range(warmup, total)
-        cpu = dispatcher.cpu() - cpu_before
+        cpu = process_cpu(dispatcher.pid) - cpu_before
         latencies = sorted(
             (sink.arrived[s] - sent[s]) * 1000 for s in measured if s in sink.arrived
         )
@@ -264,11 +222,11 @@ async def latency(ctx: Context, redis: aioredis.Redis, port: int, sink: Sink) ->
         return Latency(len(measured), got, latencies, cpu / max(got, 1) * 1e6)
     finally:
         sink.track = False
-        dispatcher.stop()
+        dispatcher.stop(timeout=30)
 
 
 async def main(ctx: Context) -> str:
-    redis = aioredis.Redis(port=ctx.redis_port, decode_responses=True)
+    redis = connect(RedisConfig(url=f"redis://127.0.0.1:{ctx.redis_port}/0"))
     sink = Sink()
     port = free_port()
     server = await asyncio.get_running_loop().create_server(
@@ -288,7 +246,6 @@ async def main(ctx: Context) -> str:
 
 
 def report(ctx: Context, rows: list[Throughput], live: Latency) -> str:
-    runs = f"the median of {ctx.repeats} runs" if ctx.repeats > 1 else "one run"
     flat = table(
         [
             "subscriptions",
@@ -314,7 +271,7 @@ def report(ctx: Context, rows: list[Throughput], live: Latency) -> str:
     )
     lost = live.sent - live.received
     p99 = live.p(0.99)
-    verdict = "PASS" if p99 < GOAL_P99_MS and not lost else "FAIL"
+    met = p99 < GOAL_P99_MS and not lost
     steady = table(
         ["rate", "events measured", "received", "p50 ms", "p90 ms", "p99 ms", "max ms"],
         [
@@ -337,7 +294,7 @@ def report(ctx: Context, rows: list[Throughput], live: Latency) -> str:
             "subscription, never two of one stream) delivering to a minimal keep-alive HTTP/1.1 "
             "receiver in the benchmark process (answers 204 at once). Events (~230 bytes as "
             "stored) over 100 streams of one store, appended through `EventLog.append`.",
-            f"### Deliveries per second, catching up ({runs})",
+            f"### Deliveries per second, catching up ({ctx.runs})",
             "The log holds the events first; then the subscriptions are created at `earliest` "
             "(each with its own URL, filter `*`) and the dispatcher delivers flat out. Seconds "
             "run from the first receipt to the last; CPU is the dispatcher process's over the "
@@ -348,7 +305,7 @@ def report(ctx: Context, rows: list[Throughput], live: Latency) -> str:
             f"streams; {ctx.warmup:g} s unmeasured, then {2 * ctx.duration:g} s measured. "
             f"Mean {mean:.1f} ms; dispatcher CPU {live.cpu_per_delivery_us:.0f} us per delivery.",
             steady,
-            f"**{verdict}**: p99 **{p99:.1f} ms** with {lost} events not received "
+            f"**{verdict(met)}**: p99 **{p99:.1f} ms** with {lost} events not received "
             f"(goal: p99 < {GOAL_P99_MS:g} ms, none lost).",
         ]
     )

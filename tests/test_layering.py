@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import broker
-from tests.conftest import ROOT
+from tests.harness import ROOT
 
 CLIENT = ROOT / "clients" / "python" / "deltagate_client"
 WEB = ("fastapi", "starlette", "uvicorn", "websockets", "prometheus_client", "pydantic")

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import threading
 
-from tests.conftest import free_port
+from tests.harness import free_port
 
 
 class Proxy:

@@ -15,8 +15,9 @@ import pytest
 from broker import Filter
 from tests.clients.conftest import FAST, append_sync
 from tests.clients.proxy import Proxy
-from tests.conftest import CHROMIUM_ARGS, spawn_pods
+from tests.conftest import CHROMIUM_ARGS
 from tests.e2e.test_streaming import expected, log_entries
+from tests.harness import spawn_pods
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.clients.conftest import FAST
-from tests.conftest import ROOT, Pod, RedisServer, free_port, spawn_pods
+from tests.harness import ROOT, Pod, RedisServer, free_port, spawn_pods
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -24,8 +24,8 @@ import pytest
 from broker import Filter
 from tests.clients.conftest import FAST, NODE_DIR, append_sync
 from tests.clients.proxy import Proxy
-from tests.conftest import ROOT, spawn_pods, wait_for
 from tests.e2e.test_streaming import expected, log_entries
+from tests.harness import ROOT, spawn_pods, wait_for
 
 STORE = "jsclient"
 CLIENT_JS = ROOT / "gateway" / "static" / "deltagate.js"

@@ -14,8 +14,8 @@ from deltagate_client import DeltaGateClient, DeltaGateError, Subscriber, backof
 from broker import Filter
 from tests.clients.conftest import FAST
 from tests.clients.proxy import Proxy
-from tests.conftest import spawn_pods
 from tests.e2e.test_streaming import expected, log_entries
+from tests.harness import spawn_pods
 
 STORE = "pyclient"
 TYPES = ["order.placed", "order.shipped", "user.created", "payment.created"]

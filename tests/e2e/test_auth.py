@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 import websockets
 
 from broker.apikeys import KeyStore
-from tests.conftest import Pod, spawn_pods
+from tests.harness import Pod, spawn_pods
 
 ADMIN = "admin-secret-for-tests"
 TOKEN_SECRET = "token-secret-for-tests-0123456789abcdef"

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import websockets
 
-from tests.conftest import spawn_pods
+from tests.harness import spawn_pods
 
 OLD = "old-token-secret-0123456789abcdef-old"
 NEW = "new-token-secret-0123456789abcdef-new"

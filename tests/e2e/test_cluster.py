@@ -17,8 +17,9 @@ import redis
 from redis.cluster import RedisCluster
 
 from broker import Filter
-from tests.conftest import need_binary, spawn_pods, wait_for
+from tests.conftest import need_binary
 from tests.e2e.wsclient import Client
+from tests.harness import spawn_pods, wait_for
 
 STORES = [f"shop-{i}" for i in range(12)]
 

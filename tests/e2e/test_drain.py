@@ -10,9 +10,9 @@ import time
 import httpx
 
 from broker import Filter
-from tests.conftest import spawn_pods
 from tests.e2e.test_streaming import STORE, append, assert_exact, log_entries
 from tests.e2e.wsclient import Client
+from tests.harness import spawn_pods
 
 
 async def test_sigterm_drains_and_clients_resume_elsewhere(redis_url, pods):

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
 
-from tests.conftest import Pod, spawn_pods
+from tests.harness import Pod, spawn_pods
 
 STORE = "fuzz"
 KNOWN_ERRORS = {"INVALID_MESSAGE", "VALIDATION_ERROR", "FORBIDDEN", "LIMIT_EXCEEDED"}

@@ -7,9 +7,9 @@ import asyncio
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Pod, spawn_pods
 from tests.e2e.test_streaming import STORE, append
 from tests.e2e.wsclient import Client
+from tests.harness import Pod, spawn_pods
 
 
 def scrape(pod: Pod) -> dict[str, float]:

@@ -16,9 +16,10 @@ import pytest
 import websockets
 
 from broker import Filter
-from tests.conftest import free_port, need_binary, spawn_pods, wait_for
+from tests.conftest import need_binary
 from tests.e2e.test_streaming import STORE, assert_exact, log_entries, random_events
 from tests.e2e.wsclient import Client
+from tests.harness import free_port, spawn_pods, wait_for
 
 NGINX_CONF = """
 worker_processes 1;

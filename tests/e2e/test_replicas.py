@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import RedisServer, free_port, need_binary, spawn_pods, wait_for
+from tests.conftest import need_binary
+from tests.harness import RedisServer, free_port, spawn_pods, wait_for
 
 
 def test_wait_for_replicas(redis_server: RedisServer, redis_url, pods):

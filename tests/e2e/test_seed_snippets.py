@@ -25,7 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Pod, node_with_modules, spawn_pods, unavailable, wait_for
+from tests.conftest import node_with_modules, unavailable
+from tests.harness import Pod, spawn_pods, wait_for
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 # shared/ lies beside the repository (the checkout and CI's clone alike).

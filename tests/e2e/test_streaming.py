@@ -21,8 +21,8 @@ import redis
 import websockets
 
 from broker import Filter
-from tests.conftest import Pod, RedisServer, spawn_pods
 from tests.e2e.wsclient import Client
+from tests.harness import Pod, RedisServer, spawn_pods
 
 STORE = "live"
 TYPES = [

@@ -19,7 +19,7 @@ from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from gateway.ws.batching import EXTENSION, BatchingWebSocketProtocol, text_frame_header
-from tests.conftest import free_port
+from tests.harness import free_port
 
 # Around each boundary of the three header forms (7-bit, 16-bit and 64-bit lengths), in
 # characters of 1, 2 and 3 UTF-8 bytes.

@@ -19,7 +19,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, Pod
+from tests.conftest import ARTIFACTS, CHROMIUM_ARGS
+from tests.harness import Pod
 from tests.webhooks.support import DispatcherProcess
 
 VIEWPORT = {"width": 1366, "height": 820}  # a laptop screen

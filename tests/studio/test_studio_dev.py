@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Pod, wait_for
+from tests.harness import Pod, wait_for
 from tests.studio.conftest import api, append, unique
 
 pytestmark = pytest.mark.timeout(60)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Pod, free_port, spawn_pods, wait_for
+from tests.harness import Pod, free_port, spawn_pods, wait_for
 from tests.studio.conftest import Dispatcher, Receiver, api, append, unique
 
 pytestmark = pytest.mark.timeout(60)

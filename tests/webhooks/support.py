@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from starlette.exceptions import StarletteDeprecationWarning
 
-from tests.conftest import ROOT, DeltagateProcess, free_port
+from tests.harness import ROOT, DeltagateProcess, free_port
 
 with warnings.catch_warnings():
     # starlette asks for httpx2 at import; the project depends on httpx.

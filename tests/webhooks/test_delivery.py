@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from broker.keys import WebhookKeys
-from tests.conftest import RedisServer, wait_for
+from tests.harness import RedisServer, wait_for
 from tests.webhooks.conftest import STORE
 from tests.webhooks.support import DispatcherProcess, Receiver, Reply, TestClient
 

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from tests.conftest import Pod, wait_for
+from tests.harness import Pod, wait_for
 from tests.webhooks.support import Receiver
 
 DEV = {"DELTAGATE_REDIS_URL": "", "DELTAGATE_AUTH": "disabled"}
