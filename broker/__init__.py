@@ -14,6 +14,7 @@ session. Webhooks follow the same log through ``dispatcher.Dispatcher``.
 from . import codec
 from .aio import cancel_and_wait
 from .apikeys import ApiKey, KeyStore, hash_secret
+from .archive import Archive
 from .dispatcher import Dispatcher, DispatcherOptions, Result, parse_schedule
 from .errors import (
     BrokerError,
@@ -23,6 +24,7 @@ from .errors import (
     InvalidSubscriptionConfig,
     NotReplicated,
     RateLimited,
+    StorageFull,
     StoreAlreadyExists,
     StoreNotFound,
     SubscriptionNotFound,
@@ -31,11 +33,14 @@ from .errors import (
 )
 from .fanout import Fanout, LiveSubscription, Marker, Sink
 from .filters import Filter, FilterIndex, check_name
+from .health import Memory, RedisWatch
 from .keys import valid_store_name
+from .lifecycle import Lifecycle, LifecycleOptions
 from .limits import RateLimiter
 from .log import EventLog, LogLimits
+from .reader import Slice, StreamSlice
 from .redis import RedisConfig, connect, ping
-from .stores import StoreAdmin
+from .stores import StoreAdmin, check_settings
 from .types import (
     MAX_POSITION,
     AppendResult,
@@ -62,6 +67,7 @@ __all__ = [
     "MAX_POSITION",
     "ApiKey",
     "AppendResult",
+    "Archive",
     "BrokerError",
     "Direction",
     "Dispatcher",
@@ -76,24 +82,31 @@ __all__ = [
     "InvalidFilter",
     "InvalidSubscriptionConfig",
     "KeyStore",
+    "Lifecycle",
+    "LifecycleOptions",
     "LiveSubscription",
     "LogLimits",
     "LoggedEvent",
     "Marker",
+    "Memory",
     "NewEvent",
     "NotReplicated",
     "Page",
     "RateLimited",
     "RateLimiter",
     "RedisConfig",
+    "RedisWatch",
     "Result",
     "Sink",
+    "Slice",
     "StartPosition",
+    "StorageFull",
     "StoreAdmin",
     "StoreAlreadyExists",
     "StoreInfo",
     "StoreNotFound",
     "StreamInfo",
+    "StreamSlice",
     "SubscriptionNotFound",
     "Unavailable",
     "VersionConflict",
@@ -105,6 +118,7 @@ __all__ = [
     "check_name",
     "check_position",
     "check_secret",
+    "check_settings",
     "codec",
     "connect",
     "hash_secret",

@@ -8,6 +8,7 @@ replays, gap repair, REST responses and WebSocket frames all pass that text thro
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -75,6 +76,14 @@ def positioned(global_position: int | str, stream_position: int | str, body: str
     ``event_body`` made, after ``{``). The log stores the body and the positions apart; every
     reader of the log and of announcements puts them together here."""
     return f'{{"globalPosition":{global_position},"streamPosition":{stream_position},{body}'
+
+
+def created_at_of(event_json: str) -> datetime:
+    """An event's ``createdAt``, read from its JSON without decoding it: ``event_body`` writes it
+    after data and metadata, so the last ``"createdAt":"`` in the text is the event's own (one
+    inside a string value would have its quote escaped)."""
+    start = event_json.rindex('"createdAt":"') + 13
+    return datetime.fromisoformat(event_json[start : event_json.index('"', start)])
 
 
 def decode_announcement(message: str) -> tuple[float, list[LoggedEvent]]:

@@ -55,6 +55,16 @@ class InvalidEvent(BrokerError):
     code = "VALIDATION_ERROR"
 
 
+class InvalidSettings(BrokerError):
+    """Store settings deltagate cannot act on; ``details`` lists each bad field."""
+
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, problems: list[dict[str, str]]) -> None:
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+        super().__init__(summary, problems)
+
+
 class InvalidFilter(ValueError):
     """A pattern, stream id or type a filter cannot hold. Callers report it as a validation
     error of the field it came from."""
@@ -67,6 +77,14 @@ class Unavailable(BrokerError):
     """Redis cannot be reached or timed out. Retrying later can help."""
 
     code = "UNAVAILABLE"
+    temporary = True
+
+
+class StorageFull(BrokerError):
+    """Redis is at ``maxmemory`` (policy ``noeviction``) and refuses writes: nothing was written.
+    Retrying helps once retention or the operator made room."""
+
+    code = "INSUFFICIENT_STORAGE"
     temporary = True
 
 

@@ -22,8 +22,9 @@ from .errors import BrokerError
 from .filters import Filter, FilterIndex
 from .keys import StoreKeys
 from .log import EventLog
-from .pages import PAGE, PageReader
+from .pages import PageReader
 from .pubsub import Listener
+from .reader import Slice
 from .redis import call
 from .types import LoggedEvent
 
@@ -45,6 +46,11 @@ class Sink(Protocol):
         """Queue a caughtUp or checkpoint message; False when there is no room."""
         ...
 
+    def send_truncated(self, sub: LiveSubscription, requested: int, earliest: int) -> None:
+        """Say that the events after ``requested`` and before ``earliest`` are gone (retention
+        deleted them): the subscription goes on from ``earliest``."""
+        ...
+
     async def wait_room(self) -> None:
         """Return once the sink has drained enough to take a burst again."""
         ...
@@ -57,6 +63,8 @@ class FanoutStats:
     delivered_live: int = 0
     delivered_replay: int = 0
     gaps_repaired: int = 0
+    truncations: int = 0
+    """Subscriptions told that history they asked for is gone."""
     demoted: int = 0
     promoted: int = 0
 
@@ -86,6 +94,7 @@ class LiveSubscription:
         "_fanout",
         "_last_marker",
         "_last_marker_at",
+        "_quiet_truncation",
         "_replaying",
         "context",
         "cursor",
@@ -106,6 +115,8 @@ class LiveSubscription:
         cursor: int,
         replaying: bool,
         context: Any = None,
+        *,
+        from_earliest: bool = False,
     ) -> None:
         self._fanout = fanout
         self.feed = feed
@@ -116,6 +127,8 @@ class LiveSubscription:
         self.context = context
         self.state: Literal["catching-up", "live", "closed"] = "catching-up"
         self._replaying = replaying  # send caughtUp when first live
+        self._quiet_truncation = from_earliest
+        """``earliest`` asks for what is kept: history gone before it is no news to report."""
         self._demoted = False
         self._last_marker = cursor
         self._last_marker_at = time.monotonic()
@@ -172,12 +185,16 @@ class LiveSubscription:
                     self._go_live()
                     return
                 page = await fanout.read_page(feed.store, self.cursor)
-                if not page:
+                gone = page.truncated_before
+                if gone is not None and gone > self.cursor + 1:
+                    self.truncated(gone)
+                self._quiet_truncation = False
+                if not page.events:
                     # The log holds nothing past cursor although the feed saw more: the store
                     # was reset under us. Follow the feed from here.
                     self.cursor = feed.seen
                     continue
-                await self._send_page(page)
+                await self._send_page(page.events)
         except asyncio.CancelledError:
             raise
         except BrokerError as exc:
@@ -212,6 +229,13 @@ class LiveSubscription:
             and sink.send_marker(self, "checkpoint", self.cursor)
         ):
             self._last_marker, self._last_marker_at = self.cursor, now
+
+    def truncated(self, earliest: int) -> None:
+        """History after the cursor and before ``earliest`` is gone: say so (docs), go on."""
+        if not self._quiet_truncation:
+            self.sink.send_truncated(self, self.cursor, earliest)
+        self._fanout.stats.truncations += 1
+        self.cursor = max(self.cursor, earliest - 1)
 
     def _go_live(self) -> None:
         """The switch: no await between the check in the caller and this registration."""
@@ -314,7 +338,17 @@ class Fanout:
             cursor, replaying = head, False
         else:
             cursor, replaying = (0 if position == "earliest" else position), True
-        sub = LiveSubscription(self, feed, sub_id, flt, sink, cursor, replaying, context)
+        sub = LiveSubscription(
+            self,
+            feed,
+            sub_id,
+            flt,
+            sink,
+            cursor,
+            replaying,
+            context,
+            from_earliest=position == "earliest",
+        )
         if cursor >= feed.seen and not replaying:
             sub._go_live()
         else:
@@ -337,7 +371,7 @@ class Fanout:
         if not done.cancelled():
             done.exception()  # retrieved here too, in case every waiter was cancelled
 
-    async def read_page(self, store: str, after: int) -> list[LoggedEvent]:
+    async def read_page(self, store: str, after: int) -> Slice:
         return await self._pages.read(store, after)
 
     async def _acquire(self, store: str) -> Feed:
@@ -408,7 +442,11 @@ class Fanout:
     async def _repair(self, feed: Feed, until: int | None) -> None:
         """Deliver what the log holds after ``feed.seen`` (up to ``until``)."""
         while until is None or feed.seen < until:
-            page = await self._log.read_after(feed.store, feed.seen, PAGE)
+            piece = await self._pages.read(feed.store, feed.seen)
+            if piece.truncated_before is not None and piece.truncated_before > feed.seen + 1:
+                for sub in list(feed.live):  # far behind (a long outage): what is gone is gone
+                    sub.truncated(piece.truncated_before)
+            page = piece.events
             if until is not None:
                 page = [e for e in page if e.global_position <= until]
             if not page:

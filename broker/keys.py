@@ -26,14 +26,17 @@ class StoreKeys:
 
     __slots__ = (
         "channel",
+        "lifecycle_lease",
         "log",
         "meta",
         "name",
+        "offsets",
         "stream_created",
         "stream_prefix",
         "stream_updated",
         "streams",
         "tag",
+        "times",
     )
 
     def __init__(self, name: str) -> None:
@@ -41,12 +44,22 @@ class StoreKeys:
             raise ValueError(f"invalid store name {name!r}")
         self.name = name
         self.tag = f"{PREFIX}:{{{name}}}"
-        self.meta = f"{self.tag}:meta"  # hash: uid, description, settings, createdAt, head
-        self.log = f"{self.tag}:log"  # stream: entry id "<globalPosition>-0", fields s, t, e
+        # hash: uid, description, settings, createdAt, head; tsec (the last second in the time
+        # index); low (the lowest position still in Redis, absent: 1), archived (the highest
+        # position durably in the archive, absent: 0), oldest (the lowest position kept anywhere,
+        # absent: 1). Invariants: docs/lifecycle.md.
+        self.meta = f"{self.tag}:meta"
+        self.log = f"{self.tag}:log"  # stream: entry id "<globalPosition>-0", fields s, t, p, e
         self.streams = f"{self.tag}:streams"  # zset: streamId scored by its first globalPosition
         self.stream_created = f"{self.tag}:screated"  # hash: streamId -> createdAt
         self.stream_updated = f"{self.tag}:supdated"  # hash: streamId -> updatedAt
         self.stream_prefix = f"{self.tag}:s:"  # + streamId: list of the stream's globalPositions
+        # hash: streamId -> how many of its first events retention moved out of the stream's
+        # list (its list then starts at that streamPosition)
+        self.offsets = f"{self.tag}:soff"
+        self.times = f"{self.tag}:times"  # zset: first globalPosition of each second, by epoch ms
+        # string: the pod enforcing this store's retention and archiving (expires)
+        self.lifecycle_lease = f"{self.tag}:lifecycle"
         # Pub/sub channel announcing appends. The suffix is the announcement's format version:
         # during a rolling update pods of another version hear nothing of this one's appends
         # (their 1 s head poll repairs from the log) instead of misreading them.

@@ -23,7 +23,7 @@ from redis.utils import HIREDIS_AVAILABLE
 if HIREDIS_AVAILABLE:
     import hiredis
 
-from .errors import Unavailable
+from .errors import StorageFull, Unavailable
 
 log = logging.getLogger("deltagate.redis")
 T = TypeVar("T")
@@ -132,6 +132,13 @@ async def guarded() -> AsyncIterator[None]:
         yield
     except rex.BusyLoadingError as exc:
         raise Unavailable("Redis is loading its data set") from exc
+    except rex.ResponseError as exc:
+        if "OOM" not in str(exc):
+            raise
+        raise StorageFull(
+            "Redis is full (maxmemory reached): nothing was written; retry once retention or an "
+            "operator made room"
+        ) from exc
     except TRANSIENT as exc:
         raise Unavailable(f"Redis is unavailable: {exc.__class__.__name__}") from exc
 

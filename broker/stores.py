@@ -1,21 +1,104 @@
-"""Store administration: create, list, describe, delete."""
+"""Store administration: create, list, describe, change settings, delete.
+
+A store's settings are free-form JSON (DeltaBase keeps what it is given) except for the ones
+deltagate acts on, which are checked here: ``retentionPeriodDays``, ``maxStreamSizeBytes`` and
+``hotRetention: {maxEvents?, maxAgeSeconds?}`` (enforced by ``broker.lifecycle``).
+"""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from . import codec
-from .errors import StoreAlreadyExists, StoreNotFound
+from .archive import Archive
+from .errors import InvalidSettings, StoreAlreadyExists, StoreNotFound
 from .keys import STORE_REGISTRY, StoreKeys
-from .log import keys_of
+from .reader import keys_of
 from .redis import call, load_script
 from .types import StoreInfo, now_iso
 
+MAX_DAYS = 36_500
+MAX_COUNT = 2**53
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """What a store's settings ask of retention. None: no limit of that kind."""
+
+    period_days: float | None = None
+    """Events older than this are deleted everywhere (DeltaBase's ``retentionPeriodDays``)."""
+    max_bytes: int | None = None
+    """The log's events beyond this many bytes of JSON, oldest first, are deleted everywhere
+    (DeltaBase's ``maxStreamSizeBytes``, applied to the store's whole log)."""
+    hot_events: int | None = None
+    """At most this many of the newest events stay in Redis (``hotRetention.maxEvents``)."""
+    hot_seconds: float | None = None
+    """Events older than this leave Redis (``hotRetention.maxAgeSeconds``)."""
+
+    @classmethod
+    def of(cls, settings: dict[str, Any]) -> Retention:
+        """From settings already checked by ``check_settings``."""
+        hot = settings.get("hotRetention") or {}
+        return cls(
+            settings.get("retentionPeriodDays"),
+            settings.get("maxStreamSizeBytes"),
+            hot.get("maxEvents"),
+            hot.get("maxAgeSeconds"),
+        )
+
+
+def _number(value: object, *, integer: bool, low: float, high: float) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if integer and not isinstance(value, int):
+        return False
+    return low <= value <= high
+
+
+def check_settings(settings: object) -> dict[str, Any]:
+    """A store's settings, with the ones retention acts on checked; raises InvalidSettings
+    listing each bad field (``settings.<name>``)."""
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise InvalidSettings([{"field": "settings", "message": "must be an object"}])
+    problems: list[dict[str, str]] = []
+
+    def bad(field: str, message: str) -> None:
+        problems.append({"field": f"settings.{field}", "message": message})
+
+    days = settings.get("retentionPeriodDays")
+    if days is not None and not (_number(days, integer=False, low=0, high=MAX_DAYS) and days > 0):
+        bad("retentionPeriodDays", f"a number of days, more than 0 and at most {MAX_DAYS}")
+    size = settings.get("maxStreamSizeBytes")
+    if size is not None and not _number(size, integer=True, low=1, high=MAX_COUNT):
+        bad("maxStreamSizeBytes", "a whole number of bytes, at least 1")
+    hot = settings.get("hotRetention")
+    if hot is not None:
+        if not isinstance(hot, dict) or not set(hot) <= {"maxEvents", "maxAgeSeconds"}:
+            bad("hotRetention", "an object {maxEvents?, maxAgeSeconds?}")
+        else:
+            events = hot.get("maxEvents")
+            if events is not None and not _number(events, integer=True, low=1, high=MAX_COUNT):
+                bad("hotRetention.maxEvents", "a whole number, at least 1")
+            age = hot.get("maxAgeSeconds")
+            if age is not None and not _number(age, integer=False, low=1, high=MAX_DAYS * 86400):
+                bad("hotRetention.maxAgeSeconds", "a number of seconds, at least 1")
+    if problems:
+        raise InvalidSettings(problems)
+    try:
+        codec.dumps(settings)  # e.g. nested deeper than the encoder allows
+    except codec.JSONEncodeError as exc:
+        raise InvalidSettings([{"field": "settings", "message": f"not storable: {exc}"}]) from None
+    return settings
+
 
 class StoreAdmin:
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, archive: Archive | None = None) -> None:
         self._redis = redis
+        self._archive = archive
         self._create = load_script(redis, "create_store")
         self._delete = load_script(redis, "delete_store")
 
@@ -27,7 +110,7 @@ class StoreAdmin:
             "uid": str(uuid.uuid4()),
             "createdAt": now_iso(),
             "head": "0",
-            "settings": codec.dumps_str(settings or {}),
+            "settings": codec.dumps_str(check_settings(settings)),
         }
         if description is not None:
             fields["description"] = description
@@ -56,6 +139,11 @@ class StoreAdmin:
             created_at=meta.get("createdAt", ""),
             head_position=int(meta.get("head") or 0),
             total_streams=int(streams),
+            uid=meta["uid"],
+            low=int(meta.get("low") or 1),
+            oldest=int(meta.get("oldest") or 1),
+            archived=int(meta.get("archived") or 0),
+            bytes=int(meta.get("bytes") or 0),
         )
 
     async def list(self) -> list[StoreInfo]:
@@ -69,13 +157,25 @@ class StoreAdmin:
         return stores
 
     async def delete(self, name: str) -> None:
+        """Delete the store and every event of it, in Redis and in the archive."""
         k = keys_of(name)
-        existed = await call(
+        uid = await call(
             self._delete(
-                keys=[k.meta, k.log, k.streams, k.stream_created, k.stream_updated],
+                keys=[
+                    k.meta,
+                    k.log,
+                    k.streams,
+                    k.stream_created,
+                    k.stream_updated,
+                    k.offsets,
+                    k.times,
+                    k.lifecycle_lease,
+                ],
                 args=[k.stream_prefix],
             )
         )
         await call(self._redis.srem(STORE_REGISTRY, name))
-        if not existed:
+        if not uid:
             raise StoreNotFound(name)
+        if self._archive is not None:
+            await self._archive.forget(uid)

@@ -7,6 +7,7 @@ travel beside it so nothing is ever decoded just to be routed.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -22,9 +23,14 @@ StartPosition = GlobalPosition | Literal["latest", "earliest"]
 first retained event, or after a globalPosition (exclusive)."""
 
 
+def iso_at(epoch_seconds: float) -> str:
+    """A time as the log writes times: ISO 8601 UTC with milliseconds and a ``Z``."""
+    moment = datetime.fromtimestamp(epoch_seconds, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def now_iso() -> str:
-    """Now as the log writes times: ISO 8601 UTC with milliseconds and a ``Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_at(time.time())
 
 
 ExpectedVersion = int | Literal["any", "no_stream", "stream_exists"]
@@ -75,11 +81,29 @@ class StoreInfo:
     created_at: str
     head_position: GlobalPosition
     total_streams: int
+    uid: str = ""
+    """Made when the store is created: a store deleted and created again has a new one."""
+    low: GlobalPosition = 1
+    """The lowest position still in Redis (docs/lifecycle.md)."""
+    oldest: GlobalPosition = 1
+    """The lowest position kept anywhere: retention deleted everything before it."""
+    archived: GlobalPosition = 0
+    """The highest position durably in the archive."""
+    bytes: int = 0
+    """Bytes of the kept events' JSON."""
 
     @property
     def total_events(self) -> int:
-        # Events are never removed from a live store, so the head is the count.
-        return self.head_position
+        """Events kept (positions have no gaps; retention deletes only the oldest)."""
+        return max(0, self.head_position - self.oldest + 1)
+
+    @property
+    def hot_events(self) -> int:
+        return max(0, self.head_position - self.low + 1)
+
+    @property
+    def archived_events(self) -> int:
+        return max(0, self.archived - self.oldest + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +125,5 @@ class Page:
     events: list[LoggedEvent]
     has_more: bool
     total: int | None = None
+    truncated_before: int | None = None
+    """The query started before the oldest position kept, which is this one."""

@@ -14,11 +14,14 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
 
 from broker import (
+    Archive,
     Dispatcher,
     EventLog,
     Fanout,
     KeyStore,
+    Lifecycle,
     RateLimiter,
+    RedisWatch,
     StoreAdmin,
     Unavailable,
     WebhookStore,
@@ -84,11 +87,17 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = redis if redis is not None else connect(settings.redis)
+        archive = (
+            None
+            if settings.archive_url is None
+            else Archive(settings.archive_url, seconds=settings.archive_timeout)
+        )
         event_log = EventLog(
             client,
             limits=settings.log_limits,
             wait_replicas=settings.append_wait_replicas,
             wait_timeout_ms=settings.append_wait_timeout_ms,
+            archive=archive,
         )
         metrics = Metrics()
         fanout = Fanout(
@@ -111,7 +120,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             settings=settings,
             redis=client,
             log=event_log,
-            stores=StoreAdmin(client),
+            stores=StoreAdmin(client, archive),
             metrics=metrics,
             auth=Authenticator(settings, keys, metrics),
             keys=keys,
@@ -119,6 +128,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             fanout=fanout,
             sessions=Sessions(settings.slow_consumer_timeout, keys, limits),
             webhooks=WebhookStore(client),
+            watch=None if settings.embedded else RedisWatch(client),
         )
         app.state.runtime = rt
         if not settings.embedded:
@@ -126,6 +136,12 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         await config_file.apply_config(client, settings.config)
         await fanout.start()
         rt.sessions.start()
+        lifecycle = Lifecycle(client, event_log, archive, settings.lifecycle_options)
+        metrics.observe_lifecycle(lifecycle)
+        await lifecycle.start()
+        if rt.watch is not None:
+            metrics.observe_redis(rt.watch)
+            await rt.watch.start()
         # The embedded dev mode's Redis lives in this process: so does its dispatcher.
         dispatcher = None
         dispatching: asyncio.Task[None] | None = None
@@ -145,8 +161,13 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             if dispatcher is not None and dispatching is not None:
                 await dispatcher.close()
                 await dispatching
+            await lifecycle.close()
+            if rt.watch is not None:
+                await rt.watch.close()
             await rt.sessions.close()
             await fanout.close()
+            if archive is not None:
+                await archive.close()
             if redis is None:
                 await client.aclose()
 

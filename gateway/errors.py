@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from broker import BrokerError, RateLimited, codec
+from broker import BrokerError, RateLimited, Unavailable, codec
 
 log = logging.getLogger("deltagate.http")
 
@@ -33,6 +33,7 @@ STATUS = {
     "PAYLOAD_TOO_LARGE": 413,
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "RATE_LIMIT_EXCEEDED": 429,
+    "INSUFFICIENT_STORAGE": 507,
     "INTERNAL_ERROR": 500,
     "UNAVAILABLE": 503,
 }
@@ -108,7 +109,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(BrokerError)
     async def _broker(request: Request, exc: BrokerError) -> Response:
-        if exc.temporary:
+        if isinstance(exc, Unavailable):
             request.app.state.runtime.metrics.redis_errors.inc()
             log.warning("redis unavailable", extra={"reason": exc.message})
         return ApiError.from_broker(exc).response()

@@ -63,6 +63,12 @@ class Metrics:
         """Export the fan-out's counters, read at scrape time (no cost per event)."""
         self.registry.register(_FanoutCollector(fanout, max_stores))
 
+    def observe_lifecycle(self, lifecycle: Any, max_stores: int = 100) -> None:
+        self.registry.register(_LifecycleCollector(lifecycle, max_stores))
+
+    def observe_redis(self, watch: Any) -> None:
+        self.registry.register(_RedisCollector(watch))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -120,3 +126,81 @@ class _FanoutCollector:
         for store, seen in sorted(self._fanout.heads().items())[: self._max_stores]:
             heads.add_metric([store], seen)
         yield heads
+
+
+class _LifecycleCollector:
+    """Retention and archiving as this pod does them: counters of its own work, and per store
+    (at most ``max_stores``) what it last saw of the stores whose lease it holds."""
+
+    def __init__(self, lifecycle: Any, max_stores: int) -> None:
+        self._lifecycle = lifecycle
+        self._max_stores = max_stores
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._lifecycle.stats
+        for name, value, text in (
+            ("deltagate_events_archived", stats.archived, "Events this pod copied to the archive"),
+            ("deltagate_events_trimmed", stats.trimmed, "Events this pod moved out of Redis"),
+            (
+                "deltagate_events_deleted",
+                stats.deleted,
+                "Events this pod deleted for good (retention, or hot retention without archive)",
+            ),
+            (
+                "deltagate_lifecycle_errors",
+                stats.errors,
+                "Rounds of retention and archiving that failed (Redis or the archive unavailable)",
+            ),
+        ):
+            yield CounterMetricFamily(name, text, value=value)
+        families = {
+            "hot": GaugeMetricFamily(
+                "deltagate_store_hot_events", "Events of a store in Redis", labels=["store"]
+            ),
+            "archived": GaugeMetricFamily(
+                "deltagate_store_archived_events",
+                "Events of a store in the archive",
+                labels=["store"],
+            ),
+            "lag": GaugeMetricFamily(
+                "deltagate_archive_lag_events",
+                "Events of a store not yet in the archive",
+                labels=["store"],
+            ),
+            "lag_seconds": GaugeMetricFamily(
+                "deltagate_archive_lag_seconds",
+                "Age of the oldest event of a store not yet in the archive",
+                labels=["store"],
+            ),
+        }
+        archiving = self._lifecycle.archiving
+        for store, state in sorted(stats.stores.items())[: self._max_stores]:
+            families["hot"].add_metric([store], max(0, state.head - state.low + 1))
+            if archiving:
+                families["archived"].add_metric([store], max(0, state.archived - state.oldest + 1))
+                families["lag"].add_metric([store], max(0, state.head - state.archived))
+                families["lag_seconds"].add_metric([store], state.archive_lag_seconds)
+        yield from families.values()
+
+
+class _RedisCollector:
+    def __init__(self, watch: Any) -> None:
+        self._watch = watch
+
+    def collect(self) -> Iterator[Metric]:
+        memory = self._watch.memory
+        if memory is None:
+            return
+        yield GaugeMetricFamily(
+            "deltagate_redis_memory_used_bytes", "Memory Redis uses", value=memory.used
+        )
+        yield GaugeMetricFamily(
+            "deltagate_redis_memory_max_bytes",
+            "Redis' maxmemory (0: none set)",
+            value=memory.limit,
+        )
+        yield GaugeMetricFamily(
+            "deltagate_redis_eviction_safe",
+            "1 when Redis' maxmemory-policy is noeviction (log entries are never evicted)",
+            value=0.0 if memory.unsafe_policy else 1.0,
+        )

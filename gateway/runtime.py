@@ -12,7 +12,15 @@ from typing import Annotated, Any
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from broker import EventLog, Fanout, KeyStore, RateLimiter, StoreAdmin, WebhookStore
+from broker import (
+    EventLog,
+    Fanout,
+    KeyStore,
+    RateLimiter,
+    RedisWatch,
+    StoreAdmin,
+    WebhookStore,
+)
 
 from .auth import Authenticator
 from .metrics import Metrics
@@ -35,6 +43,8 @@ class Runtime:
     fanout: Fanout
     sessions: Sessions
     webhooks: WebhookStore
+    watch: RedisWatch | None = None
+    """Redis' memory and eviction policy (None in the embedded dev mode)."""
     draining: bool = False
     _known_stores: dict[str, float] = field(default_factory=dict)
 

@@ -9,9 +9,17 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from broker import DispatcherOptions, LogLimits, RedisConfig, parse_schedule
+from broker import (
+    DispatcherOptions,
+    LifecycleOptions,
+    LogLimits,
+    RedisConfig,
+    parse_schedule,
+)
 
 MiB = 1024 * 1024
+DEFAULT_HOT_SECONDS = 86400.0
+"""With an archive, events older than a day leave Redis unless a store says otherwise."""
 
 
 class Settings(BaseSettings):
@@ -71,13 +79,34 @@ class Settings(BaseSettings):
     """SIGTERM spreads the closing of WebSockets over this window."""
     grace_period: float = Field(30.0, gt=0)
 
+    # -- data lifecycle (docs/lifecycle.md) ----------------------------------------------------
+
+    archive_url: str | None = None
+    """postgresql://... : events are copied to this PostgreSQL archive before they may leave
+    Redis, and read back from it transparently. Absent: no archive (hot retention then deletes)."""
+    archive_timeout: float = Field(5.0, gt=0, le=120)
+    lifecycle_interval: float = Field(1.0, gt=0, le=3600)
+    """Seconds between rounds of retention and archiving when there is nothing to catch up."""
+    hot_retention_max_events: int | None = Field(None, ge=1)
+    """Default hotRetention.maxEvents for stores that set none."""
+    hot_retention_max_age_seconds: float | None = Field(None, ge=1)
+    """Default hotRetention.maxAgeSeconds for stores that set none. With an archive and neither
+    default set: one day."""
+
     log_level: str = "info"
     log_json: bool = True
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "archive_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("archive_url")
+    @classmethod
+    def _postgres(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
 
     @property
     def embedded(self) -> bool:
@@ -104,6 +133,15 @@ class Settings(BaseSettings):
             mode=self.redis_mode,
             timeout=self.redis_timeout,
             max_connections=self.redis_max_connections,
+        )
+
+    @property
+    def lifecycle_options(self) -> LifecycleOptions:
+        hot_events, hot_seconds = self.hot_retention_max_events, self.hot_retention_max_age_seconds
+        if self.archive_url is not None and hot_events is None and hot_seconds is None:
+            hot_seconds = DEFAULT_HOT_SECONDS
+        return LifecycleOptions(
+            interval=self.lifecycle_interval, hot_events=hot_events, hot_seconds=hot_seconds
         )
 
     @property

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT, Pod, RedisServer
+from tests.harness import ROOT, Pod, PostgresServer, RedisServer
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -94,6 +94,76 @@ def redis_url(redis_server: RedisServer) -> str:
     """The private server, emptied for this test."""
     redis_server.client().flushall()
     return redis_server.url
+
+
+POSTGRES_ADMIN = os.environ.get(
+    "DELTAGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+"""The machine's PostgreSQL (on these machines and in CI: 127.0.0.1:5432, trust auth). Each test
+worker gets a database of its own there."""
+
+
+def _pg(url: str, *statements: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    import secrets
+
+    name = f"dg_test_{os.getpid()}_{secrets.token_hex(3)}"
+    try:
+        _pg(POSTGRES_ADMIN, f"CREATE DATABASE {name}")
+    except (OSError, Exception) as exc:  # asyncpg's errors, a refused connection
+        unavailable(f"PostgreSQL is not reachable at {POSTGRES_ADMIN}: {exc!r}")
+    url = POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        _pg(POSTGRES_ADMIN, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def archive_url(postgres_database: str) -> str:
+    """An archive database of this worker's, emptied for this test."""
+    _pg(
+        postgres_database,
+        "DROP TABLE IF EXISTS deltagate_events",
+        "DROP TABLE IF EXISTS deltagate_stores",
+    )
+    return postgres_database
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test's own, to stop and restart."""
+    bindir = Path("/usr/lib/postgresql")
+    versions = sorted(bindir.glob("*/bin/initdb"))
+    if not versions:
+        unavailable("PostgreSQL's initdb is not installed (apt-get install postgresql)")
+    with tempfile.TemporaryDirectory(prefix="dg-pg-") as tmp:
+        server = PostgresServer(versions[-1].parent, Path(tmp) / "pg")
+        server.init()
+        server.start()
+        try:
+            yield server
+        finally:
+            try:
+                server.stop()
+            except subprocess.SubprocessError:
+                pass
 
 
 @pytest.fixture

@@ -145,10 +145,13 @@ async def read_stream(
     await require(request, Permission.READ, store)
     stream_id = stream_id_of(stream_id)
     start = from_ if from_ is not None else from_stream_position
-    events, version = await rt.log.read_stream(
+    part = await rt.log.read_stream(
         store, stream_id, direction=direction, start=start, end=to, limit=min(limit, 1000)
     )
-    return events_response(events, currentStreamVersion=version)
+    fields: dict[str, Any] = {"currentStreamVersion": part.version}
+    if part.truncated_before is not None:
+        fields["truncatedBefore"] = part.truncated_before
+    return events_response(part.events, **fields)
 
 
 @router.get("/event-stores/{store}/events", summary="Query the events of a whole store")
@@ -190,6 +193,10 @@ async def query_events(
     pagination: dict[str, Any] = {"limit": limit, "offset": offset, "hasMore": page.has_more}
     if page.total is not None:
         pagination["total"] = page.total
+    if page.truncated_before is not None:
+        return events_response(
+            page.events, pagination=pagination, truncatedBefore=page.truncated_before
+        )
     return events_response(page.events, pagination=pagination)
 
 

@@ -121,6 +121,16 @@ class Session:
         self.outbox.force(protocol.marker(kind, sub.id, position))
         return True
 
+    def send_truncated(self, sub: LiveSubscription, requested: int, earliest: int) -> None:
+        self.outbox.force(
+            protocol.message(
+                "truncated",
+                subscriptionId=sub.id,
+                requestedPosition=requested,
+                earliestPosition=earliest,
+            )
+        )
+
     async def wait_room(self) -> None:
         await self.outbox.wait_room()
 

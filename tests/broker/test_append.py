@@ -30,13 +30,14 @@ def ev(event_type: str = "order.created", **data: Any) -> NewEvent:
 
 async def all_events(log: EventLog, store: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
-    async for batch in log.scan(store):
+    async for piece in log.scan(store):
+        batch = piece.events
         events.extend(json.loads(e.json) for e in batch)
     return events
 
 
 async def stream_events(log: EventLog, store: str, stream_id: str) -> list[dict[str, Any]]:
-    events, _ = await log.read_stream(store, stream_id)
+    events, _, _ = await log.read_stream(store, stream_id)
     return [json.loads(e.json) for e in events]
 
 
@@ -125,7 +126,7 @@ async def test_expected_version(
     }
     # Nothing was written.
     assert await log.head(store) == head
-    _, version = await log.read_stream(store, "s")
+    _, version, _ = await log.read_stream(store, "s")
     assert version == existing
 
 
@@ -186,7 +187,7 @@ async def test_idempotent_retry_returns_the_first_result(log: EventLog, store: s
     other = await log.append(store, "t", [ev(n=9)], expected=7, idempotency_key="k1")
     assert other.replayed and other.stream_id == "s" and other.last_position == 2
     assert await log.head(store) == 2
-    _, version = await log.read_stream(store, "t")
+    _, version, _ = await log.read_stream(store, "t")
     assert version == 0
 
     # A different key is a different append.
@@ -236,7 +237,7 @@ async def test_idempotency_keys_are_per_store(log: EventLog, stores: StoreAdmin)
 async def test_one_winner_among_appenders_expecting_the_same_version(
     log: EventLog, store: str
 ) -> None:
-    _, version = await log.read_stream(store, "race")
+    _, version, _ = await log.read_stream(store, "race")
     outcomes = await asyncio.gather(
         *(log.append(store, "race", [ev(i=i)], expected=version) for i in range(50)),
         return_exceptions=True,
@@ -261,7 +262,7 @@ async def test_50_concurrent_optimistic_appenders(log: EventLog, store: str) -> 
     async def appender(i: int) -> None:
         nonlocal conflicts
         while True:
-            _, version = await log.read_stream(store, "race", limit=1)
+            _, version, _ = await log.read_stream(store, "race", limit=1)
             try:
                 result = await log.append(
                     store, "race", [ev("race.won", i=i, v=version)], expected=version
@@ -372,7 +373,7 @@ async def test_event_json_round_trips(log: EventLog, store: str) -> None:
             NewEvent("order.noted", None),
         ],
     )
-    events, version = await log.read_stream(store, "order-7")
+    events, version, _ = await log.read_stream(store, "order-7")
     assert version == 2
     first, second = (json.loads(e.json) for e in events)
 

@@ -74,7 +74,7 @@ async def test_live_events_are_the_logs_text_byte_for_byte(
     await log.append(store, "order-1", EVENTS)  # streamPositions 1..3
     await log.append(store, "other-2", EVENTS[:1])  # a new stream: streamPosition 0
     live = await sink.until(4)
-    stored = [e for page in [p async for p in log.scan(store, after=1)] for e in page]
+    stored = [e for page in [p async for p in log.scan(store, after=1)] for e in page.events]
     assert [(e.global_position, e.stream_id, e.type, e.json) for e in live] == [
         (e.global_position, e.stream_id, e.type, e.json) for e in stored
     ]

@@ -12,6 +12,7 @@ import pytest
 
 from broker import EventLog, Filter, NewEvent, StoreNotFound
 from broker.keys import StoreKeys
+from broker.reader import StreamSlice
 
 
 def glob(pattern: str, value: str) -> bool:
@@ -47,7 +48,7 @@ async def test_read_stream_against_a_model(log: EventLog, store: str) -> None:
                         hi = version - 1 if start is None else start
                         lo = 0 if end is None else end
                         want = [p for p in reversed(range(version)) if lo <= p <= hi][:limit]
-                    events, got_version = await log.read_stream(
+                    events, got_version, _ = await log.read_stream(
                         store, "target", direction=direction, start=start, end=end, limit=limit
                     )
                     got = [json.loads(e.json) for e in events]
@@ -63,8 +64,10 @@ async def test_read_stream_against_a_model(log: EventLog, store: str) -> None:
 
 async def test_read_missing_stream_and_missing_store(log: EventLog, store: str) -> None:
     for direction in ("forward", "backward"):
-        assert await log.read_stream(store, "nothing", direction=direction) == ([], 0)
-        assert await log.read_stream(store, "nothing", direction=direction, start=5) == ([], 0)
+        assert await log.read_stream(store, "nothing", direction=direction) == StreamSlice([], 0)
+        assert await log.read_stream(store, "nothing", direction=direction, start=5) == StreamSlice(
+            [], 0
+        )
     with pytest.raises(StoreNotFound):
         await log.read_stream("missing", "s")
     with pytest.raises(StoreNotFound):
@@ -293,8 +296,8 @@ async def test_entries_of_the_first_format_read_back_as_they_were_written(
     await redis.hset(keys.meta, "head", 1)
     await log.append(store, "s-1", [NewEvent("b", {"v": 2})])
 
-    scanned = [e for page in [p async for p in log.scan(store)] for e in page]
-    by_stream, version = await log.read_stream(store, "s-1")
+    scanned = [e for page in [p async for p in log.scan(store)] for e in page.events]
+    by_stream, version, _ = await log.read_stream(store, "s-1")
     assert version == 2
     for events in (scanned, by_stream):
         assert [(e.global_position, e.stream_id, e.type) for e in events] == [

@@ -15,6 +15,7 @@ from broker import (
     StoreNotFound,
 )
 from broker.keys import StoreKeys
+from broker.reader import StreamSlice
 
 
 async def test_create_and_get(stores: StoreAdmin) -> None:
@@ -107,7 +108,7 @@ async def test_a_recreated_store_starts_empty(stores: StoreAdmin, log: EventLog)
     again = await stores.create("phoenix")
     assert again.description is None
     assert (again.head_position, again.total_streams) == (0, 0)
-    assert await log.read_stream("phoenix", "order-1") == ([], 0)
+    assert await log.read_stream("phoenix", "order-1") == StreamSlice([], 0)
     assert await log.list_streams("phoenix") == ([], 0)
     page = await log.query("phoenix", flt=None, include_count=True)
     assert page.events == [] and page.total == 0

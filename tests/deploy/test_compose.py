@@ -135,7 +135,8 @@ def test_prometheus_scrapes_every_gateway_and_the_dispatcher() -> None:
         for static in job["static_configs"]
         for target in static["targets"]
     }
-    for name in [*GATEWAY_SERVICES, "dispatcher"]:
-        assert f"{name}:8787" in targets, f"{name} is not scraped"
-        assert targets[f"{name}:8787"].get("metrics_path", "/metrics") == "/metrics"
+    # The dispatcher serves its status on DELTAGATE_DISPATCHER_PORT (8788), never the gateway's.
+    for target in [*(f"{name}:8787" for name in GATEWAY_SERVICES), "dispatcher:8788"]:
+        assert target in targets, f"{target} is not scraped"
+        assert targets[target].get("metrics_path", "/metrics") == "/metrics"
     assert set(compose_services()) >= {t.split(":")[0] for t in targets}

@@ -1,0 +1,358 @@
+"""Retention and archiving, in the background, on every pod (docs/lifecycle.md).
+
+For each store, one pod at a time (the one holding the store's lifecycle lease) takes bounded
+steps: copy the next events to the archive, in order, then move what may leave Redis out of it
+(``scripts/trim.lua`` keeps the archive boundary atomically), then delete from the archive what
+retention deletes everywhere. Every step is idempotent and may be cut short at any point (a pod
+killed, Redis or the archive down): the next step, on any pod, goes on from what is recorded.
+
+Bounds, per store (positions below a bound go):
+- ``R`` (retention, everywhere): ``retentionPeriodDays`` (older events) and ``maxStreamSizeBytes``
+  (the oldest events past that many bytes of JSON in the whole log);
+- the hot bound (Redis only): ``hotRetention.maxEvents`` / ``maxAgeSeconds``, or the deployment's
+  defaults. Without an archive, leaving Redis is leaving for good.
+The newest event of a store always stays (and stays in Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from . import codec
+from .aio import cancel_and_wait
+from .archive import Archive, Row
+from .errors import BrokerError
+from .keys import STORE_REGISTRY, StoreKeys
+from .reader import LogReader
+from .redis import call, load_script
+from .stores import Retention
+
+log = logging.getLogger("deltagate.lifecycle")
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleOptions:
+    interval: float = 1.0
+    """Seconds between rounds over the stores when there was nothing to do."""
+    lease_seconds: float = 15.0
+    copy_batch: int = 5000
+    """Events copied to the archive per step."""
+    trim_batch: int = 5000
+    """Events moved out of Redis per step."""
+    delete_batch: int = 10_000
+    """Archived events deleted by retention per step."""
+    hot_events: int | None = None
+    """Default ``hotRetention.maxEvents`` for stores that set none."""
+    hot_seconds: float | None = None
+    """Default ``hotRetention.maxAgeSeconds`` for stores that set none."""
+    owner: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    )
+
+
+@dataclass(slots=True)
+class StoreState:
+    """What the last step saw of a store (for metrics, read at scrape time)."""
+
+    head: int = 0
+    low: int = 1
+    oldest: int = 1
+    archived: int = 0
+    archive_lag_seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class LifecycleStats:
+    archived: int = 0
+    trimmed: int = 0
+    deleted: int = 0
+    """Events deleted everywhere by retention (from Redis without an archive, or the archive)."""
+    errors: int = 0
+    stores: dict[str, StoreState] = field(default_factory=dict)
+
+
+class Lifecycle:
+    """The background retention and archiving of one pod. ``start()``, then ``close()``."""
+
+    def __init__(
+        self,
+        redis: Any,
+        reader: LogReader,
+        archive: Archive | None,
+        options: LifecycleOptions | None = None,
+    ) -> None:
+        self._redis = redis
+        self._reader = reader
+        self._archive = archive
+        self.options = options or LifecycleOptions()
+        self._trim = load_script(redis, "trim")
+        self._mark = load_script(redis, "lifecycle_mark")
+        self._task: asyncio.Task[None] | None = None
+        self._highest: dict[str, int] = {}
+        """The archive's highest position per store incarnation (uid), once read."""
+        self.stats = LifecycleStats()
+
+    @property
+    def archiving(self) -> bool:
+        return self._archive is not None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="lifecycle")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait([task])
+
+    async def _run(self) -> None:
+        while True:
+            busy = False
+            try:
+                busy = await self.run_once()
+            except BrokerError as exc:
+                self.stats.errors += 1
+                log.warning("retention and archiving paused", extra={"error": exc.message})
+            except Exception:
+                self.stats.errors += 1
+                log.exception("retention and archiving failed; retrying")
+            await asyncio.sleep(0 if busy else self.options.interval)
+
+    async def run_once(self) -> bool:
+        """One step for every store whose lease this pod gets; True if any had more to do."""
+        names = list(await call(self._redis.smembers(STORE_REGISTRY)))
+        random.shuffle(names)  # pods racing for leases spread over the stores
+        busy = False
+        for name in names:
+            try:
+                if await self._wanted(name) and await self._lease(name):
+                    busy = await self.step(name) or busy
+            except BrokerError as exc:
+                self.stats.errors += 1
+                log.warning(
+                    "retention and archiving of a store paused",
+                    extra={"store": name, "error": exc.message},
+                )
+        return busy
+
+    async def _wanted(self, store: str) -> bool:
+        """Whether the store may have work: always with an archive; else if something limits
+        its retention."""
+        if self._archive is not None or self.options.hot_events or self.options.hot_seconds:
+            return True
+        settings = await call(self._redis.hget(StoreKeys(store).meta, "settings"))
+        retention = Retention.of(codec.loads(settings or "{}"))
+        return any(
+            v is not None
+            for v in (
+                retention.period_days,
+                retention.max_bytes,
+                retention.hot_events,
+                retention.hot_seconds,
+            )
+        )
+
+    async def _lease(self, store: str) -> bool:
+        key = StoreKeys(store).lifecycle_lease
+        ttl = int(self.options.lease_seconds * 1000)
+        owner = self.options.owner
+        if await call(self._redis.set(key, owner, nx=True, px=ttl)):
+            return True
+        holder = await call(self._redis.get(key))
+        if holder == owner:
+            await call(self._redis.pexpire(key, ttl))
+            return True
+        return False
+
+    # -- one store ----------------------------------------------------------------------------
+
+    async def step(self, store: str) -> bool:
+        """Bounded work on one store; True if more is left to do."""
+        k = StoreKeys(store)
+        fields = await call(
+            self._redis.hmget(k.meta, "uid", "head", "low", "archived", "oldest", "settings")
+        )
+        uid = fields[0]
+        if uid is None:
+            return False
+        head, low = int(fields[1] or 0), int(fields[2] or 1)
+        archived, oldest = int(fields[3] or 0), int(fields[4] or 1)
+        retention = Retention.of(codec.loads(fields[5] or "{}"))
+        state = self.stats.stores.setdefault(store, StoreState())
+        state.head, state.low, state.oldest, state.archived = head, low, oldest, archived
+        if head == 0:
+            return False
+        bound = await self._retention_bound(store, retention, head, oldest)
+        more = False
+        if self._archive is not None:
+            archived, copied_all = await self._copy(store, uid, archived, bound, head)
+            state.archived = archived
+            more = not copied_all
+        hot = await self._hot_bound(store, retention, head)
+        low, trimmed_all = await self._trim_redis(store, uid, bound, hot)
+        state.low = low
+        more = more or not trimmed_all
+        if self._archive is not None and bound > oldest:
+            done = await self._delete_archived(store, uid, bound)
+            more = more or not done
+            if done and low >= bound:
+                state.oldest = int(
+                    await call(self._mark(keys=[k.meta], args=[uid, "oldest", bound, 0]))
+                )
+        elif self._archive is None:
+            state.oldest = low
+        return more
+
+    async def _retention_bound(
+        self, store: str, retention: Retention, head: int, oldest: int
+    ) -> int:
+        """R: positions below it are deleted everywhere (never the head)."""
+        bound = oldest
+        if retention.period_days is not None:
+            cutoff = time.time() - retention.period_days * 86400
+            moment = datetime.fromtimestamp(cutoff, UTC)
+            bound = max(bound, await self._reader.first_at(store, moment))
+        if retention.max_bytes is not None:
+            bound = max(bound, await self._size_bound(store, retention.max_bytes, oldest))
+        return min(bound, head)
+
+    async def _size_bound(self, store: str, limit: int, oldest: int) -> int:
+        """The first position to keep so the log's JSON is at most ``limit`` bytes (one page
+        of the oldest events at a time: later steps go on)."""
+        total = int(await call(self._redis.hget(StoreKeys(store).meta, "bytes")) or 0)
+        excess = total - limit
+        if excess <= 0:
+            return oldest
+        piece = await self._reader.after(store, oldest - 1, self.options.delete_batch)
+        for event in piece.events:
+            excess -= body_size(event.json)
+            if excess <= 0:
+                return event.global_position + 1
+        return piece.events[-1].global_position + 1 if piece.events else oldest
+
+    async def _hot_bound(self, store: str, retention: Retention, head: int) -> int:
+        """Positions below it may leave Redis (if archived, or with no archive at all)."""
+        events = retention.hot_events or self.options.hot_events
+        seconds = retention.hot_seconds or self.options.hot_seconds
+        bound = 1
+        if events is not None:
+            bound = max(bound, head - events + 1)
+        if seconds is not None:
+            moment = datetime.fromtimestamp(time.time() - seconds, UTC)
+            bound = max(bound, await self._reader.first_at(store, moment))
+        return bound
+
+    async def _copy(
+        self, store: str, uid: str, archived: int, bound: int, head: int
+    ) -> tuple[int, bool]:
+        """Copy the next events to the archive; the new ``archived`` and whether all are."""
+        assert self._archive is not None
+        archive_id = await self._archive.store_id(uid, store, create=True)
+        assert archive_id is not None
+        highest = self._highest.get(uid)
+        if highest is None:
+            highest = self._highest[uid] = await self._archive.highest(archive_id)
+        start = max(archived, highest, bound - 1)
+        if start >= head:
+            return max(archived, start), True
+        entries = await call(
+            self._redis.xrange(
+                StoreKeys(store).log, f"{start + 1}-0", "+", count=self.options.copy_batch
+            )
+        )
+        rows = [_row(entry) for entry in entries]
+        if not rows or rows[0].position != start + 1:
+            # Not in Redis: trimmed without being archived can only mean retention deleted it
+            # (below R) or the store went away; the next step sees which.
+            return archived, True
+        try:
+            await self._archive.write(archive_id, rows)
+        except asyncpg.UniqueViolationError:
+            # Another pod copied these meanwhile (a lease that expired under a slow copy).
+            self._highest.pop(uid, None)
+            return archived, False
+        top = rows[-1].position
+        self._highest[uid] = top
+        self.stats.archived += len(rows)
+        marked = int(
+            await call(self._mark(keys=[StoreKeys(store).meta], args=[uid, "archived", top, 0]))
+        )
+        if marked < 0:  # deleted or re-created while we copied: those rows belong to no one
+            await self._archive.forget(uid)
+            return archived, True
+        state = self.stats.stores.get(store)
+        if state is not None:
+            unarchived = await call(
+                self._redis.xrange(StoreKeys(store).log, f"{top + 1}-0", "+", count=1)
+            )
+            state.archive_lag_seconds = (
+                time.time() - _row(unarchived[0]).created_at.timestamp() if unarchived else 0.0
+            )
+        return marked, top >= head
+
+    async def _trim_redis(self, store: str, uid: str, bound: int, hot: int) -> tuple[int, bool]:
+        k = StoreKeys(store)
+        reply = await call(
+            self._trim(
+                keys=[k.meta, k.log, k.offsets, k.times],
+                args=[
+                    uid,
+                    bound,
+                    hot,
+                    "1" if self._archive is not None else "0",
+                    self.options.trim_batch,
+                    k.stream_prefix,
+                ],
+            )
+        )
+        if int(reply[0]) < 0:
+            return 1, True
+        low, trimmed = int(reply[0]), int(reply[1])
+        self.stats.trimmed += trimmed
+        if self._archive is None:
+            self.stats.deleted += trimmed
+        return low, trimmed < self.options.trim_batch
+
+    async def _delete_archived(self, store: str, uid: str, bound: int) -> bool:
+        """Retention in the archive: delete a batch below ``bound``; True once none is left."""
+        assert self._archive is not None
+        archive_id = await self._archive.store_id(uid, store)
+        if archive_id is None:
+            return True
+        count, size = await self._archive.delete_returning(
+            archive_id, bound, self.options.delete_batch
+        )
+        if count:
+            self.stats.deleted += count
+            await call(self._mark(keys=[StoreKeys(store).meta], args=[uid, "oldest", 0, size]))
+        return count < self.options.delete_batch
+
+
+def body_size(event_json: str) -> int:
+    """Bytes of an event's stored body (its JSON after the positions ``codec.positioned``
+    writes), as the append script counts them."""
+    start = event_json.index(',"streamPosition":') + 18
+    return len(event_json[event_json.index(",", start) + 1 :].encode())
+
+
+def _row(entry: list[Any]) -> Row:
+    entry_id, fields = entry
+    position = int(entry_id.partition("-")[0])
+    body = fields[-1]
+    if len(fields) == 8:
+        stream_position = int(fields[5])
+    else:  # the first format held the whole JSON
+        start = body.index('"streamPosition":') + 17
+        stream_position = int(body[start : body.index(",", start)])
+        body = body[body.index(",", start) + 1 :]
+    return Row(position, fields[1], stream_position, fields[3], codec.created_at_of(body), body)

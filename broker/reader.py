@@ -1,0 +1,402 @@
+"""The one reader of a store's log, across its two parts: the hot end in Redis and the cold part
+in the archive (PostgreSQL), for every consumer (stream reads, store queries, WebSocket replays and
+gap repair, webhook catch-up, export).
+
+The rule it owns (docs/lifecycle.md): every position in ``[oldest, head]`` is in the archive or in
+Redis (Redis holds ``[low, head]``; retention trims Redis only below what the archive holds, and
+never the head itself). A forward read asks Redis first; when Redis's first entry is not the next
+position, the missing ones were trimmed from Redis after being archived, so it reads them from the
+archive, then comes back to Redis on its next page. That is also how it stays right when trimming
+races it: a page never assumes where the boundary is, it looks at what Redis returned.
+
+When history is gone (retention deleted it everywhere, or there is no archive), a read that starts
+before the oldest kept position says so: ``truncated_before`` is the first position it still has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from . import codec
+from .archive import Archive
+from .errors import StoreNotFound
+from .filters import Filter
+from .keys import StoreKeys, valid_store_name
+from .redis import call, load_script
+from .types import Direction, LoggedEvent, Page, StreamInfo
+
+SCAN_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """Consecutive events of a store's log; ``truncated_before``: the read started before the
+    oldest position kept, which is this one."""
+
+    events: list[LoggedEvent]
+    truncated_before: int | None = None
+
+
+class StreamSlice(NamedTuple):
+    events: list[LoggedEvent]
+    version: int
+    truncated_before: int | None = None
+    """A stream position: the read started before the stream's first kept event, which is this."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """Where a store's log lives now (meta: docs/lifecycle.md)."""
+
+    uid: str
+    low: int
+    """The lowest position Redis holds."""
+    oldest: int
+    """The lowest position kept anywhere."""
+
+
+def keys_of(store: str) -> StoreKeys:
+    """Keys of an existing store; a name that could never be a store is simply not found."""
+    if not valid_store_name(store):
+        raise StoreNotFound(store)
+    return StoreKeys(store)
+
+
+class LogReader:
+    """Reads of every store's log. Safe to share between tasks."""
+
+    def __init__(self, redis: Any, archive: Archive | None = None) -> None:
+        self._redis = redis
+        self.archive = archive
+        self._read_stream = load_script(redis, "read_stream")
+
+    # -- the store -----------------------------------------------------------------------------
+
+    async def head(self, store: str) -> int:
+        """The store's last globalPosition (0 when empty). Raises StoreNotFound."""
+        head = await call(self._redis.hget(keys_of(store).meta, "head"))
+        if head is None:
+            raise StoreNotFound(store)
+        return int(head)
+
+    async def exists(self, store: str) -> bool:
+        return valid_store_name(store) and bool(
+            await call(self._redis.exists(StoreKeys(store).meta))
+        )
+
+    async def bounds(self, store: str) -> Bounds:
+        uid, low, oldest = await call(
+            self._redis.hmget(keys_of(store).meta, "uid", "low", "oldest")
+        )
+        if uid is None:
+            raise StoreNotFound(store)
+        return Bounds(uid, int(low or 1), int(oldest or 1))
+
+    async def _archived(self, store: str, uid: str) -> int | None:
+        """The archive's id of this incarnation of ``store`` (None: nothing archived)."""
+        if self.archive is None:
+            return None
+        return await self.archive.store_id(uid, store)
+
+    # -- pages in position order ---------------------------------------------------------------
+
+    async def after(self, store: str, after: int, limit: int, until: int | None = None) -> Slice:
+        """Up to ``limit`` consecutive events from ``after + 1`` on (up to ``until``)."""
+        k = keys_of(store)
+        if until is not None and after >= until:
+            return Slice([])
+        high = "+" if until is None else f"{until}-0"
+        entries = await call(self._redis.xrange(k.log, f"{after + 1}-0", high, count=limit))
+        first = _position(entries[0]) if entries else None
+        if first == after + 1:
+            return Slice([_logged(e) for e in entries])
+        if first is None and until is None:
+            return Slice([])  # the head always stays in Redis: nothing after ``after``
+        try:
+            bounds = await self.bounds(store)
+        except StoreNotFound:
+            return Slice([])
+        truncated = bounds.oldest if after + 1 < bounds.oldest else None
+        start = max(after, bounds.oldest - 1)
+        if start + 1 < bounds.low:
+            archived = await self._archived(store, bounds.uid)
+            if archived is not None and self.archive is not None:
+                top = bounds.low - 1 if until is None else min(bounds.low - 1, until)
+                rows = await self.archive.after(archived, start, top, limit)
+                if rows:
+                    if rows[0].global_position != start + 1:
+                        truncated = rows[0].global_position  # retention went on meanwhile
+                    return Slice(rows, truncated)
+        if first is not None and first > after + 1 and truncated is None:
+            truncated = first  # not archived (no archive, or deleted since): gone
+        return Slice([_logged(e) for e in entries], truncated)
+
+    async def before(self, store: str, high: int | None, low: int, limit: int) -> Slice:
+        """Up to ``limit`` events with positions in [low, high], highest first."""
+        k = keys_of(store)
+        top = "+" if high is None else f"{high}-0"
+        entries = await call(self._redis.xrevrange(k.log, top, f"{max(low, 1)}-0", count=limit))
+        events = [_logged(e) for e in entries]
+        if len(events) == limit:
+            return Slice(events)
+        bounds = await self.bounds(store)
+        truncated = bounds.oldest if low < bounds.oldest else None
+        below = events[-1].global_position - 1 if events else high
+        if below is None:
+            return Slice(events, truncated)  # an empty store
+        below = min(below, bounds.low - 1)
+        bottom = max(low, bounds.oldest)
+        archived = await self._archived(store, bounds.uid)
+        if below >= bottom and archived is not None and self.archive is not None:
+            events += await self.archive.before(archived, below, bottom, limit - len(events))
+        return Slice(events, truncated)
+
+    async def read_after(self, store: str, after: int, limit: int) -> list[LoggedEvent]:
+        """Up to ``limit`` events after ``after`` (history that is gone is skipped)."""
+        return (await self.after(store, after, limit)).events
+
+    async def scan(
+        self,
+        store: str,
+        *,
+        after: int = 0,
+        until: int | None = None,
+        direction: Direction = "forward",
+        page: int = SCAN_PAGE,
+    ) -> AsyncIterator[Slice]:
+        """The store's log in pages: positions in (after, until] forward, or downwards from
+        below ``after`` (0: the head) to ``until`` (inclusive) backward."""
+        if direction == "forward":
+            while True:
+                piece = await self.after(store, after, page, until)
+                if not piece.events:
+                    return
+                yield piece
+                after = piece.events[-1].global_position
+            return
+        high = None if after == 0 else after - 1
+        low = until or 1
+        while high is None or high >= low:
+            piece = await self.before(store, high, low, page)
+            if not piece.events:
+                return
+            yield piece
+            high = piece.events[-1].global_position - 1
+
+    # -- one stream ----------------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        store: str,
+        stream_id: str,
+        *,
+        direction: Direction = "forward",
+        start: int | None = None,
+        end: int | None = None,
+        limit: int = 1000,
+    ) -> StreamSlice:
+        """Events of one stream between stream positions ``start`` and ``end`` (inclusive), in
+        ``direction`` order, at most ``limit``; and the stream's current version."""
+        k = keys_of(store)
+        keys = [k.stream(stream_id), k.log, k.offsets]
+        if direction == "forward":
+            lo = start if start is not None else 0
+            hi = lo + limit - 1 if end is None else min(end, lo + limit - 1)
+        else:
+            # The stream's end first (a start past it reads backward from the last event).
+            version = int((await call(self._read_stream(keys=keys, args=[0, -1, stream_id])))[0])
+            hi = version - 1 if start is None else min(start, version - 1)
+            lo = max(end if end is not None else 0, hi - limit + 1)
+        if hi < lo:
+            reply = await call(self._read_stream(keys=keys, args=[0, -1, stream_id]))
+            if int(reply[0]) == 0:
+                await self.head(store)  # not found -> StoreNotFound
+            return StreamSlice([], int(reply[0]))
+        reply = await call(self._read_stream(keys=keys, args=[lo, hi, stream_id]))
+        version, offset = int(reply[0]), int(reply[1])
+        events = [_logged(entry) for entry in reply[2:]]
+        if version == 0 and not await self.exists(store):
+            raise StoreNotFound(store)
+        truncated = None
+        if lo < offset:
+            cold = await self._stream_archived(store, stream_id, lo, min(hi, offset - 1))
+            first = _stream_position(cold[0]) if cold else offset
+            if first > lo:
+                truncated = first
+            events = cold + events
+        if direction == "backward":
+            events.reverse()
+        return StreamSlice(events, version, truncated)
+
+    async def _stream_archived(
+        self, store: str, stream_id: str, lo: int, hi: int
+    ) -> list[LoggedEvent]:
+        if self.archive is None:
+            return []
+        bounds = await self.bounds(store)
+        archived = await self._archived(store, bounds.uid)
+        if archived is None:
+            return []
+        return await self.archive.stream(archived, stream_id, lo, hi)
+
+    async def list_streams(
+        self, store: str, *, limit: int = 100, offset: int = 0, prefix: str | None = None
+    ) -> tuple[list[StreamInfo], int]:
+        """Streams in the order they were created, with their positions and times."""
+        k = keys_of(store)
+        await self.head(store)
+        if prefix:
+            # Searching walks the stream ids; fine for the admin listing this serves.
+            all_ids = await call(self._redis.zrange(k.streams, 0, -1))
+            ids = [s for s in all_ids if prefix.lower() in s.lower()]
+            total = len(ids)
+            ids = ids[offset : offset + limit]
+        else:
+            total = await call(self._redis.zcard(k.streams))
+            ids = await call(self._redis.zrange(k.streams, offset, offset + limit - 1))
+        if not ids:
+            return [], total
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for sid in ids:
+                pipe.llen(k.stream(sid))
+            pipe.hmget(k.offsets, ids)
+            pipe.hmget(k.stream_created, ids)
+            pipe.hmget(k.stream_updated, ids)
+            replies = await call(pipe.execute())
+        lengths = replies[: len(ids)]
+        offsets, created, updated = replies[len(ids) :]
+        return [
+            StreamInfo(sid, int(n) + int(o or 0) - 1, c or "", u or "")
+            for sid, n, o, c, u in zip(ids, lengths, offsets, created, updated, strict=True)
+        ], total
+
+    # -- queries -------------------------------------------------------------------------------
+
+    async def query(
+        self,
+        store: str,
+        *,
+        flt: Filter | None,
+        from_position: int | None = None,
+        to_position: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        direction: Direction = "forward",
+        include_count: bool = False,
+    ) -> Page:
+        """Events of the whole store matching ``flt`` with globalPosition in
+        [from_position, to_position], sorted by position in ``direction``, paginated."""
+        await self.head(store)  # not found -> StoreNotFound
+        low = max(from_position or 1, 1)
+        matched: list[LoggedEvent] = []
+        total = 0
+        has_more = False
+        truncated: int | None = None
+        async for piece in self._candidates(store, flt, low, to_position, direction):
+            truncated = truncated or piece.truncated_before
+            for event in piece.events:
+                if flt is not None and not flt.matches(event.stream_id, event.type):
+                    continue
+                if offset <= total < offset + limit:
+                    matched.append(event)
+                elif total >= offset + limit:
+                    has_more = True
+                total += 1
+            if has_more and not include_count:
+                break
+        return Page(matched, has_more, total if include_count else None, truncated)
+
+    async def _candidates(
+        self, store: str, flt: Filter | None, low: int, high: int | None, direction: Direction
+    ) -> AsyncIterator[Slice]:
+        if flt is None or flt.stream_id is None:
+            after = low - 1 if direction == "forward" else (0 if high is None else high + 1)
+            until = high if direction == "forward" else low
+            async for piece in self.scan(store, after=after, until=until, direction=direction):
+                yield piece
+            return
+        # One stream: walk it by stream position, keeping what lies in [low, high].
+        cursor: int | None = None
+        while True:
+            if direction == "forward":
+                start = 0 if cursor is None else cursor + 1
+                part = await self.read_stream(store, flt.stream_id, start=start, limit=SCAN_PAGE)
+            else:
+                begin = None if cursor is None else cursor - 1
+                if begin is not None and begin < 0:
+                    return
+                part = await self.read_stream(
+                    store, flt.stream_id, direction="backward", start=begin, limit=SCAN_PAGE
+                )
+            if not part.events:
+                return
+            inside = [
+                e
+                for e in part.events
+                if e.global_position >= low and (high is None or e.global_position <= high)
+            ]
+            yield Slice(inside, None)
+            last = part.events[-1].global_position
+            if (direction == "forward" and high is not None and last > high) or (
+                direction == "backward" and last < low
+            ):
+                return
+            cursor = _stream_position(part.events[-1])
+
+    # -- time ----------------------------------------------------------------------------------
+
+    async def first_at(self, store: str, moment: datetime) -> int:
+        """The position of the first event created at or after ``moment`` (head + 1 if none yet).
+        The time index (one entry per second) narrows it down; at most a second of events is
+        read to find the exact one."""
+        k = keys_of(store)
+        ms = int(moment.timestamp() * 1000)
+        bucket = await call(
+            self._redis.zrange(k.times, ms, "-inf", byscore=True, desc=True, offset=0, num=1)
+        )
+        bounds = await self.bounds(store)
+        start = int(bucket[0]) if bucket else bounds.low
+        if not bucket and self.archive is not None:
+            archived = await self._archived(store, bounds.uid)
+            if archived is not None:
+                found = await self.archive.first_at(archived, moment)
+                if found is not None and found < bounds.low:
+                    return found
+        start = max(start, bounds.oldest)
+        cutoff = moment.timestamp()
+        while True:
+            piece = await self.after(store, start - 1, SCAN_PAGE)
+            if not piece.events:
+                return start
+            for event in piece.events:
+                if codec.created_at_of(event.json).timestamp() >= cutoff:
+                    return event.global_position
+            start = piece.events[-1].global_position + 1
+
+
+def _position(entry: list[Any]) -> int:
+    return int(entry[0].partition("-")[0])
+
+
+def _stream_position(event: LoggedEvent) -> int:
+    """The streamPosition an event's JSON starts with (``codec.positioned``)."""
+    text = event.json
+    start = text.index('"streamPosition":') + 17
+    return int(text[start : text.index(",", start)])
+
+
+def _logged(entry: list[Any]) -> LoggedEvent:
+    """A raw log entry ``[id, ["s", stream, "t", type, "p", streamPosition, "e", body]]``
+    (fields in the order the append script writes them): the event's JSON is its positions,
+    then its body. Entries of the first format, ``["s", stream, "t", type, "e", json]``,
+    already hold the whole JSON."""
+    entry_id, fields = entry
+    position = entry_id.partition("-")[0]
+    if len(fields) == 8:
+        text = codec.positioned(position, fields[5], fields[7])
+    else:
+        text = fields[5]
+    return LoggedEvent(int(position), fields[1], fields[3], text)

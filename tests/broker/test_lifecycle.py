@@ -1,0 +1,304 @@
+"""Retention and the archive (docs/lifecycle.md), against the private redis-server and fakeredis,
+and the machine's PostgreSQL: what leaves Redis, what is read back from the archive, what is gone
+for good and how a read says so, and the races of the boundary."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from broker import (
+    Archive,
+    EventLog,
+    Filter,
+    Lifecycle,
+    LifecycleOptions,
+    NewEvent,
+    StoreAdmin,
+    Unavailable,
+)
+from broker.keys import StoreKeys
+
+STREAMS = 7
+
+
+def event(i: int) -> NewEvent:
+    return NewEvent("order.placed" if i % 3 else "order.shipped", {"n": i, "pad": "x" * 40})
+
+
+async def fill(log: EventLog, store: str, n: int, batch: int = 100) -> None:
+    """n events over STREAMS streams, in batches of ``batch`` per stream."""
+    for start in range(0, n, batch):
+        stream = f"order-{(start // batch) % STREAMS}"
+        size = min(batch, n - start)
+        await log.append(store, stream, [event(start + j) for j in range(size)])
+
+
+async def settle(lifecycle: Lifecycle) -> None:
+    for _ in range(1000):
+        if not await lifecycle.run_once():
+            return
+    raise AssertionError("the lifecycle never settled")
+
+
+async def positions(log: EventLog, store: str, after: int = 0) -> list[int]:
+    return [e.global_position async for p in log.scan(store, after=after) for e in p.events]
+
+
+@pytest.fixture
+async def archive(archive_url: str) -> AsyncIterator[Archive]:
+    a = Archive(archive_url)
+    try:
+        yield a
+    finally:
+        await a.close()
+
+
+@pytest.fixture
+def archived_log(redis: aioredis.Redis, archive: Archive) -> EventLog:
+    return EventLog(redis, archive=archive)
+
+
+OPTIONS = LifecycleOptions(copy_batch=700, trim_batch=500, delete_batch=400)
+
+
+# -- without an archive: hot retention deletes, and reads say so ---------------------------------
+
+
+async def test_hot_retention_without_archive_deletes_and_reads_say_so(
+    redis: aioredis.Redis, log: EventLog, stores: StoreAdmin
+) -> None:
+    await stores.create("shop", settings={"hotRetention": {"maxEvents": 10}})
+    await fill(log, "shop", 50, batch=5)
+    await settle(Lifecycle(redis, log, None, OPTIONS))
+
+    k = StoreKeys("shop")
+    assert await redis.xlen(k.log) == 10
+    info = await stores.get("shop")
+    assert (info.oldest, info.low, info.head_position, info.total_events) == (41, 41, 50, 10)
+    piece = await log.after("shop", 0, 100)
+    assert piece.truncated_before == 41
+    assert [e.global_position for e in piece.events] == list(range(41, 51))
+    assert (await log.after("shop", 45, 100)).truncated_before is None
+    page = await log.query("shop", flt=None, from_position=1)
+    assert page.truncated_before == 41 and len(page.events) == 10
+    # A stream whose first events are gone: the read says which stream position is the first.
+    part = await log.read_stream("shop", "order-1")
+    assert part.version == 10  # order-1 got positions 6..10 and 41..45
+    assert part.truncated_before == 5
+    assert [e.global_position for e in part.events] == [41, 42, 43, 44, 45]
+
+
+async def test_appends_to_a_trimmed_stream_keep_their_versions(
+    redis: aioredis.Redis, log: EventLog, stores: StoreAdmin
+) -> None:
+    await stores.create("shop", settings={"hotRetention": {"maxEvents": 3}})
+    await log.append("shop", "s", [event(i) for i in range(10)])
+    await settle(Lifecycle(redis, log, None, OPTIONS))
+    result = await log.append("shop", "s", [event(10)], expected=10)
+    assert (result.stream_version, result.last_position) == (11, 11)
+    with pytest.raises(Exception, match="at version 11"):
+        await log.append("shop", "s", [event(11)], expected=10)
+    streams, _ = await log.list_streams("shop")
+    assert streams[0].stream_position == 10
+
+
+# -- with an archive: everything stays readable ---------------------------------------------
+
+
+async def test_the_archive_keeps_everything_readable_in_order(
+    redis: aioredis.Redis, archived_log: EventLog, archive: Archive
+) -> None:
+    log = archived_log
+    stores = StoreAdmin(redis, archive)
+    await stores.create("shop", settings={"hotRetention": {"maxEvents": 1000}})
+    await fill(log, "shop", 6000)
+    await settle(Lifecycle(redis, log, archive, OPTIONS))
+
+    k = StoreKeys("shop")
+    assert await redis.xlen(k.log) == 1000
+    info = await stores.get("shop")
+    assert (info.low, info.oldest, info.archived, info.hot_events) == (5001, 1, 6000, 1000)
+    assert await positions(log, "shop") == list(range(1, 6001))
+    backward = [
+        e.global_position async for p in log.scan("shop", direction="backward") for e in p.events
+    ]
+    assert backward == list(range(6000, 0, -1))
+    for s in range(STREAMS):
+        part = await log.read_stream("shop", f"order-{s}", limit=1000)
+        assert [int(e.json.split('"streamPosition":')[1].split(",")[0]) for e in part.events] == (
+            list(range(len(part.events)))
+        )
+        assert part.truncated_before is None
+        back = await log.read_stream("shop", f"order-{s}", direction="backward", limit=1000)
+        assert back.events == list(reversed(part.events))
+    page = await log.query(
+        "shop", flt=Filter.parse("*", "order-3"), from_position=100, to_position=5500
+    )
+    assert page.events and all(100 <= e.global_position <= 5500 for e in page.events)
+    assert all(e.stream_id == "order-3" for e in page.events)
+    # The stream's version survives its events leaving Redis.
+    result = await log.append("shop", "order-0", [event(0)], expected=900)
+    assert result.stream_version == 901
+
+
+async def test_a_reader_crossing_the_boundary_while_it_moves_misses_nothing(
+    redis: aioredis.Redis, archived_log: EventLog, archive: Archive
+) -> None:
+    """The race of docs/lifecycle.md: a reader is between pages while archiving and trimming
+    move the boundary past its cursor; its next page comes from the archive."""
+    log = archived_log
+    await StoreAdmin(redis, archive).create("shop", settings={"hotRetention": {"maxEvents": 50}})
+    await fill(log, "shop", 3000)
+    lifecycle = Lifecycle(redis, log, archive, OPTIONS)
+    seen: list[int] = []
+    cursor = 0
+    while True:
+        piece = await log.after("shop", cursor, 250)
+        if not piece.events:
+            break
+        assert piece.truncated_before is None
+        seen += [e.global_position for e in piece.events]
+        cursor = seen[-1]
+        await lifecycle.run_once()  # the boundary moves between every two pages
+    assert seen == list(range(1, 3001))
+    assert int(await redis.hget(StoreKeys("shop").meta, "low")) > 1
+
+
+async def test_a_copy_cut_short_repeats_nothing_and_skips_nothing(
+    redis: aioredis.Redis, archived_log: EventLog, archive: Archive
+) -> None:
+    """A pod that committed a copy and died before recording it in Redis: the next pod copies
+    from the archive's own highest position on."""
+    log = archived_log
+    await StoreAdmin(redis, archive).create("shop", settings={"hotRetention": {"maxEvents": 10}})
+    await fill(log, "shop", 2000)
+    first = Lifecycle(redis, log, archive, OPTIONS)
+    store = await log.bounds("shop")
+    archive_id = await archive.store_id(store.uid, "shop", create=True)
+    assert archive_id is not None
+    await first._copy("shop", store.uid, 0, 1, 2000)  # committed; meta says 700
+    await redis.hset(StoreKeys("shop").meta, "archived", 0)  # ... as if the mark was lost
+    second = Lifecycle(redis, log, archive, OPTIONS)  # another pod, knowing nothing
+    await settle(second)
+    stats = await archive.stats(archive_id)
+    assert (stats.events, stats.oldest, stats.newest) == (2000, 1, 2000)
+    assert await positions(log, "shop") == list(range(1, 2001))
+
+
+async def test_two_pods_never_copy_twice(
+    redis: aioredis.Redis, archived_log: EventLog, archive: Archive
+) -> None:
+    log = archived_log
+    await StoreAdmin(redis, archive).create("shop")
+    await fill(log, "shop", 3000)
+    pods = [
+        Lifecycle(redis, log, archive, LifecycleOptions(copy_batch=300, owner=f"pod-{i}"))
+        for i in range(3)
+    ]
+    for _ in range(30):
+        await asyncio.gather(*(p.run_once() for p in pods))
+        await redis.delete(StoreKeys("shop").lifecycle_lease)  # leases expire at every turn
+    store = await log.bounds("shop")
+    archive_id = await archive.store_id(store.uid, "shop")
+    assert archive_id is not None
+    stats = await archive.stats(archive_id)
+    assert (stats.events, stats.oldest, stats.newest) == (3000, 1, 3000)
+
+
+async def test_an_archive_that_is_down_pauses_archiving_and_fails_only_cold_reads(
+    redis: aioredis.Redis, archive_url: str
+) -> None:
+    good = Archive(archive_url)
+    log = EventLog(redis, archive=good)
+    try:
+        await StoreAdmin(redis, good).create("shop", settings={"hotRetention": {"maxEvents": 10}})
+        await fill(log, "shop", 100, batch=10)
+        await settle(Lifecycle(redis, log, good, OPTIONS))
+    finally:
+        await good.close()
+    down = Archive("postgresql://postgres@127.0.0.1:9/nowhere", seconds=0.5)
+    log = EventLog(redis, archive=down)
+    lifecycle = Lifecycle(redis, log, down, OPTIONS)
+    await log.append("shop", "s", [event(1)])  # appends go on
+    assert not await lifecycle.run_once()  # pauses, counted, never trims what is not archived
+    assert lifecycle.stats.errors == 1
+    assert int(await redis.hget(StoreKeys("shop").meta, "low")) == 91
+    assert [e.global_position for e in (await log.after("shop", 95, 10)).events] == [
+        96,
+        97,
+        98,
+        99,
+        100,
+        101,
+    ]
+    with pytest.raises(Unavailable):
+        await log.after("shop", 0, 10)
+
+
+# -- retention everywhere ------------------------------------------------------------------------
+
+
+async def test_max_stream_size_deletes_the_oldest_everywhere(
+    redis: aioredis.Redis, archived_log: EventLog, archive: Archive
+) -> None:
+    log = archived_log
+    stores = StoreAdmin(redis, archive)
+    await stores.create("shop")
+    await fill(log, "shop", 1000)
+    await settle(Lifecycle(redis, log, archive, OPTIONS))
+    size = (await stores.get("shop")).bytes
+    assert size > 0
+    await redis.hset(StoreKeys("shop").meta, "settings", f'{{"maxStreamSizeBytes": {size // 4}}}')
+    await settle(Lifecycle(redis, log, archive, OPTIONS))
+    info = await stores.get("shop")
+    assert 0 < info.bytes <= size // 4
+    assert 200 <= info.total_events <= 260
+    piece = await log.after("shop", 0, 2000)
+    assert piece.truncated_before == info.oldest
+    assert [e.global_position for e in piece.events] == list(range(info.oldest, 1001))
+    archive_id = await archive.store_id(info.uid, "shop")
+    assert archive_id is not None
+    assert (await archive.stats(archive_id)).oldest == info.oldest
+
+
+async def test_retention_period_deletes_old_events_everywhere(
+    redis: aioredis.Redis, archived_log: EventLog, archive: Archive
+) -> None:
+    log = archived_log
+    stores = StoreAdmin(redis, archive)
+    await stores.create("shop", settings={"retentionPeriodDays": 1.5 / 86400})  # 1.5 s
+    await fill(log, "shop", 300)
+    await settle(Lifecycle(redis, log, archive, OPTIONS))
+    assert (await stores.get("shop")).oldest == 1
+    await asyncio.sleep(2.0)
+    await log.append("shop", "late", [event(0)])
+    await settle(Lifecycle(redis, log, archive, OPTIONS))
+    info = await stores.get("shop")
+    assert info.oldest == 301 and info.total_events == 1
+    piece = await log.after("shop", 0, 10)
+    assert (piece.truncated_before, [e.global_position for e in piece.events]) == (301, [301])
+
+
+async def test_deleting_a_store_deletes_its_archive(
+    redis: aioredis.Redis, archived_log: EventLog, archive: Archive
+) -> None:
+    stores = StoreAdmin(redis, archive)
+    await stores.create("shop", settings={"hotRetention": {"maxEvents": 5}})
+    await fill(archived_log, "shop", 200)
+    await settle(Lifecycle(redis, archived_log, archive, OPTIONS))
+    uid = (await stores.get("shop")).uid
+    assert await archive.store_id(uid, "shop") is not None
+    await stores.delete("shop")
+    fresh = Archive.__new__(Archive)  # a cold cache: ask PostgreSQL itself
+    fresh.__init__(archive._url)  # type: ignore[misc]
+    try:
+        assert await fresh.store_id(uid, "shop") is None
+    finally:
+        await fresh.close()
+    await stores.create("shop")
+    await archived_log.append("shop", "s", [event(0)])
+    assert await positions(archived_log, "shop") == [1]
