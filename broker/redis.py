@@ -132,9 +132,7 @@ async def guarded() -> AsyncIterator[None]:
         yield
     except rex.BusyLoadingError as exc:
         raise Unavailable("Redis is loading its data set") from exc
-    except rex.ResponseError as exc:
-        if "OOM" not in str(exc):
-            raise
+    except rex.OutOfMemoryError as exc:
         raise StorageFull(
             "Redis is full (maxmemory reached): nothing was written; retry once retention or an "
             "operator made room"

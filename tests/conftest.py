@@ -154,6 +154,7 @@ def private_postgres() -> Iterator[PostgresServer]:
     if not versions:
         unavailable("PostgreSQL's initdb is not installed (apt-get install postgresql)")
     with tempfile.TemporaryDirectory(prefix="dg-pg-") as tmp:
+        os.chmod(tmp, 0o755)  # the server runs as the postgres user: it must get through
         server = PostgresServer(versions[-1].parent, Path(tmp) / "pg")
         server.init()
         server.start()

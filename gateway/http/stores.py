@@ -27,6 +27,9 @@ def store_body(store: StoreInfo) -> dict[str, Any]:
             "totalStreams": store.total_streams,
             "totalEvents": store.total_events,
             "headPosition": store.head_position,
+            "hotEvents": store.hot_events,
+            "archivedEvents": store.archived_events,
+            "oldestPosition": store.oldest if store.head_position else None,
         },
     }
 

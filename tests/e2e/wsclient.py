@@ -22,6 +22,8 @@ class Received:
     subscribed: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[int] = field(default_factory=list)
+    truncated: list[dict[str, Any]] = field(default_factory=list)
+    resets: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def positions(self) -> list[int]:
@@ -67,6 +69,10 @@ class Client:
             got.subscribed.append(msg)
         elif kind == "error":
             got.errors.append(msg)
+        elif kind == "truncated":
+            got.truncated.append(msg)
+        elif kind == "reset":
+            got.resets.append(msg)
 
     async def send(self, **message: Any) -> None:
         await self.ws.send(json.dumps(message))

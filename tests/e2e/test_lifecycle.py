@@ -1,0 +1,184 @@
+"""The data lifecycle end to end (docs/lifecycle.md): real gateway processes on a real Redis and a
+real PostgreSQL archive. Redis keeps only the hot end of a store; replays and reads cross into the
+archive with nothing missed or doubled; history that is gone is said to be gone; a full or an
+evicting Redis is refused clearly."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import httpx
+import redis
+
+from tests.e2e.wsclient import Client
+from tests.harness import Pod, PostgresServer, RedisServer, spawn_pods, wait_for
+
+STORE = "ledger"
+FAST = {"DELTAGATE_LIFECYCLE_INTERVAL": "0.1", "DELTAGATE_POLL_INTERVAL": "0.5"}
+
+
+def batch(start: int, n: int) -> dict[str, Any]:
+    return {"events": [{"type": "entry.posted", "data": {"n": start + i}} for i in range(n)]}
+
+
+def append_many(pod: Pod, total: int, streams: int = 6, size: int = 100) -> None:
+    with httpx.Client(base_url=pod.url, timeout=10) as http:
+        for start in range(0, total, size):
+            stream = f"account-{(start // size) % streams}"
+            response = http.post(f"/event-stores/{STORE}/streams/{stream}", json=batch(start, size))
+            assert response.status_code == 201, response.text
+
+
+def meta(redis_url: str) -> dict[str, str]:
+    return redis.Redis.from_url(redis_url, decode_responses=True).hgetall(f"dg:{{{STORE}}}:meta")
+
+
+def hot_entries(redis_url: str) -> int:
+    return int(redis.Redis.from_url(redis_url).xlen(f"dg:{{{STORE}}}:log"))
+
+
+def create_store(pod: Pod, settings: dict[str, Any]) -> None:
+    response = httpx.post(
+        f"{pod.url}/event-stores", json={"name": STORE, "settings": settings}, timeout=10
+    )
+    assert response.status_code == 201, response.text
+
+
+async def replay(pod: Pod, position: Any = "earliest") -> Client:
+    client = Client(pod.ws_url, STORE)
+    await client.connect()
+    await client.subscribe("*", position)
+    await client.wait(lambda: client.got.caught_up is not None, timeout=60, what="caughtUp")
+    return client
+
+
+def all_events(pod: Pod) -> list[int]:
+    """Every position, through the REST query (pages of 1000 across the boundary)."""
+    out: list[int] = []
+    with httpx.Client(base_url=pod.url, timeout=10) as http:
+        while True:
+            page = http.get(
+                f"/event-stores/{STORE}/events",
+                params={"fromPosition": (out[-1] + 1) if out else 1, "limit": 1000},
+            ).json()
+            out += [e["globalPosition"] for e in page["events"]]
+            if not page["pagination"]["hasMore"]:
+                return out
+
+
+async def test_redis_keeps_the_hot_end_and_earliest_replays_everything_then_live(
+    pods: list[Pod], redis_url: str, archive_url: str
+) -> None:
+    (pod,) = spawn_pods(pods, redis_url, 1, DELTAGATE_ARCHIVE_URL=archive_url, **FAST)
+    create_store(pod, {"hotRetention": {"maxEvents": 1000}})
+    append_many(pod, 6000)
+    wait_for(lambda: hot_entries(redis_url) <= 1000, timeout=60, what="Redis to keep 1000")
+    info = httpx.get(f"{pod.url}/event-stores/{STORE}").json()["statistics"]
+    assert info["hotEvents"] == 1000 and info["archivedEvents"] == 6000
+    assert info["totalEvents"] == 6000 and info["oldestPosition"] == 1
+    client = await replay(pod)
+    assert client.got.positions == list(range(1, 6001))
+    assert not client.got.truncated
+    append_many(pod, 100)
+    await client.wait(lambda: len(client.got.events) == 6100, what="live events")
+    assert client.got.positions == list(range(1, 6101))
+    await client.disconnect()
+    assert all_events(pod) == list(range(1, 6101))
+
+
+async def test_a_resume_into_trimmed_history_without_an_archive_is_told(
+    pods: list[Pod], redis_url: str
+) -> None:
+    (pod,) = spawn_pods(pods, redis_url, 1, **FAST)
+    create_store(pod, {"hotRetention": {"maxEvents": 100}})
+    append_many(pod, 500)
+    wait_for(lambda: hot_entries(redis_url) <= 100, timeout=30, what="retention")
+    client = await replay(pod, 10)
+    assert client.got.truncated == [
+        {
+            "type": "truncated",
+            "subscriptionId": "sub-1",
+            "requestedPosition": 10,
+            "earliestPosition": 401,
+        }
+    ]
+    assert client.got.positions == list(range(401, 501))
+    append_many(pod, 100)
+    await client.wait(lambda: len(client.got.events) == 200, what="live events")
+    await client.disconnect()
+    wait_for(lambda: meta(redis_url).get("oldest") == "501", timeout=30, what="retention")
+    earliest = await replay(pod)  # earliest asks for what is kept: no news to report
+    assert not earliest.got.truncated and earliest.got.positions[0] == 501
+    await earliest.disconnect()
+    response = httpx.get(f"{pod.url}/event-stores/{STORE}/events", params={"fromPosition": 1})
+    assert response.json()["truncatedBefore"] == 501
+
+
+async def test_archiving_survives_a_pod_killed_mid_copy_and_a_postgresql_restart(
+    pods: list[Pod], redis_url: str, private_postgres: PostgresServer
+) -> None:
+    env = {"DELTAGATE_ARCHIVE_URL": private_postgres.url, **FAST}
+    first, second = spawn_pods(pods, redis_url, 2, **env)
+    create_store(first, {"hotRetention": {"maxEvents": 500}})
+    append_many(first, 4000)
+    # Kill the pod that holds the store's lease while it copies, then restart PostgreSQL under
+    # the survivor; archiving must go on and end with every event once.
+    holder = redis.Redis.from_url(redis_url, decode_responses=True).get(f"dg:{{{STORE}}}:lifecycle")
+    victim = first if holder and str(first.pid) in holder else second
+    survivor = second if victim is first else first
+    victim.signal(signal.SIGKILL)
+    private_postgres.restart(downtime=1.0)
+    append_many(survivor, 2000)
+    wait_for(
+        lambda: int(meta(redis_url).get("archived", 0)) == 6000, timeout=90, what="all archived"
+    )
+    wait_for(lambda: hot_entries(redis_url) <= 500, timeout=60, what="retention")
+    assert all_events(survivor) == list(range(1, 6001))
+    client = await replay(survivor)
+    assert client.got.positions == list(range(1, 6001))
+    await client.disconnect()
+
+
+def test_a_full_redis_answers_507_and_keeps_serving_reads(pods: list[Pod], redis_url: str) -> None:
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    create_store(pod, {})
+    append_many(pod, 200)
+    admin = redis.Redis.from_url(redis_url)
+    admin.config_set("maxmemory", 1)  # full now (noeviction: every write is refused)
+    try:
+        response = httpx.post(
+            f"{pod.url}/event-stores/{STORE}/streams/full", json=batch(0, 50), timeout=10
+        )
+        assert response.status_code == 507, response.text
+        assert response.json()["error"] == "INSUFFICIENT_STORAGE"
+        assert admin.hget(f"dg:{{{STORE}}}:meta", "head") == b"200"  # nothing written
+        assert admin.xlen(f"dg:{{{STORE}}}:log") == 200
+        reads = httpx.get(f"{pod.url}/event-stores/{STORE}/events", params={"limit": 1000})
+        assert reads.status_code == 200 and len(reads.json()["events"]) == 200
+    finally:
+        admin.config_set("maxmemory", 0)
+    assert "Traceback" not in pod.log()
+
+
+def test_a_pod_refuses_a_redis_that_would_evict_the_log(
+    pods: list[Pod], redis_server: RedisServer, redis_url: str
+) -> None:
+    admin = redis_server.client()
+    admin.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        pod = Pod({"DELTAGATE_REDIS_URL": redis_url, "DELTAGATE_AUTH": "disabled"})
+        pods.append(pod)
+        pod.start(wait_ready=False)
+        wait_for(lambda: httpx.get(pod.url + "/healthz").status_code == 200, what="liveness")
+        response = httpx.get(pod.url + "/readyz")
+        assert response.status_code == 503
+        assert "maxmemory-policy allkeys-lru" in response.json()["message"]
+        admin.config_set("maxmemory-policy", "noeviction")
+        wait_for(
+            lambda: httpx.get(pod.url + "/readyz").status_code == 200,
+            timeout=15,
+            what="ready once the policy is safe",
+        )
+    finally:
+        admin.config_set("maxmemory-policy", "noeviction")
