@@ -15,6 +15,7 @@ from . import codec
 from .aio import cancel_and_wait
 from .apikeys import ApiKey, KeyStore, hash_secret
 from .archive import Archive
+from .backup import Importer, ImportRejected
 from .dispatcher import Dispatcher, DispatcherOptions, Result, parse_schedule
 from .errors import (
     BrokerError,
@@ -33,7 +34,7 @@ from .errors import (
 )
 from .fanout import Fanout, LiveSubscription, Marker, Sink
 from .filters import Filter, FilterIndex, check_name
-from .health import Memory, RedisWatch
+from .health import SAFE_POLICY, Memory, RedisWatch, nodes_info, policy_problem
 from .keys import valid_store_name
 from .lifecycle import Lifecycle, LifecycleOptions
 from .limits import RateLimiter
@@ -65,6 +66,7 @@ from .webhooks import (
 
 __all__ = [
     "MAX_POSITION",
+    "SAFE_POLICY",
     "ApiKey",
     "AppendResult",
     "Archive",
@@ -78,6 +80,8 @@ __all__ = [
     "Fanout",
     "Filter",
     "FilterIndex",
+    "ImportRejected",
+    "Importer",
     "InvalidEvent",
     "InvalidFilter",
     "InvalidSubscriptionConfig",
@@ -122,8 +126,10 @@ __all__ = [
     "codec",
     "connect",
     "hash_secret",
+    "nodes_info",
     "now_iso",
     "parse_schedule",
     "ping",
+    "policy_problem",
     "valid_store_name",
 ]

@@ -45,8 +45,9 @@ class Memory:
         return None if not self.limit else max(0.0, 1.0 - self.used / self.limit)
 
 
-def _nodes(reply: Any) -> list[dict[str, Any]]:
-    """INFO of one server, or of every node of a Cluster (a dict per node)."""
+async def nodes_info(client: Any, section: str) -> list[dict[str, Any]]:
+    """INFO ``section`` of one server, or of every node of a Cluster. Raises Unavailable."""
+    reply = await call(client.info(section))
     if isinstance(reply, dict) and reply and all(isinstance(v, dict) for v in reply.values()):
         return list(reply.values())
     return [reply]
@@ -54,7 +55,7 @@ def _nodes(reply: Any) -> list[dict[str, Any]]:
 
 async def memory(client: Any) -> Memory:
     """Redis' memory and eviction policy. Raises Unavailable."""
-    nodes = _nodes(await call(client.info("memory")))
+    nodes = await nodes_info(client, "memory")
     return Memory(
         used=max(int(n.get("used_memory", 0)) for n in nodes),
         limit=max(int(n.get("maxmemory", 0)) for n in nodes),

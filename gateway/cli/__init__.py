@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, events, keys, serve, stores, webhooks
+from . import backup, demo, doctor, events, keys, serve, stores, webhooks
 from .common import Command
 
 app = typer.Typer(
@@ -29,6 +29,9 @@ app.add_typer(stores.stores_app, name="stores")
 for _name, _command in (("append", events.append), ("read", events.read), ("tail", events.tail)):
     app.command(_name, cls=Command)(_command)
 app.add_typer(demo.demo_app, name="demo")
+app.command("export", cls=Command)(backup.export)
+app.command("import", cls=Command)(backup.import_)
+app.command("doctor", cls=Command)(doctor.doctor)
 
 
 def main() -> None:

@@ -1,0 +1,221 @@
+"""``deltagate export`` and ``deltagate import``: a store's events as one JSON event per line.
+
+``export`` reads through a deployment's API (so the archive and Redis alike, in order) and can be
+resumed: given an ``--output`` file that already holds events, it continues after the last one.
+``import`` writes to the deployment's Redis directly (like ``keys`` and ``apply``), keeping every
+position, id and time, and can be resumed too: what the store already holds is skipped. Both show
+progress on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+
+from .common import (
+    DEFAULT_URL,
+    ApiKey,
+    Url,
+    client_for,
+    console,
+    deployment_settings,
+    run,
+    usage,
+    with_redis,
+)
+
+PAGE = 1000
+BATCH_EVENTS = 500
+BATCH_BYTES = 4 * 1024 * 1024
+
+
+def _progress(total: float | None, what: str) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console(stderr=True),
+        transient=False,
+        disable=total is None and not sys.stderr.isatty(),
+    )
+
+
+def _last_position(path: Path) -> int | None:
+    """The globalPosition of the last complete line of an earlier export (a partial last line,
+    from an export that was cut short, is removed)."""
+    from broker import codec
+
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with path.open("rb+") as out:
+        size = out.seek(0, 2)
+        tail = b""
+        while size > 0 and tail.count(b"\n") < 2:
+            step = min(size, 64 * 1024)
+            size -= step
+            out.seek(size)
+            tail = out.read(step) + tail
+        if not tail.endswith(b"\n"):
+            keep = tail.rfind(b"\n") + 1
+            out.truncate(size + keep)
+            tail = tail[:keep]
+        lines = tail.splitlines()
+    if not lines:
+        return None
+    try:
+        return int(codec.loads(lines[-1])["globalPosition"])
+    except (ValueError, KeyError, TypeError):
+        usage(f"{path} does not end with an exported event; give --from or another --output")
+
+
+def export(
+    store: Annotated[str, typer.Argument(help="Event store")],
+    from_position: Annotated[
+        int | None, typer.Option("--from", min=1, help="First globalPosition (inclusive)")
+    ] = None,
+    to_position: Annotated[
+        int | None, typer.Option("--to", min=1, help="Last globalPosition (inclusive)")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="File to write (continued if it holds events)"),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Write a store's events, one JSON event per line, oldest first (archive and Redis alike)."""
+    from broker import codec
+
+    start = from_position
+    if start is None and output is not None:
+        last = _last_position(output)
+        start = None if last is None else last + 1
+    start = start or 1
+    err = console(stderr=True)
+
+    async def go() -> int:
+        async with client_for(url, api_key) as client:
+            head = int((await client.get_store(store))["statistics"]["headPosition"])
+            top = head if to_position is None else min(head, to_position)
+            out: IO[str] = sys.stdout if output is None else output.open("a", encoding="utf-8")
+            written = 0
+            try:
+                with _progress(max(0, top - start + 1), "exporting") as progress:
+                    task = progress.add_task("export", total=max(0, top - start + 1))
+                    cursor = start
+                    while cursor <= top:
+                        page = await client.query(
+                            store, from_position=cursor, to_position=top, limit=PAGE
+                        )
+                        if page.get("truncatedBefore") and written == 0:
+                            err.print(
+                                f"history before {page['truncatedBefore']} is gone (retention);"
+                                " exporting what is kept",
+                                style="yellow",
+                            )
+                        events = page["events"]
+                        if not events:
+                            break
+                        out.write("".join(codec.dumps_str(e) + "\n" for e in events))
+                        written += len(events)
+                        cursor = events[-1]["globalPosition"] + 1
+                        progress.update(task, completed=cursor - start)
+                out.flush()
+            finally:
+                if out is not sys.stdout:
+                    out.close()
+            return written
+
+    written = run(go)
+    err.print(f"exported {written} event(s) of '{store}'", style="dim")
+
+
+def _batches(
+    lines: Iterator[tuple[int, bytes]], after: int
+) -> Iterator[tuple[int, list[Any], int]]:
+    """(first line number, events, bytes read) in batches, skipping events at or below
+    ``after`` (an interrupted import resumed)."""
+    from broker import codec
+
+    batch: list[Any] = []
+    first = 0
+    size = 0
+    for number, raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            event = codec.loads(raw)
+        except codec.JSONDecodeError as exc:
+            usage(f"line {number}: not JSON ({exc})")
+        position = event.get("globalPosition") if isinstance(event, dict) else None
+        if isinstance(position, int) and position <= after:
+            size += len(raw)
+            continue
+        if not batch:
+            first = number
+        batch.append(event)
+        size += len(raw)
+        if len(batch) >= BATCH_EVENTS or size >= BATCH_BYTES:
+            yield first, batch, size
+            batch, size = [], 0
+    if batch or size:
+        yield first, batch, size
+
+
+def import_(
+    store: Annotated[str, typer.Argument(help="Event store (created if missing)")],
+    input_file: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Exported file (default: stdin)")
+    ] = None,
+) -> None:
+    """Restore exported events into a store, keeping positions, ids and times (on the
+    deployment's Redis: DELTAGATE_REDIS_URL). Resumable: events the store holds are skipped."""
+    from broker import Importer, StoreAdmin, StoreAlreadyExists, valid_store_name
+
+    if not valid_store_name(store):
+        usage(f"invalid store name {store!r}")
+    if input_file is not None and not input_file.is_file():
+        usage(f"no such file: {input_file}")
+    settings = deployment_settings("import")
+    total = input_file.stat().st_size if input_file is not None else None
+
+    async def go(client: Any) -> tuple[int, int]:
+        try:
+            await StoreAdmin(client).create(store)
+        except StoreAlreadyExists:
+            pass
+        importer = Importer(client)
+        uid, head = await importer.head(store)
+        source = input_file.open("rb") if input_file is not None else sys.stdin.buffer
+        imported = 0
+        try:
+            with _progress(total, "importing") as progress:
+                task = progress.add_task("import", total=total)
+                lines = enumerate(source, 1)
+                for first, events, size in _batches(lines, head):
+                    if events:
+                        head = await importer.restore(store, uid, events, first)
+                        imported += len(events)
+                    progress.advance(task, size)
+        finally:
+            if source is not sys.stdin.buffer:
+                source.close()
+        return imported, head
+
+    imported, head = with_redis(settings, go)
+    console(stderr=True).print(
+        f"imported {imported} event(s) into '{store}' (head {head})", style="dim"
+    )
