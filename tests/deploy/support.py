@@ -38,6 +38,7 @@ IMAGE_NAME = "deltagate"
 GATEWAY = "deltagate-gateway"
 DISPATCHER = "deltagate-dispatcher"
 DEV_REDIS = "deltagate-redis"
+DEV_POSTGRES = "deltagate-postgres"
 CRD_GROUPS = ("monitoring.coreos.com/",)
 # After SIGTERM: the preStop sleep, then the gateway's own grace period, then some slack.
 MARGIN_SECONDS = 5
@@ -126,7 +127,10 @@ def validate_object(doc: dict[str, Any]) -> None:
     kubernetes_validate = kubernetes_validate_module()
     label = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
     if is_crd_kind(doc):
-        check_service_monitor(doc)
+        if doc["kind"] == "PrometheusRule":
+            check_prometheus_rule(doc)
+        else:
+            check_service_monitor(doc)
         return
     try:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -148,6 +152,19 @@ def check_service_monitor(doc: dict[str, Any]) -> None:
     for endpoint in endpoints:
         assert endpoint.get("port"), "endpoints select a Service port by name"
         assert endpoint.get("path", "/metrics") == "/metrics"
+
+
+def check_prometheus_rule(doc: dict[str, Any]) -> None:
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    assert doc["metadata"]["name"]
+    groups = doc["spec"]["groups"]
+    assert groups, "a PrometheusRule needs at least one group"
+    for group in groups:
+        assert group["name"] and group["rules"]
+        for rule in group["rules"]:
+            assert rule.get("alert") and rule.get("expr"), f"{rule} needs alert and expr"
+            assert rule["labels"]["severity"] in ("warning", "critical")
+            assert rule["annotations"]["summary"]
 
 
 def kustomize_command() -> list[str] | None:

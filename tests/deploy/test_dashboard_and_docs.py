@@ -26,10 +26,40 @@ class _IdleFanout:
         return {}
 
 
+class _IdleLifecycle:
+    """Enough of the lifecycle (one store seen) for its families to be listed."""
+
+    archiving = True
+
+    def __init__(self) -> None:
+        from broker.lifecycle import LifecycleStats, StoreState
+
+        self.stats = LifecycleStats(stores={"s": StoreState()})
+
+
+class _IdleWatch:
+    from broker import Memory
+
+    memory = Memory(used=1, limit=2, policies=("noeviction",))
+
+
 def pod_metrics() -> Metrics:
     metrics = Metrics()
     metrics.observe_fanout(_IdleFanout())
+    metrics.observe_lifecycle(_IdleLifecycle())
+    metrics.observe_redis(_IdleWatch())
     return metrics
+
+
+def test_alert_rules_query_only_metrics_the_pods_export() -> None:
+    from tests.deploy.support import BASE, load_doc
+
+    series = set().union(*metric_series().values())
+    rule = load_doc(BASE / "prometheusrule.yaml")
+    for group in rule["spec"]["groups"]:
+        for alert in group["rules"]:
+            names = set(re.findall(r"\bdeltagate_[a-z_]+", alert["expr"]))
+            assert names and names <= series, f"{alert['alert']}: unknown {names - series}"
 
 
 def metric_series() -> dict[str, set[str]]:

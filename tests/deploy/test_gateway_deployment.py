@@ -68,9 +68,14 @@ def test_dev_redis_has_aof_and_a_headless_service() -> None:
 
 def test_secret_holds_only_marked_placeholders() -> None:
     secret = find(base_objects(), "Secret", "deltagate-secrets")
-    assert set(secret["stringData"]) == {"DELTAGATE_ADMIN_KEY", "DELTAGATE_TOKEN_SECRET"}
+    assert set(secret["stringData"]) == {
+        "DELTAGATE_ADMIN_KEY",
+        "DELTAGATE_TOKEN_SECRET",
+        "DELTAGATE_ARCHIVE_URL",
+        "POSTGRES_PASSWORD",
+    }
     for key, value in secret["stringData"].items():
-        assert value.startswith("REPLACE-ME"), f"{key} must be an obvious placeholder"
+        assert "REPLACE-ME" in value, f"{key} must hold an obvious placeholder"
 
 
 def test_configmaps_only_set_known_settings() -> None:

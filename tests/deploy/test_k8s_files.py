@@ -10,6 +10,7 @@ import pytest
 
 from tests.deploy.support import (
     BASE,
+    DEV_POSTGRES,
     DEV_REDIS,
     DISPATCHER,
     K8S,
@@ -92,7 +93,8 @@ def test_base_has_the_required_kinds() -> None:
 
 
 def test_overlay_patches_name_base_objects() -> None:
-    """Each patch targets an object of the base; the dev Redis goes by `$patch: delete`."""
+    """Each patch targets an object of the base; the dev Redis and PostgreSQL go by `$patch:
+    delete`."""
     kustomization = load_doc(PRODUCTION / "kustomization.yaml")
     assert kustomization["resources"] == ["../../base"]
     docs = base_objects()
@@ -103,7 +105,12 @@ def test_overlay_patches_name_base_objects() -> None:
             find(docs, kind, name)
             if patch.get("$patch") == "delete":
                 deleted.add((kind, name))
-    assert deleted == {("StatefulSet", DEV_REDIS), ("Service", DEV_REDIS)}
+    assert deleted == {
+        ("StatefulSet", DEV_REDIS),
+        ("Service", DEV_REDIS),
+        ("StatefulSet", DEV_POSTGRES),
+        ("Service", DEV_POSTGRES),
+    }
     listed = {entry["path"] for entry in kustomization["patches"]}
     present = {p.name for p in PRODUCTION.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == present, f"unused patch files: {present - listed}"
