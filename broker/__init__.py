@@ -32,7 +32,7 @@ from .errors import (
     Unavailable,
     VersionConflict,
 )
-from .fanout import Fanout, LiveSubscription, Marker, Sink
+from .fanout import Fanout, LiveSubscription, Marker, Reset, Sink, Subscribed
 from .filters import Filter, FilterIndex, check_name
 from .health import SAFE_POLICY, Memory, RedisWatch, nodes_info, policy_problem
 from .keys import valid_store_name
@@ -100,6 +100,7 @@ __all__ = [
     "RateLimiter",
     "RedisConfig",
     "RedisWatch",
+    "Reset",
     "Result",
     "Sink",
     "Slice",
@@ -111,6 +112,7 @@ __all__ = [
     "StoreNotFound",
     "StreamInfo",
     "StreamSlice",
+    "Subscribed",
     "SubscriptionNotFound",
     "Unavailable",
     "VersionConflict",

@@ -9,7 +9,7 @@ replays, gap repair, REST responses and WebSocket frames all pass that text thro
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -86,10 +86,18 @@ def created_at_of(event_json: str) -> datetime:
     return datetime.fromisoformat(event_json[start : event_json.index('"', start)])
 
 
-def decode_announcement(message: str) -> tuple[float, list[LoggedEvent]]:
+class Announcement(NamedTuple):
+    appended_at: float
+    """Epoch seconds."""
+    epoch: str
+    """The store's epoch (its uid) when the events were appended."""
+    events: list[LoggedEvent]
+
+
+def decode_announcement(message: str) -> Announcement:
     """Parse what the append script publishes: first globalPosition, stream id, append time
-    (epoch ms), first streamPosition, then type and body (``event_body``) per event, joined by
-    ``SEPARATOR``. Returns the append time and the events with their JSON as the log holds it."""
+    (epoch ms), first streamPosition, the store's epoch, then type and body (``event_body``) per
+    event, joined by ``SEPARATOR``; the events come back with their JSON as the log holds it."""
     parts = message.split(SEPARATOR)
     first = int(parts[0])
     stream_id = parts[1]
@@ -98,12 +106,12 @@ def decode_announcement(message: str) -> tuple[float, list[LoggedEvent]]:
         LoggedEvent(
             first + i,
             stream_id,
-            parts[4 + 2 * i],
-            positioned(first + i, first_in_stream + i, parts[5 + 2 * i]),
+            parts[5 + 2 * i],
+            positioned(first + i, first_in_stream + i, parts[6 + 2 * i]),
         )
-        for i in range((len(parts) - 4) // 2)
+        for i in range((len(parts) - 5) // 2)
     ]
-    return int(parts[2]) / 1000.0, events
+    return Announcement(int(parts[2]) / 1000.0, parts[4], events)
 
 
 def events_array(events: list[LoggedEvent]) -> str:

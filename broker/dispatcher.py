@@ -922,7 +922,7 @@ class Dispatcher:
         store = channel[channel.index("{") + 1 : channel.rindex("}")]
         workers = self._by_store.get(store)
         if workers:
-            _, events = codec.decode_announcement(data)
+            events = codec.decode_announcement(data).events
             for worker in workers:
                 worker.announce(events)
 

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from . import codec
 from .aio import cancel_and_wait
@@ -33,6 +33,17 @@ log = logging.getLogger("deltagate.fanout")
 REPLAY_CHECKPOINT_INTERVAL = 1.0
 
 Marker = Literal["caughtUp", "checkpoint"]
+Reset = Literal["store-recreated", "position-ahead"]
+
+
+class Subscribed(NamedTuple):
+    sub: LiveSubscription
+    head: int
+    """The store's head at subscribe time."""
+    epoch: str
+    """The store's epoch."""
+    reset: Reset | None
+    """Set when the requested start did not exist (the subscription then starts from earliest)."""
 
 
 class Sink(Protocol):
@@ -44,6 +55,12 @@ class Sink(Protocol):
 
     def send_marker(self, sub: LiveSubscription, kind: Marker, position: int) -> bool:
         """Queue a caughtUp or checkpoint message; False when there is no room."""
+        ...
+
+    def send_reset(self, sub: LiveSubscription, reason: Reset, epoch: str, head: int) -> None:
+        """Say that the subscription's position no longer exists in the store's history (the
+        store was re-created, or its log is shorter than the position): it starts again from
+        the store's earliest event, then live."""
         ...
 
     def send_truncated(self, sub: LiveSubscription, requested: int, earliest: int) -> None:
@@ -64,6 +81,8 @@ class FanoutStats:
     delivered_replay: int = 0
     gaps_repaired: int = 0
     truncations: int = 0
+    resets: int = 0
+    """Subscriptions told their position no longer exists (a re-created store, a lost log)."""
     """Subscriptions told that history they asked for is gone."""
     demoted: int = 0
     promoted: int = 0
@@ -72,12 +91,16 @@ class FanoutStats:
 class Feed:
     """One store's live feed on this pod."""
 
-    __slots__ = ("index", "keys", "live", "ready", "refs", "seen", "store")
+    __slots__ = ("epoch", "index", "keys", "live", "ready", "refs", "seen", "store", "subs")
 
     def __init__(self, store: str) -> None:
         self.store = store
         self.keys = StoreKeys(store)
         self.seen = 0
+        self.epoch = ""
+        """The store's epoch ``seen`` belongs to."""
+        self.subs: set[LiveSubscription] = set()
+        """Every subscription of the feed, live or catching up."""
         self.index: FilterIndex[LiveSubscription] = FilterIndex()
         self.live: set[LiveSubscription] = set()
         self.refs = 0
@@ -133,6 +156,7 @@ class LiveSubscription:
         self._last_marker = cursor
         self._last_marker_at = time.monotonic()
         self._catch_up: asyncio.Task[None] | None = None
+        feed.subs.add(self)
 
     @property
     def live(self) -> bool:
@@ -190,8 +214,12 @@ class LiveSubscription:
                     self.truncated(gone)
                 self._quiet_truncation = False
                 if not page.events:
-                    # The log holds nothing past cursor although the feed saw more: the store
-                    # was reset under us. Follow the feed from here.
+                    # The log holds nothing past cursor although the feed saw more: the store's
+                    # history changed under us. The fan-out restarts every subscription of the
+                    # feed (this one in a new task) or, if nothing changed after all, this one
+                    # follows the feed from here.
+                    if await fanout.verify(feed):
+                        return
                     self.cursor = feed.seen
                     continue
                 await self._send_page(page.events)
@@ -237,6 +265,25 @@ class LiveSubscription:
         self._fanout.stats.truncations += 1
         self.cursor = max(self.cursor, earliest - 1)
 
+    async def restart(self, reason: Reset, epoch: str, head: int) -> None:
+        """The position this subscription is at no longer exists: say so, then serve it again
+        from the store's earliest event (a replay, then live)."""
+        if self.state == "closed":
+            return
+        self.sink.send_reset(self, reason, epoch, head)
+        if self.state == "live":
+            self._fanout._unlive(self)
+        task, self._catch_up = self._catch_up, None
+        if task is not None and task is not asyncio.current_task():
+            await cancel_and_wait([task])
+        if self.state == "closed":
+            return
+        self.state = "catching-up"
+        self.cursor = self._last_marker = 0
+        self._replaying = self._quiet_truncation = True
+        self._fanout.stats.resets += 1
+        self._start_catch_up()
+
     def _go_live(self) -> None:
         """The switch: no await between the check in the caller and this registration."""
         self.state = "live"
@@ -257,6 +304,7 @@ class LiveSubscription:
         if self.state == "live":
             self._fanout._unlive(self)
         self.state = "closed"
+        self.feed.subs.discard(self)
         task, self._catch_up = self._catch_up, None
         if task is not None and task is not asyncio.current_task():
             await cancel_and_wait([task])
@@ -285,7 +333,7 @@ class Fanout:
         self._log = log
         self._pages = PageReader(log)
         self._feeds: dict[str, Feed] = {}
-        self._head_reads: dict[str, asyncio.Future[int]] = {}
+        self._head_reads: dict[str, asyncio.Future[tuple[int, str]]] = {}
         self._checkpoint_interval = checkpoint_interval
         self._next_checkpoint = 0.0
         self._on_latency = on_latency
@@ -323,17 +371,33 @@ class Fanout:
         *,
         sub_id: str,
         position: int | Literal["latest", "earliest"] = "latest",
+        epoch: str | None = None,
         context: Any = None,
-    ) -> tuple[LiveSubscription, int]:
-        """A new subscription and the store's head at subscribe time. It starts delivering
-        after ``position`` (``latest`` = that head, ``earliest`` = 0). Raises StoreNotFound or
-        Unavailable."""
+    ) -> Subscribed:
+        """A new subscription. It starts delivering after ``position`` (``latest``: the head at
+        subscribe time, ``earliest``: 0). A position the store's history does not hold (``epoch``
+        is not the store's, or the position is beyond the head) starts from earliest instead,
+        and ``reset`` says why. Raises StoreNotFound or Unavailable."""
         feed = await self._acquire(store)
         try:
-            head = await self._shared_head(store)
+            head, current = await self._shared_head(store)
+            if current != feed.epoch:
+                await self._reset_feed(feed, "store-recreated")
+            reset: Reset | None = None
+            if epoch is not None and epoch != current:
+                reset = "store-recreated"
+            elif isinstance(position, int) and position > head:
+                # Decided against a head read after this request arrived (a shared read may
+                # predate it): a position an append in flight just made valid is not ahead.
+                head, current = await self._log.head_and_epoch(store)
+                if position > head:
+                    reset = "position-ahead"
         except BaseException:
             self._release(feed)
             raise
+        if reset is not None:
+            position = "earliest"
+            self.stats.resets += 1
         if position == "latest":
             cursor, replaying = head, False
         else:
@@ -353,20 +417,20 @@ class Fanout:
             sub._go_live()
         else:
             sub._start_catch_up()
-        return sub, head
+        return Subscribed(sub, head, current, reset)
 
-    async def _shared_head(self, store: str) -> int:
-        """The store's head; subscribes arriving together (a reconnect storm) share one read.
-        A shared read may predate a subscribe by a moment: that only adds events, never
-        loses one, because delivery starts after the head it returns."""
+    async def _shared_head(self, store: str) -> tuple[int, str]:
+        """The store's head and epoch; subscribes arriving together (a reconnect storm) share
+        one read. A shared read may predate a subscribe by a moment: that only adds events,
+        never loses one, because delivery starts after the head it returns."""
         pending = self._head_reads.get(store)
         if pending is None:
-            pending = asyncio.ensure_future(self._log.head(store))
+            pending = asyncio.ensure_future(self._log.head_and_epoch(store))
             self._head_reads[store] = pending
             pending.add_done_callback(lambda done: self._head_read_done(store, done))
         return await asyncio.shield(pending)
 
-    def _head_read_done(self, store: str, done: asyncio.Future[int]) -> None:
+    def _head_read_done(self, store: str, done: asyncio.Future[tuple[int, str]]) -> None:
         self._head_reads.pop(store, None)
         if not done.cancelled():
             done.exception()  # retrieved here too, in case every waiter was cancelled
@@ -381,7 +445,7 @@ class Fanout:
             feed.refs += 1
             try:
                 await self._listener.subscribe(feed.keys.channel)
-                feed.seen = await self._log.head(store)
+                feed.seen, feed.epoch = await self._log.head_and_epoch(store)
             except BaseException as exc:
                 feed.refs -= 1
                 self._feeds.pop(store, None)
@@ -428,7 +492,10 @@ class Fanout:
         feed = self._feeds.get(store)
         if feed is None or not feed.ready.done():
             return
-        appended_at, events = codec.decode_announcement(data)
+        appended_at, epoch, events = codec.decode_announcement(data)
+        if epoch != feed.epoch:
+            await self._reset_feed(feed, "store-recreated")
+            return  # the reset replays these events from the log
         if events[-1].global_position <= feed.seen:
             return
         if events[0].global_position > feed.seen + 1:
@@ -467,22 +534,41 @@ class Fanout:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for feed in feeds:
-                pipe.hget(feed.keys.meta, "head")
-            heads = await call(pipe.execute())
-        for feed, head in zip(feeds, heads, strict=True):
-            head = int(head or 0)
-            if head > feed.seen:
-                await self._repair(feed, head)
-            elif head < feed.seen:
-                log.warning(
-                    "store head went backwards (store deleted or Redis lost data); "
-                    "following the new log",
-                    extra={"store": feed.store, "seen": feed.seen, "head": head},
-                )
-                feed.seen = head
-                self._pages.forget(feed.store)
-                for sub in feed.live:
-                    sub.cursor = head
+                pipe.hmget(feed.keys.meta, "head", "uid")
+            states = await call(pipe.execute())
+        for feed, (head, epoch) in zip(feeds, states, strict=True):
+            if epoch is None:
+                continue  # deleted: a store of that name may come back (a new epoch)
+            if epoch != feed.epoch:
+                await self._reset_feed(feed, "store-recreated")
+            elif int(head or 0) < feed.seen:
+                await self._reset_feed(feed, "position-ahead")
+            elif int(head or 0) > feed.seen:
+                await self._repair(feed, int(head or 0))
+
+    async def verify(self, feed: Feed) -> bool:
+        """Reset the feed if the store's history is not the one it follows; True if it did."""
+        head, epoch = await self._log.head_and_epoch(feed.store)
+        if epoch != feed.epoch:
+            await self._reset_feed(feed, "store-recreated")
+            return True
+        if head < feed.seen:
+            await self._reset_feed(feed, "position-ahead")
+            return True
+        return False
+
+    async def _reset_feed(self, feed: Feed, reason: Reset) -> None:
+        """The store's history is not the one the feed followed (re-created, or Redis lost its
+        last writes): follow the new one, and restart every subscription from its earliest."""
+        head, epoch = await self._log.head_and_epoch(feed.store)
+        log.warning(
+            "store history changed under its subscribers; they start again from earliest",
+            extra={"store": feed.store, "reason": reason, "seen": feed.seen, "head": head},
+        )
+        feed.seen, feed.epoch = head, epoch
+        self._pages.forget(feed.store)
+        for sub in list(feed.subs):
+            await sub.restart(reason, epoch, head)
 
     def _deliver(self, feed: Feed, events: list[LoggedEvent]) -> None:
         """Hand events (in order, all > seen) to the matching live subscriptions. Never awaits:

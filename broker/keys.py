@@ -63,7 +63,7 @@ class StoreKeys:
         # Pub/sub channel announcing appends. The suffix is the announcement's format version:
         # during a rolling update pods of another version hear nothing of this one's appends
         # (their 1 s head poll repairs from the log) instead of misreading them.
-        self.channel = f"{self.tag}:live:2"
+        self.channel = f"{self.tag}:live:3"
 
     def stream(self, stream_id: str) -> str:
         return self.stream_prefix + stream_id

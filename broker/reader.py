@@ -82,6 +82,14 @@ class LogReader:
             raise StoreNotFound(store)
         return int(head)
 
+    async def head_and_epoch(self, store: str) -> tuple[int, str]:
+        """The store's head and epoch (its uid: new whenever the store is created). Raises
+        StoreNotFound."""
+        head, uid = await call(self._redis.hmget(keys_of(store).meta, "head", "uid"))
+        if uid is None:
+            raise StoreNotFound(store)
+        return int(head or 0), uid
+
     async def exists(self, store: str) -> bool:
         return valid_store_name(store) and bool(
             await call(self._redis.exists(StoreKeys(store).meta))

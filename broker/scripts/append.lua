@@ -83,9 +83,10 @@ if ttl > 0 then
   redis.call('SET', KEYS[7], uid .. '|201|' .. string.format('%d', head + 1) .. '|'
     .. string.format('%d', last) .. '|' .. (version + n) .. '|' .. ARGV[8] .. '|' .. sid, 'EX', ttl)
 end
--- The announcement: first globalPosition, stream, append time, first streamPosition, then the
+-- The announcement: first globalPosition, stream, append time, first streamPosition, the store's
+-- epoch (its uid: a listener tells a re-created store from the one it followed), then the
 -- client's tail; receivers put the positions into each body (codec.decode_announcement).
 local sep = '\31'
 redis.call(ARGV[6], ARGV[5], string.format('%d', head + 1) .. sep .. sid .. sep .. ARGV[9] .. sep
-  .. string.format('%d', version) .. sep .. ARGV[10])
+  .. string.format('%d', version) .. sep .. uid .. sep .. ARGV[10])
 return {'ok', head + 1, last, version + n, created}

@@ -329,6 +329,20 @@ def tail(
             lost = False
             err.print("reconnected; resuming", style="green")
 
+    def on_notice(notice: dict[str, Any]) -> None:
+        if notice["type"] == "reset":
+            err.print(
+                f"the store's history started again ({notice.get('reason')}): following it "
+                "from its first event",
+                style="yellow",
+            )
+        else:
+            err.print(
+                f"events {notice.get('requestedPosition', 0) + 1}.."
+                f"{notice.get('earliestPosition', 1) - 1} are gone (retention); going on",
+                style="yellow",
+            )
+
     async def go() -> None:
         async with client_for(url, api_key) as client:
             try:
@@ -343,6 +357,7 @@ def tail(
                 stream_id=stream,
                 follow=follow,
                 on_state=on_state,
+                on_notice=on_notice,
             )
             async with subscription:
                 async for event in subscription:

@@ -15,6 +15,8 @@ BANNER = """
 +------------------------------------------------------------------------------+
 |  deltagate DEV MODE: embedded in-memory Redis stand-in (fakeredis)           |
 |  Single node, nothing is persisted: every event is gone when this stops.     |
+|  A restart makes new stores (new epochs): open clients are told (reset) and  |
+|  replay the new history from its start.                                      |
 |  {auth:<76}|
 |  Set DELTAGATE_REDIS_URL=redis://... for a real deployment.                  |
 +------------------------------------------------------------------------------+

@@ -23,6 +23,7 @@ def store_body(store: StoreInfo) -> dict[str, Any]:
         "description": store.description,
         "settings": store.settings,
         "createdAt": store.created_at,
+        "epoch": store.uid,
         "statistics": {
             "totalStreams": store.total_streams,
             "totalEvents": store.total_events,

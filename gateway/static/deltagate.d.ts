@@ -36,7 +36,28 @@ export type ErrorSource =
   | 'heartbeat'
   | 'reconnect'
   | 'onEvent'
-  | 'onStateChange';
+  | 'onStateChange'
+  | 'onReset'
+  | 'onTruncated';
+
+/** The subscription's cursor is not in the store's history: the server replays the store from its
+ * first event (the client's cursor starts again too). */
+export interface ResetNotice {
+  type: 'reset';
+  subscriptionId: string;
+  reason: 'store-recreated' | 'position-ahead';
+  /** The store's epoch now (new whenever a store is created). */
+  epoch: string;
+  headPosition: number;
+}
+
+/** Events after `requestedPosition` and before `earliestPosition` are gone (retention). */
+export interface TruncatedNotice {
+  type: 'truncated';
+  subscriptionId: string;
+  requestedPosition: number;
+  earliestPosition: number;
+}
 
 /** The constructor of a WHATWG-style WebSocket (the browser's, or Node's `ws` package). */
 export interface WebSocketConstructor {
@@ -63,6 +84,11 @@ export interface DeltaBaseWebSocketOptions {
   onError?: (error: Error, source: ErrorSource) => void;
   /** A replay ('earliest' or a number) reached live. */
   onCaughtUp?: (subscriptionId: string, globalPosition: number) => void;
+  /** The store's history is not the one the cursor came from; what `onEvent` sees next starts
+   * again from the store's first event (rebuild state from it). Default: console.warn. */
+  onReset?: (notice: ResetNotice) => void;
+  /** History the subscription asked for is gone. Default: console.warn. */
+  onTruncated?: (notice: TruncatedNotice) => void;
   /** First backoff ceiling in ms (default 1000); doubles per attempt; full jitter. */
   initialDelay?: number;
   /** Backoff cap in ms (default 30000). */

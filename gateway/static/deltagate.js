@@ -383,6 +383,9 @@ export class DeltaBaseWebSocket {
       position,
     };
     if (sub.streamId !== undefined) message.streamId = sub.streamId;
+    // The store's epoch the cursor belongs to: a re-created store (or a restarted dev server)
+    // is then told apart from the one the cursor came from, and the server says `reset`.
+    if (sub.cursor !== null && typeof sub.epoch === 'string') message.epoch = sub.epoch;
     this._send(message);
   }
 
@@ -395,6 +398,20 @@ export class DeltaBaseWebSocket {
       } catch (error) {
         this._report('onStateChange', error);
       }
+    }
+  }
+
+  /** Hand a server notice to its option callback, or log it and carry on (the default). */
+  _notify(option, msg, text) {
+    const handler = this.options[option];
+    if (typeof handler !== 'function') {
+      console.warn(`deltagate: ${text}`);
+      return;
+    }
+    try {
+      handler(msg);
+    } catch (error) {
+      this._report(option, error);
     }
   }
 
@@ -441,10 +458,27 @@ export class DeltaBaseWebSocket {
           this.options.onCaughtUp(sub.id, msg.globalPosition);
         }
         return;
+      case 'reset':
+        // The cursor is not in the store's history (re-created store, restarted dev server, a
+        // Redis that lost data): the server now replays the store from its first event.
+        if (sub !== undefined) {
+          sub.cursor = 0;
+          if (typeof msg.epoch === 'string') sub.epoch = msg.epoch;
+        }
+        this._notify('onReset', msg, `subscription ${msg.subscriptionId} reset (${msg.reason}): replaying the store's current history`);
+        return;
+      case 'truncated':
+        // History after the cursor is gone (retention): the server goes on from what is kept.
+        if (sub !== undefined && Number.isSafeInteger(msg.earliestPosition)) {
+          sub.cursor = Math.max(sub.cursor === null ? 0 : sub.cursor, msg.earliestPosition - 1);
+        }
+        this._notify('onTruncated', msg, `subscription ${msg.subscriptionId}: events ${msg.requestedPosition + 1}..${msg.earliestPosition - 1} are gone (retention)`);
+        return;
       case 'subscribed':
         if (sub !== undefined) {
           sub.confirmed = true;
           sub.retries = 0;
+          if (typeof msg.epoch === 'string') sub.epoch = msg.epoch;
           // A 'latest' subscription starts after the head the server reports.
           if (sub.cursor === null && sub.position === 'latest' && Number.isSafeInteger(msg.position)) {
             sub.cursor = msg.position;

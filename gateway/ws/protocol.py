@@ -24,6 +24,8 @@ class Subscribe:
     filter: Filter
     position: StartPosition
     subscription_id: str | None
+    epoch: str | None = None
+    """The store's epoch the client's position belongs to (from its ``subscribed``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,12 @@ def parse(text: str) -> Action:
         except ProtocolError as exc:
             exc.subscription_id = sub_id
             raise
-        return Subscribe(flt, position, sub_id)
+        epoch = message.get("epoch")
+        if epoch is not None and (not isinstance(epoch, str) or not 0 < len(epoch) <= 128):
+            raise ProtocolError(
+                "VALIDATION_ERROR", "epoch must be a string (from subscribed)", sub_id
+            )
+        return Subscribe(flt, position, sub_id, epoch)
     if action == "unsubscribe":
         sub_id = parse_subscription_id(message.get("subscriptionId"))
         by_filter: Filter | None = None

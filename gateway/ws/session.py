@@ -23,6 +23,7 @@ from broker import (
     LiveSubscription,
     LoggedEvent,
     RateLimiter,
+    Reset,
     cancel_and_wait,
 )
 
@@ -120,6 +121,13 @@ class Session:
     def send_marker(self, sub: LiveSubscription, kind: str, position: int) -> bool:
         self.outbox.force(protocol.marker(kind, sub.id, position))
         return True
+
+    def send_reset(self, sub: LiveSubscription, reason: Reset, epoch: str, head: int) -> None:
+        self.outbox.force(
+            protocol.message(
+                "reset", subscriptionId=sub.id, reason=reason, epoch=epoch, headPosition=head
+            )
+        )
 
     def send_truncated(self, sub: LiveSubscription, requested: int, earliest: int) -> None:
         self.outbox.force(
@@ -244,16 +252,18 @@ class Session:
                 "FORBIDDEN", "this token does not allow that filter or stream", sub_id
             )
         try:
-            sub, head = await self.fanout.subscribe(
+            made = await self.fanout.subscribe(
                 self.store,
                 action.filter,
                 self,
                 sub_id=sub_id,
                 position=action.position,
+                epoch=action.epoch,
                 context=protocol.event_prefix(sub_id),
             )
         except BrokerError as exc:
             raise protocol.ProtocolError(exc.code, exc.message, sub_id) from None
+        sub = made.sub
         if self.state != "open":
             await sub.close()
             return
@@ -265,9 +275,12 @@ class Session:
                 subscriptionId=sub_id,
                 eventFilter=action.filter.wire,
                 streamId=action.filter.stream_id,
-                position=head,
+                position=made.head,
+                epoch=made.epoch,
             )
         )
+        if made.reset is not None:
+            self.send_reset(sub, made.reset, made.epoch, made.head)
         self.metrics.ws_subscriptions.inc()
 
     async def unsubscribe(self, action: protocol.Unsubscribe) -> None:

@@ -40,6 +40,12 @@ class Collector:
     async def wait_room(self) -> None:
         return None
 
+    def send_reset(self, sub: LiveSubscription, reason: Any, epoch: str, head: int) -> None:
+        self.markers.append(("reset", head))
+
+    def send_truncated(self, sub: LiveSubscription, requested: int, earliest: int) -> None:
+        self.markers.append(("truncated", earliest))
+
     async def until(self, count: int) -> list[LoggedEvent]:
         async with asyncio.timeout(10):
             while len(self.events) < count:
@@ -95,3 +101,41 @@ async def test_a_filtered_subscription_gets_only_its_events_in_order(
     await asyncio.sleep(0.05)  # nothing else arrives
     assert [(e.stream_id, e.type) for e in got] == [("order-1", "order.paid")] * 3
     assert [e.global_position for e in got] == [2, 8, 14]
+
+
+async def test_a_cursor_a_stale_shared_head_read_does_not_hold_is_not_ahead(
+    fanout: Fanout, log: EventLog, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Subscribes arriving together share one head read; one that arrives with a cursor an
+    append made valid after that read started must not be told its position is ahead
+    (docs/streaming.md, "Resets"). The shared read is held back here until the append is done."""
+    await log.append(store, "s", [NewEvent("t", {})])
+    await fanout.subscribe(store, Filter.parse("*"), Collector(), sub_id="warm")  # the feed
+    real = log.head_and_epoch
+    release = asyncio.Event()
+    calls = 0
+
+    async def stale_first(name: str) -> tuple[int, str]:
+        nonlocal calls
+        calls += 1
+        value = await real(name)
+        if calls == 1:
+            await release.wait()  # returns the head as it was before the append below
+        return value
+
+    monkeypatch.setattr(log, "head_and_epoch", stale_first)
+    early = asyncio.create_task(
+        fanout.subscribe(store, Filter.parse("*"), Collector(), sub_id="early")
+    )
+    await asyncio.sleep(0.05)  # its head read (1) is in flight
+    await log.append(store, "s", [NewEvent("t", {})])  # position 2: the client saw it elsewhere
+    late = asyncio.create_task(
+        fanout.subscribe(store, Filter.parse("*"), Collector(), sub_id="late", position=2)
+    )
+    await asyncio.sleep(0.05)
+    release.set()
+    assert (await early).reset is None
+    made = await late
+    assert made.reset is None and made.head == 2
+    ahead = await fanout.subscribe(store, Filter.parse("*"), Collector(), sub_id="x", position=3)
+    assert ahead.reset == "position-ahead"

@@ -214,3 +214,46 @@ async def test_balance_page(chromium: str, redis_url: str, pods, artifacts: Path
             assert not problems, problems
         finally:
             await browser.close()
+
+
+async def test_a_restarted_dev_server_resets_the_page_which_shows_the_new_orders(
+    chromium: str, pods, proxies, artifacts: Path
+) -> None:
+    """`make run` restarted under an open page: the in-memory store is new (a new epoch), the
+    page's client resumes with its old cursor, is told `reset`, and the dashboard rebuilds from
+    the new history."""
+    from playwright.async_api import async_playwright
+
+    from tests.harness import Pod
+
+    dev = Pod({"DELTAGATE_AUTH": "disabled", **FAST}).start()  # embedded: no Redis URL
+    pods.append(dev)
+    proxy = Proxy(dev.port).start()
+    proxies.append(proxy)
+    for i in range(5):
+        await add(dev.url, f"old-{i}", placed(f"old-{i}", "customer-old", 10 + i))
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(f"{proxy.url}/demo/orders")
+            await until(page, "window.orderDashboard?.state === 'open'", 10)
+            await until(page, "document.querySelectorAll('#orders tr').length === 5")
+
+            dev.stop()
+            restarted = Pod({"DELTAGATE_AUTH": "disabled", **FAST}, port=dev.port).start()
+            pods.append(restarted)
+            for i in range(2):  # positions 1 and 2 again, in a new store
+                await add(restarted.url, f"new-{i}", placed(f"new-{i}", "customer-new", 99))
+            await until(page, "window.orderDashboard.resets === 1", 20)
+            await until(page, "document.querySelectorAll('#orders tr').length === 2", 10)
+            shown = await page.eval_on_selector_all(
+                "#orders tr", "rows => rows.map(r => r.dataset.orderId).sort()"
+            )
+            assert shown == ["new-0", "new-1"]
+            assert await page.evaluate("window.orderDashboard.anomalies") == 0
+            await add(restarted.url, "new-2", placed("new-2", "customer-new", 1))
+            await page.locator('tr[data-order-id="new-2"]').wait_for(timeout=5000)
+            await page.screenshot(path=str(artifacts / "demo-orders-reset.png"), full_page=True)
+        finally:
+            await browser.close()

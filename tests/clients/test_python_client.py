@@ -202,3 +202,35 @@ async def test_follow_false_stops_at_the_head_and_errors_are_final(redis_url: st
             async for _ in client.subscribe("", store="pyfollow"):
                 pass
         assert bad_filter.value.code == "VALIDATION_ERROR"
+
+
+async def test_a_store_recreated_under_a_subscriber_is_a_reset_then_its_new_history(
+    redis_url: str, pods
+) -> None:
+    (pod,) = spawn_pods(pods, redis_url, 1, **FAST)
+    notices: list[dict[str, Any]] = []
+    async with DeltaGateClient(pod.url) as client:
+        for n in range(3):
+            await client.append("phoenix", "s", [{"type": "old.thing", "data": {"n": n}}])
+        seen: list[tuple[int, str]] = []
+        subscriber = client.subscribe(
+            "*", store="phoenix", position="earliest", on_notice=notices.append
+        )
+        async with subscriber:
+            async for event in subscriber:
+                seen.append((event["globalPosition"], event["type"]))
+                if len(seen) == 3:
+                    await client.delete_store("phoenix")
+                    for _ in range(2):
+                        await client.append("phoenix", "s", [{"type": "new.thing", "data": {}}])
+                if len(seen) == 5:
+                    break
+    assert seen == [
+        (1, "old.thing"),
+        (2, "old.thing"),
+        (3, "old.thing"),
+        (1, "new.thing"),
+        (2, "new.thing"),
+    ]
+    assert [(n["type"], n["reason"]) for n in notices] == [("reset", "store-recreated")]
+    assert subscriber.cursor == 2 and subscriber.epoch == notices[0]["epoch"]

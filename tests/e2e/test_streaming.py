@@ -102,6 +102,8 @@ async def load(
 
 
 def assert_exact(client: Client, entries: list[tuple[int, str, str]], flt: Filter, after: int):
+    assert not client.got.resets, f"a false reset: {client.got.resets}"
+    assert not client.got.truncated, f"a false truncation: {client.got.truncated}"
     got = client.got.positions
     want = expected(entries, flt, after)
     assert got == sorted(set(got)), "events out of order or repeated"

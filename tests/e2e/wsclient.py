@@ -73,12 +73,17 @@ class Client:
             got.truncated.append(msg)
         elif kind == "reset":
             got.resets.append(msg)
+            got.cursor = 0  # the store's history starts again for this subscription
 
     async def send(self, **message: Any) -> None:
         await self.ws.send(json.dumps(message))
 
     async def subscribe(
-        self, event_filter: Any = "*", position: Any = "latest", stream_id: str | None = None
+        self,
+        event_filter: Any = "*",
+        position: Any = "latest",
+        stream_id: str | None = None,
+        epoch: str | None = None,
     ) -> None:
         message: dict[str, Any] = {
             "action": "subscribe",
@@ -87,6 +92,8 @@ class Client:
         }
         if stream_id is not None:
             message["streamId"] = stream_id
+        if epoch is not None:
+            message["epoch"] = epoch
         before = len(self.got.subscribed)
         await self.send(**message)
         await self.wait(

@@ -22,7 +22,15 @@ def test_create_store(client: TestClient, base: str) -> None:
     assert body["description"] == "money"
     assert body["settings"] == {"a": 1}
     assert body["createdAt"].endswith("Z")
-    assert body["statistics"] == {"totalStreams": 0, "totalEvents": 0, "headPosition": 0}
+    assert body["statistics"] == {
+        "totalStreams": 0,
+        "totalEvents": 0,
+        "headPosition": 0,
+        "hotEvents": 0,
+        "archivedEvents": 0,
+        "oldestPosition": None,
+    }
+    assert body["epoch"]
 
     plain = client.post(base, json={"name": "p_l-a-1n"})
     assert plain.status_code == 201, plain.text
@@ -53,7 +61,14 @@ def test_get_store_statistics(client: TestClient, store: str, base: str) -> None
     assert response.status_code == 200
     body = response.json()
     assert body["name"] == store
-    assert body["statistics"] == {"totalStreams": 2, "totalEvents": 4, "headPosition": 4}
+    assert body["statistics"] == {
+        "totalStreams": 2,
+        "totalEvents": 4,
+        "headPosition": 4,
+        "hotEvents": 4,
+        "archivedEvents": 0,
+        "oldestPosition": 1,
+    }
 
 
 def test_delete_store(client: TestClient, store: str, base: str) -> None:

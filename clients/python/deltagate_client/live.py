@@ -100,6 +100,7 @@ class Subscriber:
         max_delay: float = 30.0,
         max_attempts: int | None = None,
         on_state: Callable[[State], None] | None = None,
+        on_notice: Callable[[dict[str, Any]], None] | None = None,
         open_timeout: float = 10.0,
     ) -> None:
         if position not in ("latest", "earliest") and not (
@@ -124,6 +125,11 @@ class Subscriber:
         self.max_delay = max_delay
         self.max_attempts = max_attempts
         self.on_state = on_state
+        self.on_notice = on_notice
+        """Told of ``reset`` (the store's history started again: what follows is its first
+        event on) and ``truncated`` (history asked for is gone). Default: logged."""
+        self.epoch: str | None = None
+        """The store's epoch the cursor belongs to (from ``subscribed``)."""
         self.open_timeout = open_timeout
         self.id = f"py-{secrets.token_hex(3)}-{next(_sub_ids)}"
         self.state: State = "closed"
@@ -177,6 +183,8 @@ class Subscriber:
         }
         if self.stream_id is not None:
             message["streamId"] = self.stream_id
+        if self.cursor is not None and self.epoch is not None:
+            message["epoch"] = self.epoch  # a re-created store is then told apart: reset
         return json.dumps(message)
 
     async def _run(self) -> AsyncGenerator[Event, None]:
@@ -239,6 +247,21 @@ class Subscriber:
         finally:
             self._set_state("closed")
 
+    def _notice(self, message: dict[str, Any]) -> None:
+        if self.on_notice is not None:
+            self.on_notice(message)
+        elif message["type"] == "reset":
+            log.warning(
+                "subscription reset (%s): replaying the store's current history",
+                message.get("reason"),
+            )
+        else:
+            log.warning(
+                "events after %s and before %s are gone (retention)",
+                message.get("requestedPosition"),
+                message.get("earliestPosition"),
+            )
+
     def _handle(self, raw: str | bytes) -> Iterable[Event | None]:
         """The events a server message yields; None means the iteration is complete."""
         try:
@@ -266,8 +289,20 @@ class Subscriber:
                 self.cursor = position
             if kind == "caughtUp" and not self.follow:
                 yield None
+        elif kind == "reset":
+            self.cursor = 0  # the server replays the store's current history from its start
+            if isinstance(message.get("epoch"), str):
+                self.epoch = message["epoch"]
+            self._notice(message)
+        elif kind == "truncated":
+            earliest = message.get("earliestPosition")
+            if isinstance(earliest, int):
+                self.cursor = max(self.cursor or 0, earliest - 1)
+            self._notice(message)
         elif kind == "subscribed":
             self.attempts = 0
+            if isinstance(message.get("epoch"), str):
+                self.epoch = message["epoch"]
             head = message.get("position")
             if not isinstance(head, int):
                 return

@@ -270,6 +270,7 @@ class DeltaGateClient:
         max_delay: float = 30.0,
         max_attempts: int | None = None,
         on_state: Callable[[State], None] | None = None,
+        on_notice: Callable[[dict[str, Any]], None] | None = None,
     ) -> Subscriber:
         """Events of ``store`` matching ``event_filter`` after ``position``, live, resuming
         across reconnects. ``follow=False`` stops once the replay reached the head."""
@@ -286,4 +287,5 @@ class DeltaGateClient:
             max_delay=max_delay,
             max_attempts=max_attempts,
             on_state=on_state,
+            on_notice=on_notice,
         )

@@ -14,6 +14,7 @@ export class AccountBalanceMonitor {
     this.onBalanceChange = onBalanceChange;
     this.cents = 0;
     this.lastPosition = 0;
+    this.resets = 0; // times the store's history started again (onReset)
     this.transactions = []; // newest last
     this.state = 'closed';
     this.wsClient = null;
@@ -33,6 +34,14 @@ export class AccountBalanceMonitor {
     this.onBalanceChange(this);
     this.wsClient = new DeltaBaseWebSocket(this.store, this.apiKey, (event) => this.handleEvent(event), {
       token: this.token,
+      onReset: () => {
+        // The store's history started again: the replay that follows rebuilds the balance.
+        this.cents = 0;
+        this.transactions = [];
+        this.lastPosition = 0;
+        this.resets += 1;
+        this.onBalanceChange(this);
+      },
       onStateChange: (state) => {
         this.state = state;
         this.onBalanceChange(this);

@@ -16,6 +16,7 @@ export class OrderDashboard {
     this.lastPosition = 0; // last globalPosition applied
     this.positions = []; // every globalPosition applied, in order (the tests compare it)
     this.anomalies = 0; // events seen twice or out of order (must stay 0)
+    this.resets = 0; // times the store's history started again (onReset)
     this.state = 'closed';
     this.wsClient = null;
   }
@@ -31,6 +32,14 @@ export class OrderDashboard {
     // 2. Live from the last position read: nothing missed in between, nothing twice.
     this.wsClient = new DeltaBaseWebSocket(this.store, this.apiKey, (event) => this.handleEvent(event), {
       token: this.token,
+      onReset: () => {
+        // The store's history started again (a re-created store, a restarted dev server): the
+        // replay that follows rebuilds the dashboard from its first event.
+        this.orders.clear();
+        this.lastPosition = 0;
+        this.resets += 1;
+        this.notifyUpdate();
+      },
       onStateChange: (state) => {
         this.state = state;
         this.notifyUpdate();

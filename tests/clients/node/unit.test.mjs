@@ -340,3 +340,51 @@ test('base URLs: page origin scheme mapping', () => {
   assert.throws(() => wsBase('ftp://h'));
   assert.throws(() => new DeltaBaseWebSocket('s', null, () => {}, { WebSocket: FakeSocket }), /baseUrl/);
 });
+
+test('a reset replays the store from its first event: the cursor and the epoch start again', async () => {
+  const resets = [];
+  const { client, seen } = make({ onReset: (notice) => resets.push(notice) });
+  const id = client.subscribe('order.*');
+  client.connect();
+  await tick();
+  const first = last();
+  first.open();
+  first.receive({ type: 'subscribed', subscriptionId: id, position: 10, epoch: 'e-old' });
+  first.receive({ type: 'event', subscriptionId: id, event: event(11) });
+  first.drop(1012);
+  await tick(20);
+  const second = last();
+  second.open();
+  // The resume names the epoch its cursor belongs to.
+  assert.deepEqual(second.sent[0], {
+    action: 'subscribe', subscriptionId: id, eventFilter: 'order.*', position: 11, epoch: 'e-old',
+  });
+  second.receive({ type: 'subscribed', subscriptionId: id, position: 3, epoch: 'e-new' });
+  second.receive({ type: 'reset', subscriptionId: id, reason: 'store-recreated', epoch: 'e-new', headPosition: 3 });
+  for (const gp of [1, 2, 3]) second.receive({ type: 'event', subscriptionId: id, event: event(gp) });
+  assert.deepEqual(seen, [11, 1, 2, 3]);
+  assert.equal(resets.length, 1);
+  assert.equal(resets[0].reason, 'store-recreated');
+  second.drop(1012);
+  await tick(20);
+  assert.equal(last().sent.length, 0);
+  last().open();
+  assert.equal(last().sent[0].position, 3);
+  assert.equal(last().sent[0].epoch, 'e-new');
+  client.disconnect();
+});
+
+test('a truncation is reported and the cursor moves past what is gone', async () => {
+  const notices = [];
+  const { client, seen } = make({ onTruncated: (notice) => notices.push(notice) });
+  const id = client.subscribe('order.*', undefined, 5);
+  client.connect();
+  await tick();
+  last().open();
+  last().receive({ type: 'subscribed', subscriptionId: id, position: 60, epoch: 'e' });
+  last().receive({ type: 'truncated', subscriptionId: id, requestedPosition: 5, earliestPosition: 50 });
+  last().receive({ type: 'event', subscriptionId: id, event: event(50) });
+  assert.deepEqual(seen, [50]);
+  assert.equal(notices[0].earliestPosition, 50);
+  client.disconnect();
+});
