@@ -5,10 +5,13 @@ evicting Redis is refused clearly."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from tests.e2e.wsclient import Client
@@ -182,3 +185,66 @@ def test_a_pod_refuses_a_redis_that_would_evict_the_log(
         )
     finally:
         admin.config_set("maxmemory-policy", "noeviction")
+
+
+SOAK_SECONDS = 300.0 if os.environ.get("DG_SOAK") == "1" else 25.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SOAK_SECONDS + 120)
+async def test_soak_redis_stays_flat_while_the_archive_keeps_up(
+    pods: list[Pod], redis_url: str, archive_url: str
+) -> None:
+    """Appends at a steady rate for a while (25 s in CI, 5 minutes with DG_SOAK=1) with a hot
+    window of 2,000 events: after the first window Redis holds about the window and its memory
+    stays flat, the archive lag stays bounded, and at the end every event is readable, in order,
+    and a subscriber that followed from earliest the whole time got each exactly once."""
+    (pod,) = spawn_pods(pods, redis_url, 1, DELTAGATE_ARCHIVE_URL=archive_url, **FAST)
+    create_store(pod, {"hotRetention": {"maxEvents": 2000}})
+    follower = Client(pod.ws_url, STORE)
+    await follower.connect()
+    await follower.subscribe("*", "earliest")
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    rate, size = 300, 10  # events per second, per request
+    samples: list[tuple[int, int, int, int]] = []  # (head, log entries, log bytes, lag)
+
+    async def appender() -> int:
+        sent = 0
+        started = asyncio.get_running_loop().time()
+        async with httpx.AsyncClient(base_url=pod.url, timeout=10) as http:
+            while (now := asyncio.get_running_loop().time()) - started < SOAK_SECONDS:
+                due = int((now - started) * rate)
+                while sent < due:
+                    response = await http.post(
+                        f"/event-stores/{STORE}/streams/s-{sent % 13}", json=batch(sent, size)
+                    )
+                    assert response.status_code == 201, response.text
+                    sent += size
+                await asyncio.sleep(0.02)
+        return sent
+
+    async def sampler() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            m = meta(redis_url)
+            head, archived = int(m.get("head", 0)), int(m.get("archived", 0))
+            log_bytes = int(admin.memory_usage(f"dg:{{{STORE}}}:log") or 0)
+            samples.append((head, hot_entries(redis_url), log_bytes, head - archived))
+
+    watcher = asyncio.create_task(sampler())
+    total = await appender()
+    watcher.cancel()
+    wait_for(lambda: int(meta(redis_url).get("archived", 0)) == total, timeout=60, what="archived")
+    settled = [s for s in samples if s[0] > 4000]  # past the first window, with room to trim
+    assert len(settled) >= 5, samples
+    # Redis holds about the window: the newest 2,000 plus what one round can leave behind.
+    assert max(entries for _, entries, _, _ in settled) <= 2000 + rate, settled
+    # ... and its memory for the log is flat: the end is no bigger than the start of the run.
+    first, last = settled[0][2], max(b for _, _, b, _ in settled[-3:])
+    assert last <= first * 1.25 + 64 * 1024, (first, last)
+    # The archive keeps up: never more than a few seconds of appends behind.
+    assert max(lag for _, _, _, lag in settled) <= 5 * rate, settled
+    assert all_events(pod) == list(range(1, total + 1))
+    await follower.wait(lambda: len(follower.got.events) == total, timeout=60, what="follower")
+    assert follower.got.positions == list(range(1, total + 1))
+    await follower.disconnect()
