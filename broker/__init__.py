@@ -19,6 +19,7 @@ from .backup import Importer, ImportRejected
 from .dispatcher import Dispatcher, DispatcherOptions, Result, parse_schedule
 from .errors import (
     BrokerError,
+    ConditionFailed,
     EventTooLarge,
     InvalidEvent,
     InvalidFilter,
@@ -33,12 +34,12 @@ from .errors import (
     VersionConflict,
 )
 from .fanout import Fanout, LiveSubscription, Marker, Reset, Sink, Subscribed
-from .filters import Filter, FilterIndex, check_name
+from .filters import Content, Filter, FilterIndex, Query, QueryItem, check_name, check_tags
 from .health import SAFE_POLICY, Memory, RedisWatch, nodes_info, policy_problem
 from .keys import valid_store_name
 from .lifecycle import Lifecycle, LifecycleOptions
 from .limits import RateLimiter
-from .log import EventLog, LogLimits
+from .log import DCB_STREAM, EventLog, LogLimits
 from .reader import Slice, StreamSlice
 from .redis import RedisConfig, connect, ping
 from .stores import StoreAdmin, check_settings
@@ -65,12 +66,15 @@ from .webhooks import (
 )
 
 __all__ = [
+    "DCB_STREAM",
     "MAX_POSITION",
     "SAFE_POLICY",
     "ApiKey",
     "AppendResult",
     "Archive",
     "BrokerError",
+    "ConditionFailed",
+    "Content",
     "Direction",
     "Dispatcher",
     "DispatcherOptions",
@@ -96,6 +100,8 @@ __all__ = [
     "NewEvent",
     "NotReplicated",
     "Page",
+    "Query",
+    "QueryItem",
     "RateLimited",
     "RateLimiter",
     "RedisConfig",
@@ -125,6 +131,7 @@ __all__ = [
     "check_position",
     "check_secret",
     "check_settings",
+    "check_tags",
     "codec",
     "connect",
     "hash_secret",

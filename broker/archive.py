@@ -37,6 +37,7 @@ import asyncpg
 
 from . import codec
 from .errors import Unavailable
+from .filters import Query
 from .types import LoggedEvent
 
 log = logging.getLogger("deltagate.archive")
@@ -55,18 +56,34 @@ CREATE TABLE IF NOT EXISTS deltagate_events (
     type            text    NOT NULL,
     created_at      timestamptz NOT NULL,
     body            text    NOT NULL,
+    tags            text[],
     PRIMARY KEY (store_id, position)
 );
 CREATE INDEX IF NOT EXISTS deltagate_events_stream
     ON deltagate_events (store_id, stream_id, stream_position);
 CREATE INDEX IF NOT EXISTS deltagate_events_time
     ON deltagate_events USING brin (store_id, created_at);
+CREATE INDEX IF NOT EXISTS deltagate_events_type
+    ON deltagate_events (store_id, type, position);
+CREATE INDEX IF NOT EXISTS deltagate_events_tags
+    ON deltagate_events USING gin (tags) WHERE tags IS NOT NULL;
 """
 """The created_at index is BRIN: events arrive in time order, so a block range summary answers
 "the first event at or after T" and retention's "events older than D days" at a fraction of a
-b-tree's size and write cost."""
+b-tree's size and write cost. The type and tag indexes serve DCB conditions and queries over
+archived history (``dcb_positions``, ``dcb_events``) as Redis's type and tag lists do for the hot
+end."""
 
-COLUMNS = ("store_id", "position", "stream_id", "stream_position", "type", "created_at", "body")
+COLUMNS = (
+    "store_id",
+    "position",
+    "stream_id",
+    "stream_position",
+    "type",
+    "created_at",
+    "body",
+    "tags",
+)
 TRANSIENT = (
     OSError,
     TimeoutError,
@@ -87,6 +104,7 @@ class Row:
     type: str
     created_at: datetime
     body: str
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +234,16 @@ class Archive:
         """Copy rows (consecutive positions above ``highest``) in one transaction. Raises
         ``asyncpg.UniqueViolationError`` if another copy got there first."""
         records = [
-            (store, r.position, r.stream_id, r.stream_position, r.type, r.created_at, r.body)
+            (
+                store,
+                r.position,
+                r.stream_id,
+                r.stream_position,
+                r.type,
+                r.created_at,
+                r.body,
+                list(r.tags) if r.tags else None,
+            )
             for r in rows
         ]
         async with self._conn() as conn, conn.transaction():
@@ -301,6 +328,41 @@ class Archive:
             )
         return None if found is None else int(found)
 
+    async def dcb_positions(
+        self, store: int, query: Query, after: int, below: int, limit: int
+    ) -> list[int]:
+        """Positions in (after, below] matching a DCB query, ascending, at most ``limit``."""
+        where, params = _dcb_where(query, 5)
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT position FROM deltagate_events WHERE store_id = $1 AND position > $2"
+                f" AND position <= $3 AND ({where}) ORDER BY position LIMIT $4",
+                store,
+                after,
+                below,
+                limit,
+                *params,
+            )
+        return [int(r[0]) for r in rows]
+
+    async def dcb_events(
+        self, store: int, query: Query, after: int, below: int, limit: int
+    ) -> list[LoggedEvent]:
+        """Events in (after, below] matching a DCB query, ascending, at most ``limit``."""
+        where, params = _dcb_where(query, 5)
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT position, stream_id, stream_position, type, body FROM deltagate_events"
+                " WHERE store_id = $1 AND position > $2 AND position <= $3"
+                f" AND ({where}) ORDER BY position LIMIT $4",
+                store,
+                after,
+                below,
+                limit,
+                *params,
+            )
+        return [_logged(r) for r in rows]
+
     async def bytes_between(self, store: int, low: int, high: int) -> int:
         """Bytes of the events' JSON bodies with positions in [low, high]."""
         async with self._conn() as conn:
@@ -312,6 +374,22 @@ class Archive:
                 high,
             )
         return int(found)
+
+
+def _dcb_where(query: Query, first: int) -> tuple[str, list[Any]]:
+    """A query's items as SQL (items OR; types OR and tags AND within an item), with its
+    parameters numbered from ``$first``."""
+    clauses, params = [], []
+    for item in query.items:
+        parts = []
+        if item.types:
+            params.append(list(item.types))
+            parts.append(f"type = ANY(${first + len(params) - 1})")
+        if item.tags:
+            params.append(list(item.tags))
+            parts.append(f"tags @> ${first + len(params) - 1}")
+        clauses.append("(" + " AND ".join(parts) + ")")
+    return " OR ".join(clauses), params
 
 
 def _logged(row: Any) -> LoggedEvent:

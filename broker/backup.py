@@ -50,6 +50,9 @@ def _args(event: Any, where: str) -> list[Any]:
         created = datetime.fromisoformat(event["createdAt"])
     except ValueError:
         raise ImportRejected(f"{where}: createdAt is not an ISO 8601 time") from None
+    tags = event.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) and "," not in t for t in tags):
+        raise ImportRejected(f"{where}: tags must be a list of strings without commas")
     rest = {k: v for k, v in event.items() if k not in ("globalPosition", "streamPosition")}
     body = codec.dumps_str(rest)[1:]  # what codec.positioned() puts after the positions
     return [
@@ -60,6 +63,7 @@ def _args(event: Any, where: str) -> list[Any]:
         body,
         event["createdAt"],
         int(created.timestamp() * 1000),
+        ",".join(tags),
     ]
 
 
@@ -83,7 +87,7 @@ class Importer:
         """Append exported events (consecutive positions); the store's head after. Raises
         ImportRejected naming the line of the first event it cannot take."""
         k: StoreKeys = keys_of(store)
-        args: list[Any] = [uid, k.stream_prefix]
+        args: list[Any] = [uid, k.stream_prefix, k.type_prefix, k.tag_prefix]
         for i, event in enumerate(events):
             args += _args(event, f"line {first_line + i}")
         reply = await call(

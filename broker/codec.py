@@ -65,6 +65,8 @@ def event_body(
     }
     if metadata is not None:
         fields["metadata"] = orjson.Fragment(metadata)
+    if event.tags:
+        fields["tags"] = event.tags
     fields["schemaVersion"] = event.schema_version
     fields["transactionId"] = transaction_id
     fields["createdAt"] = created_at

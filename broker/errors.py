@@ -45,6 +45,20 @@ class VersionConflict(BrokerError):
         )
 
 
+class ConditionFailed(BrokerError):
+    """A DCB append whose condition matched events after ``after``: nothing was written."""
+
+    code = "APPEND_CONDITION_FAILED"
+
+    def __init__(self, positions: list[int], after: int | None) -> None:
+        super().__init__(
+            f"{len(positions)} event(s) match the append condition after position {after or 0}",
+            {"conflictingPositions": positions, "afterPosition": after},
+        )
+        self.positions = positions
+        self.after = after
+
+
 class EventTooLarge(BrokerError):
     code = "PAYLOAD_TOO_LARGE"
 

@@ -1,7 +1,10 @@
 """The one place that decides whether an event matches a subscription's filter.
 
 Pattern language (the contract's): ``*`` matches any run of characters, dots included; every other
-character is literal. A filter is a list of patterns (OR) and an optional stream id.
+character is literal. A filter is a list of patterns (OR) and an optional stream id, and may add
+conditions on the event's content (``Content``): ``data``/``metadata`` containment and a DCB
+``Query`` (types and tags). The patterns and the stream are what the fan-out indexes; content is
+checked only for the subscriptions that have some, on the event decoded once per delivery.
 
 Patterns come from any key that may read, so matching must never be a denial of service: a
 pattern is split at its ``*`` once, when its filter is built, and then matched in one left-to-right
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import InvalidFilter
 
@@ -28,6 +31,10 @@ MAX_PATTERNS = 32
 # on the fan-out's hot path; sixteen is far more than any sensible pattern needs and keeps that
 # per-event work small and fixed.
 MAX_WILDCARDS = 16
+MAX_QUERY_ITEMS = 32
+MAX_ITEM_VALUES = 32
+MAX_TAGS = 64
+MAX_MATCH_BYTES = 8 * 1024
 
 K = TypeVar("K")
 Matcher = Callable[[str], bool]
@@ -96,10 +103,159 @@ def _anything(value: str) -> bool:
     return True
 
 
+def check_tag(value: object, what: str = "tag") -> str:
+    """A tag: a name without commas (tags are comma-joined in the log's index entries)."""
+    tag = check_name(value, what)
+    if "," in tag:
+        raise InvalidFilter(f"{what} must not contain a comma")
+    return tag
+
+
+def check_tags(value: object, what: str = "tags") -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise InvalidFilter(f"{what} must be a list of strings")
+    if len(value) > MAX_TAGS:
+        raise InvalidFilter(f"{what} holds more than {MAX_TAGS} tags")
+    return tuple(dict.fromkeys(check_tag(t, f"{what}[{i}]") for i, t in enumerate(value)))
+
+
+def contains(value: Any, pattern: Any) -> bool:
+    """DeltaBase's content match: an object matches when it holds every key of ``pattern`` with a
+    value that matches (nested objects the same way); anything else by equality (JSON's: true is
+    not 1)."""
+    if isinstance(pattern, dict):
+        if not isinstance(value, dict):
+            return False
+        for key, wanted in pattern.items():
+            if key not in value or not contains(value[key], wanted):
+                return False
+        return True
+    if isinstance(pattern, bool) or isinstance(value, bool):
+        return type(pattern) is type(value) and pattern == value
+    return bool(value == pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryItem:
+    """Events of one of ``types`` (any type if none) that carry every one of ``tags``."""
+
+    types: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    def accepts(self, event_type: str, tags: Any) -> bool:
+        if self.types and event_type not in self.types:
+            return False
+        return all(tag in tags for tag in self.tags)
+
+    @property
+    def wire(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        if self.types:
+            out["types"] = list(self.types)
+        if self.tags:
+            out["tags"] = list(self.tags)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A DCB query (DeltaBase's ``{items: [{types?, tags?}]}``): items OR, types OR within an item,
+    tags AND within an item."""
+
+    items: tuple[QueryItem, ...]
+
+    @classmethod
+    def parse(cls, value: object, what: str = "query") -> Query:
+        if not isinstance(value, dict) or not set(value) <= {"items"}:
+            raise InvalidFilter(f"{what} must be an object {{items: [{{types?, tags?}}]}}")
+        items = value.get("items")
+        if not isinstance(items, list) or not items:
+            raise InvalidFilter(f"{what}.items must be a non-empty list")
+        if len(items) > MAX_QUERY_ITEMS:
+            raise InvalidFilter(f"{what}.items holds more than {MAX_QUERY_ITEMS} items")
+        parsed = []
+        for i, item in enumerate(items):
+            at = f"{what}.items[{i}]"
+            if not isinstance(item, dict) or not set(item) <= {"types", "tags"}:
+                raise InvalidFilter(f"{at} must be an object {{types?, tags?}}")
+            types = item.get("types") or []
+            if not isinstance(types, list) or len(types) > MAX_ITEM_VALUES:
+                raise InvalidFilter(f"{at}.types must be a list of at most {MAX_ITEM_VALUES}")
+            checked = tuple(dict.fromkeys(check_name(t, f"{at}.types") for t in types))
+            tags = check_tags(item.get("tags") or [], f"{at}.tags")
+            if not checked and not tags:
+                raise InvalidFilter(f"{at} needs types or tags")
+            parsed.append(QueryItem(checked, tags))
+        return cls(tuple(parsed))
+
+    def accepts(self, event_type: str, tags: Any) -> bool:
+        for item in self.items:
+            if item.accepts(event_type, tags):
+                return True
+        return False
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """The event types it can match, as patterns for the fan-out's index."""
+        if any(not item.types for item in self.items):
+            return ("*",)
+        return tuple(dict.fromkeys(t for item in self.items for t in item.types))
+
+    @property
+    def wire(self) -> dict[str, Any]:
+        return {"items": [item.wire for item in self.items]}
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """Conditions on an event's content: ``data`` and ``metadata`` containment (DeltaBase's
+    ``match``) and a DCB ``query``. Checked on the decoded event."""
+
+    data: Any = None
+    metadata: Any = None
+    query: Query | None = None
+
+    @classmethod
+    def parse(cls, match: object = None, query: object = None, what: str = "match") -> Content:
+        data = metadata = None
+        if match is not None:
+            if not isinstance(match, dict) or not set(match) <= {"data", "metadata"}:
+                raise InvalidFilter(f"{what} must be an object {{data?, metadata?}}")
+            for name in ("data", "metadata"):
+                part = match.get(name)
+                if part is not None and not isinstance(part, dict):
+                    raise InvalidFilter(f"{what}.{name} must be an object")
+            if len(repr(match)) > MAX_MATCH_BYTES:
+                raise InvalidFilter(f"{what} is larger than {MAX_MATCH_BYTES} bytes")
+            data, metadata = match.get("data"), match.get("metadata")
+        parsed = None if query is None else Query.parse(query)
+        return cls(data, metadata, parsed)
+
+    def __bool__(self) -> bool:
+        return self.data is not None or self.metadata is not None or self.query is not None
+
+    def accepts(self, event: dict[str, Any]) -> bool:
+        if self.query is not None and not self.query.accepts(
+            event.get("type", ""), event.get("tags") or ()
+        ):
+            return False
+        if self.data is not None and not contains(event.get("data"), self.data):
+            return False
+        return self.metadata is None or contains(event.get("metadata"), self.metadata)
+
+    @property
+    def match_wire(self) -> dict[str, Any] | None:
+        out = {k: v for k, v in (("data", self.data), ("metadata", self.metadata)) if v is not None}
+        return out or None
+
+
 @dataclass(frozen=True, slots=True)
 class Filter:
     patterns: tuple[str, ...]
     stream_id: str | None = None
+    contents: tuple[Content, ...] = ()
+    """Content conditions, all of which an event must meet (a subscription's own, and a browser
+    token's limits): checked on the decoded event, only for filters that have any."""
     matchers: tuple[Matcher, ...] = field(init=False, repr=False, compare=False)
     """``compile_pattern`` of each pattern, in order: built once with the filter."""
 
@@ -107,8 +263,14 @@ class Filter:
         object.__setattr__(self, "matchers", tuple(map(compile_pattern, self.patterns)))
 
     @classmethod
-    def parse(cls, patterns: object, stream_id: object = None) -> Filter:
-        """Validate a client's ``eventFilter`` (a pattern or a list of them) and ``streamId``."""
+    def parse(
+        cls, patterns: object, stream_id: object = None, content: Content | None = None
+    ) -> Filter:
+        """Validate a client's ``eventFilter`` (a pattern or a list of them) and ``streamId``,
+        with optional content conditions. Without an ``eventFilter`` (None) a content query's
+        types stand for it."""
+        if patterns is None and content is not None and content.query is not None:
+            patterns = list(content.query.patterns)
         if isinstance(patterns, str):
             items: list[object] = [patterns]
         elif isinstance(patterns, list) and patterns:
@@ -119,7 +281,20 @@ class Filter:
             raise InvalidFilter(f"eventFilter holds more than {MAX_PATTERNS} patterns")
         checked = tuple(dict.fromkeys(check_pattern(p) for p in items))
         sid = None if stream_id is None else check_name(stream_id, "streamId")
-        return cls(checked, sid)
+        return cls(checked, sid, (content,) if content else ())
+
+    def within(self, limit: Content | None) -> Filter:
+        """This filter with a further content condition (a browser token's limit) added."""
+        if not limit:
+            return self
+        return Filter(self.patterns, self.stream_id, (*self.contents, limit))
+
+    def accepts(self, event: dict[str, Any]) -> bool:
+        """The content conditions, on the decoded event (the caller checked ``matches``)."""
+        for content in self.contents:
+            if not content.accepts(event):
+                return False
+        return True
 
     def matches(self, stream_id: str, event_type: str) -> bool:
         # Called once per event per replaying subscription: a plain loop, no generator.

@@ -36,7 +36,9 @@ class StoreKeys:
         "stream_updated",
         "streams",
         "tag",
+        "tag_prefix",
         "times",
+        "type_prefix",
     )
 
     def __init__(self, name: str) -> None:
@@ -58,6 +60,10 @@ class StoreKeys:
         # list (its list then starts at that streamPosition)
         self.offsets = f"{self.tag}:soff"
         self.times = f"{self.tag}:times"  # zset: first globalPosition of each second, by epoch ms
+        # + type / + tag: lists of the globalPositions of the events of that type / with that tag,
+        # ascending (DCB conditions and queries: broker/dcb.py)
+        self.type_prefix = f"{self.tag}:x:t:"
+        self.tag_prefix = f"{self.tag}:x:g:"
         # string: the pod enforcing this store's retention and archiving (expires)
         self.lifecycle_lease = f"{self.tag}:lifecycle"
         # Pub/sub channel announcing appends. The suffix is the announcement's format version:

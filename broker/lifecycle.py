@@ -312,6 +312,8 @@ class Lifecycle:
                     "1" if self._archive is not None else "0",
                     self.options.trim_batch,
                     k.stream_prefix,
+                    k.type_prefix,
+                    k.tag_prefix,
                 ],
             )
         )
@@ -349,10 +351,13 @@ def _row(entry: list[Any]) -> Row:
     entry_id, fields = entry
     position = int(entry_id.partition("-")[0])
     body = fields[-1]
-    if len(fields) == 8:
+    tags: tuple[str, ...] = tuple(fields[7].split(",")) if len(fields) == 10 else ()
+    if len(fields) >= 8:
         stream_position = int(fields[5])
     else:  # the first format held the whole JSON
         start = body.index('"streamPosition":') + 17
         stream_position = int(body[start : body.index(",", start)])
         body = body[body.index(",", start) + 1 :]
-    return Row(position, fields[1], stream_position, fields[3], codec.created_at_of(body), body)
+    return Row(
+        position, fields[1], stream_position, fields[3], codec.created_at_of(body), body, tags
+    )

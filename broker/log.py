@@ -3,8 +3,9 @@
 Layout (keys in ``broker.keys``): the store's log is a Redis Stream whose entry ``g-0`` is the event
 with globalPosition ``g`` (fields ``s`` stream id, ``t`` type, ``p`` stream position, ``e`` the
 event's JSON after its positions); each stream has a list of its events' globalPositions, so
-streamPosition ``offset + k`` is list index ``k``. The append script (``scripts/append.lua``) is the
-only writer of new events; ``broker.lifecycle`` moves old ones to the archive and trims them.
+streamPosition ``offset + k`` is list index ``k``. Every append runs one script whose writing
+half is ``scripts/lib/write.lua`` (one stream, several streams atomically, or a DCB append with
+its condition checked in the same step); ``broker.lifecycle`` moves old events to the archive.
 """
 
 from __future__ import annotations
@@ -18,21 +19,32 @@ from typing import Any
 
 from . import codec
 from .archive import Archive
-from .errors import EventTooLarge, InvalidEvent, NotReplicated, StoreNotFound, VersionConflict
-from .reader import LogReader, keys_of
+from .errors import (
+    ConditionFailed,
+    EventTooLarge,
+    InvalidEvent,
+    NotReplicated,
+    StoreNotFound,
+    Unavailable,
+    VersionConflict,
+)
+from .filters import Query
+from .keys import StoreKeys
+from .reader import LogReader, keys_of, logged
 from .redis import call, load_script, returns_raw_entries, sharded
 from .types import (
     AppendResult,
     ExpectedVersion,
+    LoggedEvent,
     NewEvent,
     iso_at,
 )
 
 SCAN_PAGE = 1000
 MAX_EVENT_BYTES = 1024 * 1024
-ANNOUNCEMENT_ARG = 9
-BYTES_ARG = 10
-"""Indexes in append.lua's ARGV (0-based here) of the announcement's tail and the bodies' size."""
+DCB_STREAM = "__dcb__"
+"""The reserved stream DCB appends go to; stream endpoints refuse it."""
+DCB_RETRIES = 20
 
 
 # RFC 9562 section 5.4: the version nibble (byte 6) is 4, the variant bits (byte 8) are 10.
@@ -83,9 +95,95 @@ class EventLog(LogReader):
         self._publish = "SPUBLISH" if sharded(redis) else "PUBLISH"
         self._wait_replicas = wait_replicas
         self._wait_timeout_ms = wait_timeout_ms
-        self._append = load_script(redis, "append")
+        self._append = load_script(redis, "append", "write")
+        self._append_streams = load_script(redis, "streams_append", "write")
+        self._append_dcb = load_script(redis, "dcb_append", "write", "dcb")
+        self._dcb_query = load_script(redis, "dcb_query", "dcb")
 
-    # -- writing -----------------------------------------------------------------------------
+    # -- encoding ------------------------------------------------------------------------------
+
+    def _encode(
+        self, events: Sequence[NewEvent], stream_id: str, txid: str, created_at: str, base: int = 0
+    ) -> tuple[list[Any], bytes, list[tuple[str, bytes]]]:
+        """The script's arguments for ``events`` (type, body, tags each), the announcement's
+        tail (type and body, joined), and (type, body) per event. ``base``: the index of the
+        first of them in the request (for error messages)."""
+        args: list[Any] = []
+        announced: list[bytes] = []
+        written: list[tuple[str, bytes]] = []
+        event_ids = uuid4_batch(len(events))
+        limit = self._limits.max_event_bytes
+        for i, event in enumerate(events):
+            index = base + i
+            try:
+                data = codec.encode_payload(event.data)
+                metadata = None if event.metadata is None else codec.encode_payload(event.metadata)
+            except codec.JSONEncodeError as exc:
+                reason = f"data or metadata cannot be stored as JSON: {exc}"
+                raise InvalidEvent(
+                    f"event {index}: {reason}", {"field": f"events.{index}", "message": reason}
+                ) from None
+            size = len(data) + (len(metadata) if metadata is not None else 0)
+            if size > limit:
+                raise EventTooLarge(
+                    f"event {index} has {size} bytes of data and metadata; the limit is {limit}",
+                    {"index": index, "size": size, "limit": limit},
+                )
+            body = codec.event_body(
+                event,
+                data=data,
+                metadata=metadata,
+                stream_id=stream_id,
+                event_id=event_ids[i],
+                transaction_id=txid,
+                created_at=created_at,
+            )
+            args += (event.type, body, ",".join(event.tags))
+            announced += (event.type.encode(), body)
+            written.append((event.type, body))
+        # Joined here rather than in the script: Redis is the one shared CPU of a deployment.
+        return args, codec.SEPARATOR_BYTES.join(announced), written
+
+    @staticmethod
+    def _written(
+        stream_id: str, first: int, version_before: int, written: list[tuple[str, bytes]]
+    ) -> tuple[LoggedEvent, ...]:
+        """The events just written, as a read returns them."""
+        return tuple(
+            LoggedEvent(
+                first + i,
+                stream_id,
+                kind,
+                codec.positioned(first + i, version_before + i, body.decode()),
+            )
+            for i, (kind, body) in enumerate(written)
+        )
+
+    def _common(self, k: StoreKeys, auto_create: bool) -> tuple[str, str, int]:
+        """transactionId, createdAt and its epoch ms for a new append."""
+        now = time.time()
+        return str(uuid.uuid4()), iso_at(now), int(now * 1000)
+
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> tuple[Any, int | None]:
+        """Run an append script; with ``wait_replicas``, WAIT for them on the same connection (it
+        counts that connection's writes). The reply, and the replicas that confirmed (or None)."""
+        if not self._wait_replicas:
+            return await call(script(keys=keys, args=args)), None
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await script(keys=keys, args=args, client=pipe)  # queues EVALSHA
+            pipe.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)
+            reply, replicas = await call(pipe.execute())
+        return reply, int(replicas)
+
+    def _check_replicas(self, replicas: int | None, replayed: bool, position: int) -> None:
+        if replicas is not None and replicas < self._wait_replicas and not replayed:
+            raise NotReplicated(
+                f"appended, but only {replicas} of {self._wait_replicas} replicas confirmed "
+                "in time; retry with the same idempotency key to confirm",
+                {"written": True, "replicas": replicas, "globalPosition": position},
+            )
+
+    # -- one stream ----------------------------------------------------------------------------
 
     async def append(
         self,
@@ -106,9 +204,8 @@ class EventLog(LogReader):
         k = keys_of(store)
         if not events:
             raise ValueError("an append needs at least one event")
-        transaction_id = str(uuid.uuid4())
-        now = time.time()
-        created_at = iso_at(now)
+        txid, created_at, now_ms = self._common(k, auto_create)
+        encoded, tail, written = self._encode(events, stream_id, txid, created_at)
         args: list[Any] = [
             str(expected),
             stream_id,
@@ -117,45 +214,14 @@ class EventLog(LogReader):
             k.channel,
             self._publish,
             self._limits.idempotency_ttl if idempotency_key else 0,
-            transaction_id,
-            int(now * 1000),
-            b"",  # the announcement's tail, below
-            0,  # the bodies' bytes, below
+            txid,
+            now_ms,
+            tail,
+            k.stream_prefix,
+            k.type_prefix,
+            k.tag_prefix,
+            *encoded,
         ]
-        announced: list[bytes] = []
-        event_ids = uuid4_batch(len(events))
-        for index, event in enumerate(events):
-            try:
-                data = codec.encode_payload(event.data)
-                metadata = None if event.metadata is None else codec.encode_payload(event.metadata)
-            except codec.JSONEncodeError as exc:
-                reason = f"data or metadata cannot be stored as JSON: {exc}"
-                raise InvalidEvent(
-                    f"event {index}: {reason}", {"field": f"events.{index}", "message": reason}
-                ) from None
-            size = len(data) + (len(metadata) if metadata is not None else 0)
-            if size > self._limits.max_event_bytes:
-                raise EventTooLarge(
-                    f"event {index} has {size} bytes of data and metadata; the limit is "
-                    f"{self._limits.max_event_bytes}",
-                    {"index": index, "size": size, "limit": self._limits.max_event_bytes},
-                )
-            body = codec.event_body(
-                event,
-                data=data,
-                metadata=metadata,
-                stream_id=stream_id,
-                event_id=event_ids[index],
-                transaction_id=transaction_id,
-                created_at=created_at,
-            )
-            args.append(event.type)
-            args.append(body)
-            announced.append(event.type.encode())
-            announced.append(body)
-        # Joined here rather than in the script: Redis is the one shared CPU of a deployment.
-        args[ANNOUNCEMENT_ARG] = codec.SEPARATOR_BYTES.join(announced)
-        args[BYTES_ARG] = sum(len(body) for body in announced[1::2])
         idem = k.idempotency(idempotency_key) if idempotency_key else k.meta
         script_keys = [
             k.meta,
@@ -168,30 +234,19 @@ class EventLog(LogReader):
             k.times,
             k.offsets,
         ]
-        if not self._wait_replicas:
-            reply = await call(self._append(keys=script_keys, args=args))
-            return self._append_result(store, stream_id, expected, reply, transaction_id)
-        # WAIT counts the writes of its own connection, so it rides the script's pipeline.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            await self._append(keys=script_keys, args=args, client=pipe)  # queues EVALSHA
-            pipe.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)
-            reply, replicas = await call(pipe.execute())
-        result = self._append_result(store, stream_id, expected, reply, transaction_id)
-        if int(replicas) < self._wait_replicas and not result.replayed:
-            raise NotReplicated(
-                f"appended, but only {replicas} of {self._wait_replicas} replicas confirmed "
-                "in time; retry with the same idempotency key to confirm",
-                {
-                    "written": True,
-                    "replicas": int(replicas),
-                    "globalPosition": result.last_position,
-                },
-            )
+        reply, replicas = await self._run(self._append, script_keys, args)
+        result = await self._append_result(store, stream_id, expected, reply, txid, written)
+        self._check_replicas(replicas, result.replayed, result.last_position)
         return result
 
-    @staticmethod
-    def _append_result(
-        store: str, stream_id: str, expected: ExpectedVersion, reply: list[Any], txid: str
+    async def _append_result(
+        self,
+        store: str,
+        stream_id: str,
+        expected: ExpectedVersion,
+        reply: list[Any],
+        txid: str,
+        written: list[tuple[str, bytes]],
     ) -> AppendResult:
         kind = reply[0]
         if kind == "ok":
@@ -204,21 +259,302 @@ class EventLog(LogReader):
                 last - first + 1,
                 txid,
                 created_store=bool(int(reply[4])),
+                events=self._written(stream_id, first, version - len(written), written),
             )
         if kind == "conflict":
             raise VersionConflict(stream_id, expected, int(reply[1]))
         if kind == "nostore":
             raise StoreNotFound(store)
         # An idempotent replay: the record the first append left.
-        status, rest = reply[1].split("|", 1)
+        status, _, rest = reply[1].partition("|")
         if status == "409":
             first_expected, current, first_stream = rest.split("|", 2)
             was: ExpectedVersion = (
                 int(first_expected) if first_expected.lstrip("-").isdigit() else first_expected  # type: ignore[assignment]
             )
             raise VersionConflict(first_stream, was, int(current))
+        if status != "201":
+            raise InvalidEvent(
+                "this idempotency key was used for another kind of append",
+                {"field": "idempotencyKey", "message": "used for another kind of append"},
+            )
         first_s, last_s, version_s, first_txid, first_stream = rest.split("|", 4)
         first, last = int(first_s), int(last_s)
         return AppendResult(
-            first_stream, first, last, int(version_s), last - first + 1, first_txid, replayed=True
+            first_stream,
+            first,
+            last,
+            int(version_s),
+            last - first + 1,
+            first_txid,
+            replayed=True,
+            events=tuple(await self._events_between(store, first, last)),
         )
+
+    async def _events_between(self, store: str, first: int, last: int) -> list[LoggedEvent]:
+        """Events first..last as the log holds them now (for a replayed append's answer)."""
+        events: list[LoggedEvent] = []
+        cursor = first - 1
+        while cursor < last:
+            piece = await self.after(store, cursor, min(SCAN_PAGE, last - cursor), last)
+            if not piece.events:
+                break  # gone since (retention): answer with what is kept
+            events += piece.events
+            cursor = piece.events[-1].global_position
+        return events
+
+    # -- several streams -----------------------------------------------------------------------
+
+    async def append_streams(
+        self,
+        store: str,
+        parts: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]],
+        *,
+        idempotency_key: str | None = None,
+        auto_create: bool = False,
+    ) -> tuple[AppendResult, ...]:
+        """Append to several streams at once: all or nothing, one transactionId. Each part is
+        (streamId, events, expected version); a stream named twice continues from its earlier
+        part. Raises VersionConflict naming the stream, StoreNotFound, EventTooLarge."""
+        k = keys_of(store)
+        if not parts or any(not events for _, events, _ in parts):
+            raise ValueError("an append needs at least one event per stream")
+        txid, created_at, now_ms = self._common(k, auto_create)
+        heads: list[Any] = []
+        encoded: list[Any] = []
+        writes: list[list[tuple[str, bytes]]] = []
+        base = 0
+        for stream_id, events, expected in parts:
+            args, tail, written = self._encode(events, stream_id, txid, created_at, base)
+            heads += (stream_id, str(expected), len(events), tail)
+            encoded += args
+            writes.append(written)
+            base += len(events)
+        args = [
+            created_at,
+            str(uuid.uuid4()) if auto_create else "",
+            k.channel,
+            self._publish,
+            self._limits.idempotency_ttl if idempotency_key else 0,
+            txid,
+            now_ms,
+            k.stream_prefix,
+            k.type_prefix,
+            k.tag_prefix,
+            len(parts),
+            *heads,
+            *encoded,
+        ]
+        idem = k.idempotency(idempotency_key) if idempotency_key else k.meta
+        script_keys = [
+            k.meta,
+            k.log,
+            k.streams,
+            k.stream_created,
+            k.stream_updated,
+            idem,
+            k.times,
+            k.offsets,
+        ]
+        reply, replicas = await self._run(self._append_streams, script_keys, args)
+        results = await self._streams_result(store, reply, txid, parts, writes)
+        self._check_replicas(replicas, results[0].replayed, results[-1].last_position)
+        return results
+
+    async def _streams_result(
+        self,
+        store: str,
+        reply: list[Any],
+        txid: str,
+        parts: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]],
+        writes: list[list[tuple[str, bytes]]],
+    ) -> tuple[AppendResult, ...]:
+        kind = reply[0]
+        if kind == "nostore":
+            raise StoreNotFound(store)
+        if kind == "conflict":
+            expected = reply[2]
+            was = int(expected) if expected.lstrip("-").isdigit() else expected
+            raise VersionConflict(reply[1], was, int(reply[3]))
+        if kind == "ok":
+            created = bool(int(reply[1]))
+            out = []
+            for i, ((stream_id, _, _), written) in enumerate(zip(parts, writes, strict=True)):
+                first, last, version = (int(v) for v in reply[2 + 3 * i : 5 + 3 * i])
+                out.append(
+                    AppendResult(
+                        stream_id,
+                        first,
+                        last,
+                        version,
+                        last - first + 1,
+                        txid,
+                        created_store=created,
+                        events=self._written(stream_id, first, version - len(written), written),
+                    )
+                )
+            return tuple(out)
+        record = reply[1]
+        if record.startswith("409\x1f"):
+            _, stream_id, expected, current = record.split("\x1f", 3)
+            was = int(expected) if expected.lstrip("-").isdigit() else expected
+            raise VersionConflict(stream_id, was, int(current))
+        if not record.startswith("M\x1f"):
+            raise InvalidEvent(
+                "this idempotency key was used for another kind of append",
+                {"field": "idempotencyKey", "message": "used for another kind of append"},
+            )
+        first_txid, *streams = record[2:].split("\x1e")
+        out = []
+        for item in streams:
+            stream_id, first_s, last_s, version_s = item.split("\x1f")
+            first, last = int(first_s), int(last_s)
+            out.append(
+                AppendResult(
+                    stream_id,
+                    first,
+                    last,
+                    int(version_s),
+                    last - first + 1,
+                    first_txid,
+                    replayed=True,
+                    events=tuple(await self._events_between(store, first, last)),
+                )
+            )
+        return tuple(out)
+
+    # -- DCB -----------------------------------------------------------------------------------
+
+    async def append_dcb(
+        self,
+        store: str,
+        events: Sequence[NewEvent],
+        *,
+        condition: Query | None = None,
+        after: int | None = None,
+        auto_create: bool = False,
+    ) -> AppendResult:
+        """A DCB append (docs/dcb.md): ``events`` go to the reserved stream ``__dcb__`` unless an
+        event after ``after`` (all events when None) matches ``condition``; the check and the
+        append are one atomic step. Raises ConditionFailed with the matching positions."""
+        k = keys_of(store)
+        if not events:
+            raise ValueError("an append needs at least one event")
+        txid, created_at, now_ms = self._common(k, auto_create)
+        encoded, tail, written = self._encode(events, DCB_STREAM, txid, created_at)
+        items = [] if condition is None else _items_args(condition)
+        start = after or 0
+        for _ in range(DCB_RETRIES):
+            checked = 0
+            if condition is not None:
+                checked = await self._check_archived(store, condition, start)
+            args = [
+                created_at,
+                str(uuid.uuid4()) if auto_create else "",
+                k.channel,
+                self._publish,
+                txid,
+                now_ms,
+                k.stream_prefix,
+                k.type_prefix,
+                k.tag_prefix,
+                DCB_STREAM,
+                start,
+                checked,
+                len(items) // 2,
+                *items,
+                tail,
+                *encoded,
+            ]
+            script_keys = [
+                k.meta,
+                k.log,
+                k.streams,
+                k.stream_created,
+                k.stream_updated,
+                k.times,
+                k.offsets,
+            ]
+            reply, replicas = await self._run(self._append_dcb, script_keys, args)
+            kind = reply[0]
+            if kind == "retry":
+                continue  # retention moved events out of Redis since the archive was checked
+            if kind == "nostore":
+                raise StoreNotFound(store)
+            if kind == "conflict":
+                raise ConditionFailed([int(p) for p in reply[1:]], after)
+            first, last = int(reply[1]), int(reply[2])
+            self._check_replicas(replicas, False, last)
+            version = await call(self._redis.llen(k.stream(DCB_STREAM)))
+            stream_version = int(version) + int(
+                await call(self._redis.hget(k.offsets, DCB_STREAM)) or 0
+            )
+            before = stream_version - (last - first + 1)
+            return AppendResult(
+                DCB_STREAM,
+                first,
+                last,
+                stream_version,
+                last - first + 1,
+                txid,
+                events=self._written(DCB_STREAM, first, before, written),
+            )
+        raise Unavailable("the DCB condition could not be checked: retention kept moving events")
+
+    async def _check_archived(self, store: str, condition: Query, after: int) -> int:
+        """Check the condition against archived events after ``after`` that Redis no longer
+        holds; raise ConditionFailed if one matches. Returns the position up to which the check
+        is done (what the script must find still in Redis above it)."""
+        bounds = await self.bounds(store)
+        below = bounds.low - 1
+        if below <= after:
+            return 0
+        archived = await self._archived(store, bounds.uid)
+        if archived is not None and self.archive is not None:
+            found = await self.archive.dcb_positions(archived, condition, after, below, 100)
+            if found:
+                raise ConditionFailed(found, after)
+        return below  # without an archive, what lies below Redis is gone: nothing to match
+
+    async def dcb_query(
+        self, store: str, query: Query, *, after: int = 0, limit: int = 1000
+    ) -> tuple[list[LoggedEvent], int]:
+        """Events after ``after`` matching ``query``, ascending, at most ``limit``; and
+        DeltaBase's ``lastPosition``: the position of the last event returned (``after`` when
+        none matched), what a DCB append's ``after`` should be to act on this answer."""
+        k = keys_of(store)
+        bounds = await self.bounds(store)
+        events: list[LoggedEvent] = []
+        if bounds.low - 1 > after and self.archive is not None:
+            archived = await self._archived(store, bounds.uid)
+            if archived is not None:
+                events = await self.archive.dcb_events(
+                    archived, query, after, bounds.low - 1, limit + 1
+                )
+        if len(events) <= limit:
+            items = _items_args(query)
+            reply = await call(
+                self._dcb_query(
+                    keys=[k.meta, k.log],
+                    args=[
+                        k.type_prefix,
+                        k.tag_prefix,
+                        max(after, bounds.low - 1),
+                        limit + 1 - len(events),
+                        len(items) // 2,
+                        *items,
+                    ],
+                )
+            )
+            events += [logged(entry) for entry in reply[2:]]
+        events = events[:limit]
+        return events, events[-1].global_position if events else after
+
+
+def _items_args(query: Query) -> list[str]:
+    """A query's items as the scripts read them: types joined by US (types may hold commas),
+    tags by ','."""
+    out: list[str] = []
+    for item in query.items:
+        out += ("\x1f".join(item.types), ",".join(item.tags))
+    return out

@@ -147,10 +147,14 @@ async def call(awaitable: Awaitable[T]) -> T:
         return await awaitable
 
 
-def load_script(client: Any, name: str) -> Any:
-    """Register ``broker/scripts/<name>.lua``; redis-py reloads it after a Redis restart."""
-    source = resources.files("broker").joinpath(f"scripts/{name}.lua").read_text()
-    return client.register_script(source)
+def load_script(client: Any, name: str, *libraries: str) -> Any:
+    """Register ``broker/scripts/<name>.lua``, after ``broker/scripts/lib/<library>.lua`` for each
+    library it uses (Lua scripts cannot import: the shared machinery is put in front of them);
+    redis-py reloads it after a Redis restart."""
+    scripts = resources.files("broker").joinpath("scripts")
+    parts = [scripts.joinpath(f"lib/{lib}.lua").read_text() for lib in libraries]
+    parts.append(scripts.joinpath(f"{name}.lua").read_text())
+    return client.register_script("\n".join(parts))
 
 
 async def ping(client: Any, seconds: float) -> None:

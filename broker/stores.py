@@ -171,7 +171,7 @@ class StoreAdmin:
                     k.times,
                     k.lifecycle_lease,
                 ],
-                args=[k.stream_prefix],
+                args=[k.stream_prefix, k.type_prefix, k.tag_prefix],
             )
         )
         await call(self._redis.srem(STORE_REGISTRY, name))

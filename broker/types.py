@@ -56,7 +56,10 @@ class NewEvent:
     type: str
     data: dict | None
     metadata: dict | None = None
-    schema_version: int = 1
+    schema_version: int | str = 1
+    """As the client wrote it: DeltaBase's are strings ("1.0.0"); integers are kept as such."""
+    tags: tuple[str, ...] = ()
+    """DCB tags (no commas): stored with the event and indexed (broker/dcb.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,13 @@ class AppendResult:
     """True when an idempotency key matched an earlier append: nothing was written now."""
     created_store: bool = False
     """True when this append created its store (dev mode's auto-create)."""
+    events: tuple[LoggedEvent, ...] = ()
+    """The events written, as a read returns them (for a replay: as the log holds them now)."""
+
+    @property
+    def created_stream(self) -> bool:
+        """The stream had no events before this append."""
+        return self.stream_version == self.events_written
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@
 -- KEYS: 1 meta, 2 log, 3 stream offsets hash, 4 time index zset
 -- ARGV: 1 uid, 2 retention bound R (positions below are deleted everywhere),
 --       3 hot bound (positions below may leave Redis), 4 '1' if there is an archive,
---       5 at most this many entries, 6 stream index key prefix
+--       5 at most this many entries, 6 stream index key prefix, 7 type index prefix, 8 tag index
+--       prefix
 -- Returns {low, trimmed, bytes deleted everywhere} (low: the lowest position now in Redis),
 -- or {-1} if the store is gone or is another incarnation.
 local meta, log = KEYS[1], KEYS[2]
@@ -25,11 +26,16 @@ if #entries == 0 then
   return {upto, 0, 0}
 end
 local per, ids, gone = {}, {}, 0
+local indexes = {}  -- type and tag index lists the trimmed entries are in
 local last = low - 1
 for i, entry in ipairs(entries) do
   local fields = entry[2]
   local sid = fields[2]
   per[sid] = (per[sid] or 0) + 1
+  indexes[ARGV[7] .. fields[4]] = true
+  if #fields == 10 then
+    for tag in string.gmatch(fields[8], '[^,]+') do indexes[ARGV[8] .. tag] = true end
+  end
   ids[i] = entry[1]
   last = tonumber(string.match(entry[1], '^(%d+)'))
   -- Deleted for good: without an archive, everything trimmed; with one, what retention deletes
@@ -42,6 +48,16 @@ redis.call('XDEL', log, unpack(ids))
 for sid, n in pairs(per) do
   redis.call('LTRIM', ARGV[6] .. sid, n, -1)
   redis.call('HINCRBY', KEYS[3], sid, n)
+end
+-- The type and tag lists drop what left the log (their oldest entries, up to `last`).
+for key in pairs(indexes) do
+  local head = redis.call('LRANGE', key, 0, #entries - 1)
+  local n = 0
+  for _, p in ipairs(head) do
+    if tonumber(p) > last then break end
+    n = n + 1
+  end
+  if n > 0 then redis.call('LTRIM', key, n, -1) end
 end
 local newlow = last + 1
 redis.call('HSET', meta, 'low', string.format('%d', newlow))

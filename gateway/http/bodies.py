@@ -17,7 +17,16 @@ from pydantic import (
 )
 from starlette.responses import Response
 
-from broker import InvalidFilter, check_name, codec
+from broker import (
+    DCB_STREAM,
+    MAX_POSITION,
+    InvalidFilter,
+    NewEvent,
+    Query,
+    check_name,
+    check_tags,
+    codec,
+)
 
 from ..errors import ApiError, validation_error
 
@@ -33,18 +42,42 @@ def _name(value: str, what: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+SchemaVersion = (
+    Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+    | Annotated[StrictStr, Field(min_length=1, max_length=64)]
+)
+"""DeltaBase's are strings ("1.0.0"); integers are accepted too. Kept exactly as written."""
+
+
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: StrictStr = Field(min_length=1, max_length=256)
     data: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
-    schemaVersion: StrictInt = Field(1, ge=1, le=1_000_000)
+    schemaVersion: SchemaVersion = 1
+    tags: list[StrictStr] | None = Field(None, max_length=64)
+    """DCB tags: strings without commas, stored with the event and indexed."""
 
     @field_validator("type")
     @classmethod
     def _type(cls, value: str) -> str:
         return _name(value, "type")
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        try:
+            return list(check_tags(value))
+        except InvalidFilter as exc:
+            raise ValueError(str(exc)) from None
+
+    def new(self) -> NewEvent:
+        return NewEvent(
+            self.type, self.data, self.metadata, self.schemaVersion, tuple(self.tags or ())
+        )
 
 
 class AppendOptions(BaseModel):
@@ -60,6 +93,68 @@ class AppendBody(BaseModel):
     events: list[EventIn] = Field(min_length=1)
     options: AppendOptions | None = None
     expectedStreamVersion: Version | None = None
+
+
+class StreamPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    streamId: StrictStr = Field(min_length=1, max_length=256)
+    events: list[EventIn] = Field(min_length=1)
+    expectedStreamVersion: Version | None = None
+
+
+class StreamsAppendBody(BaseModel):
+    """An atomic append to several streams (all or nothing, one transactionId)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    streams: list[StreamPart] = Field(min_length=1, max_length=100)
+    idempotencyKey: StrictStr | None = Field(None, min_length=1, max_length=255)
+
+
+class QueryItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    types: list[StrictStr] | None = None
+    tags: list[StrictStr] | None = None
+
+
+class QueryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[QueryItemIn] = Field(min_length=1, max_length=32)
+
+    def parsed(self, where: str) -> Query:
+        try:
+            return Query.parse(self.model_dump(exclude_none=True), where)
+        except InvalidFilter as exc:
+            raise ApiError(
+                "VALIDATION_ERROR", str(exc), [{"field": where, "message": str(exc)}]
+            ) from None
+
+
+class ConditionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    failIfEventsMatch: QueryIn
+    after: Annotated[StrictInt, Field(ge=0, le=MAX_POSITION)] | None = None
+
+
+class DcbAppendBody(BaseModel):
+    """DeltaBase's DCB append: events without a stream, with an optional condition."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    events: list[EventIn] = Field(min_length=1)
+    condition: ConditionIn | None = None
+
+
+class DcbQueryBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    query: QueryIn
+    after: Annotated[StrictInt, Field(ge=0, le=MAX_POSITION)] | None = None
+    limit: Annotated[StrictInt, Field(ge=1, le=1000)] = 1000
 
 
 class CreateStoreBody(BaseModel):
@@ -146,3 +241,16 @@ async def read_optional_json(request: Request, limit: int) -> Any:
     ):
         return {}
     return await read_json(request, limit)
+
+
+def stream_id_of(value: str) -> str:
+    """A stream id a stream endpoint may use: a name, and not the reserved DCB stream."""
+    try:
+        checked = check_name(value, "streamId")
+    except InvalidFilter as exc:
+        raise validation_error("streamId", str(exc)) from None
+    if checked == DCB_STREAM:
+        raise validation_error(
+            "streamId", f"'{DCB_STREAM}' is reserved for DCB events (POST .../events)"
+        )
+    return checked

@@ -17,6 +17,10 @@ APPEND_FIELDS = {
     "eventsWritten",
     "globalPosition",
     "transactionId",
+    # CONTRACT section 7: the written events, as a read returns them, and DeltaBase's names.
+    "events",
+    "createdNewStream",
+    "eventsAppended",
 }
 
 
@@ -41,13 +45,16 @@ def test_append_201(client: TestClient, store: str, base: str, suffix: str) -> N
     assert body["eventsWritten"] == 2
     assert body["globalPosition"] == 2
     assert isinstance(body["transactionId"], str) and body["transactionId"]
+    assert body["eventsAppended"] == 2 and body["createdNewStream"] is True
 
     second = client.post(url, json={"events": [{"type": "order.shipped", "data": {}}]})
     assert second.status_code == 201
     assert second.json()["globalPosition"] == 3
     assert second.json()["currentStreamVersion"] == 3
+    assert second.json()["createdNewStream"] is False
 
     read = client.get(f"{base}/{store}/streams/order-1").json()
+    assert body["events"] + second.json()["events"] == read["events"]
     assert read["currentStreamVersion"] == 3
     e0, e1, e2 = read["events"]
     assert (e0["type"], e0["data"], e0["metadata"], e0["schemaVersion"]) == (

@@ -81,7 +81,10 @@ FIELD_BODIES: list[tuple[str, dict[str, Any], str]] = [
     ("metadata-list", {"events": [event(metadata=[])]}, "events.0.metadata"),
     ("metadata-number", {"events": [event(metadata=1)]}, "events.0.metadata"),
     ("schema-zero", {"events": [event(schemaVersion=0)]}, "events.0.schemaVersion"),
-    ("schema-string", {"events": [event(schemaVersion="1")]}, "events.0.schemaVersion"),
+    ("schema-empty-string", {"events": [event(schemaVersion="")]}, "events.0.schemaVersion"),
+    ("schema-list", {"events": [event(schemaVersion=[1])]}, "events.0.schemaVersion"),
+    ("tags-not-list", {"events": [event(tags="a")]}, "events.0.tags"),
+    ("tag-with-comma", {"events": [event(tags=["a,b"])]}, "events.0.tags"),
     (
         "version-negative",
         {"events": [event()], "expectedStreamVersion": -1},

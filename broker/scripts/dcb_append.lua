@@ -1,0 +1,46 @@
+-- A DCB append (DeltaBase's streamless append with a condition): check that no event after
+-- `after` matches the condition and append, in one atomic step (with lib/write.lua, lib/dcb.lua).
+-- Events go to the reserved stream ARGV[10].
+--
+-- The caller checked the archived part of the range (positions at or below ARGV[12]) in
+-- PostgreSQL, where events never change; everything above it must still be in Redis, or the
+-- check would miss what retention moved out meanwhile: then 'retry'.
+--
+-- KEYS: 1 meta, 2 log, 3 streams zset, 4 stream createdAt hash, 5 stream updatedAt hash,
+--       6 time index zset, 7 stream offsets hash
+-- ARGV: 1 now (ISO 8601), 2 uid for auto-create ('' = must exist), 3 live channel, 4 publish
+--       command, 5 transactionId, 6 now in epoch ms, 7 stream index prefix, 8 type index prefix,
+--       9 tag index prefix, 10 the DCB stream id, 11 after (0: from the start), 12 checked up to
+--       (archived and checked by the caller; 0: none), 13 number of condition items m, then per
+--       item: types, tags; then the announcement's tail; then per event: type, body, tags
+-- Returns {'ok', first, last} | {'conflict', position...} | {'retry'} | {'nostore'}
+local MAX_CONFLICTS = 100
+local meta = KEYS[1]
+local uid, head, tsec = meta_state(meta)
+if not uid then
+  if ARGV[2] == '' then return {'nostore'} end
+  uid = ARGV[2]
+  redis.call('HSET', meta, 'uid', uid, 'createdAt', ARGV[1], 'head', 0, 'settings', '{}')
+  head = 0
+end
+local m = tonumber(ARGV[13])
+if m > 0 then
+  local after = math.max(tonumber(ARGV[11]), tonumber(ARGV[12]))
+  local low = tonumber(redis.call('HGET', meta, 'low')) or 1
+  if after + 1 < low then return {'retry'} end
+  local found = query_positions(KEYS[2], ARGV[8], ARGV[9], items_at(14, m), after, MAX_CONFLICTS)
+  if #found > 0 then
+    local out = {'conflict'}
+    for _, p in ipairs(found) do out[#out + 1] = p end
+    return out
+  end
+end
+local s = {meta = meta, log = KEYS[2], streams = KEYS[3], created = KEYS[4], updated = KEYS[5],
+  times = KEYS[6], offsets = KEYS[7], stream_prefix = ARGV[7], type_prefix = ARGV[8],
+  tag_prefix = ARGV[9], channel = ARGV[3], publish = ARGV[4], uid = uid, now = ARGV[1],
+  now_ms = ARGV[6], tsec = tsec, head = head}
+local tail_at = 14 + 2 * m
+local n = (#ARGV - tail_at) / 3
+local first, last = write_events(s, ARGV[10], stream_version(s, ARGV[10]),
+  events_at(tail_at + 1, n), ARGV[tail_at])
+return {'ok', first, last}

@@ -1,0 +1,95 @@
+-- The append machinery, shared by every script that appends (append.lua, streams_append.lua,
+-- dcb_append.lua): the one place that writes events to a store's log, its indexes, its time
+-- index and its announcement. broker/redis.py puts this file in front of those scripts.
+--
+-- Layout it keeps (names from broker/keys.py, passed in as prefixes):
+--   log entry 'g-0'     fields s (streamId), t (type), p (streamPosition), g (tags, comma-joined,
+--                       only when there are any), e (the event's JSON after its positions)
+--   stream index        s.stream_prefix .. streamId: list of globalPositions (streamPosition
+--                       offset + k is entry k; the offset is in s.offsets)
+--   type, tag indexes   s.type_prefix .. type, s.tag_prefix .. tag: lists of globalPositions,
+--                       ascending (what DCB conditions and queries read, lib/dcb.lua); the
+--                       prefixes themselves are sets of the types and tags in use
+--   time index          first globalPosition of each second, scored by epoch ms
+-- Invariant: globalPositions are head+1 .. head+n with no gaps.
+
+local function meta_state(meta)
+  local state = redis.call('HMGET', meta, 'uid', 'head', 'tsec')
+  return state[1], tonumber(state[2]), tonumber(state[3]) or 0
+end
+
+local function stream_version(s, sid)
+  return redis.call('LLEN', s.stream_prefix .. sid)
+    + (tonumber(redis.call('HGET', s.offsets, sid)) or 0)
+end
+
+-- Push each group's positions to its index list, and name the lists in the registry (a set)
+-- so that deleting the store finds them.
+local function push_grouped(prefix, registry, groups, order)
+  if #order == 0 then return end
+  for _, name in ipairs(order) do redis.call('RPUSH', prefix .. name, unpack(groups[name])) end
+  redis.call('SADD', registry, unpack(order))
+end
+
+-- Append ``events`` ({type, body, tags} each; tags comma-joined or '') to stream ``sid`` at
+-- ``version``; ``tail`` is the announcement's tail as the client joined it. Moves s.head.
+-- Returns first, last, the stream's version after.
+local function write_events(s, sid, version, events, tail)
+  local head = s.head
+  local positions = {}
+  local by_type, types, by_tag, tags = {}, {}, {}, {}
+  local bytes = 0
+  for i, ev in ipairs(events) do
+    local gp = string.format('%d', head + i)
+    local sp = string.format('%d', version + i - 1)
+    if ev[3] ~= '' then
+      redis.call('XADD', s.log, gp .. '-0', 's', sid, 't', ev[1], 'p', sp, 'g', ev[3], 'e', ev[2])
+      for tag in string.gmatch(ev[3], '[^,]+') do
+        if not by_tag[tag] then by_tag[tag] = {}; tags[#tags + 1] = tag end
+        local list = by_tag[tag]
+        list[#list + 1] = gp
+      end
+    else
+      redis.call('XADD', s.log, gp .. '-0', 's', sid, 't', ev[1], 'p', sp, 'e', ev[2])
+    end
+    if not by_type[ev[1]] then by_type[ev[1]] = {}; types[#types + 1] = ev[1] end
+    local list = by_type[ev[1]]
+    list[#list + 1] = gp
+    positions[i] = gp
+    bytes = bytes + #ev[2]
+  end
+  redis.call('RPUSH', s.stream_prefix .. sid, unpack(positions))
+  push_grouped(s.type_prefix, s.type_prefix, by_type, types)
+  push_grouped(s.tag_prefix, s.tag_prefix, by_tag, tags)
+  local first, last = head + 1, head + #events
+  local second = math.floor(tonumber(s.now_ms) / 1000)
+  if second > s.tsec then
+    redis.call('ZADD', s.times, s.now_ms, string.format('%d', first))
+    s.tsec = second
+  end
+  redis.call('HSET', s.meta, 'head', string.format('%d', last), 'tsec', string.format('%d', s.tsec))
+  redis.call('HINCRBY', s.meta, 'bytes', bytes)
+  if version == 0 then
+    redis.call('ZADD', s.streams, first, sid)
+    redis.call('HSET', s.created, sid, s.now)
+  end
+  redis.call('HSET', s.updated, sid, s.now)
+  -- The announcement: first globalPosition, stream, append time, first streamPosition, the
+  -- store's epoch (its uid: a listener tells a re-created store from the one it followed), then
+  -- the client's tail; receivers put the positions into each body (codec.decode_announcement).
+  local sep = '\31'
+  redis.call(s.publish, s.channel, string.format('%d', first) .. sep .. sid .. sep .. s.now_ms
+    .. sep .. string.format('%d', version) .. sep .. s.uid .. sep .. tail)
+  s.head = last
+  return first, last, version + #events
+end
+
+-- ``n`` events from ARGV[start]: type, body, tags, type, body, tags, ...
+local function events_at(start, n)
+  local events = {}
+  for i = 0, n - 1 do
+    local b = start + 3 * i
+    events[i + 1] = {ARGV[b], ARGV[b + 1], ARGV[b + 2]}
+  end
+  return events
+end

@@ -1,0 +1,71 @@
+-- Append to several streams of one store atomically (all or nothing, one transactionId), in one
+-- round trip (with lib/write.lua). A stream named twice continues from its first part.
+--
+-- KEYS: 1 meta hash, 2 log stream, 3 streams zset, 4 stream createdAt hash, 5 stream updatedAt
+--       hash, 6 idempotency key, 7 time index zset, 8 stream offsets hash
+-- ARGV: 1 now (ISO 8601), 2 uid for auto-create ('' = the store must exist), 3 live channel,
+--       4 publish command, 5 idempotency TTL seconds ('0' = no key), 6 transactionId,
+--       7 now in epoch ms, 8 stream index prefix, 9 type index prefix, 10 tag index prefix,
+--       11 number of streams k, then per stream: streamId, expected version, number of events,
+--       the announcement's tail; then every event (type, body, tags), stream after stream
+--
+-- Returns {'ok', created, first, last, version, first, last, version, ...} (per stream)
+--       | {'conflict', streamId, expected, current} | {'nostore'} | {'replay', record}
+-- A replay record is 'M' US transactionId then per stream RS streamId US first US last US version,
+-- or '409' US streamId US expected US current.
+local meta, ttl = KEYS[1], tonumber(ARGV[5])
+local US, RS = '\31', '\30'
+local uid, head, tsec = meta_state(meta)
+local created = 0
+if not uid then
+  if ARGV[2] == '' then return {'nostore'} end
+  uid = ARGV[2]
+  redis.call('HSET', meta, 'uid', uid, 'createdAt', ARGV[1], 'head', 0, 'settings', '{}')
+  head = 0
+  created = 1
+end
+if ttl > 0 then
+  local prev = redis.call('GET', KEYS[6])
+  if prev then
+    local bar = string.find(prev, '|', 1, true)
+    if string.sub(prev, 1, bar - 1) == uid then return {'replay', string.sub(prev, bar + 1)} end
+  end
+end
+
+local s = {meta = meta, log = KEYS[2], streams = KEYS[3], created = KEYS[4], updated = KEYS[5],
+  times = KEYS[7], offsets = KEYS[8], stream_prefix = ARGV[8], type_prefix = ARGV[9],
+  tag_prefix = ARGV[10], channel = ARGV[3], publish = ARGV[4], uid = uid, now = ARGV[1],
+  now_ms = ARGV[7], tsec = tsec, head = head}
+local k = tonumber(ARGV[11])
+local parts, versions = {}, {}
+local cursor = 12 + 4 * k
+for i = 0, k - 1 do
+  local b = 12 + 4 * i
+  local sid, expected, n = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
+  local version = versions[sid] or stream_version(s, sid)
+  local ok
+  if expected == 'any' then ok = true
+  elseif expected == 'no_stream' then ok = (version == 0)
+  elseif expected == 'stream_exists' then ok = (version > 0)
+  else ok = (tonumber(expected) == version) end
+  if not ok then
+    if ttl > 0 then
+      redis.call('SET', KEYS[6], uid .. '|409' .. US .. sid .. US .. expected .. US .. version,
+        'EX', ttl)
+    end
+    return {'conflict', sid, expected, version}
+  end
+  parts[i + 1] = {sid, version, events_at(cursor, n), ARGV[b + 3]}
+  versions[sid] = version + n
+  cursor = cursor + 3 * n
+end
+local out, record = {'ok', created}, 'M' .. US .. ARGV[6]
+for _, part in ipairs(parts) do
+  local first, last, after = write_events(s, part[1], part[2], part[3], part[4])
+  out[#out + 1] = first
+  out[#out + 1] = last
+  out[#out + 1] = after
+  record = record .. RS .. part[1] .. US .. first .. US .. last .. US .. after
+end
+if ttl > 0 then redis.call('SET', KEYS[6], uid .. '|' .. record, 'EX', ttl) end
+return out

@@ -1,0 +1,239 @@
+"""Appends over REST (contract sections 1 and 7): to one stream, to several streams atomically,
+and DeltaBase's DCB append and query (conditions checked and events appended in one atomic
+step: broker/log.py, docs/dcb.md). Served under both ``/event-stores`` and ``/api/event-stores``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from starlette.responses import Response
+
+from broker import AppendResult, ConditionFailed, LoggedEvent, codec, valid_store_name
+
+from ..auth import Permission, require
+from ..errors import ApiError, validation_error
+from ..runtime import Runtime, RuntimeDep
+from .bodies import (
+    AppendBody,
+    DcbAppendBody,
+    DcbQueryBody,
+    StreamsAppendBody,
+    body_schema,
+    json_response,
+    parse,
+    read_json,
+    stream_id_of,
+)
+
+router = APIRouter(tags=["event stores"])
+
+
+def events_json(events: tuple[LoggedEvent, ...]) -> Any:
+    return codec.fragment(codec.events_array(list(events)).encode())
+
+
+def stream_result(result: AppendResult) -> dict[str, Any]:
+    return {
+        "streamId": result.stream_id,
+        "nextExpectedStreamVersion": result.stream_version,
+        "currentStreamVersion": result.stream_version,
+        "eventsWritten": result.events_written,
+        "eventsAppended": result.events_written,
+        "createdNewStream": result.created_stream,
+        "globalPosition": result.last_position,
+        "transactionId": result.transaction_id,
+        "events": events_json(result.events),
+    }
+
+
+async def _admit(request: Request, rt: Runtime, store: str) -> Any:
+    """Who appends, within their rate, to a store that can exist."""
+    principal = await require(request, Permission.WRITE, store)
+    await rt.limits.hit(principal.key_id, "append")
+    if not valid_store_name(store):
+        raise ApiError(
+            "EVENT_STORE_NOT_FOUND",
+            f"event store '{store}' does not exist",
+            {"eventStoreName": store},
+        )
+    return principal
+
+
+def _check_count(rt: Runtime, count: int) -> None:
+    limit = rt.settings.max_events_per_append
+    if count > limit:
+        raise validation_error("events", f"at most {limit} events per append")
+
+
+def _idempotency(key: str | None) -> str | None:
+    if key is not None and not 1 <= len(key) <= 255:
+        raise validation_error("Idempotency-Key", "must be 1 to 255 characters")
+    return key
+
+
+async def _appended(rt: Runtime, store: str, results: list[AppendResult], started: float) -> None:
+    rt.metrics.append_duration.observe(time.perf_counter() - started)
+    if not results[0].replayed:
+        rt.metrics.events_appended.inc(sum(r.events_written for r in results))
+    if results[0].created_store:
+        await rt.stores.register(store)
+
+
+async def _append(
+    store: str,
+    stream_id: str,
+    request: Request,
+    rt: RuntimeDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    await _admit(request, rt, store)
+    stream_id = stream_id_of(stream_id)
+    body = parse(AppendBody, await read_json(request, rt.settings.max_body_bytes))
+    _check_count(rt, len(body.events))
+    options = body.options
+    expected = options.expectedStreamVersion if options else None
+    if expected is None:
+        expected = body.expectedStreamVersion
+    key = _idempotency(
+        idempotency_key
+        if idempotency_key is not None
+        else (options.idempotencyKey if options else None)
+    )
+    started = time.perf_counter()
+    result = await rt.log.append(
+        store,
+        stream_id,
+        [e.new() for e in body.events],
+        expected="any" if expected is None else expected,
+        idempotency_key=key,
+        auto_create=rt.settings.auto_create,
+    )
+    await _appended(rt, store, [result], started)
+    return json_response(codec.dumps({"success": True, **stream_result(result)}), 201)
+
+
+for _path, _summary in (
+    ("/event-stores/{store}/streams/{stream_id}", "Append events to a stream"),
+    ("/event-stores/{store}/streams/{stream_id}/events", "Append events to a stream (alias)"),
+):
+    router.add_api_route(
+        _path,
+        _append,
+        methods=["POST"],
+        status_code=201,
+        summary=_summary,
+        openapi_extra=body_schema(AppendBody),
+        name=_summary,
+    )
+
+
+@router.post(
+    "/event-stores/{store}/streams",
+    status_code=201,
+    openapi_extra=body_schema(StreamsAppendBody),
+    summary="Append to several streams atomically (all or nothing, one transactionId)",
+)
+async def append_streams(
+    store: str,
+    request: Request,
+    rt: RuntimeDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    await _admit(request, rt, store)
+    body = parse(StreamsAppendBody, await read_json(request, rt.settings.max_body_bytes))
+    _check_count(rt, sum(len(part.events) for part in body.streams))
+    parts = [
+        (
+            stream_id_of(part.streamId),
+            [e.new() for e in part.events],
+            "any" if part.expectedStreamVersion is None else part.expectedStreamVersion,
+        )
+        for part in body.streams
+    ]
+    key = _idempotency(idempotency_key if idempotency_key is not None else body.idempotencyKey)
+    started = time.perf_counter()
+    results = await rt.log.append_streams(
+        store, parts, idempotency_key=key, auto_create=rt.settings.auto_create
+    )
+    await _appended(rt, store, list(results), started)
+    every = tuple(e for r in results for e in r.events)
+    answer = {
+        "success": True,
+        "transactionId": results[0].transaction_id,
+        "eventsWritten": sum(r.events_written for r in results),
+        "eventsAppended": sum(r.events_written for r in results),
+        "globalPosition": results[-1].last_position,
+        "streams": [
+            {k: v for k, v in stream_result(r).items() if k not in ("events", "transactionId")}
+            for r in results
+        ],
+        "events": events_json(every),
+    }
+    return json_response(codec.dumps(answer), 201)
+
+
+@router.post(
+    "/event-stores/{store}/events",
+    status_code=201,
+    openapi_extra=body_schema(DcbAppendBody),
+    summary="DCB: append events with a condition, checked and appended atomically",
+)
+async def append_dcb(store: str, request: Request, rt: RuntimeDep) -> Response:
+    await _admit(request, rt, store)
+    body = parse(DcbAppendBody, await read_json(request, rt.settings.max_body_bytes))
+    _check_count(rt, len(body.events))
+    condition = after = None
+    if body.condition is not None:
+        condition = body.condition.failIfEventsMatch.parsed("condition.failIfEventsMatch")
+        after = body.condition.after
+    started = time.perf_counter()
+    try:
+        result = await rt.log.append_dcb(
+            store,
+            [e.new() for e in body.events],
+            condition=condition,
+            after=after,
+            auto_create=rt.settings.auto_create,
+        )
+    except ConditionFailed as exc:
+        # DeltaBase's shape: the error is the sentence, the positions beside it.
+        return json_response(
+            codec.dumps(
+                {
+                    "error": "Append condition failed",
+                    "message": exc.message,
+                    "details": exc.message,
+                    "conflictingPositions": exc.positions,
+                    "afterPosition": exc.after,
+                }
+            ),
+            409,
+        )
+    await _appended(rt, store, [result], started)
+    answer = {
+        "success": True,
+        "lastPosition": result.last_position,
+        "firstPosition": result.first_position,
+        "eventsAppended": result.events_written,
+        "transactionId": result.transaction_id,
+        "events": events_json(result.events),
+    }
+    return json_response(codec.dumps(answer), 201)
+
+
+@router.post(
+    "/event-stores/{store}/query",
+    openapi_extra=body_schema(DcbQueryBody),
+    summary="DCB: the events matching a query (types and tags), after a position",
+)
+async def query_dcb(store: str, request: Request, rt: RuntimeDep) -> Response:
+    await require(request, Permission.READ, store)
+    body = parse(DcbQueryBody, await read_json(request, rt.settings.max_body_bytes))
+    query = body.query.parsed("query")
+    events, last = await rt.log.dcb_query(store, query, after=body.after or 0, limit=body.limit)
+    return json_response(
+        codec.json_object({"lastPosition": last}, events=codec.events_array(events))
+    )

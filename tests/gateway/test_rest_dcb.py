@@ -1,0 +1,161 @@
+"""DeltaBase's DCB API and atomic multi-stream append over REST, sent in the shapes DeltaBase's
+documentation gives (reference/dcb, concepts/dynamic-consistency-boundary), on real Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_support import TestClient, assert_error
+
+STORE = "dcb"
+
+# DeltaBase's reference example (POST /event-stores/{eventStoreName}/events), verbatim but for
+# `after`, which the example sets to 123 on a store we make empty.
+REGISTER = {
+    "events": [
+        {
+            "type": "UserRegistered",
+            "data": {"userId": "u1", "username": "alice"},
+            "tags": ["username:alice"],
+        }
+    ],
+    "condition": {
+        "failIfEventsMatch": {"items": [{"types": ["UserRegistered"], "tags": ["username:alice"]}]},
+        "after": 0,
+    },
+}
+QUERY = {
+    "query": {"items": [{"types": ["UserRegistered"], "tags": ["username:alice"]}]},
+    "after": 0,
+    "limit": 1000,
+}
+
+
+def make_store(client: TestClient, base: str) -> str:
+    assert client.post(base, json={"name": STORE}).status_code == 201
+    return f"{base}/{STORE}"
+
+
+def test_the_documented_dcb_flow_unique_usernames(client: TestClient, base: str) -> None:
+    url = make_store(client, base)
+    first = client.post(f"{url}/events", json=REGISTER)
+    assert first.status_code == 201, first.text
+    assert first.json()["lastPosition"] == 1
+    # readByQuery -> events + lastPosition
+    read = client.post(f"{url}/query", json=QUERY)
+    assert read.status_code == 200, read.text
+    body = read.json()
+    assert body["lastPosition"] == 1
+    (event,) = body["events"]
+    assert event["type"] == "UserRegistered" and event["tags"] == ["username:alice"]
+    assert event["streamId"] == "__dcb__" and event["globalPosition"] == 1
+    assert event["data"] == {"userId": "u1", "username": "alice"}
+    # A second registration of the same username, conditioned on what was read: refused.
+    again = client.post(f"{url}/events", json=REGISTER)
+    assert again.status_code == 409
+    conflict = again.json()
+    assert conflict["error"] == "Append condition failed"
+    assert conflict["conflictingPositions"] == [1] and conflict["afterPosition"] == 0
+    assert isinstance(conflict["details"], str)
+    # After the position the reader saw, nothing conflicts: bob may register.
+    bob: dict[str, Any] = {
+        "events": [
+            {"type": "UserRegistered", "data": {"username": "bob"}, "tags": ["username:bob"]}
+        ],
+        "condition": {
+            "failIfEventsMatch": {
+                "items": [{"types": ["UserRegistered"], "tags": ["username:bob"]}]
+            },
+            "after": body["lastPosition"],
+        },
+    }
+    assert client.post(f"{url}/events", json=bob).status_code == 201
+    everyone = client.post(
+        f"{url}/query", json={"query": {"items": [{"types": ["UserRegistered"]}]}}
+    ).json()
+    assert [e["data"]["username"] for e in everyone["events"]] == ["alice", "bob"]
+    # The reserved stream is the DCB API's alone.
+    assert_error(client.get(f"{url}/streams/__dcb__"), 400, "VALIDATION_ERROR")
+    assert_error(
+        client.post(f"{url}/streams/__dcb__", json={"events": [{"type": "x", "data": {}}]}),
+        400,
+        "VALIDATION_ERROR",
+    )
+
+
+def test_dcb_bad_input(client: TestClient, base: str) -> None:
+    url = make_store(client, base)
+    cases = [
+        {"events": [{"type": "A", "data": {}, "tags": ["a,b"]}]},  # commas are forbidden
+        {"events": [{"type": "A", "data": {}}], "condition": {"failIfEventsMatch": {"items": []}}},
+        {
+            "events": [{"type": "A", "data": {}}],
+            "condition": {"failIfEventsMatch": {"items": [{}]}},
+        },
+        {"events": [{"type": "A", "data": {}}], "condition": {"after": 3}},
+        {"events": []},
+    ]
+    for body in cases:
+        assert_error(client.post(f"{url}/events", json=body), 400, "VALIDATION_ERROR")
+    assert_error(
+        client.post(f"{url}/query", json={"query": {"items": [{"x": 1}]}}), 400, "VALIDATION_ERROR"
+    )
+
+
+def test_stream_appends_carry_tags_and_string_schema_versions(
+    client: TestClient, base: str
+) -> None:
+    url = make_store(client, base)
+    response = client.post(
+        f"{url}/streams/product:789",
+        json={
+            "events": [
+                {
+                    "type": "product.created",
+                    "data": {"sku": "x"},
+                    "schemaVersion": "1.0.0",
+                    "tags": ["sku:x"],
+                }
+            ]
+        },
+    )
+    assert response.status_code == 201, response.text
+    (event,) = response.json()["events"]
+    assert event["schemaVersion"] == "1.0.0" and event["tags"] == ["sku:x"]
+    read = client.get(f"{url}/streams/product:789").json()["events"]
+    assert read == response.json()["events"]
+    found = client.post(f"{url}/query", json={"query": {"items": [{"tags": ["sku:x"]}]}})
+    assert [e["globalPosition"] for e in found.json()["events"]] == [1]
+
+
+def test_multi_stream_append_is_all_or_nothing(client: TestClient, base: str) -> None:
+    url = make_store(client, base)
+    # DeltaBase's multiStreamAppend example, as the HTTP body.
+    body = {
+        "streams": [
+            {
+                "streamId": "order-123",
+                "events": [{"type": "order.created", "data": {"orderId": "123"}}],
+                "expectedStreamVersion": "no_stream",
+            },
+            {
+                "streamId": "customer-456",
+                "events": [{"type": "customer.orderAdded", "data": {"orderId": "123"}}],
+                "expectedStreamVersion": 7,
+            },
+        ]
+    }
+    refused = client.post(f"{url}/streams", json=body)
+    error = assert_error(refused, 409, "STREAM_VERSION_CONFLICT")
+    assert error["details"]["streamId"] == "customer-456"
+    assert client.get(f"{url}/streams/order-123").json()["events"] == []  # nothing written
+    body["streams"][1]["expectedStreamVersion"] = "no_stream"
+    done = client.post(f"{url}/streams", json=body, headers={"Idempotency-Key": "k1"})
+    assert done.status_code == 201, done.text
+    result = done.json()
+    assert [s["streamId"] for s in result["streams"]] == ["order-123", "customer-456"]
+    assert {e["transactionId"] for e in result["events"]} == {result["transactionId"]}
+    assert [e["globalPosition"] for e in result["events"]] == [1, 2]
+    replay = client.post(f"{url}/streams", json=body, headers={"Idempotency-Key": "k1"})
+    assert replay.status_code == 201 and replay.json() == result
+    assert client.get(f"{base}/{STORE}").json()["statistics"]["headPosition"] == 2
