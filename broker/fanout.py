@@ -238,7 +238,11 @@ class LiveSubscription:
         i = 0
         while i < len(page):
             event = page[i]
-            if event.global_position > self.cursor and flt.matches(event.stream_id, event.type):
+            if (
+                event.global_position > self.cursor
+                and flt.matches(event.stream_id, event.type)
+                and (not flt.contents or flt.accepts(codec.event_of(event.json)))
+            ):
                 if not sink.send_event(self, event):
                     await sink.wait_room()
                     if self.state != "catching-up":
@@ -577,7 +581,13 @@ class Fanout:
         delivered = 0
         for event in events:
             if index:
+                decoded = None  # the event's JSON, decoded once for the content filters
                 for sub in index.match(event.stream_id, event.type):
+                    if sub.filter.contents:
+                        if decoded is None:
+                            decoded = codec.event_of(event.json)
+                        if not sub.filter.accepts(decoded):
+                            continue
                     if sub.offer(event):
                         delivered += 1
             feed.seen = event.global_position

@@ -141,8 +141,9 @@ class Authenticator:
         if grant.key_id != "admin" and not await self.keys.alive([grant.key_id]):
             raise self._refuse("revoked", "the API key that issued this token was revoked")
         narrowing = None
-        if grant.patterns is not None or grant.stream_id is not None:
-            narrowing = Filter(grant.patterns or ("*",), grant.stream_id)
+        if grant.patterns is not None or grant.stream_id is not None or grant.content:
+            contents = (grant.content,) if grant.content else ()
+            narrowing = Filter(grant.patterns or ("*",), grant.stream_id, contents)
         return Principal(
             name=f"token of key {grant.key_id}",
             permissions=frozenset({Permission.READ, Permission.CONNECT}),

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import jwt
 
+from broker import Content, InvalidFilter
+
 log = logging.getLogger("deltagate.auth")
 
 AUDIENCE = "deltagate-ws"
@@ -39,6 +41,8 @@ class Grant:
     patterns: tuple[str, ...] | None
     stream_id: str | None
     expires_at: float
+    content: Content | None = None
+    """Content conditions every subscription made with the token is held to."""
 
 
 class TokenSigner:
@@ -62,6 +66,7 @@ class TokenSigner:
         ttl: int = DEFAULT_TTL,
         patterns: list[str] | None = None,
         stream_id: str | None = None,
+        content: Content | None = None,
     ) -> tuple[str, float]:
         now = int(time.time())
         expires = now + ttl
@@ -76,6 +81,10 @@ class TokenSigner:
             claims["flt"] = patterns
         if stream_id is not None:
             claims["sid"] = stream_id
+        if content is not None and content.match_wire is not None:
+            claims["mch"] = content.match_wire
+        if content is not None and content.query is not None:
+            claims["qry"] = content.query.wire
         return jwt.encode(claims, self._keys[0], algorithm="HS256"), float(expires)
 
     def verify(self, token: str, store: str) -> Grant:
@@ -103,10 +112,17 @@ class TokenSigner:
         if claims["store"] != store:
             raise TokenError("FORBIDDEN", f"token is for event store '{claims['store']}'")
         flt = claims.get("flt")
+        content = None
+        if claims.get("mch") is not None or claims.get("qry") is not None:
+            try:
+                content = Content.parse(claims.get("mch"), claims.get("qry"))
+            except InvalidFilter:
+                raise TokenError("INVALID_TOKEN", "token holds an invalid filter") from None
         return Grant(
             key_id=str(claims["sub"]),
             store=store,
             patterns=tuple(flt) if isinstance(flt, list) and flt else None,
             stream_id=claims.get("sid"),
             expires_at=float(claims["exp"]),
+            content=content,
         )

@@ -180,6 +180,11 @@ class TokenBody(BaseModel):
     ttlSeconds: StrictInt = Field(300, ge=1, le=3600)
     eventFilter: StrictStr | list[StrictStr] | None = None
     streamId: StrictStr | None = None
+    match: dict[str, Any] | None = None
+    """``{data?, metadata?}``: every subscription made with the token only gets events whose
+    data / metadata contain these."""
+    query: dict[str, Any] | None = None
+    """A DCB query ``{items: [{types?, tags?}]}`` every subscription is held to."""
 
 
 def parse(model: type[M], value: Any) -> M:

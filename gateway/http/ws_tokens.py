@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from broker import Filter, InvalidFilter, codec
+from broker import Content, Filter, InvalidFilter, codec
 
 from ..auth import Permission, check, require
 from ..errors import validation_error
@@ -36,6 +36,13 @@ async def mint_token(store: str, request: Request, rt: RuntimeDep) -> Response:
         except InvalidFilter as exc:
             raise validation_error("eventFilter", str(exc)) from None
         patterns = list(flt.patterns)
+    content = None
+    if body.match is not None or body.query is not None:
+        try:
+            content = Content.parse(body.match, body.query)
+        except InvalidFilter as exc:
+            field = "query" if "query" in str(exc) else "match"
+            raise validation_error(field, str(exc)) from None
     await rt.log.head(store)  # unknown store -> 404
     token, expires = rt.auth.tokens.mint(
         key_id=principal.key_id or "admin",
@@ -43,6 +50,7 @@ async def mint_token(store: str, request: Request, rt: RuntimeDep) -> Response:
         ttl=body.ttlSeconds,
         patterns=patterns,
         stream_id=body.streamId,
+        content=content,
     )
     expires_at = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
     return json_response(codec.dumps({"token": token, "expiresAt": expires_at}), 201)

@@ -83,7 +83,15 @@ async def events_ws(ws: WebSocket) -> None:
         connect_filter = ws.query_params.get("filter")
         if connect_filter:
             try:
-                await session.subscribe(protocol.parse_connect_filter(connect_filter))
+                subscribe = protocol.parse_connect_filter(connect_filter)
+            except protocol.ProtocolError as exc:
+                # As DeltaBase documents: say so, then deliver what the credentials allow.
+                session.reply(protocol.error(exc.code, exc.message, exc.subscription_id))
+                subscribe = protocol.Subscribe(
+                    session.allowed or protocol.parse_filter("*", None), "latest", None
+                )
+            try:
+                await session.subscribe(subscribe)
             except protocol.ProtocolError as exc:
                 session.reply(protocol.error(exc.code, exc.message, exc.subscription_id))
         while session.state == "open":

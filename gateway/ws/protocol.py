@@ -6,7 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from broker import MAX_POSITION, Filter, InvalidFilter, StartPosition, check_name, codec
+from broker import (
+    MAX_POSITION,
+    Content,
+    Filter,
+    InvalidFilter,
+    StartPosition,
+    check_name,
+    codec,
+)
 
 
 class ProtocolError(Exception):
@@ -66,9 +74,19 @@ def parse_subscription_id(value: object) -> str | None:
         raise ProtocolError("VALIDATION_ERROR", str(exc)) from None
 
 
-def parse_filter(patterns: object, stream_id: object, sub_id: str | None = None) -> Filter:
+def parse_filter(
+    patterns: object,
+    stream_id: object,
+    sub_id: str | None = None,
+    *,
+    match: object = None,
+    query: object = None,
+) -> Filter:
+    """A subscription's filter: type patterns (or a DCB query's types standing for them), a
+    stream, and content conditions (``match: {data?, metadata?}`` containment, ``query``)."""
     try:
-        return Filter.parse(patterns, stream_id)
+        content = Content.parse(match, query) if match is not None or query is not None else None
+        return Filter.parse(patterns, stream_id, content)
     except InvalidFilter as exc:
         raise ProtocolError("VALIDATION_ERROR", str(exc), sub_id) from None
 
@@ -86,9 +104,15 @@ def parse(text: str) -> Action:
         return Ping()
     if action == "subscribe":
         sub_id = parse_subscription_id(message.get("subscriptionId"))
-        if "eventFilter" not in message:
-            raise ProtocolError("VALIDATION_ERROR", "eventFilter is required", sub_id)
-        flt = parse_filter(message["eventFilter"], message.get("streamId"), sub_id)
+        if "eventFilter" not in message and "query" not in message:
+            raise ProtocolError("VALIDATION_ERROR", "eventFilter (or query) is required", sub_id)
+        flt = parse_filter(
+            message.get("eventFilter"),
+            message.get("streamId"),
+            sub_id,
+            match=message.get("match"),
+            query=message.get("query"),
+        )
         try:
             position = parse_position(message.get("position"))
         except ProtocolError as exc:
@@ -117,15 +141,21 @@ def parse(text: str) -> Action:
     )
 
 
+CONNECT_FILTER = "{type?, streamId?, data?, metadata?}"
+
+
 def parse_connect_filter(raw: str) -> Subscribe:
-    """``?filter={"type"?, "streamId"?}`` given at connect: one subscription from latest."""
+    """``?filter={"type"?, "streamId"?, "data"?, "metadata"?}`` given at connect (DeltaBase's):
+    one subscription from latest; ``data``/``metadata`` match by containment."""
     try:
         value = codec.loads(raw)
     except codec.JSONDecodeError:
-        raise ProtocolError("VALIDATION_ERROR", "filter must be JSON: {type?, streamId?}") from None
-    if not isinstance(value, dict):
-        raise ProtocolError("VALIDATION_ERROR", "filter must be a JSON object {type?, streamId?}")
-    return Subscribe(parse_filter(value.get("type", "*"), value.get("streamId")), "latest", None)
+        raise ProtocolError("VALIDATION_ERROR", f"filter must be JSON: {CONNECT_FILTER}") from None
+    if not isinstance(value, dict) or not set(value) <= {"type", "streamId", "data", "metadata"}:
+        raise ProtocolError("VALIDATION_ERROR", f"filter must be a JSON object {CONNECT_FILTER}")
+    match = {k: value[k] for k in ("data", "metadata") if value.get(k) is not None} or None
+    flt = parse_filter(value.get("type", "*"), value.get("streamId"), match=match)
+    return Subscribe(flt, "latest", None)
 
 
 # -- server messages --------------------------------------------------------------------------

@@ -247,14 +247,18 @@ class Session:
                 f"at most {self.max_subscriptions} subscriptions per connection",
                 sub_id,
             )
-        if self.allowed is not None and not self.allowed.covers(action.filter):
-            raise protocol.ProtocolError(
-                "FORBIDDEN", "this token does not allow that filter or stream", sub_id
-            )
+        flt = action.filter
+        if self.allowed is not None:
+            if not self.allowed.covers(flt):
+                raise protocol.ProtocolError(
+                    "FORBIDDEN", "this token does not allow that filter or stream", sub_id
+                )
+            for limit in self.allowed.contents:  # the token's content limits hold too
+                flt = flt.within(limit)
         try:
             made = await self.fanout.subscribe(
                 self.store,
-                action.filter,
+                flt,
                 self,
                 sub_id=sub_id,
                 position=action.position,

@@ -1,0 +1,137 @@
+"""Filters on content, end to end on a real pod (contract section 7): DeltaBase's WebSocket
+``?filter`` with ``data``/``metadata`` containment, the subscribe message's ``match`` and DCB
+``query`` (live subscriptions by tag), a ``?filter`` that cannot be parsed, and a browser token's
+content limits that no subscription can leave."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from tests.e2e.wsclient import Client
+from tests.harness import Pod, spawn_pods
+
+STORE = "content"
+
+
+def append(
+    pod: Pod, stream: str, events: list[dict[str, Any]], headers: dict[str, str] | None = None
+) -> None:
+    response = httpx.post(
+        f"{pod.url}/event-stores/{STORE}/streams/{stream}",
+        json={"events": events},
+        headers=headers or {},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+
+
+def order(status: str, region: str = "eu", tags: list[str] | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "order.updated",
+        "data": {"status": status, "total": {"amount": 5, "currency": "EUR"}},
+        "metadata": {"region": region},
+    }
+    if tags:
+        event["tags"] = tags
+    return event
+
+
+async def connected(pod: Pod, query: str = "") -> Client:
+    client = Client(pod.ws_url, STORE)
+    await client.connect(query=query)
+    return client
+
+
+async def test_deltabase_filter_on_data_delivers_only_what_matches(
+    pods: list[Pod], redis_url: str
+) -> None:
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    append(pod, "o-0", [order("pending")])  # creates the store
+    flt = {"type": "order.updated", "data": {"status": "completed"}}
+    client = await connected(pod, "?filter=" + quote(json.dumps(flt)))
+    await client.wait(lambda: client.got.subscribed, what="subscribed at connect")
+    for status in ("pending", "completed", "shipped", "completed"):
+        append(pod, "o-1", [order(status)])
+    await client.wait(lambda: len(client.got.events) == 2, what="the completed ones")
+    assert [e["data"]["status"] for e in client.got.events] == ["completed", "completed"]
+    assert client.got.positions == [3, 5]
+    await client.disconnect()
+
+
+async def test_match_and_query_on_subscribe_live_and_replayed(
+    pods: list[Pod], redis_url: str
+) -> None:
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    append(pod, "o-1", [order("shipped", "eu", ["user:1"]), order("shipped", "us", ["user:2"])])
+    client = await connected(pod)
+    await client.send(
+        action="subscribe",
+        subscriptionId="eu-shipped",
+        eventFilter="order.*",
+        match={
+            "data": {"status": "shipped", "total": {"currency": "EUR"}},
+            "metadata": {"region": "eu"},
+        },
+        position="earliest",
+    )
+    await client.send(
+        action="subscribe",
+        subscriptionId="user-2",
+        query={"items": [{"tags": ["user:2"]}]},
+        position="earliest",
+    )
+    await client.wait(lambda: len(client.got.subscribed) == 2, what="two subscriptions")
+    append(pod, "o-2", [order("shipped", "eu", ["user:2"]), order("pending", "eu", ["user:2"])])
+    await client.wait(lambda: len(client.got.events) == 5, what="replayed and live matches")
+    raw = client.got.events
+    assert sorted(e["globalPosition"] for e in raw) == [1, 2, 3, 3, 4]
+    await client.disconnect()
+
+
+async def test_a_filter_that_cannot_be_parsed_is_reported_then_everything_flows(
+    pods: list[Pod], redis_url: str
+) -> None:
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    append(pod, "o-0", [order("pending")])
+    client = await connected(pod, "?filter=" + quote("{not json"))
+    await client.wait(lambda: client.got.errors and client.got.subscribed, what="error, then all")
+    assert client.got.errors[0]["error"] == "VALIDATION_ERROR"
+    append(pod, "x-1", [{"type": "anything.else", "data": {}}])
+    await client.wait(lambda: client.got.positions == [2], what="all events")
+    await client.disconnect()
+
+
+async def test_a_token_content_limit_holds_for_every_subscription(
+    pods: list[Pod], redis_url: str
+) -> None:
+    admin = {"X-API-Key": "admin-key-for-content-tests"}
+    (pod,) = spawn_pods(
+        pods,
+        redis_url,
+        1,
+        DELTAGATE_AUTH="enabled",
+        DELTAGATE_ADMIN_KEY=admin["X-API-Key"],
+        DELTAGATE_TOKEN_SECRET="x" * 32,
+    )
+    append(pod, "o-0", [order("pending", "eu")], admin)
+    minted = httpx.post(
+        f"{pod.url}/event-stores/{STORE}/ws-tokens",
+        headers=admin,
+        json={
+            "match": {"metadata": {"region": "eu"}},
+            "query": {"items": [{"types": ["order.updated"]}]},
+        },
+    )
+    assert minted.status_code == 201, minted.text
+    client = await connected(pod, "?token=" + minted.json()["token"])
+    await client.subscribe("*", "earliest")  # asks for everything
+    append(pod, "o-1", [order("shipped", "us"), order("shipped", "eu")], admin)
+    append(pod, "x-1", [{"type": "other.thing", "data": {}, "metadata": {"region": "eu"}}], admin)
+    append(pod, "o-2", [order("delivered", "eu")], admin)
+    await client.wait(lambda: len(client.got.events) == 3, what="the token's share")
+    assert client.got.positions == [1, 3, 5]
+    await client.disconnect()
