@@ -54,6 +54,7 @@ from .types import (
     StartPosition,
     StoreInfo,
     StreamInfo,
+    TimeStart,
     now_iso,
 )
 from .webhooks import (
@@ -120,6 +121,7 @@ __all__ = [
     "StreamSlice",
     "Subscribed",
     "SubscriptionNotFound",
+    "TimeStart",
     "Unavailable",
     "VersionConflict",
     "WebhookConfig",

@@ -26,7 +26,7 @@ from .pages import PageReader
 from .pubsub import Listener
 from .reader import Slice
 from .redis import call
-from .types import LoggedEvent
+from .types import LoggedEvent, StartPosition, TimeStart
 
 log = logging.getLogger("deltagate.fanout")
 
@@ -374,7 +374,7 @@ class Fanout:
         sink: Sink,
         *,
         sub_id: str,
-        position: int | Literal["latest", "earliest"] = "latest",
+        position: StartPosition = "latest",
         epoch: str | None = None,
         context: Any = None,
     ) -> Subscribed:
@@ -402,6 +402,12 @@ class Fanout:
         if reset is not None:
             position = "earliest"
             self.stats.resets += 1
+        elif isinstance(position, TimeStart):
+            try:
+                position = await self._log.first_at(store, position.moment) - 1
+            except BaseException:
+                self._release(feed)
+                raise
         if position == "latest":
             cursor, replaying = head, False
         else:

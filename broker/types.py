@@ -18,9 +18,33 @@ GlobalPosition = int
 MAX_POSITION = 2**53
 """The largest position any request may name: JSON numbers are exact up to here in every client."""
 
-StartPosition = GlobalPosition | Literal["latest", "earliest"]
+
+@dataclass(frozen=True, slots=True)
+class TimeStart:
+    """Start at the first event created at or after ``moment`` (``position: {"time": ...}``)."""
+
+    moment: datetime
+
+    @classmethod
+    def parse(cls, value: object) -> TimeStart:
+        """``{"time": "2026-12-01T10:00:00Z"}`` (ISO 8601; a time without zone is UTC)."""
+        text = value.get("time") if isinstance(value, dict) and set(value) == {"time"} else None
+        if not isinstance(text, str) or len(text) > 64:
+            raise ValueError('a time position is {"time": "<ISO 8601 instant>"}')
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an ISO 8601 time") from None
+        return cls(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+    @property
+    def wire(self) -> dict[str, str]:
+        return {"time": self.moment.isoformat().replace("+00:00", "Z")}
+
+
+StartPosition = GlobalPosition | Literal["latest", "earliest"] | TimeStart
 """Where a live subscription or a webhook starts: after the head at subscribe time, from the
-first retained event, or after a globalPosition (exclusive)."""
+first retained event, after a globalPosition (exclusive), or from a time."""
 
 
 def iso_at(epoch_seconds: float) -> str:

@@ -12,6 +12,7 @@ from broker import (
     Filter,
     InvalidFilter,
     StartPosition,
+    TimeStart,
     check_name,
     codec,
 )
@@ -59,9 +60,15 @@ def parse_position(value: object) -> StartPosition:
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_POSITION:
         return value
+    if isinstance(value, dict):
+        try:
+            return TimeStart.parse(value)
+        except ValueError as exc:
+            raise ProtocolError("VALIDATION_ERROR", f"position: {exc}") from None
     raise ProtocolError(
         "VALIDATION_ERROR",
-        "position must be 'latest', 'earliest' or a globalPosition (integer >= 0)",
+        "position must be 'latest', 'earliest', a globalPosition (integer >= 0) or "
+        '{"time": "<ISO 8601>"}',
     )
 
 
