@@ -25,6 +25,7 @@ from _common import (
     Context,
     KeepAliveHttp,
     Window,
+    api_keys,
     closed_loop,
     deltagate,
     launch,
@@ -191,9 +192,12 @@ async def http_phase(
     ctx: Context, admin: aioredis.Redis, gateway: DeltagateProcess, size: int
 ) -> Row:
     await admin.flushall()
+    keys = await api_keys(ctx)  # the flush took the last phase's
     bodies = [orjson.dumps({"events": b}) for b in batches(size, seed=size)]
     paths = [f"/event-stores/{STORE}/streams/{stream_of(n)}".encode() for n in range(STREAMS)]
-    connections = [await KeepAliveHttp.open(gateway.port) for _ in range(CONCURRENCY)]
+    connections = [
+        await KeepAliveHttp.open(gateway.port, keys.write_headers) for _ in range(CONCURRENCY)
+    ]
 
     def worker(conn: KeepAliveHttp, w: int) -> Callable[[int], Awaitable[None]]:
         async def append(i: int) -> None:

@@ -156,6 +156,7 @@ async def run(args: argparse.Namespace, names: list[str], command: str) -> tuple
                 quick=args.quick,
                 python=sys.executable,
                 logs=Path(tmp),
+                output=args.output.resolve(),
             )
             return await run_modules(args, names, command, ctx, client)
         finally:
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         text, ok = runner.run(run(args, names, command))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(
         f"wrote {os.path.relpath(args.output)} in {time.monotonic() - started:.0f} s"

@@ -1,6 +1,7 @@
-"""The fan-out ceiling: the least a Python server on deltagate's stack can do per delivery.
+"""The queued broadcast: the fan-out's second Python reference (the first, the ceiling, is the
+bare broadcast of ``bench/_bare.py``).
 
-    python bench/_ceiling.py PORT
+    python bench/_queued.py PORT
 
 Not a benchmark itself (``run.py`` skips modules whose name starts with ``_``). A plain Starlette
 app under uvicorn (uvloop, ``ws="websockets-sansio"``, httptools): no Redis, no filters, no
@@ -15,7 +16,8 @@ auth. It speaks just enough of deltagate's protocol for the same load generator 
 
 Each connection has a non-blocking outgoing queue (bounded like deltagate's default outbox,
 1,024 frames; a frame that does not fit is dropped and counted) and one writer task that sends
-everything queued per wake-up.
+everything queued per wake-up: what a server that never awaits one client in a loop over many
+pays on top of the bare broadcast. Served by ``_bare.serve`` (the same uvicorn settings).
 """
 
 from __future__ import annotations
@@ -23,15 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import resource
-import sys
 import uuid
 from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import uvicorn
+from _bare import ready, serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -132,10 +132,6 @@ async def stats(request: Request) -> Response:
     return Response(orjson.dumps(STATS), media_type="application/json")
 
 
-async def ready(request: Request) -> Response:
-    return Response(b"ok")
-
-
 async def replay(store: Store, conn: Conn, prefix: str, after: int) -> None:
     """Queue every event after ``after`` from memory at the writer's pace, then go live with
     no await between the last check and the registration (so nothing is missed)."""
@@ -216,23 +212,5 @@ app = Starlette(
 )
 
 
-def main() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=int(sys.argv[1]),
-        loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-    )
-
-
 if __name__ == "__main__":
-    main()
+    serve(app)
