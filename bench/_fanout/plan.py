@@ -52,6 +52,13 @@ class Plan:
     settle: float
     """Factor on the pauses that let a server settle between phases."""
 
+    @property
+    def repetitions(self) -> str:
+        """How many repetitions, in words."""
+        if self.repeats == 1:
+            return "one repetition"
+        return f"{self.repeats} alternating repetitions"
+
     @classmethod
     def of(cls, ctx: Context) -> Plan:
         if ctx.quick:

@@ -44,7 +44,7 @@ def report(m: Measured, plan: Plan, ctx: Context, elapsed: float) -> str:
     parts = [
         "## WebSocket fan-out",
         *setup(m, plan, elapsed),
-        f"### Headline ({runs(plan)}: median (min..max))",
+        f"### Headline ({plan.repetitions}: median (min..max))",
         headline(m),
         "\n".join(ratios(m)),
         *figures(m, ctx),
@@ -80,12 +80,6 @@ def report(m: Measured, plan: Plan, ctx: Context, elapsed: float) -> str:
     return "\n\n".join(parts)
 
 
-def runs(plan: Plan) -> str:
-    if plan.repeats == 1:
-        return "one repetition"
-    return f"{plan.repeats} alternating repetitions"
-
-
 # -- prose ----------------------------------------------------------------------------------
 
 
@@ -97,7 +91,7 @@ def setup(m: Measured, plan: Plan, elapsed: float) -> list[str]:
     return [
         "The servers, one process each on 127.0.0.1, started side by side and driven in turn "
         "by the same load generator; every step runs once on each server, then again "
-        f"({runs(plan)}), so a burst of other work on the host hits all of them:",
+        f"({plan.repetitions}), so a burst of other work on the host hits all of them:",
         servers,
         f"The load generator (`bench/_loadgen.py`, picows on uvloop) runs in {SUB_WORKERS} "
         "subscriber processes and 1 appender process (the busiest subscriber process used "

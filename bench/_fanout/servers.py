@@ -103,7 +103,8 @@ class Server:
         return self.keys.write_headers if self.keys else None
 
     def pids(self) -> list[int]:
-        return [p.pid for p in self.processes]
+        """Every process id of the server (a process with children, nginx, lists its own)."""
+        return [i for p in self.processes for i in (p.pids() if hasattr(p, "pids") else [p.pid])]
 
     def cpu(self) -> float:
         return sum(process_cpu(pid) for pid in self.pids())
