@@ -142,14 +142,18 @@ async def api_keys(ctx: Context) -> ApiKeys:
 
 def deltagate(ctx: Context, command: str, env: dict[str, str] | None = None) -> DeltagateProcess:
     """``deltagate <command>`` on the run's Redis, logging warnings only, with ``env``; not
-    started yet."""
+    started yet. A dispatcher serves its status on ``DELTAGATE_DISPATCHER_PORT``, never the
+    gateway's port (as ``tests/webhooks/support.py`` starts one)."""
     port = free_port()
-    return DeltagateProcess(
+    process = DeltagateProcess(
         {"DELTAGATE_REDIS_URL": ctx.redis_url, "DELTAGATE_LOG_LEVEL": "warning", **(env or {})},
         port,
         command=command,
         log_path=ctx.logs / f"{command}-{port}.log",
     )
+    if command == "dispatcher":
+        process.env["DELTAGATE_DISPATCHER_PORT"] = process.env.pop("DELTAGATE_PORT")
+    return process
 
 
 async def launch(process: P, ready_seconds: float = 20.0) -> P:

@@ -10,6 +10,7 @@ The database is flushed before each phase so every phase starts from an empty st
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import subprocess
 import time
@@ -21,9 +22,11 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from _common import (
+    BENCH_DIR,
     POD_ENV,
     Context,
     KeepAliveHttp,
+    Spread,
     Window,
     api_keys,
     closed_loop,
@@ -39,7 +42,8 @@ from _common import (
 )
 
 from broker import EventLog, NewEvent, RedisConfig, connect
-from tests.harness import DeltagateProcess
+from broker.keys import StoreKeys
+from tests.harness import ServerProcess, free_port
 
 STORE = "bench"
 STREAMS = 1000
@@ -93,6 +97,8 @@ class Row:
     """Of which XADD calls inside the script, per call of the script."""
     runs: list[float] = field(default_factory=list)
     """Events/s of every run of this phase (this row is the median one)."""
+    server_us: list[float] = field(default_factory=list)
+    """The server's CPU per event in every run (HTTP rows)."""
 
     @property
     def events_per_s(self) -> float:
@@ -188,9 +194,8 @@ async def broker_phase(ctx: Context, admin: aioredis.Redis, size: int) -> Row:
 # -- (b) one gateway pod over HTTP ----------------------------------------------------------
 
 
-async def http_phase(
-    ctx: Context, admin: aioredis.Redis, gateway: DeltagateProcess, size: int
-) -> Row:
+async def http_phase(ctx: Context, admin: aioredis.Redis, gateway: ServerProcess, size: int) -> Row:
+    """Appends over HTTP to ``gateway``: a deltagate pod (with a write key) or the ceiling."""
     await admin.flushall()
     keys = await api_keys(ctx)  # the flush took the last phase's
     bodies = [orjson.dumps({"events": b}) for b in batches(size, seed=size)]
@@ -216,9 +221,40 @@ async def http_phase(
     finally:
         for c in connections:
             c.close()
-    return measured_row(
-        f"HTTP, 1 gateway pod, {CONCURRENCY} keep-alive connections", size, window, cpu, stats
-    )
+    if isinstance(gateway, AppendCeiling):
+        await gateway.check(admin, window.requests * size)
+        path = f"HTTP, bare Starlette + append.lua (the ceiling), {CONCURRENCY} connections"
+    else:
+        path = f"HTTP, 1 gateway pod, {CONCURRENCY} keep-alive connections"
+    return measured_row(path, size, window, cpu, stats)
+
+
+class AppendCeiling(ServerProcess):
+    """``bench/_append_ceiling.py`` on a free port, on the run's Redis."""
+
+    name = "append ceiling"
+
+    def __init__(self, ctx: Context) -> None:
+        port = free_port()
+        super().__init__(port=port, log_path=ctx.logs / f"append-ceiling-{port}.log")
+        self.redis_url = ctx.redis_url
+        self.command = [ctx.python, str(BENCH_DIR / "_append_ceiling.py"), str(port), ctx.redis_url]
+
+    def argv(self) -> list[str]:
+        return self.command
+
+    async def check(self, admin: aioredis.Redis, at_least: int) -> None:
+        """Its appends are real: the store's head counts them and its newest event reads back
+        through the broker like any other."""
+        head = int(await admin.hget(StoreKeys(STORE).meta, "head") or 0)
+        client = connect(RedisConfig(url=self.redis_url))
+        try:
+            newest = await EventLog(client).read_after(STORE, head - 1, 1)
+        finally:
+            await client.aclose()
+        ok = head >= at_least and newest and newest[0].global_position == head
+        if not ok or orjson.loads(newest[0].json)["type"] != "order.placed":
+            raise RuntimeError(f"the append ceiling wrote {head} events, unreadable: {newest}")
 
 
 # -- (c) redis-benchmark XADD ---------------------------------------------------------------
@@ -273,6 +309,52 @@ def share(row: Row, who: str) -> str:
     return f"{row.cpu[who] / row.seconds:.0%}" if who in row.cpu else ""
 
 
+CEILING_GOALS = {1: 1.5}
+"""Issue 15: a single-event append's gateway CPU at most 1.5x the ceiling's per request."""
+GOAL_BATCHED_US = 3.0
+"""Issue 15: a 100-event append at most 3 us of gateway CPU per event."""
+
+
+def against_ceiling(rows: list[Row]) -> list[str]:
+    """deltagate's CPU per request as a ratio to the bare Starlette route's, per batch size."""
+    lines, cells = [], []
+    for size in BATCHES:
+        pod = next(r for r in rows if r.batch == size and "gateway pod" in r.path)
+        bare = next(r for r in rows if r.batch == size and "ceiling" in r.path)
+        mine = Spread.of([x * size for x in pod.server_us])
+        floor = Spread.of([x * size for x in bare.server_us])
+        ratio = mine.median / floor.median
+        cells.append(
+            [size, mine.text(1, bold=True), floor.text(1), f"**{ratio:.2f}x**",
+             num(mine.median / size, 1)]
+        )  # fmt: skip
+        if size in CEILING_GOALS:
+            lines.append(
+                f"- **{verdict(ratio <= CEILING_GOALS[size])}** {size}-event appends: gateway "
+                f"CPU per request {ratio:.2f}x the ceiling's (goal: at most "
+                f"{CEILING_GOALS[size]:g}x)"
+            )
+        else:
+            lines.append(
+                f"- **{verdict(mine.median / size <= GOAL_BATCHED_US)}** {size}-event appends: "
+                f"{mine.median / size:.1f} us of gateway CPU per event (goal: at most "
+                f"{GOAL_BATCHED_US:g}); {ratio:.2f}x the ceiling per request"
+            )
+    return [
+        "### Against the ceiling of an HTTP append (issue 15)",
+        "The ceiling (`bench/_append_ceiling.py`): a bare Starlette route under the same "
+        "uvicorn settings that parses the body with orjson and runs the same `EVALSHA` of "
+        "`append.lua` (the same keys and arguments) and answers the same JSON; no validation, "
+        "auth or metrics. It ran alternately with the pod (auth on, write key), the same load; "
+        "its appends are read back through the broker afterwards. CPU per request of the server "
+        "process, median (min..max) of the runs:",
+        table(
+            ["events/request", "deltagate us/req.", "ceiling us/req.", "ratio", "us/event"], cells
+        ),
+        "\n".join(lines),
+    ]
+
+
 def report(rows: list[Row], ctx: Context) -> str:
     main = table(
         [
@@ -323,6 +405,7 @@ def report(rows: list[Row], ctx: Context) -> str:
             if r.cpu
         ],
     )
+    versus = against_ceiling(rows)
     broker = next(r for r in rows if r.path.startswith("broker") and r.batch == 100)
     xadd = next(r for r in rows if "`f v`" in r.path and "-P 100" in r.path)
     sized = next(r for r in rows if "event body" in r.path)
@@ -359,6 +442,7 @@ def report(rows: list[Row], ctx: Context) -> str:
             f"{num(broker.events_per_s)} events/s (client at {share(broker, 'client')} of a "
             f"core, Redis at {share(broker, 'redis')}).",
             f"**{verdict(ratio <= TARGET)}**: XADD/broker = **{ratio:.2f}** (goal: <= {TARGET:g}).",
+            *versus,
             f"Against XADD `f v` ({num(xadd.events_per_s)}/s: two bytes per entry, Redis' "
             f"per-command floor) the ratio is {floor_ratio:.2f}: in this run the append script "
             f"took {opt(broker.script_us and broker.script_us / broker.batch)} us of Redis' time "
@@ -371,6 +455,27 @@ def report(rows: list[Row], ctx: Context) -> str:
     )
 
 
+async def alternate(ctx: Context, phases: list[Callable[[], Awaitable[Row]]]) -> list[Row]:
+    """Each phase ``ctx.repeats`` times, alternating (all phases once, then again): per phase
+    the run with the median events/s, knowing every run's events/s and server CPU."""
+    runs: list[list[Row]] = [[] for _ in phases]
+    for _ in range(ctx.repeats):
+        for done, phase in zip(runs, phases, strict=True):
+            done.append(await phase())
+    rows = []
+    for done in runs:
+        ordered = sorted(done, key=lambda r: r.events_per_s)
+        row = ordered[len(ordered) // 2]
+        row.runs = [r.events_per_s for r in ordered]
+        row.server_us = [r.per_event_us("gateway") or math.nan for r in done]
+        progress(
+            f"{row.path}, {row.batch}/request: {num(row.events_per_s)} events/s "
+            f"(runs: {', '.join(num(r) for r in row.runs)}), p99 {row.p99_ms:.2f} ms"
+        )
+        rows.append(row)
+    return rows
+
+
 async def main(ctx: Context) -> str:
     admin = aioredis.Redis(port=ctx.redis_port, decode_responses=True)
     rows: list[Row] = []
@@ -378,12 +483,16 @@ async def main(ctx: Context) -> str:
         for size in BATCHES:
             rows.append(await median(ctx, partial(broker_phase, ctx, admin, size)))
         gateway = deltagate(ctx, "serve", POD_ENV)
+        ceiling = AppendCeiling(ctx)
         try:
             await launch(gateway)
+            await launch(ceiling)
             for size in BATCHES:
-                rows.append(await median(ctx, partial(http_phase, ctx, admin, gateway, size)))
+                phases = [partial(http_phase, ctx, admin, p, size) for p in (gateway, ceiling)]
+                rows += await alternate(ctx, phases)
         finally:
             gateway.stop(timeout=15)
+            ceiling.stop(timeout=15)
         for pipeline, sized in ((1, False), (100, False), (100, True)):
             rows.append(await median(ctx, partial(redis_benchmark, ctx, admin, pipeline, sized)))
         await admin.flushall()
