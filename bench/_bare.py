@@ -29,6 +29,7 @@ from __future__ import annotations
 import resource
 import sys
 import uuid
+from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,38 +44,25 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 PREFIX = '{"type":"event","subscriptionId":"sub-1","event":'
 
 
-class Store:
-    __slots__ = ("head", "sockets", "versions")
+class Positions:
+    """A store's head and stream versions: where an append puts its events (``_queued`` too)."""
 
     def __init__(self) -> None:
         self.head = 0
         self.versions: dict[str, int] = {}
-        self.sockets: set[WebSocket] = set()
 
-
-STORES: dict[str, Store] = {}
-
-
-def store_of(name: str) -> Store:
-    store = STORES.get(name)
-    if store is None:
-        store = STORES[name] = Store()
-    return store
-
-
-async def append(request: Request) -> Response:
-    store = store_of(request.path_params["store"])
-    stream = request.path_params["stream"]
-    body = orjson.loads(await request.body())
-    transaction = str(uuid.uuid4())
-    created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    version = store.versions.get(stream, 0)
-    for event in body["events"]:
-        version += 1
-        store.head += 1
-        encoded = orjson.dumps(
-            {
-                "globalPosition": store.head,
+    def append(self, stream: str, events: list[dict[str, Any]]) -> tuple[list[str], bytes]:
+        """Each event's JSON as deltagate's log serves it (positions, ids, createdAt), encoded
+        once; and the append's answer, deltagate's append JSON."""
+        transaction = str(uuid.uuid4())
+        created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        version = self.versions.get(stream, 0)
+        encoded = []
+        for event in events:
+            version += 1
+            self.head += 1
+            fields = {
+                "globalPosition": self.head,
                 "streamPosition": version,
                 "streamId": stream,
                 "eventId": str(uuid.uuid4()),
@@ -84,24 +72,41 @@ async def append(request: Request) -> Response:
                 "transactionId": transaction,
                 "createdAt": created,
             }
-        ).decode()
-        message = {"type": "websocket.send", "text": PREFIX + encoded + "}"}
+            encoded.append(orjson.dumps(fields).decode())
+        self.versions[stream] = version
+        answer = {
+            "success": True,
+            "streamId": stream,
+            "nextExpectedStreamVersion": version,
+            "currentStreamVersion": version,
+            "eventsWritten": len(events),
+            "globalPosition": self.head,
+            "transactionId": transaction,
+        }
+        return encoded, orjson.dumps(answer)
+
+
+class Store(Positions):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sockets: set[WebSocket] = set()
+
+
+STORES: defaultdict[str, Store] = defaultdict(Store)
+
+
+async def append(request: Request) -> Response:
+    store = STORES[request.path_params["store"]]
+    events = orjson.loads(await request.body())["events"]
+    encoded, answer = store.append(request.path_params["stream"], events)
+    for event in encoded:
+        message = {"type": "websocket.send", "text": PREFIX + event + "}"}
         for ws in list(store.sockets):
             try:
                 await ws.send(message)
             except (WebSocketDisconnect, OSError, RuntimeError):
                 store.sockets.discard(ws)
-    store.versions[stream] = version
-    reply = {
-        "success": True,
-        "streamId": stream,
-        "nextExpectedStreamVersion": version,
-        "currentStreamVersion": version,
-        "eventsWritten": len(body["events"]),
-        "globalPosition": store.head,
-        "transactionId": transaction,
-    }
-    return Response(orjson.dumps(reply), 201, media_type="application/json")
+    return Response(answer, 201, media_type="application/json")
 
 
 async def ready(request: Request) -> Response:
@@ -109,7 +114,7 @@ async def ready(request: Request) -> Response:
 
 
 async def events_ws(ws: WebSocket) -> None:
-    store = store_of(ws.path_params["store"])
+    store = STORES[ws.path_params["store"]]
     await ws.accept()
     try:
         while True:

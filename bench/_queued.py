@@ -25,13 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import uuid
-from collections import deque
-from datetime import UTC, datetime
+from collections import defaultdict, deque
 from typing import Any
 
 import orjson
-from _bare import ready, serve
+from _bare import Positions, ready, serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -74,58 +72,29 @@ class Conn:
                     await send({"type": "websocket.send", "text": frame})
 
 
-class Store:
+class Store(Positions):
     def __init__(self) -> None:
+        super().__init__()
         self.log: list[str] = []
         """Event JSON by globalPosition - 1."""
-        self.versions: dict[str, int] = {}
         self.live: dict[Conn, str] = {}
         """Live connections and their frame prefix."""
 
 
-STORES: dict[str, Store] = {}
+STORES: defaultdict[str, Store] = defaultdict(Store)
 STATS = {"dropped": 0}
 
 
-def store_of(name: str) -> Store:
-    store = STORES.get(name)
-    if store is None:
-        store = STORES[name] = Store()
-    return store
-
-
 async def append(request: Request) -> Response:
-    store = store_of(request.path_params["store"])
-    stream = request.path_params["stream"]
-    body = orjson.loads(await request.body())
-    transaction = str(uuid.uuid4())
-    created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    version = store.versions.get(stream, 0)
-    live = store.live
-    for event in body["events"]:
-        version += 1
-        position = len(store.log) + 1
-        encoded = (
-            f'{{"globalPosition":{position},"streamPosition":{version},'
-            + orjson.dumps(
-                {
-                    "streamId": stream,
-                    "eventId": str(uuid.uuid4()),
-                    "type": event["type"],
-                    "data": event.get("data"),
-                    "schemaVersion": 1,
-                    "transactionId": transaction,
-                    "createdAt": created,
-                }
-            )[1:].decode()
-        )
-        store.log.append(encoded)
-        tail = encoded + "}"
-        for conn, prefix in live.items():
+    store = STORES[request.path_params["store"]]
+    events = orjson.loads(await request.body())["events"]
+    encoded, answer = store.append(request.path_params["stream"], events)
+    for event in encoded:
+        store.log.append(event)
+        tail = event + "}"
+        for conn, prefix in store.live.items():
             conn.push(prefix + tail)
-    store.versions[stream] = version
-    reply = {"success": True, "streamId": stream, "globalPosition": len(store.log)}
-    return Response(orjson.dumps(reply), 201, media_type="application/json")
+    return Response(answer, 201, media_type="application/json")
 
 
 async def stats(request: Request) -> Response:
@@ -159,7 +128,7 @@ _auto = itertools.count(1)
 
 
 async def events_ws(ws: WebSocket) -> None:
-    store = store_of(ws.path_params["store"])
+    store = STORES[ws.path_params["store"]]
     await ws.accept()
     conn = Conn(ws)
     writer = asyncio.get_running_loop().create_task(conn.writer())
