@@ -45,10 +45,14 @@ def lines(
         ys = [s.median for _, s in pts]
         below = [s.median - s.values[0] for _, s in pts]
         above = [s.values[-1] - s.median for _, s in pts]
-        ax.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=3, label=label)
+        ax.errorbar(
+            xs, ys, yerr=[below, above], marker="o", capsize=3, label=label.replace("`", "")
+        )
     ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -69,6 +73,7 @@ def bars(path: Path, title: str, ylabel: str, values: dict[str, Spread]) -> None
     above = [values[k].values[-1] - values[k].median for k in labels]
     drawn = ax.bar(labels, medians, yerr=[below, above], capsize=4, color="#4c78a8")
     ax.bar_label(drawn, labels=[f"{m:.1f}" for m in medians], padding=3)
+    ax.set_ylim(0, max(values[k].values[-1] for k in labels) * 1.15 if labels else 1)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
