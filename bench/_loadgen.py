@@ -23,7 +23,9 @@ import contextlib
 import random
 import sys
 import time
+import traceback
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -46,6 +48,13 @@ def event_json(sent: float, n: int) -> bytes:
 
 def stream_path(store: str, n: int) -> bytes:
     return f"/event-stores/{store}/streams/order-{n % STREAMS}".encode()
+
+
+def why(exc: BaseException) -> str:
+    """An exception in one line: its type, message and where it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"[:300]
 
 
 class Worker:
@@ -114,18 +123,21 @@ class Worker:
             options: dict[str, Any] = {}
             if sources:
                 options["local_addr"] = (sources[index % len(sources)], 0)
+
+            async def subscribed() -> Client:
+                await ws_connect(
+                    factory, url, websocket_handshake_timeout=timeout, extra_headers=headers,
+                    **options,
+                )  # fmt: skip
+                if (
+                    client is None
+                ):  # picows returns no listener when the server hung up mid-handshake
+                    raise ConnectionError("closed by the server during the handshake")
+                await client.subscribed
+                return client
+
             try:
-                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-                    await ws_connect(
-                        factory,
-                        url,
-                        websocket_handshake_timeout=timeout,
-                        extra_headers=headers,
-                        **options,
-                    )
-                    assert client is not None
-                    await client.subscribed
-                    return client
+                return await asyncio.wait_for(subscribed(), max(0.1, deadline - time.monotonic()))
             except BaseException:
                 if client is not None and client.transport is not None:
                     client.transport.disconnect()
@@ -140,7 +152,7 @@ class Worker:
                 except Exception as exc:
                     refused[0] += 1
                     if len(failures) < 5:
-                        failures.append(repr(exc)[:200])
+                        failures.append(why(exc))
                 if time.monotonic() + backoff >= deadline:
                     break
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))

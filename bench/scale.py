@@ -175,6 +175,13 @@ async def one_event(rig: Rig, pod: servers.Server, scale: Scale) -> None:
     )
 
 
+def caught(st: Storm) -> str:
+    if st.caught == st.clients:
+        return f"all {st.clients:,} caught up in **{st.seconds:.2f} s**"
+    limit = phases.STORM_LIMIT
+    return f"only **{st.caught:,} of {st.clients:,}** caught up within the {limit:g} s limit"
+
+
 def report(s: Scale, plan: Plan, elapsed: float) -> str:
     limited = s.subscribers < s.wanted
     rss_50k = s.base_rss + s.per_conn * s.wanted
@@ -230,7 +237,7 @@ def report(s: Scale, plan: Plan, elapsed: float) -> str:
         lines += [
             f"Reconnect storm: {st.clients:,} clients subscribe from `latest` and leave, "
             f"{st.events:,} events are appended, all come back at once resuming from the head "
-            f"they saw: {st.caught:,} caught up in **{st.seconds:.2f} s** (each got "
+            f"they saw: {caught(st)} (each got "
             f"{st.events_min}..{st.events_max} events; subscribed after {st.connect_s:.2f} s; "
             f"pod CPU {st.server_cpu:.1f} s; {st.refused:,} connects refused and retried).",
         ]

@@ -138,6 +138,9 @@ async def replay(rig: Rig, server: Server, store: str, group: str, result: Repla
 
 # -- reconnect storm ------------------------------------------------------------------------
 
+STORM_LIMIT = 90.0
+"""Seconds a storm's clients have to reconnect and catch up; the others count as not."""
+
 
 async def storm(rig: Rig, server: Server, clients: int, events: int, **options: Any) -> Storm:
     """Every client leaves, the store moves on by ``events``, every client comes back at once
@@ -162,7 +165,7 @@ async def storm(rig: Rig, server: Server, clients: int, events: int, **options: 
         clients,
         position=positions[0],
         concurrency=clients,
-        timeout=90,
+        timeout=STORM_LIMIT,
         wait_caught=True,
         **options,
     )

@@ -270,7 +270,7 @@ def replay_parts(m: Measured) -> list[str]:
             name,
             f"{min(s.caught for s in storms):,} / {STORM_CLIENTS:,}",
             f"{min(s.events_min for s in storms):,}..{max(s.events_max for s in storms):,}",
-            Spread.of([s.seconds for s in storms]).text(2, bold=True),
+            Spread.of([s.seconds for s in storms]).text(2, bold=True).replace("inf", "not all"),
             Spread.of([s.server_cpu for s in storms]).text(2),
             f"{sum(s.refused for s in storms):,}",
         ]
