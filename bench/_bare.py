@@ -30,6 +30,7 @@ import resource
 import sys
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,15 +114,20 @@ async def ready(request: Request) -> Response:
     return Response(b"ok")
 
 
+async def requests(ws: WebSocket) -> AsyncIterator[dict[str, Any]]:
+    """A client's messages, decoded, until it disconnects (``_queued`` too)."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        yield orjson.loads(message.get("text") or "{}")
+
+
 async def events_ws(ws: WebSocket) -> None:
     store = STORES[ws.path_params["store"]]
     await ws.accept()
     try:
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            request: dict[str, Any] = orjson.loads(message.get("text") or "{}")
+        async for request in requests(ws):
             action = request.get("action")
             if action == "ping":
                 await ws.send_text('{"type":"pong"}')

@@ -26,10 +26,9 @@ import asyncio
 import contextlib
 import itertools
 from collections import defaultdict, deque
-from typing import Any
 
 import orjson
-from _bare import Positions, ready, serve
+from _bare import Positions, ready, requests, serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -133,11 +132,7 @@ async def events_ws(ws: WebSocket) -> None:
     conn = Conn(ws)
     writer = asyncio.get_running_loop().create_task(conn.writer())
     try:
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            request: dict[str, Any] = orjson.loads(message.get("text") or "{}")
+        async for request in requests(ws):
             action = request.get("action")
             if action == "ping":
                 conn.force('{"type":"pong"}')
