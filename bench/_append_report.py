@@ -93,10 +93,11 @@ def against_ceiling(rows: list[Row]) -> list[str]:
     return [
         "### Against the ceiling of an HTTP append (issue 15)",
         "The ceiling (`bench/_append_ceiling.py`): a bare Starlette route under the same "
-        "uvicorn settings that parses the body with orjson and runs the same `EVALSHA` of "
-        "`append.lua` (the same keys and arguments) and answers the same JSON; no validation, "
-        "auth or metrics. It ran alternately with the pod (auth on, write key), the same load; "
-        "its appends are read back through the broker afterwards. CPU per request of the server "
+        "uvicorn settings that parses the body with orjson and hands the events to "
+        "`EventLog.append`, so it runs the same `EVALSHA` of `append.lua` with the same keys "
+        "and arguments, and answers the same JSON; no validation, auth, metrics or response "
+        "model. It ran alternately with the pod (auth on, write key), the same load; its "
+        "appends are read back through the broker afterwards. CPU per request of the server "
         "process, median (min..max) of the runs:",
         table(
             ["events/request", "deltagate us/req.", "ceiling us/req.", "ratio", "us/event"], cells
