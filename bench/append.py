@@ -182,7 +182,7 @@ async def http_phase(ctx: Context, admin: aioredis.Redis, gateway: ServerProcess
             c.close()
     if isinstance(gateway, AppendCeiling):
         await gateway.check(admin, window.requests * size)
-        path = f"HTTP, bare Starlette + append.lua (the ceiling), {CONCURRENCY} connections"
+        path = f"HTTP, bare Starlette + EventLog.append (the ceiling), {CONCURRENCY} connections"
     else:
         path = f"HTTP, 1 gateway pod, {CONCURRENCY} keep-alive connections"
     return measured_row(path, size, window, cpu, stats)
