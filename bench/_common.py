@@ -10,6 +10,7 @@ deltagate processes, shared with the tests) can be imported after it: every benc
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import resource
 import sys
@@ -30,11 +31,17 @@ P = TypeVar("P", bound=ServerProcess)
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 POD_ENV = {
-    "DELTAGATE_AUTH": "disabled",
+    "DELTAGATE_AUTH": "enabled",
     "DELTAGATE_AUTO_CREATE_STORES": "true",
     "DELTAGATE_DRAIN_SECONDS": "0",
+    "DELTAGATE_RATE_APPENDS_PER_SECOND": "0",
+    "DELTAGATE_RATE_SUBSCRIBES_PER_SECOND": "0",
+    "DELTAGATE_MAX_CONNECTIONS_PER_KEY": "0",
 }
-"""A pod under load: no auth, stores created on first append, no drain when it stops."""
+"""A pod as deployed: auth on (every request and WebSocket carries an API key, ``ApiKeys``), on
+real Redis. Stores are created on first append and a stopped pod does not drain. The per-key
+limits are lifted (0: unlimited) because one key opens all of a run's thousands of connections
+and appends; they are checked at connect, subscribe and append, never per delivery."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class Context:
     """The interpreter running the benchmarks (the project's venv)."""
     logs: Path
     """A folder for the processes' log files, removed at the end of the run."""
+    output: Path
+    """Where the run writes its markdown (``--output``); figures go beside it."""
 
     @property
     def warmup(self) -> float:
@@ -83,16 +92,68 @@ async def median_run(
     return runs[len(runs) // 2], [rate(r) for r in runs]
 
 
+@dataclass(frozen=True)
+class ApiKeys:
+    """The two keys a run's deltagate processes are used with, made by ``api_keys``."""
+
+    read: str
+    """read:events + connect:websockets: what a subscriber has."""
+    write: str
+    """write:events: what an appender has."""
+
+    @property
+    def read_headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.read}
+
+    @property
+    def write_headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.write}
+
+
+async def api_keys(ctx: Context) -> ApiKeys:
+    """A read key and a write key in the run's Redis, made the way an operator makes them:
+    ``deltagate keys create ... --json``. Make them after the run flushed Redis for the module."""
+
+    async def create(name: str, permissions: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            ctx.python,
+            "-m",
+            "gateway.cli",
+            "keys",
+            "create",
+            "--name",
+            name,
+            "--permissions",
+            permissions,
+            "--json",
+            cwd=ROOT,
+            env={**os.environ, "DELTAGATE_REDIS_URL": ctx.redis_url},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"deltagate keys create failed: {err.decode()[-500:]}")
+        return str(json.loads(out)["key"])
+
+    read = await create("bench-read", "read:events,connect:websockets")
+    return ApiKeys(read, await create("bench-write", "write:events"))
+
+
 def deltagate(ctx: Context, command: str, env: dict[str, str] | None = None) -> DeltagateProcess:
     """``deltagate <command>`` on the run's Redis, logging warnings only, with ``env``; not
-    started yet."""
+    started yet. A dispatcher serves its status on ``DELTAGATE_DISPATCHER_PORT``, never the
+    gateway's port (as ``tests/webhooks/support.py`` starts one)."""
     port = free_port()
-    return DeltagateProcess(
+    process = DeltagateProcess(
         {"DELTAGATE_REDIS_URL": ctx.redis_url, "DELTAGATE_LOG_LEVEL": "warning", **(env or {})},
         port,
         command=command,
         log_path=ctx.logs / f"{command}-{port}.log",
     )
+    if command == "dispatcher":
+        process.env["DELTAGATE_DISPATCHER_PORT"] = process.env.pop("DELTAGATE_PORT")
+    return process
 
 
 async def launch(process: P, ready_seconds: float = 20.0) -> P:
@@ -107,12 +168,20 @@ def progress(text: str) -> None:
     print(f"  {text}", file=sys.stderr, flush=True)
 
 
-def raise_nofile() -> None:
-    """Lift this process's open-file limit to its hard limit (children inherit it): thousands of
-    sockets."""
+def raise_nofile(wanted: int = 0) -> int:
+    """Lift this process's open-file limit (children inherit it): to ``wanted`` if the process
+    may raise its hard limit that far (CAP_SYS_RESOURCE), else to the hard limit. The limit now
+    in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if wanted > hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            pass  # not allowed: a container without CAP_SYS_RESOURCE
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 def process_cpu(pid: int) -> float:
@@ -132,6 +201,37 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Repeated measurements of one figure: their median and range."""
+
+    values: tuple[float, ...]
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        return cls(tuple(sorted(values)))
+
+    @property
+    def median(self) -> float:
+        v = self.values
+        if not v:
+            return float("nan")
+        mid = len(v) // 2
+        return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+    def text(self, digits: int = 1, scale: float = 1.0, bold: bool = False) -> str:
+        """``median (min..max)``, each times ``scale``; the median in bold if asked."""
+        if not self.values:
+            return "-"
+        middle = num(self.median * scale, digits)
+        if bold:
+            middle = f"**{middle}**"
+        if len(self.values) == 1:
+            return middle
+        low, high = num(self.values[0] * scale, digits), num(self.values[-1] * scale, digits)
+        return f"{middle} ({low}..{high})"
 
 
 @dataclass
@@ -219,18 +319,23 @@ class KeepAliveHttp:
     Deliberately minimal (no parsing beyond the status line and Content-Length) so the load
     generator costs a small fraction of what the gateway spends per request."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: bytes = b""
+    ) -> None:
         self.reader, self.writer = reader, writer
+        self.headers = headers
 
     @classmethod
-    async def open(cls, port: int) -> KeepAliveHttp:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
+    async def open(cls, port: int, headers: dict[str, str] | None = None) -> KeepAliveHttp:
+        """A connection to 127.0.0.1:``port`` whose requests carry ``headers`` (an API key)."""
+        lines = b"".join(f"{k}: {v}\r\n".encode() for k, v in (headers or {}).items())
+        return cls(*await asyncio.open_connection("127.0.0.1", port), lines)
 
     async def post(self, path: bytes, body: bytes) -> None:
         """POST ``body``; anything but 201 Created raises."""
         self.writer.write(
             b"POST %s HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n%s" % (path, len(body), body)
+            b"%scontent-length: %d\r\n\r\n%s" % (path, self.headers, len(body), body)
         )
         head = await self.reader.readuntil(b"\r\n\r\n")
         at = head.lower().find(b"content-length:")

@@ -7,7 +7,7 @@ starts several of these so that the clients never share a core's worth of Python
 server they measure. WebSocket clients are ``picows`` (Cython, on uvloop): receiving a frame
 costs about a microsecond of Python here, so a worker keeps up with well over 100k frames/s.
 
-Subscribers keep counters per group of connections (no per-frame allocation): frames received
+Subscribers (``bench/_wsclients.py``) keep counters per group of connections: frames received
 inside a receive-time window, and a latency histogram of the events whose ``data.sentAt`` lies
 inside a send-time window (latency = receive time - sentAt, both ``time.time()`` on this host).
 The appender sends each event as a batch of one, open-loop at a target rate over a few
@@ -21,111 +21,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 import sys
 import time
+import traceback
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import orjson
 import uvloop
 from _common import KeepAliveHttp, raise_nofile
-from _histogram import BUCKETS, bucket
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from _wsclients import PROTOCOLS, Client, Group, subscribe_message
+from picows import WSCloseCode, WSTransport, ws_connect
 
-SENT_AT = re.compile(rb'"sentAt":([-+0-9.eE]+)')
-EVENT = b'{"type":"event"'
 STREAMS = 100
-
-
-class Group:
-    """The connections of one phase, and what they counted."""
-
-    def __init__(self) -> None:
-        self.clients: list[Client] = []
-        self.reset()
-        self.s0 = self.s1 = self.t0 = self.t1 = 0.0
-        self.expect_caught = 0
-        self.all_caught: asyncio.Event = asyncio.Event()
-
-    def reset(self) -> None:
-        self.events = 0
-        self.in_window = 0
-        """Event frames received inside [t0, t1) (receive time)."""
-        self.measured = 0
-        """Event frames whose sentAt lies inside [s0, s1): they are in the histogram."""
-        self.hist = [0] * BUCKETS
-        self.caught = 0
-        self.other: dict[str, int] = {}
-        self.errors: list[str] = []
-
-
-class Client(WSListener):  # type: ignore[misc]
-    def __init__(self, group: Group) -> None:
-        super().__init__()
-        self.group = group
-        self.transport: WSTransport | None = None
-        self.events = 0
-        self.position: int | None = None
-        self.sub_sent = 0.0
-        self.caught_at = 0.0
-        self.events_at_caught = -1
-        self.subscribed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        now = time.time()
-        kind = frame.msg_type
-        if kind is not WSMsgType.TEXT:
-            if kind is WSMsgType.CLOSE:
-                self._fail(f"closed by server: {frame.get_close_code()}")
-                transport.send_close(frame.get_close_code())
-                transport.disconnect()
-            return
-        payload = frame.get_payload_as_bytes()
-        g = self.group
-        if payload.startswith(EVENT):
-            self.events += 1
-            g.events += 1
-            if g.t0 <= now < g.t1:
-                g.in_window += 1
-            if g.s1:
-                match = SENT_AT.search(payload)
-                if match is not None:
-                    sent = float(match.group(1))
-                    if g.s0 <= sent < g.s1:
-                        g.measured += 1
-                        g.hist[bucket(now - sent)] += 1
-            return
-        message = orjson.loads(payload)
-        kind = message.get("type")
-        if kind == "subscribed":
-            self.position = message.get("position")
-            if not self.subscribed.done():
-                self.subscribed.set_result(self.position)
-        elif kind == "caughtUp":
-            if not self.caught_at:
-                self.caught_at = now
-                self.events_at_caught = self.events
-                g.caught += 1
-                if g.expect_caught and g.caught >= g.expect_caught:
-                    g.all_caught.set()
-        elif kind == "error":
-            self._fail(f"error message: {payload[:200]!r}")
-        else:
-            g.other[str(kind)] = g.other.get(str(kind), 0) + 1
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self._fail("disconnected")
-
-    def _fail(self, why: str) -> None:
-        if not self.subscribed.done():
-            self.subscribed.set_exception(ConnectionError(why))
-            self.subscribed.exception()
-        if why != "disconnected" and len(self.group.errors) < 5:
-            self.group.errors.append(why)
 
 
 def event_json(sent: float, n: int) -> bytes:
@@ -139,6 +48,13 @@ def event_json(sent: float, n: int) -> bytes:
 
 def stream_path(store: str, n: int) -> bytes:
     return f"/event-stores/{store}/streams/order-{n % STREAMS}".encode()
+
+
+def why(exc: BaseException) -> str:
+    """An exception in one line: its type, message and where it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"[:300]
 
 
 class Worker:
@@ -168,9 +84,17 @@ class Worker:
         concurrency: int = 100,
         timeout: float = 60.0,
         wait_caught: bool = False,
+        proto: str = "deltagate",
+        headers: dict[str, str] | None = None,
+        filters: list[Any] | None = None,
+        sources: list[str] | None = None,
+        stall: bool = False,
     ) -> dict[str, Any]:
-        """Open ``count`` connections, subscribe each to ``*`` from ``position``, wait for every
-        ``subscribed`` (and, with ``wait_caught``, every ``caughtUp``).
+        """Open ``count`` connections speaking ``proto`` (with ``headers``: an API key), each
+        subscribing from ``position`` to the next of ``filters`` in turn (default ``*``), from
+        the next of the loopback ``sources`` addresses in turn (each has its own ephemeral
+        ports); wait for every ``subscribed`` (and, with ``wait_caught``, every ``caughtUp``).
+        With ``stall`` a connection stops reading once it has sent ``subscribe``.
 
         Like a real client, a connection the server refuses or closes (e.g. 1013, overloaded) or
         whose ``subscribe`` is answered with an error tries again after a jittered backoff (0.1 s,
@@ -182,51 +106,60 @@ class Worker:
             g.all_caught.clear()
         started = time.time()
         deadline = time.monotonic() + timeout
-        subscribe = orjson.dumps({"action": "subscribe", "eventFilter": "*", "position": position})
+        kind = PROTOCOLS[proto]
+        messages = [subscribe_message(proto, f, position) for f in filters or ["*"]]
         gate = asyncio.Semaphore(concurrency)
         failures: list[str] = []
         refused = [0]
 
-        async def attempt() -> Client:
+        async def attempt(index: int) -> Client:
             client: Client | None = None
 
             def factory() -> Client:
                 nonlocal client
-                client = Client(g)
+                client = kind(g, messages[index % len(messages)], stall)
+                return client
+
+            options: dict[str, Any] = {}
+            if sources:
+                options["local_addr"] = (sources[index % len(sources)], 0)
+
+            async def subscribed() -> Client:
+                await ws_connect(
+                    factory, url, websocket_handshake_timeout=timeout, extra_headers=headers,
+                    **options,
+                )  # fmt: skip
+                if (
+                    client is None
+                ):  # picows returns no listener when the server hung up mid-handshake
+                    raise ConnectionError("closed by the server during the handshake")
+                await client.subscribed
                 return client
 
             try:
-                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-                    transport, _ = await ws_connect(
-                        factory, url, websocket_handshake_timeout=timeout
-                    )
-                    assert client is not None
-                    client.sub_sent = time.time()
-                    transport.send(WSMsgType.TEXT, subscribe)
-                    await client.subscribed
-                    return client
+                return await asyncio.wait_for(subscribed(), max(0.1, deadline - time.monotonic()))
             except BaseException:
                 if client is not None and client.transport is not None:
                     client.transport.disconnect()
                 raise
 
-        async def one() -> Client | None:
+        async def one(index: int) -> Client | None:
             backoff = 0.1
             for _ in range(100):  # bounded; the deadline ends it sooner
                 try:
                     async with gate:
-                        return await attempt()
+                        return await attempt(index)
                 except Exception as exc:
                     refused[0] += 1
                     if len(failures) < 5:
-                        failures.append(repr(exc)[:200])
+                        failures.append(why(exc))
                 if time.monotonic() + backoff >= deadline:
                     break
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                 backoff = min(2.0, backoff * 2)
             return None
 
-        clients = [c for c in await asyncio.gather(*(one() for _ in range(count))) if c]
+        clients = [c for c in await asyncio.gather(*(one(i) for i in range(count))) if c]
         connected = time.time()
         g.clients.extend(clients)
         result: dict[str, Any] = {
@@ -275,6 +208,7 @@ class Worker:
             "events": g.events,
             "in_window": g.in_window,
             "measured": g.measured,
+            "slowest": g.slowest,
             "hist": [(i, n) for i, n in enumerate(g.hist) if n],
             "clients": len(g.clients),
             "open": sum(
@@ -291,7 +225,7 @@ class Worker:
         transports = [c.transport for c in g.clients if c.transport is not None]
         for t in transports:
             if not t.is_disconnected:
-                t.send_close()
+                t.send_close(WSCloseCode.OK)
                 t.disconnect()
 
         async def gone(t: WSTransport) -> None:
@@ -313,11 +247,12 @@ class Worker:
         warmup: float,
         duration: float,
         conns: int = 16,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Append one event per request at ``rate``/s from ``start`` (wall clock) for
         ``warmup + duration`` seconds, open-loop (a slow server makes requests wait for a free
         connection: the appender then falls behind, which the result shows)."""
-        pool = [await KeepAliveHttp.open(port) for _ in range(conns)]
+        pool = [await KeepAliveHttp.open(port, headers) for _ in range(conns)]
         idle: deque[KeepAliveHttp] = deque(pool)
         freed = asyncio.Event()
         s0, s1 = start + warmup, start + warmup + duration
@@ -380,10 +315,16 @@ class Worker:
         }
 
     async def cmd_bulk(
-        self, port: int, store: str, total: int, batch: int, conns: int = 4
+        self,
+        port: int,
+        store: str,
+        total: int,
+        batch: int,
+        conns: int = 4,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Append ``total`` events in batches of ``batch`` as fast as ``conns`` connections go."""
-        pool = [await KeepAliveHttp.open(port) for _ in range(conns)]
+        pool = [await KeepAliveHttp.open(port, headers) for _ in range(conns)]
         batches = deque(range(0, total, batch))
         started = time.time()
 

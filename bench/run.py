@@ -1,9 +1,12 @@
-"""Run deltagate's benchmarks and write ``bench/RESULTS.md``.
+"""Run deltagate's benchmarks and write ``bench/RESULTS.md`` (figures beside it).
 
-    .venv/bin/python bench/run.py [--only append[,fanout]] [--quick]   (or: make bench)
+    .venv/bin/python bench/run.py [--only append[,fanout]] [--quick] [--output FILE]
 
-A smoke run after changing the benchmarks (every benchmark with short phases, a few minutes
-instead of a quarter of an hour; leaves RESULTS.md alone):
+or ``make bench`` for everything. A full run takes about 35 to 45 minutes on a quiet 2-core
+host (fan-out ~20, scale ~5, pods ~4, the others ~3 each); ``--only`` runs a subset
+(``bench/README.md`` says what each measures). A smoke run after changing the benchmarks
+(every benchmark with short phases and one repetition; indicative figures, so never over
+RESULTS.md):
 
     .venv/bin/python bench/run.py --quick --output /tmp/bench-quick.md
 
@@ -156,6 +159,7 @@ async def run(args: argparse.Namespace, names: list[str], command: str) -> tuple
                 quick=args.quick,
                 python=sys.executable,
                 logs=Path(tmp),
+                output=args.output.resolve(),
             )
             return await run_modules(args, names, command, ctx, client)
         finally:
@@ -219,6 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         text, ok = runner.run(run(args, names, command))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(
         f"wrote {os.path.relpath(args.output)} in {time.monotonic() - started:.0f} s"

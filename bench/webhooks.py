@@ -12,24 +12,26 @@ one clock.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import importlib.util
+import json
 import statistics
 import time
 from dataclasses import dataclass, field
-from functools import partial
 
 import redis.asyncio as aioredis
 from _common import (
+    BENCH_DIR,
     Context,
+    Spread,
     deltagate,
     launch,
-    median_run,
     num,
     percentile,
     process_cpu,
     table,
     verdict,
 )
+from _receiver import Receiver, Sink
 
 from broker import EventLog, NewEvent, RedisConfig, StoreAdmin, WebhookConfig, WebhookStore, connect
 from tests.harness import free_port
@@ -38,77 +40,14 @@ STORE = "bench"
 STREAMS = 100
 RATE = 500
 GOAL_P99_MS = 100.0
+IN_FLIGHT = 16
+"""Requests in flight per subscription: the dispatcher's default, and the POST loop's."""
+CHOSEN = "raw"
+"""The loop the dispatcher's goal is measured against: issue 15's "bare asyncio keep-alive POST
+loop" (at most 2x its CPU per request). httpcore (and aiohttp, when installed) are shown beside
+it: the price of a client library, for choosing one."""
+GOAL_RATIO = 2.0
 READY_SECONDS = 20.0
-
-
-class Receiver(asyncio.Protocol):
-    """One connection of the receiver: parses requests just enough (Content-Length) and answers
-    each with 204 at once."""
-
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
-        self.buffer = bytearray()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self.buffer[:end]).lower()
-            at = head.find(b"content-length:")
-            stop = head.find(b"\r\n", at)
-            length = int(head[at + 15 : stop if stop >= 0 else len(head)]) if at >= 0 else 0
-            total = end + 4 + length
-            if len(self.buffer) < total:
-                return
-            body = bytes(self.buffer[end + 4 : total])
-            del self.buffer[:total]
-            self.sink.got(body)
-            assert self.transport is not None
-            self.transport.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
-
-
-@dataclass
-class Sink:
-    """What the receiver saw: how many, first and last receipt, and per ``seq`` the time."""
-
-    count: int = 0
-    first: float = 0.0
-    last: float = 0.0
-    arrived: dict[int, float] = field(default_factory=dict)
-    track: bool = False
-    wanted: int = 0
-    enough: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def reset(self, wanted: int, *, track: bool = False) -> None:
-        self.count, self.wanted, self.track = 0, wanted, track
-        self.arrived.clear()
-        self.enough.clear()
-
-    def got(self, body: bytes) -> None:
-        now = time.perf_counter()
-        if not self.count:
-            self.first = now
-        self.count += 1
-        self.last = now
-        if self.track:
-            at = body.index(b'"seq":') + 6
-            end = at
-            while body[end : end + 1].isdigit():
-                end += 1
-            self.arrived.setdefault(int(body[at:end]), now)
-        if (len(self.arrived) if self.track else self.count) >= self.wanted:
-            self.enough.set()
-
-    async def wait(self, seconds: float) -> None:
-        """Until ``wanted`` arrived, or ``seconds`` passed."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.enough.wait(), seconds)
 
 
 @dataclass
@@ -162,13 +101,48 @@ async def throughput_run(
         dispatcher.stop(timeout=30)
 
 
-async def throughput(
-    ctx: Context, redis: aioredis.Redis, port: int, sink: Sink, subs: int, per_sub: int
-) -> Throughput:
-    run = partial(throughput_run, ctx, redis, port, sink, subs, per_sub)
-    middle, runs = await median_run(ctx.repeats, run, lambda r: r.rate)
-    middle.runs = runs
-    return middle
+def middle(runs: list[Throughput]) -> Throughput:
+    """The run with the median rate, knowing every run's rate."""
+    ordered = sorted(runs, key=lambda r: r.rate)
+    chosen = ordered[len(ordered) // 2]
+    chosen.runs = [r.rate for r in ordered]
+    return chosen
+
+
+@dataclass
+class Loop:
+    """One run of the bare POST loop (``bench/_post_loop.py``)."""
+
+    client: str
+    requests: int
+    seconds: float
+    cpu: float
+
+    @property
+    def us(self) -> float:
+        return self.cpu / self.requests * 1e6
+
+
+async def post_loop(ctx: Context, port: int, client: str, requests: int, body: int) -> Loop:
+    """The bare keep-alive POST loop with ``client``, as many requests with bodies of ``body``
+    bytes, ``IN_FLIGHT`` at a time (the dispatcher's requests in flight per subscription)."""
+    proc = await asyncio.create_subprocess_exec(
+        ctx.python,
+        str(BENCH_DIR / "_post_loop.py"),
+        *map(str, (port, client, requests, IN_FLIGHT, body)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 330)
+    if proc.returncode:
+        raise RuntimeError(f"_post_loop.py {client} failed: {err.decode()[-500:]}")
+    got = json.loads(out)
+    return Loop(client, got["requests"], got["seconds"], got["cpu"])
+
+
+def loop_clients() -> list[str]:
+    """The POST loop's clients: the floor (raw asyncio), httpcore, and aiohttp if installed."""
+    return ["raw", "httpcore"] + (["aiohttp"] if importlib.util.find_spec("aiohttp") else [])
 
 
 @dataclass
@@ -233,19 +207,63 @@ async def main(ctx: Context) -> str:
         lambda: Receiver(sink), "127.0.0.1", port
     )
     per_sub = 2000 if ctx.quick else 6000
+    one, ten, loops = [], [], {c: [] for c in loop_clients()}
     try:
-        one = await throughput(ctx, redis, port, sink, 1, per_sub)
-        ten = await throughput(ctx, redis, port, sink, 10, per_sub // 5)
+        # Alternating: the dispatcher, then each POST loop, then again.
+        for _ in range(ctx.repeats):
+            one.append(await throughput_run(ctx, redis, port, sink, 1, per_sub))
+            body = sink.body_bytes // max(1, sink.count)
+            for client, runs in loops.items():
+                sink.reset(per_sub)
+                runs.append(await post_loop(ctx, port, client, per_sub, body))
+            ten.append(await throughput_run(ctx, redis, port, sink, 10, per_sub // 5))
         live = await latency(ctx, redis, port, sink)
         await redis.flushall()
     finally:
         server.close()
         await server.wait_closed()
         await redis.aclose()
-    return report(ctx, [one, ten], live)
+    return report(ctx, [middle(one), middle(ten)], live, loops, body)
 
 
-def report(ctx: Context, rows: list[Throughput], live: Latency) -> str:
+def ceiling(rows: list[Throughput], loops: dict[str, list[Loop]], body: int) -> list[str]:
+    """The dispatcher's CPU per delivery as a ratio to the bare POST loops' per request."""
+    one = rows[0]
+    mine = one.cpu_seconds / max(one.deliveries, 1) * 1e6
+    cells = []
+    for client, runs in loops.items():
+        spread = Spread.of([r.us for r in runs])
+        rate = Spread.of([r.requests / r.seconds for r in runs])
+        cells.append(
+            [f"bare POST loop, {client}", spread.text(1, bold=True), rate.text(0),
+             f"{mine / spread.median:.1f}x"]
+        )  # fmt: skip
+    chosen = Spread.of([r.us for r in loops[CHOSEN]]).median
+    ratio = mine / chosen
+    return [
+        "### Against the ceiling of a delivery (issue 15)",
+        f"The same receiver, {IN_FLIGHT} keep-alive connections POSTing a body of the "
+        f"deliveries' mean size ({body} bytes) with a delivery's headers, pre-built "
+        "(`bench/_post_loop.py`, its own process, uvloop), alternating with the dispatcher's "
+        "runs. Clients: `raw` is asyncio streams parsing only the status line and length (the "
+        "floor of a POST from Python); `httpcore` is the pool under httpx; `aiohttp` when "
+        "installed. The dispatcher's figure is its 1-subscription run above.",
+        table(
+            ["loop", "us CPU per request", "requests/s", "dispatcher / this"],
+            [["dispatcher, 1 subscription", num(mine, 1), num(one.rate), "1.0x"], *cells],
+        ),
+        f"**{verdict(ratio <= GOAL_RATIO)}**: dispatcher CPU per delivery **{ratio:.1f}x** the "
+        f"bare asyncio POST loop's (goal: at most {GOAL_RATIO:g}x).",
+    ]
+
+
+def report(
+    ctx: Context,
+    rows: list[Throughput],
+    live: Latency,
+    loops: dict[str, list[Loop]],
+    body: int,
+) -> str:
     flat = table(
         [
             "subscriptions",
@@ -300,6 +318,7 @@ def report(ctx: Context, rows: list[Throughput], live: Latency) -> str:
             "run from the first receipt to the last; CPU is the dispatcher process's over the "
             "same span.",
             flat,
+            *ceiling(rows, loops, body),
             f"### Latency from append to receipt at {RATE} events/s",
             f"One subscription; one event per append, paced at {RATE}/s, round robin over the "
             f"streams; {ctx.warmup:g} s unmeasured, then {2 * ctx.duration:g} s measured. "

@@ -1,7 +1,10 @@
-"""The fan-out benchmark's phases, run in turn on both servers: RSS of idle subscribed
-connections, the rate phases (``rates``), a replay of many events to one client, and a reconnect
-storm. Both servers run side by side (the idle one costs nothing) and each phase alternates
-between them, so a burst of other work on the shared host hits both alike."""
+"""The fan-out benchmark's phases besides the rate scenarios (``rates``): RSS of idle subscribed
+connections, a replay of many events to one client, a reconnect storm, and stalled readers.
+
+Memory is measured on a fresh process per repetition: a server that has had connections and
+closed them keeps (and reuses) the memory they had, so a second round on the same process would
+show less growth than a first. The other phases run on the long-lived servers.
+"""
 
 from __future__ import annotations
 
@@ -9,157 +12,170 @@ import math
 import time
 from typing import Any
 
-import httpx
-from _common import progress
+from _common import ApiKeys, Context, progress
 
+from . import servers
 from .plan import (
-    IDLE_COUNTS,
     REPLAY_BATCH,
     REPLAY_EVENTS,
-    STORM_CLIENTS,
-    STORM_EVENTS,
+    STALLED_READERS,
 )
-from .rates import rates
-from .results import Idle, Result, Storm
+from .results import Idle, Replay, Stalled, Storm
 from .rig import Rig
-from .servers import CEILING, Server
-
-
-async def measure(rig: Rig, servers: list[Server]) -> list[Result]:
-    """Every phase on every server; a server that died on the way fails the run."""
-    results = [Result(s) for s in servers]
-    for r in results:
-        r.idle = await idle(rig, r.server)
-    await rates(rig, results)
-    await replays(rig, results)
-    for r in results:
-        r.storm = await storm(rig, r.server)
-    for r in results:
-        r.server.alive()
-        if r.server.name == CEILING:
-            r.notes += await ceiling_notes(r.server)
-    return results
-
-
-async def ceiling_notes(server: Server) -> list[str]:
-    """What the ceiling dropped in all: the frames its full queues refused."""
-    async with httpx.AsyncClient() as http:
-        dropped = (await http.get(f"http://127.0.0.1:{server.port}/stats")).json()
-    if not dropped["dropped"]:
-        return []
-    return [
-        f"The ceiling dropped {dropped['dropped']:,} frames in all (its queues "
-        "were full: the steps where it fell behind)."
-    ]
-
+from .servers import Server
 
 # -- idle connections -----------------------------------------------------------------------
 
 
-async def idle(rig: Rig, server: Server) -> Idle:
+async def idle(rig: Rig, ctx: Context, keys: ApiKeys, names: list[str]) -> dict[str, Idle]:
+    """RSS per idle connection of each server, a fresh process per server and repetition,
+    alternating servers."""
+    results = {name: Idle() for name in names}
+    for _ in range(rig.plan.repeats):
+        for name in names:
+            server = servers.make(ctx, name, keys)
+            await server.start()
+            try:
+                await idle_once(rig, server, results[name])
+            finally:
+                server.stop()
+    return results
+
+
+async def connect(rig: Rig, server: Server, group: str, store: str, n: int, **options: Any) -> Any:
+    """``n`` subscribers of ``server``'s ``store`` (its protocol, its read key)."""
+    return await rig.lg.connect(
+        group,
+        server.url(store),
+        n,
+        proto=server.proto,
+        headers=server.read_headers,
+        **options,
+    )
+
+
+async def idle_once(rig: Rig, server: Server, result: Idle) -> None:
     lg = rig.lg
     # Warm the server's code paths (imports, first store, first subscription) first.
-    await lg.connect("warm", server.url("idle"), 20)
-    await lg.appender.call("bulk", port=server.port, store="idle", total=20, batch=1, conns=1)
+    await connect(rig, server, "warm", "idle", 20)
+    await lg.appender.call(
+        "bulk", port=server.port, store="idle", total=20, batch=1, conns=1,
+        headers=server.write_headers,
+    )  # fmt: skip
     await lg.close("warm")
     await rig.settle(1.0)
     base = server.rss()
-    rss: dict[int, int] = {}
-    seconds: dict[int, float] = {}
-    refused = failed = opened = 0
-    for count in IDLE_COUNTS:
+    result.base.append(base)
+    opened = 0
+    for count in rig.plan.idle_counts:
         started = time.monotonic()
-        got = await lg.connect("idle", server.url("idle"), count - opened, concurrency=50)
-        seconds[count] = time.monotonic() - started
-        refused += got["refused"]
-        failed += got["failed"]
+        got = await connect(rig, server, "idle", "idle", count - opened, concurrency=200)
+        seconds = time.monotonic() - started
+        result.refused += got["refused"]
+        if got["failed"]:
+            raise RuntimeError(f"{server.name}: {got['failed']} idle connections failed")
         opened = count
         await rig.settle(1.5)
-        rss[count] = server.rss()
+        per_conn = (server.rss() - base) / count
+        result.add(count, per_conn, seconds)
         progress(
-            f"{server.name}: {count} idle connections, RSS "
-            f"{(rss[count] - base) / count / 1024:.1f} KiB each "
-            f"(opened in {seconds[count]:.1f} s, {got['refused']} refused and retried)"
+            f"{server.name}: {count} idle connections, RSS {per_conn / 1024:.1f} KiB each "
+            f"(opened in {seconds:.1f} s, {got['refused']} refused and retried)"
         )
     await lg.close("idle")
-    await rig.settle(1.0)
-    return Idle(base, rss, seconds, refused, failed)
 
 
 # -- replay ---------------------------------------------------------------------------------
 
 
-async def replays(rig: Rig, results: list[Result]) -> None:
-    """Fill each server's replay store, then the plan's replay runs, alternating servers."""
-    for r in results:
+async def replays(rig: Rig, under_test: list[Server]) -> dict[str, Replay]:
+    """Fill each server's replay store, then the replay runs, alternating servers."""
+    results = {s.name: Replay() for s in under_test}
+    for server in under_test:
         bulk = await rig.lg.appender.call(
             "bulk",
             600,
-            port=r.server.port,
+            port=server.port,
             store="replay",
             total=REPLAY_EVENTS,
             batch=REPLAY_BATCH,
+            headers=server.write_headers,
         )
-        r.replay.append_s = bulk["seconds"]
-        progress(f"{r.name}: appended {REPLAY_EVENTS:,} events in {bulk['seconds']:.1f} s")
-    for run in range(rig.plan.replay_runs):
-        for r in results:
-            await replay(rig, r, f"replay-{run}")
+        results[server.name].append_s = bulk["seconds"]
+        progress(f"{server.name}: appended {REPLAY_EVENTS:,} events in {bulk['seconds']:.1f} s")
+    for run in range(rig.plan.repeats):
+        for server in under_test:
+            await replay(rig, server, "replay", f"replay-{run}", results[server.name])
+    return results
 
 
-async def replay(rig: Rig, result: Result, group: str) -> None:
+async def replay(rig: Rig, server: Server, store: str, group: str, result: Replay) -> None:
     """One client subscribes from ``earliest``: seconds from ``subscribe`` to ``caughtUp``."""
-    server, replay = result.server, result.replay
     subscriber = rig.lg.subs[0]
     cpu0 = server.cpu()
     got = await subscriber.call(
         "connect",
         150,
         group=group,
-        url=server.url("replay"),
+        url=server.url(store),
         count=1,
         position="earliest",
         timeout=120,
         wait_caught=True,
+        headers=server.read_headers,
     )
-    replay.server_cpu.append(server.cpu() - cpu0)
+    result.server_cpu.append(server.cpu() - cpu0)
     await subscriber.call("close", group=group)
     if not got["caught"]:
-        raise RuntimeError(f"{server.name}: replay did not catch up: {got}")
-    replay.seconds.append(got["last_caught"] - got["first_sub_sent"])
-    replay.events.append(got["events_min"])
-    progress(f"{server.name}: replay {replay.events[-1]:,} events in {replay.seconds[-1]:.2f} s")
+        raise RuntimeError(f"{server.name}: replay of {store} did not catch up: {got}")
+    result.seconds.append(got["last_caught"] - got["first_sub_sent"])
+    result.events.append(got["events_min"])
+    progress(
+        f"{server.name}: replay of {store}: {result.events[-1]:,} events in "
+        f"{result.seconds[-1]:.2f} s"
+    )
 
 
 # -- reconnect storm ------------------------------------------------------------------------
 
+STORM_LIMIT = 90.0
+"""Seconds a storm's clients have to reconnect and catch up; the others count as not."""
 
-async def storm(rig: Rig, server: Server) -> Storm:
-    """Every client leaves, the store moves on, every client comes back at once."""
+
+async def storm(rig: Rig, server: Server, clients: int, events: int, **options: Any) -> Storm:
+    """Every client leaves, the store moves on by ``events``, every client comes back at once
+    and resumes from where it left. ``options`` go to the load generator (e.g. sources)."""
     lg = rig.lg
-    port = server.port
-    await lg.appender.call("bulk", port=port, store="storm", total=STORM_EVENTS, batch=1000)
-    head = await leave(rig, server)
-    # Everyone is gone; the store moves on by STORM_EVENTS while they are away.
-    await lg.appender.call("bulk", port=port, store="storm", total=STORM_EVENTS, batch=1000)
+    write = {"port": server.port, "store": "storm", "headers": server.write_headers}
+    await lg.appender.call("bulk", 600, total=max(events, 100), batch=1000, **write)
+    first = await connect(rig, server, "storm", "storm", clients, concurrency=100, **options)
+    positions = first["positions"]
+    if len(positions) != 1:
+        raise RuntimeError(f"{server.name}: storm clients saw heads {positions}")
+    await lg.close("storm")
+    await lg.appender.call("bulk", 600, total=events, batch=min(events, 1000), **write)
     await rig.settle(1.5)
     cpu0 = server.cpu()
     started = time.time()
-    got = await lg.connect(
+    got = await connect(
+        rig,
+        server,
         "storm-back",
-        server.url("storm"),
-        STORM_CLIENTS,
-        position=head,
-        concurrency=STORM_CLIENTS,
-        timeout=60,
+        "storm",
+        clients,
+        position=positions[0],
+        concurrency=clients,
+        timeout=STORM_LIMIT,
         wait_caught=True,
+        **options,
     )
     cpu = server.cpu() - cpu0
     await lg.close("storm-back")
     result = Storm(
-        clients=STORM_CLIENTS,
+        clients=clients,
+        events=events,
         caught=got["caught"],
-        seconds=(got["last_caught"] - started) if got["caught"] else math.inf,
+        seconds=(got["last_caught"] - started) if got["caught"] == clients else math.inf,
         events_min=got["events_min"],
         events_max=got["events_max"],
         connect_s=got["seconds"],
@@ -168,19 +184,47 @@ async def storm(rig: Rig, server: Server) -> Storm:
         errors=got["errors"],
     )
     progress(
-        f"{server.name}: storm: {result.caught}/{result.clients} caught up in "
-        f"{result.seconds:.2f} s (events each {result.events_min}..{result.events_max}, "
-        f"{result.refused} refused and retried)"
+        f"{server.name}: storm: {result.caught}/{clients} caught up in {result.seconds:.2f} s "
+        f"(events each {result.events_min}..{result.events_max}, {result.refused} refused and "
+        "retried)"
     )
     await rig.settle(1.0)
     return result
 
 
-async def leave(rig: Rig, server: Server) -> Any:
-    """The storm's clients subscribe from ``latest`` and disconnect: the head they all saw."""
-    first = await rig.lg.connect("storm", server.url("storm"), STORM_CLIENTS, concurrency=50)
-    positions = first["positions"]
-    if len(positions) != 1:
-        raise RuntimeError(f"{server.name}: storm clients saw heads {positions}")
-    await rig.lg.close("storm")
-    return positions[0]
+# -- stalled readers ------------------------------------------------------------------------
+
+
+def queued_budget() -> int | None:
+    """A pod's DELTAGATE_MAX_QUEUED_BYTES (its default: the bench sets none), if the pod has
+    that setting yet (issue 13)."""
+    from gateway.settings import Settings
+
+    field = Settings.model_fields.get("max_queued_bytes")
+    return None if field is None or field.default is None else int(field.default)
+
+
+async def stalled(rig: Rig, server: Server, store: str = "replay") -> Stalled:
+    """``STALLED_READERS`` connections subscribe from ``earliest`` to a store of
+    ``REPLAY_EVENTS`` events and never read: the pod's RSS while they hang on and once they are
+    gone. It grows until every reader's socket buffers and outbox are full (or the pod stops
+    queueing for them), polled every half second until flat for 3 s (at most 60 s)."""
+    base = server.rss()
+    started = time.monotonic()
+    await connect(rig, server, "stalled", store, STALLED_READERS, position="earliest", stall=True)
+    highest, flat_since = server.rss(), time.monotonic()
+    while time.monotonic() - flat_since < 3.0 and time.monotonic() - started < 60.0:
+        await rig.settle(0.5)
+        now = server.rss()
+        if now > highest + 2**20:
+            flat_since = time.monotonic()
+        highest = max(highest, now)
+    seconds = time.monotonic() - started
+    await rig.lg.close("stalled")
+    await rig.settle(3.0)
+    closed = server.rss()
+    progress(
+        f"{server.name}: {STALLED_READERS} stalled readers: RSS {base / 2**20:.0f} -> "
+        f"{highest / 2**20:.0f} MiB, {closed / 2**20:.0f} MiB after they closed"
+    )
+    return Stalled(STALLED_READERS, base, highest, closed, queued_budget(), seconds)

@@ -1,366 +1,374 @@
-"""The fan-out section of bench/RESULTS.md: the setup in prose, one table per phase, and the goals
-as ratios to the ceiling measured in the same run. Pure formatting: nothing here measures."""
+"""The fan-out section of bench/RESULTS.md: the setup in prose, the headline table, one table per
+question, the figures, and the goals as ratios to the servers measured in the same run. Pure
+formatting (and drawing): nothing here measures."""
 
 from __future__ import annotations
 
 import math
 import os
 
-from _common import num, table, verdict
+from _common import Context, Spread, num, table, verdict
 
+from .figures import figures, idle_spread
 from .plan import (
-    APPEND_CONNECTIONS,
-    FIXED_RATES,
+    FLAT_RATE,
+    FLAT_SUBSCRIBERS,
     GOALS,
-    IDLE_COUNTS,
-    REPLAY_BATCH,
+    HEADLINE_RATES,
+    MIX_FILTERS,
     REPLAY_EVENTS,
+    STALL_MARGIN,
     STORM_CLIENTS,
     STORM_EVENTS,
     SUB_WORKERS,
+    SUBSCRIBERS,
     Plan,
 )
-from .results import Result
+from .rates import ms
+from .results import Measured, Step, Steps
+from .servers import BARE, DELTAGATE, DESCRIPTIONS, NODE_WS, SOCKETIO
+
+KiB = 1024
 
 
-def ms(seconds: float) -> str:
-    if math.isinf(seconds):
-        return "lost"
-    if math.isnan(seconds):
-        return "-"
-    return f"{seconds * 1e3:,.1f}"
+def us(step: Step) -> float:
+    return step.us_per_delivery
 
 
-def mib(value: float) -> str:
-    return f"{value / 2**20:,.0f}"
+def p99(step: Step) -> float:
+    return step.p99
 
 
-def report(results: list[Result], plan: Plan, elapsed: float) -> str:
-    ceiling, pod = results
+def report(m: Measured, plan: Plan, ctx: Context, elapsed: float) -> str:
+    mix = next(label for label in m.rates.labels() if label not in m.names)
     parts = [
         "## WebSocket fan-out",
-        *setup(results, plan, elapsed),
-        f"### 1,000 subscribers at {', '.join(str(r) for r in FIXED_RATES)} events/s",
-        table(STEP_HEADERS, [step_row(r, rate) for rate in FIXED_RATES for r in results]),
-        "### Highest rate with p99 under 100 ms (1,000 subscribers)",
-        climb_text(plan),
-        search_table(results),
-    ]
-    others = sorted({x for r in results for x in r.steps} - set(FIXED_RATES))
-    extra = [step_row(r, rate) for rate in others for r in results if rate in r.steps]
-    if extra:
-        parts += ["Steps besides the fixed rates:", table(STEP_HEADERS, extra)]
-    parts += [
+        *setup(m, plan, elapsed),
+        f"### Headline ({plan.repetitions}: median (min..max))",
+        headline(m),
+        "\n".join(ratios(m)),
+        *figures(m, ctx),
+        f"### {SUBSCRIBERS:,} subscribers at {', '.join(map(str, m.rates.rates()))} events/s",
+        "One event per append request, over 100 streams; every subscriber gets every event. "
+        "Deliveries/s counts event frames received in the measured window; lost = the window's "
+        "events not received by the end of the drain (they count as infinitely late in the "
+        "percentiles). A step passes when p99 < 100 ms and it keeps up.",
+        steps_table(m.rates),
+        "### Filter matching: a complex-pattern mix beside `*`",
+        f"deltagate with each subscriber on one of {', '.join(f'`{f}`' for f in MIX_FILTERS)} "
+        "(all match `order.placed`: the same deliveries as `*`), measured in the same rotation "
+        "as the rows above (issue 13: the linear-time matcher must cost no more per delivery).",
+        mix_table(m.rates, mix),
+        f"### {FLAT_SUBSCRIBERS} subscribers flat out",
+        f"{FLAT_RATE:,} events/s offered (one per append request: {FLAT_RATE * FLAT_SUBSCRIBERS:,}"
+        " deliveries/s), more than any server here sends on this host: each runs at its own "
+        "limit, and CPU per delivery includes its handling of the append requests. Fresh "
+        "subscribers after every step.",
+        flat_table(m.flat),
         "### RSS per idle connection",
-        "Connections open and subscribed to `*` (no events flowing); RSS growth from before "
-        "the first connection (after a warm-up of 20 connections, closed again) divided by the "
-        "number of connections.",
-        idle_table(results),
-        f"### Replay of {REPLAY_EVENTS:,} events to one client",
-        f"{REPLAY_EVENTS:,} events appended in batches of {REPLAY_BATCH:,} first; then one client "
-        f"subscribes from `earliest`: time from sending `subscribe` to receiving `caughtUp` "
-        f"({replay_runs(plan)}). The ceiling replays from memory.",
-        replay_table(results),
-        f"### Reconnect storm: {STORM_CLIENTS:,} clients resuming {STORM_EVENTS:,} events each",
-        f"{STORM_CLIENTS:,} clients subscribe (from `latest`), note the head and disconnect; "
-        f"{STORM_EVENTS:,} events are appended; then all reconnect at once and subscribe from "
-        "that head. Time from the first connect to the last `caughtUp`; each client must have "
-        f"received exactly the {STORM_EVENTS:,} events before it. A refused connection (closed "
-        "by the server, or `subscribe` answered with an error) is retried like a real client "
-        "would: jittered backoff from 0.1 s, doubling to 2 s.",
-        storm_table(results),
-        "### Goals (ratios to the ceiling measured in this run)",
-        "\n".join(goals(ceiling, pod, plan)),
-        saturation(ceiling, pod),
+        "Connections open and subscribed (no events flowing) on a fresh server process per "
+        "repetition: RSS growth from before the first connection (after a warm-up of 20 "
+        "connections and 20 appends, closed again) divided by the connections.",
+        idle_table(m),
+        *replay_parts(m),
+        "### Goals (issue 19, this run's medians)",
+        "\n".join(goals(m)),
     ]
-    notes = [n for r in results for n in r.notes]
+    notes = list(m.notes)
     if notes:
-        parts += ["\n".join(f"- {n}" for n in notes)]
+        parts.append("\n".join(f"- {n}" for n in notes))
     return "\n\n".join(parts)
 
 
-# -- prose ------------------------------------------------------------------------------------
+# -- prose ----------------------------------------------------------------------------------
 
 
-def setup(results: list[Result], plan: Plan, elapsed: float) -> list[str]:
-    """The paragraphs on the servers, the load generator and the host."""
-    worst_lg = max(c for r in results for s in r.steps.values() for c in s.loadgen_cpu)
+def setup(m: Measured, plan: Plan, elapsed: float) -> list[str]:
+    steps = m.rates.all() + m.flat.all()
+    worst = max((c for s in steps for c in s.loadgen_cpu[:-1]), default=0.0)
     loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    servers = "\n".join(f"- **{name}**: {DESCRIPTIONS[name]}" for name in m.names)
     return [
-        "Two servers, started side by side in the same run and driven alternately by the same "
-        "load generator (each phase and each rate runs on the ceiling, then on deltagate, so a "
-        "burst of other work on the host hits both): the **ceiling** (`bench/_ceiling.py`: a "
-        "plain Starlette WebSocket route plus a POST route that broadcasts each posted event as "
-        "the same `event` frame to every socket through a per-connection queue and writer, "
-        'under uvicorn with uvloop and `ws="websockets-sansio"`, no Redis) and **deltagate** '
-        "(one `deltagate serve` pod, auth disabled, on the run's private `redis-server`).",
+        "The servers, one process each on 127.0.0.1, started side by side and driven in turn "
+        "by the same load generator; every step runs once on each server, then again "
+        f"({plan.repetitions}), so a burst of other work on the host hits all of them:",
+        servers,
         f"The load generator (`bench/_loadgen.py`, picows on uvloop) runs in {SUB_WORKERS} "
-        "subscriber processes and 1 appender process; their CPU is in the tables (the busiest "
-        f"used {worst_lg:.0%} of a core in any step, so it was not the bottleneck). Subscribers "
-        "subscribe to `*` from `latest`. The appender POSTs one event per request (~360-byte "
-        "order events over 100 streams) open-loop at the target rate over "
-        f"{APPEND_CONNECTIONS} keep-alive connections; each event carries `data.sentAt` "
-        "(`time.time()` when the request is written), so latency = subscriber receive time - "
-        "sentAt on the same clock: append call + Redis + fan-out + socket writes. Each step: "
-        f"{plan.warmup:g} s warm-up, {plan.duration:g} s measured, then up to {plan.drain:g} s "
-        "for the window's events still in flight; events not received by then count as lost "
-        "(infinitely late) in the percentiles. After a step over the limit that server's "
-        "subscribers reconnect, so its backlog does not leak into the next step. CPU is the "
-        "share of one core over the measured window (`/proc/PID/stat` utime+stime), RSS at the "
-        "window's end.",
-        "**Shared, noisy host**: its 2 cores hold the servers, Redis, the load generator and "
-        "whatever else runs on the host meanwhile (load average at the end "
-        f"of this section: {loadavg}). Absolute figures move by tens of percent between runs, "
-        "p99 most of all (a server that loses its core for a few scheduler slices shows it "
-        "there); the ratios to the ceiling, measured seconds apart, are the useful part. This "
-        f"section took {elapsed:.0f} s.",
+        "subscriber processes and 1 appender process (the busiest subscriber process used "
+        f"{worst:.0%} of a core in any step). Subscribers subscribe from `latest`; the "
+        "appender POSTs one ~360-byte order event per request, open-loop at the target rate "
+        "over 16 keep-alive connections (with the write key for deltagate). Each event carries "
+        "`data.sentAt`: latency = receive time - sentAt on the same clock (append call + "
+        f"fan-out + socket writes). Each step: {plan.warmup:g} s warm-up, {plan.duration:g} s "
+        f"measured, up to {plan.drain:g} s drain.",
+        "**CPU per delivery** = the server's CPU time in the measured window (utime + stime of "
+        "its processes from `/proc/PID/stat`) / the event frames its subscribers received in "
+        "that window. For servers on Redis (deltagate, socket.io) Redis' CPU per delivery is "
+        "reported beside it, not in it. **Memory per connection** = growth of the server's "
+        "RSS (`VmRSS`) with idle subscribed connections / their number.",
+        "**Shared, noisy host**: 2 cores hold the servers, Redis, the load generator and "
+        f"whatever else runs meanwhile (load average at the end of this section: {loadavg}). "
+        "Absolute times and p99s move by tens of percent between runs; ratios within one run "
+        f"hold. This section took {elapsed / 60:.1f} min.",
     ]
 
 
-def climb_text(plan: Plan) -> str:
-    """How the highest rate was searched for."""
-    return (
-        f"Rates {', '.join(str(x) for x in plan.ladder)} ev/s in turn, each server until its "
-        "first failure"
-        + (
-            " (a failing step is run a second time before it counts: one scheduler hiccup on "
-            "this shared host can spoil a p99)"
-            if plan.confirm
-            else ""
+# -- tables ---------------------------------------------------------------------------------
+
+
+def headline(m: Measured) -> str:
+    low, high = HEADLINE_RATES
+    rows = []
+    for name in m.names:
+        rows.append(
+            [
+                f"**{name}**",
+                m.rates.spread(name, low, us).text(1, bold=True),
+                m.rates.spread(name, high, us).text(1, bold=True),
+                m.flat.spread(name, FLAT_RATE, us).text(1),
+                idle_spread(m, name, m.idle_counts[-1]).text(1, bold=True),
+                m.rates.spread(name, low, p99).text(1, 1e3),
+                m.rates.spread(name, high, p99).text(1, 1e3),
+                m.flat.spread(name, FLAT_RATE, lambda s: s.deliveries).text(0),
+            ]
         )
-        + f"; then up to {plan.bisections} geometric bisection(s) between its highest passing "
-        "and first failing rate. A step fails when p99 >= 100 ms or it falls behind (more than "
-        "1% of the window's deliveries lost, deliveries/s under 90% of offered, the appender "
-        "under 90% of the target, or an append error)."
+    return table(
+        [
+            "server",
+            f"us CPU/delivery, {SUBSCRIBERS:,} x {low}/s",
+            f"us CPU/delivery, {SUBSCRIBERS:,} x {high}/s",
+            f"us CPU/delivery, {FLAT_SUBSCRIBERS} flat out",
+            f"KiB/connection, {m.idle_counts[-1]:,} idle",
+            f"p99 ms, {SUBSCRIBERS:,} x {low}/s",
+            f"p99 ms, {SUBSCRIBERS:,} x {high}/s",
+            f"deliveries/s, {FLAT_SUBSCRIBERS} flat out",
+        ],
+        rows,
     )
 
 
-def replay_runs(plan: Plan) -> str:
-    return "one run" if plan.replay_runs == 1 else f"median of {plan.replay_runs} runs"
+def ratio(a: Spread, b: Spread) -> str:
+    if not a.values or not b.values or not b.median:
+        return "-"
+    return f"{a.median / b.median:.2f}x"
 
 
-# -- tables -----------------------------------------------------------------------------------
+def ratios(m: Measured) -> list[str]:
+    """deltagate's headline figures as ratios to each other server's, medians of this run."""
+    if DELTAGATE not in m.names:
+        return []
+    lines = []
+    for other in [n for n in m.names if n != DELTAGATE]:
+        cpu = ", ".join(
+            f"{SUBSCRIBERS:,} x {r}/s {ratio(m.rates.spread(DELTAGATE, r, us), m.rates.spread(other, r, us))}"  # noqa: E501
+            for r in HEADLINE_RATES
+        )
+        flat = ratio(m.flat.spread(DELTAGATE, FLAT_RATE, us), m.flat.spread(other, FLAT_RATE, us))
+        mem = ratio(
+            idle_spread(m, DELTAGATE, m.idle_counts[-1]), idle_spread(m, other, m.idle_counts[-1])
+        )
+        lines.append(
+            f"- deltagate / {other}: CPU per delivery {cpu}, flat out {flat}; memory per "
+            f"connection {mem}"
+        )
+    return lines
+
+
+def step_cells(steps: Steps, label: str, rate: int) -> list[str]:
+    got = steps.get(label, rate)
+    spread = steps.spread
+    lg = max((c for s in got for c in s.loadgen_cpu[:-1]), default=0.0)
+    redis = spread(label, rate, lambda s: s.redis_us_per_delivery)
+    return [
+        num(got[0].subscribers * rate) if got else "-",
+        spread(label, rate, lambda s: s.deliveries).text(0),
+        spread(label, rate, us).text(1, bold=True),
+        "-" if not redis.values or math.isnan(redis.median) else redis.text(2),
+        spread(label, rate, lambda s: s.p50).text(1, 1e3),
+        spread(label, rate, p99).text(1, 1e3),
+        ms(max((s.slowest for s in got), default=math.nan)),
+        f"{max((s.missing for s in got), default=0):.1%}",
+        spread(label, rate, lambda s: s.server_cpu).text(0, 100) + " %",
+        f"{lg:.0%}",
+        f"{max((s.host_busy for s in got), default=0):.0%}",
+        f"{sum(s.ok for s in got)}/{len(got)}",
+    ]
+
 
 STEP_HEADERS = [
-    "events/s (target)",
-    "server",
-    "appended/s",
-    "deliveries/s",
     "offered deliveries/s",
+    "deliveries/s",
+    "us CPU/delivery",
+    "Redis us/delivery",
     "p50 ms",
     "p99 ms",
-    "server CPU",
-    "server us/delivery",
-    "server RSS MiB",
-    "Redis CPU",
-    "loadgen CPU: subscribers / appender",
-    "host CPU busy (all cores, anyone)",
-    "p99 < 100 ms and keeping up",
+    "slowest ms",
+    "lost (worst)",
+    "server CPU, % of a core",
+    "loadgen CPU (busiest process)",
+    "host busy (worst)",
+    "passed",
 ]
 
 
-def step_row(result: Result, rate: int) -> list[object]:
-    s = result.steps[rate]
-    lg = s.loadgen_cpu
-    late = "" if s.missing <= 0 else f" ({s.missing:.1%} lost)"
-    return [
-        rate,
-        result.name,
-        num(s.appended),
-        num(s.deliveries),
-        num(s.expected),
-        ms(s.p50),
-        ms(s.p99) + late,
-        f"{s.server_cpu:.0%}",
-        num(s.us_per_delivery, 1),
-        mib(s.rss),
-        "-" if s.redis_cpu is None else f"{s.redis_cpu:.0%}",
-        " + ".join(f"{c:.0%}" for c in lg[:-1]) + f" / {lg[-1]:.0%}",
-        f"{s.host_busy:.0%}" + (f" ({s.host_steal:.0%} stolen)" if s.host_steal >= 0.01 else ""),
-        "yes" if s.ok else ("no, behind" if s.behind else "no"),
+def steps_table(steps: Steps) -> str:
+    rows = [
+        [f"{rate}", label, *step_cells(steps, label, rate)]
+        for rate in steps.rates()
+        for label in steps.labels()
+        if steps.get(label, rate)
     ]
+    return table(["events/s", "server", *STEP_HEADERS], rows)
 
 
-def search_table(results: list[Result]) -> str:
-    def climb(r: Result) -> str:
-        return ", ".join(
-            f"{rate}: "
-            + (f"{ms(r.retried[rate].p99)} x then " if rate in r.retried else "")
-            + ms(r.steps[rate].p99)
-            + ("" if r.steps[rate].ok else " x")
-            for rate in sorted(r.steps)
-        )
-
-    return table(
-        ["server", "rate: p99 ms (x = over 100 ms or falling behind)", "highest rate, ev/s"],
-        [[r.name, climb(r), r.highest or "< 10"] for r in results],
-    )
-
-
-def idle_table(results: list[Result]) -> str:
+def mix_table(steps: Steps, mix: str) -> str:
     rows = []
-    for r in results:
-        idle = r.idle
-        assert idle is not None
-        rows.append(
-            [r.name, mib(idle.base_rss)]
-            + [
-                f"{mib(idle.rss[n])} MiB, **{idle.per_conn(n) / 1024:.1f} KiB/conn** "
-                f"(opened in {idle.connect_s[n]:.1f} s)"
-                for n in IDLE_COUNTS
-            ]
-            + [f"{idle.refused:,}"]
-        )
+    for rate in steps.rates():
+        star, mixed = steps.spread(DELTAGATE, rate, us), steps.spread(mix, rate, us)
+        rows.append([rate, star.text(1), mixed.text(1), ratio(mixed, star)])
+    return table(["events/s", "us/delivery, `*`", "us/delivery, filter mix", "mix / `*`"], rows)
+
+
+def flat_table(steps: Steps) -> str:
+    rows = [[label, *step_cells(steps, label, FLAT_RATE)] for label in steps.labels()]
+    return table(["server", *STEP_HEADERS], rows)
+
+
+def idle_table(m: Measured) -> str:
+    rows = []
+    for name in m.names:
+        idle = m.idle[name]
+        cells = [name, Spread.of([b / 2**20 for b in idle.base]).text(0)]
+        for n in m.idle_counts:
+            seconds = Spread.of(idle.connect_s.get(n, []))
+            cells.append(
+                f"{idle_spread(m, name, n).text(1, bold=True)} (opened in {seconds.text(1)} s)"
+            )
+        cells.append(f"{idle.refused:,}")
+        rows.append(cells)
     return table(
         ["server", "RSS before, MiB"]
-        + [f"{n:,} connections" for n in IDLE_COUNTS]
+        + [f"KiB/connection at {n:,}" for n in m.idle_counts]
         + ["connects refused (retried)"],
         rows,
     )
 
 
-def replay_table(results: list[Result]) -> str:
-    return table(
+def replay_parts(m: Measured) -> list[str]:
+    replay_rows = [
         [
-            "server",
-            "events received",
-            "seconds to caughtUp (median)",
-            "events/s",
-            "each run, s",
-            "server CPU s (median)",
-            "appending them first took, s",
-        ],
+            name,
+            num(min(r.events, default=0)),
+            Spread.of(r.seconds).text(2, bold=True),
+            num(REPLAY_EVENTS / r.median),
+            Spread.of(r.server_cpu).text(2),
+        ]
+        for name, r in m.replays.items()
+    ]
+    storm_rows = [
         [
-            [
-                r.name,
-                num(min(r.replay.events)),
-                f"{r.replay.median:.2f}",
-                num(REPLAY_EVENTS / r.replay.median),
-                ", ".join(f"{x:.2f}" for x in r.replay.seconds),
-                f"{sorted(r.replay.server_cpu)[len(r.replay.server_cpu) // 2]:.2f}",
-                f"{r.replay.append_s:.1f}",
-            ]
-            for r in results
-        ],
+            name,
+            f"{min(s.caught for s in storms):,} / {STORM_CLIENTS:,}",
+            f"{min(s.events_min for s in storms):,}..{max(s.events_max for s in storms):,}",
+            Spread.of([s.seconds for s in storms]).text(2, bold=True).replace("inf", "not all"),
+            Spread.of([s.server_cpu for s in storms]).text(2),
+            f"{sum(s.refused for s in storms):,}",
+        ]
+        for name, storms in m.storms.items()
+    ]
+    st = m.stalled
+    budget = (
+        "the pod has no `DELTAGATE_MAX_QUEUED_BYTES` yet: reported as is"
+        if st.budget is None
+        else f"budget {st.budget / 2**20:.0f} MiB + {STALL_MARGIN / 2**20:.0f} MiB margin: "
+        f"**{verdict(st.stalled_rss - st.base_rss <= st.budget + STALL_MARGIN)}**"
     )
-
-
-def storm_table(results: list[Result]) -> str:
-    rows = []
-    for r in results:
-        st = r.storm
-        assert st is not None
-        rows.append(
-            [
-                r.name,
-                f"{st.caught:,} / {st.clients:,}",
-                f"{st.events_min:,}..{st.events_max:,}",
-                f"**{st.seconds:.2f}**",
-                f"{st.connect_s:.2f}",
-                num(st.clients * STORM_EVENTS / st.seconds),
-                f"{st.server_cpu:.2f}",
-                f"{st.refused:,}" + (f" ({st.errors[0]})" if st.errors else ""),
-            ]
-        )
-    return table(
-        [
-            "server",
-            "clients caught up",
-            "events each before caughtUp",
-            "seconds until all caught up",
-            "seconds until all subscribed",
-            "deliveries/s",
-            "server CPU s",
-            "connects refused (retried), first reason",
-        ],
-        rows,
-    )
-
-
-# -- goals ------------------------------------------------------------------------------------
-
-
-def goals(ceiling: Result, pod: Result, plan: Plan) -> list[str]:
-    """One line per goal: PASS or FAIL, deltagate's figure, the ceiling's beside it."""
     return [
-        rate_goal(ceiling, pod, plan),
-        p99_goal(ceiling, pod),
-        rss_goal(ceiling, pod),
-        replay_goal(ceiling, pod),
-        storm_goal(ceiling, pod),
+        f"### Replay of {REPLAY_EVENTS:,} events to one client",
+        "Appended in batches of 1,000 first; one client subscribes from `earliest`: seconds "
+        "from `subscribe` to `caughtUp`. The queued reference replays from memory.",
+        table(["server", "events", "seconds", "events/s (median)", "server CPU s"], replay_rows),
+        f"### Reconnect storm: {STORM_CLIENTS:,} clients resuming {STORM_EVENTS:,} events each",
+        f"{STORM_CLIENTS:,} clients subscribe from `latest` and leave; {STORM_EVENTS:,} events "
+        "are appended; all reconnect at once and resume from the head they saw. Seconds from the "
+        "first connect to the last `caughtUp`; each must get exactly the events it missed. A "
+        "refused connection retries with a jittered backoff (0.1 s doubling to 2 s).",
+        table(
+            [
+                "server",
+                "caught up (worst)",
+                "events each",
+                "seconds until all caught up",
+                "server CPU s",
+                "refused (retried)",
+            ],
+            storm_rows,
+        ),
+        f"### {st.readers} stalled readers (deltagate)",
+        f"{st.readers} connections subscribe from `earliest` to the replay store "
+        f"({REPLAY_EVENTS:,} events) and never read; the pod's RSS until flat for 3 s "
+        f"({st.seconds:.0f} s), and 3 s after they closed: {st.base_rss / 2**20:.0f} MiB before, "
+        f"**{st.stalled_rss / 2**20:.0f} MiB** with them "
+        f"(+{(st.stalled_rss - st.base_rss) / 2**20:.0f} MiB), {st.closed_rss / 2**20:.0f} MiB "
+        f"after ({budget}).",
     ]
 
 
-def rate_goal(ceiling: Result, pod: Result, plan: Plan) -> str:
-    if not ceiling.highest:
-        return (
-            "- **FAIL** highest rate with p99 < 100 ms: not measurable in this run, the ceiling "
-            f"itself missed it at the lowest rate ({min(plan.ladder)} ev/s; deltagate: "
-            f"{pod.highest or '< 10'})"
+# -- goals ----------------------------------------------------------------------------------
+
+
+def goals(m: Measured) -> list[str]:
+    """Issue 19's goals that this section measures, against this run's peers."""
+    lines = []
+    if DELTAGATE not in m.names:
+        return ["- deltagate was not measured"]
+    for rate in HEADLINE_RATES:
+        mine = m.rates.spread(DELTAGATE, rate, us)
+        for peer in (SOCKETIO, NODE_WS):
+            if peer not in m.names:
+                continue
+            theirs = m.rates.spread(peer, rate, us)
+            what = "goal" if peer == SOCKETIO else "moonshot"
+            lines.append(
+                f"- **{verdict(mine.median <= theirs.median)}** ({what}) CPU per delivery at "
+                f"{SUBSCRIBERS:,} x {rate}/s at most {peer}'s: {mine.median:.1f} vs "
+                f"{theirs.median:.1f} us ({ratio(mine, theirs)})"
+            )
+    high = max(HEADLINE_RATES)
+    at = m.rates.get(DELTAGATE, high)
+    held = sum(s.ok and s.missing == 0 for s in at)
+    p = m.rates.spread(DELTAGATE, high, p99)
+    lines.append(
+        f"- **{verdict(bool(at) and held == len(at))}** one pod sustains {SUBSCRIBERS:,} x "
+        f"{high}/s with nothing lost and p99 < {GOALS['p99'] * 1e3:.0f} ms: {held} of "
+        f"{len(at)} repetitions, p99 {p.text(1, 1e3)} ms"
+    )
+    if BARE in m.names:
+        mine_kib = idle_spread(m, DELTAGATE, m.idle_counts[-1])
+        bare_kib = idle_spread(m, BARE, m.idle_counts[-1])
+        lines.append(
+            f"- **{verdict(mine_kib.median <= bare_kib.median)}** KiB per idle connection at "
+            f"{m.idle_counts[-1]:,} at most the bare Starlette ceiling's: {mine_kib.median:.1f} vs "
+            f"{bare_kib.median:.1f} ({ratio(mine_kib, bare_kib)})"
+            + (
+                f"; moonshot socket.io's {idle_spread(m, SOCKETIO, m.idle_counts[-1]).median:.1f}"
+                if SOCKETIO in m.names
+                else ""
+            )
         )
-    ratio = pod.highest / ceiling.highest
-    return (
-        f"- **{verdict(ratio >= GOALS['rate_ratio'])}** highest rate with p99 < 100 ms: "
-        f"deltagate {pod.highest or '< 10'} ev/s vs ceiling {ceiling.highest} ev/s = "
-        f"**{ratio:.0%}** of the ceiling (goal >= {GOALS['rate_ratio']:.0%})"
-    )
-
-
-def p99_goal(ceiling: Result, pod: Result) -> str:
-    at50, c50 = pod.steps[50], ceiling.steps[50]
-    return (
-        f"- **{verdict(at50.ok and at50.p99 < GOALS['p99_at_50'])}** p99 at 1,000 subscribers x "
-        f"50 events/s: deltagate **{ms(at50.p99)} ms** (goal < 50 ms; ceiling {ms(c50.p99)} ms "
-        f"in the same run: deltagate/ceiling = {at50.p99 / c50.p99:.2f})"
-    )
-
-
-def rss_goal(ceiling: Result, pod: Result) -> str:
-    assert pod.idle is not None and ceiling.idle is not None
-    big, small = IDLE_COUNTS[-1], IDLE_COUNTS[0]
-    rss_ratio = pod.idle.per_conn(big) / ceiling.idle.per_conn(big)
-    rss_small = pod.idle.per_conn(small) / ceiling.idle.per_conn(small)
-    return (
-        f"- **{verdict(rss_ratio <= GOALS['rss_ratio'])}** RSS per idle connection at {big:,} "
-        f"connections: deltagate {pod.idle.per_conn(big) / 1024:.1f} KiB vs ceiling "
-        f"{ceiling.idle.per_conn(big) / 1024:.1f} KiB = **{rss_ratio:.2f}x** (goal <= "
-        f"{GOALS['rss_ratio']:.1f}x; at {small:,} connections: {rss_small:.2f}x)"
-    )
-
-
-def replay_goal(ceiling: Result, pod: Result) -> str:
-    replay_ok = pod.replay.median < GOALS["replay_s"] and min(pod.replay.events) == REPLAY_EVENTS
-    return (
-        f"- **{verdict(replay_ok)}** replay of {REPLAY_EVENTS:,} events to one client: "
-        f"deltagate **{pod.replay.median:.2f} s** (goal < {GOALS['replay_s']:g} s; ceiling, from "
-        f"memory: {ceiling.replay.median:.2f} s; deltagate/ceiling = "
-        f"{pod.replay.median / ceiling.replay.median:.2f}x)"
-    )
-
-
-def storm_goal(ceiling: Result, pod: Result) -> str:
-    assert pod.storm is not None and ceiling.storm is not None
-    storm_ok = pod.storm.complete and pod.storm.seconds < GOALS["storm_s"]
-    return (
-        f"- **{verdict(storm_ok)}** reconnect storm ({STORM_CLIENTS:,} clients resuming "
-        f"{STORM_EVENTS:,} events each): deltagate **{pod.storm.seconds:.2f} s** (goal < "
-        f"{GOALS['storm_s']:g} s; ceiling {ceiling.storm.seconds:.2f} s"
-        + ("" if pod.storm.complete else "; NOT every client got all its events")
-        + ")"
-    )
-
-
-def saturation(ceiling: Result, pod: Result) -> str:
-    """The CPU per delivery of both servers flat out, for reference."""
-    top = max(FIXED_RATES)
-    flat_pod, flat_ceiling = pod.steps[top], ceiling.steps[top]
-    return (
-        f"For reference, flat out ({top} ev/s offered, both servers behind): the server CPU per "
-        f"delivery, the steadiest figure on a shared host, was "
-        f"{num(flat_pod.us_per_delivery, 1)} us for deltagate vs "
-        f"{num(flat_ceiling.us_per_delivery, 1)} us for the ceiling "
-        f"(**{flat_pod.us_per_delivery / flat_ceiling.us_per_delivery:.2f}x**); deliveries/s "
-        f"{num(flat_pod.deliveries)} vs {num(flat_ceiling.deliveries)} "
-        f"({flat_pod.deliveries / flat_ceiling.deliveries:.0%}), which also depends on how much "
-        "of a core each got while other work ran."
-    )
+    replay = m.replays.get(DELTAGATE)
+    if replay is not None:
+        ok = replay.median < GOALS["replay_s"] and min(replay.events) == REPLAY_EVENTS
+        lines.append(
+            f"- **{verdict(ok)}** replay of {REPLAY_EVENTS:,} events under "
+            f"{GOALS['replay_s']:g} s: {replay.median:.2f} s"
+        )
+    storms = m.storms.get(DELTAGATE, [])
+    if storms:
+        seconds = Spread.of([s.seconds for s in storms])
+        ok = all(s.complete for s in storms) and seconds.median < GOALS["storm_s"]
+        lines.append(
+            f"- **{verdict(ok)}** reconnect storm under {GOALS['storm_s']:g} s with every "
+            f"event: {seconds.text(2)} s"
+        )
+    return lines

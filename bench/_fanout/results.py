@@ -1,18 +1,23 @@
-"""What the fan-out phases measured: a ``Step`` of the rate phases (one rate, one server), the
-RSS of ``Idle`` connections, ``Replay`` and reconnect ``Storm`` times, and per server a ``Result``
-holding them all for the report."""
+"""What the fan-out phases measured: a ``Step`` of a rate scenario (one rate, one server, one
+repetition), the ``Steps`` of a scenario gathered per server and rate, the RSS of ``Idle``
+connections, ``Replay`` and reconnect ``Storm`` times, ``Stalled`` readers; and per server a
+``Result`` holding them for the report."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .plan import P99_LIMIT, STORM_EVENTS
-from .servers import Server
+from _common import Spread
+
+from .plan import P99_LIMIT
 
 
 @dataclass
 class Step:
+    label: str
+    """The row: a server's name, or a server with a subscription mix."""
     rate: int
     subscribers: int
     appended: float
@@ -21,10 +26,13 @@ class Step:
     """Event frames received per second in the measured window (receive time)."""
     p50: float
     p99: float
+    slowest: float
     missing: float
     """Fraction of the window's events (times subscribers) not received by the end of drain."""
     server_cpu: float
-    """Cores used by the server in the window."""
+    """Cores used by the server in the window (its parts apart, e.g. nginx, excluded)."""
+    parts_cpu: dict[str, float]
+    """Cores used by the server's parts reported apart."""
     rss: int
     loadgen_cpu: list[float]
     """Cores used by each load generator process in the window (subscribers..., appender)."""
@@ -57,17 +65,55 @@ class Step:
     def us_per_delivery(self) -> float:
         return self.server_cpu / self.deliveries * 1e6 if self.deliveries else math.nan
 
+    @property
+    def redis_us_per_delivery(self) -> float:
+        if self.redis_cpu is None or not self.deliveries:
+            return math.nan
+        return self.redis_cpu / self.deliveries * 1e6
+
+    def part_us(self, name: str) -> float:
+        cpu = self.parts_cpu.get(name)
+        return cpu / self.deliveries * 1e6 if cpu is not None and self.deliveries else math.nan
+
+
+@dataclass
+class Steps:
+    """Every repetition of every step of a scenario, by (label, rate)."""
+
+    runs: dict[tuple[str, int], list[Step]] = field(default_factory=dict)
+
+    def add(self, step: Step) -> None:
+        self.runs.setdefault((step.label, step.rate), []).append(step)
+
+    def labels(self) -> list[str]:
+        return list(dict.fromkeys(label for label, _ in self.runs))
+
+    def rates(self) -> list[int]:
+        return sorted({rate for _, rate in self.runs})
+
+    def get(self, label: str, rate: int) -> list[Step]:
+        return self.runs.get((label, rate), [])
+
+    def spread(self, label: str, rate: int, figure: Callable[[Step], float]) -> Spread:
+        return Spread.of([figure(s) for s in self.get(label, rate)])
+
+    def all(self) -> list[Step]:
+        return [s for steps in self.runs.values() for s in steps]
+
 
 @dataclass
 class Idle:
-    base_rss: int
-    rss: dict[int, int]
-    connect_s: dict[int, float]
-    refused: int
-    failed: int
+    """RSS growth per idle connection, one figure per repetition (a fresh process each)."""
 
-    def per_conn(self, n: int) -> float:
-        return (self.rss[n] - self.base_rss) / n
+    per_conn: dict[int, list[float]] = field(default_factory=dict)
+    """Connections -> bytes per connection, one per repetition."""
+    base: list[int] = field(default_factory=list)
+    connect_s: dict[int, list[float]] = field(default_factory=dict)
+    refused: int = 0
+
+    def add(self, count: int, per_conn: float, seconds: float) -> None:
+        self.per_conn.setdefault(count, []).append(per_conn)
+        self.connect_s.setdefault(count, []).append(seconds)
 
 
 @dataclass
@@ -79,12 +125,14 @@ class Replay:
 
     @property
     def median(self) -> float:
-        return sorted(self.seconds)[len(self.seconds) // 2] if self.seconds else math.inf
+        return Spread.of(self.seconds).median if self.seconds else math.inf
 
 
 @dataclass
 class Storm:
     clients: int
+    events: int
+    """Events each client must receive before caughtUp."""
     caught: int
     seconds: float
     events_min: int
@@ -98,24 +146,33 @@ class Storm:
     def complete(self) -> bool:
         return (
             self.caught == self.clients
-            and self.events_min == STORM_EVENTS
-            and self.events_max == STORM_EVENTS
+            and self.events_min == self.events
+            and self.events_max == self.events
         )
 
 
 @dataclass
-class Result:
-    server: Server
-    idle: Idle | None = None
-    steps: dict[int, Step] = field(default_factory=dict)
-    retried: dict[int, Step] = field(default_factory=dict)
-    """Failed first runs of climbing steps that were run again."""
-    first_fail: int | None = None
-    highest: int = 0
-    replay: Replay = field(default_factory=Replay)
-    storm: Storm | None = None
-    notes: list[str] = field(default_factory=list)
+class Stalled:
+    readers: int
+    base_rss: int
+    stalled_rss: int
+    closed_rss: int
+    budget: int | None
+    """DELTAGATE_MAX_QUEUED_BYTES if the pod has that setting."""
+    seconds: float
 
-    @property
-    def name(self) -> str:
-        return self.server.name
+
+@dataclass
+class Measured:
+    """Everything the fan-out benchmark measured, for the report."""
+
+    names: list[str]
+    """The servers, in the order they ran."""
+    idle_counts: tuple[int, ...]
+    idle: dict[str, Idle]
+    rates: Steps
+    flat: Steps
+    replays: dict[str, Replay]
+    storms: dict[str, list[Storm]]
+    stalled: Stalled
+    notes: list[str]

@@ -84,8 +84,8 @@ class Worker:
 
 
 class LoadGen:
-    def __init__(self) -> None:
-        self.subs = [Worker(f"subscribers-{i + 1}") for i in range(SUB_WORKERS)]
+    def __init__(self, processes: int = SUB_WORKERS) -> None:
+        self.subs = [Worker(f"subscribers-{i + 1}") for i in range(processes)]
         self.appender = Worker("appender")
 
     @property
@@ -114,11 +114,13 @@ class LoadGen:
         url: str,
         total: int,
         *,
-        position: Any = "latest",
         concurrency: int = 100,
         timeout: float = 90.0,
         wait_caught: bool = False,
+        **options: Any,
     ) -> dict[str, Any]:
+        """``total`` connections spread over the subscriber processes; ``options`` are the
+        load generator's (position, proto, headers, filters, sources, stall)."""
         counts = self.split(total, len(self.subs))
         results = await asyncio.gather(
             *(
@@ -128,10 +130,10 @@ class LoadGen:
                     group=group,
                     url=url,
                     count=n,
-                    position=position,
                     concurrency=concurrency,
                     timeout=timeout,
                     wait_caught=wait_caught,
+                    **options,
                 )
                 for w, n in zip(self.subs, counts, strict=True)
                 if n

@@ -1,6 +1,7 @@
-"""The fan-out ceiling: the least a Python server on deltagate's stack can do per delivery.
+"""The queued broadcast: the fan-out's second Python reference (the first, the ceiling, is the
+bare broadcast of ``bench/_bare.py``).
 
-    python bench/_ceiling.py PORT
+    python bench/_queued.py PORT
 
 Not a benchmark itself (``run.py`` skips modules whose name starts with ``_``). A plain Starlette
 app under uvicorn (uvloop, ``ws="websockets-sansio"``, httptools): no Redis, no filters, no
@@ -15,7 +16,8 @@ auth. It speaks just enough of deltagate's protocol for the same load generator 
 
 Each connection has a non-blocking outgoing queue (bounded like deltagate's default outbox,
 1,024 frames; a frame that does not fit is dropped and counted) and one writer task that sends
-everything queued per wake-up.
+everything queued per wake-up: what a server that never awaits one client in a loop over many
+pays on top of the bare broadcast. Served by ``_bare.serve`` (the same uvicorn settings).
 """
 
 from __future__ import annotations
@@ -23,15 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import resource
-import sys
-import uuid
-from collections import deque
-from datetime import UTC, datetime
-from typing import Any
+from collections import defaultdict, deque
 
 import orjson
-import uvicorn
+from _bare import Positions, ready, requests, serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -74,66 +71,33 @@ class Conn:
                     await send({"type": "websocket.send", "text": frame})
 
 
-class Store:
+class Store(Positions):
     def __init__(self) -> None:
+        super().__init__()
         self.log: list[str] = []
         """Event JSON by globalPosition - 1."""
-        self.versions: dict[str, int] = {}
         self.live: dict[Conn, str] = {}
         """Live connections and their frame prefix."""
 
 
-STORES: dict[str, Store] = {}
+STORES: defaultdict[str, Store] = defaultdict(Store)
 STATS = {"dropped": 0}
 
 
-def store_of(name: str) -> Store:
-    store = STORES.get(name)
-    if store is None:
-        store = STORES[name] = Store()
-    return store
-
-
 async def append(request: Request) -> Response:
-    store = store_of(request.path_params["store"])
-    stream = request.path_params["stream"]
-    body = orjson.loads(await request.body())
-    transaction = str(uuid.uuid4())
-    created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    version = store.versions.get(stream, 0)
-    live = store.live
-    for event in body["events"]:
-        version += 1
-        position = len(store.log) + 1
-        encoded = (
-            f'{{"globalPosition":{position},"streamPosition":{version},'
-            + orjson.dumps(
-                {
-                    "streamId": stream,
-                    "eventId": str(uuid.uuid4()),
-                    "type": event["type"],
-                    "data": event.get("data"),
-                    "schemaVersion": 1,
-                    "transactionId": transaction,
-                    "createdAt": created,
-                }
-            )[1:].decode()
-        )
-        store.log.append(encoded)
-        tail = encoded + "}"
-        for conn, prefix in live.items():
+    store = STORES[request.path_params["store"]]
+    events = orjson.loads(await request.body())["events"]
+    encoded, answer = store.append(request.path_params["stream"], events)
+    for event in encoded:
+        store.log.append(event)
+        tail = event + "}"
+        for conn, prefix in store.live.items():
             conn.push(prefix + tail)
-    store.versions[stream] = version
-    reply = {"success": True, "streamId": stream, "globalPosition": len(store.log)}
-    return Response(orjson.dumps(reply), 201, media_type="application/json")
+    return Response(answer, 201, media_type="application/json")
 
 
 async def stats(request: Request) -> Response:
     return Response(orjson.dumps(STATS), media_type="application/json")
-
-
-async def ready(request: Request) -> Response:
-    return Response(b"ok")
 
 
 async def replay(store: Store, conn: Conn, prefix: str, after: int) -> None:
@@ -163,16 +127,12 @@ _auto = itertools.count(1)
 
 
 async def events_ws(ws: WebSocket) -> None:
-    store = store_of(ws.path_params["store"])
+    store = STORES[ws.path_params["store"]]
     await ws.accept()
     conn = Conn(ws)
     writer = asyncio.get_running_loop().create_task(conn.writer())
     try:
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            request: dict[str, Any] = orjson.loads(message.get("text") or "{}")
+        async for request in requests(ws):
             action = request.get("action")
             if action == "ping":
                 conn.force('{"type":"pong"}')
@@ -216,23 +176,5 @@ app = Starlette(
 )
 
 
-def main() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=int(sys.argv[1]),
-        loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-    )
-
-
 if __name__ == "__main__":
-    main()
+    serve(app)

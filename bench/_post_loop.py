@@ -1,0 +1,116 @@
+"""The ceiling of a webhook delivery: a bare keep-alive POST loop, in a process of its own.
+
+    python bench/_post_loop.py PORT CLIENT REQUESTS CONCURRENCY BODY_BYTES
+
+Not a benchmark itself (``run.py`` skips modules whose name starts with ``_``); run by
+``bench/webhooks.py`` against the same receiver as the dispatcher. ``CONCURRENCY`` tasks, each
+with one keep-alive HTTP/1.1 connection, POST a pre-built body of ``BODY_BYTES`` (a delivery's
+size) with a delivery's headers (content-type, webhook-id, -timestamp, -signature; nothing is
+signed here) until ``REQUESTS`` are answered, then print one JSON line: requests, seconds and
+this process's CPU seconds over them (the connections are opened before the clocks start).
+
+``CLIENT`` is the HTTP client: ``raw`` (asyncio streams, parsing just the status line and
+Content-Length: the floor of a POST from Python), ``httpcore`` (the connection pool under httpx,
+a lean client library) or ``aiohttp`` (if installed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import uvloop
+
+HEADERS = {
+    "content-type": "application/json",
+    "webhook-id": "5b8e6f0e-3c1a-4c53-9d55-3f2a1e7c9b10",
+    "webhook-timestamp": "1767225600",
+    "webhook-signature": "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+}
+
+Post = Callable[[], Awaitable[None]]
+
+
+async def raw(port: int, body: bytes) -> tuple[Post, Callable[[], Awaitable[None]]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items())
+    request = (
+        f"POST /ceiling HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n{head}"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+    async def post() -> None:
+        writer.write(request)
+        reply = await reader.readuntil(b"\r\n\r\n")
+        if reply[9:10] != b"2":
+            raise RuntimeError(f"answered {reply[:40]!r}")
+        at = reply.lower().find(b"content-length:")
+        length = int(reply[at + 15 : reply.index(b"\r\n", at)]) if at >= 0 else 0
+        if length:
+            await reader.readexactly(length)
+
+    async def close() -> None:
+        writer.close()
+
+    return post, close
+
+
+async def with_httpcore(port: int, body: bytes) -> tuple[Post, Callable[[], Awaitable[None]]]:
+    import httpcore
+
+    pool = httpcore.AsyncConnectionPool(max_connections=1, max_keepalive_connections=1)
+    url = f"http://127.0.0.1:{port}/ceiling"
+    headers = list(HEADERS.items())
+
+    async def post() -> None:
+        response = await pool.request("POST", url, headers=headers, content=body)
+        if not 200 <= response.status < 300:
+            raise RuntimeError(f"answered {response.status}")
+
+    await post()  # opens the connection before the clocks start
+    return post, pool.aclose
+
+
+async def with_aiohttp(port: int, body: bytes) -> tuple[Post, Callable[[], Awaitable[None]]]:
+    import aiohttp
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
+    url = f"http://127.0.0.1:{port}/ceiling"
+
+    async def post() -> None:
+        async with session.post(url, data=body, headers=HEADERS) as response:
+            await response.read()
+            if not 200 <= response.status < 300:
+                raise RuntimeError(f"answered {response.status}")
+
+    await post()
+    return post, session.close
+
+
+CLIENTS = {"raw": raw, "httpcore": with_httpcore, "aiohttp": with_aiohttp}
+
+
+async def main(port: int, client: str, requests: int, concurrency: int, size: int) -> None:
+    body = b'{"event":"' + b"x" * max(0, size - 12) + b'"}'
+    conns = [await CLIENTS[client](port, body) for _ in range(concurrency)]
+    left = [requests]
+
+    async def loop(post: Post) -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            await post()
+
+    cpu, started = time.process_time(), time.monotonic()
+    await asyncio.wait_for(asyncio.gather(*(loop(post) for post, _ in conns)), 300)
+    seconds, cpu = time.monotonic() - started, time.process_time() - cpu
+    for _, close in conns:
+        await close()
+    print(json.dumps({"requests": requests, "seconds": seconds, "cpu": cpu}))
+
+
+if __name__ == "__main__":
+    port, client, requests, concurrency, size = sys.argv[1:6]
+    uvloop.run(main(int(port), client, int(requests), int(concurrency), int(size)))
