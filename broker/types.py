@@ -7,6 +7,7 @@ travel beside it so nothing is ever decoded just to be routed.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -116,8 +117,16 @@ class StreamInfo:
 
     @property
     def stream_type(self) -> str:
-        # DeltaBase convention: "order-123" is a stream of type "order".
-        return self.stream_id.split("-", 1)[0]
+        return stream_type_of(self.stream_id)
+
+
+_TYPE_END = re.compile("[-_:]")
+
+
+def stream_type_of(stream_id: str) -> str:
+    """DeltaBase's convention: a stream's type is its id up to the first ``-``, ``_`` or ``:``
+    (``order-123``, ``order_123`` and ``order:123`` are ``order`` streams; ``cart`` is ``cart``)."""
+    return _TYPE_END.split(stream_id, maxsplit=1)[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from broker import EventLog, Filter, NewEvent, StoreNotFound
+from broker import EventLog, Filter, NewEvent, StoreNotFound, StreamInfo
 from broker.keys import StoreKeys
 from broker.reader import StreamSlice
 
@@ -247,6 +247,23 @@ async def test_query_missing_store(log: EventLog) -> None:
 
 
 # -- list_streams ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stream_id", "stream_type"),
+    [
+        ("order-123", "order"),
+        ("product:789", "product"),
+        ("user_42", "user"),
+        ("cart", "cart"),
+        ("a_b-c:d", "a"),
+        ("tenant:a-1", "tenant"),
+        ("-lead", ""),
+        ("order.x", "order.x"),
+    ],
+)
+def test_stream_type_is_the_id_up_to_the_first_delimiter(stream_id: str, stream_type: str) -> None:
+    assert StreamInfo(stream_id, 0, "", "").stream_type == stream_type
 
 
 async def test_list_streams(log: EventLog, store: str) -> None:
