@@ -25,6 +25,7 @@ from ..auth import Permission, require
 from ..errors import ApiError, validation_error
 from ..runtime import RuntimeDep
 from .bodies import AppendBody, body_schema, json_response, parse, read_json
+from .params import DECLARED_ONLY
 
 router = APIRouter(tags=["event stores"])
 
@@ -128,7 +129,11 @@ Position = Annotated[int | None, Query(ge=0, le=MAX_POSITION)]
 Limit = Annotated[int, Query(ge=1, le=MAX_POSITION)]
 
 
-@router.get("/event-stores/{store}/streams/{stream_id}", summary="Read one stream")
+@router.get(
+    "/event-stores/{store}/streams/{stream_id}",
+    summary="Read one stream",
+    dependencies=[DECLARED_ONLY],
+)
 async def read_stream(
     store: str,
     stream_id: str,
@@ -154,7 +159,11 @@ async def read_stream(
     return events_response(part.events, **fields)
 
 
-@router.get("/event-stores/{store}/events", summary="Query the events of a whole store")
+@router.get(
+    "/event-stores/{store}/events",
+    summary="Query the events of a whole store",
+    dependencies=[DECLARED_ONLY],
+)
 async def query_events(
     store: str,
     request: Request,
@@ -200,7 +209,11 @@ async def query_events(
     return events_response(page.events, pagination=pagination)
 
 
-@router.get("/event-stores/{store}/streams", summary="List the streams of a store")
+@router.get(
+    "/event-stores/{store}/streams",
+    summary="List the streams of a store",
+    dependencies=[DECLARED_ONLY],
+)
 async def list_streams(
     store: str,
     request: Request,

@@ -13,8 +13,9 @@ from ..auth import Permission, check, require
 from ..errors import ApiError
 from ..runtime import RuntimeDep
 from .bodies import CreateStoreBody, body_schema, json_response, parse, read_json
+from .params import DECLARED_ONLY
 
-router = APIRouter(tags=["event stores"])
+router = APIRouter(tags=["event stores"], dependencies=[DECLARED_ONLY])
 
 
 def store_body(store: StoreInfo) -> dict[str, Any]:
