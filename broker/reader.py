@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from . import codec
@@ -25,10 +25,14 @@ from .archive import Archive
 from .errors import StoreNotFound
 from .filters import Filter
 from .keys import StoreKeys, valid_store_name
+from .query import EventCheck
 from .redis import call, load_script
 from .types import Direction, LoggedEvent, Page, StreamInfo
 
 SCAN_PAGE = 1000
+CLOCK_SKEW = timedelta(seconds=5)
+"""How far pods' clocks may disagree for a ``toDate`` bound to be exact: an event is stamped with
+its appending pod's clock, so one appended after another may carry an earlier time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,32 +298,71 @@ class LogReader:
         offset: int = 0,
         direction: Direction = "forward",
         include_count: bool = False,
+        event_id: str | None = None,
+        transaction_id: str | None = None,
+        from_date: datetime | None = None,
+        to_date: datetime | None = None,
+        from_stream_position: int | None = None,
+        to_stream_position: int | None = None,
     ) -> Page:
         """Events of the whole store matching ``flt`` with globalPosition in
-        [from_position, to_position], sorted by position in ``direction``, paginated."""
+        [from_position, to_position], sorted by position in ``direction``, paginated; also, when
+        given, with that eventId or transactionId and created in [from_date, to_date] (checked
+        per event: ``broker.query``). Dates first narrow the positions read through the time
+        index (``first_at``), so a date-bounded query reads about the events of its period.
+        With ``flt.stream_id`` the query walks that stream's index, between the stream positions
+        given (inclusive), and the page carries the stream's version."""
         await self.head(store)  # not found -> StoreNotFound
         low = max(from_position or 1, 1)
+        high = to_position
+        if from_date is not None:
+            low = max(low, await self.first_at(store, from_date))
+        if to_date is not None:
+            # The first event created after the period, allowing for pods' clocks to disagree:
+            # an event is stamped by the clock of the pod that appended it.
+            after = await self.first_at(store, to_date + CLOCK_SKEW) - 1
+            high = after if high is None else min(high, after)
+        check = EventCheck(
+            flt,
+            event_id=event_id,
+            transaction_id=transaction_id,
+            from_date=from_date,
+            to_date=to_date,
+        )
+        walk = _Walk(low, high, direction, (from_stream_position, to_stream_position))
         matched: list[LoggedEvent] = []
         total = 0
         has_more = False
         truncated: int | None = None
-        async for piece in self._candidates(store, flt, low, to_position, direction):
+        async for piece in self._candidates(store, flt, walk):
             truncated = truncated or piece.truncated_before
             for event in piece.events:
-                if flt is not None and not flt.matches(event.stream_id, event.type):
+                if not check.keeps(event):
+                    if check.finished:
+                        break
                     continue
                 if offset <= total < offset + limit:
                     matched.append(event)
                 elif total >= offset + limit:
                     has_more = True
                 total += 1
-            if has_more and not include_count:
+                if check.finished:
+                    break
+            if check.finished or (has_more and not include_count):
                 break
-        return Page(matched, has_more, total if include_count else None, truncated)
+        return Page(
+            matched,
+            has_more,
+            total if include_count else None,
+            truncated,
+            stream_version=walk.stream_version,
+            stream_truncated_before=walk.stream_truncated_before,
+        )
 
     async def _candidates(
-        self, store: str, flt: Filter | None, low: int, high: int | None, direction: Direction
+        self, store: str, flt: Filter | None, walk: _Walk
     ) -> AsyncIterator[Slice]:
+        low, high, direction = walk.low, walk.high, walk.direction
         if flt is None or flt.stream_id is None:
             after = low - 1 if direction == "forward" else (0 if high is None else high + 1)
             until = high if direction == "forward" else low
@@ -327,18 +370,29 @@ class LogReader:
                 yield piece
             return
         # One stream: walk it by stream position, keeping what lies in [low, high].
+        first, last_wanted = walk.stream_range
         cursor: int | None = None
         while True:
             if direction == "forward":
-                start = 0 if cursor is None else cursor + 1
-                part = await self.read_stream(store, flt.stream_id, start=start, limit=SCAN_PAGE)
+                start = (first or 0) if cursor is None else cursor + 1
+                part = await self.read_stream(
+                    store, flt.stream_id, start=start, end=last_wanted, limit=SCAN_PAGE
+                )
             else:
-                begin = None if cursor is None else cursor - 1
-                if begin is not None and begin < 0:
+                begin = last_wanted if cursor is None else cursor - 1
+                if begin is not None and begin < (first or 0):
                     return
                 part = await self.read_stream(
-                    store, flt.stream_id, direction="backward", start=begin, limit=SCAN_PAGE
+                    store,
+                    flt.stream_id,
+                    direction="backward",
+                    start=begin,
+                    end=first,
+                    limit=SCAN_PAGE,
                 )
+            if cursor is None:
+                walk.stream_version = part.version
+                walk.stream_truncated_before = part.truncated_before
             if not part.events:
                 return
             inside = [
@@ -359,7 +413,7 @@ class LogReader:
     async def first_at(self, store: str, moment: datetime) -> int:
         """The position of the first event created at or after ``moment`` (head + 1 if none yet).
         The time index (one entry per second) narrows it down; at most a second of events is
-        read to find the exact one."""
+        read to find the exact one, in pages growing from a few events."""
         k = keys_of(store)
         ms = int(moment.timestamp() * 1000)
         bucket = await call(
@@ -375,14 +429,29 @@ class LogReader:
                     return found
         start = max(start, bounds.oldest)
         cutoff = moment.timestamp()
+        page = 16  # the event is usually near the second's start: read little first
         while True:
-            piece = await self.after(store, start - 1, SCAN_PAGE)
+            piece = await self.after(store, start - 1, page)
             if not piece.events:
                 return start
             for event in piece.events:
                 if codec.created_at_of(event.json).timestamp() >= cutoff:
                     return event.global_position
             start = piece.events[-1].global_position + 1
+            page = min(page * 4, SCAN_PAGE)
+
+
+@dataclass(slots=True)
+class _Walk:
+    """The range one query reads, and what it learnt of its stream on the way."""
+
+    low: int
+    high: int | None
+    direction: Direction
+    stream_range: tuple[int | None, int | None]
+    """Stream positions (inclusive; None: unbounded) when the query walks one stream."""
+    stream_version: int | None = None
+    stream_truncated_before: int | None = None
 
 
 def _position(entry: list[Any]) -> int:

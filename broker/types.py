@@ -136,3 +136,8 @@ class Page:
     total: int | None = None
     truncated_before: int | None = None
     """The query started before the oldest position kept, which is this one."""
+    stream_version: int | None = None
+    """When the query walked one stream: its version (number of events) when first read."""
+    stream_truncated_before: int | None = None
+    """When the query walked one stream from before its first kept event: that event's
+    streamPosition."""

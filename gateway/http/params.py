@@ -11,12 +11,15 @@ parameter. The ``apiKey`` credential (section 3) is accepted everywhere.
 
 from __future__ import annotations
 
-from fastapi import Depends, Request
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from ..auth import API_KEY_PARAM
-from ..errors import ApiError
+from ..errors import ApiError, validation_error
 
 _declared: dict[int, frozenset[str]] = {}
 """Per route (by identity: routes live as long as the app), the query parameters it declares."""
@@ -58,3 +61,52 @@ async def _declared_only(request: Request) -> None:
 DECLARED_ONLY = Depends(_declared_only)
 """Add to a route's (or router's) ``dependencies`` to refuse the query parameters it does not
 declare."""
+
+
+# -- what several routes share ---------------------------------------------------------------
+
+Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Matches to skip")]
+IncludeCount = Annotated[
+    bool, Query(alias="includeCount", description="Add `pagination.total`, every match counted")
+]
+SortDirection = Annotated[
+    str | None,
+    Query(
+        alias="sortDirection",
+        pattern="^(asc|desc|forward|backward)$",
+        description="`asc` (default) or `desc`; `forward`/`backward` say the same",
+    ),
+]
+DATE = "ISO 8601 date-time, inclusive (`2024-01-15T12:30:00Z`; without an offset: UTC) or date"
+
+
+def moment(value: str | None, field: str) -> datetime | None:
+    """An ISO 8601 date-time (or a date: its midnight) as an aware datetime; no offset is UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise validation_error(
+            field, f"{value!r} is not an ISO 8601 date-time (such as 2024-01-15T12:30:00Z)"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def descending(sort_direction: str | None, direction: str | None = None) -> bool:
+    """Whether a read goes newest first. ``direction`` (stream reads) and ``sortDirection``
+    (queries) say the same thing; given both, they must agree."""
+    wanted = {d in ("desc", "backward") for d in (sort_direction, direction) if d is not None}
+    if len(wanted) > 1:
+        raise validation_error(
+            "sortDirection", f"{sort_direction!r} contradicts direction={direction!r}"
+        )
+    return wanted == {True}
+
+
+def pagination(limit: int, offset: int, has_more: bool, total: int | None) -> dict[str, Any]:
+    """A list answer's ``pagination``: ``total`` only when it was counted."""
+    page: dict[str, Any] = {"limit": limit, "offset": offset, "hasMore": has_more}
+    if total is not None:
+        page["total"] = total
+    return page

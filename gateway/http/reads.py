@@ -5,17 +5,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from broker import MAX_POSITION, Filter, InvalidFilter, LoggedEvent, codec
+from broker import MAX_POSITION, Filter, InvalidFilter, LoggedEvent, Page, codec
 
 from ..auth import Permission, require
 from ..errors import validation_error
-from ..runtime import RuntimeDep
+from ..runtime import Runtime, RuntimeDep
 from .bodies import json_response
 from .events import stream_id_of
-from .params import DECLARED_ONLY
+from .params import (
+    DATE,
+    DECLARED_ONLY,
+    IncludeCount,
+    Offset,
+    SortDirection,
+    descending,
+    moment,
+    pagination,
+)
 
 router = APIRouter(tags=["event stores"])
 
@@ -58,6 +67,93 @@ async def read_stream(
     return events_response(part.events, **fields)
 
 
+NAME: dict[str, Any] = {"min_length": 1, "max_length": 256}
+GLOBAL: dict[str, Any] = {"ge": 0, "le": MAX_POSITION, "description": "globalPosition, inclusive"}
+
+
+class EventFilters:
+    """Filters on the events' own fields, which DeltaBase documents alike on the store query and
+    on a stream's events. Each one given is applied (``broker.query``)."""
+
+    def __init__(
+        self,
+        types: Annotated[
+            list[str] | None,
+            Query(alias="type", description="Event type or pattern (`order.*`); repeat: any of"),
+        ] = None,
+        event_id: Annotated[str | None, Query(alias="eventId", **NAME)] = None,
+        transaction_id: Annotated[str | None, Query(alias="transactionId", **NAME)] = None,
+        from_position: Annotated[int | None, Query(alias="fromPosition", **GLOBAL)] = None,
+        to_position: Annotated[int | None, Query(alias="toPosition", **GLOBAL)] = None,
+        from_date: Annotated[str | None, Query(alias="fromDate", description=DATE)] = None,
+        to_date: Annotated[str | None, Query(alias="toDate", description=DATE)] = None,
+        sort_by: Annotated[
+            Literal["globalPosition", "createdAt", "streamPosition"],
+            Query(
+                alias="sortBy",
+                description="`globalPosition` (default) and `createdAt` order alike (times are "
+                "stamped in log order); `streamPosition` too within one stream, and needs one",
+            ),
+        ] = "globalPosition",
+        sort_direction: SortDirection = None,
+        offset: Offset = 0,
+        include_count: IncludeCount = False,
+    ) -> None:
+        self.types = types
+        self.event_id = event_id
+        self.transaction_id = transaction_id
+        self.from_position = from_position
+        self.to_position = to_position
+        self.from_date = moment(from_date, "fromDate")
+        self.to_date = moment(to_date, "toDate")
+        self.sort_by = sort_by
+        self.sort_direction = sort_direction
+        self.offset = offset
+        self.include_count = include_count
+
+    def filter(self, stream_id: str | None) -> Filter | None:
+        if self.sort_by == "streamPosition" and stream_id is None:
+            raise validation_error(
+                "sortBy",
+                "streamPosition orders the events of one stream: give streamId, or sort by "
+                "globalPosition or createdAt (one order, the log's)",
+            )
+        if not self.types and stream_id is None:
+            return None
+        try:
+            return Filter.parse(self.types or ["*"], stream_id)
+        except InvalidFilter as exc:
+            field = "streamId" if "streamId" in str(exc) else "type"
+            raise validation_error(field, str(exc)) from None
+
+    async def page(
+        self,
+        rt: Runtime,
+        store: str,
+        flt: Filter | None,
+        limit: int,
+        *,
+        direction: str | None = None,
+        stream_range: tuple[int | None, int | None] = (None, None),
+    ) -> Page:
+        return await rt.log.query(
+            store,
+            flt=flt,
+            from_position=self.from_position,
+            to_position=self.to_position,
+            limit=limit,
+            offset=self.offset,
+            direction="backward" if descending(self.sort_direction, direction) else "forward",
+            include_count=self.include_count,
+            event_id=self.event_id,
+            transaction_id=self.transaction_id,
+            from_date=self.from_date,
+            to_date=self.to_date,
+            from_stream_position=stream_range[0],
+            to_stream_position=stream_range[1],
+        )
+
+
 @router.get(
     "/event-stores/{store}/events",
     summary="Query the events of a whole store",
@@ -67,45 +163,22 @@ async def query_events(
     store: str,
     request: Request,
     rt: RuntimeDep,
+    where: Annotated[EventFilters, Depends()],
     stream_id: Annotated[str | None, Query(alias="streamId")] = None,
-    types: Annotated[list[str] | None, Query(alias="type")] = None,
-    from_position: Annotated[int | None, Query(alias="fromPosition", ge=0, le=MAX_POSITION)] = None,
-    to_position: Annotated[int | None, Query(alias="toPosition", ge=0, le=MAX_POSITION)] = None,
-    limit: Limit = 100,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    sort_direction: Annotated[
-        Literal["asc", "desc", "forward", "backward"], Query(alias="sortDirection")
-    ] = "asc",
-    include_count: Annotated[bool, Query(alias="includeCount")] = False,
+    limit: Annotated[int, Query(ge=1, le=MAX_POSITION, description="At most 1000")] = 100,
 ) -> Response:
+    """Events of the whole store, in log order, paginated. Every filter given is applied; any
+    other query parameter is a 400 naming it."""
     await require(request, Permission.READ, store)
-    flt: Filter | None = None
-    if types or stream_id is not None:
-        try:
-            flt = Filter.parse(types or ["*"], stream_id)
-        except InvalidFilter as exc:
-            raise validation_error(
-                "streamId" if "streamId" in str(exc) else "type", str(exc)
-            ) from None
+    flt = where.filter(stream_id)
     limit = min(limit, 1000)
-    page = await rt.log.query(
-        store,
-        flt=flt,
-        from_position=from_position,
-        to_position=to_position,
-        limit=limit,
-        offset=offset,
-        direction="forward" if sort_direction in ("asc", "forward") else "backward",
-        include_count=include_count,
-    )
-    pagination: dict[str, Any] = {"limit": limit, "offset": offset, "hasMore": page.has_more}
-    if page.total is not None:
-        pagination["total"] = page.total
+    page = await where.page(rt, store, flt, limit)
+    fields: dict[str, Any] = {
+        "pagination": pagination(limit, where.offset, page.has_more, page.total)
+    }
     if page.truncated_before is not None:
-        return events_response(
-            page.events, pagination=pagination, truncatedBefore=page.truncated_before
-        )
-    return events_response(page.events, pagination=pagination)
+        fields["truncatedBefore"] = page.truncated_before
+    return events_response(page.events, **fields)
 
 
 @router.get(
