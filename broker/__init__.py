@@ -39,7 +39,7 @@ from .keys import valid_store_name
 from .lifecycle import Lifecycle, LifecycleOptions
 from .limits import RateLimiter
 from .log import EventLog, LogLimits
-from .reader import Slice, StreamSlice
+from .reader import Slice, StreamSlice, check_version
 from .redis import RedisConfig, connect, ping
 from .stores import StoreAdmin, check_settings
 from .types import (
@@ -125,6 +125,7 @@ __all__ = [
     "check_position",
     "check_secret",
     "check_settings",
+    "check_version",
     "codec",
     "connect",
     "hash_secret",

@@ -22,12 +22,12 @@ from typing import Any, NamedTuple
 
 from . import codec
 from .archive import Archive
-from .errors import StoreNotFound
+from .errors import StoreNotFound, VersionConflict
 from .filters import Filter
 from .keys import StoreKeys, valid_store_name
 from .query import EventCheck
 from .redis import call, load_script
-from .types import Direction, LoggedEvent, Page, StreamInfo
+from .types import Direction, ExpectedVersion, LoggedEvent, Page, StreamInfo
 
 SCAN_PAGE = 1000
 CLOCK_SKEW = timedelta(seconds=5)
@@ -60,6 +60,21 @@ class Bounds:
     """The lowest position Redis holds."""
     oldest: int
     """The lowest position kept anywhere."""
+
+
+def check_version(stream_id: str, expected: ExpectedVersion, version: int) -> None:
+    """Raise VersionConflict unless a stream at ``version`` is what ``expected`` asks for: the
+    append script's rule (``scripts/append.lua``), for reads that state an expected version."""
+    if expected == "any":
+        return
+    if expected == "no_stream":
+        ok = version == 0
+    elif expected == "stream_exists":
+        ok = version > 0
+    else:
+        ok = expected == version
+    if not ok:
+        raise VersionConflict(stream_id, expected, version)
 
 
 def keys_of(store: str) -> StoreKeys:
@@ -329,7 +344,13 @@ class LogReader:
             from_date=from_date,
             to_date=to_date,
         )
-        walk = _Walk(low, high, direction, (from_stream_position, to_stream_position))
+        walk = _Walk(
+            low,
+            high,
+            direction,
+            (from_stream_position, to_stream_position),
+            page=min(SCAN_PAGE, offset + limit + 1),  # often all the query needs
+        )
         matched: list[LoggedEvent] = []
         total = 0
         has_more = False
@@ -376,7 +397,7 @@ class LogReader:
             if direction == "forward":
                 start = (first or 0) if cursor is None else cursor + 1
                 part = await self.read_stream(
-                    store, flt.stream_id, start=start, end=last_wanted, limit=SCAN_PAGE
+                    store, flt.stream_id, start=start, end=last_wanted, limit=walk.page
                 )
             else:
                 begin = last_wanted if cursor is None else cursor - 1
@@ -388,8 +409,9 @@ class LogReader:
                     direction="backward",
                     start=begin,
                     end=first,
-                    limit=SCAN_PAGE,
+                    limit=walk.page,
                 )
+            walk.page = SCAN_PAGE
             if cursor is None:
                 walk.stream_version = part.version
                 walk.stream_truncated_before = part.truncated_before
@@ -450,6 +472,8 @@ class _Walk:
     direction: Direction
     stream_range: tuple[int | None, int | None]
     """Stream positions (inclusive; None: unbounded) when the query walks one stream."""
+    page: int = SCAN_PAGE
+    """How many events of the stream its next read asks for."""
     stream_version: int | None = None
     stream_truncated_before: int | None = None
 

@@ -8,7 +8,16 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from broker import MAX_POSITION, Filter, InvalidFilter, LoggedEvent, Page, codec
+from broker import (
+    MAX_POSITION,
+    ExpectedVersion,
+    Filter,
+    InvalidFilter,
+    LoggedEvent,
+    Page,
+    check_version,
+    codec,
+)
 
 from ..auth import Permission, require
 from ..errors import validation_error
@@ -33,8 +42,65 @@ def events_response(events: list[LoggedEvent], **fields: Any) -> Response:
     return json_response(codec.json_object(fields, events=codec.events_array(events)))
 
 
-Position = Annotated[int | None, Query(ge=0, le=MAX_POSITION)]
-Limit = Annotated[int, Query(ge=1, le=MAX_POSITION)]
+STREAM: dict[str, Any] = {"ge": 0, "le": MAX_POSITION, "description": "streamPosition, inclusive"}
+MAX_LIMIT = 1000
+
+
+def one_of(name: str, value: int | None, alias: str, other: int | None) -> int | None:
+    """A value two names may give (DeltaBase's and deltagate's); given twice, they must agree."""
+    if value is not None and other is not None and value != other:
+        raise validation_error(name, f"{value} contradicts {alias}={other} (the same option)")
+    return value if value is not None else other
+
+
+def expected_version(value: str | None) -> ExpectedVersion:
+    if value is None:
+        return "any"
+    if value in ("any", "no_stream", "stream_exists"):
+        return value  # type: ignore[return-value]
+    if value.isascii() and value.isdigit() and int(value) <= MAX_POSITION:
+        return int(value)
+    raise validation_error(
+        "expectedStreamVersion", "a version (0 or more), any, no_stream or stream_exists"
+    )
+
+
+class StreamRead:
+    """The options of a stream read, under DeltaBase's names and deltagate's older ones.
+    Forward, a read goes from ``fromStreamPosition`` (default 0) up to ``toStreamPosition``;
+    backward, from ``fromStreamPosition`` (default: the last event) down to ``toStreamPosition``."""
+
+    def __init__(
+        self,
+        direction: Annotated[
+            Literal["forward", "backward"] | None, Query(description="`forward` (default)")
+        ] = None,
+        from_stream_position: Annotated[
+            int | None, Query(alias="fromStreamPosition", **STREAM)
+        ] = None,
+        from_: Annotated[int | None, Query(alias="from", **STREAM)] = None,
+        to_stream_position: Annotated[int | None, Query(alias="toStreamPosition", **STREAM)] = None,
+        to: Annotated[int | None, Query(alias="to", **STREAM)] = None,
+        limit: Annotated[
+            int | None, Query(ge=1, le=MAX_POSITION, description="At most 1000 (the default)")
+        ] = None,
+        max_count: Annotated[
+            int | None, Query(alias="maxCount", ge=1, le=MAX_POSITION, description="= limit")
+        ] = None,
+        expected: Annotated[
+            str | None,
+            Query(
+                alias="expectedStreamVersion",
+                description="A version, `any`, `no_stream` or `stream_exists`: any other version "
+                "than this is a 409 STREAM_VERSION_CONFLICT",
+            ),
+        ] = None,
+    ) -> None:
+        self.direction = direction
+        self.start = one_of("fromStreamPosition", from_stream_position, "from", from_)
+        self.end = one_of("toStreamPosition", to_stream_position, "to", to)
+        self.limit = min(one_of("maxCount", max_count, "limit", limit) or MAX_LIMIT, MAX_LIMIT)
+        self.expected = expected_version(expected)
 
 
 @router.get(
@@ -47,20 +113,21 @@ async def read_stream(
     stream_id: str,
     request: Request,
     rt: RuntimeDep,
-    direction: Literal["forward", "backward"] = "forward",
-    from_: Annotated[int | None, Query(alias="from", ge=0, le=MAX_POSITION)] = None,
-    from_stream_position: Annotated[
-        int | None, Query(alias="fromStreamPosition", ge=0, le=MAX_POSITION)
-    ] = None,
-    to: Position = None,
-    limit: Limit = 1000,
+    read: Annotated[StreamRead, Depends()],
 ) -> Response:
+    """A stream's events by stream position, and its version. Any other query parameter is a
+    400 naming it."""
     await require(request, Permission.READ, store)
     stream_id = stream_id_of(stream_id)
-    start = from_ if from_ is not None else from_stream_position
     part = await rt.log.read_stream(
-        store, stream_id, direction=direction, start=start, end=to, limit=min(limit, 1000)
+        store,
+        stream_id,
+        direction=read.direction or "forward",
+        start=read.start,
+        end=read.end,
+        limit=read.limit,
     )
+    check_version(stream_id, read.expected, part.version)
     fields: dict[str, Any] = {"currentStreamVersion": part.version}
     if part.truncated_before is not None:
         fields["truncatedBefore"] = part.truncated_before
@@ -182,6 +249,45 @@ async def query_events(
 
 
 @router.get(
+    "/event-stores/{store}/streams/{stream_id}/events",
+    summary="Read one stream's events, filtered",
+    dependencies=[DECLARED_ONLY],
+)
+async def read_stream_events(
+    store: str,
+    stream_id: str,
+    request: Request,
+    rt: RuntimeDep,
+    read: Annotated[StreamRead, Depends()],
+    where: Annotated[EventFilters, Depends()],
+) -> Response:
+    """A stream read (the options of ``GET .../streams/{streamId}``) that also takes the store
+    query's filters (``type``, ``eventId``, dates...) and its paging: every filter given is
+    applied; any other query parameter is a 400 naming it."""
+    await require(request, Permission.READ, store)
+    stream_id = stream_id_of(stream_id)
+    flt = where.filter(stream_id)
+    backward = descending(where.sort_direction, read.direction)
+    page = await where.page(
+        rt,
+        store,
+        flt,
+        read.limit,
+        direction=read.direction,
+        stream_range=(read.end, read.start) if backward else (read.start, read.end),
+    )
+    version = page.stream_version or 0
+    check_version(stream_id, read.expected, version)
+    fields: dict[str, Any] = {
+        "currentStreamVersion": version,
+        "pagination": pagination(read.limit, where.offset, page.has_more, page.total),
+    }
+    if page.stream_truncated_before is not None:
+        fields["truncatedBefore"] = page.stream_truncated_before
+    return events_response(page.events, **fields)
+
+
+@router.get(
     "/event-stores/{store}/streams",
     summary="List the streams of a store",
     dependencies=[DECLARED_ONLY],
@@ -190,7 +296,7 @@ async def list_streams(
     store: str,
     request: Request,
     rt: RuntimeDep,
-    limit: Limit = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_POSITION)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     search: Annotated[str | None, Query(max_length=256)] = None,
 ) -> Response:

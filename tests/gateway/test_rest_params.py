@@ -21,6 +21,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/{store}/events", None),
     ("GET", "/{store}/streams", None),
     ("GET", "/{store}/streams/{stream_id}", None),
+    ("GET", "/{store}/streams/{stream_id}/events", None),
     ("DELETE", "/{store}", None),  # last: the store is gone after it
 ]
 
