@@ -33,13 +33,14 @@ from .errors import (
     VersionConflict,
 )
 from .fanout import Fanout, LiveSubscription, Marker, Reset, Sink, Subscribed
-from .filters import Filter, FilterIndex, check_name
+from .filters import Filter, FilterIndex, check_name, check_pattern
 from .health import SAFE_POLICY, Memory, RedisWatch, nodes_info, policy_problem
 from .keys import valid_store_name
 from .lifecycle import Lifecycle, LifecycleOptions
 from .limits import RateLimiter
 from .log import EventLog, LogLimits
-from .reader import Slice, StreamSlice, check_version
+from .query import EventCheck, StreamCheck
+from .reader import Slice, StreamOrder, StreamSlice, check_version
 from .redis import RedisConfig, connect, ping
 from .stores import StoreAdmin, check_settings
 from .types import (
@@ -74,6 +75,7 @@ __all__ = [
     "Direction",
     "Dispatcher",
     "DispatcherOptions",
+    "EventCheck",
     "EventLog",
     "EventTooLarge",
     "ExpectedVersion",
@@ -110,7 +112,9 @@ __all__ = [
     "StoreAlreadyExists",
     "StoreInfo",
     "StoreNotFound",
+    "StreamCheck",
     "StreamInfo",
+    "StreamOrder",
     "StreamSlice",
     "Subscribed",
     "SubscriptionNotFound",
@@ -122,6 +126,7 @@ __all__ = [
     "cancel_and_wait",
     "check_id",
     "check_name",
+    "check_pattern",
     "check_position",
     "check_secret",
     "check_settings",

@@ -1,5 +1,5 @@
-"""What a store query keeps of the events it walks (contract section 7: an accepted filter is
-applied), and when nothing further can match.
+"""What a query keeps (contract section 7: an accepted filter is applied): of the events a store
+query walks (``EventCheck``), and of the streams a listing walks (``StreamCheck``).
 
 A query walks a range of positions (``reader.LogReader.query``: across the archive and Redis);
 positions and dates bound that range before it is read, and each event in it then passes the
@@ -18,11 +18,12 @@ append script writes them at consecutive positions).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from . import codec
-from .filters import Filter
-from .types import LoggedEvent
+from .filters import Filter, compile_pattern
+from .types import LoggedEvent, StreamInfo, stream_type_of
 
 
 class EventCheck:
@@ -92,3 +93,68 @@ class EventCheck:
 def field(event: LoggedEvent, name: str) -> object:
     """One of the event's own top-level fields, decoded."""
     return codec.event_of(event.json).get(name)
+
+
+class StreamCheck:
+    """What a streams listing keeps. The checks on the id alone (type, id, pattern, search) cost
+    nothing beyond the ids; positions and dates need each stream's fields (``reads_fields``)."""
+
+    def __init__(
+        self,
+        *,
+        types: Iterable[str] | None = None,
+        stream_id: str | None = None,
+        pattern: str | None = None,
+        contains: str | None = None,
+        min_position: int | None = None,
+        max_position: int | None = None,
+        from_date: datetime | None = None,
+        to_date: datetime | None = None,
+    ) -> None:
+        self.types = None if types is None else frozenset(types)
+        self.stream_id = stream_id
+        self._pattern = None if pattern is None else compile_pattern(pattern)
+        self._contains = None if not contains else contains.lower()
+        self.min_position = min_position
+        self.max_position = max_position
+        self.from_date = from_date
+        self.to_date = to_date
+
+    @property
+    def reads_fields(self) -> bool:
+        return not (
+            self.min_position is None
+            and self.max_position is None
+            and self.from_date is None
+            and self.to_date is None
+        )
+
+    @property
+    def keeps_all(self) -> bool:
+        return not self.reads_fields and not (
+            self.types is not None
+            or self.stream_id is not None
+            or self._pattern is not None
+            or self._contains is not None
+        )
+
+    def keeps_id(self, stream_id: str) -> bool:
+        return (
+            (self.types is None or stream_type_of(stream_id) in self.types)
+            and (self.stream_id is None or stream_id == self.stream_id)
+            and (self._pattern is None or self._pattern(stream_id))
+            and (self._contains is None or self._contains in stream_id.lower())
+        )
+
+    def keeps(self, stream: StreamInfo) -> bool:
+        """Whether a stream whose id passed ``keeps_id`` passes the checks on its fields."""
+        if self.min_position is not None and stream.stream_position < self.min_position:
+            return False
+        if self.max_position is not None and stream.stream_position > self.max_position:
+            return False
+        if self.from_date is None and self.to_date is None:
+            return True
+        created = datetime.fromisoformat(stream.created_at)
+        return (self.from_date is None or created >= self.from_date) and (
+            self.to_date is None or created <= self.to_date
+        )

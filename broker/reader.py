@@ -18,18 +18,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from . import codec
 from .archive import Archive
 from .errors import StoreNotFound, VersionConflict
 from .filters import Filter
 from .keys import StoreKeys, valid_store_name
-from .query import EventCheck
+from .query import EventCheck, StreamCheck
 from .redis import call, load_script
 from .types import Direction, ExpectedVersion, LoggedEvent, Page, StreamInfo
 
 SCAN_PAGE = 1000
+StreamOrder = Literal["createdAt", "updatedAt", "streamPosition", "streamId"]
+STREAM_ORDER: dict[str, Any] = {
+    "updatedAt": lambda s: datetime.fromisoformat(s.updated_at),
+    "streamPosition": lambda s: s.stream_position,
+    "streamId": lambda s: s.stream_id,
+}
 CLOCK_SKEW = timedelta(seconds=5)
 """How far pods' clocks may disagree for a ``toDate`` bound to be exact: an event is stamped with
 its appending pod's clock, so one appended after another may carry an earlier time."""
@@ -270,22 +276,65 @@ class LogReader:
         return await self.archive.stream(archived, stream_id, lo, hi)
 
     async def list_streams(
-        self, store: str, *, limit: int = 100, offset: int = 0, prefix: str | None = None
+        self,
+        store: str,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        where: StreamCheck | None = None,
+        sort_by: StreamOrder = "createdAt",
+        descending: bool = False,
     ) -> tuple[list[StreamInfo], int]:
-        """Streams in the order they were created, with their positions and times."""
+        """Streams with their positions and times, those ``where`` keeps, sorted by ``sort_by``
+        (``createdAt``: the order they were made): one page of them, and how many there are.
+        Unfiltered in creation order, a page costs its own streams; any filter or other order
+        walks every stream id of the store, and a filter on positions or dates, or an order by
+        them, reads every stream's fields too (in pipelined chunks)."""
         k = keys_of(store)
         await self.head(store)
-        if prefix:
-            # Searching walks the stream ids; fine for the admin listing this serves.
-            all_ids = await call(self._redis.zrange(k.streams, 0, -1))
-            ids = [s for s in all_ids if prefix.lower() in s.lower()]
-            total = len(ids)
-            ids = ids[offset : offset + limit]
-        else:
+        check = where or StreamCheck()
+        if check.keeps_all and sort_by == "createdAt":
             total = await call(self._redis.zcard(k.streams))
-            ids = await call(self._redis.zrange(k.streams, offset, offset + limit - 1))
+            page = self._redis.zrange(k.streams, offset, offset + limit - 1, desc=descending)
+            return await self._streams(k, await call(page)), total
+        fields = check.reads_fields or sort_by in ("updatedAt", "streamPosition")
+        kept: list[str] = []
+        infos: list[StreamInfo] = []
+        async for chunk in self._stream_ids(k, check.stream_id):
+            ids = [sid for sid in chunk if check.keeps_id(sid)]
+            if fields:
+                infos += [s for s in await self._streams(k, ids) if check.keeps(s)]
+            else:
+                kept += ids
+        if not fields:
+            if sort_by == "streamId":
+                kept.sort()
+            if descending:
+                kept.reverse()
+            return await self._streams(k, kept[offset : offset + limit]), len(kept)
+        if sort_by != "createdAt":  # the walk's order; the others sort (stably) by their field
+            infos.sort(key=STREAM_ORDER[sort_by])
+        if descending:
+            infos.reverse()
+        return infos[offset : offset + limit], len(infos)
+
+    async def _stream_ids(self, k: StoreKeys, only: str | None) -> AsyncIterator[list[str]]:
+        """The store's stream ids in creation order, in chunks (or just ``only`` if it exists)."""
+        if only is not None:
+            if await call(self._redis.zscore(k.streams, only)) is not None:
+                yield [only]
+            return
+        start = 0
+        while True:
+            ids = await call(self._redis.zrange(k.streams, start, start + SCAN_PAGE - 1))
+            if not ids:
+                return
+            yield ids
+            start += len(ids)
+
+    async def _streams(self, k: StoreKeys, ids: list[str]) -> list[StreamInfo]:
         if not ids:
-            return [], total
+            return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for sid in ids:
                 pipe.llen(k.stream(sid))
@@ -298,7 +347,7 @@ class LogReader:
         return [
             StreamInfo(sid, int(n) + int(o or 0) - 1, c or "", u or "")
             for sid, n, o, c, u in zip(ids, lengths, offsets, created, updated, strict=True)
-        ], total
+        ]
 
     # -- queries -------------------------------------------------------------------------------
 

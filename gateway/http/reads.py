@@ -15,6 +15,10 @@ from broker import (
     InvalidFilter,
     LoggedEvent,
     Page,
+    StreamCheck,
+    StreamOrder,
+    check_name,
+    check_pattern,
     check_version,
     codec,
 )
@@ -42,6 +46,8 @@ def events_response(events: list[LoggedEvent], **fields: Any) -> Response:
     return json_response(codec.json_object(fields, events=codec.events_array(events)))
 
 
+LAST = "streamPosition of the stream's last event, inclusive"
+STREAM_DATE = "The stream's creation; " + DATE
 STREAM: dict[str, Any] = {"ge": 0, "le": MAX_POSITION, "description": "streamPosition, inclusive"}
 MAX_LIMIT = 1000
 
@@ -296,13 +302,63 @@ async def list_streams(
     store: str,
     request: Request,
     rt: RuntimeDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_POSITION)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    search: Annotated[str | None, Query(max_length=256)] = None,
+    stream_types: Annotated[
+        list[str] | None,
+        Query(
+            alias="streamType",
+            description="The id up to its first `-`, `_` or `:`; repeat: any of",
+        ),
+    ] = None,
+    stream_id: Annotated[str | None, Query(alias="streamId", **NAME)] = None,
+    pattern: Annotated[
+        str | None,
+        Query(alias="streamIdPattern", description="`*` matches any run (`order-*`)", **NAME),
+    ] = None,
+    search: Annotated[
+        str | None,
+        Query(max_length=256, description="deltagate: ids containing this text, any case"),
+    ] = None,
+    min_position: Annotated[
+        int | None, Query(alias="minPosition", ge=0, le=MAX_POSITION, description=LAST)
+    ] = None,
+    max_position: Annotated[
+        int | None, Query(alias="maxPosition", ge=0, le=MAX_POSITION, description=LAST)
+    ] = None,
+    from_date: Annotated[str | None, Query(alias="fromDate", description=STREAM_DATE)] = None,
+    to_date: Annotated[str | None, Query(alias="toDate", description=STREAM_DATE)] = None,
+    sort_by: Annotated[
+        StreamOrder, Query(alias="sortBy", description="`createdAt` (default: creation order)")
+    ] = "createdAt",
+    sort_direction: SortDirection = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_POSITION, description="At most 1000")] = 100,
+    offset: Offset = 0,
+    include_count: IncludeCount = False,
 ) -> Response:
+    """A page of the store's streams. Every filter given is applied; `pagination.total` is
+    always there (`includeCount` is accepted); any other query parameter is a 400 naming it."""
     await require(request, Permission.READ, store)
-    limit = min(limit, 1000)
-    streams, total = await rt.log.list_streams(store, limit=limit, offset=offset, prefix=search)
+    if stream_types is not None:
+        for stream_type in stream_types:
+            checked(stream_type, "streamType")
+    check = StreamCheck(
+        types=stream_types,
+        stream_id=None if stream_id is None else checked(stream_id, "streamId"),
+        pattern=None if pattern is None else checked(pattern, "streamIdPattern", pattern=True),
+        contains=search,
+        min_position=min_position,
+        max_position=max_position,
+        from_date=moment(from_date, "fromDate"),
+        to_date=moment(to_date, "toDate"),
+    )
+    limit = min(limit, MAX_LIMIT)
+    streams, total = await rt.log.list_streams(
+        store,
+        limit=limit,
+        offset=offset,
+        where=check,
+        sort_by=sort_by,
+        descending=descending(sort_direction),
+    )
     return json_response(
         codec.dumps(
             {
@@ -316,12 +372,16 @@ async def list_streams(
                     }
                     for s in streams
                 ],
-                "pagination": {
-                    "limit": limit,
-                    "offset": offset,
-                    "total": total,
-                    "hasMore": offset + len(streams) < total,
-                },
+                "pagination": pagination(limit, offset, offset + len(streams) < total, total),
             }
         )
     )
+
+
+def checked(value: str, field: str, *, pattern: bool = False) -> str:
+    """A stream id, type or id pattern as a query parameter: non-empty text without control
+    characters (a pattern also at most 16 ``*``)."""
+    try:
+        return check_pattern(value) if pattern else check_name(value, field)
+    except InvalidFilter as exc:
+        raise validation_error(field, str(exc)) from None
