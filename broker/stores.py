@@ -7,7 +7,9 @@ deltagate acts on, which are checked here: ``retentionPeriodDays``, ``maxStreamS
 
 from __future__ import annotations
 
+import builtins
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,14 +149,33 @@ class StoreAdmin:
         )
 
     async def list(self) -> list[StoreInfo]:
+        """Every store, by name."""
+        return (await self.page())[0]
+
+    async def page(
+        self,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        contains: str | None = None,
+        visible: Callable[[str], bool] | None = None,
+    ) -> tuple[builtins.list[StoreInfo], int]:
+        """Stores by name whose name contains ``contains`` (any case) and that ``visible`` lets
+        the caller see: ``limit`` of them from ``offset`` (None: all), and how many there are.
+        Names are filtered before any store is read, so a page costs its own stores."""
         names = sorted(await call(self._redis.smembers(STORE_REGISTRY)))
+        if contains:
+            names = [n for n in names if contains.lower() in n]
+        if visible is not None:
+            names = [n for n in names if visible(n)]
+        end = None if limit is None else offset + limit
         stores = []
-        for name in names:
+        for name in names[offset:end]:
             try:
                 stores.append(await self.get(name))
             except StoreNotFound:
                 continue  # deleted between the two reads
-        return stores
+        return stores, len(names)
 
     async def delete(self, name: str) -> None:
         """Delete the store and every event of it, in Redis and in the archive."""

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from broker import StoreInfo, codec
+from broker import MAX_POSITION, StoreInfo, codec
 
 from ..auth import Permission, check, require
 from ..errors import ApiError
 from ..runtime import RuntimeDep
 from .bodies import CreateStoreBody, body_schema, json_response, parse, read_json
-from .params import DECLARED_ONLY
+from .params import DECLARED_ONLY, Offset
 
 router = APIRouter(tags=["event stores"], dependencies=[DECLARED_ONLY])
 
@@ -51,11 +51,26 @@ async def create_store(request: Request, rt: RuntimeDep) -> Response:
 
 
 @router.get("/event-stores", summary="List event stores")
-async def list_stores(request: Request, rt: RuntimeDep) -> Response:
+async def list_stores(
+    request: Request,
+    rt: RuntimeDep,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_POSITION, description="At most 1000; 50 by default")
+    ] = 50,
+    offset: Offset = 0,
+    name_filter: Annotated[
+        str | None,
+        Query(alias="filter", max_length=256, description="Names containing this text, any case"),
+    ] = None,
+) -> Response:
+    """A page of the stores the caller may use, by name; ``totalCount`` counts all that match.
+    Any other query parameter is a 400 naming it."""
     principal = await require(request, Permission.READ)
-    stores = [s for s in await rt.stores.list() if principal.may_use(s.name)]
+    stores, total = await rt.stores.page(
+        limit=min(limit, 1000), offset=offset, contains=name_filter, visible=principal.may_use
+    )
     return json_response(
-        codec.dumps({"eventStores": [store_body(s) for s in stores], "totalCount": len(stores)})
+        codec.dumps({"eventStores": [store_body(s) for s in stores], "totalCount": total})
     )
 
 

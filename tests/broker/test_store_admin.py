@@ -59,6 +59,23 @@ async def test_list_and_statistics(stores: StoreAdmin, log: EventLog) -> None:
     assert listed["zeta"].head_position == 0
 
 
+async def test_a_page_of_stores(stores: StoreAdmin) -> None:
+    for name in ("zeta", "alpha", "my-app", "my-app-2", "beta"):
+        await stores.create(name)
+
+    async def names(**kwargs: object) -> tuple[list[str], int]:
+        page, total = await stores.page(**kwargs)  # type: ignore[arg-type]
+        return [s.name for s in page], total
+
+    assert await names() == (["alpha", "beta", "my-app", "my-app-2", "zeta"], 5)
+    assert await names(limit=2, offset=1) == (["beta", "my-app"], 5)
+    assert await names(contains="APP") == (["my-app", "my-app-2"], 2)
+    assert await names(contains="app", limit=1, offset=1) == (["my-app-2"], 2)
+    allowed = {"alpha", "my-app-2"}
+    assert await names(visible=allowed.__contains__) == (["alpha", "my-app-2"], 2)
+    assert await names(visible=allowed.__contains__, contains="a", offset=5) == ([], 2)
+
+
 async def test_delete(stores: StoreAdmin, log: EventLog) -> None:
     await stores.create("doomed")
     await stores.create("doomed-not")  # shares a prefix, must survive

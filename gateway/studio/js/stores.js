@@ -66,7 +66,7 @@ export function mountStores(main) {
   async function load() {
     list.setAttribute('aria-busy', 'true');
     try {
-      const page = await api('GET', '/event-stores');
+      const page = await api('GET', '/event-stores?limit=1000');
       if (!alive) return;
       replaceKeepingFocus(list, table(page.eventStores || []));
     } catch (error) {
