@@ -145,7 +145,7 @@ class LogReader:
         entries = await call(self._redis.xrange(k.log, f"{after + 1}-0", high, count=limit))
         first = _position(entries[0]) if entries else None
         if first == after + 1:
-            return Slice([_logged(e) for e in entries])
+            return Slice([entry_event(e) for e in entries])
         if first is None and until is None:
             return Slice([])  # the head always stays in Redis: nothing after ``after``
         try:
@@ -165,14 +165,14 @@ class LogReader:
                     return Slice(rows, truncated)
         if first is not None and first > after + 1 and truncated is None:
             truncated = first  # not archived (no archive, or deleted since): gone
-        return Slice([_logged(e) for e in entries], truncated)
+        return Slice([entry_event(e) for e in entries], truncated)
 
     async def before(self, store: str, high: int | None, low: int, limit: int) -> Slice:
         """Up to ``limit`` events with positions in [low, high], highest first."""
         k = keys_of(store)
         top = "+" if high is None else f"{high}-0"
         entries = await call(self._redis.xrevrange(k.log, top, f"{max(low, 1)}-0", count=limit))
-        events = [_logged(e) for e in entries]
+        events = [entry_event(e) for e in entries]
         if len(events) == limit:
             return Slice(events)
         bounds = await self.bounds(store)
@@ -250,7 +250,7 @@ class LogReader:
             return StreamSlice([], int(reply[0]))
         reply = await call(self._read_stream(keys=keys, args=[lo, hi, stream_id]))
         version, offset = int(reply[0]), int(reply[1])
-        events = [_logged(entry) for entry in reply[2:]]
+        events = [entry_event(entry) for entry in reply[2:]]
         if version == 0 and not await self.exists(store):
             raise StoreNotFound(store)
         truncated = None
@@ -538,7 +538,7 @@ def _stream_position(event: LoggedEvent) -> int:
     return int(text[start : text.index(",", start)])
 
 
-def _logged(entry: list[Any]) -> LoggedEvent:
+def entry_event(entry: list[Any]) -> LoggedEvent:
     """A raw log entry ``[id, ["s", stream, "t", type, "p", streamPosition, "e", body]]``
     (fields in the order the append script writes them): the event's JSON is its positions,
     then its body. Entries of the first format, ``["s", stream, "t", type, "e", json]``,

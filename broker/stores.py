@@ -17,7 +17,7 @@ from . import codec
 from .archive import Archive
 from .errors import InvalidSettings, StoreAlreadyExists, StoreNotFound
 from .keys import STORE_REGISTRY, StoreKeys
-from .reader import keys_of
+from .reader import LogReader, entry_event, keys_of
 from .redis import call, load_script
 from .types import StoreInfo, now_iso
 
@@ -101,6 +101,7 @@ class StoreAdmin:
     def __init__(self, redis: Any, archive: Archive | None = None) -> None:
         self._redis = redis
         self._archive = archive
+        self._reader = LogReader(redis, archive)
         self._create = load_script(redis, "create_store")
         self._delete = load_script(redis, "delete_store")
 
@@ -131,9 +132,12 @@ class StoreAdmin:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(k.meta)
             pipe.zcard(k.streams)
-            meta, streams = await call(pipe.execute())
+            pipe.xrange(k.log, "-", "+", count=1)
+            pipe.xrevrange(k.log, "+", "-", count=1)
+            meta, streams, first, last = await call(pipe.execute())
         if not meta or "uid" not in meta:
             raise StoreNotFound(name)
+        oldest = int(meta.get("oldest") or 1)
         return StoreInfo(
             name=name,
             description=meta.get("description"),
@@ -143,10 +147,23 @@ class StoreAdmin:
             total_streams=int(streams),
             uid=meta["uid"],
             low=int(meta.get("low") or 1),
-            oldest=int(meta.get("oldest") or 1),
+            oldest=oldest,
             archived=int(meta.get("archived") or 0),
             bytes=int(meta.get("bytes") or 0),
+            oldest_at=await self._oldest_at(name, oldest, first),
+            newest_at=codec.created_at_text(entry_event(last[0]).json) if last else None,
         )
+
+    async def _oldest_at(self, name: str, oldest: int, first: list) -> str | None:
+        """``createdAt`` of the oldest event kept: Redis's first entry, unless retention moved the
+        oldest ones to the archive (then one read there)."""
+        if not first:
+            return None
+        event = entry_event(first[0])
+        if event.global_position > oldest:
+            archived = (await self._reader.after(name, oldest - 1, 1)).events
+            event = archived[0] if archived else event
+        return codec.created_at_text(event.json)
 
     async def list(self) -> list[StoreInfo]:
         """Every store, by name."""

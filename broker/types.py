@@ -92,6 +92,10 @@ class StoreInfo:
     """The highest position durably in the archive."""
     bytes: int = 0
     """Bytes of the kept events' JSON."""
+    oldest_at: str | None = None
+    """``createdAt`` of the oldest event kept (None: no events)."""
+    newest_at: str | None = None
+    """``createdAt`` of the newest event (None: no events)."""
 
     @property
     def total_events(self) -> int:

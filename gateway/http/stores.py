@@ -19,15 +19,23 @@ router = APIRouter(tags=["event stores"], dependencies=[DECLARED_ONLY])
 
 
 def store_body(store: StoreInfo) -> dict[str, Any]:
+    """A store as the API shows it: DeltaBase's fields (``eventStoreId``, ``eventStoreName``,
+    ``created``) beside deltagate's first names for them (``epoch``, ``name``, ``createdAt``)."""
     return {
+        "eventStoreId": store.uid,
+        "eventStoreName": store.name,
         "name": store.name,
         "description": store.description,
         "settings": store.settings,
+        "created": store.created_at,
         "createdAt": store.created_at,
         "epoch": store.uid,
         "statistics": {
             "totalStreams": store.total_streams,
             "totalEvents": store.total_events,
+            "databaseSizeBytes": store.bytes,
+            "oldestEventTimestamp": store.oldest_at,
+            "newestEventTimestamp": store.newest_at,
             "headPosition": store.head_position,
             "hotEvents": store.hot_events,
             "archivedEvents": store.archived_events,

@@ -3,10 +3,11 @@ and name filter, the store's DeltaBase fields and statistics, PATCH .../settings
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
-from rest_support import PREFIXES, TestClient, assert_error, error_fields
+from rest_support import PREFIXES, TestClient, append, assert_error, error_fields
 
 
 def names(body: dict[str, Any]) -> list[str]:
@@ -58,3 +59,34 @@ def test_bad_store_list_options(client: TestClient, params: dict[str, Any], fiel
     for base in PREFIXES:
         response = client.get(base, params=params)
         assert error_fields(assert_error(response, 400, "VALIDATION_ERROR")) == [field]
+
+
+def test_store_info_carries_deltabase_fields(client: TestClient, base: str) -> None:
+    made = client.post(base, json={"name": "shop", "description": "d"}).json()
+    assert made["eventStoreId"] == made["epoch"] and made["eventStoreId"]
+    assert made["eventStoreName"] == made["name"] == "shop"
+    assert made["created"] == made["createdAt"] and made["created"].endswith("Z")
+    empty = made["statistics"]
+    assert (
+        empty["databaseSizeBytes"],
+        empty["oldestEventTimestamp"],
+        empty["newestEventTimestamp"],
+    ) == (0, None, None)
+
+    for stream_id in ("order-1", "order-2", "order-1"):
+        response = append(client, "shop", stream_id, {"type": "order.placed", "data": {"n": 1}})
+        assert response.status_code == 201
+    events = client.get(f"{base}/shop/events").json()["events"]
+    for view in (client.get(f"{base}/shop").json(), client.get(base).json()["eventStores"][0]):
+        assert view["eventStoreId"] == made["eventStoreId"]
+        assert view["eventStoreName"] == "shop" and view["created"] == made["created"]
+        stats = view["statistics"]
+        assert stats["oldestEventTimestamp"] == events[0]["createdAt"]
+        assert stats["newestEventTimestamp"] == events[-1]["createdAt"]
+        assert stats["databaseSizeBytes"] == sum(stored_bytes(e) for e in events)
+
+
+def stored_bytes(event: dict[str, Any]) -> int:
+    """The bytes the log keeps for an event: its JSON after ``{`` and the positions."""
+    body = {k: v for k, v in event.items() if k not in ("globalPosition", "streamPosition")}
+    return len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()) - 1
