@@ -1,4 +1,4 @@
-"""Store administration: create, list, describe, change settings, delete.
+"""Store administration: create, list, describe, change settings (``update``), delete.
 
 A store's settings are free-form JSON (DeltaBase keeps what it is given) except for the ones
 deltagate acts on, which are checked here: ``retentionPeriodDays``, ``maxStreamSizeBytes`` and
@@ -15,13 +15,14 @@ from typing import Any
 
 from . import codec
 from .archive import Archive
-from .errors import InvalidSettings, StoreAlreadyExists, StoreNotFound
+from .errors import InvalidSettings, StoreAlreadyExists, StoreNotFound, Unavailable
 from .keys import STORE_REGISTRY, StoreKeys
 from .reader import LogReader, entry_event, keys_of
 from .redis import call, load_script
 from .types import StoreInfo, now_iso
 
 MAX_DAYS = 36_500
+UPDATE_ATTEMPTS = 50
 MAX_COUNT = 2**53
 
 
@@ -57,6 +58,20 @@ def _number(value: object, *, integer: bool, low: float, high: float) -> bool:
     if integer and not isinstance(value, int):
         return False
     return low <= value <= high
+
+
+def merge_patch(target: object, patch: object) -> Any:
+    """RFC 7396: ``patch`` applied to ``target`` (objects merge key by key, recursively; a null
+    removes its key; anything else replaces)."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
 
 
 def check_settings(settings: object) -> dict[str, Any]:
@@ -103,6 +118,7 @@ class StoreAdmin:
         self._archive = archive
         self._reader = LogReader(redis, archive)
         self._create = load_script(redis, "create_store")
+        self._update = load_script(redis, "update_store")
         self._delete = load_script(redis, "delete_store")
 
     async def create(
@@ -122,6 +138,36 @@ class StoreAdmin:
             raise StoreAlreadyExists(name)
         await self.register(name)
         return await self.get(name)
+
+    async def update(self, name: str, patch: dict[str, Any]) -> StoreInfo:
+        """Apply a JSON merge patch (RFC 7396) of ``{description?, settings?}`` to the store: a
+        description replaces it (null removes it); settings are merged into the store's, key by
+        key and nested objects alike, a null removing its key (``settings: null`` removes them
+        all). The merged settings are checked as at create (``check_settings``). Atomic against
+        other updates (compare-and-set, retried on a race). Raises StoreNotFound or
+        InvalidSettings."""
+        k = keys_of(name)
+        description = patch.get("description")
+        if description is not None and not isinstance(description, str):
+            raise InvalidSettings([{"field": "description", "message": "must be a string"}])
+        op = "keep" if "description" not in patch else ("delete" if description is None else "set")
+        for _ in range(UPDATE_ATTEMPTS):
+            uid, current = await call(self._redis.hmget(k.meta, "uid", "settings"))
+            if uid is None:
+                raise StoreNotFound(name)
+            current = current or "{}"
+            settings = codec.loads(current)
+            if "settings" in patch:
+                settings = merge_patch(settings, patch["settings"])
+            merged = codec.dumps_str(check_settings(settings))
+            written = await call(
+                self._update(keys=[k.meta], args=[uid, current, merged, op, description or ""])
+            )
+            if written == 1:
+                return await self.get(name)
+            if written == -1:
+                raise StoreNotFound(name)
+        raise Unavailable(f"store '{name}' kept changing under {UPDATE_ATTEMPTS} updates")
 
     async def register(self, name: str) -> None:
         """Add a store to the listing (the registry lives outside the store's slot)."""

@@ -12,7 +12,15 @@ from broker import MAX_POSITION, StoreInfo, codec
 from ..auth import Permission, check, require
 from ..errors import ApiError
 from ..runtime import RuntimeDep
-from .bodies import CreateStoreBody, body_schema, json_response, parse, read_json
+from .bodies import (
+    CreateStoreBody,
+    UpdateStoreBody,
+    body_schema,
+    json_response,
+    parse,
+    read_json,
+    read_optional_json,
+)
 from .params import DECLARED_ONLY, Offset
 
 router = APIRouter(tags=["event stores"], dependencies=[DECLARED_ONLY])
@@ -86,6 +94,26 @@ async def list_stores(
 async def get_store(store: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.READ, store)
     return json_response(codec.dumps(store_body(await rt.stores.get(store))))
+
+
+@router.patch(
+    "/event-stores/{store}/settings",
+    openapi_extra=body_schema(UpdateStoreBody),
+    summary="Change an event store's description and settings",
+)
+async def update_store(store: str, request: Request, rt: RuntimeDep) -> Response:
+    """A JSON merge patch of ``{description?, settings?}``: what it names changes (settings merge
+    key by key), null removes. 200 with the store; a body changing nothing is 400 NO_UPDATES."""
+    await require(request, Permission.MANAGE_STORES, store)
+    body = parse(UpdateStoreBody, await read_optional_json(request, rt.settings.max_body_bytes))
+    changes = body.changes()
+    if not changes:
+        raise ApiError(
+            "NO_UPDATES",
+            "no updates were provided: give description and/or settings",
+            {"eventStoreName": store},
+        )
+    return json_response(codec.dumps(store_body(await rt.stores.update(store, changes))))
 
 
 @router.delete("/event-stores/{store}", summary="Delete an event store and all its events")
