@@ -293,6 +293,92 @@ async def read_stream_events(
     return events_response(page.events, **fields)
 
 
+class StreamFilters:
+    """The streams list's filters, orders and paging (DeltaBase's names, and deltagate's
+    ``search``). Each one given is applied (``broker.query.StreamCheck``)."""
+
+    def __init__(
+        self,
+        stream_id: Annotated[str | None, Query(alias="streamId", **NAME)] = None,
+        pattern: Annotated[
+            str | None,
+            Query(alias="streamIdPattern", description="`*` matches any run (`order-*`)", **NAME),
+        ] = None,
+        search: Annotated[
+            str | None,
+            Query(max_length=256, description="deltagate: ids containing this text, any case"),
+        ] = None,
+        min_position: Annotated[
+            int | None, Query(alias="minPosition", ge=0, le=MAX_POSITION, description=LAST)
+        ] = None,
+        max_position: Annotated[
+            int | None, Query(alias="maxPosition", ge=0, le=MAX_POSITION, description=LAST)
+        ] = None,
+        from_date: Annotated[str | None, Query(alias="fromDate", description=STREAM_DATE)] = None,
+        to_date: Annotated[str | None, Query(alias="toDate", description=STREAM_DATE)] = None,
+        sort_by: Annotated[
+            StreamOrder,
+            Query(alias="sortBy", description="`createdAt` (default: creation order)"),
+        ] = "createdAt",
+        sort_direction: SortDirection = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_POSITION, description="At most 1000")] = 100,
+        offset: Offset = 0,
+        include_count: IncludeCount = False,
+    ) -> None:
+        self.stream_id = None if stream_id is None else checked(stream_id, "streamId")
+        self.pattern = None if pattern is None else checked(pattern, "streamIdPattern", True)
+        self.search = search
+        self.min_position = min_position
+        self.max_position = max_position
+        self.from_date = moment(from_date, "fromDate")
+        self.to_date = moment(to_date, "toDate")
+        self.sort_by = sort_by
+        self.descending = descending(sort_direction)
+        self.limit = min(limit, MAX_LIMIT)
+        self.offset = offset
+        # includeCount: the total is always given.
+
+    async def response(self, rt: Runtime, store: str, types: list[str] | None) -> Response:
+        for stream_type in types or ():
+            checked(stream_type, "streamType")
+        check = StreamCheck(
+            types=types,
+            stream_id=self.stream_id,
+            pattern=self.pattern,
+            contains=self.search,
+            min_position=self.min_position,
+            max_position=self.max_position,
+            from_date=self.from_date,
+            to_date=self.to_date,
+        )
+        streams, total = await rt.log.list_streams(
+            store,
+            limit=self.limit,
+            offset=self.offset,
+            where=check,
+            sort_by=self.sort_by,
+            descending=self.descending,
+        )
+        more = self.offset + len(streams) < total
+        return json_response(
+            codec.dumps(
+                {
+                    "streams": [
+                        {
+                            "streamId": s.stream_id,
+                            "streamPosition": s.stream_position,
+                            "streamType": s.stream_type,
+                            "createdAt": s.created_at,
+                            "updatedAt": s.updated_at,
+                        }
+                        for s in streams
+                    ],
+                    "pagination": pagination(self.limit, self.offset, more, total),
+                }
+            )
+        )
+
+
 @router.get(
     "/event-stores/{store}/streams",
     summary="List the streams of a store",
@@ -302,6 +388,7 @@ async def list_streams(
     store: str,
     request: Request,
     rt: RuntimeDep,
+    listing: Annotated[StreamFilters, Depends()],
     stream_types: Annotated[
         list[str] | None,
         Query(
@@ -309,76 +396,32 @@ async def list_streams(
             description="The id up to its first `-`, `_` or `:`; repeat: any of",
         ),
     ] = None,
-    stream_id: Annotated[str | None, Query(alias="streamId", **NAME)] = None,
-    pattern: Annotated[
-        str | None,
-        Query(alias="streamIdPattern", description="`*` matches any run (`order-*`)", **NAME),
-    ] = None,
-    search: Annotated[
-        str | None,
-        Query(max_length=256, description="deltagate: ids containing this text, any case"),
-    ] = None,
-    min_position: Annotated[
-        int | None, Query(alias="minPosition", ge=0, le=MAX_POSITION, description=LAST)
-    ] = None,
-    max_position: Annotated[
-        int | None, Query(alias="maxPosition", ge=0, le=MAX_POSITION, description=LAST)
-    ] = None,
-    from_date: Annotated[str | None, Query(alias="fromDate", description=STREAM_DATE)] = None,
-    to_date: Annotated[str | None, Query(alias="toDate", description=STREAM_DATE)] = None,
-    sort_by: Annotated[
-        StreamOrder, Query(alias="sortBy", description="`createdAt` (default: creation order)")
-    ] = "createdAt",
-    sort_direction: SortDirection = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_POSITION, description="At most 1000")] = 100,
-    offset: Offset = 0,
-    include_count: IncludeCount = False,
 ) -> Response:
     """A page of the store's streams. Every filter given is applied; `pagination.total` is
     always there (`includeCount` is accepted); any other query parameter is a 400 naming it."""
     await require(request, Permission.READ, store)
-    if stream_types is not None:
-        for stream_type in stream_types:
-            checked(stream_type, "streamType")
-    check = StreamCheck(
-        types=stream_types,
-        stream_id=None if stream_id is None else checked(stream_id, "streamId"),
-        pattern=None if pattern is None else checked(pattern, "streamIdPattern", pattern=True),
-        contains=search,
-        min_position=min_position,
-        max_position=max_position,
-        from_date=moment(from_date, "fromDate"),
-        to_date=moment(to_date, "toDate"),
-    )
-    limit = min(limit, MAX_LIMIT)
-    streams, total = await rt.log.list_streams(
-        store,
-        limit=limit,
-        offset=offset,
-        where=check,
-        sort_by=sort_by,
-        descending=descending(sort_direction),
-    )
-    return json_response(
-        codec.dumps(
-            {
-                "streams": [
-                    {
-                        "streamId": s.stream_id,
-                        "streamPosition": s.stream_position,
-                        "streamType": s.stream_type,
-                        "createdAt": s.created_at,
-                        "updatedAt": s.updated_at,
-                    }
-                    for s in streams
-                ],
-                "pagination": pagination(limit, offset, offset + len(streams) < total, total),
-            }
-        )
-    )
+    return await listing.response(rt, store, stream_types)
 
 
-def checked(value: str, field: str, *, pattern: bool = False) -> str:
+@router.get(
+    "/event-stores/{store}/stream-types/{stream_type}/streams",
+    summary="List the streams of one type",
+    dependencies=[DECLARED_ONLY],
+)
+async def list_streams_of_type(
+    store: str,
+    stream_type: str,
+    request: Request,
+    rt: RuntimeDep,
+    listing: Annotated[StreamFilters, Depends()],
+) -> Response:
+    """The streams list for one stream type (the id up to its first `-`, `_` or `:`), with the
+    list's other filters, orders and paging."""
+    await require(request, Permission.READ, store)
+    return await listing.response(rt, store, [stream_type])
+
+
+def checked(value: str, field: str, pattern: bool = False) -> str:
     """A stream id, type or id pattern as a query parameter: non-empty text without control
     characters (a pattern also at most 16 ``*``)."""
     try:

@@ -20,6 +20,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/{store}", None),
     ("GET", "/{store}/events", None),
     ("GET", "/{store}/streams", None),
+    ("GET", "/{store}/stream-types/{stream_type}/streams", None),
     ("GET", "/{store}/streams/{stream_id}", None),
     ("GET", "/{store}/streams/{stream_id}/events", None),
     ("DELETE", "/{store}", None),  # last: the store is gone after it
@@ -29,7 +30,7 @@ ROUTES: list[tuple[str, str, Any]] = [
 def call(client: TestClient, method: str, url: str, body: Any, **params: Any) -> Any:
     if method == "DELETE":
         params["confirm"] = "true"
-    url = url.format(store="orders", stream_id="order-1")
+    url = url.format(store="orders", stream_id="order-1", stream_type="order")
     return client.request(method, url, params=params, json=body)
 
 

@@ -160,6 +160,28 @@ def test_orders(client: TestClient, store: str, streams: list[dict[str, Any]]) -
     ]
 
 
+def test_streams_of_one_type(client: TestClient, store: str, streams: list[dict[str, Any]]) -> None:
+    for base in PREFIXES:
+        url = f"{base}/{store}/stream-types/order/streams"
+        for params in ({}, {"sortBy": "streamId"}, {"limit": 1, "offset": 1}, {"minPosition": 3}):
+            by_type = client.get(url, params=params).json()
+            assert (
+                by_type
+                == client.get(
+                    f"{base}/{store}/streams", params={**params, "streamType": "order"}
+                ).json()
+            )
+        assert [s["streamId"] for s in client.get(url).json()["streams"]] == [
+            "order-1",
+            "order_2",
+            "order:3",
+        ]
+        empty = client.get(f"{base}/{store}/stream-types/nothing/streams").json()
+        assert empty["streams"] == [] and empty["pagination"]["total"] == 0
+        response = client.get(url, params={"streamType": "user"})
+        assert error_fields(assert_error(response, 400, "VALIDATION_ERROR")) == ["streamType"]
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
