@@ -39,7 +39,8 @@ from .params import (
     pagination,
 )
 
-router = APIRouter(tags=["event stores"])
+router = APIRouter(tags=["event stores"], dependencies=[DECLARED_ONLY])
+"""Every read refuses the query parameters it does not declare (``params.DECLARED_ONLY``)."""
 
 
 def events_response(events: list[LoggedEvent], **fields: Any) -> Response:
@@ -109,11 +110,7 @@ class StreamRead:
         self.expected = expected_version(expected)
 
 
-@router.get(
-    "/event-stores/{store}/streams/{stream_id}",
-    summary="Read one stream",
-    dependencies=[DECLARED_ONLY],
-)
+@router.get("/event-stores/{store}/streams/{stream_id}", summary="Read one stream")
 async def read_stream(
     store: str,
     stream_id: str,
@@ -227,11 +224,7 @@ class EventFilters:
         )
 
 
-@router.get(
-    "/event-stores/{store}/events",
-    summary="Query the events of a whole store",
-    dependencies=[DECLARED_ONLY],
-)
+@router.get("/event-stores/{store}/events", summary="Query the events of a whole store")
 async def query_events(
     store: str,
     request: Request,
@@ -255,9 +248,7 @@ async def query_events(
 
 
 @router.get(
-    "/event-stores/{store}/streams/{stream_id}/events",
-    summary="Read one stream's events, filtered",
-    dependencies=[DECLARED_ONLY],
+    "/event-stores/{store}/streams/{stream_id}/events", summary="Read one stream's events, filtered"
 )
 async def read_stream_events(
     store: str,
@@ -379,11 +370,7 @@ class StreamFilters:
         )
 
 
-@router.get(
-    "/event-stores/{store}/streams",
-    summary="List the streams of a store",
-    dependencies=[DECLARED_ONLY],
-)
+@router.get("/event-stores/{store}/streams", summary="List the streams of a store")
 async def list_streams(
     store: str,
     request: Request,
@@ -404,9 +391,7 @@ async def list_streams(
 
 
 @router.get(
-    "/event-stores/{store}/stream-types/{stream_type}/streams",
-    summary="List the streams of one type",
-    dependencies=[DECLARED_ONLY],
+    "/event-stores/{store}/stream-types/{stream_type}/streams", summary="List one type's streams"
 )
 async def list_streams_of_type(
     store: str,

@@ -10,18 +10,7 @@ from typing import Any
 
 import pytest
 from rest_support import TestClient, assert_error, error_fields
-
-READ_EVENT = {  # DeltaBase's ReadEvent
-    "streamId",
-    "streamPosition",
-    "globalPosition",
-    "eventId",
-    "type",
-    "data",
-    "schemaVersion",
-    "transactionId",
-    "createdAt",
-}
+from test_rest_reads import EVENT_FIELDS  # DeltaBase's ReadEvent
 
 
 def ok(response: Any, status: int = 200) -> Any:
@@ -125,7 +114,7 @@ def test_read_events_from_a_stream(client: TestClient, my_app: str) -> None:
         "user.updated",
         "user.verified",
     ]
-    assert all(set(e) >= READ_EVENT for e in body["events"])
+    assert all(set(e) >= EVENT_FIELDS for e in body["events"])
     assert body["events"][2]["metadata"] == {"correlationId": "abc-123"}
     assert body["currentStreamVersion"] == 3
 
