@@ -464,6 +464,9 @@ class LogReader:
             if cursor is None:
                 walk.stream_version = part.version
                 walk.stream_truncated_before = part.truncated_before
+                # The stream as of this version: later pages leave out what is appended meanwhile.
+                top = part.version - 1
+                last_wanted = top if last_wanted is None else min(last_wanted, top)
             if not part.events:
                 return
             inside = [

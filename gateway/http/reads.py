@@ -237,7 +237,7 @@ async def query_events(
     other query parameter is a 400 naming it."""
     await require(request, Permission.READ, store)
     flt = where.filter(stream_id)
-    limit = min(limit, 1000)
+    limit = min(limit, MAX_LIMIT)
     page = await where.page(rt, store, flt, limit)
     fields: dict[str, Any] = {
         "pagination": pagination(limit, where.offset, page.has_more, page.total)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from broker import EventLog, Filter, Importer
+from broker import EventLog, Filter, Importer, NewEvent
 from broker.types import iso_at
 
 BASE = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
@@ -212,3 +212,28 @@ async def test_an_event_id_or_a_transaction_ends_the_walk(
     # The decoy in each event's data holds the text '"eventId":"evt-7"': only evt-7 is kept.
     page = await log.query(store, flt=None, event_id="evt-7", include_count=True)
     assert [e.global_position for e in page.events] == [7] and page.total == 1
+
+
+async def test_a_stream_walk_reads_the_stream_as_of_its_first_page(
+    log: EventLog, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await log.append(store, "s-1", [NewEvent("t", {"i": i}) for i in range(1000)])
+    await log.append(store, "s-1", [NewEvent("t", {"i": i}) for i in range(500)])
+    read_stream = log.read_stream
+    pages = 0
+
+    async def appending_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        nonlocal pages
+        part = await read_stream(*args, **kwargs)
+        pages += 1
+        if pages == 1:
+            await log.append(store, "s-1", [NewEvent("late", {}) for _ in range(5)])
+        return part
+
+    monkeypatch.setattr(log, "read_stream", appending_meanwhile)
+    page = await log.query(
+        store, flt=Filter.parse("*", "s-1"), offset=900, limit=1000, include_count=True
+    )
+    assert page.stream_version == 1500
+    assert [e.global_position for e in page.events] == list(range(901, 1501))
+    assert page.total == 1500 and not page.has_more
