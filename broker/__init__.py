@@ -34,13 +34,23 @@ from .errors import (
     VersionConflict,
 )
 from .fanout import Fanout, LiveSubscription, Marker, Reset, Sink, Subscribed
-from .filters import Content, Filter, FilterIndex, Query, QueryItem, check_name, check_tags
+from .filters import (
+    Content,
+    Filter,
+    FilterIndex,
+    Query,
+    QueryItem,
+    check_name,
+    check_pattern,
+    check_tags,
+)
 from .health import SAFE_POLICY, Memory, RedisWatch, nodes_info, policy_problem
 from .keys import valid_store_name
 from .lifecycle import Lifecycle, LifecycleOptions
 from .limits import RateLimiter
 from .log import DCB_STREAM, EventLog, LogLimits
-from .reader import Slice, StreamSlice
+from .query import EventCheck, StreamCheck
+from .reader import Slice, StreamOrder, StreamSlice, check_version
 from .redis import RedisConfig, connect, ping
 from .stores import StoreAdmin, check_settings
 from .types import (
@@ -79,6 +89,7 @@ __all__ = [
     "Direction",
     "Dispatcher",
     "DispatcherOptions",
+    "EventCheck",
     "EventLog",
     "EventTooLarge",
     "ExpectedVersion",
@@ -117,7 +128,9 @@ __all__ = [
     "StoreAlreadyExists",
     "StoreInfo",
     "StoreNotFound",
+    "StreamCheck",
     "StreamInfo",
+    "StreamOrder",
     "StreamSlice",
     "Subscribed",
     "SubscriptionNotFound",
@@ -130,10 +143,12 @@ __all__ = [
     "cancel_and_wait",
     "check_id",
     "check_name",
+    "check_pattern",
     "check_position",
     "check_secret",
     "check_settings",
     "check_tags",
+    "check_version",
     "codec",
     "connect",
     "hash_secret",

@@ -80,12 +80,17 @@ def positioned(global_position: int | str, stream_position: int | str, body: str
     return f'{{"globalPosition":{global_position},"streamPosition":{stream_position},{body}'
 
 
-def created_at_of(event_json: str) -> datetime:
-    """An event's ``createdAt``, read from its JSON without decoding it: ``event_body`` writes it
-    after data and metadata, so the last ``"createdAt":"`` in the text is the event's own (one
-    inside a string value would have its quote escaped)."""
+def created_at_text(event_json: str) -> str:
+    """An event's ``createdAt`` as written, read from its JSON without decoding it: ``event_body``
+    writes it after data and metadata, so the last ``"createdAt":"`` in the text is the event's
+    own (one inside a string value would have its quote escaped)."""
     start = event_json.rindex('"createdAt":"') + 13
-    return datetime.fromisoformat(event_json[start : event_json.index('"', start)])
+    return event_json[start : event_json.index('"', start)]
+
+
+def created_at_of(event_json: str) -> datetime:
+    """An event's ``createdAt`` (``created_at_text``) as a time."""
+    return datetime.fromisoformat(created_at_text(event_json))
 
 
 class Announcement(NamedTuple):

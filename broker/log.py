@@ -30,7 +30,7 @@ from .errors import (
 )
 from .filters import Query
 from .keys import StoreKeys
-from .reader import LogReader, keys_of, logged
+from .reader import LogReader, entry_event, keys_of
 from .redis import call, load_script, returns_raw_entries, sharded
 from .types import (
     AppendResult,
@@ -546,7 +546,7 @@ class EventLog(LogReader):
                     ],
                 )
             )
-            events += [logged(entry) for entry in reply[2:]]
+            events += [entry_event(entry) for entry in reply[2:]]
         events = events[:limit]
         return events, events[-1].global_position if events else after
 

@@ -17,18 +17,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, NamedTuple
+from datetime import datetime, timedelta
+from typing import Any, Literal, NamedTuple
 
 from . import codec
 from .archive import Archive
-from .errors import StoreNotFound
+from .errors import StoreNotFound, VersionConflict
 from .filters import Filter
 from .keys import StoreKeys, valid_store_name
+from .query import EventCheck, StreamCheck
 from .redis import call, load_script
-from .types import Direction, LoggedEvent, Page, StreamInfo
+from .types import Direction, ExpectedVersion, LoggedEvent, Page, StreamInfo
 
 SCAN_PAGE = 1000
+StreamOrder = Literal["createdAt", "updatedAt", "streamPosition", "streamId"]
+STREAM_ORDER: dict[str, Any] = {
+    "updatedAt": lambda s: datetime.fromisoformat(s.updated_at),
+    "streamPosition": lambda s: s.stream_position,
+    "streamId": lambda s: s.stream_id,
+}
+CLOCK_SKEW = timedelta(seconds=5)
+"""How far pods' clocks may disagree for a ``toDate`` bound to be exact: an event is stamped with
+its appending pod's clock, so one appended after another may carry an earlier time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +66,21 @@ class Bounds:
     """The lowest position Redis holds."""
     oldest: int
     """The lowest position kept anywhere."""
+
+
+def check_version(stream_id: str, expected: ExpectedVersion, version: int) -> None:
+    """Raise VersionConflict unless a stream at ``version`` is what ``expected`` asks for: the
+    append script's rule (``scripts/append.lua``), for reads that state an expected version."""
+    if expected == "any":
+        return
+    if expected == "no_stream":
+        ok = version == 0
+    elif expected == "stream_exists":
+        ok = version > 0
+    else:
+        ok = expected == version
+    if not ok:
+        raise VersionConflict(stream_id, expected, version)
 
 
 def keys_of(store: str) -> StoreKeys:
@@ -120,7 +145,7 @@ class LogReader:
         entries = await call(self._redis.xrange(k.log, f"{after + 1}-0", high, count=limit))
         first = _position(entries[0]) if entries else None
         if first == after + 1:
-            return Slice([logged(e) for e in entries])
+            return Slice([entry_event(e) for e in entries])
         if first is None and until is None:
             return Slice([])  # the head always stays in Redis: nothing after ``after``
         try:
@@ -140,14 +165,14 @@ class LogReader:
                     return Slice(rows, truncated)
         if first is not None and first > after + 1 and truncated is None:
             truncated = first  # not archived (no archive, or deleted since): gone
-        return Slice([logged(e) for e in entries], truncated)
+        return Slice([entry_event(e) for e in entries], truncated)
 
     async def before(self, store: str, high: int | None, low: int, limit: int) -> Slice:
         """Up to ``limit`` events with positions in [low, high], highest first."""
         k = keys_of(store)
         top = "+" if high is None else f"{high}-0"
         entries = await call(self._redis.xrevrange(k.log, top, f"{max(low, 1)}-0", count=limit))
-        events = [logged(e) for e in entries]
+        events = [entry_event(e) for e in entries]
         if len(events) == limit:
             return Slice(events)
         bounds = await self.bounds(store)
@@ -225,7 +250,7 @@ class LogReader:
             return StreamSlice([], int(reply[0]))
         reply = await call(self._read_stream(keys=keys, args=[lo, hi, stream_id]))
         version, offset = int(reply[0]), int(reply[1])
-        events = [logged(entry) for entry in reply[2:]]
+        events = [entry_event(entry) for entry in reply[2:]]
         if version == 0 and not await self.exists(store):
             raise StoreNotFound(store)
         truncated = None
@@ -251,22 +276,65 @@ class LogReader:
         return await self.archive.stream(archived, stream_id, lo, hi)
 
     async def list_streams(
-        self, store: str, *, limit: int = 100, offset: int = 0, prefix: str | None = None
+        self,
+        store: str,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        where: StreamCheck | None = None,
+        sort_by: StreamOrder = "createdAt",
+        descending: bool = False,
     ) -> tuple[list[StreamInfo], int]:
-        """Streams in the order they were created, with their positions and times."""
+        """Streams with their positions and times, those ``where`` keeps, sorted by ``sort_by``
+        (``createdAt``: the order they were made): one page of them, and how many there are.
+        Unfiltered in creation order, a page costs its own streams; any filter or other order
+        walks every stream id of the store, and a filter on positions or dates, or an order by
+        them, reads every stream's fields too (in pipelined chunks)."""
         k = keys_of(store)
         await self.head(store)
-        if prefix:
-            # Searching walks the stream ids; fine for the admin listing this serves.
-            all_ids = await call(self._redis.zrange(k.streams, 0, -1))
-            ids = [s for s in all_ids if prefix.lower() in s.lower()]
-            total = len(ids)
-            ids = ids[offset : offset + limit]
-        else:
+        check = where or StreamCheck()
+        if check.keeps_all and sort_by == "createdAt":
             total = await call(self._redis.zcard(k.streams))
-            ids = await call(self._redis.zrange(k.streams, offset, offset + limit - 1))
+            page = self._redis.zrange(k.streams, offset, offset + limit - 1, desc=descending)
+            return await self._streams(k, await call(page)), total
+        fields = check.reads_fields or sort_by in ("updatedAt", "streamPosition")
+        kept: list[str] = []
+        infos: list[StreamInfo] = []
+        async for chunk in self._stream_ids(k, check.stream_id):
+            ids = [sid for sid in chunk if check.keeps_id(sid)]
+            if fields:
+                infos += [s for s in await self._streams(k, ids) if check.keeps(s)]
+            else:
+                kept += ids
+        if not fields:
+            if sort_by == "streamId":
+                kept.sort()
+            if descending:
+                kept.reverse()
+            return await self._streams(k, kept[offset : offset + limit]), len(kept)
+        if sort_by != "createdAt":  # the walk's order; the others sort (stably) by their field
+            infos.sort(key=STREAM_ORDER[sort_by])
+        if descending:
+            infos.reverse()
+        return infos[offset : offset + limit], len(infos)
+
+    async def _stream_ids(self, k: StoreKeys, only: str | None) -> AsyncIterator[list[str]]:
+        """The store's stream ids in creation order, in chunks (or just ``only`` if it exists)."""
+        if only is not None:
+            if await call(self._redis.zscore(k.streams, only)) is not None:
+                yield [only]
+            return
+        start = 0
+        while True:
+            ids = await call(self._redis.zrange(k.streams, start, start + SCAN_PAGE - 1))
+            if not ids:
+                return
+            yield ids
+            start += len(ids)
+
+    async def _streams(self, k: StoreKeys, ids: list[str]) -> list[StreamInfo]:
         if not ids:
-            return [], total
+            return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for sid in ids:
                 pipe.llen(k.stream(sid))
@@ -279,7 +347,7 @@ class LogReader:
         return [
             StreamInfo(sid, int(n) + int(o or 0) - 1, c or "", u or "")
             for sid, n, o, c, u in zip(ids, lengths, offsets, created, updated, strict=True)
-        ], total
+        ]
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -294,32 +362,77 @@ class LogReader:
         offset: int = 0,
         direction: Direction = "forward",
         include_count: bool = False,
+        event_id: str | None = None,
+        transaction_id: str | None = None,
+        from_date: datetime | None = None,
+        to_date: datetime | None = None,
+        from_stream_position: int | None = None,
+        to_stream_position: int | None = None,
     ) -> Page:
         """Events of the whole store matching ``flt`` with globalPosition in
-        [from_position, to_position], sorted by position in ``direction``, paginated."""
+        [from_position, to_position], sorted by position in ``direction``, paginated; also, when
+        given, with that eventId or transactionId and created in [from_date, to_date] (checked
+        per event: ``broker.query``). Dates first narrow the positions read through the time
+        index (``first_at``), so a date-bounded query reads about the events of its period.
+        With ``flt.stream_id`` the query walks that stream's index, between the stream positions
+        given (inclusive), and the page carries the stream's version."""
         await self.head(store)  # not found -> StoreNotFound
         low = max(from_position or 1, 1)
+        high = to_position
+        if from_date is not None:
+            low = max(low, await self.first_at(store, from_date))
+        if to_date is not None:
+            # The first event created after the period, allowing for pods' clocks to disagree:
+            # an event is stamped by the clock of the pod that appended it.
+            after = await self.first_at(store, to_date + CLOCK_SKEW) - 1
+            high = after if high is None else min(high, after)
+        check = EventCheck(
+            flt,
+            event_id=event_id,
+            transaction_id=transaction_id,
+            from_date=from_date,
+            to_date=to_date,
+        )
+        walk = _Walk(
+            low,
+            high,
+            direction,
+            (from_stream_position, to_stream_position),
+            page=min(SCAN_PAGE, offset + limit + 1),  # often all the query needs
+        )
         matched: list[LoggedEvent] = []
         total = 0
         has_more = False
         truncated: int | None = None
-        async for piece in self._candidates(store, flt, low, to_position, direction):
+        async for piece in self._candidates(store, flt, walk):
             truncated = truncated or piece.truncated_before
             for event in piece.events:
-                if flt is not None and not flt.matches(event.stream_id, event.type):
+                if not check.keeps(event):
+                    if check.finished:
+                        break
                     continue
                 if offset <= total < offset + limit:
                     matched.append(event)
                 elif total >= offset + limit:
                     has_more = True
                 total += 1
-            if has_more and not include_count:
+                if check.finished:
+                    break
+            if check.finished or (has_more and not include_count):
                 break
-        return Page(matched, has_more, total if include_count else None, truncated)
+        return Page(
+            matched,
+            has_more,
+            total if include_count else None,
+            truncated,
+            stream_version=walk.stream_version,
+            stream_truncated_before=walk.stream_truncated_before,
+        )
 
     async def _candidates(
-        self, store: str, flt: Filter | None, low: int, high: int | None, direction: Direction
+        self, store: str, flt: Filter | None, walk: _Walk
     ) -> AsyncIterator[Slice]:
+        low, high, direction = walk.low, walk.high, walk.direction
         if flt is None or flt.stream_id is None:
             after = low - 1 if direction == "forward" else (0 if high is None else high + 1)
             until = high if direction == "forward" else low
@@ -327,18 +440,33 @@ class LogReader:
                 yield piece
             return
         # One stream: walk it by stream position, keeping what lies in [low, high].
+        first, last_wanted = walk.stream_range
         cursor: int | None = None
         while True:
             if direction == "forward":
-                start = 0 if cursor is None else cursor + 1
-                part = await self.read_stream(store, flt.stream_id, start=start, limit=SCAN_PAGE)
+                start = (first or 0) if cursor is None else cursor + 1
+                part = await self.read_stream(
+                    store, flt.stream_id, start=start, end=last_wanted, limit=walk.page
+                )
             else:
-                begin = None if cursor is None else cursor - 1
-                if begin is not None and begin < 0:
+                begin = last_wanted if cursor is None else cursor - 1
+                if begin is not None and begin < (first or 0):
                     return
                 part = await self.read_stream(
-                    store, flt.stream_id, direction="backward", start=begin, limit=SCAN_PAGE
+                    store,
+                    flt.stream_id,
+                    direction="backward",
+                    start=begin,
+                    end=first,
+                    limit=walk.page,
                 )
+            walk.page = SCAN_PAGE
+            if cursor is None:
+                walk.stream_version = part.version
+                walk.stream_truncated_before = part.truncated_before
+                # The stream as of this version: later pages leave out what is appended meanwhile.
+                top = part.version - 1
+                last_wanted = top if last_wanted is None else min(last_wanted, top)
             if not part.events:
                 return
             inside = [
@@ -359,7 +487,7 @@ class LogReader:
     async def first_at(self, store: str, moment: datetime) -> int:
         """The position of the first event created at or after ``moment`` (head + 1 if none yet).
         The time index (one entry per second) narrows it down; at most a second of events is
-        read to find the exact one."""
+        read to find the exact one, in pages growing from a few events."""
         k = keys_of(store)
         ms = int(moment.timestamp() * 1000)
         bucket = await call(
@@ -375,14 +503,31 @@ class LogReader:
                     return found
         start = max(start, bounds.oldest)
         cutoff = moment.timestamp()
+        page = 16  # the event is usually near the second's start: read little first
         while True:
-            piece = await self.after(store, start - 1, SCAN_PAGE)
+            piece = await self.after(store, start - 1, page)
             if not piece.events:
                 return start
             for event in piece.events:
                 if codec.created_at_of(event.json).timestamp() >= cutoff:
                     return event.global_position
             start = piece.events[-1].global_position + 1
+            page = min(page * 4, SCAN_PAGE)
+
+
+@dataclass(slots=True)
+class _Walk:
+    """The range one query reads, and what it learnt of its stream on the way."""
+
+    low: int
+    high: int | None
+    direction: Direction
+    stream_range: tuple[int | None, int | None]
+    """Stream positions (inclusive; None: unbounded) when the query walks one stream."""
+    page: int = SCAN_PAGE
+    """How many events of the stream its next read asks for."""
+    stream_version: int | None = None
+    stream_truncated_before: int | None = None
 
 
 def _position(entry: list[Any]) -> int:
@@ -396,7 +541,7 @@ def _stream_position(event: LoggedEvent) -> int:
     return int(text[start : text.index(",", start)])
 
 
-def logged(entry: list[Any]) -> LoggedEvent:
+def entry_event(entry: list[Any]) -> LoggedEvent:
     """A raw log entry ``[id, ["s", stream, "t", type, "p", streamPosition, ("g", tags,) "e",
     body]]`` (fields in the order scripts/lib/write.lua writes them): the event's JSON is its
     positions, then its body. Entries of the first format, ``["s", stream, "t", type, "e",

@@ -1,4 +1,4 @@
-"""Store administration: create, list, describe, change settings, delete.
+"""Store administration: create, list, describe, change settings (``update``), delete.
 
 A store's settings are free-form JSON (DeltaBase keeps what it is given) except for the ones
 deltagate acts on, which are checked here: ``retentionPeriodDays``, ``maxStreamSizeBytes`` and
@@ -7,19 +7,22 @@ deltagate acts on, which are checked here: ``retentionPeriodDays``, ``maxStreamS
 
 from __future__ import annotations
 
+import builtins
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import codec
 from .archive import Archive
-from .errors import InvalidSettings, StoreAlreadyExists, StoreNotFound
+from .errors import InvalidSettings, StoreAlreadyExists, StoreNotFound, Unavailable
 from .keys import STORE_REGISTRY, StoreKeys
-from .reader import keys_of
+from .reader import LogReader, entry_event, keys_of
 from .redis import call, load_script
 from .types import StoreInfo, now_iso
 
 MAX_DAYS = 36_500
+UPDATE_ATTEMPTS = 50
 MAX_COUNT = 2**53
 
 
@@ -55,6 +58,20 @@ def _number(value: object, *, integer: bool, low: float, high: float) -> bool:
     if integer and not isinstance(value, int):
         return False
     return low <= value <= high
+
+
+def merge_patch(target: object, patch: object) -> Any:
+    """RFC 7396: ``patch`` applied to ``target`` (objects merge key by key, recursively; a null
+    removes its key; anything else replaces)."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
 
 
 def check_settings(settings: object) -> dict[str, Any]:
@@ -99,7 +116,9 @@ class StoreAdmin:
     def __init__(self, redis: Any, archive: Archive | None = None) -> None:
         self._redis = redis
         self._archive = archive
+        self._reader = LogReader(redis, archive)
         self._create = load_script(redis, "create_store")
+        self._update = load_script(redis, "update_store")
         self._delete = load_script(redis, "delete_store")
 
     async def create(
@@ -120,6 +139,36 @@ class StoreAdmin:
         await self.register(name)
         return await self.get(name)
 
+    async def update(self, name: str, patch: dict[str, Any]) -> StoreInfo:
+        """Apply a JSON merge patch (RFC 7396) of ``{description?, settings?}`` to the store: a
+        description replaces it (null removes it); settings are merged into the store's, key by
+        key and nested objects alike, a null removing its key (``settings: null`` removes them
+        all). The merged settings are checked as at create (``check_settings``). Atomic against
+        other updates (compare-and-set, retried on a race). Raises StoreNotFound or
+        InvalidSettings."""
+        k = keys_of(name)
+        description = patch.get("description")
+        if description is not None and not isinstance(description, str):
+            raise InvalidSettings([{"field": "description", "message": "must be a string"}])
+        op = "keep" if "description" not in patch else ("delete" if description is None else "set")
+        for _ in range(UPDATE_ATTEMPTS):
+            uid, current = await call(self._redis.hmget(k.meta, "uid", "settings"))
+            if uid is None:
+                raise StoreNotFound(name)
+            current = current or "{}"
+            settings = codec.loads(current)
+            if "settings" in patch:
+                settings = merge_patch(settings, patch["settings"])
+            merged = codec.dumps_str(check_settings(settings))
+            written = await call(
+                self._update(keys=[k.meta], args=[uid, current, merged, op, description or ""])
+            )
+            if written == 1:
+                return await self.get(name)
+            if written == -1:
+                raise StoreNotFound(name)
+        raise Unavailable(f"store '{name}' kept changing under {UPDATE_ATTEMPTS} updates")
+
     async def register(self, name: str) -> None:
         """Add a store to the listing (the registry lives outside the store's slot)."""
         await call(self._redis.sadd(STORE_REGISTRY, name))
@@ -129,9 +178,12 @@ class StoreAdmin:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(k.meta)
             pipe.zcard(k.streams)
-            meta, streams = await call(pipe.execute())
+            pipe.xrange(k.log, "-", "+", count=1)
+            pipe.xrevrange(k.log, "+", "-", count=1)
+            meta, streams, first, last = await call(pipe.execute())
         if not meta or "uid" not in meta:
             raise StoreNotFound(name)
+        oldest = int(meta.get("oldest") or 1)
         return StoreInfo(
             name=name,
             description=meta.get("description"),
@@ -141,20 +193,52 @@ class StoreAdmin:
             total_streams=int(streams),
             uid=meta["uid"],
             low=int(meta.get("low") or 1),
-            oldest=int(meta.get("oldest") or 1),
+            oldest=oldest,
             archived=int(meta.get("archived") or 0),
             bytes=int(meta.get("bytes") or 0),
+            oldest_at=await self._oldest_at(name, oldest, first),
+            newest_at=codec.created_at_text(entry_event(last[0]).json) if last else None,
         )
 
+    async def _oldest_at(self, name: str, oldest: int, first: list) -> str | None:
+        """``createdAt`` of the oldest event kept: Redis's first entry, unless retention moved the
+        oldest ones to the archive (then one read there)."""
+        if not first:
+            return None
+        event = entry_event(first[0])
+        if event.global_position > oldest:
+            archived = (await self._reader.after(name, oldest - 1, 1)).events
+            event = archived[0] if archived else event
+        return codec.created_at_text(event.json)
+
     async def list(self) -> list[StoreInfo]:
+        """Every store, by name."""
+        return (await self.page())[0]
+
+    async def page(
+        self,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        contains: str | None = None,
+        visible: Callable[[str], bool] | None = None,
+    ) -> tuple[builtins.list[StoreInfo], int]:
+        """Stores by name whose name contains ``contains`` (any case) and that ``visible`` lets
+        the caller see: ``limit`` of them from ``offset`` (None: all), and how many there are.
+        Names are filtered before any store is read, so a page costs its own stores."""
         names = sorted(await call(self._redis.smembers(STORE_REGISTRY)))
+        if contains:
+            names = [n for n in names if contains.lower() in n]
+        if visible is not None:
+            names = [n for n in names if visible(n)]
+        end = None if limit is None else offset + limit
         stores = []
-        for name in names:
+        for name in names[offset:end]:
             try:
                 stores.append(await self.get(name))
             except StoreNotFound:
                 continue  # deleted between the two reads
-        return stores
+        return stores, len(names)
 
     async def delete(self, name: str) -> None:
         """Delete the store and every event of it, in Redis and in the archive."""

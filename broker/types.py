@@ -7,6 +7,7 @@ travel beside it so nothing is ever decoded just to be routed.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -125,6 +126,10 @@ class StoreInfo:
     """The highest position durably in the archive."""
     bytes: int = 0
     """Bytes of the kept events' JSON."""
+    oldest_at: str | None = None
+    """``createdAt`` of the oldest event kept (None: no events)."""
+    newest_at: str | None = None
+    """``createdAt`` of the newest event (None: no events)."""
 
     @property
     def total_events(self) -> int:
@@ -150,8 +155,16 @@ class StreamInfo:
 
     @property
     def stream_type(self) -> str:
-        # DeltaBase convention: "order-123" is a stream of type "order".
-        return self.stream_id.split("-", 1)[0]
+        return stream_type_of(self.stream_id)
+
+
+_TYPE_END = re.compile("[-_:]")
+
+
+def stream_type_of(stream_id: str) -> str:
+    """DeltaBase's convention: a stream's type is its id up to the first ``-``, ``_`` or ``:``
+    (``order-123``, ``order_123`` and ``order:123`` are ``order`` streams; ``cart`` is ``cart``)."""
+    return _TYPE_END.split(stream_id, maxsplit=1)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +174,8 @@ class Page:
     total: int | None = None
     truncated_before: int | None = None
     """The query started before the oldest position kept, which is this one."""
+    stream_version: int | None = None
+    """When the query walked one stream: its version (number of events) when first read."""
+    stream_truncated_before: int | None = None
+    """When the query walked one stream from before its first kept event: that event's
+    streamPosition."""

@@ -31,7 +31,7 @@ from broker import (
 
 from . import __version__, config_file, errors
 from .auth import Authenticator
-from .http import appends, events, operations, stores, webhooks, ws_tokens
+from .http import appends, operations, reads, stores, webhooks, ws_tokens
 from .metrics import Metrics
 from .runtime import Runtime
 from .settings import Settings
@@ -188,7 +188,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             expose_headers=["Retry-After"],
         )
     for prefix in ("", "/api"):
-        for module in (stores, appends, events, ws_tokens, webhooks):
+        for module in (stores, appends, reads, ws_tokens, webhooks):
             app.include_router(module.router, prefix=prefix, include_in_schema=not prefix)
         app.router.routes.append(WebSocketRoute(prefix + endpoint.PATH, endpoint.events_ws))
     app.include_router(operations.router)

@@ -65,6 +65,10 @@ ANONYMOUS = Principal("anonymous (auth disabled)", frozenset({Permission.ALL}))
 ADMIN = Principal("bootstrap admin key", frozenset({Permission.ALL}), key_id=None)
 
 
+API_KEY_PARAM = "apiKey"
+"""The query parameter that may carry an API key (where a header cannot be set)."""
+
+
 def presented_key(conn: HTTPConnection) -> str | None:
     """The API key a request carries: ``X-API-Key``, ``Authorization: Bearer``, ``?apiKey=``."""
     key = conn.headers.get("x-api-key")
@@ -74,7 +78,7 @@ def presented_key(conn: HTTPConnection) -> str | None:
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return conn.query_params.get("apiKey") or None
+    return conn.query_params.get(API_KEY_PARAM) or None
 
 
 def presented_token(conn: HTTPConnection) -> str | None:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Request
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -157,21 +158,36 @@ class DcbQueryBody(BaseModel):
     limit: Annotated[StrictInt, Field(ge=1, le=1000)] = 1000
 
 
+def _storable(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    try:
+        codec.dumps(value)  # e.g. nested deeper than the encoder allows
+    except codec.JSONEncodeError as exc:
+        raise ValueError(f"cannot be stored as JSON: {exc}") from None
+    return value
+
+
+StoreSettings = Annotated[dict[str, Any] | None, AfterValidator(_storable)]
+
+
 class CreateStoreBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: StrictStr = Field(pattern=r"^[a-z0-9_-]{3,63}$")
     description: StrictStr | None = Field(None, max_length=1024)
-    settings: dict[str, Any] | None = None
+    settings: StoreSettings = None
 
-    @field_validator("settings")
-    @classmethod
-    def _settings(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        try:
-            codec.dumps(value)  # e.g. nested deeper than the encoder allows
-        except codec.JSONEncodeError as exc:
-            raise ValueError(f"cannot be stored as JSON: {exc}") from None
-        return value
+
+class UpdateStoreBody(BaseModel):
+    """A JSON merge patch of the store: what it names changes, null removes (``broker.stores``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    description: StrictStr | None = Field(None, max_length=1024)
+    settings: StoreSettings = None
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the body gave (null included), as the patch to apply."""
+        return self.model_dump(include=self.model_fields_set)
 
 
 class TokenBody(BaseModel):

@@ -2,31 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from broker import StoreInfo, codec
+from broker import MAX_POSITION, StoreInfo, codec
 
 from ..auth import Permission, check, require
 from ..errors import ApiError
 from ..runtime import RuntimeDep
-from .bodies import CreateStoreBody, body_schema, json_response, parse, read_json
+from .bodies import (
+    CreateStoreBody,
+    UpdateStoreBody,
+    body_schema,
+    json_response,
+    parse,
+    read_json,
+    read_optional_json,
+)
+from .params import DECLARED_ONLY, Offset
 
-router = APIRouter(tags=["event stores"])
+router = APIRouter(tags=["event stores"], dependencies=[DECLARED_ONLY])
 
 
 def store_body(store: StoreInfo) -> dict[str, Any]:
+    """A store as the API shows it: DeltaBase's fields (``eventStoreId``, ``eventStoreName``,
+    ``created``) beside deltagate's first names for them (``epoch``, ``name``, ``createdAt``)."""
     return {
+        "eventStoreId": store.uid,
+        "eventStoreName": store.name,
         "name": store.name,
         "description": store.description,
         "settings": store.settings,
+        "created": store.created_at,
         "createdAt": store.created_at,
         "epoch": store.uid,
         "statistics": {
             "totalStreams": store.total_streams,
             "totalEvents": store.total_events,
+            "databaseSizeBytes": store.bytes,
+            "oldestEventTimestamp": store.oldest_at,
+            "newestEventTimestamp": store.newest_at,
             "headPosition": store.head_position,
             "hotEvents": store.hot_events,
             "archivedEvents": store.archived_events,
@@ -50,11 +67,26 @@ async def create_store(request: Request, rt: RuntimeDep) -> Response:
 
 
 @router.get("/event-stores", summary="List event stores")
-async def list_stores(request: Request, rt: RuntimeDep) -> Response:
+async def list_stores(
+    request: Request,
+    rt: RuntimeDep,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_POSITION, description="At most 1000; 50 by default")
+    ] = 50,
+    offset: Offset = 0,
+    name_filter: Annotated[
+        str | None,
+        Query(alias="filter", max_length=256, description="Names containing this text, any case"),
+    ] = None,
+) -> Response:
+    """A page of the stores the caller may use, by name; ``totalCount`` counts all that match.
+    Any other query parameter is a 400 naming it."""
     principal = await require(request, Permission.READ)
-    stores = [s for s in await rt.stores.list() if principal.may_use(s.name)]
+    stores, total = await rt.stores.page(
+        limit=min(limit, 1000), offset=offset, contains=name_filter, visible=principal.may_use
+    )
     return json_response(
-        codec.dumps({"eventStores": [store_body(s) for s in stores], "totalCount": len(stores)})
+        codec.dumps({"eventStores": [store_body(s) for s in stores], "totalCount": total})
     )
 
 
@@ -62,6 +94,26 @@ async def list_stores(request: Request, rt: RuntimeDep) -> Response:
 async def get_store(store: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.READ, store)
     return json_response(codec.dumps(store_body(await rt.stores.get(store))))
+
+
+@router.patch(
+    "/event-stores/{store}/settings",
+    openapi_extra=body_schema(UpdateStoreBody),
+    summary="Change an event store's description and settings",
+)
+async def update_store(store: str, request: Request, rt: RuntimeDep) -> Response:
+    """A JSON merge patch of ``{description?, settings?}``: what it names changes (settings merge
+    key by key), null removes. 200 with the store; a body changing nothing is 400 NO_UPDATES."""
+    await require(request, Permission.MANAGE_STORES, store)
+    body = parse(UpdateStoreBody, await read_optional_json(request, rt.settings.max_body_bytes))
+    changes = body.changes()
+    if not changes:
+        raise ApiError(
+            "NO_UPDATES",
+            "no updates were provided: give description and/or settings",
+            {"eventStoreName": store},
+        )
+    return json_response(codec.dumps(store_body(await rt.stores.update(store, changes))))
 
 
 @router.delete("/event-stores/{store}", summary="Delete an event store and all its events")

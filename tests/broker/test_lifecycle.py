@@ -19,6 +19,7 @@ from broker import (
     NewEvent,
     StoreAdmin,
     Unavailable,
+    codec,
 )
 from broker.keys import StoreKeys
 
@@ -92,6 +93,18 @@ async def test_hot_retention_without_archive_deletes_and_reads_say_so(
     assert [e.global_position for e in part.events] == [41, 42, 43, 44, 45]
 
 
+async def test_store_times_are_those_of_the_oldest_kept_and_the_newest_event(
+    redis: aioredis.Redis, log: EventLog, stores: StoreAdmin
+) -> None:
+    await stores.create("shop", settings={"hotRetention": {"maxEvents": 10}})
+    await fill(log, "shop", 50, batch=5)
+    everything = await positions_and_times(log, "shop")
+    await settle(Lifecycle(redis, log, None, OPTIONS))
+    info = await stores.get("shop")
+    assert info.oldest == 41
+    assert (info.oldest_at, info.newest_at) == (everything[41], everything[50])
+
+
 async def test_appends_to_a_trimmed_stream_keep_their_versions(
     redis: aioredis.Redis, log: EventLog, stores: StoreAdmin
 ) -> None:
@@ -143,6 +156,31 @@ async def test_the_archive_keeps_everything_readable_in_order(
     # The stream's version survives its events leaving Redis.
     result = await log.append("shop", "order-0", [event(0)], expected=900)
     assert result.stream_version == 901
+
+
+async def test_the_oldest_event_time_is_read_from_the_archive(
+    redis: aioredis.Redis, archived_log: EventLog, archive: Archive
+) -> None:
+    stores = StoreAdmin(redis, archive)
+    await stores.create("shop", settings={"hotRetention": {"maxEvents": 100}})
+    await fill(archived_log, "shop", 100)
+    await asyncio.sleep(0.02)  # the first events' time differs from what Redis keeps
+    await fill(archived_log, "shop", 900)
+    everything = await positions_and_times(archived_log, "shop")
+    assert everything[1] < everything[901]
+    await settle(Lifecycle(redis, archived_log, archive, OPTIONS))
+    info = await stores.get("shop")
+    assert (info.low, info.oldest) == (901, 1)  # the oldest is in the archive only
+    assert (info.oldest_at, info.newest_at) == (everything[1], everything[1000])
+    assert info.bytes > 0
+
+
+async def positions_and_times(log: EventLog, store: str) -> dict[int, str]:
+    return {
+        e.global_position: codec.created_at_text(e.json)
+        async for piece in log.scan(store)
+        for e in piece.events
+    }
 
 
 async def test_a_reader_crossing_the_boundary_while_it_moves_misses_nothing(

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
-from broker import EventLog, Filter, NewEvent, StoreNotFound
+from broker import EventLog, Filter, NewEvent, StoreNotFound, StreamInfo
 from broker.keys import StoreKeys
+from broker.query import StreamCheck
 from broker.reader import StreamSlice
 
 
@@ -249,6 +251,23 @@ async def test_query_missing_store(log: EventLog) -> None:
 # -- list_streams ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("stream_id", "stream_type"),
+    [
+        ("order-123", "order"),
+        ("product:789", "product"),
+        ("user_42", "user"),
+        ("cart", "cart"),
+        ("a_b-c:d", "a"),
+        ("tenant:a-1", "tenant"),
+        ("-lead", ""),
+        ("order.x", "order.x"),
+    ],
+)
+def test_stream_type_is_the_id_up_to_the_first_delimiter(stream_id: str, stream_type: str) -> None:
+    assert StreamInfo(stream_id, 0, "", "").stream_type == stream_type
+
+
 async def test_list_streams(log: EventLog, store: str) -> None:
     assert await log.list_streams(store) == ([], 0)
     ids = ["order-1", "user-9", "order-2", "cart-1", "Order-3"]
@@ -271,14 +290,49 @@ async def test_list_streams(log: EventLog, store: str) -> None:
         pages.append([s.stream_id for s in page])
     assert pages == [ids[0:2], ids[2:4], ids[4:5], []]
 
-    found, found_total = await log.list_streams(store, prefix="order")
+    found, found_total = await log.list_streams(store, where=StreamCheck(contains="order"))
     assert [s.stream_id for s in found] == ["order-1", "order-2", "Order-3"]
     assert found_total == 3
-    found, found_total = await log.list_streams(store, prefix="order", limit=1, offset=1)
+    found, found_total = await log.list_streams(
+        store, where=StreamCheck(contains="order"), limit=1, offset=1
+    )
     assert [s.stream_id for s in found] == ["order-2"] and found_total == 3
 
     with pytest.raises(StoreNotFound):
         await log.list_streams("missing")
+
+
+async def test_list_streams_filtered_and_sorted(log: EventLog, store: str) -> None:
+    ids = ["order-1", "user_9", "order:2", "cart", "product-7"]
+    for n, sid in enumerate(ids):
+        await log.append(store, sid, [NewEvent("t", {}) for _ in range(n + 1)])
+
+    async def listed(**kwargs: Any) -> tuple[list[str], int]:
+        streams, total = await log.list_streams(store, **kwargs)
+        return [s.stream_id for s in streams], total
+
+    assert await listed(descending=True) == (ids[::-1], 5)
+    assert await listed(descending=True, limit=2, offset=1) == (ids[::-1][1:3], 5)
+    assert await listed(where=StreamCheck(types=["order"])) == (["order-1", "order:2"], 2)
+    assert await listed(where=StreamCheck(pattern="*r*-*")) == (["order-1", "product-7"], 2)
+    assert await listed(where=StreamCheck(stream_id="cart")) == (["cart"], 1)
+    assert await listed(where=StreamCheck(stream_id="none")) == ([], 0)
+    assert await listed(where=StreamCheck(min_position=2, max_position=3)) == (
+        ["order:2", "cart"],
+        2,
+    )
+    assert await listed(sort_by="streamId") == (sorted(ids), 5)
+    assert await listed(sort_by="streamPosition", descending=True, limit=2) == (
+        ["product-7", "cart"],
+        5,
+    )
+    await log.append(store, "order-1", [NewEvent("t", {})])
+    assert (await listed(sort_by="updatedAt"))[0][-1] == "order-1"
+    first = (await log.list_streams(store))[0][0]
+    created = datetime.fromisoformat(first.created_at)
+    assert (await listed(where=StreamCheck(to_date=created)))[0][0] == "order-1"
+    assert await listed(where=StreamCheck(to_date=created - timedelta(seconds=1))) == ([], 0)
+    assert await listed(where=StreamCheck(from_date=created + timedelta(days=1))) == ([], 0)
 
 
 # -- the log's formats -----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from broker import (
     StoreAlreadyExists,
     StoreNotFound,
 )
+from broker.errors import InvalidSettings
 from broker.keys import StoreKeys
 from broker.reader import StreamSlice
 
@@ -57,6 +59,42 @@ async def test_list_and_statistics(stores: StoreAdmin, log: EventLog) -> None:
     listed = {s.name: s for s in await stores.list()}
     assert listed["alpha"] == alpha
     assert listed["zeta"].head_position == 0
+
+
+async def test_a_page_of_stores(stores: StoreAdmin) -> None:
+    for name in ("zeta", "alpha", "my-app", "my-app-2", "beta"):
+        await stores.create(name)
+
+    async def names(**kwargs: object) -> tuple[list[str], int]:
+        page, total = await stores.page(**kwargs)  # type: ignore[arg-type]
+        return [s.name for s in page], total
+
+    assert await names() == (["alpha", "beta", "my-app", "my-app-2", "zeta"], 5)
+    assert await names(limit=2, offset=1) == (["beta", "my-app"], 5)
+    assert await names(contains="APP") == (["my-app", "my-app-2"], 2)
+    assert await names(contains="app", limit=1, offset=1) == (["my-app-2"], 2)
+    allowed = {"alpha", "my-app-2"}
+    assert await names(visible=allowed.__contains__) == (["alpha", "my-app-2"], 2)
+    assert await names(visible=allowed.__contains__, contains="a", offset=5) == ([], 2)
+
+
+async def test_update_merges_and_loses_no_concurrent_change(stores: StoreAdmin) -> None:
+    made = await stores.create("shop", description="d", settings={"a": {"b": 1, "c": 2}})
+    info = await stores.update("shop", {"settings": {"a": {"b": None, "d": 3}, "e": [1]}})
+    assert info.settings == {"a": {"c": 2, "d": 3}, "e": [1]}
+    assert (info.description, info.uid, info.created_at) == ("d", made.uid, made.created_at)
+    assert (await stores.update("shop", {"description": None})).description is None
+    assert (await stores.update("shop", {"description": "x"})).description == "x"
+    with pytest.raises(InvalidSettings):
+        await stores.update("shop", {"settings": {"retentionPeriodDays": 0}})
+    with pytest.raises(StoreNotFound):
+        await stores.update("nope", {"description": "x"})
+    # Twenty updates at once, each adding its own key: every one survives.
+    await asyncio.gather(*(stores.update("shop", {"settings": {f"k{i}": i}}) for i in range(20)))
+    settings = (await stores.get("shop")).settings
+    assert {k: v for k, v in settings.items() if k.startswith("k")} == {
+        f"k{i}": i for i in range(20)
+    }
 
 
 async def test_delete(stores: StoreAdmin, log: EventLog) -> None:

@@ -29,6 +29,10 @@ def test_create_store(client: TestClient, base: str) -> None:
         "hotEvents": 0,
         "archivedEvents": 0,
         "oldestPosition": None,
+        # DeltaBase's (contract section 7)
+        "databaseSizeBytes": 0,
+        "oldestEventTimestamp": None,
+        "newestEventTimestamp": None,
     }
     assert body["epoch"]
 
@@ -61,13 +65,20 @@ def test_get_store_statistics(client: TestClient, store: str, base: str) -> None
     assert response.status_code == 200
     body = response.json()
     assert body["name"] == store
-    assert body["statistics"] == {
+    statistics = body["statistics"]
+    deltabase = ("databaseSizeBytes", "oldestEventTimestamp", "newestEventTimestamp")
+    assert {k: v for k, v in statistics.items() if k not in deltabase} == {
         "totalStreams": 2,
         "totalEvents": 4,
         "headPosition": 4,
         "hotEvents": 4,
         "archivedEvents": 0,
         "oldestPosition": 1,
+    }
+    assert set(statistics) == {*deltabase, "totalStreams", "totalEvents", "headPosition"} | {
+        "hotEvents",
+        "archivedEvents",
+        "oldestPosition",
     }
 
 

@@ -97,8 +97,14 @@ class DeltaGateClient:
     # -- stores --------------------------------------------------------------------------------
 
     async def list_stores(self) -> list[dict[str, Any]]:
-        body = await self.request("GET", "/event-stores")
-        return list(body["eventStores"])
+        """Every store the key may use (the server answers a page at a time)."""
+        stores: list[dict[str, Any]] = []
+        while True:
+            params = {"limit": 1000, "offset": len(stores)}
+            body = await self.request("GET", "/event-stores", params=params)
+            stores += body["eventStores"]
+            if not body["eventStores"] or len(stores) >= body["totalCount"]:
+                return stores
 
     async def get_store(self, store: str) -> dict[str, Any]:
         return await self.request("GET", self._store(store))  # type: ignore[no-any-return]

@@ -66,9 +66,14 @@ export function mountStores(main) {
   async function load() {
     list.setAttribute('aria-busy', 'true');
     try {
-      const page = await api('GET', '/event-stores');
+      const stores = [];
+      for (;;) { // the list comes a page at a time
+        const page = await api('GET', `/event-stores?limit=1000&offset=${stores.length}`);
+        stores.push(...(page.eventStores || []));
+        if (!(page.eventStores || []).length || stores.length >= page.totalCount) break;
+      }
       if (!alive) return;
-      replaceKeepingFocus(list, table(page.eventStores || []));
+      replaceKeepingFocus(list, table(stores));
     } catch (error) {
       if (!alive) return;
       replaceKeepingFocus(list, errorBox(describe(error)));

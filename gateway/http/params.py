@@ -1,0 +1,112 @@
+"""Query strings: a route takes the query parameters it declares, and refuses every other one.
+
+Contract section 7, never a silent superset: a parameter the server does not know would otherwise
+be ignored, and its caller would get more than it asked for without being told. Each REST route
+of the reads and the store administration takes ``DECLARED_ONLY`` as a dependency. It compares
+the request's query string with the parameters the route declares (the same list FastAPI
+validates and writes into the OpenAPI description, so what is documented, what is accepted and
+what is applied cannot drift apart) and answers 400 ``VALIDATION_ERROR`` naming each unknown
+parameter. The ``apiKey`` credential (section 3) is accepted everywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from ..auth import API_KEY_PARAM
+from ..errors import ApiError, validation_error
+
+_declared: dict[int, frozenset[str]] = {}
+"""Per route (by identity: routes live as long as the app), the query parameters it declares."""
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def declared(route: APIRoute) -> frozenset[str]:
+    """The query parameters ``route`` accepts: those it declares, and the API key."""
+    names = _declared.get(id(route))
+    if names is None:
+        names = _declared[id(route)] = frozenset(_query_names(route.dependant) | {API_KEY_PARAM})
+    return names
+
+
+async def _declared_only(request: Request) -> None:
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    allowed = declared(route)
+    unknown = list(dict.fromkeys(name for name in request.query_params if name not in allowed))
+    if not unknown:
+        return
+    accepted = ", ".join(sorted(allowed - {API_KEY_PARAM})) or "none"
+    message = f"unknown query parameter; this route accepts: {accepted}"
+    raise ApiError(
+        "VALIDATION_ERROR",
+        f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+        f"{', '.join(repr(name) for name in unknown)} (this route accepts: {accepted})",
+        [{"field": name, "message": message} for name in unknown],
+    )
+
+
+DECLARED_ONLY = Depends(_declared_only)
+"""Add to a route's (or router's) ``dependencies`` to refuse the query parameters it does not
+declare."""
+
+
+# -- what several routes share ---------------------------------------------------------------
+
+Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Matches to skip")]
+IncludeCount = Annotated[
+    bool, Query(alias="includeCount", description="Add `pagination.total`, every match counted")
+]
+SortDirection = Annotated[
+    str | None,
+    Query(
+        alias="sortDirection",
+        pattern="^(asc|desc|forward|backward)$",
+        description="`asc` (default) or `desc`; `forward`/`backward` say the same",
+    ),
+]
+DATE = "ISO 8601 date-time, inclusive (`2024-01-15T12:30:00Z`; without an offset: UTC) or date"
+
+
+def moment(value: str | None, field: str) -> datetime | None:
+    """An ISO 8601 date-time (or a date: its midnight) as an aware datetime; no offset is UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise validation_error(
+            field, f"{value!r} is not an ISO 8601 date-time (such as 2024-01-15T12:30:00Z)"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def descending(sort_direction: str | None, direction: str | None = None) -> bool:
+    """Whether a read goes newest first. ``direction`` (stream reads) and ``sortDirection``
+    (queries) say the same thing; given both, they must agree."""
+    wanted = {d in ("desc", "backward") for d in (sort_direction, direction) if d is not None}
+    if len(wanted) > 1:
+        raise validation_error(
+            "sortDirection", f"{sort_direction!r} contradicts direction={direction!r}"
+        )
+    return wanted == {True}
+
+
+def pagination(limit: int, offset: int, has_more: bool, total: int | None) -> dict[str, Any]:
+    """A list answer's ``pagination``: ``total`` only when it was counted."""
+    page: dict[str, Any] = {"limit": limit, "offset": offset, "hasMore": has_more}
+    if total is not None:
+        page["total"] = total
+    return page
