@@ -71,6 +71,20 @@ class Settings(BaseSettings):
     """SIGTERM spreads the closing of WebSockets over this window."""
     grace_period: float = Field(30.0, gt=0)
 
+    # -- the HTTP server (gateway/server.py): what a client reaching a pod directly may hold ----
+
+    max_header_bytes: int = Field(64 * 1024, ge=4096, le=16 * MiB)
+    """A request's line and headers; past it: 431 and the connection closed."""
+    header_timeout: float = Field(10.0, gt=0, le=300)
+    """Seconds to send a request's line and headers, from connecting (or from the next request's
+    first byte on a kept-alive connection); then the connection is closed."""
+    max_pending_headers: int = Field(256, ge=1)
+    """Connections waiting for their headers at once; past it, those waiting longest (at least
+    1 s) are closed."""
+    limit_concurrency: int = Field(10_000, ge=0)
+    """Open connections (WebSockets included) plus requests in flight on one pod; past it new
+    requests and WebSockets get 503 (the probes never). 0: no limit."""
+
     log_level: str = "info"
     log_json: bool = True
 
