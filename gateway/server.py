@@ -1,8 +1,8 @@
-"""The pod's HTTP server: uvicorn with bounds on what a client may hold before its request even
-starts.
+"""The pod's HTTP servers: uvicorn with bounds on what a client may hold before its request even
+starts, and, when ``DELTAGATE_METRICS_PORT`` is set, a second small server with ``/metrics`` alone.
 
 Pods belong behind a proxy (nginx, an ingress) that buffers and times out slow clients; these
-bounds are what a pod reached directly still guarantees (docs/operations.md, "Reached directly").
+bounds are what a pod reached directly still guarantees (docs/operations.md, "Behind a proxy").
 uvicorn has no setting for the first three (its ``h11_max_incomplete_event_size`` binds only the
 slower h11 parser), so ``BoundedHttpProtocol`` adds them to its httptools protocol:
 
@@ -26,12 +26,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 from typing import Any, ClassVar
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from . import process
 from .errors import ApiError
+from .metrics import Metrics
 from .settings import Settings
 
 log = logging.getLogger("deltagate.server")
@@ -237,3 +244,43 @@ def raise_open_files_limit() -> int:
         except (ValueError, OSError) as exc:
             log.warning("could not raise the open files limit", extra={"error": str(exc)})
     return soft
+
+
+# -- /metrics on its own port ---------------------------------------------------------------------
+
+
+class MetricsServer:
+    """``/metrics`` alone on ``DELTAGATE_METRICS_PORT``, next to the pod's main server, so the API's
+    port (and so the Ingress) never exposes store names and positions. Started and stopped by the
+    pod's lifespan."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        assert settings.metrics_port is not None
+        self.settings = settings
+        self.port = settings.metrics_port
+
+        async def exposition(_: Request) -> Response:
+            return metrics.response()
+
+        app = Starlette(routes=[Route("/metrics", exposition)])
+        self.server = process.Server(
+            server_config(app, settings, self.port, lifespan="off", access_log=False)
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Listen, or raise ``OSError`` (the port is taken): the pod does not start without it."""
+        sock = socket.create_server((self.settings.host, self.port), reuse_port=False)
+        self.task = asyncio.get_running_loop().create_task(
+            self.server.serve(sockets=[sock]), name="metrics server"
+        )
+        while not self.server.started and not self.task.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # uvicorn has no event for "listening"; this takes ms
+        if self.task.done():
+            self.task.result()
+        log.info("metrics served on their own port", extra={"port": self.port})
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.server.should_exit = True
+            await self.task

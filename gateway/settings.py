@@ -19,6 +19,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    """When set, ``/metrics`` is served on this port alone and not on ``port``."""
     redis_url: str | None = None
     """Absent: an embedded in-memory Redis stand-in (fakeredis), single node, dev only."""
     redis_mode: Literal["standalone", "cluster"] = "standalone"
@@ -88,7 +90,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_json: bool = True
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "metrics_port", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -164,6 +166,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"dispatcher_port and port are both {self.port}: a dispatcher and a pod on one "
                 "host would collide; give DELTAGATE_DISPATCHER_PORT another port"
+            )
+        if self.metrics_port is not None and self.metrics_port in (self.port, self.dispatcher_port):
+            raise ValueError(
+                f"metrics_port {self.metrics_port} is also the pod's or the dispatcher's port; "
+                "give DELTAGATE_METRICS_PORT a port of its own"
             )
         return self
 

@@ -1,4 +1,5 @@
-"""Operations: liveness, readiness and Prometheus metrics (contract section 5)."""
+"""Operations: liveness, readiness and Prometheus metrics (contract section 5). ``metrics_router``
+is mounted only when no ``DELTAGATE_METRICS_PORT`` serves ``/metrics`` elsewhere."""
 
 from __future__ import annotations
 
@@ -34,9 +35,9 @@ async def readyz(request: Request) -> Response:
     return Response(codec.dumps({"status": "ready"}), media_type="application/json")
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+metrics_router = APIRouter(tags=["operations"])
+
+
+@metrics_router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
-    return Response(
-        runtime_of(request).metrics.render(),
-        media_type="text/plain; version=0.0.4; charset=utf-8",
-    )
+    return runtime_of(request).metrics.response()

@@ -15,6 +15,7 @@ from tests.deploy.support import (
     check_gateway_probes,
     check_gateway_wiring,
     check_hardening,
+    check_metrics_port,
     config_data,
     containers,
     find,
@@ -46,6 +47,10 @@ def test_workloads_are_hardened() -> None:
 
 def test_gateway_wiring() -> None:
     check_gateway_wiring(base_objects())
+
+
+def test_metrics_have_a_port_of_their_own() -> None:
+    check_metrics_port(base_objects())
 
 
 def test_base_image_matches_the_project_version() -> None:
