@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from broker import BrokerError, RateLimited, codec
@@ -16,6 +17,9 @@ from broker import BrokerError, RateLimited, codec
 log = logging.getLogger("deltagate.http")
 
 RETRY_AFTER_SECONDS = "2"
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a client that went away before its request was read: never sent, since no
+one is there, but it is what the request ended with (and no 500: nothing failed here)."""
 
 STATUS = {
     "VALIDATION_ERROR": 400,
@@ -131,6 +135,14 @@ def install(app: FastAPI) -> None:
         response = error.response()
         response.status_code = exc.status_code
         return response
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> Response:
+        # Routine (a closed tab, a client's timeout): no error, no traceback.
+        log.debug(
+            "client went away before its request body arrived", extra={"path": request.url.path}
+        )
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
