@@ -26,7 +26,7 @@ from broker import (
     ping,
 )
 
-from . import __version__, config_file, errors
+from . import __version__, config_file, errors, openapi
 from .auth import Authenticator
 from .http import events, operations, stores, webhooks, ws_tokens
 from .metrics import Metrics
@@ -164,6 +164,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         redirect_slashes=False,  # a wrong path is a 404 in the contract's format, not a 307
     )
     errors.install(app)
+    openapi.install(app)
     if settings.origins:
         app.add_middleware(
             CORSMiddleware,
@@ -174,7 +175,12 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         )
     for prefix in ("", "/api"):
         for module in (stores, events, ws_tokens, webhooks):
-            app.include_router(module.router, prefix=prefix, include_in_schema=not prefix)
+            app.include_router(
+                module.router,
+                prefix=prefix,
+                include_in_schema=not prefix,
+                responses=openapi.ERRORS,
+            )
         app.router.routes.append(WebSocketRoute(prefix + endpoint.PATH, endpoint.events_ws))
     app.include_router(operations.router)
     if settings.metrics_port is None:

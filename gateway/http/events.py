@@ -24,6 +24,7 @@ from broker import (
 from ..auth import Permission, require
 from ..errors import ApiError, validation_error
 from ..runtime import RuntimeDep
+from .answers import Appended, EventsPage, StreamRead, StreamsPage, answers
 from .bodies import AppendBody, body_schema, json_response, parse, read_json
 
 router = APIRouter(tags=["event stores"])
@@ -114,6 +115,7 @@ for _path, _summary in (
         summary=_summary,
         openapi_extra=body_schema(AppendBody),
         name=_summary,
+        responses=answers(201, Appended, "Appended, all events or none"),
     )
 
 
@@ -128,7 +130,11 @@ Position = Annotated[int | None, Query(ge=0, le=MAX_POSITION)]
 Limit = Annotated[int, Query(ge=1, le=MAX_POSITION)]
 
 
-@router.get("/event-stores/{store}/streams/{stream_id}", summary="Read one stream")
+@router.get(
+    "/event-stores/{store}/streams/{stream_id}",
+    summary="Read one stream",
+    responses=answers(200, StreamRead, "The stream's events (none for a missing stream)"),
+)
 async def read_stream(
     store: str,
     stream_id: str,
@@ -151,7 +157,11 @@ async def read_stream(
     return events_response(events, currentStreamVersion=version)
 
 
-@router.get("/event-stores/{store}/events", summary="Query the events of a whole store")
+@router.get(
+    "/event-stores/{store}/events",
+    summary="Query the events of a whole store",
+    responses=answers(200, EventsPage, "A page of matching events"),
+)
 async def query_events(
     store: str,
     request: Request,
@@ -193,7 +203,11 @@ async def query_events(
     return events_response(page.events, pagination=pagination)
 
 
-@router.get("/event-stores/{store}/streams", summary="List the streams of a store")
+@router.get(
+    "/event-stores/{store}/streams",
+    summary="List the streams of a store",
+    responses=answers(200, StreamsPage, "A page of streams"),
+)
 async def list_streams(
     store: str,
     request: Request,

@@ -12,6 +12,7 @@ from broker import StoreInfo, codec
 from ..auth import Permission, check, require
 from ..errors import ApiError
 from ..runtime import RuntimeDep
+from .answers import Deleted, StoreList, StoreOut, answers
 from .bodies import CreateStoreBody, body_schema, json_response, parse, read_json
 
 router = APIRouter(tags=["event stores"])
@@ -36,6 +37,7 @@ def store_body(store: StoreInfo) -> dict[str, Any]:
     status_code=201,
     openapi_extra=body_schema(CreateStoreBody),
     summary="Create an event store",
+    responses=answers(201, StoreOut, "The new store"),
 )
 async def create_store(request: Request, rt: RuntimeDep) -> Response:
     principal = await require(request, Permission.MANAGE_STORES)
@@ -45,7 +47,11 @@ async def create_store(request: Request, rt: RuntimeDep) -> Response:
     return json_response(codec.dumps(store_body(store)), 201)
 
 
-@router.get("/event-stores", summary="List event stores")
+@router.get(
+    "/event-stores",
+    summary="List event stores",
+    responses=answers(200, StoreList, "The stores this key may use"),
+)
 async def list_stores(request: Request, rt: RuntimeDep) -> Response:
     principal = await require(request, Permission.READ)
     stores = [s for s in await rt.stores.list() if principal.may_use(s.name)]
@@ -54,13 +60,21 @@ async def list_stores(request: Request, rt: RuntimeDep) -> Response:
     )
 
 
-@router.get("/event-stores/{store}", summary="Describe an event store with statistics")
+@router.get(
+    "/event-stores/{store}",
+    summary="Describe an event store with statistics",
+    responses=answers(200, StoreOut, "The store"),
+)
 async def get_store(store: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.READ, store)
     return json_response(codec.dumps(store_body(await rt.stores.get(store))))
 
 
-@router.delete("/event-stores/{store}", summary="Delete an event store and all its events")
+@router.delete(
+    "/event-stores/{store}",
+    summary="Delete an event store and all its events",
+    responses=answers(200, Deleted, "Deleted"),
+)
 async def delete_store(
     store: str, request: Request, rt: RuntimeDep, confirm: bool = False
 ) -> Response:
