@@ -7,7 +7,7 @@ uvicorn has no setting for the first three (its ``h11_max_incomplete_event_size`
 slower h11 parser), so ``BoundedHttpProtocol`` adds them to its httptools protocol:
 
 - a request's line and headers are at most ``max_header_bytes``: past that, 431 and the connection
-  closes, so a client never makes the pod buffer more than that plus one read;
+  closes, so a client never makes the pod buffer more than that plus two reads;
 - they arrive within ``header_timeout`` seconds of connecting, or of the next request's first byte
   on a kept-alive connection (an idle kept-alive connection is uvicorn's ``timeout_keep_alive``);
   otherwise the connection is closed;
@@ -100,8 +100,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.in_head = False  # from a request's first byte (or the connection) to its headers
+        self.heads = 0  # requests begun on this connection
         self.head_bytes = 0
-        self.counting = True  # between requests or inside a head: read bytes count as head
         self.deadline: asyncio.TimerHandle | None = None
 
     # -- the head of each request: begun, counted, finished ------------------------------------
@@ -112,35 +113,38 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.heads += 1
+        self.head_bytes = 0
         self._head_begins(partial=True)
 
     def _head_begins(self, *, partial: bool) -> None:
+        self.in_head = True
         if self.deadline is None:
             self.deadline = self.loop.call_later(self.header_timeout, self._too_slow)
             self.pending.add(self, self.loop.time(), partial=partial)
 
     def _head_ends(self) -> None:
-        self.counting = False
+        self.in_head = False
         self.head_bytes = 0
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline = None
         self.pending.discard(self)
 
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self.counting = True  # what comes next is the next request's head
-
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_ends()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        counted = self.counting
+        before = (self.in_head, self.heads)
         super().data_received(data)
-        if counted and self.counting and not self.transport.is_closing():
-            # Still inside a head after this read: the parser holds it all so far.
-            self.pending.sent_part(self)
+        if not self.in_head or self.transport.is_closing():
+            return
+        self.pending.sent_part(self)
+        if before == (True, self.heads):
+            # The whole read belongs to one head, still incomplete: the parser holds it all. A
+            # read in which a head began is not counted (it may end a body or a request before
+            # it), so a head is refused past the limit plus at most one read.
             self.head_bytes += len(data)
             if self.head_bytes > self.max_header_bytes:
                 self._refuse(

@@ -4,6 +4,7 @@ Real pods on the suite's Redis; every number here is kept small for a 2-core mac
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import threading
@@ -88,6 +89,39 @@ def test_an_oversized_header_is_refused_without_holding_it(redis_url, pods):
     grown = rss_mib(pod.pid) - before
     assert grown < 8, f"4 huge headers grew the pod by {grown:.0f} MiB (sent {sent})"
     assert httpx.get(pod.url + "/healthz").status_code == 200
+
+
+def append_request(size: int) -> bytes:
+    """One append of about ``size`` bytes, head and body, to send in a single write."""
+    data = json.dumps({"events": [{"type": "big", "data": {"pad": "x" * size}}]}).encode()
+    head = (
+        "POST /event-stores/limits/streams/s HTTP/1.1\r\nHost: pod\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    return head.encode() + data
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response (with a Content-Length) from a kept-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_large_body_sent_with_its_headers_counts_as_body(redis_url, pods):
+    """Only headers count towards the limit, even when a request's head and a body larger than
+    the limit arrive in one read, on a new connection or a kept-alive one."""
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    with connect(pod) as sock:
+        for size in (100_000, 200_000, 100_000):
+            sock.sendall(append_request(size))
+            answer = read_response(sock)
+            assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
 
 
 def test_headers_that_never_finish_are_dropped_after_the_deadline(redis_url, pods):
