@@ -29,11 +29,12 @@ from broker import (
     ping,
 )
 
-from . import __version__, config_file, errors
+from . import __version__, config_file, errors, openapi
 from .auth import Authenticator
 from .http import appends, operations, reads, stores, webhooks, ws_tokens
 from .metrics import Metrics
 from .runtime import Runtime
+from .server import MetricsServer
 from .settings import Settings
 from .static.routes import router as static_router
 from .studio.routes import router as studio_router
@@ -150,6 +151,9 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             dispatching = asyncio.get_running_loop().create_task(
                 _dispatch(dispatcher), name="embedded dispatcher"
             )
+        metrics_server = MetricsServer(settings, metrics) if settings.metrics_port else None
+        if metrics_server is not None:
+            await metrics_server.start()  # raises if the port is taken: the pod does not start
         # What exists now lives as long as the pod: keep it out of every collection, and
         # collect the young generation less often. A pod holds many long-lived objects per
         # connection, and each full pass over them shows up as a latency spike for everyone.
@@ -170,6 +174,8 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
                 await archive.close()
             if redis is None:
                 await client.aclose()
+            if metrics_server is not None:
+                await metrics_server.stop()
 
     app = FastAPI(
         title="deltagate",
@@ -179,6 +185,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         redirect_slashes=False,  # a wrong path is a 404 in the contract's format, not a 307
     )
     errors.install(app)
+    openapi.install(app)
     if settings.origins:
         app.add_middleware(
             CORSMiddleware,
@@ -189,9 +196,16 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         )
     for prefix in ("", "/api"):
         for module in (stores, appends, reads, ws_tokens, webhooks):
-            app.include_router(module.router, prefix=prefix, include_in_schema=not prefix)
+            app.include_router(
+                module.router,
+                prefix=prefix,
+                include_in_schema=not prefix,
+                responses=openapi.ERRORS,
+            )
         app.router.routes.append(WebSocketRoute(prefix + endpoint.PATH, endpoint.events_ws))
     app.include_router(operations.router)
+    if settings.metrics_port is None:
+        app.include_router(operations.metrics_router)
     app.include_router(static_router)  # /client/deltagate.js and the /demo/ pages
     app.include_router(studio_router)  # /studio: the web UI
     return app

@@ -60,6 +60,11 @@ class Principal:
     def may_use(self, store: str) -> bool:
         return self.stores is None or store in self.stores
 
+    def may_create_stores(self) -> bool:
+        """Whether using a missing store may create it (``DELTAGATE_AUTO_CREATE_STORES``): only
+        with permission to write or to manage stores, never with a read-only key or a token."""
+        return self.may(Permission.WRITE) or self.may(Permission.MANAGE_STORES)
+
 
 ANONYMOUS = Principal("anonymous (auth disabled)", frozenset({Permission.ALL}))
 ADMIN = Principal("bootstrap admin key", frozenset({Permission.ALL}), key_id=None)

@@ -9,13 +9,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import Match
 
 from broker import BrokerError, RateLimited, Unavailable, codec
 
 log = logging.getLogger("deltagate.http")
 
 RETRY_AFTER_SECONDS = "2"
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a client that went away before its request was read: never sent, since no
+one is there, but it is what the request ended with (and no 500: nothing failed here)."""
 
 STATUS = {
     "VALIDATION_ERROR": 400,
@@ -103,6 +108,21 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes on this path: Starlette's 405 names only the first route
+    whose path matched (GET and DELETE of one path are two routes). Asked of the routes, since
+    included routers wrap theirs; a 405 is rare enough for the few lookups."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> Response:
@@ -125,14 +145,25 @@ def install(app: FastAPI) -> None:
         return ApiError("VALIDATION_ERROR", summary or "invalid request", details).response()
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(
             exc.status_code, "VALIDATION_ERROR" if exc.status_code < 500 else "INTERNAL_ERROR"
         )
-        error = ApiError(code, str(exc.detail), headers=dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        error = ApiError(code, str(exc.detail), headers=headers)
         response = error.response()
         response.status_code = exc.status_code
         return response
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> Response:
+        # Routine (a closed tab, a client's timeout): no error, no traceback.
+        log.debug(
+            "client went away before its request body arrived", extra={"path": request.url.path}
+        )
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

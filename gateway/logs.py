@@ -6,6 +6,8 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote_plus
 
 from broker import codec
 
@@ -16,45 +18,91 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
 }
 
 
-SECRET_IN_QUERY = re.compile(r"((?:apiKey|token|authToken)=)[^&\s\"']+", re.IGNORECASE)
+SECRET_NAMES = frozenset({"apikey", "token", "authtoken", "accesstoken"})
+"""Query parameters that carry credentials, compared with case, punctuation and percent-encoding
+taken out: ``apiKey``, ``%61piKey``, ``api%4Bey``, ``api_key``, ``token%3D...``, ``AuthToken``."""
+PARAMETER = re.compile(r"[^\s?&;\"'#<>\\]+")
+"""One ``name=value`` of a query string, or anything else between the characters that end one."""
 SECRET_KEY = re.compile(r"dg_[A-Za-z0-9_-]{20,}")
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+DECODE_ROUNDS = 3
+"""Percent-decoding rounds tried on a parameter (``%2561`` is ``a`` after two)."""
+
+
+def _secret_name(name: str) -> bool:
+    return "".join(c for c in name if c.isalnum()).lower() in SECRET_NAMES
+
+
+def _redact_parameters(text: str, rounds: int = DECODE_ROUNDS) -> str:
+    def one(match: re.Match[str]) -> str:
+        part = match.group()
+        name, equals, _ = part.partition("=")
+        if equals and _secret_name(name):
+            return f"{name}=[redacted]"
+        if rounds and ("%" in part or "+" in part):
+            decoded = unquote_plus(part)
+            if decoded != part:
+                cleaned = _redact_parameters(decoded, rounds - 1)
+                if cleaned != decoded:
+                    return cleaned  # decoded, so that what was redacted shows
+        return part
+
+    return PARAMETER.sub(one, text)
 
 
 def redact(text: str) -> str:
-    """Credentials never reach a log line: query-string secrets and anything shaped like a key."""
-    return SECRET_KEY.sub("dg_[redacted]", SECRET_IN_QUERY.sub(r"\1[redacted]", text))
+    """Credentials never reach a log line: query parameters named like one (their names decoded
+    first: a client or an attacker may percent-encode them), and anything shaped like an API key
+    or a JWT wherever it stands."""
+    if "=" in text or "%" in text:
+        text = _redact_parameters(text)
+    if "dg_" in text:
+        text = SECRET_KEY.sub("dg_[redacted]", text)
+    if "eyJ" in text:
+        text = JWT.sub("[redacted JWT]", text)
+    return text
 
 
-class RedactSecrets(logging.Filter):
-    """uvicorn logs request paths, query strings included (``?apiKey=``, ``?token=``)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    return value
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; every string in it redacted (uvicorn logs request paths with
+    their query strings: ``?apiKey=``, ``?token=``)."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
-        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        entry.update(
+            {k: _redact_value(v) for k, v in record.__dict__.items() if k not in _STANDARD}
+        )
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = redact(self.formatException(record.exc_info))
         return codec.dumps(entry, default=str).decode()
+
+
+class PlainFormatter(logging.Formatter):
+    """Plain text lines, redacted like the JSON ones."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def configure(level: str = "info", json: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    plain = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    plain = PlainFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     handler.setFormatter(JsonFormatter() if json else plain)
-    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

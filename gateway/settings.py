@@ -27,6 +27,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    """When set, ``/metrics`` is served on this port alone and not on ``port``."""
     redis_url: str | None = None
     """Absent: an embedded in-memory Redis stand-in (fakeredis), single node, dev only."""
     redis_mode: Literal["standalone", "cluster"] = "standalone"
@@ -93,10 +95,24 @@ class Settings(BaseSettings):
     """Default hotRetention.maxAgeSeconds for stores that set none. With an archive and neither
     default set: one day."""
 
+    # -- the HTTP server (gateway/server.py): what a client reaching a pod directly may hold ----
+
+    max_header_bytes: int = Field(64 * 1024, ge=4096, le=16 * MiB)
+    """A request's line and headers; past it: 431 and the connection closed."""
+    header_timeout: float = Field(10.0, gt=0, le=300)
+    """Seconds to send a request's line and headers, from connecting (or from the next request's
+    first byte on a kept-alive connection); then the connection is closed."""
+    max_pending_headers: int = Field(256, ge=1)
+    """Connections waiting for their headers at once; past it, those waiting longest (at least
+    1 s) are closed."""
+    limit_concurrency: int = Field(10_000, ge=0)
+    """Open connections (WebSockets included) plus requests in flight on one pod; past it new
+    requests and WebSockets get 503 (the probes never). 0: no limit."""
+
     log_level: str = "info"
     log_json: bool = True
 
-    @field_validator("redis_url", "archive_url", mode="before")
+    @field_validator("redis_url", "archive_url", "metrics_port", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -188,6 +204,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"dispatcher_port and port are both {self.port}: a dispatcher and a pod on one "
                 "host would collide; give DELTAGATE_DISPATCHER_PORT another port"
+            )
+        if self.metrics_port is not None and self.metrics_port in (self.port, self.dispatcher_port):
+            raise ValueError(
+                f"metrics_port {self.metrics_port} is also the pod's or the dispatcher's port; "
+                "give DELTAGATE_METRICS_PORT a port of its own"
             )
         return self
 

@@ -59,7 +59,8 @@ def create(
         ),
     ],
     stores: Annotated[
-        str | None, typer.Option(help="Comma-separated stores (default: all)")
+        str | None,
+        typer.Option(help="Comma-separated stores (omitted: every store; never empty)"),
     ] = None,
     expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d, 12h")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
@@ -72,8 +73,13 @@ def create(
     wanted = split_csv(permissions)
     unknown = [p for p in wanted if p not in PERMISSIONS]
     if not wanted or unknown:
-        fail(f"unknown permission(s) {unknown}; choose from {sorted(PERMISSIONS)}")
-    store_list = split_csv(stores) or None
+        usage(f"unknown permission(s) {unknown}; choose from {sorted(PERMISSIONS)}")
+    store_list = None
+    if stores is not None:
+        # An empty list must not widen to every store: that is what leaving --stores out means.
+        store_list = split_csv(stores)
+        if not store_list:
+            usage("--stores names no store; omit --stores for a key on every store")
     bad = [s for s in store_list or [] if not valid_store_name(s)]
     if bad:
         usage(f"invalid store name(s): {bad}")

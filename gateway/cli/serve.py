@@ -3,6 +3,7 @@ protocol and the drain of ``gateway.process``)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -38,10 +39,9 @@ def serve(
     ] = None,
 ) -> None:
     """Run one gateway pod (REST + WebSocket) on this host."""
-    import uvicorn
-
     from .. import logs, process
     from ..app import create_app, drain
+    from ..server import raise_open_files_limit, server_config
     from ..ws.batching import BatchingWebSocketProtocol
 
     settings = settings_from(
@@ -55,16 +55,22 @@ def serve(
             else "Auth is OFF: anyone who can reach this port can read and write."
         )
         sys.stderr.write(BANNER.format(auth=auth))
+    open_files = raise_open_files_limit()
+    if open_files < settings.limit_concurrency + settings.max_pending_headers + 100:
+        logging.getLogger("deltagate.server").warning(
+            "the open files limit is below DELTAGATE_LIMIT_CONCURRENCY plus "
+            "DELTAGATE_MAX_PENDING_HEADERS: connections may be refused before the limit",
+            extra={"open_files_limit": open_files},
+        )
     app = create_app(settings)
     server = process.Server(
-        uvicorn.Config(
+        server_config(
             app,
-            host=settings.host,
-            port=settings.port,
+            settings,
+            settings.port,
             ws=BatchingWebSocketProtocol,  # uvicorn's websockets-sansio + batched sends
             ws_max_size=settings.max_ws_message_bytes,
             ws_per_message_deflate=settings.ws_compression,
-            log_config=None,
             timeout_graceful_shutdown=max(1, int(settings.grace_period - settings.drain_seconds)),
             lifespan="on",
         )

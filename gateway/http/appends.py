@@ -16,6 +16,14 @@ from broker import AppendResult, ConditionFailed, LoggedEvent, codec, valid_stor
 from ..auth import Permission, require
 from ..errors import ApiError, validation_error
 from ..runtime import Runtime, RuntimeDep
+from .answers import (
+    Appended,
+    DcbAppended,
+    DcbConflict,
+    DcbQueryAnswer,
+    StreamsAppended,
+    answers,
+)
 from .bodies import (
     AppendBody,
     DcbAppendBody,
@@ -127,6 +135,7 @@ for _path, _summary in (
         summary=_summary,
         openapi_extra=body_schema(AppendBody),
         name=_summary,
+        responses=answers(201, Appended, "Appended, all events or none"),
     )
 
 
@@ -135,6 +144,7 @@ for _path, _summary in (
     status_code=201,
     openapi_extra=body_schema(StreamsAppendBody),
     summary="Append to several streams atomically (all or nothing, one transactionId)",
+    responses=answers(201, StreamsAppended, "Appended to every stream, or to none"),
 )
 async def append_streams(
     store: str,
@@ -180,6 +190,10 @@ async def append_streams(
     status_code=201,
     openapi_extra=body_schema(DcbAppendBody),
     summary="DCB: append events with a condition, checked and appended atomically",
+    responses={
+        **answers(201, DcbAppended, "Appended"),
+        **answers(409, DcbConflict, "The condition matched events after `after`"),
+    },
 )
 async def append_dcb(store: str, request: Request, rt: RuntimeDep) -> Response:
     await _admit(request, rt, store)
@@ -228,6 +242,7 @@ async def append_dcb(store: str, request: Request, rt: RuntimeDep) -> Response:
     "/event-stores/{store}/query",
     openapi_extra=body_schema(DcbQueryBody),
     summary="DCB: the events matching a query (types and tags), after a position",
+    responses=answers(200, DcbQueryAnswer, "The matching events"),
 )
 async def query_dcb(store: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.READ, store)

@@ -216,11 +216,12 @@ def parse(model: type[M], value: Any) -> M:
         raise ApiError("VALIDATION_ERROR", summary, details) from None
 
 
-def body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI for a route that reads its body itself (to bound its size and parse strictly)."""
+def body_schema(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """OpenAPI for a route that reads its body itself (to bound its size and parse strictly);
+    ``required=False`` for one read with ``read_optional_json``."""
     return {
         "requestBody": {
-            "required": True,
+            "required": required,
             "content": {"application/json": {"schema": model.model_json_schema()}},
         }
     }

@@ -1,26 +1,37 @@
-"""Operations: liveness, readiness and Prometheus metrics (contract section 5)."""
+"""Operations: liveness, readiness and Prometheus metrics (contract section 5). ``metrics_router``
+is mounted only when no ``DELTAGATE_METRICS_PORT`` serves ``/metrics`` elsewhere."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from broker import Unavailable, codec, ping
 
 from ..errors import RETRY_AFTER_SECONDS, ApiError
+from ..openapi import ERRORS
 from ..runtime import runtime_of
+from .answers import Status, answers
 
 READY_TIMEOUT = 1.0
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="Liveness: the process and its loop run")
+@router.get(
+    "/healthz",
+    summary="Liveness: the process and its loop run",
+    responses=answers(200, Status, "Alive"),
+)
 async def healthz() -> Response:
     return Response(codec.dumps({"status": "ok"}), media_type="application/json")
 
 
-@router.get("/readyz", summary="Readiness: Redis reachable, not draining")
+@router.get(
+    "/readyz",
+    summary="Readiness: Redis reachable, not draining",
+    responses={**answers(200, Status, "Ready"), 503: ERRORS[503]},
+)
 async def readyz(request: Request) -> Response:
     rt = runtime_of(request)
     if rt.draining:
@@ -36,9 +47,14 @@ async def readyz(request: Request) -> Response:
     return Response(codec.dumps({"status": "ready"}), media_type="application/json")
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+metrics_router = APIRouter(tags=["operations"])
+
+
+@metrics_router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,  # what the route answers: Prometheus' text format
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
-    return Response(
-        runtime_of(request).metrics.render(),
-        media_type="text/plain; version=0.0.4; charset=utf-8",
-    )
+    return runtime_of(request).metrics.response()

@@ -26,6 +26,8 @@ from broker import (
 from ..auth import Permission, require
 from ..errors import validation_error
 from ..runtime import Runtime, RuntimeDep
+from .answers import EventsPage, StreamEventsPage, StreamsPage, answers
+from .answers import StreamRead as StreamReadAnswer
 from .bodies import json_response, stream_id_of
 from .params import (
     DATE,
@@ -109,7 +111,11 @@ class StreamRead:
         self.expected = expected_version(expected)
 
 
-@router.get("/event-stores/{store}/streams/{stream_id}", summary="Read one stream")
+@router.get(
+    "/event-stores/{store}/streams/{stream_id}",
+    summary="Read one stream",
+    responses=answers(200, StreamReadAnswer, "The stream's events (none for a missing stream)"),
+)
 async def read_stream(
     store: str,
     stream_id: str,
@@ -223,7 +229,11 @@ class EventFilters:
         )
 
 
-@router.get("/event-stores/{store}/events", summary="Query the events of a whole store")
+@router.get(
+    "/event-stores/{store}/events",
+    summary="Query the events of a whole store",
+    responses=answers(200, EventsPage, "A page of matching events"),
+)
 async def query_events(
     store: str,
     request: Request,
@@ -247,7 +257,9 @@ async def query_events(
 
 
 @router.get(
-    "/event-stores/{store}/streams/{stream_id}/events", summary="Read one stream's events, filtered"
+    "/event-stores/{store}/streams/{stream_id}/events",
+    summary="Read one stream's events, filtered",
+    responses=answers(200, StreamEventsPage, "A page of the stream's matching events"),
 )
 async def read_stream_events(
     store: str,
@@ -369,7 +381,11 @@ class StreamFilters:
         )
 
 
-@router.get("/event-stores/{store}/streams", summary="List the streams of a store")
+@router.get(
+    "/event-stores/{store}/streams",
+    summary="List the streams of a store",
+    responses=answers(200, StreamsPage, "A page of streams"),
+)
 async def list_streams(
     store: str,
     request: Request,
@@ -390,7 +406,9 @@ async def list_streams(
 
 
 @router.get(
-    "/event-stores/{store}/stream-types/{stream_type}/streams", summary="List one type's streams"
+    "/event-stores/{store}/stream-types/{stream_type}/streams",
+    summary="List one type's streams",
+    responses=answers(200, StreamsPage, "A page of the type's streams"),
 )
 async def list_streams_of_type(
     store: str,

@@ -12,6 +12,7 @@ from broker import MAX_POSITION, StoreInfo, codec
 from ..auth import Permission, check, require
 from ..errors import ApiError
 from ..runtime import RuntimeDep
+from .answers import Deleted, StoreList, StoreOut, answers
 from .bodies import (
     CreateStoreBody,
     UpdateStoreBody,
@@ -57,6 +58,7 @@ def store_body(store: StoreInfo) -> dict[str, Any]:
     status_code=201,
     openapi_extra=body_schema(CreateStoreBody),
     summary="Create an event store",
+    responses=answers(201, StoreOut, "The new store"),
 )
 async def create_store(request: Request, rt: RuntimeDep) -> Response:
     principal = await require(request, Permission.MANAGE_STORES)
@@ -66,7 +68,11 @@ async def create_store(request: Request, rt: RuntimeDep) -> Response:
     return json_response(codec.dumps(store_body(store)), 201)
 
 
-@router.get("/event-stores", summary="List event stores")
+@router.get(
+    "/event-stores",
+    summary="List event stores",
+    responses=answers(200, StoreList, "The stores this key may use"),
+)
 async def list_stores(
     request: Request,
     rt: RuntimeDep,
@@ -90,7 +96,11 @@ async def list_stores(
     )
 
 
-@router.get("/event-stores/{store}", summary="Describe an event store with statistics")
+@router.get(
+    "/event-stores/{store}",
+    summary="Describe an event store with statistics",
+    responses=answers(200, StoreOut, "The store"),
+)
 async def get_store(store: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.READ, store)
     return json_response(codec.dumps(store_body(await rt.stores.get(store))))
@@ -100,6 +110,7 @@ async def get_store(store: str, request: Request, rt: RuntimeDep) -> Response:
     "/event-stores/{store}/settings",
     openapi_extra=body_schema(UpdateStoreBody),
     summary="Change an event store's description and settings",
+    responses=answers(200, StoreOut, "The store, changed"),
 )
 async def update_store(store: str, request: Request, rt: RuntimeDep) -> Response:
     """A JSON merge patch of ``{description?, settings?}``: what it names changes (settings merge
@@ -116,7 +127,11 @@ async def update_store(store: str, request: Request, rt: RuntimeDep) -> Response
     return json_response(codec.dumps(store_body(await rt.stores.update(store, changes))))
 
 
-@router.delete("/event-stores/{store}", summary="Delete an event store and all its events")
+@router.delete(
+    "/event-stores/{store}",
+    summary="Delete an event store and all its events",
+    responses=answers(200, Deleted, "Deleted"),
+)
 async def delete_store(
     store: str, request: Request, rt: RuntimeDep, confirm: bool = False
 ) -> Response:

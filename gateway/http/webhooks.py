@@ -210,6 +210,7 @@ class PauseIn(BaseModel):
     "/event-stores/{store}/subscribe",
     status_code=201,
     summary="Create a webhook subscription (or get the identical existing one)",
+    responses={200: {"description": "The identical subscription that existed already"}},
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -12,6 +12,7 @@ from broker import Content, Filter, InvalidFilter, codec
 from ..auth import Permission, check, require
 from ..errors import validation_error
 from ..runtime import RuntimeDep
+from .answers import Token, answers
 from .bodies import TokenBody, body_schema, json_response, parse, read_optional_json
 
 router = APIRouter(tags=["event stores"])
@@ -20,8 +21,9 @@ router = APIRouter(tags=["event stores"])
 @router.post(
     "/event-stores/{store}/ws-tokens",
     status_code=201,
-    openapi_extra=body_schema(TokenBody),
+    openapi_extra=body_schema(TokenBody, required=False),  # no body: a 5-minute token
     summary="Mint a short-lived WebSocket token for a browser",
+    responses=answers(201, Token, "The token and when it expires"),
 )
 async def mint_token(store: str, request: Request, rt: RuntimeDep) -> Response:
     principal = await require(request, Permission.CONNECT, store)

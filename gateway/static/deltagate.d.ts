@@ -117,6 +117,7 @@ export declare const DEFAULT_OPTIONS: Readonly<
 export declare class DeltaBaseWebSocket<T = Record<string, unknown> | null> {
   constructor(
     eventStoreName: string,
+    /** Sent as X-API-Key with Node's `ws`; as ?apiKey= in browsers (use a token there). */
     apiKey: string | null | undefined,
     onEvent: (event: DeltaGateEvent<T>) => void,
     options?: DeltaBaseWebSocketOptions,

@@ -14,6 +14,11 @@
 //   client.subscribe('order.*');
 //
 // In Node 20 pass the `ws` package: `{ baseUrl: 'http://127.0.0.1:8787', WebSocket: require('ws') }`.
+//
+// Credentials: an API key goes in the `X-API-Key` header where the WebSocket implementation takes
+// headers (the `ws` package), never in the URL, which proxies and servers log. A browser's
+// WebSocket cannot send headers, so there a key would have to ride in `?apiKey=`: browsers should
+// use a short-lived token (`options.token` or `getToken()`, minted by your backend) instead.
 
 const OPEN = 1;
 // Error codes that refuse a subscribe only for now.
@@ -119,10 +124,17 @@ export async function loadEvents(eventStoreName, options = {}) {
   return { events, lastPosition: after };
 }
 
+/** Whether `WebSocketClass` is the `ws` package's (Node), whose constructor takes `{headers}`:
+ * it alone has `terminate()`; a browser's WebSocket (or a wrapper of it) has not. */
+function takesHeaders(WebSocketClass) {
+  return typeof WebSocketClass?.prototype?.terminate === 'function';
+}
+
 export class DeltaBaseWebSocket {
   /**
    * @param {string} eventStoreName
-   * @param {string|null} apiKey  sent as ?apiKey= (null/'' when using options.token/getToken)
+   * @param {string|null} apiKey  sent as X-API-Key in Node (`ws`), as ?apiKey= in browsers, which
+   *   cannot set WebSocket headers (there use options.token/getToken; pass null/'')
    * @param {(event: object) => void} onEvent  each matching event, exactly once, in order
    * @param {object} [options]  see deltagate.d.ts
    */
@@ -237,11 +249,13 @@ export class DeltaBaseWebSocket {
     this._opening = true;
     const generation = ++this._generation;
     let url = `${this.baseUrl}/event-stores/${encodeURIComponent(this.eventStoreName)}/events/ws`;
+    let headers = null;
     try {
       let token = this.options.token || null;
       if (typeof this.options.getToken === 'function') token = await this.options.getToken();
       if (generation !== this._generation) return; // disconnect() while fetching the token
       if (token) url += `?token=${encodeURIComponent(token)}`;
+      else if (this.apiKey && takesHeaders(this.WebSocket)) headers = { 'X-API-Key': this.apiKey };
       else if (this.apiKey) url += `?apiKey=${encodeURIComponent(this.apiKey)}`;
     } catch (error) {
       this._opening = false;
@@ -251,7 +265,7 @@ export class DeltaBaseWebSocket {
     }
     let ws;
     try {
-      ws = new this.WebSocket(url);
+      ws = headers ? new this.WebSocket(url, [], { headers }) : new this.WebSocket(url);
     } catch (error) {
       this._opening = false;
       this._report('connect', error);

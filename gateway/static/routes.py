@@ -42,7 +42,11 @@ router = APIRouter(include_in_schema=False)
 
 def static_file(path: Path, media_type: str, headers: dict[str, str] | None = None) -> Response:
     """A file served as it is, revalidated on every load; ``headers`` add to the defaults."""
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError:  # a name the file system refuses (too long): no such file either
+        found = False
+    if not found:
         raise ApiError("NOT_FOUND", "not found")
     return FileResponse(
         path,

@@ -39,9 +39,12 @@ def _file(path: Path) -> Response:
 
 
 def _resolve(name: str) -> Path:
-    """A file under gateway/studio/, never outside it (no ``..``, no hidden files)."""
+    """A file under gateway/studio/, never outside it (no ``..``, no hidden files, and no
+    character a file name here never has: ``/studio/%00`` once made ``resolve()`` raise)."""
     parts = name.split("/")
-    if any(not part or part.startswith(".") or "\\" in part for part in parts):
+    if any(
+        not part or part.startswith(".") or "\\" in part or not part.isprintable() for part in parts
+    ):
         raise ApiError("NOT_FOUND", "no such Studio file")
     path = STUDIO.joinpath(*parts).resolve()
     if not path.is_relative_to(STUDIO):

@@ -49,7 +49,8 @@ async def events_ws(ws: WebSocket) -> None:
         check(principal, Permission.CONNECT, store)
         check(principal, Permission.READ, store)
         if not await rt.store_exists(store):
-            if not (rt.settings.auto_create and valid_store_name(store)):
+            creatable = rt.settings.auto_create and principal.may_create_stores()
+            if not (creatable and valid_store_name(store)):
                 raise ApiError("EVENT_STORE_NOT_FOUND", f"event store '{store}' does not exist")
             with contextlib.suppress(StoreAlreadyExists):
                 await rt.stores.create(store)

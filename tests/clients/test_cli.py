@@ -21,9 +21,12 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def cli(
-    *args: str, url: str | None = None, stdin: str | None = None
+    *args: str,
+    url: str | None = None,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
     env.pop("DELTAGATE_API_KEY", None)
     if url is not None:
         env["DELTAGATE_URL"] = url
@@ -200,6 +203,26 @@ def test_errors_are_one_line_with_meaningful_exit_codes(pod: Pod) -> None:
     for (args, _, _, code, text), done in zip(cases, runs, strict=True):
         line = one_error_line(done, code)
         assert text in line, (args, line)
+
+
+def test_keys_create_never_widens_an_empty_store_list(redis_server: RedisServer) -> None:
+    """`--stores ""` once made a key for every store: an empty list is a usage error (exit 2),
+    and no key is made."""
+    env = {"DELTAGATE_REDIS_URL": redis_server.url}
+    redis_server.client().flushall()
+    base = ["keys", "create", "--name", "scoped", "--permissions", "read:events"]
+    for stores in ("", " ", ",", " , "):
+        line = one_error_line(cli(*base, "--stores", stores, env=env), 2)
+        assert "--stores" in line, line
+    line = one_error_line(cli("keys", "create", "--name", "x", "--permissions", "read", env=env), 2)
+    assert "permission" in line
+    listed = cli("keys", "list", "--json", env=env)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout
+    made = cli(*base, "--stores", "alpha, beta", "--json", env=env)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["stores"] == ["alpha", "beta"]
+    everywhere = cli(*base, "--json", env=env)
+    assert json.loads(everywhere.stdout)["stores"] is None
 
 
 def test_demo_orders_generates_a_plausible_stream(pod: Pod) -> None:

@@ -48,11 +48,15 @@ def test_unit(node: str) -> None:
 class Follower:
     """One run of follow.mjs: its JSON lines, collected by a reader thread."""
 
-    def __init__(self, node: str, url: str, subs: dict[str, dict[str, Any]]) -> None:
+    def __init__(
+        self, node: str, url: str, subs: dict[str, dict[str, Any]], api_key: str | None = None
+    ) -> None:
         command = [node, str(NODE_DIR / "follow.mjs"), "--url", url, "--store", STORE]
         for name, sub in subs.items():
             command += ["--sub", f"{name}={json.dumps(sub)}"]
         command += ["--initial-delay", "300", "--max-delay", "2000"]
+        if api_key is not None:
+            command += ["--api-key", api_key]
         self.proc = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -176,6 +180,32 @@ def test_exactly_once_across_a_killed_pod(node: str, redis_url: str, pods, proxi
     finally:
         follower.close()
         assert follower.lines and follower.lines[-1]["kind"] == "bye", follower.describe()
+
+
+def test_node_sends_the_key_in_a_header_not_in_the_url(node: str, redis_url: str, pods) -> None:
+    """With the `ws` package the key never appears in a URL, so neither a proxy's log nor the
+    pod's own ("WebSocket /path?query" [accepted]) can hold it."""
+    admin = "admin-key-for-the-js-client"
+    (pod,) = spawn_pods(pods, redis_url, 1, DELTAGATE_AUTH="enabled", DELTAGATE_ADMIN_KEY=admin)
+    follower = Follower(node, pod.url, {"all": {"filter": "*"}}, api_key=admin)
+    try:
+        wait_for(
+            lambda: all(v is not None for v in follower.positions()["all"].values()),
+            what=f"the subscription to be confirmed ({follower.describe()})",
+        )
+        headers = {"X-API-Key": admin}
+        appended = httpx.post(
+            f"{pod.url}/event-stores/{STORE}/streams/s-1",
+            json={"events": [{"type": "a.b", "data": {}}]},
+            headers=headers,
+        )
+        assert appended.status_code == 201, appended.text
+        wait_for(lambda: follower.events("all") == [1], what="the event, authenticated")
+    finally:
+        follower.close()
+    log = pod.log_path.read_text()
+    assert f"/event-stores/{STORE}/events/ws" in log, "the pod logs its WebSocket upgrades"
+    assert "apiKey" not in log
 
 
 def test_typescript_declarations_match_the_module() -> None:

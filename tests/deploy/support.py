@@ -266,6 +266,39 @@ def check_hardening(docs: list[dict[str, Any]]) -> None:
         assert constraint["labelSelector"]["matchLabels"] == selector
 
 
+def check_metrics_port(docs: list[dict[str, Any]]) -> None:
+    """The pods serve /metrics on DELTAGATE_METRICS_PORT, a port of its own that the
+    ServiceMonitor scrapes (gateway and dispatcher alike) and no Ingress routes to."""
+    config = config_data(docs)
+    metrics_port = int(config["DELTAGATE_METRICS_PORT"])
+    (container,) = containers(find(docs, "Deployment", GATEWAY))
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == metrics_port != ports["http"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] in ("http", ports["http"])
+    monitor = find(docs, "ServiceMonitor", "deltagate")
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    for name, component in ((GATEWAY, "gateway"), (DISPATCHER, "dispatcher")):
+        service = find(docs, "Service", name)
+        assert service["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        (metrics,) = [p for p in service["spec"]["ports"] if p["name"] == "metrics"]
+        if name == GATEWAY:
+            assert metrics["targetPort"] in ("metrics", metrics_port)
+    dispatcher_port = int(
+        config.get("DELTAGATE_DISPATCHER_PORT", Settings.model_fields["dispatcher_port"].default)
+    )
+    assert metrics_port not in (dispatcher_port, ports["http"])
+    gateway_service = find(docs, "Service", GATEWAY)
+    routed = {p["port"]: p["name"] for p in gateway_service["spec"]["ports"]}
+    for ingress in (d for d in docs if d["kind"] == "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                port = path["backend"]["service"]["port"]
+                assert routed.get(port.get("number"), port.get("name")) == "http", (
+                    f"the Ingress routes {path['path']} to {port}: only `http` may be routed"
+                )
+
+
 def check_gateway_wiring(docs: list[dict[str, Any]]) -> None:
     """Service, Ingress, HPA, PDB and ServiceMonitor all point at the gateway pods."""
     gateway = find(docs, "Deployment", GATEWAY)

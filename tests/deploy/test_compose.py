@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gateway.settings import Settings
 from tests.deploy.support import CI, DEPLOY, IMAGE_NAME, load_doc, project_version, setting_names
 
 COMPOSE = DEPLOY / "compose.yaml"
@@ -128,6 +129,8 @@ def test_nginx_accepts_its_config(tmp_path: Path) -> None:
 
 
 def test_prometheus_scrapes_every_gateway_and_the_dispatcher() -> None:
+    """Gateways on their DELTAGATE_METRICS_PORT (their API port, which nginx proxies, answers
+    404 for /metrics), the dispatcher on DELTAGATE_DISPATCHER_PORT."""
     config = load_doc(DEPLOY / "prometheus.yml")
     targets = {
         target: job
@@ -135,8 +138,20 @@ def test_prometheus_scrapes_every_gateway_and_the_dispatcher() -> None:
         for static in job["static_configs"]
         for target in static["targets"]
     }
-    # The dispatcher serves its status on DELTAGATE_DISPATCHER_PORT (8788), never the gateway's.
-    for target in [*(f"{name}:8787" for name in GATEWAY_SERVICES), "dispatcher:8788"]:
-        assert target in targets, f"{target} is not scraped"
-        assert targets[target].get("metrics_path", "/metrics") == "/metrics"
-    assert set(compose_services()) >= {t.split(":")[0] for t in targets}
+    services = compose_services()
+    defaults = Settings.model_fields
+    for name in [*GATEWAY_SERVICES, "dispatcher"]:
+        env = services[name]["environment"]
+        if name == "dispatcher":
+            port = env.get("DELTAGATE_DISPATCHER_PORT", defaults["dispatcher_port"].default)
+        else:
+            port = env["DELTAGATE_METRICS_PORT"]
+            assert str(port) in services[name]["expose"]
+            assert f"{name}:{port}" not in nginx_directives_text(), "nginx must not proxy it"
+        assert f"{name}:{port}" in targets, f"{name} is not scraped on port {port}"
+        assert targets[f"{name}:{port}"].get("metrics_path", "/metrics") == "/metrics"
+    assert set(services) >= {t.split(":")[0] for t in targets}
+
+
+def nginx_directives_text() -> str:
+    return " ".join(" ".join(d) for d in nginx_directives())

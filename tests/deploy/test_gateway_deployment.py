@@ -3,6 +3,7 @@ the image, the dev Redis, the Secret and the ConfigMaps."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tests.deploy.support import (
@@ -10,11 +11,13 @@ from tests.deploy.support import (
     DEV_REDIS,
     IMAGE_NAME,
     PRODUCTION,
+    ROOT,
     base_objects,
     check_drain_budget,
     check_gateway_probes,
     check_gateway_wiring,
     check_hardening,
+    check_metrics_port,
     config_data,
     containers,
     find,
@@ -46,6 +49,25 @@ def test_workloads_are_hardened() -> None:
 
 def test_gateway_wiring() -> None:
     check_gateway_wiring(base_objects())
+
+
+def test_the_ingress_logs_no_query_strings() -> None:
+    """ingress-nginx's access log format logs the request line with its query string (`?token=`,
+    `?apiKey=`): the Ingress turns its access lines off and uses no snippet (refused by default);
+    the controller-wide format docs/operations.md offers logs the path only."""
+    (ingress,) = [d for d in base_objects() if d["kind"] == "Ingress"]
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/enable-access-log"] == "false"
+    assert not [a for a in annotations if a.endswith("-snippet")]
+    docs = (ROOT / "docs" / "operations.md").read_text()
+    (block,) = re.findall(r"log-format-upstream: >-\n(.*?)```", docs, re.S)
+    assert '"$request_method $uri $server_protocol"' in block
+    for leaky in ('"$request"', "$request_uri", "$args", "$query_string", "$http_referer"):
+        assert leaky not in block, leaky
+
+
+def test_metrics_have_a_port_of_their_own() -> None:
+    check_metrics_port(base_objects())
 
 
 def test_base_image_matches_the_project_version() -> None:

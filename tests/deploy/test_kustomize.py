@@ -15,6 +15,7 @@ from tests.deploy.support import (
     check_gateway_probes,
     check_gateway_wiring,
     check_hardening,
+    check_metrics_port,
     config_data,
     containers,
     cpu_millis,
@@ -35,6 +36,7 @@ def test_kustomize_renders_base() -> None:
     assert all(d["metadata"]["labels"]["app.kubernetes.io/part-of"] == "deltagate" for d in docs)
     check_drain_budget(docs)
     check_gateway_probes(docs)
+    check_metrics_port(docs)
 
 
 def test_kustomize_renders_production_overlay() -> None:
@@ -67,3 +69,4 @@ def test_kustomize_renders_production_overlay() -> None:
     check_gateway_probes(docs)
     check_hardening(docs)
     check_gateway_wiring(docs)
+    check_metrics_port(docs)

@@ -131,3 +131,59 @@ def test_cors_and_admin_key_from_a_mounted_file(redis_url, pods):
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
         )
         assert "access-control-allow-origin" not in foreign.headers
+
+
+async def test_auto_create_needs_write_or_manage_permission(redis_url, pods):
+    """With DELTAGATE_AUTO_CREATE_STORES on, a read-only key once created a store just by
+    connecting: creating a store takes write or manage permission; others get 4004 / 404."""
+    (pod,) = spawn_pods(
+        pods, redis_url, 1, DELTAGATE_AUTH="enabled", DELTAGATE_ADMIN_KEY=ADMIN
+    )  # spawn_pods turns auto-create on
+    import redis.asyncio as aioredis
+
+    from broker.apikeys import KeyStore
+
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    keys = KeyStore(client)
+    _, reader = await keys.create("reader", ["read:events", "connect:websockets"])
+    _, writer = await keys.create("writer", ["read:events", "write:events", "connect:websockets"])
+    _, manager = await keys.create(
+        "manager", ["read:events", "connect:websockets", "manage:event_stores"]
+    )
+    await client.aclose()
+
+    async def connect_close_code(store: str, key: str) -> int | None:
+        url = f"{pod.ws_url}/event-stores/{store}/events/ws"
+        async with websockets.connect(url, additional_headers={"X-API-Key": key}) as ws:
+            try:
+                await ws.send(json.dumps({"action": "ping"}))
+                assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "pong"
+                return None
+            except websockets.ConnectionClosed:
+                return ws.close_code
+
+    async with httpx.AsyncClient(headers={"X-API-Key": ADMIN}) as admin:
+
+        async def exists(store: str) -> bool:
+            return (await admin.get(f"{pod.url}/event-stores/{store}")).status_code == 200
+
+        assert await connect_close_code("made-by-reader", reader) == 4004
+        assert not await exists("made-by-reader")
+        read = await admin.get(
+            f"{pod.url}/event-stores/made-by-read/streams/s", headers={"X-API-Key": reader}
+        )
+        assert read.status_code == 404 and read.json()["error"] == "EVENT_STORE_NOT_FOUND"
+        assert not await exists("made-by-read")
+
+        assert await connect_close_code("made-by-writer", writer) is None
+        assert await exists("made-by-writer")
+        assert await connect_close_code("made-by-manager", manager) is None
+        assert await exists("made-by-manager")
+        appended = await admin.post(
+            f"{pod.url}/event-stores/made-by-append/streams/s",
+            json={"events": [{"type": "a", "data": {}}]},
+            headers={"X-API-Key": writer},
+        )
+        assert appended.status_code == 201 and await exists("made-by-append")
+        # A store a read-only key may use once it exists.
+        assert await connect_close_code("made-by-writer", reader) is None

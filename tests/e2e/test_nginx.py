@@ -1,5 +1,6 @@
 """A real nginx in front of 3 gateway pods: clients connected through it while one pod is
-drained and another is killed -9 all resume through nginx with nothing lost or duplicated."""
+drained and another is killed -9 all resume through nginx with nothing lost or duplicated. And
+the shipped deploy/nginx.conf in front of a pod: its access log never holds a credential."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from broker import Filter
 from tests.conftest import need_binary
 from tests.e2e.test_streaming import STORE, assert_exact, log_entries, random_events
 from tests.e2e.wsclient import Client
-from tests.harness import free_port, spawn_pods, wait_for
+from tests.harness import ROOT, free_port, spawn_pods, wait_for
 
 NGINX_CONF = """
 worker_processes 1;
@@ -183,3 +184,46 @@ async def test_drain_and_kill_behind_nginx(redis_url, pods, nginx_for):
     assert 1012 in {code for c in clients for code in c.close_codes}
     for client in clients:
         await client.stop()
+
+
+def shipped_config(directory: Path, listen: int, pod_port: int) -> Path:
+    """deploy/nginx.conf as shipped, but listening on 127.0.0.1:``listen`` in the foreground and
+    proxying to one local pod (for compose's three gateway host names)."""
+    text = (ROOT / "deploy" / "nginx.conf").read_text()
+    for name in ("gateway-1", "gateway-2", "gateway-3"):
+        text = text.replace(f"{name}:8787", f"127.0.0.1:{pod_port}")
+    text = text.replace("listen 8787;", f"listen 127.0.0.1:{listen};")
+    text = text.replace("pid /tmp/nginx.pid;", f"pid {directory}/nginx.pid;\ndaemon off;")
+    config = directory / "nginx.conf"
+    config.write_text(text)
+    return config
+
+
+async def test_the_shipped_nginx_logs_paths_without_credentials(redis_url, pods, tmp_path):
+    binary = need_binary("nginx")
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    port = free_port()
+    config = shipped_config(tmp_path, port, pod.port)
+    access_log = tmp_path / "stdout.log"
+    with access_log.open("wb") as out:
+        proc = subprocess.Popen(
+            [binary, "-c", str(config), "-p", str(tmp_path)], stdout=out, stderr=subprocess.DEVNULL
+        )
+    try:
+        lb = f"127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"http://{lb}/healthz").status_code == 200, what="nginx")
+        secret = "dg_ThisKeyMustNeverBeLogged0123456789"
+        token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQifQ.bm90LWxvZ2dlZA"
+        async with httpx.AsyncClient() as http:
+            await http.get(f"http://{lb}/event-stores/{STORE}/events?apiKey={secret}")
+            await http.get(f"http://{lb}/event-stores?%61piKey={secret}")
+        async with websockets.connect(f"ws://{lb}/event-stores/{STORE}/events/ws?token={token}"):
+            pass
+        wait_for(lambda: access_log.read_text().count("\n") >= 4, timeout=5, what="4 access lines")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    lines = access_log.read_text()
+    assert f'"GET /event-stores/{STORE}/events HTTP/1.1" ' in lines, lines
+    assert f'"GET /event-stores/{STORE}/events/ws HTTP/1.1" 101' in lines, lines
+    assert secret not in lines and token not in lines and "apiKey" not in lines

@@ -31,6 +31,44 @@ def test_openapi_lists_the_routes(client: TestClient) -> None:
     assert "events" in schema["properties"]
 
 
+def test_openapi_says_what_the_routes_answer(client: TestClient) -> None:
+    """Errors in the contract's body for every 4xx and 503 (never FastAPI's 422, which no route
+    answers), nested request models resolvable, links from created resources to their uses."""
+    document = client.get("/openapi.json").json()
+    text = client.get("/openapi.json").text
+    assert "#/$defs/" not in text, "a nested model the document cannot resolve"
+    schemas = document["components"]["schemas"]
+    assert {"EventIn", "ErrorBody", "EventOut", "WebhookIn"} <= set(schemas)
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            statuses = set(operation["responses"])
+            assert "422" not in statuses, (method, path)
+            if path.startswith("/event-stores"):
+                assert {"4XX", "503"} <= statuses, (method, path)
+    appended = document["paths"]["/event-stores/{store}/streams/{stream_id}"]["post"]
+    assert appended["responses"]["201"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Appended"
+    }
+    created = document["paths"]["/event-stores"]["post"]["responses"]["201"]
+    assert created["links"]["GetStore"]["parameters"] == {"store": "$response.body#/name"}
+    tokens = document["paths"]["/event-stores/{store}/ws-tokens"]["post"]
+    assert tokens["requestBody"]["required"] is False  # no body: a default token
+    metrics = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain"]
+
+
+def test_405_allows_every_method_of_the_path(client: TestClient, store: str) -> None:
+    for path, methods in (
+        (f"/event-stores/{store}", "DELETE, GET"),
+        ("/event-stores", "GET, POST"),
+        (f"/api/event-stores/{store}/subscriptions", "DELETE, GET"),
+    ):
+        response = client.request("PATCH", path)
+        assert response.status_code == 405
+        assert response.headers["allow"] == methods, path
+        assert response.json()["error"] == "METHOD_NOT_ALLOWED"
+
+
 def test_docs(client: TestClient) -> None:
     response = client.get("/docs")
     assert response.status_code == 200

@@ -2,7 +2,7 @@
 // and reports everything it sees as JSON lines on stdout (for tests/clients/test_js_client.py).
 //
 //   node follow.mjs --url http://127.0.0.1:PORT --store STORE --sub NAME=JSON [--sub ...]
-//        [--initial-delay MS] [--max-delay MS]
+//        [--initial-delay MS] [--max-delay MS] [--api-key KEY]
 //
 // Each --sub is NAME={"filter": "order.*", "streamId"?: "s-1", "position"?: "earliest"|"latest"|N}.
 // The client module is the one the gateway serves at /client/deltagate.js, fetched at start.
@@ -26,6 +26,7 @@ function parseArgs(argv) {
       args.subs.push({ name: raw.slice(0, at), ...JSON.parse(raw.slice(at + 1)) });
     } else if (a === '--initial-delay') args.initialDelay = Number(argv[++i]);
     else if (a === '--max-delay') args.maxDelay = Number(argv[++i]);
+    else if (a === '--api-key') args.apiKey = argv[++i];
     else throw new Error(`unknown argument ${a}`);
   }
   if (!args.url || !args.store || args.subs.length === 0) throw new Error('need --url, --store, --sub');
@@ -62,7 +63,7 @@ function optionsFor(name) {
 const clients = args.subs.map((sub) => {
   const client = new DeltaBaseWebSocket(
     args.store,
-    null,
+    args.apiKey ?? null,
     (event) =>
       emit({ kind: 'event', sub: sub.name, gp: event.globalPosition, type: event.type, streamId: event.streamId }),
     optionsFor(sub.name),

@@ -41,6 +41,18 @@ class FakeSocket {
 }
 FakeSocket.all = [];
 
+// Like the `ws` package: takes (url, protocols, options) with options.headers, and has terminate().
+class FakeNodeSocket extends FakeSocket {
+  constructor(url, protocols, options) {
+    super(url);
+    this.protocols = protocols;
+    this.options = options;
+  }
+  terminate() {
+    this.close(1006);
+  }
+}
+
 const tick = (ms = 5) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function event(gp, type = 'order.placed', streamId = 'order-1') {
@@ -92,6 +104,28 @@ test('resumes after the last event, drops replays, delivers in order', async () 
   assert.deepEqual(states, ['connecting', 'open', 'reconnecting', 'open']);
   client.disconnect();
   assert.equal(client.state, 'closed');
+});
+
+test('with the ws package the key goes in the X-API-Key header, never in the URL', async () => {
+  const { client } = make({ WebSocket: FakeNodeSocket });
+  client.connect();
+  await tick();
+  assert.equal(last().url, 'ws://gw:8787/event-stores/orders/events/ws');
+  assert.deepEqual(last().options, { headers: { 'X-API-Key': 'k1' } });
+  client.disconnect();
+
+  const browser = make(); // a WebSocket without headers: the key can only ride in the URL
+  browser.client.connect();
+  await tick();
+  assert.equal(last().url, 'ws://gw:8787/event-stores/orders/events/ws?apiKey=k1');
+  browser.client.disconnect();
+
+  const withToken = make({ WebSocket: FakeNodeSocket, token: 't1' });
+  withToken.client.connect();
+  await tick();
+  assert.equal(last().url, 'ws://gw:8787/event-stores/orders/events/ws?token=t1');
+  assert.equal(last().options, undefined);
+  withToken.client.disconnect();
 });
 
 test("'latest' resumes from the subscribed head, then from checkpoints and caughtUp", async () => {
