@@ -35,13 +35,14 @@ from broker import (
     InvalidSubscriptionConfig,
     StoreAdmin,
     StoreAlreadyExists,
+    SubscriptionRequest,
     WebhookStore,
     codec,
     valid_store_name,
 )
 
 from .errors import ApiError
-from .http.webhooks import Declared, declared
+from .http.webhooks import declared
 
 log = logging.getLogger("deltagate.config")
 
@@ -61,7 +62,7 @@ class ConfigError(Exception):
 class StorePlan:
     name: str
     description: str | None
-    subscriptions: list[Declared]
+    subscriptions: list[SubscriptionRequest]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ def plan(document: Any, where: str = "config") -> list[StorePlan]:
         if not isinstance(subs, list):
             problems.append(f"{at}.subscriptions: must be a list")
             continue
-        wanted: list[Declared] = []
+        wanted: list[SubscriptionRequest] = []
         ids: set[str] = set()
         for j, sub in enumerate(subs):
             sub_at = f"{at}.subscriptions[{j}]"

@@ -5,28 +5,26 @@
 ``{eventFilter, subscriberId?, subscriber: {type: "webhook", config: {...}}, position?}`` or the
 seed config file's ``{id?, eventFilter, subscriberType: "webhook", webhook: {...}, position?}``.
 Unknown fields and wrong types are a ``VALIDATION_ERROR``; a config that cannot work (bad URL or
-pattern, absurd retry values) is an ``INVALID_SUBSCRIPTION_CONFIG``.
+pattern, absurd retry values) is an ``INVALID_SUBSCRIPTION_CONFIG``. Both are decided by the
+broker (``broker/webhooks/request.py``), the one place a subscription is validated.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.responses import Response
 
 from broker import (
     MAX_POSITION,
+    SUBSCRIPTION_REQUEST_SCHEMA,
     InvalidSubscriptionConfig,
-    StartPosition,
-    WebhookConfig,
+    SubscriptionRequest,
     WebhookSubscription,
-    check_id,
-    check_position,
-    check_secret,
     codec,
+    parse_subscription,
 )
 
 from ..auth import Permission, require
@@ -38,115 +36,11 @@ router = APIRouter(tags=["webhook subscriptions"])
 REDACTED = "[redacted]"
 SMALL_BODY = 64 * 1024
 
-Number = StrictInt | StrictFloat
-PositionIn = Literal["latest", "earliest"] | StrictInt
 
-
-class RetryPolicyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    maxAttempts: StrictInt | None = None
-    backoffMinutes: Number | None = None
-    backoffSeconds: Number | None = None
-
-
-class WebhookIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: StrictStr
-    headers: dict[str, StrictStr] | None = None
-    timeout: Number | None = Field(None, description="Seconds per request (at most 300)")
-    retryPolicy: RetryPolicyIn | None = None
-    signingSecret: StrictStr | None = Field(
-        None, description="Your own whsec_ secret; by default one is generated"
-    )
-
-
-class SubscriberIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: StrictStr
-    config: WebhookIn
-
-
-class SdkSubscriptionIn(BaseModel):
-    """The SDK's form."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    eventFilter: StrictStr | list[StrictStr]
-    streamId: StrictStr | None = None
-    subscriberId: StrictStr | None = None
-    subscriber: SubscriberIn
-    position: PositionIn | None = None
-
-
-class ConfigSubscriptionIn(BaseModel):
-    """The seed config file's form (also one entry of a config file's ``subscriptions``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: StrictStr | None = None
-    eventFilter: StrictStr | list[StrictStr]
-    streamId: StrictStr | None = None
-    subscriberType: StrictStr
-    subscriberId: StrictStr | None = None
-    webhook: WebhookIn
-    position: PositionIn | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Declared:
-    """A validated subscription request, whichever form it came in."""
-
-    config: WebhookConfig
-    sub_id: str | None
-    position: StartPosition
-    secret: str | None
-
-
-def declared(value: Any, *, config_form_only: bool = False) -> Declared:
-    """Validate one subscription body (either form). Raises ApiError."""
-    if not isinstance(value, dict):
-        raise ApiError(
-            "VALIDATION_ERROR",
-            "body: a subscription must be a JSON object",
-            [{"field": "body", "message": "must be an object"}],
-        )
-    if "subscriber" in value and not config_form_only:
-        sdk = parse(SdkSubscriptionIn, value)
-        kind, webhook, prefix = sdk.subscriber.type, sdk.subscriber.config, "subscriber.config."
-        type_field, sub_id, position = "subscriber.type", None, sdk.position
-        patterns, stream_id, subscriber_id = sdk.eventFilter, sdk.streamId, sdk.subscriberId
-    else:
-        form = parse(ConfigSubscriptionIn, value)
-        kind, webhook, prefix = form.subscriberType, form.webhook, "webhook."
-        type_field, sub_id, position = "subscriberType", form.id, form.position
-        patterns, stream_id, subscriber_id = form.eventFilter, form.streamId, form.subscriberId
+def declared(value: Any, *, config_form_only: bool = False) -> SubscriptionRequest:
+    """Validate one subscription body (either form; the broker holds the one set of rules)."""
     try:
-        if kind != "webhook":
-            raise InvalidSubscriptionConfig(
-                [{"field": type_field, "message": "only 'webhook' subscribers are supported"}]
-            )
-        retry = webhook.retryPolicy or RetryPolicyIn()
-        config = WebhookConfig.build(
-            event_filter=patterns,
-            stream_id=stream_id,
-            url=webhook.url,
-            headers=webhook.headers,
-            timeout=webhook.timeout,
-            max_attempts=retry.maxAttempts,
-            backoff_seconds=retry.backoffSeconds,
-            backoff_minutes=retry.backoffMinutes,
-            subscriber_id=subscriber_id,
-            prefix=prefix,
-        )
-        return Declared(
-            config,
-            None if sub_id is None else check_id(sub_id),
-            "latest" if position is None else check_position(position),
-            None if webhook.signingSecret is None else check_secret(webhook.signingSecret),
-        )
+        return parse_subscription(value, config_form_only=config_form_only)
     except InvalidSubscriptionConfig as exc:
         raise ApiError(exc.code, exc.message, exc.problems) from None
 
@@ -214,16 +108,7 @@ class PauseIn(BaseModel):
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "oneOf": [
-                            SdkSubscriptionIn.model_json_schema(),
-                            ConfigSubscriptionIn.model_json_schema(),
-                        ]
-                    }
-                }
-            },
+            "content": {"application/json": {"schema": SUBSCRIPTION_REQUEST_SCHEMA}},
         }
     },
 )

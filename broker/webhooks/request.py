@@ -1,0 +1,206 @@
+"""A subscription request as the REST API and config files receive it, in either form of the
+contract: the SDK's ``{eventFilter, subscriberId?, subscriber: {type: "webhook", config: {...}},
+position?}`` or the seed config file's ``{id?, eventFilter, subscriberType: "webhook",
+webhook: {...}, position?}``.
+
+One table (``SDK_FORM``, ``CONFIG_FORM``) states each field's shape; ``parse`` checks a body
+against it (unknown fields, wrong types and missing fields: ``InvalidSubscriptionBody``, a
+VALIDATION_ERROR) and hands the values to ``config.WebhookConfig.build`` (values that cannot work:
+``InvalidSubscriptionConfig``); ``schema`` turns the same table into the OpenAPI description.
+Nothing else validates a subscription."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidSubscriptionBody, InvalidSubscriptionConfig
+from ..types import StartPosition
+from .config import WebhookConfig, check_id, check_position, check_secret
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One field: its kind (a name below, or a nested table of fields)."""
+
+    kind: str | dict[str, Spec]
+    required: bool = False
+    description: str | None = None
+
+
+KINDS: dict[str, dict[str, Any]] = {
+    "string": {"type": "string"},
+    "integer": {"type": "integer"},
+    "number": {"type": "number"},
+    "patterns": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+    "position": {"anyOf": [{"enum": ["latest", "earliest"]}, {"type": "integer"}]},
+}
+
+RETRY_POLICY: dict[str, Spec] = {
+    "maxAttempts": Spec("integer", description="Attempts in all, the first included"),
+    "backoffMinutes": Spec("number", description="First retry's delay ceiling, in minutes"),
+    "backoffSeconds": Spec("number", description="First retry's delay ceiling, in seconds"),
+}
+WEBHOOK: dict[str, Spec] = {
+    "url": Spec("string", required=True),
+    "headers": Spec("headers"),
+    "timeout": Spec("number", description="Seconds per request (at most 300)"),
+    "retryPolicy": Spec(RETRY_POLICY),
+    "signingSecret": Spec("string", description="Your own whsec_ secret; else one is generated"),
+}
+SDK_FORM: dict[str, Spec] = {
+    "eventFilter": Spec("patterns", required=True),
+    "streamId": Spec("string"),
+    "subscriberId": Spec("string"),
+    "subscriber": Spec(
+        {"type": Spec("string", required=True), "config": Spec(WEBHOOK, True)}, True
+    ),
+    "position": Spec("position"),
+}
+CONFIG_FORM: dict[str, Spec] = {
+    "id": Spec("string"),
+    "eventFilter": Spec("patterns", required=True),
+    "streamId": Spec("string"),
+    "subscriberType": Spec("string", required=True),
+    "subscriberId": Spec("string"),
+    "webhook": Spec(WEBHOOK, required=True),
+    "position": Spec("position"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRequest:
+    """A validated subscription request, whichever form it came in."""
+
+    config: WebhookConfig
+    sub_id: str | None
+    position: StartPosition
+    secret: str | None
+
+
+def parse(value: Any, *, config_form_only: bool = False) -> SubscriptionRequest:
+    """Validate one subscription body (the SDK form only where ``subscriber`` is given and
+    ``config_form_only`` is false). Raises InvalidSubscriptionBody or InvalidSubscriptionConfig
+    listing every problem."""
+    if not isinstance(value, dict):
+        raise InvalidSubscriptionBody([{"field": "body", "message": "must be an object"}])
+    sdk = "subscriber" in value and not config_form_only
+    problems: list[dict[str, str]] = []
+    body = _check(value, SDK_FORM if sdk else CONFIG_FORM, "", problems)
+    if problems:
+        raise InvalidSubscriptionBody(problems)
+    if sdk:
+        kind, webhook = body["subscriber"]["type"], body["subscriber"]["config"]
+        prefix, type_field, sub_id = "subscriber.config.", "subscriber.type", None
+    else:
+        kind, webhook = body["subscriberType"], body["webhook"]
+        prefix, type_field, sub_id = "webhook.", "subscriberType", body.get("id")
+    if kind != "webhook":
+        raise InvalidSubscriptionConfig(
+            [{"field": type_field, "message": "only 'webhook' subscribers are supported"}]
+        )
+    retry = webhook.get("retryPolicy") or {}
+    config = WebhookConfig.build(
+        event_filter=body["eventFilter"],
+        stream_id=body.get("streamId"),
+        url=webhook["url"],
+        headers=webhook.get("headers"),
+        timeout=webhook.get("timeout"),
+        max_attempts=retry.get("maxAttempts"),
+        backoff_seconds=retry.get("backoffSeconds"),
+        backoff_minutes=retry.get("backoffMinutes"),
+        subscriber_id=body.get("subscriberId"),
+        prefix=prefix,
+    )
+    position = body.get("position")
+    secret = webhook.get("signingSecret")
+    return SubscriptionRequest(
+        config,
+        None if sub_id is None else check_id(sub_id),
+        "latest" if position is None else check_position(position),
+        None if secret is None else check_secret(secret),
+    )
+
+
+def _check(
+    value: dict[str, Any], fields: dict[str, Spec], at: str, problems: list[dict[str, str]]
+) -> dict[str, Any]:
+    """The fields of ``value`` that are given and not null, each checked against its spec."""
+    out: dict[str, Any] = {}
+    for name in value:
+        if name not in fields:
+            problems.append({"field": at + name, "message": "is not a known field"})
+    for name, spec in fields.items():
+        item = value.get(name)
+        where = at + name
+        if item is None:
+            if spec.required:
+                problems.append({"field": where, "message": "is required"})
+            continue
+        if isinstance(spec.kind, dict):
+            if not isinstance(item, dict):
+                problems.append({"field": where, "message": "must be an object"})
+            else:
+                out[name] = _check(item, spec.kind, where + ".", problems)
+        elif _fits(spec.kind, item):
+            out[name] = item
+        else:
+            problems.append({"field": where, "message": _EXPECTED[spec.kind]})
+    return out
+
+
+_EXPECTED = {
+    "string": "must be a string",
+    "integer": "must be an integer",
+    "number": "must be a number",
+    "patterns": "must be a pattern or a list of patterns",
+    "headers": "must be an object of header names to string values",
+    "position": "must be 'latest', 'earliest' or a globalPosition",
+}
+
+
+def _fits(kind: str, value: Any) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return number
+    if kind == "patterns":
+        return isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        )
+    if kind == "headers":
+        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    if kind == "position":
+        return value in ("latest", "earliest") or (isinstance(value, int) and number)
+    raise AssertionError(kind)
+
+
+def schema(fields: dict[str, Spec], title: str | None = None) -> dict[str, Any]:
+    """The JSON schema (for OpenAPI) of a table of fields."""
+    properties: dict[str, Any] = {}
+    for name, spec in fields.items():
+        shape = schema(spec.kind) if isinstance(spec.kind, dict) else dict(KINDS[spec.kind])
+        if spec.description:
+            shape["description"] = spec.description
+        properties[name] = shape
+    out: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    required = [name for name, spec in fields.items() if spec.required]
+    if required:
+        out["required"] = required
+    if title:
+        out["title"] = title
+    return out
+
+
+REQUEST_SCHEMA: dict[str, Any] = {
+    "oneOf": [schema(SDK_FORM, "SDK form"), schema(CONFIG_FORM, "Config form")]
+}
+"""Both forms of the body, for the OpenAPI description of ``POST .../subscribe``."""
