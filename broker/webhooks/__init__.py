@@ -13,6 +13,7 @@ Read the modules in this order to follow an event from a subscription's creation
   dead letters), every write fenced by the subscription's lease;
 - ``dispatcher``: ``Dispatcher``, membership, fair share, leases and the pub/sub doorbell;
 - ``worker``: ``Worker``, one subscription's loop: read, send, record outcomes, save progress;
+- ``tail``: a worker's read side, following the log (and the announcements) after its cursor;
 - ``window``: the read window and per-stream ordering;
 - ``retry``: when a failed attempt is tried again, and when it becomes a dead letter;
 - ``delivery``: one signed POST and what came of it.

@@ -1,8 +1,8 @@
 """Delivering one subscription while this replica holds its lease (``Worker``).
 
-Events are read from the store's log after the cursor (or taken straight from the store's live
-announcement when they directly follow it) into the ``Window``; at most ``max_in_flight`` requests
-are in flight, never two of one stream, so each stream's events arrive in order. A failed attempt
+Events are read from the store's log after the cursor (``tail.LogTail``) into the ``Window``; at
+most ``max_in_flight`` requests are in flight, never two of one stream, so each stream's events
+arrive in order. A failed attempt
 is recorded and retried after ``retry.retry_delay``; after the last attempt the event becomes a
 dead letter. Progress (``lastProcessedEventGlobalPosition``) is saved after every round of
 finished deliveries, with the positions finished ahead of it, so a crash repeats at most the
@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 
-from .. import codec
 from ..log import EventLog
 from ..types import LoggedEvent
 from .delivery import Attempt, Sender
@@ -31,18 +30,13 @@ from .progress import ProgressStore
 from .records import WebhookSubscription
 from .retry import max_attempts, retry_delay
 from .signing import secret_key
+from .tail import LogTail
 from .window import Item, Window
 
 log = logging.getLogger("deltagate.dispatcher")
 
 Ref = tuple[str, str]
 """(store, subscription id)."""
-
-PAGE = 256
-PAGES_PER_ROUND = 8
-"""Log pages one subscription reads before it gets on with delivering (a sparse filter)."""
-WINDOW_CHARS = 16 * 1024 * 1024
-"""Event text one subscription holds in memory at most."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +78,15 @@ class Worker:
         self.stopping = False
         self._wake = asyncio.Event()
         self._reload = False
-        self._more = True
-        self._rung = 0  # doorbell rings so far: a read that started before one is not the last
-        self._next_poll = 0.0
         self._flying: dict[asyncio.Task[Attempt], Item] = {}
         self._window = Window()
-        self._cursor = 0  # last position read from the log
+        self._tail = LogTail(
+            shared.log,
+            self.store,
+            self._window,
+            size=shared.options.window,
+            poll_interval=shared.options.poll_interval,
+        )
         self._redrive_pending = False
         self._redrive: Item | None = None
         self._new_done: list[int] = []
@@ -108,8 +105,7 @@ class Worker:
 
     def poke(self) -> None:
         """New events may be in the log."""
-        self._more = True
-        self._rung += 1
+        self._tail.poke()
         self._wake.set()
 
     def announce(self, events: list[LoggedEvent]) -> None:
@@ -119,16 +115,8 @@ class Worker:
         if self._sub is None:
             self.poke()
             return
-        flt = self._sub.config.filter
-        for event in events:
-            if event.global_position <= self._cursor:
-                continue
-            if event.global_position != self._cursor + 1 or not self._has_room():
-                self.poke()
-                return
-            self._cursor = event.global_position
-            if flt.matches(event.stream_id, event.type):
-                self._add(event)
+        if not self._tail.take(events, self._sub.config.filter):
+            self._tail.poke()
         self._wake.set()
 
     def reload(self) -> None:
@@ -186,7 +174,7 @@ class Worker:
             raise Stopped("gone")
         sub, state = loaded
         self._apply(sub)
-        self.position = self._cursor = sub.position
+        self.position = self._tail.cursor = sub.position
         self._window.resume(state.attempts, state.done)
         self._redrive_pending = state.redrive > 0
 
@@ -217,43 +205,8 @@ class Worker:
     # -- reading ----------------------------------------------------------------------------
 
     async def _fill(self) -> None:
-        """Read matching events after the cursor while the window has room."""
-        now = time.monotonic()
-        if now >= self._next_poll:
-            self._more = True
-            self._next_poll = now + self.s.options.poll_interval
         assert self._sub is not None
-        flt = self._sub.config.filter
-        for _ in range(PAGES_PER_ROUND):
-            if not self._may_read():
-                return
-            want = min(PAGE, self.s.options.window - len(self._window))
-            rung = self._rung
-            page = await self.s.log.read_after(self.store, self._cursor, want)
-            for event in page:
-                if event.global_position <= self._cursor:
-                    continue  # an announcement got there during the read
-                self._cursor = event.global_position
-                if flt.matches(event.stream_id, event.type):
-                    self._add(event)
-            if len(page) < want and rung == self._rung:
-                self._more = False
-
-    def _add(self, event: LoggedEvent) -> None:
-        self._window.add(event, str(codec.loads(event.json)["eventId"]))
-
-    def _may_read(self) -> bool:
-        """New events may be waiting and the window has room for a page of them (refilling it
-        one event per finished delivery would cost a read per delivery)."""
-        window = self.s.options.window
-        return (
-            self._more
-            and len(self._window) <= window - min(PAGE, max(1, window // 2))
-            and self._window.chars < WINDOW_CHARS
-        )
-
-    def _has_room(self) -> bool:
-        return len(self._window) < self.s.options.window and self._window.chars < WINDOW_CHARS
+        await self._tail.fill(self._sub.config.filter)
 
     async def _next_redrive(self) -> None:
         """Take the oldest dead letter queued for redelivery, if none is being delivered."""
@@ -379,7 +332,7 @@ class Worker:
 
     async def _save(self) -> None:
         """Save progress when something finished (one round trip, fenced by the lease)."""
-        position = self._window.finished_below(self._cursor)
+        position = self._window.finished_below(self._tail.cursor)
         if position == self.position and not (
             self._new_done or self._finished or self._redriven or self._succeeded
         ):
@@ -413,11 +366,12 @@ class Worker:
         now = time.monotonic()
         if self._may_start() and (
             (self._window.has_ready and len(self._flying) < self.s.options.max_in_flight)
-            or self._may_read()
+            or self._tail.may_read()
             or (self._redrive_pending and self._redrive is None and not self._redriven)
         ):
             return
-        until = self._next_poll if self._next_poll > now else now + self.s.options.poll_interval
+        next_poll = self._tail.next_poll
+        until = next_poll if next_poll > now else now + self.s.options.poll_interval
         retry_at = self._window.next_retry()
         if retry_at is not None:
             until = min(until, retry_at)
