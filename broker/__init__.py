@@ -75,9 +75,11 @@ from .webhooks import (
     DispatcherOptions,
     Result,
     SubscriptionRequest,
+    TargetPolicy,
     WebhookConfig,
     WebhookStore,
     WebhookSubscription,
+    parse_networks,
     parse_schedule,
 )
 from .webhooks import parse as parse_subscription
@@ -143,6 +145,7 @@ __all__ = [
     "Subscribed",
     "SubscriptionNotFound",
     "SubscriptionRequest",
+    "TargetPolicy",
     "TimeStart",
     "Unavailable",
     "VersionConflict",
@@ -160,6 +163,7 @@ __all__ = [
     "hash_secret",
     "nodes_info",
     "now_iso",
+    "parse_networks",
     "parse_schedule",
     "parse_subscription",
     "ping",

@@ -16,7 +16,9 @@ Read the modules in this order to follow an event from a subscription's creation
 - ``tail``: a worker's read side, following the log (and the announcements) after its cursor;
 - ``window``: the read window and per-stream ordering;
 - ``retry``: when a failed attempt is tried again, and when it becomes a dead letter;
-- ``delivery``: one signed POST and what came of it.
+- ``delivery``: one signed POST and what came of it;
+- ``targets``: which addresses webhooks may reach, checked at declaration and at every
+  connection (the SSRF guard).
 """
 
 from .config import RetryPolicy, WebhookConfig, check_id, check_position, check_secret
@@ -29,6 +31,7 @@ from .request import REQUEST_SCHEMA, SubscriptionRequest, parse
 from .retry import parse_schedule, retry_delay
 from .signing import new_secret, secret_key, signature
 from .store import WebhookStore
+from .targets import TargetPolicy, parse_networks
 
 __all__ = [
     "REQUEST_SCHEMA",
@@ -41,6 +44,7 @@ __all__ = [
     "Result",
     "RetryPolicy",
     "SubscriptionRequest",
+    "TargetPolicy",
     "WebhookConfig",
     "WebhookStore",
     "WebhookSubscription",
@@ -49,6 +53,7 @@ __all__ = [
     "check_secret",
     "new_secret",
     "parse",
+    "parse_networks",
     "parse_schedule",
     "retry_delay",
     "secret_key",

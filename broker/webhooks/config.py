@@ -20,10 +20,15 @@ from ..filters import Filter, InvalidFilter
 from ..keys import valid_subscription_id
 from ..types import MAX_POSITION, StartPosition
 from .signing import secret_key
+from .targets import TargetPolicy, check_url_host
+
+REDACTED = "[redacted]"
 
 MAX_URL_LENGTH = 2048
 MAX_HEADERS = 32
 MAX_HEADER_VALUE = 4096
+MAX_HEADER_BYTES = 16 * 1024
+"""Names and values of a subscription's headers together."""
 MAX_TIMEOUT_SECONDS = 300.0
 MAX_ATTEMPTS = 100
 MAX_BACKOFF_SECONDS = 24 * 3600.0
@@ -33,14 +38,21 @@ RESERVED_HEADERS = frozenset(
         "content-type",
         "content-length",
         "host",
-        "connection",
         "transfer-encoding",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
+        # hop-by-hop (RFC 9110 7.6.1): about the connection, not the request
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
     }
 )
-"""Headers deltagate sets itself; a subscription may not override them."""
+"""Headers deltagate sets itself or that describe the connection; a subscription may not set
+them, nor any ``webhook-*`` header (the signature's)."""
+RESERVED_PREFIX = "webhook-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +97,13 @@ class WebhookConfig:
         backoff_minutes: object = None,
         subscriber_id: object = None,
         prefix: str = "",
+        targets: TargetPolicy | None = None,
     ) -> WebhookConfig:
         """Validate a subscription's parts; raise InvalidSubscriptionConfig listing every
-        problem. ``prefix`` names where the webhook's own fields sit in the caller's body."""
+        problem. ``prefix`` names where the webhook's own fields sit in the caller's body. With
+        ``targets``, a URL naming an address the policy refuses is refused (requests check
+        every subscription this way; code that builds configs itself may leave it out, and the
+        dispatcher checks every connection in any case)."""
         problems: list[dict[str, str]] = []
 
         def bad(where: str, message: str) -> None:
@@ -98,7 +114,7 @@ class WebhookConfig:
             flt = Filter.parse(event_filter, stream_id)
         except InvalidFilter as exc:
             bad("streamId" if "streamId" in str(exc) else "eventFilter", str(exc))
-        checked_url = _check_url(url, prefix + "url", bad)
+        checked_url = _check_url(url, prefix + "url", bad, targets)
         checked_headers = _check_headers(headers, prefix + "headers", bad)
         checked_timeout: float | None = None
         if timeout is not None:
@@ -146,6 +162,11 @@ class WebhookConfig:
             subscriber_id,  # type: ignore[arg-type]
         )
 
+    @property
+    def shown_url(self) -> str:
+        """The URL as shown and logged: a ``user:password@`` part's password redacted."""
+        return shown_url(self.url)
+
     def fingerprint(self) -> str:
         """Equal for subscriptions with the same filter, URL and headers (the duplicate rule):
         pattern order and header name case do not matter."""
@@ -192,7 +213,7 @@ def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_url(value: object, where: str, bad: Any) -> str | None:
+def _check_url(value: object, where: str, bad: Any, targets: TargetPolicy | None) -> str | None:
     if not isinstance(value, str) or not value:
         bad(where, "must be an http:// or https:// URL")
         return None
@@ -224,7 +245,26 @@ def _check_url(value: object, where: str, bad: Any) -> str | None:
         except ValueError:
             bad(where, "has an invalid host")
             return None
+    why = None if targets is None else check_url_host(host, targets)
+    if why is not None:
+        bad(
+            where,
+            f"{why}: webhooks may only reach public addresses "
+            "(an operator may allow networks with DELTAGATE_WEBHOOK_ALLOWED_NETWORKS)",
+        )
+        return None
     return value
+
+
+def shown_url(url: str) -> str:
+    """``url`` with the password of a ``user:password@`` part replaced: how a URL is shown
+    and logged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, rest = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return parts._replace(netloc=f"{name}:{REDACTED}@{rest}").geturl()
 
 
 def _check_headers(value: object, where: str, bad: Any) -> tuple[tuple[str, str], ...]:
@@ -242,19 +282,23 @@ def _check_headers(value: object, where: str, bad: Any) -> tuple[tuple[str, str]
         lower = str(name).lower()
         if not HEADER_NAME.fullmatch(str(name)):
             bad(f"{where}.{name}", "is not a valid header name")
-        elif lower in RESERVED_HEADERS:
-            bad(f"{where}.{name}", "is set by deltagate and cannot be configured")
+        elif lower in RESERVED_HEADERS or lower.startswith(RESERVED_PREFIX):
+            bad(f"{where}.{name}", "is set by deltagate or the connection and cannot be configured")
         elif lower in seen:
             bad(f"{where}.{name}", "is given twice")
         elif not isinstance(text, str):
             bad(f"{where}.{name}", "must be a string")
-        elif len(text) > MAX_HEADER_VALUE or any(
-            (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in text
-        ):
-            bad(f"{where}.{name}", "must hold no control characters and be at most 4096 long")
+        elif len(text) > MAX_HEADER_VALUE or any(not (c == "\t" or " " <= c <= "~") for c in text):
+            bad(
+                f"{where}.{name}",
+                f"must be printable ASCII (no CR, LF, NUL or other control characters) "
+                f"and at most {MAX_HEADER_VALUE} long",
+            )
         else:
             seen.add(lower)
             out.append((str(name), text))
+    if sum(len(n) + len(v) for n, v in out) > MAX_HEADER_BYTES:
+        bad(where, f"names and values together are longer than {MAX_HEADER_BYTES} characters")
     return tuple(sorted(out, key=lambda item: item[0].lower()))
 
 

@@ -41,6 +41,7 @@ from ..redis import call, load_script
 from .delivery import Sender
 from .options import DispatcherOptions, DispatchObserver, Unobserved
 from .progress import ProgressStore
+from .targets import Resolver
 from .worker import Ref, Shared, Worker
 
 log = logging.getLogger("deltagate.dispatcher")
@@ -64,6 +65,7 @@ class Dispatcher:
         observer: DispatchObserver | None = None,
         http: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self._redis = redis
         self.options = options or DispatcherOptions()
@@ -77,6 +79,8 @@ class Dispatcher:
             max_in_flight=self.options.max_in_flight,
             keepalive=self.options.keepalive,
             max_connections=self.options.max_connections,
+            targets=self.options.targets,
+            resolver=resolver,
             http=http,
         )
         self._shared = Shared(

@@ -4,11 +4,12 @@ dispatcher process wires Prometheus metrics to it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from .delivery import Result
 from .retry import STANDARD_SCHEDULE
+from .targets import TargetPolicy
 
 
 class DispatchObserver(Protocol):
@@ -53,3 +54,5 @@ class DispatcherOptions:
     drain_seconds: float = 20.0
     """On close, in-flight requests get this long to finish."""
     replica_id: str | None = None
+    targets: TargetPolicy = field(default_factory=TargetPolicy)
+    """Which addresses webhooks may reach (public ones only by default)."""

@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import InvalidSubscriptionBody, InvalidSubscriptionConfig
 from ..types import StartPosition
 from .config import WebhookConfig, check_id, check_position, check_secret
+from .targets import TargetPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +80,12 @@ class SubscriptionRequest:
     secret: str | None
 
 
-def parse(value: Any, *, config_form_only: bool = False) -> SubscriptionRequest:
+def parse(
+    value: Any, *, targets: TargetPolicy, config_form_only: bool = False
+) -> SubscriptionRequest:
     """Validate one subscription body (the SDK form only where ``subscriber`` is given and
-    ``config_form_only`` is false). Raises InvalidSubscriptionBody or InvalidSubscriptionConfig
-    listing every problem."""
+    ``config_form_only`` is false); ``targets`` says which addresses its URL may name. Raises
+    InvalidSubscriptionBody or InvalidSubscriptionConfig listing every problem."""
     if not isinstance(value, dict):
         raise InvalidSubscriptionBody([{"field": "body", "message": "must be an object"}])
     sdk = "subscriber" in value and not config_form_only
@@ -112,6 +115,7 @@ def parse(value: Any, *, config_form_only: bool = False) -> SubscriptionRequest:
         backoff_minutes=retry.get("backoffMinutes"),
         subscriber_id=body.get("subscriberId"),
         prefix=prefix,
+        targets=targets,
     )
     position = body.get("position")
     secret = webhook.get("signingSecret")

@@ -22,6 +22,7 @@ from broker import (
     SUBSCRIPTION_REQUEST_SCHEMA,
     InvalidSubscriptionConfig,
     SubscriptionRequest,
+    TargetPolicy,
     WebhookSubscription,
     codec,
     parse_subscription,
@@ -37,10 +38,12 @@ REDACTED = "[redacted]"
 SMALL_BODY = 64 * 1024
 
 
-def declared(value: Any, *, config_form_only: bool = False) -> SubscriptionRequest:
+def declared(
+    value: Any, targets: TargetPolicy, *, config_form_only: bool = False
+) -> SubscriptionRequest:
     """Validate one subscription body (either form; the broker holds the one set of rules)."""
     try:
-        return parse_subscription(value, config_form_only=config_form_only)
+        return parse_subscription(value, targets=targets, config_form_only=config_form_only)
     except InvalidSubscriptionConfig as exc:
         raise ApiError(exc.code, exc.message, exc.problems) from None
 
@@ -49,7 +52,7 @@ def subscription_body(sub: WebhookSubscription, head: int) -> dict[str, Any]:
     """A subscription as the API shows it: never its secret, nor its header values."""
     config = sub.config
     webhook: dict[str, Any] = {
-        "url": config.url,
+        "url": config.shown_url,
         "headers": {name: REDACTED for name, _ in config.headers},
         "timeout": config.timeout,
         "retryPolicy": config.retry.wire(),
@@ -114,7 +117,9 @@ class PauseIn(BaseModel):
 )
 async def subscribe(store: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
-    wanted = declared(await read_json(request, rt.settings.max_body_bytes))
+    wanted = declared(
+        await read_json(request, rt.settings.max_body_bytes), rt.settings.webhook_targets
+    )
     try:
         made = await rt.webhooks.create(
             store,

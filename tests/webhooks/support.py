@@ -200,6 +200,8 @@ class DispatcherProcess(DeltagateProcess):
                 "DELTAGATE_REDIS_URL": redis_url,
                 "DELTAGATE_POLL_INTERVAL": "0.2",
                 "DELTAGATE_DISPATCHER_LEASE_SECONDS": "1.5",
+                # The receivers listen on 127.0.0.1, which a deployment refuses unless allowed.
+                "DELTAGATE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
                 **(env or {}),
             }
         )
