@@ -21,14 +21,14 @@ Read the modules in this order to follow an event from a subscription's creation
   connection (the SSRF guard).
 """
 
-from .config import RetryPolicy, WebhookConfig, check_id, check_position, check_secret
+from .config import WebhookConfig, check_id, check_position, check_secret
 from .delivery import Result
 from .dispatcher import Dispatcher
 from .options import DispatcherOptions, DispatchObserver
 from .progress import ProgressStore
 from .records import Created, DeliveryState, WebhookSubscription
 from .request import REQUEST_SCHEMA, SubscriptionRequest, parse
-from .retry import parse_schedule, retry_delay
+from .retry import RetryPolicy, parse_schedule, retry_delay
 from .signing import new_secret, secret_key, signature
 from .store import WebhookStore
 from .targets import TargetPolicy, parse_networks

@@ -16,9 +16,10 @@ from urllib.parse import urlsplit
 
 from .. import codec
 from ..errors import InvalidSubscriptionConfig
-from ..filters import Filter, InvalidFilter
+from ..filters import Content, Filter, InvalidFilter
 from ..keys import valid_subscription_id
 from ..types import MAX_POSITION, StartPosition
+from .retry import RetryPolicy
 from .signing import secret_key
 from .targets import TargetPolicy, check_url_host
 
@@ -29,9 +30,7 @@ MAX_HEADERS = 32
 MAX_HEADER_VALUE = 4096
 MAX_HEADER_BYTES = 16 * 1024
 """Names and values of a subscription's headers together."""
-MAX_TIMEOUT_SECONDS = 300.0
-MAX_ATTEMPTS = 100
-MAX_BACKOFF_SECONDS = 24 * 3600.0
+MAX_TIMEOUT_MS = 300_000
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 RESERVED_HEADERS = frozenset(
     {
@@ -56,22 +55,6 @@ RESERVED_PREFIX = "webhook-"
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    max_attempts: int | None = None
-    """Attempts in all, the first included. None: the dispatcher's default."""
-    backoff_seconds: float | None = None
-    """Ceiling of the first retry's delay, doubling per retry. None: the default schedule."""
-
-    def wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.max_attempts is not None:
-            out["maxAttempts"] = self.max_attempts
-        if self.backoff_seconds is not None:
-            out["backoffSeconds"] = self.backoff_seconds
-        return out
-
-
-@dataclass(frozen=True, slots=True)
 class WebhookConfig:
     """What a subscription delivers where. Build with ``WebhookConfig.build`` (validates)."""
 
@@ -79,7 +62,7 @@ class WebhookConfig:
     url: str
     headers: tuple[tuple[str, str], ...] = ()
     timeout: float | None = None
-    """Seconds per request. None: the dispatcher's default."""
+    """Seconds per request (given in milliseconds). None: the dispatcher's default."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     subscriber_id: str | None = None
 
@@ -91,10 +74,10 @@ class WebhookConfig:
         stream_id: object = None,
         url: object,
         headers: object = None,
-        timeout: object = None,
-        max_attempts: object = None,
-        backoff_seconds: object = None,
-        backoff_minutes: object = None,
+        timeout_ms: object = None,
+        retry_policy: dict[str, Any] | None = None,
+        match: object = None,
+        query: object = None,
         subscriber_id: object = None,
         prefix: str = "",
         targets: TargetPolicy | None = None,
@@ -103,7 +86,8 @@ class WebhookConfig:
         problem. ``prefix`` names where the webhook's own fields sit in the caller's body. With
         ``targets``, a URL naming an address the policy refuses is refused (requests check
         every subscription this way; code that builds configs itself may leave it out, and the
-        dispatcher checks every connection in any case)."""
+        dispatcher checks every connection in any case). ``event_filter`` may be None when a
+        ``query`` gives the types."""
         problems: list[dict[str, str]] = []
 
         def bad(where: str, message: str) -> None:
@@ -111,72 +95,70 @@ class WebhookConfig:
 
         flt: Filter | None = None
         try:
-            flt = Filter.parse(event_filter, stream_id)
+            content = None
+            try:
+                if match is not None or query is not None:
+                    content = Content.parse(match, query)
+            except InvalidFilter as exc:
+                bad("query" if str(exc).startswith("query") else "match", str(exc))
+                raise
+            flt = Filter.parse(event_filter, stream_id, content)
         except InvalidFilter as exc:
-            bad("streamId" if "streamId" in str(exc) else "eventFilter", str(exc))
+            if not problems:
+                bad("streamId" if "streamId" in str(exc) else "eventFilter", str(exc))
         checked_url = _check_url(url, prefix + "url", bad, targets)
         checked_headers = _check_headers(headers, prefix + "headers", bad)
-        checked_timeout: float | None = None
-        if timeout is not None:
-            if not _number(timeout) or not 0 < float(timeout) <= MAX_TIMEOUT_SECONDS:  # type: ignore[arg-type]
-                bad(prefix + "timeout", f"seconds, more than 0 and at most {MAX_TIMEOUT_SECONDS:g}")
+        timeout: float | None = None
+        if timeout_ms is not None:
+            if not _number(timeout_ms) or not 1 <= float(timeout_ms) <= MAX_TIMEOUT_MS:  # type: ignore[arg-type]
+                bad(prefix + "timeout", f"milliseconds, 1 to {MAX_TIMEOUT_MS}")
             else:
-                checked_timeout = float(timeout)  # type: ignore[arg-type]
-        attempts: int | None = None
-        if max_attempts is not None:
-            if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
-                bad(prefix + "retryPolicy.maxAttempts", "must be an integer")
-            elif not 1 <= max_attempts <= MAX_ATTEMPTS:
-                bad(prefix + "retryPolicy.maxAttempts", f"must be 1 to {MAX_ATTEMPTS}")
-            else:
-                attempts = max_attempts
-        backoff: float | None = None
-        if backoff_seconds is not None and backoff_minutes is not None:
-            bad(prefix + "retryPolicy", "give backoffSeconds or backoffMinutes, not both")
-        for name, value, unit in (
-            ("backoffSeconds", backoff_seconds, 1.0),
-            ("backoffMinutes", backoff_minutes, 60.0),
-        ):
-            if value is None:
-                continue
-            seconds = float(value) * unit if _number(value) else math.nan  # type: ignore[arg-type]
-            if not 0 < seconds <= MAX_BACKOFF_SECONDS:
-                bad(
-                    f"{prefix}retryPolicy.{name}",
-                    f"must be more than 0 and at most {MAX_BACKOFF_SECONDS / unit:g}",
-                )
-            else:
-                backoff = seconds
+                timeout = float(timeout_ms) / 1000  # type: ignore[arg-type]
+        retry = RetryPolicy.parse(retry_policy or {}, prefix + "retryPolicy", bad)
         if subscriber_id is not None and (
             not isinstance(subscriber_id, str) or not 1 <= len(subscriber_id) <= 256
         ):
             bad("subscriberId", "must be a string of 1 to 256 characters")
         if problems or flt is None or checked_url is None:
             raise InvalidSubscriptionConfig(problems)
-        return cls(
-            flt,
-            checked_url,
-            checked_headers,
-            checked_timeout,
-            RetryPolicy(attempts, backoff),
-            subscriber_id,  # type: ignore[arg-type]
-        )
+        return cls(flt, checked_url, checked_headers, timeout, retry, subscriber_id)  # type: ignore[arg-type]
 
     @property
     def shown_url(self) -> str:
         """The URL as shown and logged: a ``user:password@`` part's password redacted."""
         return shown_url(self.url)
 
+    @property
+    def content(self) -> Content | None:
+        """The content conditions (``match``, ``query``), if any."""
+        return self.filter.contents[0] if self.filter.contents else None
+
     def fingerprint(self) -> str:
-        """Equal for subscriptions with the same filter, URL and headers (the duplicate rule):
-        pattern order and header name case do not matter."""
-        canonical = [
+        """Equal for subscriptions with the same filter (patterns, stream, content conditions),
+        URL, headers and timeout (the duplicate rule): pattern order and header name case do not
+        matter. Parts added to the rule later are appended only when set, so a subscription
+        stored before keeps its fingerprint."""
+        canonical: list[Any] = [
             sorted(self.filter.patterns),
             self.filter.stream_id,
             self.url,
             sorted((name.lower(), value) for name, value in self.headers),
         ]
+        if self.timeout is not None:
+            canonical.append({"timeoutMs": self.timeout_ms})
+        content = self.content
+        if content is not None:
+            canonical.append(
+                {"match": content.match_wire, "query": content.query and content.query.wire}
+            )
         return hashlib.sha256(codec.dumps(canonical)).hexdigest()
+
+    @property
+    def timeout_ms(self) -> float | int | None:
+        if self.timeout is None:
+            return None
+        ms = round(self.timeout * 1000, 3)
+        return int(ms) if ms == int(ms) else ms
 
     def wire(self) -> dict[str, Any]:
         """The config as stored (and shown, header values aside)."""
@@ -186,8 +168,13 @@ class WebhookConfig:
         out["url"] = self.url
         out["headers"] = dict(self.headers)
         if self.timeout is not None:
-            out["timeout"] = self.timeout
+            out["timeoutMs"] = self.timeout_ms
         out["retryPolicy"] = self.retry.wire()
+        content = self.content
+        if content is not None and content.match_wire is not None:
+            out["match"] = content.match_wire
+        if content is not None and content.query is not None:
+            out["query"] = content.query.wire
         if self.subscriber_id is not None:
             out["subscriberId"] = self.subscriber_id
         return out
@@ -196,15 +183,20 @@ class WebhookConfig:
     def from_wire(cls, value: dict[str, Any]) -> WebhookConfig:
         """A config as stored (validated when it was built)."""
         patterns = value["eventFilter"]
-        retry = value.get("retryPolicy") or {}
+        match, query = value.get("match"), value.get("query")
+        content = None if match is None and query is None else Content.parse(match, query)
+        # "timeout" (seconds) is how subscriptions stored before milliseconds kept it.
+        timeout_ms = value.get("timeoutMs")
         return cls(
             Filter(
-                tuple([patterns] if isinstance(patterns, str) else patterns), value.get("streamId")
+                tuple([patterns] if isinstance(patterns, str) else patterns),
+                value.get("streamId"),
+                (content,) if content else (),
             ),
             value["url"],
             tuple(value.get("headers", {}).items()),
-            value.get("timeout"),
-            RetryPolicy(retry.get("maxAttempts"), retry.get("backoffSeconds")),
+            value.get("timeout") if timeout_ms is None else timeout_ms / 1000,
+            RetryPolicy.from_wire(value.get("retryPolicy") or {}),
             value.get("subscriberId"),
         )
 

@@ -75,10 +75,11 @@ class ProgressStore:
             pipe.hgetall(k.attempts(sub_id))
             pipe.zrange(k.done(sub_id), 0, -1)
             pipe.zcard(k.redrive(sub_id))
-            record, attempts, done, redrive = await call(pipe.execute())
+            pipe.hget(k.meta, "uid")
+            record, attempts, done, redrive, uid = await call(pipe.execute())
         if not record or "config" not in record:
             return None
-        sub = WebhookSubscription.from_record(store, record)
+        sub = WebhookSubscription.from_record(store, record, store_id=uid or "")
         counts: dict[str, int] = {}
         for event_id, value in attempts.items():
             position, _, failed = value.partition("|")

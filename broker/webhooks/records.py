@@ -55,9 +55,13 @@ class WebhookSubscription:
     last_success_at: str | None = None
     failing_since_ms: int | None = None
     dead_letters: int = 0
+    store_id: str = ""
+    """The store's uid (its ``eventStoreId``, the epoch)."""
 
     @classmethod
-    def from_record(cls, store: str, record: dict[str, str], dead: int = 0) -> WebhookSubscription:
+    def from_record(
+        cls, store: str, record: dict[str, str], dead: int = 0, store_id: str = ""
+    ) -> WebhookSubscription:
         since = record.get("failingSince")
         return cls(
             store=store,
@@ -75,6 +79,7 @@ class WebhookSubscription:
             last_success_at=record.get("lastSuccessAt") or None,
             failing_since_ms=int(since) if since else None,
             dead_letters=dead,
+            store_id=store_id,
         )
 
 

@@ -33,40 +33,53 @@ KINDS: dict[str, dict[str, Any]] = {
     "string": {"type": "string"},
     "integer": {"type": "integer"},
     "number": {"type": "number"},
+    "object": {"type": "object"},
     "patterns": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     "headers": {"type": "object", "additionalProperties": {"type": "string"}},
     "position": {"anyOf": [{"enum": ["latest", "earliest"]}, {"type": "integer"}]},
+    "strategy": {"enum": ["exponential", "linear", "fixed"]},
 }
 
 RETRY_POLICY: dict[str, Spec] = {
-    "maxAttempts": Spec("integer", description="Attempts in all, the first included"),
-    "backoffMinutes": Spec("number", description="First retry's delay ceiling, in minutes"),
-    "backoffSeconds": Spec("number", description="First retry's delay ceiling, in seconds"),
+    "maxAttempts": Spec("integer", description="Attempts in all, the first included (1-100)"),
+    "maxRetries": Spec("integer", description="Retries after the first attempt (older name)"),
+    "backoffSeconds": Spec("number", description="The first retry's delay, in seconds"),
+    "backoffMinutes": Spec("number", description="The first retry's delay, in minutes"),
+    "initialDelayMs": Spec("number", description="The first retry's delay, in milliseconds"),
+    "strategy": Spec("strategy", description="How delays grow (default exponential)"),
+    "multiplier": Spec("number", description="Growth per retry, exponential (default 2)"),
+    "backoffMultiplier": Spec("number", description="multiplier (older name)"),
+    "maxDelayMs": Spec("number", description="No delay is longer (default one day)"),
+    "jitterPercent": Spec("number", description="Delays vary this much; default full jitter"),
 }
 WEBHOOK: dict[str, Spec] = {
     "url": Spec("string", required=True),
     "headers": Spec("headers"),
-    "timeout": Spec("number", description="Seconds per request (at most 300)"),
+    "timeout": Spec("number", description="Milliseconds per request, 1 to 300000"),
+    "timeoutMs": Spec("number", description="timeout (DeltaBase's infrastructure-as-code name)"),
     "retryPolicy": Spec(RETRY_POLICY),
     "signingSecret": Spec("string", description="Your own whsec_ secret; else one is generated"),
 }
-SDK_FORM: dict[str, Spec] = {
-    "eventFilter": Spec("patterns", required=True),
+FILTER: dict[str, Spec] = {
+    "eventFilter": Spec("patterns", description="Required unless a query gives the types"),
     "streamId": Spec("string"),
+    "match": Spec("object", description="{data?, metadata?}: events containing them"),
+    "query": Spec("object", description="A DCB query {items: [{types?, tags?}]}"),
     "subscriberId": Spec("string"),
+    "position": Spec("position"),
+    "initialPosition": Spec("position", description="position (DeltaBase's name)"),
+}
+SDK_FORM: dict[str, Spec] = {
+    **FILTER,
     "subscriber": Spec(
         {"type": Spec("string", required=True), "config": Spec(WEBHOOK, True)}, True
     ),
-    "position": Spec("position"),
 }
 CONFIG_FORM: dict[str, Spec] = {
     "id": Spec("string"),
-    "eventFilter": Spec("patterns", required=True),
-    "streamId": Spec("string"),
+    **FILTER,
     "subscriberType": Spec("string", required=True),
-    "subscriberId": Spec("string"),
     "webhook": Spec(WEBHOOK, required=True),
-    "position": Spec("position"),
 }
 
 
@@ -91,6 +104,9 @@ def parse(
     sdk = "subscriber" in value and not config_form_only
     problems: list[dict[str, str]] = []
     body = _check(value, SDK_FORM if sdk else CONFIG_FORM, "", problems)
+    named = {p["field"] for p in problems}
+    if "eventFilter" not in body and "query" not in body and not named & {"eventFilter", "query"}:
+        problems.append({"field": "eventFilter", "message": "is required (or a query)"})
     if problems:
         raise InvalidSubscriptionBody(problems)
     if sdk:
@@ -103,21 +119,20 @@ def parse(
         raise InvalidSubscriptionConfig(
             [{"field": type_field, "message": "only 'webhook' subscribers are supported"}]
         )
-    retry = webhook.get("retryPolicy") or {}
     config = WebhookConfig.build(
-        event_filter=body["eventFilter"],
+        event_filter=body.get("eventFilter"),
         stream_id=body.get("streamId"),
         url=webhook["url"],
         headers=webhook.get("headers"),
-        timeout=webhook.get("timeout"),
-        max_attempts=retry.get("maxAttempts"),
-        backoff_seconds=retry.get("backoffSeconds"),
-        backoff_minutes=retry.get("backoffMinutes"),
+        timeout_ms=_one_of(webhook, "timeout", "timeoutMs", prefix),
+        retry_policy=webhook.get("retryPolicy"),
+        match=body.get("match"),
+        query=body.get("query"),
         subscriber_id=body.get("subscriberId"),
         prefix=prefix,
         targets=targets,
     )
-    position = body.get("position")
+    position = _one_of(body, "position", "initialPosition", "")
     secret = webhook.get("signingSecret")
     return SubscriptionRequest(
         config,
@@ -125,6 +140,16 @@ def parse(
         "latest" if position is None else check_position(position),
         None if secret is None else check_secret(secret),
     )
+
+
+def _one_of(body: dict[str, Any], name: str, alias: str, prefix: str) -> Any:
+    """A field that has a second name: either, or both if they agree."""
+    value, other = body.get(name), body.get(alias)
+    if value is not None and other is not None and value != other:
+        raise InvalidSubscriptionConfig(
+            [{"field": prefix + alias, "message": f"differs from {name}; give one of them"}]
+        )
+    return other if value is None else value
 
 
 def _check(
@@ -161,6 +186,8 @@ _EXPECTED = {
     "patterns": "must be a pattern or a list of patterns",
     "headers": "must be an object of header names to string values",
     "position": "must be 'latest', 'earliest' or a globalPosition",
+    "object": "must be an object",
+    "strategy": "must be 'exponential', 'linear' or 'fixed'",
 }
 
 
@@ -172,6 +199,10 @@ def _fits(kind: str, value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "number":
         return number
+    if kind == "object":
+        return isinstance(value, dict)
+    if kind == "strategy":
+        return value in ("exponential", "linear", "fixed")
     if kind == "patterns":
         return isinstance(value, str) or (
             isinstance(value, list) and all(isinstance(v, str) for v in value)

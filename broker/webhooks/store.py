@@ -96,7 +96,7 @@ class WebhookStore:
             raise StoreNotFound(store)
         if owner != uid or not record or "config" not in record:
             raise SubscriptionNotFound(store, sub_id)
-        return WebhookSubscription.from_record(store, record, int(dead))
+        return WebhookSubscription.from_record(store, record, int(dead), uid)
 
     async def subscriptions(self, store: str) -> list[WebhookSubscription]:
         """The store's subscriptions in the order they were created. Raises StoreNotFound."""
@@ -116,7 +116,7 @@ class WebhookStore:
                 pipe.zcard(k.dead(sub_id))
             replies = await call(pipe.execute())
         return [
-            WebhookSubscription.from_record(store, record, int(dead))
+            WebhookSubscription.from_record(store, record, int(dead), uid)
             for record, dead in zip(replies[::2], replies[1::2], strict=True)
             if record and "config" in record
         ]

@@ -1,8 +1,12 @@
 """The read side of one subscription's worker: follows its store's log after a cursor and puts
-the matching events into the ``Window``. Events announced on the store's live channel are taken
-as they are when they directly follow the cursor (saving a read); anything else (a gap, a full
-window) means reading the log from the cursor. The log is also polled every ``poll_interval``, so
-a lost announcement costs latency, never an event."""
+the matching events into the ``Window`` (type patterns and stream first, then the content
+conditions ``match`` and ``query`` on the decoded event, only for filters that have them). The
+cursor moves past every event read, matching or not, so progress does too.
+
+Events announced on the store's live channel are taken as they are when they directly follow the
+cursor (saving a read); anything else (a gap, a full window) means reading the log from the
+cursor. The log is also polled every ``poll_interval``, so a lost announcement costs latency,
+never an event."""
 
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ class LogTail:
                 return False
             self.cursor = event.global_position
             if flt.matches(event.stream_id, event.type):
-                self._add(event)
+                self._add(event, flt)
         return True
 
     async def fill(self, flt: Filter) -> None:
@@ -72,12 +76,15 @@ class LogTail:
                     continue  # an announcement got there during the read
                 self.cursor = event.global_position
                 if flt.matches(event.stream_id, event.type):
-                    self._add(event)
+                    self._add(event, flt)
             if len(page) < want and rung == self._rung:
                 self._more = False
 
-    def _add(self, event: LoggedEvent) -> None:
-        self._window.add(event, str(codec.loads(event.json)["eventId"]))
+    def _add(self, event: LoggedEvent, flt: Filter) -> None:
+        decoded = codec.loads(event.json)
+        if flt.contents and not flt.accepts(decoded):
+            return  # content conditions (match, query) unmet: passed over like any other
+        self._window.add(event, str(decoded["eventId"]))
 
     def may_read(self) -> bool:
         """New events may be waiting and the window has room for a page of them (refilling it

@@ -183,7 +183,11 @@ class Worker:
         self._sub = sub
         self.rev = sub.rev
         self._key = secret_key(sub.secret)
-        self._fields = {"eventStoreName": self.store, "subscriptionId": self.id}
+        self._fields = {
+            "eventStoreName": self.store,
+            "eventStoreId": sub.store_id,
+            "subscriptionId": self.id,
+        }
         if self.active and not was_active:
             # Resumed: whatever waited for a retry is due now.
             self._window.release_waiting()

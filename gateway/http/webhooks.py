@@ -32,8 +32,10 @@ from ..auth import Permission, require
 from ..errors import ApiError
 from ..runtime import Runtime, RuntimeDep
 from .bodies import json_response, parse, read_json, read_optional_json
+from .params import DECLARED_ONLY, Offset
 
-router = APIRouter(tags=["webhook subscriptions"])
+router = APIRouter(tags=["webhook subscriptions"], dependencies=[DECLARED_ONLY])
+"""Every route refuses the query parameters it does not declare (``params.DECLARED_ONLY``)."""
 REDACTED = "[redacted]"
 SMALL_BODY = 64 * 1024
 
@@ -54,20 +56,25 @@ def subscription_body(sub: WebhookSubscription, head: int) -> dict[str, Any]:
     webhook: dict[str, Any] = {
         "url": config.shown_url,
         "headers": {name: REDACTED for name, _ in config.headers},
-        "timeout": config.timeout,
+        "timeout": config.timeout_ms,
         "retryPolicy": config.retry.wire(),
     }
+    content = config.content
     return {
         "subscriptionId": sub.id,
         "id": sub.id,
         "eventStoreName": sub.store,
+        "eventStoreId": sub.store_id,
         "eventFilter": config.filter.wire,
         "streamId": config.filter.stream_id,
+        "match": None if content is None else content.match_wire,
+        "query": None if content is None or content.query is None else content.query.wire,
         "subscriberType": "webhook",
         "subscriberId": config.subscriber_id,
         "subscriber": {"type": "webhook", "config": webhook},
         "status": sub.status,
         "statusReason": sub.status_reason,
+        "statusDetails": sub.status_reason,
         "createdAt": sub.created_at,
         "updatedAt": sub.updated_at,
         "lastProcessedEventGlobalPosition": sub.position,
@@ -133,19 +140,52 @@ async def subscribe(store: str, request: Request, rt: RuntimeDep) -> Response:
     head = await rt.log.head(store)
     body = subscription_body(made.subscription, head)
     body["isExistingSubscription"] = made.outcome == "existing"
+    if made.outcome == "existing":
+        body["message"] = (
+            f"subscription '{made.subscription.id}' already has this filter, URL, headers and "
+            "timeout: it is returned instead of a new one"
+        )
     if made.secret is not None:
         body["signingSecret"] = made.secret
     return json_response(codec.dumps(body), 201 if made.outcome == "created" else 200)
 
 
-@router.get("/event-stores/{store}/subscriptions", summary="List webhook subscriptions")
-async def list_subscriptions(store: str, request: Request, rt: RuntimeDep) -> Response:
+@router.get(
+    "/event-stores/{store}/subscriptions",
+    summary="List webhook subscriptions (oldest first)",
+    description="`totalCount` counts every subscription the filters keep, before paging.",
+)
+async def list_subscriptions(
+    store: str,
+    request: Request,
+    rt: RuntimeDep,
+    subscriber_type: Annotated[
+        str | None,
+        Query(alias="subscriberType", max_length=64, description="Only this type (`webhook`)"),
+    ] = None,
+    event_filter: Annotated[
+        str | None,
+        Query(
+            alias="eventFilter",
+            max_length=256,
+            description="Only subscriptions with this pattern among their `eventFilter`",
+        ),
+    ] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="At most this many")] = None,
+    offset: Offset = 0,
+) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
-    subs = await rt.webhooks.subscriptions(store)
+    subs = [
+        s
+        for s in await rt.webhooks.subscriptions(store)
+        if (subscriber_type is None or subscriber_type == "webhook")
+        and (event_filter is None or event_filter in s.config.filter.patterns)
+    ]
+    page = subs[offset:] if limit is None else subs[offset : offset + limit]
     head = await rt.log.head(store)
     return json_response(
         codec.dumps(
-            {"subscriptions": [subscription_body(s, head) for s in subs], "totalCount": len(subs)}
+            {"subscriptions": [subscription_body(s, head) for s in page], "totalCount": len(subs)}
         )
     )
 
@@ -220,7 +260,7 @@ async def dead_letters(
     request: Request,
     rt: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=MAX_POSITION)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    offset: Offset = 0,
 ) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
     texts, total = await rt.webhooks.dead_letters(

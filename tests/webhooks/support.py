@@ -65,6 +65,7 @@ class Delivery:
     event: dict[str, Any]
     webhook_id: str
     store: str
+    store_id: str | None = None
 
 
 class Receiver:
@@ -146,7 +147,13 @@ class Receiver:
                 assert payload["event"]["eventId"] == webhook_id
                 with self.lock:
                     self.accepted.append(
-                        Delivery(sub_id, payload["event"], webhook_id, payload["eventStoreName"])
+                        Delivery(
+                            sub_id,
+                            payload["event"],
+                            webhook_id,
+                            payload["eventStoreName"],
+                            payload.get("eventStoreId"),
+                        )
                     )
             try:
                 handler._answer(reply)
