@@ -350,3 +350,35 @@ def test_the_dispatcher_applies_content_filters_and_the_retry_policy(
     store_id = api.get(f"/event-stores/{store}").json()["eventStoreId"]
     assert {d.store_id for d in receiver.accepted} == {store_id}
     assert receiver.bad_signatures == 0
+
+
+def test_config_files_take_the_infrastructure_as_code_names() -> None:
+    from broker import TargetPolicy
+    from gateway.config_file import plan
+
+    document = {
+        "eventStores": [
+            {
+                "name": STORE,
+                "subscriptions": [
+                    {
+                        "id": "orders-projection",
+                        "eventFilter": ["order.placed"],
+                        "subscriberType": "webhook",
+                        "webhook": {
+                            "url": URL,
+                            "timeoutMs": 1500,
+                            "retryPolicy": {"strategy": "linear", "initialDelayMs": 500},
+                        },
+                        "initialPosition": "earliest",
+                        "match": {"data": {"region": "eu"}},
+                    }
+                ],
+            }
+        ]
+    }
+    (store_plan,) = plan(document, "deltabase.config.json", targets=TargetPolicy())
+    (sub,) = store_plan.subscriptions
+    assert sub.position == "earliest" and sub.config.timeout == 1.5
+    assert sub.config.retry == RetryPolicy(backoff_seconds=0.5, strategy="linear")
+    assert sub.config.content is not None and sub.config.content.data == {"region": "eu"}
