@@ -131,7 +131,7 @@ def check_url_host(host: str, policy: TargetPolicy) -> str | None:
     if name in LOOPBACK_NAMES or name.endswith(".localhost"):
         why = policy.refusal(ipaddress.IPv4Address("127.0.0.1"))
         return None if why is None else f"names {host}, {why}"
-    ip = literal_address(host)
+    ip = literal_address(name)
     if ip is None:
         return None
     why = policy.refusal(ip)
@@ -185,7 +185,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         raise last
 
     async def _addresses(self, host: str, port: int, seconds: float | None) -> Sequence[str]:
-        literal = literal_address(host)
+        literal = literal_address(host.rstrip("."))
         if literal is not None:
             found = [str(literal)]
         else:

@@ -99,6 +99,8 @@ REFUSED_HOSTS = [h for a in REFUSED for h in hosts_for(a)] + [
     "2130706433",  # 127.0.0.1 as one number, as inet_aton reads it
     "0x7f.0.0.1",
     "127.1",
+    "127.0.0.1.",
+    "0x7f.0.0.1.",
     "0251.0376.0251.0376",  # 169.254.169.254 in octal
 ]
 
@@ -312,9 +314,11 @@ async def test_a_name_resolving_to_a_refused_address_is_never_connected(send: An
             )
             assert attempt.result == "failure" and attempt.error == CONNECTION_FAILED, attempt
             assert resolver.asked == ["hooks.example.com"]
-        # A literal refused address: no lookup, no connection.
-        attempt = await send(f"http://127.0.0.1:{server.port}/in", TargetPolicy())
-        assert attempt.error == CONNECTION_FAILED
+        # A literal refused address, however written: no lookup, no connection.
+        for host in ("127.0.0.1", "127.0.0.1.", "127.1", "2130706433"):
+            resolver = StubResolver({})
+            attempt = await send(f"http://{host}:{server.port}/in", TargetPolicy(), resolver)
+            assert attempt.error == CONNECTION_FAILED and resolver.asked == [], host
         assert server.connections == 0, "refused before connecting"
 
 
