@@ -37,6 +37,8 @@ from broker import EventLog, NewEvent, RedisConfig, StoreAdmin, WebhookConfig, W
 from tests.harness import free_port
 
 STORE = "bench"
+LOOPBACK_HOOKS = {"DELTAGATE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
+"""The receiver listens on 127.0.0.1, which a deployment refuses unless allowed."""
 STREAMS = 100
 RATE = 500
 GOAL_P99_MS = 100.0
@@ -84,7 +86,7 @@ async def throughput_run(
 ) -> Throughput:
     log = await fresh_store(redis)
     await prefill(log, per_sub)
-    dispatcher = deltagate(ctx, "dispatcher")
+    dispatcher = deltagate(ctx, "dispatcher", LOOPBACK_HOOKS)
     try:
         await launch(dispatcher)
         want = subs * per_sub
@@ -158,7 +160,7 @@ class Latency:
 
 async def latency(ctx: Context, redis: aioredis.Redis, port: int, sink: Sink) -> Latency:
     log = await fresh_store(redis)
-    dispatcher = deltagate(ctx, "dispatcher")
+    dispatcher = deltagate(ctx, "dispatcher", LOOPBACK_HOOKS)
     try:
         await launch(dispatcher)
         config = WebhookConfig.build(event_filter="*", url=f"http://127.0.0.1:{port}/live")

@@ -8,7 +8,7 @@ The data path, by module: an append is ``log.EventLog.append`` running ``scripts
 writes the log and announces the events on the store's channel; ``pubsub.Listener`` hears it in
 every pod; ``fanout.Fanout`` hands it to the matching ``LiveSubscription``s (gap repair and
 catch-up read ``pages.PageReader``); each subscription's ``Sink`` is the gateway's WebSocket
-session. Webhooks follow the same log through ``dispatcher.Dispatcher``.
+session. Webhooks follow the same log through ``webhooks.Dispatcher`` (the ``webhooks`` package).
 """
 
 from . import codec
@@ -16,13 +16,13 @@ from .aio import cancel_and_wait
 from .apikeys import ApiKey, KeyStore, hash_secret
 from .archive import Archive
 from .backup import Importer, ImportRejected
-from .dispatcher import Dispatcher, DispatcherOptions, Result, parse_schedule
 from .errors import (
     BrokerError,
     ConditionFailed,
     EventTooLarge,
     InvalidEvent,
     InvalidFilter,
+    InvalidSubscriptionBody,
     InvalidSubscriptionConfig,
     NotReplicated,
     RateLimited,
@@ -68,18 +68,27 @@ from .types import (
     now_iso,
 )
 from .webhooks import (
+    REQUEST_SCHEMA as SUBSCRIPTION_REQUEST_SCHEMA,
+)
+from .webhooks import (
+    Dispatcher,
+    DispatcherOptions,
+    Result,
+    SubscriptionRequest,
+    TargetPolicy,
     WebhookConfig,
     WebhookStore,
     WebhookSubscription,
-    check_id,
-    check_position,
-    check_secret,
+    parse_networks,
+    parse_schedule,
 )
+from .webhooks import parse as parse_subscription
 
 __all__ = [
     "DCB_STREAM",
     "MAX_POSITION",
     "SAFE_POLICY",
+    "SUBSCRIPTION_REQUEST_SCHEMA",
     "ApiKey",
     "AppendResult",
     "Archive",
@@ -100,6 +109,7 @@ __all__ = [
     "Importer",
     "InvalidEvent",
     "InvalidFilter",
+    "InvalidSubscriptionBody",
     "InvalidSubscriptionConfig",
     "KeyStore",
     "Lifecycle",
@@ -134,6 +144,8 @@ __all__ = [
     "StreamSlice",
     "Subscribed",
     "SubscriptionNotFound",
+    "SubscriptionRequest",
+    "TargetPolicy",
     "TimeStart",
     "Unavailable",
     "VersionConflict",
@@ -141,11 +153,8 @@ __all__ = [
     "WebhookStore",
     "WebhookSubscription",
     "cancel_and_wait",
-    "check_id",
     "check_name",
     "check_pattern",
-    "check_position",
-    "check_secret",
     "check_settings",
     "check_tags",
     "check_version",
@@ -154,7 +163,9 @@ __all__ = [
     "hash_secret",
     "nodes_info",
     "now_iso",
+    "parse_networks",
     "parse_schedule",
+    "parse_subscription",
     "ping",
     "policy_problem",
     "valid_store_name",

@@ -138,3 +138,9 @@ class InvalidSubscriptionConfig(BrokerError):
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
         super().__init__(summary or "invalid subscription config")
         self.problems = problems
+
+
+class InvalidSubscriptionBody(InvalidSubscriptionConfig):
+    """A subscription body of the wrong shape (unknown field, wrong type, missing field)."""
+
+    code = "VALIDATION_ERROR"

@@ -99,7 +99,7 @@ def connection_count(key_id: str) -> str:
 
 # -- webhook subscriptions -------------------------------------------------------------------
 # One store's subscriptions live under that store's hash tag, so the scripts that create, fence
-# and advance them run in the store's slot (layout: broker/webhooks.py). Only the dispatcher
+# and advance them run in the store's slot (layout: broker/webhooks/records.py). Only the dispatcher
 # registry is deployment-wide.
 
 WEBHOOK_DISPATCHERS = f"{PREFIX}:webhooks:dispatchers"

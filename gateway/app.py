@@ -134,7 +134,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         app.state.runtime = rt
         if not settings.embedded:
             await first_contact(client)
-        await config_file.apply_config(client, settings.config)
+        await config_file.apply_config(client, settings.config, settings.webhook_targets)
         await fanout.start()
         rt.sessions.start()
         lifecycle = Lifecycle(client, event_log, archive, settings.lifecycle_options)

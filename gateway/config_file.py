@@ -35,13 +35,15 @@ from broker import (
     InvalidSubscriptionConfig,
     StoreAdmin,
     StoreAlreadyExists,
+    SubscriptionRequest,
+    TargetPolicy,
     WebhookStore,
     codec,
     valid_store_name,
 )
 
 from .errors import ApiError
-from .http.webhooks import Declared, declared
+from .http.webhooks import declared
 
 log = logging.getLogger("deltagate.config")
 
@@ -61,7 +63,7 @@ class ConfigError(Exception):
 class StorePlan:
     name: str
     description: str | None
-    subscriptions: list[Declared]
+    subscriptions: list[SubscriptionRequest]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +112,9 @@ def _expand(value: Any, environ: Any, where: str) -> Any:
     return value
 
 
-def plan(document: Any, where: str = "config") -> list[StorePlan]:
-    """Validate a whole document. Raises ConfigError listing every problem."""
+def plan(document: Any, where: str = "config", *, targets: TargetPolicy) -> list[StorePlan]:
+    """Validate a whole document; ``targets`` says which addresses webhook URLs may name.
+    Raises ConfigError listing every problem."""
     problems: list[str] = []
     if not isinstance(document, dict) or set(document) != {"eventStores"}:
         raise ConfigError(where, ["the document must be {eventStores: [...]}"])
@@ -138,12 +141,12 @@ def plan(document: Any, where: str = "config") -> list[StorePlan]:
         if not isinstance(subs, list):
             problems.append(f"{at}.subscriptions: must be a list")
             continue
-        wanted: list[Declared] = []
+        wanted: list[SubscriptionRequest] = []
         ids: set[str] = set()
         for j, sub in enumerate(subs):
             sub_at = f"{at}.subscriptions[{j}]"
             try:
-                one = declared(sub, config_form_only=True)
+                one = declared(sub, targets, config_form_only=True)
             except ApiError as exc:
                 if isinstance(exc.details, list) and exc.details:
                     problems.extend(f"{sub_at}.{d['field']}: {d['message']}" for d in exc.details)
@@ -192,16 +195,16 @@ async def apply(redis: Any, plans: list[StorePlan]) -> list[Applied]:
     return done
 
 
-async def apply_file(redis: Any, path: Path) -> list[Applied]:
-    return await apply(redis, plan(load(path), str(path)))
+async def apply_file(redis: Any, path: Path, *, targets: TargetPolicy) -> list[Applied]:
+    return await apply(redis, plan(load(path), str(path), targets=targets))
 
 
-async def apply_config(redis: Any, path: Path | None) -> None:
+async def apply_config(redis: Any, path: Path | None, targets: TargetPolicy) -> None:
     """The gateway's start: apply ``--config`` (if any) once Redis answers. A file that cannot
     be applied stops the start, loudly."""
     if path is None:
         return
-    for line in await apply_file(redis, path):
+    for line in await apply_file(redis, path, targets=targets):
         log.info(
             "config applied",
             extra={"store": line.store, "subscription": line.subscription, "outcome": line.outcome},

@@ -14,6 +14,8 @@ from broker import (
     LifecycleOptions,
     LogLimits,
     RedisConfig,
+    TargetPolicy,
+    parse_networks,
     parse_schedule,
 )
 
@@ -193,6 +195,10 @@ class Settings(BaseSettings):
     (0: never)."""
     webhook_dead_letter_limit: int = Field(10_000, ge=1)
     """Dead letters kept per subscription; past it the oldest are dropped."""
+    webhook_allowed_networks: str = ""
+    """Comma-separated CIDRs webhook URLs may reach although they are not public (loopback,
+    private, link-local...). Empty: public addresses only, plus loopback in the embedded dev
+    mode."""
 
     embedded_dispatcher: bool = True
     """In the embedded dev mode, deliver webhooks from inside the pod (a separate
@@ -218,6 +224,17 @@ class Settings(BaseSettings):
         parse_schedule(value)
         return value
 
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def webhook_targets(self) -> TargetPolicy:
+        """Which addresses webhook URLs may name and the dispatcher may connect to."""
+        return TargetPolicy.build(self.webhook_allowed_networks, loopback=self.embedded)
+
     @property
     def dispatcher_options(self) -> DispatcherOptions:
         return DispatcherOptions(
@@ -230,5 +247,6 @@ class Settings(BaseSettings):
             retry_schedule=parse_schedule(self.webhook_retry_schedule),
             auto_pause_seconds=self.webhook_auto_pause_seconds,
             dead_letter_limit=self.webhook_dead_letter_limit,
+            targets=self.webhook_targets,
             drain_seconds=max(1.0, self.grace_period - 5.0),
         )

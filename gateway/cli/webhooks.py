@@ -36,7 +36,8 @@ def apply(
 
     settings = deployment_settings("apply")
     try:
-        plans = plan(load(file), str(file))  # the whole file is checked before Redis is asked
+        # The whole file is checked before Redis is asked.
+        plans = plan(load(file), str(file), targets=settings.webhook_targets)
         done = with_redis(settings, lambda client: apply_plans(client, plans))
     except ConfigError as exc:
         for problem in exc.problems[:-1]:

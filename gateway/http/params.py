@@ -2,11 +2,11 @@
 
 Contract section 7, never a silent superset: a parameter the server does not know would otherwise
 be ignored, and its caller would get more than it asked for without being told. Each REST route
-of the reads and the store administration takes ``DECLARED_ONLY`` as a dependency. It compares
-the request's query string with the parameters the route declares (the same list FastAPI
-validates and writes into the OpenAPI description, so what is documented, what is accepted and
-what is applied cannot drift apart) and answers 400 ``VALIDATION_ERROR`` naming each unknown
-parameter. The ``apiKey`` credential (section 3) is accepted everywhere.
+of the reads, the store administration and the webhook subscriptions takes ``DECLARED_ONLY`` as a
+dependency. It compares the request's query string with the parameters the route declares (the
+same list FastAPI validates and writes into the OpenAPI description, so what is documented, what
+is accepted and what is applied cannot drift apart) and answers 400 ``VALIDATION_ERROR`` naming
+each unknown parameter. The ``apiKey`` credential (section 3) is accepted everywhere.
 """
 
 from __future__ import annotations

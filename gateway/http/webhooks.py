@@ -5,148 +5,47 @@
 ``{eventFilter, subscriberId?, subscriber: {type: "webhook", config: {...}}, position?}`` or the
 seed config file's ``{id?, eventFilter, subscriberType: "webhook", webhook: {...}, position?}``.
 Unknown fields and wrong types are a ``VALIDATION_ERROR``; a config that cannot work (bad URL or
-pattern, absurd retry values) is an ``INVALID_SUBSCRIPTION_CONFIG``.
+pattern, absurd retry values) is an ``INVALID_SUBSCRIPTION_CONFIG``. Both are decided by the
+broker (``broker/webhooks/request.py``), the one place a subscription is validated.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.responses import Response
 
 from broker import (
     MAX_POSITION,
+    SUBSCRIPTION_REQUEST_SCHEMA,
     InvalidSubscriptionConfig,
-    StartPosition,
-    WebhookConfig,
+    SubscriptionRequest,
+    TargetPolicy,
     WebhookSubscription,
-    check_id,
-    check_position,
-    check_secret,
     codec,
+    parse_subscription,
 )
 
 from ..auth import Permission, require
 from ..errors import ApiError
 from ..runtime import Runtime, RuntimeDep
 from .bodies import json_response, parse, read_json, read_optional_json
+from .params import DECLARED_ONLY, Offset
 
-router = APIRouter(tags=["webhook subscriptions"])
+router = APIRouter(tags=["webhook subscriptions"], dependencies=[DECLARED_ONLY])
+"""Every route refuses the query parameters it does not declare (``params.DECLARED_ONLY``)."""
 REDACTED = "[redacted]"
 SMALL_BODY = 64 * 1024
 
-Number = StrictInt | StrictFloat
-PositionIn = Literal["latest", "earliest"] | StrictInt
 
-
-class RetryPolicyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    maxAttempts: StrictInt | None = None
-    backoffMinutes: Number | None = None
-    backoffSeconds: Number | None = None
-
-
-class WebhookIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: StrictStr
-    headers: dict[str, StrictStr] | None = None
-    timeout: Number | None = Field(None, description="Seconds per request (at most 300)")
-    retryPolicy: RetryPolicyIn | None = None
-    signingSecret: StrictStr | None = Field(
-        None, description="Your own whsec_ secret; by default one is generated"
-    )
-
-
-class SubscriberIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: StrictStr
-    config: WebhookIn
-
-
-class SdkSubscriptionIn(BaseModel):
-    """The SDK's form."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    eventFilter: StrictStr | list[StrictStr]
-    streamId: StrictStr | None = None
-    subscriberId: StrictStr | None = None
-    subscriber: SubscriberIn
-    position: PositionIn | None = None
-
-
-class ConfigSubscriptionIn(BaseModel):
-    """The seed config file's form (also one entry of a config file's ``subscriptions``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: StrictStr | None = None
-    eventFilter: StrictStr | list[StrictStr]
-    streamId: StrictStr | None = None
-    subscriberType: StrictStr
-    subscriberId: StrictStr | None = None
-    webhook: WebhookIn
-    position: PositionIn | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Declared:
-    """A validated subscription request, whichever form it came in."""
-
-    config: WebhookConfig
-    sub_id: str | None
-    position: StartPosition
-    secret: str | None
-
-
-def declared(value: Any, *, config_form_only: bool = False) -> Declared:
-    """Validate one subscription body (either form). Raises ApiError."""
-    if not isinstance(value, dict):
-        raise ApiError(
-            "VALIDATION_ERROR",
-            "body: a subscription must be a JSON object",
-            [{"field": "body", "message": "must be an object"}],
-        )
-    if "subscriber" in value and not config_form_only:
-        sdk = parse(SdkSubscriptionIn, value)
-        kind, webhook, prefix = sdk.subscriber.type, sdk.subscriber.config, "subscriber.config."
-        type_field, sub_id, position = "subscriber.type", None, sdk.position
-        patterns, stream_id, subscriber_id = sdk.eventFilter, sdk.streamId, sdk.subscriberId
-    else:
-        form = parse(ConfigSubscriptionIn, value)
-        kind, webhook, prefix = form.subscriberType, form.webhook, "webhook."
-        type_field, sub_id, position = "subscriberType", form.id, form.position
-        patterns, stream_id, subscriber_id = form.eventFilter, form.streamId, form.subscriberId
+def declared(
+    value: Any, targets: TargetPolicy, *, config_form_only: bool = False
+) -> SubscriptionRequest:
+    """Validate one subscription body (either form; the broker holds the one set of rules)."""
     try:
-        if kind != "webhook":
-            raise InvalidSubscriptionConfig(
-                [{"field": type_field, "message": "only 'webhook' subscribers are supported"}]
-            )
-        retry = webhook.retryPolicy or RetryPolicyIn()
-        config = WebhookConfig.build(
-            event_filter=patterns,
-            stream_id=stream_id,
-            url=webhook.url,
-            headers=webhook.headers,
-            timeout=webhook.timeout,
-            max_attempts=retry.maxAttempts,
-            backoff_seconds=retry.backoffSeconds,
-            backoff_minutes=retry.backoffMinutes,
-            subscriber_id=subscriber_id,
-            prefix=prefix,
-        )
-        return Declared(
-            config,
-            None if sub_id is None else check_id(sub_id),
-            "latest" if position is None else check_position(position),
-            None if webhook.signingSecret is None else check_secret(webhook.signingSecret),
-        )
+        return parse_subscription(value, targets=targets, config_form_only=config_form_only)
     except InvalidSubscriptionConfig as exc:
         raise ApiError(exc.code, exc.message, exc.problems) from None
 
@@ -155,22 +54,27 @@ def subscription_body(sub: WebhookSubscription, head: int) -> dict[str, Any]:
     """A subscription as the API shows it: never its secret, nor its header values."""
     config = sub.config
     webhook: dict[str, Any] = {
-        "url": config.url,
+        "url": config.shown_url,
         "headers": {name: REDACTED for name, _ in config.headers},
-        "timeout": config.timeout,
+        "timeout": config.timeout_ms,
         "retryPolicy": config.retry.wire(),
     }
+    content = config.content
     return {
         "subscriptionId": sub.id,
         "id": sub.id,
         "eventStoreName": sub.store,
+        "eventStoreId": sub.store_id,
         "eventFilter": config.filter.wire,
         "streamId": config.filter.stream_id,
+        "match": None if content is None else content.match_wire,
+        "query": None if content is None or content.query is None else content.query.wire,
         "subscriberType": "webhook",
         "subscriberId": config.subscriber_id,
         "subscriber": {"type": "webhook", "config": webhook},
         "status": sub.status,
         "statusReason": sub.status_reason,
+        "statusDetails": sub.status_reason,
         "createdAt": sub.created_at,
         "updatedAt": sub.updated_at,
         "lastProcessedEventGlobalPosition": sub.position,
@@ -214,22 +118,15 @@ class PauseIn(BaseModel):
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "oneOf": [
-                            SdkSubscriptionIn.model_json_schema(),
-                            ConfigSubscriptionIn.model_json_schema(),
-                        ]
-                    }
-                }
-            },
+            "content": {"application/json": {"schema": SUBSCRIPTION_REQUEST_SCHEMA}},
         }
     },
 )
 async def subscribe(store: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
-    wanted = declared(await read_json(request, rt.settings.max_body_bytes))
+    wanted = declared(
+        await read_json(request, rt.settings.max_body_bytes), rt.settings.webhook_targets
+    )
     try:
         made = await rt.webhooks.create(
             store,
@@ -243,19 +140,52 @@ async def subscribe(store: str, request: Request, rt: RuntimeDep) -> Response:
     head = await rt.log.head(store)
     body = subscription_body(made.subscription, head)
     body["isExistingSubscription"] = made.outcome == "existing"
+    if made.outcome == "existing":
+        body["message"] = (
+            f"subscription '{made.subscription.id}' already has this filter, URL, headers and "
+            "timeout: it is returned instead of a new one"
+        )
     if made.secret is not None:
         body["signingSecret"] = made.secret
     return json_response(codec.dumps(body), 201 if made.outcome == "created" else 200)
 
 
-@router.get("/event-stores/{store}/subscriptions", summary="List webhook subscriptions")
-async def list_subscriptions(store: str, request: Request, rt: RuntimeDep) -> Response:
+@router.get(
+    "/event-stores/{store}/subscriptions",
+    summary="List webhook subscriptions (oldest first)",
+    description="`totalCount` counts every subscription the filters keep, before paging.",
+)
+async def list_subscriptions(
+    store: str,
+    request: Request,
+    rt: RuntimeDep,
+    subscriber_type: Annotated[
+        str | None,
+        Query(alias="subscriberType", max_length=64, description="Only this type (`webhook`)"),
+    ] = None,
+    event_filter: Annotated[
+        str | None,
+        Query(
+            alias="eventFilter",
+            max_length=256,
+            description="Only subscriptions with this pattern among their `eventFilter`",
+        ),
+    ] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="At most this many")] = None,
+    offset: Offset = 0,
+) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
-    subs = await rt.webhooks.subscriptions(store)
+    subs = [
+        s
+        for s in await rt.webhooks.subscriptions(store)
+        if (subscriber_type is None or subscriber_type == "webhook")
+        and (event_filter is None or event_filter in s.config.filter.patterns)
+    ]
+    page = subs[offset:] if limit is None else subs[offset : offset + limit]
     head = await rt.log.head(store)
     return json_response(
         codec.dumps(
-            {"subscriptions": [subscription_body(s, head) for s in subs], "totalCount": len(subs)}
+            {"subscriptions": [subscription_body(s, head) for s in page], "totalCount": len(subs)}
         )
     )
 
@@ -330,7 +260,7 @@ async def dead_letters(
     request: Request,
     rt: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=MAX_POSITION)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    offset: Offset = 0,
 ) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
     texts, total = await rt.webhooks.dead_letters(

@@ -17,6 +17,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from broker import Filter
+from broker.keys import StoreKeys
 from tests.conftest import need_binary
 from tests.e2e.wsclient import Client
 from tests.harness import spawn_pods, wait_for
@@ -155,3 +156,62 @@ async def test_stores_spread_over_shards_and_fan_out_in_order(cluster, pods, red
         assert client.got.positions == want
         await client.disconnect()
     nodes.close()
+
+
+def test_a_dispatcher_on_the_cluster_hears_appends_without_waiting_for_its_poll(
+    cluster, pods, redis_url
+):
+    """The dispatcher's doorbell (``broker.pubsub.Listener``) on shard channels: with the poll
+    at a minute, a new event still arrives at once."""
+    from tests.webhooks.support import DispatcherProcess, Receiver
+
+    url = f"redis://127.0.0.1:{cluster[0]}/0"
+    loopback = {
+        "DELTAGATE_REDIS_MODE": "cluster",
+        "DELTAGATE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+    }
+    (pod,) = spawn_pods(pods, url, 1, **loopback)
+    receiver = Receiver().start()
+    dispatcher = None
+    try:
+        store = "hooks-on-the-cluster"
+        assert httpx.post(f"{pod.url}/event-stores", json={"name": store}).status_code == 201
+        made = httpx.post(
+            f"{pod.url}/event-stores/{store}/subscribe",
+            json={
+                "eventFilter": "*",
+                "subscriber": {"type": "webhook", "config": {"url": receiver.url}},
+            },
+        )
+        assert made.status_code == 201, made.text
+        sub_id = made.json()["subscriptionId"]
+        receiver.secrets[sub_id] = made.json()["signingSecret"]
+        dispatcher = DispatcherProcess(url, {**loopback, "DELTAGATE_POLL_INTERVAL": "60"}).start()
+
+        def append(n: int) -> None:
+            response = httpx.post(
+                f"{pod.url}/event-stores/{store}/streams/s-1",
+                json={"events": [{"type": "order.placed", "data": {"n": n}}]},
+            )
+            assert response.status_code == 201, response.text
+
+        # Once the dispatcher listens to the store's shard channel, an append rings through.
+        channel = StoreKeys(store).channel
+        nodes = RedisCluster(host="127.0.0.1", port=cluster[0], decode_responses=True)
+        owner = nodes.get_node_from_key(channel)
+        nodes.close()
+        node = redis.Redis(host=owner.host, port=owner.port)
+
+        def listening() -> bool:
+            _, count = node.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+            return int(count) >= 1
+
+        wait_for(listening, timeout=30, what="the dispatcher on the store's shard channel")
+        node.close()
+        append(1)  # the worker's next poll is a minute away: only the doorbell brings it soon
+        wait_for(lambda: receiver.positions(sub_id) == {1}, timeout=10, what="rung through")
+        assert receiver.bad_signatures == 0
+    finally:
+        if dispatcher is not None:
+            dispatcher.stop(10)
+        receiver.stop()

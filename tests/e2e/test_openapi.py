@@ -63,6 +63,8 @@ def pod(redis_url: str, pods: list[Pod]) -> Pod:
         DELTAGATE_ADMIN_KEY=ADMIN,
         DELTAGATE_AUTO_CREATE_STORES="false",
         DELTAGATE_RATE_APPENDS_PER_SECOND="0",
+        # The seeded subscription names 127.0.0.1 (no dispatcher runs here to call it).
+        DELTAGATE_WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8",
     )
     return p
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi.routing import APIRoute
 from rest_support import PREFIXES, TestClient, assert_error, error_fields
 
-from gateway.http import reads, stores
+from gateway.http import reads, stores, webhooks
 from gateway.http.params import DECLARED_ONLY, declared
 
 # (method, path below the prefix, body) of every route that refuses unknown parameters.
@@ -68,7 +68,7 @@ def test_the_openapi_description_lists_exactly_what_a_route_accepts(client: Test
     spec = client.get("/openapi.json").json()
     strict = [
         route
-        for router in (stores.router, reads.router)
+        for router in (stores.router, reads.router, webhooks.router)
         for route in router.routes
         if isinstance(route, APIRoute)
         and any(d.dependency is DECLARED_ONLY.dependency for d in route.dependencies)

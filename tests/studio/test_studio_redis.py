@@ -17,6 +17,8 @@ from tests.studio.conftest import Dispatcher, Receiver, api, append, unique
 pytestmark = pytest.mark.timeout(60)
 
 FAST = {"DELTAGATE_POLL_INTERVAL": "0.2", "DELTAGATE_DRAIN_SECONDS": "0.2"}
+LOOPBACK_HOOKS = {"DELTAGATE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
+"""The receiver listens on 127.0.0.1, which a deployment refuses unless allowed."""
 ADMIN_KEY = "dg_studio-test-admin-key-0123456789abcdefghijklmnop"
 
 
@@ -35,7 +37,7 @@ def dead_letters(base: str, store: str, sub_id: str) -> dict[str, Any]:
 def test_dead_letters_are_redriven_from_the_page(
     redis_url: str, pods: list[Pod], page: Any, artifacts: Path
 ) -> None:
-    (gateway,) = spawn_pods(pods, redis_url, 1, **FAST)
+    (gateway,) = spawn_pods(pods, redis_url, 1, **FAST, **LOOPBACK_HOOKS)
     dispatcher = Dispatcher(redis_url)
     receiver = Receiver(free_port())  # not listening yet: deliveries are refused
     try:

@@ -65,6 +65,7 @@ class Delivery:
     event: dict[str, Any]
     webhook_id: str
     store: str
+    store_id: str | None = None
 
 
 class Receiver:
@@ -146,7 +147,13 @@ class Receiver:
                 assert payload["event"]["eventId"] == webhook_id
                 with self.lock:
                     self.accepted.append(
-                        Delivery(sub_id, payload["event"], webhook_id, payload["eventStoreName"])
+                        Delivery(
+                            sub_id,
+                            payload["event"],
+                            webhook_id,
+                            payload["eventStoreName"],
+                            payload.get("eventStoreId"),
+                        )
                     )
             try:
                 handler._answer(reply)
@@ -200,6 +207,8 @@ class DispatcherProcess(DeltagateProcess):
                 "DELTAGATE_REDIS_URL": redis_url,
                 "DELTAGATE_POLL_INTERVAL": "0.2",
                 "DELTAGATE_DISPATCHER_LEASE_SECONDS": "1.5",
+                # The receivers listen on 127.0.0.1, which a deployment refuses unless allowed.
+                "DELTAGATE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
                 **(env or {}),
             }
         )

@@ -51,7 +51,7 @@ def test_create_with_either_form_and_the_duplicate_rule(
         f"{base}/{store}/subscribe",
         json=sdk_form(
             headers={"Authorization": "Bearer t0ken"},
-            timeout=5,
+            timeout=5000,
             retryPolicy={"maxAttempts": 5, "backoffMinutes": 1},
         ),
     )
@@ -62,17 +62,19 @@ def test_create_with_either_form_and_the_duplicate_rule(
     assert body["subscriberType"] == "webhook" and body["subscriberId"] == "orders-service"
     assert body["status"] == "active" and body["lastProcessedEventGlobalPosition"] == 0
     config = body["subscriber"]["config"]
-    assert config["url"] == URL and config["timeout"] == 5
+    assert config["url"] == URL and config["timeout"] == 5000, "milliseconds, as DeltaBase"
     assert config["retryPolicy"] == {"maxAttempts": 5, "backoffSeconds": 60}
     assert config["headers"] == {"Authorization": "[redacted]"}, "header values are write-only"
     assert body["signingSecret"].startswith("whsec_")
     assert len(secret_key(body["signingSecret"])) == 32
 
-    # Same filter, URL and headers (header name case aside): that one, without its secret.
-    again = sdk_form(headers={"authorization": "Bearer t0ken"}, timeout=30)
+    # Same filter, URL, headers (header name case aside) and timeout: that one, without its
+    # secret.
+    again = sdk_form(headers={"authorization": "Bearer t0ken"}, timeout=5000)
     second = api.post(f"{base}/{store}/subscribe", json=again)
     assert second.status_code == 200, second.text
     assert second.json()["isExistingSubscription"] is True
+    assert "already" in second.json()["message"]
     assert second.json()["subscriptionId"] == body["subscriptionId"]
     assert "signingSecret" not in second.json()
 
@@ -217,7 +219,8 @@ BAD: list[tuple[str, Any, str]] = [
         "INVALID_SUBSCRIPTION_CONFIG",
     ),
     ("zero timeout", sdk_form(timeout=0), "INVALID_SUBSCRIPTION_CONFIG"),
-    ("huge timeout", sdk_form(timeout=301), "INVALID_SUBSCRIPTION_CONFIG"),
+    ("huge timeout", sdk_form(timeout=300_001), "INVALID_SUBSCRIPTION_CONFIG"),
+    ("sub-ms timeout", sdk_form(timeout=0.5), "INVALID_SUBSCRIPTION_CONFIG"),
     (
         "signature header",
         sdk_form(headers={"Webhook-Signature": "x"}),

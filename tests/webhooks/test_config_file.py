@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from typer.testing import CliRunner
 
+from broker import TargetPolicy
 from gateway import cli
 from gateway.app import create_app
 from gateway.config_file import ConfigError, apply_file, load, plan
@@ -50,7 +51,9 @@ def write(tmp_path: Path, text: str, name: str = "deltagate.yaml") -> Path:
 def cli_apply(redis_url: str, path: Path) -> Any:
     """``deltagate apply PATH --json``, in this process."""
     return CliRunner().invoke(
-        cli.app, ["apply", str(path), "--json"], env={**ENV, "DELTAGATE_REDIS_URL": redis_url}
+        cli.app,
+        ["apply", str(path), "--json"],
+        env={**ENV, "DELTAGATE_REDIS_URL": redis_url, "DELTAGATE_WEBHOOK_ALLOWED_NETWORKS": ""},
     )
 
 
@@ -58,7 +61,7 @@ def apply_now(redis_url: str, path: Path) -> list[Any]:
     async def go() -> list[Any]:
         client = aioredis.from_url(redis_url, decode_responses=True)
         try:
-            return await apply_file(client, path)
+            return await apply_file(client, path, targets=TargetPolicy())
         finally:
             await client.aclose()
 
@@ -139,7 +142,9 @@ def test_serve_applies_its_config_at_start(redis_url: str, tmp_path: Path) -> No
         ),
         "config.json",
     )
-    settings = Settings(redis_url=redis_url, auth="disabled", config=path)
+    settings = Settings(
+        redis_url=redis_url, auth="disabled", config=path, webhook_allowed_networks="127.0.0.0/8"
+    )
     for _ in range(2):  # a restart applies it again: still one subscription
         with TestClient(create_app(settings)) as api:
             subs = api.get("/event-stores/orders/subscriptions").json()
@@ -196,7 +201,7 @@ BAD_FILES: list[tuple[str, str, str]] = [
 def test_bad_config_files_are_refused(why: str, text: str, problem: str, tmp_path: Path) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
-        plan(load(path), str(path))
+        plan(load(path), str(path), targets=TargetPolicy())
     assert any(problem in p for p in caught.value.problems), caught.value.problems
 
 

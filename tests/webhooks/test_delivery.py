@@ -16,6 +16,7 @@ from tests.webhooks.conftest import STORE
 from tests.webhooks.support import DispatcherProcess, Receiver, Reply, TestClient
 
 Spawn = Callable[..., DispatcherProcess]
+CONNECTION_FAILED = "connection failed (no HTTP answer)"
 Make = Callable[..., Receiver]
 FAST_RETRIES = {"maxAttempts": 50, "backoffSeconds": 0.05}
 
@@ -83,7 +84,7 @@ def test_every_event_arrives_in_order_despite_misbehaving_endpoints(
     refused = receivers()  # not listening yet: connections are refused
     subs = {
         "flaky": subscribe(api, flaky, retryPolicy=FAST_RETRIES),
-        "slow": subscribe(api, slow, timeout=0.3, retryPolicy=FAST_RETRIES),
+        "slow": subscribe(api, slow, timeout=300, retryPolicy=FAST_RETRIES),  # milliseconds
         "moved": subscribe(api, moved, retryPolicy=FAST_RETRIES),
         "shipped": subscribe(api, shipped, "*.shipped", retryPolicy=FAST_RETRIES),
         "refused": subscribe(api, refused, ["order.*"], retryPolicy=FAST_RETRIES),
@@ -99,7 +100,7 @@ def test_every_event_arrives_in_order_despite_misbehaving_endpoints(
         "refused": everything,
     }
     wait_for(
-        lambda: "ConnectError" in (subscription(api, subs["refused"])["lastError"] or ""),
+        lambda: subscription(api, subs["refused"])["lastError"] == CONNECTION_FAILED,
         timeout=10,
         what="a refused connection",
     )
@@ -123,7 +124,8 @@ def test_every_event_arrives_in_order_despite_misbehaving_endpoints(
     body = subscription(api, subs["moved"])
     assert body["lag"] == 0 and body["status"] == "active"
     assert body["lastError"].startswith("HTTP 302"), body
-    assert subscription(api, subs["slow"])["lastError"].startswith("no answer within 0.3 s")
+    # A timeout reads like any failure without an HTTP answer (no port-scanner oracle).
+    assert subscription(api, subs["slow"])["lastError"] == CONNECTION_FAILED
     assert subscription(api, subs["flaky"])["lastError"] == "HTTP 500"
     metrics = dispatcher.metrics()
     assert metrics['deltagate_webhook_deliveries_total{result="success"}'] >= 180

@@ -1,6 +1,7 @@
-"""``broker.webhooks.WebhookStore`` against the private redis-server: the writes that record
-delivery outcomes are fenced by the lease, the dead-letter list is bounded, and a store deleted
-and re-created under the same name starts without the old subscriptions."""
+"""``broker.webhooks.WebhookStore`` (the API's side) and ``ProgressStore`` (the dispatcher's)
+against the private redis-server: the writes that record delivery outcomes are fenced by the
+lease, the dead-letter list is bounded, and a store deleted and re-created under the same name
+starts without the old subscriptions."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from broker import EventLog, NewEvent, RedisConfig, StoreAdmin, codec, connect
+from broker import (
+    EventLog,
+    InvalidSubscriptionConfig,
+    NewEvent,
+    RedisConfig,
+    StoreAdmin,
+    codec,
+    connect,
+)
 from broker.keys import WebhookKeys
-from broker.webhooks import InvalidSubscriptionConfig, WebhookConfig, WebhookStore
+from broker.webhooks import ProgressStore, WebhookConfig, WebhookStore
 
 STORE = "orders"
 CONFIG = WebhookConfig.build(event_filter="order.*", url="http://127.0.0.1:9/hook")
@@ -29,35 +38,37 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 async def test_outcomes_are_fenced_by_the_lease(redis: aioredis.Redis) -> None:
     store = WebhookStore(redis)
+    progress = ProgressStore(redis)
     sub = (await store.create(STORE, CONFIG)).subscription
     lease = WebhookKeys(STORE).lease(sub.id)
-    assert await store.progress(STORE, sub.id, "a", position=3, succeeded=True) == "lost"
+    assert await progress.progress(STORE, sub.id, "a", position=3, succeeded=True) == "lost"
     await redis.set(lease, "a", px=5000)
-    assert await store.progress(STORE, sub.id, "b", position=3, succeeded=True) == "lost"
-    assert await store.progress(STORE, sub.id, "a", position=3, succeeded=True) == "ok"
-    failed = await store.failed(
+    assert await progress.progress(STORE, sub.id, "b", position=3, succeeded=True) == "lost"
+    assert await progress.progress(STORE, sub.id, "a", position=3, succeeded=True) == "ok"
+    failed = await progress.failed(
         STORE, sub.id, "b", event_id="e", position=4, attempts=1, error="x", auto_pause_ms=0
     )
     assert failed == "lost"
     got = await store.get(STORE, sub.id)
     assert got.position == 3 and got.last_error is None and got.last_success_at
     # Progress never goes back.
-    assert await store.progress(STORE, sub.id, "a", position=2, succeeded=False) == "ok"
+    assert await progress.progress(STORE, sub.id, "a", position=2, succeeded=False) == "ok"
     assert (await store.get(STORE, sub.id)).position == 3
     await store.delete(STORE, sub.id)
     assert await redis.exists(lease) == 0, "deleting fences the replica off"
     await redis.set(lease, "a", px=5000)
-    assert await store.progress(STORE, sub.id, "a", position=5, succeeded=True) == "gone"
+    assert await progress.progress(STORE, sub.id, "a", position=5, succeeded=True) == "gone"
     assert await redis.exists(WebhookKeys(STORE).record(sub.id)) == 0, "not recreated"
 
 
 async def test_the_dead_letter_list_is_bounded(redis: aioredis.Redis) -> None:
     store = WebhookStore(redis)
+    progress = ProgressStore(redis)
     sub = (await store.create(STORE, CONFIG)).subscription
     await redis.set(WebhookKeys(STORE).lease(sub.id), "a", px=5000)
     for g in range(1, 6):
         event = codec.dumps_str({"globalPosition": g, "eventId": f"e{g}"})
-        status, dropped = await store.dead_letter(
+        status, dropped = await progress.dead_letter(
             STORE,
             sub.id,
             "a",
@@ -90,7 +101,7 @@ async def test_a_recreated_store_starts_without_the_old_subscriptions(
     await admin.delete(STORE)
     await admin.create(STORE)
     assert await store.subscriptions(STORE) == []
-    assert await store.all_refs() == []
+    assert await ProgressStore(redis).all_refs() == []
     made = await store.create(STORE, CONFIG)
     assert made.outcome == "created", "the old one's fingerprint no longer counts"
     assert made.subscription.position == 0

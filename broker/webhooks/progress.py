@@ -1,0 +1,210 @@
+"""Webhook subscriptions as the dispatcher sees them: which exist, what changed, where each one
+resumes, and the writes that record delivery outcomes (progress, failed attempts, dead letters).
+Every write is fenced by the subscription's lease (``scripts/wh_progress``, ``wh_fail``,
+``wh_dead``): a replica that lost the lease gets ``lost`` and can never move the progress."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .. import codec
+from ..keys import STORE_REGISTRY, WebhookKeys, valid_store_name
+from ..redis import call, load_script
+from ..types import now_iso
+from .records import DeliveryState, WebhookSubscription
+
+
+class ProgressStore:
+    """The dispatcher's reads and lease-fenced writes of subscription records."""
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+        self._progress = load_script(redis, "wh_progress")
+        self._fail = load_script(redis, "wh_fail")
+        self._dead = load_script(redis, "wh_dead")
+
+    async def all_refs(self) -> list[tuple[str, str]]:
+        """(store, id) of every subscription of every store."""
+        stores = sorted(await call(self._redis.smembers(STORE_REGISTRY)))
+        stores = [s for s in stores if valid_store_name(s)]
+        if not stores:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for store in stores:
+                k = WebhookKeys(store)
+                pipe.hget(k.meta, "uid")
+                pipe.get(k.owner)
+                pipe.zrange(k.index, 0, -1)
+            replies = await call(pipe.execute())
+        refs: list[tuple[str, str]] = []
+        for i, store in enumerate(stores):
+            uid, owner, ids = replies[3 * i : 3 * i + 3]
+            if uid is not None and owner == uid:
+                refs.extend((store, sub_id) for sub_id in ids)
+        return refs
+
+    async def revisions(self, refs: Sequence[tuple[str, str]]) -> list[int | None]:
+        """Each subscription's ``rev`` (None: deleted)."""
+        if not refs:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for store, sub_id in refs:
+                pipe.hget(WebhookKeys(store).record(sub_id), "rev")
+            replies = await call(pipe.execute())
+        return [None if r is None else int(r) for r in replies]
+
+    async def heads(self, stores: Sequence[str]) -> dict[str, int]:
+        """Each store's head position (missing stores left out)."""
+        if not stores:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for store in stores:
+                pipe.hget(WebhookKeys(store).meta, "head")
+            replies = await call(pipe.execute())
+        return {s: int(h) for s, h in zip(stores, replies, strict=True) if h is not None}
+
+    async def load(
+        self, store: str, sub_id: str
+    ) -> tuple[WebhookSubscription, DeliveryState] | None:
+        """A subscription with the state a dispatcher resumes from; None if it is gone."""
+        k = WebhookKeys(store)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k.record(sub_id))
+            pipe.hgetall(k.attempts(sub_id))
+            pipe.zrange(k.done(sub_id), 0, -1)
+            pipe.zcard(k.redrive(sub_id))
+            pipe.hget(k.meta, "uid")
+            record, attempts, done, redrive, uid = await call(pipe.execute())
+        if not record or "config" not in record:
+            return None
+        sub = WebhookSubscription.from_record(store, record, store_id=uid or "")
+        counts: dict[str, int] = {}
+        for event_id, value in attempts.items():
+            position, _, failed = value.partition("|")
+            if int(position) > sub.position:
+                counts[event_id] = int(failed)
+        done_after = {int(p) for p in done if int(p) > sub.position}
+        return sub, DeliveryState(counts, done_after, int(redrive))
+
+    async def next_redrive(self, store: str, sub_id: str) -> tuple[str, int, str] | None:
+        """The oldest dead letter queued for redelivery: (eventId, globalPosition, record)."""
+        k = WebhookKeys(store)
+        head = await call(self._redis.zrange(k.redrive(sub_id), 0, 0, withscores=True))
+        if not head:
+            return None
+        event_id, score = head[0]
+        record = await call(self._redis.hget(k.letters(sub_id), event_id))
+        return event_id, int(score), record or ""
+
+    async def progress(
+        self,
+        store: str,
+        sub_id: str,
+        token: str,
+        *,
+        position: int,
+        succeeded: bool,
+        done: Sequence[int] = (),
+        finished: Sequence[str] = (),
+        redriven: Sequence[str] = (),
+    ) -> str:
+        """Save progress, fenced by the lease: ``ok``, ``lost`` or ``gone``."""
+        k = WebhookKeys(store)
+        args: list[Any] = [token, position, "1" if succeeded else "0", now_iso()]
+        for values in (done, finished, redriven):
+            args.append(len(values))
+            args.extend(values)
+        return str(
+            await call(
+                self._progress(
+                    keys=[
+                        k.record(sub_id),
+                        k.lease(sub_id),
+                        k.attempts(sub_id),
+                        k.done(sub_id),
+                        k.redrive(sub_id),
+                        k.letters(sub_id),
+                    ],
+                    args=args,
+                )
+            )
+        )
+
+    async def failed(
+        self,
+        store: str,
+        sub_id: str,
+        token: str,
+        *,
+        event_id: str,
+        position: int | None,
+        attempts: int,
+        error: str,
+        auto_pause_ms: int,
+    ) -> str:
+        """Record a failed attempt (``position`` None: a redrive, whose count is not kept):
+        ``ok``, ``paused`` (auto-paused now), ``lost`` or ``gone``."""
+        k = WebhookKeys(store)
+        now_ms = int(time.time() * 1000)
+        reason = f"endpoint failing for {auto_pause_ms / 1000:g} s; last error: {error}"
+        return str(
+            await call(
+                self._fail(
+                    keys=[k.record(sub_id), k.lease(sub_id), k.attempts(sub_id)],
+                    args=[
+                        token,
+                        event_id,
+                        "" if position is None else f"{position}|{attempts}",
+                        error,
+                        now_iso(),
+                        now_ms,
+                        auto_pause_ms,
+                        reason,
+                    ],
+                )
+            )
+        )
+
+    async def dead_letter(
+        self,
+        store: str,
+        sub_id: str,
+        token: str,
+        *,
+        event_id: str,
+        position: int,
+        stream_id: str,
+        event_json: str,
+        attempts: int,
+        error: str,
+        limit: int,
+    ) -> tuple[str, int]:
+        """Move an event to the dead-letter list: (``ok``/``lost``/``gone``, dropped)."""
+        k = WebhookKeys(store)
+        record = codec.json_object(
+            {
+                "eventId": event_id,
+                "globalPosition": position,
+                "streamId": stream_id,
+                "attempts": attempts,
+                "lastError": error,
+                "failedAt": now_iso(),
+            },
+            event=event_json,
+        )
+        status, dropped = await call(
+            self._dead(
+                keys=[
+                    k.record(sub_id),
+                    k.lease(sub_id),
+                    k.attempts(sub_id),
+                    k.dead(sub_id),
+                    k.redrive(sub_id),
+                    k.letters(sub_id),
+                ],
+                args=[token, event_id, position, record, limit],
+            )
+        )
+        return str(status), int(dropped)

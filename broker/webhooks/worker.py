@@ -1,0 +1,386 @@
+"""Delivering one subscription while this replica holds its lease (``Worker``).
+
+Events are read from the store's log after the cursor (``tail.LogTail``) into the ``Window``; at
+most ``max_in_flight`` requests are in flight, never two of one stream, so each stream's events
+arrive in order. A failed attempt
+is recorded and retried after ``retry.retry_delay``; after the last attempt the event becomes a
+dead letter. Progress (``lastProcessedEventGlobalPosition``) is saved after every round of
+finished deliveries, with the positions finished ahead of it, so a crash repeats at most the
+requests that were in flight. Every write is fenced by the lease (``ProgressStore``): ``lost`` or
+``gone`` stops the worker at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..log import EventLog
+from ..types import LoggedEvent
+from .delivery import Attempt, Sender
+from .options import DispatcherOptions, DispatchObserver
+from .progress import ProgressStore
+from .records import WebhookSubscription
+from .retry import max_attempts, retry_delay
+from .signing import secret_key
+from .tail import LogTail
+from .window import Item, Window
+
+log = logging.getLogger("deltagate.dispatcher")
+
+Ref = tuple[str, str]
+"""(store, subscription id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What every worker of one replica uses."""
+
+    progress: ProgressStore
+    log: EventLog
+    sender: Sender
+    options: DispatcherOptions
+    observer: DispatchObserver
+    rng: random.Random
+    replica: str
+    """The lease holder's name: the fence of every write."""
+
+
+class Stopped(Exception):
+    """The worker must stop: ``lost`` (another replica holds the lease) or ``gone`` (deleted)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Worker:
+    """Delivers one subscription. Stopped gently with ``stop()`` (in-flight requests finish,
+    progress is saved) or at once by cancelling ``task`` (lease lost, subscription deleted).
+    ``task`` returns ``stopped``, ``lost`` or ``gone``."""
+
+    def __init__(self, shared: Shared, ref: Ref, valid_until: float) -> None:
+        self.s = shared
+        self.ref = ref
+        self.store, self.id = ref
+        self.valid_until = valid_until
+        """Monotonic time until which the lease is known to be ours."""
+        self.position = 0
+        """Saved lastProcessedEventGlobalPosition."""
+        self.rev = -1
+        self.stopping = False
+        self._wake = asyncio.Event()
+        self._reload = False
+        self._flying: dict[asyncio.Task[Attempt], Item] = {}
+        self._window = Window()
+        self._tail = LogTail(
+            shared.log,
+            self.store,
+            self._window,
+            size=shared.options.window,
+            poll_interval=shared.options.poll_interval,
+        )
+        self._redrive_pending = False
+        self._redrive: Item | None = None
+        self._new_done: list[int] = []
+        self._finished: list[str] = []
+        self._redriven: list[str] = []
+        self._succeeded = False
+        self._sub: WebhookSubscription | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._key = b""
+        self._fields: dict[str, Any] = {}
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"webhook {self.store}/{self.id}"
+        )
+
+    # -- controls ---------------------------------------------------------------------------
+
+    def poke(self) -> None:
+        """New events may be in the log."""
+        self._tail.poke()
+        self._wake.set()
+
+    def announce(self, events: list[LoggedEvent]) -> None:
+        """Events just appended (from the store's live channel). Those that directly follow
+        the cursor are taken as they are, saving a read of the log; anything else (a gap, a
+        full window, a subscription still loading) means: read the log."""
+        if self._sub is None:
+            self.poke()
+            return
+        if not self._tail.take(events, self._sub.config.filter):
+            self._tail.poke()
+        self._wake.set()
+
+    def reload(self) -> None:
+        """The record changed (pause, resume, redrive, config)."""
+        self._reload = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Start no more requests, let those in flight finish, save progress, return."""
+        self.stopping = True
+        self._wake.set()
+
+    @property
+    def active(self) -> bool:
+        return self._sub is not None and self._sub.status == "active"
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> str:
+        try:
+            self._http = self.s.sender.client()
+            await self._load()
+            while not self.stopping:
+                self._wake.clear()
+                if self._reload:
+                    await self._reload_record()
+                await self._finish()
+                if self._may_start():
+                    await self._fill()
+                    await self._next_redrive()
+                    self._start()
+                await self._save()
+                await self._sleep()
+            while self._flying:
+                self._wake.clear()
+                await self._finish()
+                if self._flying:
+                    await self._wake.wait()
+            await self._finish()
+            await self._save()
+            return "stopped"
+        except Stopped as stop:
+            return stop.reason
+        finally:
+            for task in self._flying:
+                task.cancel()
+            if self._flying:
+                await asyncio.wait(self._flying)
+            if self._http is not None:
+                await self.s.sender.release(self._http)
+
+    async def _load(self) -> None:
+        loaded = await self.s.progress.load(self.store, self.id)
+        if loaded is None:
+            raise Stopped("gone")
+        sub, state = loaded
+        self._apply(sub)
+        self.position = self._tail.cursor = sub.position
+        self._window.resume(state.attempts, state.done)
+        self._redrive_pending = state.redrive > 0
+
+    def _apply(self, sub: WebhookSubscription) -> None:
+        was_active = self.active
+        self._sub = sub
+        self.rev = sub.rev
+        self._key = secret_key(sub.secret)
+        self._fields = {
+            "eventStoreName": self.store,
+            "eventStoreId": sub.store_id,
+            "subscriptionId": self.id,
+        }
+        if self.active and not was_active:
+            # Resumed: whatever waited for a retry is due now.
+            self._window.release_waiting()
+            if self._redrive is not None and self._redrive.state == "waiting":
+                self._redrive.state = "pending"
+
+    async def _reload_record(self) -> None:
+        self._reload = False
+        loaded = await self.s.progress.load(self.store, self.id)
+        if loaded is None:
+            raise Stopped("gone")
+        sub, state = loaded
+        self._apply(sub)
+        self._redrive_pending = self._redrive_pending or state.redrive > 0
+
+    def _may_start(self) -> bool:
+        return self.active and time.monotonic() < self.valid_until
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def _fill(self) -> None:
+        assert self._sub is not None
+        await self._tail.fill(self._sub.config.filter)
+
+    async def _next_redrive(self) -> None:
+        """Take the oldest dead letter queued for redelivery, if none is being delivered."""
+        if self._redrive is not None or not self._redrive_pending or self._redriven:
+            return  # (one whose delivery is not saved yet would still be at the head)
+        head = await self.s.progress.next_redrive(self.store, self.id)
+        if head is None:
+            self._redrive_pending = False
+            return
+        event_id, position, _ = head
+        page = await self.s.log.read_after(self.store, position - 1, 1)
+        if not page or page[0].global_position != position:
+            self._redriven.append(event_id)  # the event left the log: drop its dead letter
+            self._redrive_pending = False  # look again after saving
+            return
+        self._redrive = Item(page[0], event_id)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        now = time.monotonic()
+        self._window.due(now)
+        slots = self.s.options.max_in_flight - len(self._flying)
+        redrive = self._redrive
+        if redrive is not None and redrive.state == "waiting" and redrive.not_before <= now:
+            redrive.state = "pending"
+        if redrive is not None and redrive.state == "pending" and slots > 0:
+            self._launch(redrive)
+            slots -= 1
+        while slots > 0 and self._window.has_ready:
+            self._launch(self._window.pop_ready())
+            slots -= 1
+
+    def _launch(self, item: Item) -> None:
+        item.state = "flying"
+        assert self._sub is not None and self._http is not None
+        task = asyncio.get_running_loop().create_task(
+            self.s.sender.deliver(
+                self._http, self._sub.config, self._key, self._fields, item.event_id, item.json
+            )
+        )
+        task.add_done_callback(lambda _: self._wake.set())
+        self._flying[task] = item
+
+    # -- outcomes ---------------------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        """Take the outcome of every finished request: progress, retry or dead letter."""
+        for task in [t for t in self._flying if t.done()]:
+            item = self._flying.pop(task)
+            outcome = task.result()
+            self.s.observer.attempt(outcome.result, outcome.seconds)
+            if outcome.result == "success":
+                self._succeeded = True
+                self._complete(item, dead=False)
+                continue
+            item.attempts += 1
+            # Every failed attempt is recorded (last error, failure streak, auto-pause), the
+            # last one too; then the event waits for a retry or goes to the dead letters.
+            status = await self.s.progress.failed(
+                self.store,
+                self.id,
+                self.s.replica,
+                event_id=item.event_id,
+                position=None if item is self._redrive else item.position,
+                attempts=item.attempts,
+                error=outcome.error,
+                auto_pause_ms=int(self.s.options.auto_pause_seconds * 1000),
+            )
+            self._check(status)
+            if status == "paused":
+                log.warning(
+                    "webhook subscription auto-paused",
+                    extra={"store": self.store, "subscription": self.id, "error": outcome.error},
+                )
+                self._reload = True
+            assert self._sub is not None
+            policy, schedule = self._sub.config.retry, self.s.options.retry_schedule
+            if item.attempts >= max_attempts(policy, schedule):
+                await self._dead_letter(item, outcome.error)
+                continue
+            self.s.observer.retry()
+            not_before = time.monotonic() + retry_delay(policy, schedule, item.attempts, self.s.rng)
+            if item is self._redrive:
+                item.state = "waiting"
+                item.not_before = not_before
+            else:
+                self._window.wait(item, not_before)
+
+    async def _dead_letter(self, item: Item, error: str) -> None:
+        self.s.observer.dead_letter()
+        status, dropped = await self.s.progress.dead_letter(
+            self.store,
+            self.id,
+            self.s.replica,
+            event_id=item.event_id,
+            position=item.position,
+            stream_id=item.stream_id,
+            event_json=item.json,
+            attempts=item.attempts,
+            error=error,
+            limit=self.s.options.dead_letter_limit,
+        )
+        self._check(status)
+        if dropped:
+            log.warning(
+                "dead-letter list full: dropped the oldest",
+                extra={"store": self.store, "subscription": self.id, "dropped": dropped},
+            )
+        self._complete(item, dead=True)
+
+    def _complete(self, item: Item, *, dead: bool) -> None:
+        if item is self._redrive:
+            if not dead:
+                self._redriven.append(item.event_id)
+            self._redrive = None
+            self._redrive_pending = True
+            return
+        if item.attempts and not dead:
+            self._finished.append(item.event_id)
+        self._new_done.append(item.position)
+        self._window.complete(item)
+
+    async def _save(self) -> None:
+        """Save progress when something finished (one round trip, fenced by the lease)."""
+        position = self._window.finished_below(self._tail.cursor)
+        if position == self.position and not (
+            self._new_done or self._finished or self._redriven or self._succeeded
+        ):
+            return
+        status = await self.s.progress.progress(
+            self.store,
+            self.id,
+            self.s.replica,
+            position=position,
+            succeeded=self._succeeded,
+            done=[p for p in self._new_done if p > position],
+            finished=self._finished,
+            redriven=self._redriven,
+        )
+        self._check(status)
+        if self._redriven:
+            self._redrive_pending = True
+        self.position = max(self.position, position)
+        self._new_done.clear()
+        self._finished.clear()
+        self._redriven.clear()
+        self._succeeded = False
+
+    def _check(self, status: str) -> None:
+        if status in ("lost", "gone"):
+            raise Stopped(status)
+
+    async def _sleep(self) -> None:
+        if self.stopping or self._reload or any(t.done() for t in self._flying):
+            return
+        now = time.monotonic()
+        if self._may_start() and (
+            (self._window.has_ready and len(self._flying) < self.s.options.max_in_flight)
+            or self._tail.may_read()
+            or (self._redrive_pending and self._redrive is None and not self._redriven)
+        ):
+            return
+        next_poll = self._tail.next_poll
+        until = next_poll if next_poll > now else now + self.s.options.poll_interval
+        retry_at = self._window.next_retry()
+        if retry_at is not None:
+            until = min(until, retry_at)
+        if self._redrive is not None and self._redrive.state == "waiting":
+            until = min(until, self._redrive.not_before)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, until - now)):
+                await self._wake.wait()

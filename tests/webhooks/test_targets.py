@@ -1,0 +1,392 @@
+"""The SSRF guard (issue 13): webhook URLs may only reach public addresses unless the operator
+allows a network; checked when a subscription is declared (literal addresses and loopback names)
+and at every connection against the addresses the name resolves to, connecting to the checked
+address. ``lastError`` tells no connection failure from another.
+
+Nothing here sends a packet anywhere but 127.0.0.1: addresses elsewhere are only ever refused at
+validation, or handed out by a stub resolver to a guard that refuses them before connecting."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from broker import SUBSCRIPTION_REQUEST_SCHEMA, TargetPolicy, parse_subscription
+from broker.webhooks import WebhookConfig, new_secret, secret_key
+from broker.webhooks.delivery import CONNECTION_FAILED, INVALID_REQUEST, Attempt, Sender
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.webhooks.conftest import STORE
+from tests.webhooks.support import TestClient
+
+REFUSED = [
+    "127.0.0.1",
+    "127.9.9.9",
+    "10.1.2.3",
+    "172.16.0.1",
+    "172.31.255.254",
+    "192.168.1.1",
+    "100.64.0.1",
+    "100.127.255.254",
+    "169.254.169.254",
+    "169.254.1.1",
+    "0.0.0.0",
+    "224.0.0.1",
+    "240.0.0.1",
+    "255.255.255.255",
+    "192.0.2.10",
+    "::1",
+    "::",
+    "fc00::1",
+    "fd00:ec2::254",
+    "fe80::1",
+    "ff02::1",
+    "::ffff:127.0.0.1",
+    "::ffff:169.254.169.254",
+    "64:ff9b::a9fe:a9fe",
+    "2002:a00:1::1",
+]
+PUBLIC = ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808"]
+
+
+def test_the_policy_refuses_every_non_public_address() -> None:
+    policy = TargetPolicy()
+    for address in REFUSED:
+        assert policy.refusal(ipaddress.ip_address(address)) is not None, address
+    for address in PUBLIC:
+        assert policy.refusal(ipaddress.ip_address(address)) is None, address
+
+
+def test_allowed_networks_open_exactly_themselves() -> None:
+    policy = TargetPolicy.build("10.0.0.0/8, fd12:3456::/32")
+    assert policy.refusal(ipaddress.ip_address("10.200.0.1")) is None
+    assert policy.refusal(ipaddress.ip_address("fd12:3456::9")) is None
+    assert policy.refusal(ipaddress.ip_address("11.0.0.1")) is None, "public anyway"
+    assert policy.refusal(ipaddress.ip_address("192.168.0.1")) is not None
+    assert policy.refusal(ipaddress.ip_address("127.0.0.1")) is not None
+    assert policy.refusal(ipaddress.ip_address("::ffff:10.0.0.1")) is None, "mapped: judged as v4"
+    dev = TargetPolicy.build("", loopback=True)
+    assert dev.refusal(ipaddress.ip_address("127.0.0.1")) is None
+    assert dev.refusal(ipaddress.ip_address("::1")) is None
+    assert dev.refusal(ipaddress.ip_address("169.254.169.254")) is not None
+
+
+def test_a_bad_allowed_networks_setting_stops_the_start() -> None:
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.0/33' is not a network"):
+        Settings(redis_url="redis://127.0.0.1:1", webhook_allowed_networks="10.0.0.0/33")
+    with pytest.raises(ValueError, match="'intranet' is not a network"):
+        Settings(webhook_allowed_networks="10.0.0.0/8,intranet")
+
+
+# -- at validation ------------------------------------------------------------------------------
+
+
+def hosts_for(address: str) -> list[str]:
+    if ":" in address:
+        return [f"[{address}]"]
+    return [address]
+
+
+REFUSED_HOSTS = [h for a in REFUSED for h in hosts_for(a)] + [
+    "localhost",
+    "LOCALHOST.",
+    "hooks.localhost",
+    "2130706433",  # 127.0.0.1 as one number, as inet_aton reads it
+    "0x7f.0.0.1",
+    "127.1",
+    "127.0.0.1.",
+    "0x7f.0.0.1.",
+    "0251.0376.0251.0376",  # 169.254.169.254 in octal
+]
+
+
+def sdk(url: str, **config: Any) -> dict[str, Any]:
+    return {"eventFilter": "*", "subscriber": {"type": "webhook", "config": {"url": url, **config}}}
+
+
+def test_subscribe_refuses_urls_naming_refused_addresses(redis_url: str) -> None:
+    settings = Settings(redis_url=redis_url, auth="disabled")
+    with TestClient(create_app(settings)) as api:
+        assert api.post("/event-stores", json={"name": STORE}).status_code == 201
+        for host in REFUSED_HOSTS:
+            for body in (
+                sdk(f"http://{host}:8080/hook"),
+                {"id": "x", "eventFilter": "*", "subscriberType": "webhook",
+                 "webhook": {"url": f"https://user:pw@{host}/hook"}},
+            ):  # fmt: skip
+                response = api.post(f"/event-stores/{STORE}/subscribe", json=body)
+                assert response.status_code == 400, (host, response.text)
+                found = response.json()
+                assert found["error"] == "INVALID_SUBSCRIPTION_CONFIG", found
+                (detail,) = found["details"]
+                assert detail["field"] in ("subscriber.config.url", "webhook.url"), detail
+                assert "public addresses" in detail["message"], detail
+                assert "DELTAGATE_WEBHOOK_ALLOWED_NETWORKS" in detail["message"], detail
+                assert "pw" not in response.text
+        listed = api.get(f"/event-stores/{STORE}/subscriptions").json()
+        assert listed["totalCount"] == 0, "nothing half-written"
+
+
+def test_validation_honours_allowed_networks_and_names() -> None:
+    # Validation alone (nothing is written, nothing would deliver).
+    strict = TargetPolicy()
+    allowing = TargetPolicy.build("10.0.0.0/8")
+    made = parse_subscription(sdk("http://10.1.2.3:9000/hook"), targets=allowing)
+    assert made.config.url == "http://10.1.2.3:9000/hook"
+    with pytest.raises(Exception, match="public addresses"):
+        parse_subscription(sdk("http://10.1.2.3:9000/hook"), targets=strict)
+    # A name is checked at every connection, by the addresses it resolves to.
+    assert parse_subscription(sdk("https://hooks.example.com/in"), targets=strict)
+
+
+def test_config_files_refuse_them_too(tmp_path: Any) -> None:
+    from gateway.config_file import ConfigError, plan
+
+    document = {
+        "eventStores": [
+            {
+                "name": STORE,
+                "subscriptions": [
+                    {
+                        "id": "meta",
+                        "eventFilter": "*",
+                        "subscriberType": "webhook",
+                        "webhook": {"url": "http://169.254.169.254/latest/meta-data/"},
+                    }
+                ],
+            }
+        ]
+    }
+    with pytest.raises(ConfigError) as refused:
+        plan(document, "test.yaml", targets=TargetPolicy())
+    (problem,) = refused.value.problems
+    assert "subscriptions[0].webhook.url" in problem and "link-local" in problem
+    assert plan(document, "test.yaml", targets=TargetPolicy.build("169.254.0.0/16"))
+
+
+# -- headers and credentials -----------------------------------------------------------------
+
+
+BAD_HEADERS = [
+    {"Webhook-Id": "x"},
+    {"webhook-anything": "x"},
+    {"Host": "internal"},
+    {"Content-Length": "1"},
+    {"Transfer-Encoding": "chunked"},
+    {"Connection": "close"},
+    {"Keep-Alive": "1"},
+    {"Upgrade": "h2c"},
+    {"X-A": "line\r\nInjected: yes"},
+    {"X-A": "nul\x00"},
+    {"X-A": "caf\u00e9"},
+    {"X-A\r\nB": "x"},
+    {f"X-{i}": "v" for i in range(33)},
+    {f"X-{i}": "v" * 3000 for i in range(6)},
+]
+
+
+def test_bad_headers_are_refused(api: TestClient, store: str) -> None:
+    for headers in BAD_HEADERS:
+        response = api.post(
+            f"/event-stores/{store}/subscribe", json=sdk("https://h.example.com/", headers=headers)
+        )
+        assert response.status_code == 400, (headers, response.text)
+        assert response.json()["error"] == "INVALID_SUBSCRIPTION_CONFIG", response.text
+    fine = {"Authorization": "Bearer t0ken", "X-Tenant": "a b\tc", "User-Agent": "mine"}
+    response = api.post(
+        f"/event-stores/{store}/subscribe", json=sdk("https://h.example.com/", headers=fine)
+    )
+    assert response.status_code == 201, response.text
+
+
+def test_a_password_in_the_url_is_never_shown(api: TestClient, store: str) -> None:
+    url = "https://hook-user:s3cr3t-pw@hooks.example.com/in"
+    made = api.post(f"/event-stores/{store}/subscribe", json=sdk(url))
+    assert made.status_code == 201, made.text
+    shown = "https://hook-user:[redacted]@hooks.example.com/in"
+    assert made.json()["subscriber"]["config"]["url"] == shown
+    sub_id = made.json()["subscriptionId"]
+    got = api.get(f"/event-stores/{store}/subscriptions/{sub_id}")
+    listed = api.get(f"/event-stores/{store}/subscriptions")
+    for response in (made, got, listed):
+        assert "s3cr3t-pw" not in response.text
+    assert got.json()["subscriber"]["config"]["url"] == shown
+    again = api.post(f"/event-stores/{store}/subscribe", json=sdk(url))
+    assert again.json()["isExistingSubscription"] is True, "the duplicate rule sees the password"
+
+
+def test_the_schema_is_the_validators() -> None:
+    sdk_form = SUBSCRIPTION_REQUEST_SCHEMA["oneOf"][0]
+    assert sdk_form["required"] == ["subscriber"], "eventFilter, or a query"
+    assert sdk_form["additionalProperties"] is False
+
+
+# -- at every connection: a stub resolver, receivers on 127.0.0.1 only ------------------------
+
+
+class Server:
+    """A TCP server on 127.0.0.1 that counts connections and answers with ``reply``."""
+
+    def __init__(self, reply: Callable[[asyncio.StreamReader], Awaitable[bytes | None]]) -> None:
+        self.reply = reply
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Server:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            answer = await self.reply(reader)
+            if answer is not None:
+                writer.write(answer)
+                await writer.drain()
+        finally:
+            writer.close()
+
+
+async def http(status: int) -> Callable[[asyncio.StreamReader], Awaitable[bytes]]:
+    async def reply(reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))  # fmt: skip
+        await reader.readexactly(length)
+        reply.heads.append(head)  # type: ignore[attr-defined]
+        return f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n".encode()
+
+    reply.heads = []  # type: ignore[attr-defined]
+    return reply
+
+
+class StubResolver:
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        return list(self.answers[host])
+
+
+@pytest.fixture
+async def send() -> AsyncIterator[Callable[..., Awaitable[Attempt]]]:
+    senders: list[tuple[Sender, Any]] = []
+
+    async def deliver(
+        url: str, policy: TargetPolicy, resolver: StubResolver | None = None, timeout: float = 5
+    ) -> Attempt:
+        sender = Sender(
+            timeout=timeout, max_in_flight=2, keepalive=2, max_connections=4,
+            targets=policy, resolver=resolver,
+        )  # fmt: skip
+        client = sender.client()
+        senders.append((sender, client))
+        config = WebhookConfig.build(event_filter="*", url=url)
+        key = secret_key(new_secret())
+        return await sender.deliver(client, config, key, {"subscriptionId": "s"}, "e1", "{}")
+
+    yield deliver
+    for sender, client in senders:
+        await sender.release(client)
+
+
+async def test_a_name_resolving_to_a_refused_address_is_never_connected(send: Any) -> None:
+    async with Server(await http(200)) as server:
+        for answers in (["127.0.0.1"], ["93.184.216.34", "127.0.0.1"], ["::ffff:127.0.0.1"]):
+            resolver = StubResolver({"hooks.example.com": answers})
+            attempt = await send(
+                f"http://hooks.example.com:{server.port}/in", TargetPolicy(), resolver
+            )
+            assert attempt.result == "failure" and attempt.error == CONNECTION_FAILED, attempt
+            assert resolver.asked == ["hooks.example.com"]
+        # A literal refused address, however written: no lookup, no connection.
+        for host in ("127.0.0.1", "127.0.0.1.", "127.1", "2130706433"):
+            resolver = StubResolver({})
+            attempt = await send(f"http://{host}:{server.port}/in", TargetPolicy(), resolver)
+            assert attempt.error == CONNECTION_FAILED and resolver.asked == [], host
+        assert server.connections == 0, "refused before connecting"
+
+
+async def test_the_connection_goes_to_the_checked_address(send: Any) -> None:
+    reply = await http(204)
+    async with Server(reply) as server:
+        # The name resolves once; the connection goes to that answer (a rebinding resolver's
+        # second answer is never asked for), and the request still names the host.
+        resolver = StubResolver({"hooks.example.com": ["127.0.0.1"]})
+        allowed = TargetPolicy.build("127.0.0.0/8")
+        attempt = await send(f"http://hooks.example.com:{server.port}/in", allowed, resolver)
+        assert attempt.result == "success", attempt
+        assert resolver.asked == ["hooks.example.com"]
+        assert server.connections == 1
+        (head,) = reply.heads  # type: ignore[attr-defined]
+        assert f"host: hooks.example.com:{server.port}".encode() in head.lower()
+
+
+async def test_last_error_is_no_port_scanner(send: Any) -> None:
+    allowed = TargetPolicy.build("127.0.0.0/8")
+
+    async def garbage(reader: asyncio.StreamReader) -> bytes:
+        return b"SSH-2.0-OpenSSH_9.6\r\n"
+
+    async def silent(reader: asyncio.StreamReader) -> None:
+        await asyncio.sleep(2)
+
+    async def hang_up(reader: asyncio.StreamReader) -> None:
+        return None
+
+    async with Server(garbage) as ssh, Server(silent) as slow, Server(hang_up) as rude:
+        async with Server(await http(200)) as closed:
+            pass  # its port is now closed
+        errors = {
+            "closed": await send(f"http://127.0.0.1:{closed.port}/", allowed),
+            "not http": await send(f"http://127.0.0.1:{ssh.port}/", allowed),
+            "silent": await send(f"http://127.0.0.1:{slow.port}/", allowed, timeout=0.3),
+            "hang up": await send(f"http://127.0.0.1:{rude.port}/", allowed),
+            "tls to plain": await send(f"https://127.0.0.1:{ssh.port}/", allowed),
+            "refused": await send(f"http://127.0.0.1:{rude.port}/", TargetPolicy()),
+            "no such name": await send(
+                "http://nowhere.example.com/", allowed, StubResolver({"nowhere.example.com": []})
+            ),
+        }
+        assert {name: a.error for name, a in errors.items()} == dict.fromkeys(
+            errors, CONNECTION_FAILED
+        )
+        assert errors["silent"].result == "timeout", "metrics still tell timeouts apart"
+    async with Server(await http(503)) as busy:
+        attempt = await send(f"http://127.0.0.1:{busy.port}/", allowed)
+        assert attempt.error == "HTTP 503", "an HTTP answer is reported"
+
+
+async def test_a_header_stored_before_the_checks_fails_the_attempt_not_the_worker() -> None:
+    # A record written before header values had to be ASCII: the attempt fails, nothing is
+    # sent, and the failure is recorded like any other (before, the worker itself died).
+    async with Server(await http(200)) as server:
+        sender = Sender(
+            timeout=5, max_in_flight=1, keepalive=1, max_connections=1,
+            targets=TargetPolicy.build("127.0.0.0/8"),
+        )  # fmt: skip
+        client = sender.client()
+        try:
+            built = WebhookConfig.build(event_filter="*", url=f"http://127.0.0.1:{server.port}/")
+            old = dataclasses.replace(built, headers=(("X-Name", "caf\u00e9"),))
+            key = secret_key(new_secret())
+            attempt = await sender.deliver(client, old, key, {}, "e1", "{}")
+        finally:
+            await sender.release(client)
+        assert attempt.result == "failure" and attempt.error == INVALID_REQUEST, attempt
+        assert server.connections == 0
