@@ -183,6 +183,10 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         summary="A DeltaBase-compatible event store with live WebSocket streaming",
         lifespan=lifespan,
         redirect_slashes=False,  # a wrong path is a 404 in the contract's format, not a 307
+        # FastAPI's OpenTelemetry hooks are off: the pod has its own Prometheus metrics, and
+        # with them on FastAPI asks the environment whether they are configured on every
+        # request (three os.environ lookups, seen in the append path's profile).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     errors.install(app)
     openapi.install(app)
@@ -195,7 +199,9 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             expose_headers=["Retry-After"],
         )
     for prefix in ("", "/api"):
-        for module in (stores, appends, reads, ws_tokens, webhooks):
+        # Appends first: the router tries routes in order, and an append is the most frequent
+        # request (no path of the others can be an append's: nothing shadows anything).
+        for module in (appends, stores, reads, ws_tokens, webhooks):
             app.include_router(
                 module.router,
                 prefix=prefix,
