@@ -31,7 +31,7 @@ from broker import (
 
 from . import __version__, config_file, errors, openapi
 from .auth import Authenticator
-from .http import appends, operations, reads, stores, webhooks, ws_tokens
+from .http import appends, lean, operations, reads, stores, webhooks, ws_tokens
 from .metrics import Metrics
 from .runtime import Runtime
 from .server import MetricsServer
@@ -199,9 +199,17 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             expose_headers=["Retry-After"],
         )
     for prefix in ("", "/api"):
-        # Appends first: the router tries routes in order, and an append is the most frequent
-        # request (no path of the others can be an append's: nothing shadows anything).
-        for module in (appends, stores, reads, ws_tokens, webhooks):
+        # Appends first, in the app's own route list (``lean.mount``): the router tries routes
+        # in order, and an append is the most frequent request (no path of the others can be
+        # an append's: nothing shadows anything).
+        lean.mount(
+            app,
+            appends.router,
+            prefix=prefix,
+            include_in_schema=not prefix,
+            responses=openapi.ERRORS,
+        )
+        for module in (stores, reads, ws_tokens, webhooks):
             app.include_router(
                 module.router,
                 prefix=prefix,

@@ -446,7 +446,7 @@ async def read_json(request: Request, limit: int) -> Any:
             )
         chunks.append(chunk)
     raw = b"".join(chunks)
-    if not raw.strip():
+    if not raw or raw.isspace():  # not raw.strip(): that copies the body
         raise validation_error("body", "a JSON body is required")
     try:
         return codec.loads(raw)

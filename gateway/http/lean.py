@@ -19,8 +19,15 @@ one differently from FastAPI: a route that needs more stays an ``APIRoute``). Wh
   FastAPI runs router dependencies; an empty query string costs nothing.
 
 The endpoint's signature stays the one source of what the route takes, for OpenAPI and for this
-binding alike. Dependencies given to ``include_router`` are not seen here (``create_app`` gives
-none); give them to the ``APIRouter`` instead.
+binding alike.
+
+``mount`` adds a router's lean routes to the app's own route list instead of ``include_router``:
+this FastAPI matches an included router's routes through two more layers per request (an
+``_IncludedRouter`` matched once to choose it and once more to run it), and runs each route in two
+``AsyncExitStack``s for dependencies with ``yield``, which lean routes never have. A mounted lean
+route is a plain ``APIRoute`` in the app's list, described in OpenAPI as an included one would be,
+and its ASGI app calls the handler and sends its response; errors go to the app's exception
+handlers as from any route.
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fastapi import APIRouter, FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from ..runtime import runtime, runtime_of
 from .params import DECLARED_ONLY, declared_by, refuse_undeclared
@@ -96,6 +105,18 @@ def _getters(route: APIRoute, dependant: Dependant) -> tuple[list[tuple[str, Get
 class LeanRoute(APIRoute):
     """An ``APIRoute`` whose endpoint is called with its parameters bound by plain getters."""
 
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        if kwargs.get("max_body_size") is not None:
+            raise TypeError(f"LeanRoute {path}: bodies are bounded by the handler, not FastAPI")
+        handler = self.get_route_handler()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await handler(Request(scope, receive, send))
+            await response(scope, receive, send)
+
+        self.app = app  # used when mounted in the app's own list (``mount``)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         getters, checked = _getters(self, self.dependant)
         allowed = declared_by(self.dependant)
@@ -108,3 +129,44 @@ class LeanRoute(APIRoute):
             return response
 
         return handler
+
+
+def mount(
+    app: FastAPI,
+    router: APIRouter,
+    *,
+    prefix: str = "",
+    include_in_schema: bool = True,
+    responses: dict[int | str, Any] | None = None,
+) -> None:
+    """Add ``router``'s routes (all ``LeanRoute``s) to ``app``'s own route list under ``prefix``,
+    described as ``app.include_router`` with these arguments would describe them, and tried
+    before the other routes added so far (FastAPI's own ``/openapi.json`` and ``/docs`` among
+    them): give them paths no earlier route can match."""
+    before = len(app.router.routes)
+    for route in router.routes:
+        if not isinstance(route, LeanRoute):
+            raise TypeError(f"mount: {route!r} is not a LeanRoute")
+        app.router.add_api_route(
+            prefix + route.path,
+            route.endpoint,
+            status_code=route.status_code,
+            tags=list(route.tags),
+            dependencies=list(route.dependencies),
+            summary=route.summary,
+            description=route.description,
+            response_description=route.response_description,
+            responses={**(responses or {}), **route.responses},
+            deprecated=route.deprecated,
+            methods=route.methods,
+            operation_id=route.operation_id,
+            include_in_schema=route.include_in_schema and include_in_schema,
+            name=route.name,
+            openapi_extra=route.openapi_extra,
+            route_class_override=LeanRoute,
+        )
+    routes = app.router.routes
+    added = routes[before:]
+    del routes[before:]
+    front = next((i for i, r in enumerate(routes) if not isinstance(r, LeanRoute)), len(routes))
+    routes[front:front] = added  # after the lean routes mounted earlier, before the others
