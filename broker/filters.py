@@ -18,6 +18,7 @@ types, single-``*`` prefixes and suffixes are dictionary lookups; only the rare 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -36,6 +37,9 @@ MAX_ITEM_VALUES = 32
 MAX_TAGS = 64
 MAX_MATCH_BYTES = 8 * 1024
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+"""The characters a name may not hold (C0 controls and DEL)."""
+
 K = TypeVar("K")
 Matcher = Callable[[str], bool]
 
@@ -46,7 +50,9 @@ def check_name(value: object, what: str, max_length: int = 256) -> str:
         raise InvalidFilter(f"{what} must be a non-empty string")
     if len(value) > max_length:
         raise InvalidFilter(f"{what} is longer than {max_length} characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    # One regex search, not a loop per character: every event type of every append passes here
+    # (a character loop was ~30% of a 100-event append's Python time, cProfile).
+    if _CONTROL.search(value) is not None:
         raise InvalidFilter(f"{what} must not contain control characters")
     return value
 

@@ -73,6 +73,10 @@ def serve(
             ws_per_message_deflate=settings.ws_compression,
             timeout_graceful_shutdown=max(1, int(settings.grace_period - settings.drain_seconds)),
             lifespan="on",
+            # No access lines (docs/operations.md), and said so to uvicorn: with it on, every
+            # request computed the line's client address and quoted path before the logger
+            # dropped it (logs.configure holds uvicorn.access at WARNING).
+            access_log=False,
         )
     )
     status = run(

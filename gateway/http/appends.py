@@ -29,14 +29,19 @@ from .bodies import (
     DcbAppendBody,
     DcbQueryBody,
     StreamsAppendBody,
+    append_request,
     body_schema,
+    dcb_request,
     json_response,
     parse,
     read_json,
     stream_id_of,
+    streams_request,
 )
+from .lean import LeanRoute
+from .params import DECLARED_ONLY
 
-router = APIRouter(tags=["event stores"])
+router = APIRouter(tags=["event stores"], route_class=LeanRoute, dependencies=[DECLARED_ONLY])
 
 
 def events_json(events: tuple[LoggedEvent, ...]) -> Any:
@@ -99,23 +104,15 @@ async def _append(
 ) -> Response:
     await _admit(request, rt, store)
     stream_id = stream_id_of(stream_id)
-    body = parse(AppendBody, await read_json(request, rt.settings.max_body_bytes))
+    body = append_request(await read_json(request, rt.settings.max_body_bytes))
     _check_count(rt, len(body.events))
-    options = body.options
-    expected = options.expectedStreamVersion if options else None
-    if expected is None:
-        expected = body.expectedStreamVersion
-    key = _idempotency(
-        idempotency_key
-        if idempotency_key is not None
-        else (options.idempotencyKey if options else None)
-    )
+    key = _idempotency(idempotency_key if idempotency_key is not None else body.idempotency_key)
     started = time.perf_counter()
     result = await rt.log.append(
         store,
         stream_id,
-        [e.new() for e in body.events],
-        expected="any" if expected is None else expected,
+        body.events,
+        expected="any" if body.expected is None else body.expected,
         idempotency_key=key,
         auto_create=rt.settings.auto_create,
     )
@@ -153,17 +150,13 @@ async def append_streams(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     await _admit(request, rt, store)
-    body = parse(StreamsAppendBody, await read_json(request, rt.settings.max_body_bytes))
-    _check_count(rt, sum(len(part.events) for part in body.streams))
+    body = streams_request(await read_json(request, rt.settings.max_body_bytes))
+    _check_count(rt, sum(len(events) for _, events, _ in body.parts))
     parts = [
-        (
-            stream_id_of(part.streamId),
-            [e.new() for e in part.events],
-            "any" if part.expectedStreamVersion is None else part.expectedStreamVersion,
-        )
-        for part in body.streams
+        (stream_id_of(stream_id), events, "any" if expected is None else expected)
+        for stream_id, events, expected in body.parts
     ]
-    key = _idempotency(idempotency_key if idempotency_key is not None else body.idempotencyKey)
+    key = _idempotency(idempotency_key if idempotency_key is not None else body.idempotency_key)
     started = time.perf_counter()
     results = await rt.log.append_streams(
         store, parts, idempotency_key=key, auto_create=rt.settings.auto_create
@@ -197,7 +190,7 @@ async def append_streams(
 )
 async def append_dcb(store: str, request: Request, rt: RuntimeDep) -> Response:
     await _admit(request, rt, store)
-    body = parse(DcbAppendBody, await read_json(request, rt.settings.max_body_bytes))
+    body = dcb_request(await read_json(request, rt.settings.max_body_bytes))
     _check_count(rt, len(body.events))
     condition = after = None
     if body.condition is not None:
@@ -207,7 +200,7 @@ async def append_dcb(store: str, request: Request, rt: RuntimeDep) -> Response:
     try:
         result = await rt.log.append_dcb(
             store,
-            [e.new() for e in body.events],
+            body.events,
             condition=condition,
             after=after,
             auto_create=rt.settings.auto_create,

@@ -1,9 +1,18 @@
 """Request bodies of the REST API: read bounded, parsed strictly, validated by pydantic models
-(no coercion of wrong types), and JSON responses."""
+(no coercion of wrong types), and JSON responses.
+
+The models are the one statement of the rules (and of the OpenAPI description). The append
+bodies, the hot path of a pod, also have a fast reading (``append_request``, ``streams_request``,
+``dcb_request``): plain type and range checks of the common shape that either give exactly what
+the model would give or step aside, and then the model decides, so every refusal is the model's
+own error. It only accepts, never refuses, and tests/gateway/test_append_bodies.py holds it to the
+models on generated bodies. Why: pydantic validating ``data: dict[str, Any]`` copies every event's
+data, ~3 us an event (a 100-event body took 320 us to validate, 50 us to parse).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from fastapi import Request
 from pydantic import (
@@ -21,6 +30,7 @@ from starlette.responses import Response
 from broker import (
     DCB_STREAM,
     MAX_POSITION,
+    ExpectedVersion,
     InvalidFilter,
     NewEvent,
     Query,
@@ -158,6 +168,194 @@ class DcbQueryBody(BaseModel):
     limit: Annotated[StrictInt, Field(ge=1, le=1000)] = 1000
 
 
+# -- the fast reading of the append bodies ----------------------------------------------------
+
+VERSIONS = frozenset(("any", "no_stream", "stream_exists"))
+MAX_SCHEMA_VERSION = 1_000_000
+
+
+class AppendRequest(NamedTuple):
+    """An ``AppendBody`` as the append needs it."""
+
+    events: list[NewEvent]
+    expected: ExpectedVersion | None
+    """``options.expectedStreamVersion``, else the top-level one (None: neither)."""
+    idempotency_key: str | None
+
+    @classmethod
+    def of(cls, body: AppendBody) -> AppendRequest:
+        options = body.options
+        expected = options.expectedStreamVersion if options is not None else None
+        return cls(
+            [e.new() for e in body.events],
+            body.expectedStreamVersion if expected is None else expected,
+            options.idempotencyKey if options is not None else None,
+        )
+
+
+class StreamsRequest(NamedTuple):
+    """A ``StreamsAppendBody``: (streamId as written, events, expected version) per part."""
+
+    parts: list[tuple[str, list[NewEvent], ExpectedVersion | None]]
+    idempotency_key: str | None
+
+    @classmethod
+    def of(cls, body: StreamsAppendBody) -> StreamsRequest:
+        return cls(
+            [
+                (p.streamId, [e.new() for e in p.events], p.expectedStreamVersion)
+                for p in body.streams
+            ],
+            body.idempotencyKey,
+        )
+
+
+class DcbRequest(NamedTuple):
+    """A ``DcbAppendBody``: its events, and its condition as the model reads it."""
+
+    events: list[NewEvent]
+    condition: ConditionIn | None
+
+    @classmethod
+    def of(cls, body: DcbAppendBody) -> DcbRequest:
+        return cls([e.new() for e in body.events], body.condition)
+
+
+def _version(value: Any) -> bool:
+    """A valid ``Version`` (a JSON null is the caller's business)."""
+    kind = type(value)
+    return (kind is int and value >= 0) or (kind is str and value in VERSIONS)
+
+
+def _key(value: Any) -> bool:
+    """A valid idempotency key or null."""
+    return value is None or (type(value) is str and 1 <= len(value) <= 255)
+
+
+def _fast_event(event: Any) -> NewEvent | None:
+    """``EventIn(**event).new()`` when ``event`` has the common shape; None to let it decide."""
+    if type(event) is not dict:
+        return None
+    kind = event.get("type")
+    if type(kind) is not str or not 1 <= len(kind) <= 256:
+        return None
+    data = event.get("data")
+    metadata = event.get("metadata")
+    if (data is not None and type(data) is not dict) or (
+        metadata is not None and type(metadata) is not dict
+    ):
+        return None
+    version = event.get("schemaVersion", 1)
+    if type(version) is int:
+        if not 1 <= version <= MAX_SCHEMA_VERSION:
+            return None
+    elif type(version) is not str or not 1 <= len(version) <= 64:
+        return None
+    tags = event.get("tags")
+    try:
+        check_name(kind, "type")
+        if tags is None:
+            return NewEvent(kind, data, metadata, version)
+        if type(tags) is not list:
+            return None
+        return NewEvent(kind, data, metadata, version, check_tags(tags))
+    except InvalidFilter:
+        return None
+
+
+def _fast_events(events: Any) -> list[NewEvent] | None:
+    if type(events) is not list or not events:
+        return None
+    out = []
+    for event in events:
+        new = _fast_event(event)
+        if new is None:
+            return None
+        out.append(new)
+    return out
+
+
+def fast_append(value: Any) -> AppendRequest | None:
+    """``AppendBody``'s reading of a common body, or None (the model then decides)."""
+    if type(value) is not dict:
+        return None
+    events = _fast_events(value.get("events"))
+    expected = value.get("expectedStreamVersion")
+    if events is None or (expected is not None and not _version(expected)):
+        return None
+    options = value.get("options")
+    if options is None:
+        return AppendRequest(events, expected, None)
+    if type(options) is not dict:
+        return None
+    chosen = options.get("expectedStreamVersion")
+    key = options.get("idempotencyKey")
+    if (chosen is not None and not _version(chosen)) or not _key(key):
+        return None
+    return AppendRequest(events, expected if chosen is None else chosen, key)
+
+
+def fast_streams(value: Any) -> StreamsRequest | None:
+    """``StreamsAppendBody``'s reading of a common body, or None (the model then decides)."""
+    if type(value) is not dict:
+        return None
+    streams = value.get("streams")
+    key = value.get("idempotencyKey")
+    if type(streams) is not list or not 1 <= len(streams) <= 100 or not _key(key):
+        return None
+    parts = []
+    for part in streams:
+        if type(part) is not dict:
+            return None
+        stream_id = part.get("streamId")
+        expected = part.get("expectedStreamVersion")
+        if type(stream_id) is not str or not 1 <= len(stream_id) <= 256:
+            return None
+        if expected is not None and not _version(expected):
+            return None
+        events = _fast_events(part.get("events"))
+        if events is None:
+            return None
+        parts.append((stream_id, events, expected))
+    return StreamsRequest(parts, key)
+
+
+def fast_dcb(value: Any) -> DcbRequest | None:
+    """``DcbAppendBody``'s reading of a common body, or None (the model then decides). The
+    condition is small: the model reads it, and a refusal steps aside for the whole body's."""
+    if type(value) is not dict:
+        return None
+    events = _fast_events(value.get("events"))
+    if events is None:
+        return None
+    condition = value.get("condition")
+    if condition is None:
+        return DcbRequest(events, None)
+    try:
+        return DcbRequest(events, ConditionIn.model_validate(condition))
+    except ValidationError:
+        return None
+
+
+def append_request(value: Any) -> AppendRequest:
+    """A decoded append body, read fast when it can be, else by ``AppendBody`` (which refuses
+    it with the model's VALIDATION_ERROR, or reads it the same way)."""
+    fast = fast_append(value)
+    return fast if fast is not None else AppendRequest.of(parse(AppendBody, value))
+
+
+def streams_request(value: Any) -> StreamsRequest:
+    """Like ``append_request``, for ``StreamsAppendBody``."""
+    fast = fast_streams(value)
+    return fast if fast is not None else StreamsRequest.of(parse(StreamsAppendBody, value))
+
+
+def dcb_request(value: Any) -> DcbRequest:
+    """Like ``append_request``, for ``DcbAppendBody``."""
+    fast = fast_dcb(value)
+    return fast if fast is not None else DcbRequest.of(parse(DcbAppendBody, value))
+
+
 def _storable(value: dict[str, Any] | None) -> dict[str, Any] | None:
     try:
         codec.dumps(value)  # e.g. nested deeper than the encoder allows
@@ -248,7 +446,7 @@ async def read_json(request: Request, limit: int) -> Any:
             )
         chunks.append(chunk)
     raw = b"".join(chunks)
-    if not raw.strip():
+    if not raw or raw.isspace():  # not raw.strip(): that copies the body
         raise validation_error("body", "a JSON body is required")
     try:
         return codec.loads(raw)

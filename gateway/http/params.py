@@ -2,11 +2,13 @@
 
 Contract section 7, never a silent superset: a parameter the server does not know would otherwise
 be ignored, and its caller would get more than it asked for without being told. Each REST route
-of the reads, the store administration and the webhook subscriptions takes ``DECLARED_ONLY`` as a
-dependency. It compares the request's query string with the parameters the route declares (the
-same list FastAPI validates and writes into the OpenAPI description, so what is documented, what
-is accepted and what is applied cannot drift apart) and answers 400 ``VALIDATION_ERROR`` naming
-each unknown parameter. The ``apiKey`` credential (section 3) is accepted everywhere.
+of the reads, the appends, the store administration, the webhook subscriptions and the WebSocket
+tokens takes ``DECLARED_ONLY`` as a dependency (the appends' ``LeanRoute`` runs the same check
+without FastAPI's dependency machinery: ``gateway/http/lean.py``). It compares the request's query
+string with the parameters the route declares (the same list FastAPI validates and writes into the
+OpenAPI description, so what is documented, what is accepted and what is applied cannot drift
+apart) and answers 400 ``VALIDATION_ERROR`` naming each unknown parameter. The ``apiKey``
+credential (section 3) is accepted everywhere.
 """
 
 from __future__ import annotations
@@ -32,19 +34,22 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
+def declared_by(dependant: Dependant) -> frozenset[str]:
+    """The query parameters a route with this ``dependant`` accepts: those it (and its
+    dependencies) declare, and the API key."""
+    return frozenset(_query_names(dependant) | {API_KEY_PARAM})
+
+
 def declared(route: APIRoute) -> frozenset[str]:
     """The query parameters ``route`` accepts: those it declares, and the API key."""
     names = _declared.get(id(route))
     if names is None:
-        names = _declared[id(route)] = frozenset(_query_names(route.dependant) | {API_KEY_PARAM})
+        names = _declared[id(route)] = declared_by(route.dependant)
     return names
 
 
-async def _declared_only(request: Request) -> None:
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
-        return
-    allowed = declared(route)
+def refuse_undeclared(request: Request, allowed: frozenset[str]) -> None:
+    """400 ``VALIDATION_ERROR`` naming each query parameter of ``request`` not in ``allowed``."""
     unknown = list(dict.fromkeys(name for name in request.query_params if name not in allowed))
     if not unknown:
         return
@@ -56,6 +61,12 @@ async def _declared_only(request: Request) -> None:
         f"{', '.join(repr(name) for name in unknown)} (this route accepts: {accepted})",
         [{"field": name, "message": message} for name in unknown],
     )
+
+
+async def _declared_only(request: Request) -> None:
+    route = request.scope.get("route")
+    if isinstance(route, APIRoute):
+        refuse_undeclared(request, declared(route))
 
 
 DECLARED_ONLY = Depends(_declared_only)

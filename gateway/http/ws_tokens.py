@@ -14,8 +14,10 @@ from ..errors import validation_error
 from ..runtime import RuntimeDep
 from .answers import Token, answers
 from .bodies import TokenBody, body_schema, json_response, parse, read_optional_json
+from .params import DECLARED_ONLY
 
-router = APIRouter(tags=["event stores"])
+router = APIRouter(tags=["event stores"], dependencies=[DECLARED_ONLY])
+"""Refuses the query parameters it does not declare (``params.DECLARED_ONLY``): only ``apiKey``."""
 
 
 @router.post(

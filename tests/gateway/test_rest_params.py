@@ -10,7 +10,7 @@ import pytest
 from fastapi.routing import APIRoute
 from rest_support import PREFIXES, TestClient, assert_error, error_fields
 
-from gateway.http import reads, stores, webhooks
+from gateway.http import appends, reads, stores, webhooks, ws_tokens
 from gateway.http.params import DECLARED_ONLY, declared
 
 # (method, path below the prefix, body) of every route that refuses unknown parameters.
@@ -81,3 +81,49 @@ def test_the_openapi_description_lists_exactly_what_a_route_accepts(client: Test
             operation = spec["paths"][route.path][method.lower()]
             listed = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
             assert listed == declared(route) - {"apiKey"}, (method, route.path)
+
+
+# The append routes (``LeanRoute``s, which run the same check themselves) and the token route.
+WRITES: list[tuple[str, Any]] = [
+    ("/{store}/streams/{stream_id}", {"events": [{"type": "a", "data": {}}]}),
+    ("/{store}/streams/{stream_id}/events", {"events": [{"type": "a", "data": {}}]}),
+    ("/{store}/streams", {"streams": [{"streamId": "s", "events": [{"type": "a"}]}]}),
+    ("/{store}/events", {"events": [{"type": "a", "data": {}}]}),
+    ("/{store}/query", {"query": {"items": [{"types": ["a"]}]}}),
+    ("/{store}/ws-tokens", {}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), WRITES, ids=[p for p, _ in WRITES])
+def test_appends_and_tokens_refuse_unknown_parameters_by_name(
+    client: TestClient, store: str, path: str, body: Any
+) -> None:
+    for base in PREFIXES:
+        for name in ("bogus", "expectedStreamVersion", "filter[type]"):
+            response = call(client, "POST", base + path, body, **{name: "1"})
+            result = assert_error(response, 400, "VALIDATION_ERROR")
+            assert result == {
+                "error": "VALIDATION_ERROR",
+                "message": f"unknown query parameter {name!r} (this route accepts: none)",
+                "details": [
+                    {"field": name, "message": "unknown query parameter; this route accepts: none"}
+                ],
+            }
+        several = call(client, "POST", base + path, body, zeta="1", alpha="2", apiKey="dg_x")
+        assert error_fields(assert_error(several, 400, "VALIDATION_ERROR")) == ["zeta", "alpha"]
+    # Nothing was appended.
+    assert client.get(f"/event-stores/{store}").json()["statistics"]["totalEvents"] == 0
+    # The API key parameter is no unknown one.
+    assert call(client, "POST", "/event-stores" + path, body, apiKey="dg_x").status_code < 300
+
+
+def test_the_appends_and_tokens_openapi_lists_no_query_parameter(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for router in (appends.router, ws_tokens.router):
+        for route in router.routes:
+            assert isinstance(route, APIRoute)
+            assert any(d.dependency is DECLARED_ONLY.dependency for d in route.dependencies)
+            assert declared(route) == {"apiKey"}
+            for method in route.methods:
+                operation = spec["paths"][route.path][method.lower()]
+                assert not [p for p in operation.get("parameters", []) if p["in"] == "query"]
