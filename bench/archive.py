@@ -184,12 +184,13 @@ async def copy_run(ctx: Context, admin: aioredis.Redis, url: str, measured: Meas
             await conn.close()
         reader = EventLog(client, archive=archive)
         lifecycle = Lifecycle(client, reader, archive, LifecycleOptions())
-        await lifecycle.run_once()  # its first step makes the store's archive row, unmeasured
+        uid = await admin.hget(StoreKeys("cold").meta, "uid")
+        await archive.store_id(uid, "cold", create=True)  # the store's archive row, unmeasured
         first = lifecycle.stats.archived
         pids = await backends(url)
         clocks = (time.process_time(), cpu_of(pids), await redis_cpu(admin))
         t0 = time.monotonic()
-        for _ in range(events):  # bounded: each busy step copies up to copy_batch events
+        for _ in range(events):  # bounded: each busy step copies at least a page
             if not await lifecycle.run_once():
                 break
         seconds = time.monotonic() - t0
