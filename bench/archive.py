@@ -16,7 +16,8 @@ the run creates a database of its own and drops it at the end.
    PostgreSQL's backends serving the bench database, and of Redis.
 3. **Bytes per event**: Redis' ``used_memory`` growth while the store filled / events (and the
    log stream's own ``MEMORY USAGE``); PostgreSQL's events table with its indexes
-   (``pg_total_relation_size``) / events.
+   (``pg_total_relation_size``) / events. Then the same for events of ~250, ~1,000 and ~4,000
+   bytes of JSON (``sizes``), the figures ``docs/operations.md`` sizes Redis and PostgreSQL with.
 4. **Replay**: a pod as deployed (auth on) with ``DELTAGATE_ARCHIVE_URL``; two stores of 100,000
    events, one kept hot (``hotRetention.maxEvents`` above its size) and one archived down to its
    newest event; one WebSocket client subscribes from ``earliest`` to each in turn
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -94,6 +96,7 @@ class Measured:
     log_bytes: float = 0.0
     postgres_bytes: float = 0.0
     replays: dict[str, Replay] = field(default_factory=dict)
+    sized: list[Sized] = field(default_factory=list)
 
 
 async def main(ctx: Context) -> str:
@@ -112,6 +115,7 @@ async def main(ctx: Context) -> str:
             row = await broker_phase(ctx, admin, 100)
             measured.append_rates.append(row.events_per_s)
             measured.copies.append(await copy_run(ctx, admin, url, measured))
+        measured.sized = await sizes(ctx, admin, url)
         await admin.flushall()
         measured.replays = await replays(ctx, admin, url)
     finally:
@@ -184,12 +188,13 @@ async def copy_run(ctx: Context, admin: aioredis.Redis, url: str, measured: Meas
             await conn.close()
         reader = EventLog(client, archive=archive)
         lifecycle = Lifecycle(client, reader, archive, LifecycleOptions())
-        await lifecycle.run_once()  # its first step makes the store's archive row, unmeasured
+        uid = await admin.hget(StoreKeys("cold").meta, "uid")
+        await archive.store_id(uid, "cold", create=True)  # the store's archive row, unmeasured
         first = lifecycle.stats.archived
         pids = await backends(url)
         clocks = (time.process_time(), cpu_of(pids), await redis_cpu(admin))
         t0 = time.monotonic()
-        for _ in range(events):  # bounded: each busy step copies up to copy_batch events
+        for _ in range(events):  # bounded: each busy step copies at least a page
             if not await lifecycle.run_once():
                 break
         seconds = time.monotonic() - t0
@@ -207,6 +212,74 @@ async def copy_run(ctx: Context, admin: aioredis.Redis, url: str, measured: Meas
     finally:
         await archive.close()
         await client.aclose()
+
+
+# -- bytes per event, by event size ---------------------------------------------------------
+
+SIZES = (250, 1000, 4000)
+"""Approximate bytes of an event's JSON as served, for the bytes-per-event table."""
+
+
+@dataclass
+class Sized:
+    json_bytes: float
+    redis_bytes: float
+    log_bytes: float
+    postgres_bytes: float
+
+
+async def sizes(ctx: Context, admin: aioredis.Redis, url: str) -> list[Sized]:
+    """For events of each of ``SIZES``: Redis' ``used_memory`` growth and the log's ``MEMORY
+    USAGE`` per event while a store fills, and the archive's table with its indexes per event
+    once the lifecycle has copied them. The data is random hex (PostgreSQL compresses values over
+    2 kB: padding of one repeated character would make the archive look smaller than it is)."""
+    events = 2000 if ctx.quick else 10_000
+    out = []
+    for size in SIZES:
+        await admin.flushall()
+        client = connect(RedisConfig(url=ctx.redis_url))
+        archive = Archive(url, seconds=30)
+        try:
+            await StoreAdmin(client).create("sized")
+            await archive.ping()
+            conn = await asyncpg.connect(url, timeout=5)
+            try:
+                await conn.execute("TRUNCATE deltagate_events, deltagate_stores")
+            finally:
+                await conn.close()
+            log = EventLog(client, archive=archive)
+            noise = random.Random(size)
+            before = int((await admin.info("memory"))["used_memory"])
+            for first in range(0, events, 100):
+                batch = [
+                    NewEvent(
+                        "order.placed",
+                        {
+                            "orderId": f"ord-{n:010d}",
+                            "note": noise.randbytes(max(0, size - 230) // 2).hex(),
+                        },
+                    )
+                    for n in range(first, first + 100)
+                ]
+                await log.append("sized", f"order-{(first // 100) % STREAMS}", batch)
+            grown = int((await admin.info("memory"))["used_memory"]) - before
+            usage = int(await admin.memory_usage(StoreKeys("sized").log, samples=0) or 0)
+            page = await log.after("sized", 0, 100)
+            served = sum(len(e.json.encode()) for e in page.events) / len(page.events)
+            lifecycle = Lifecycle(client, log, archive, LifecycleOptions())
+            for _ in range(events):
+                if not await lifecycle.run_once():
+                    break
+            stored = await archive.table_bytes()
+            out.append(Sized(served, grown / events, usage / events, stored / events))
+            progress(
+                f"{served:,.0f}-byte events: Redis {grown / events:,.0f} B, "
+                f"PostgreSQL {stored / events:,.0f} B each"
+            )
+        finally:
+            await archive.close()
+            await client.aclose()
+    return out
 
 
 # -- replay from the archive ----------------------------------------------------------------
@@ -319,6 +392,26 @@ def report(m: Measured, ctx: Context, elapsed: float) -> str:
             ),
             'Events like `{"type": "order.placed", "data": {"orderId", "totalAmount"}}` '
             f"over {STREAMS} streams (~230 bytes of JSON as served).",
+            "By event size (the same, with a `note` of random hex in `data`; "
+            f"{'2,000' if ctx.quick else '10,000'} events each, appended in batches of 100; the "
+            "archive's figure is its table with every index once the lifecycle copied them):",
+            table(
+                [
+                    "event JSON as served, bytes",
+                    "Redis `used_memory` per event",
+                    "Redis log stream per event",
+                    "PostgreSQL per event",
+                ],
+                [
+                    [
+                        num(z.json_bytes),
+                        f"**{num(z.redis_bytes)}**",
+                        num(z.log_bytes),
+                        f"**{num(z.postgres_bytes)}**",
+                    ]
+                    for z in m.sized
+                ],
+            ),
             f"### Replay of {REPLAY_EVENTS:,} archived events to one WebSocket client",
             "One pod as deployed (auth on, `DELTAGATE_ARCHIVE_URL`); appended over HTTP in "
             "batches of 1,000, then archived (the archived store keeps only its newest event in "

@@ -88,6 +88,21 @@ def created_at_text(event_json: str) -> str:
     return event_json[start : event_json.index('"', start)]
 
 
+CREATED_AT = b'"createdAt":"'
+
+
+def created_at_raw(body: bytes) -> bytes:
+    """``created_at_text`` of an event's stored bytes (its body, or its whole JSON). The append
+    writes ``createdAt`` last, with milliseconds: ``..."createdAt":"2026-01-02T03:04:05.678Z"}``;
+    that shape is checked at the end of the text, without searching it (the archive copy reads
+    every event's time), and anything else is found as ``created_at_text`` finds it."""
+    end = len(body)
+    if body.startswith(CREATED_AT, end - 39) and body.find(b'"', end - 26) == end - 2:
+        return body[-26:-2]
+    start = body.rindex(CREATED_AT) + 13
+    return body[start : body.index(b'"', start)]
+
+
 def created_at_of(event_json: str) -> datetime:
     """An event's ``createdAt`` (``created_at_text``) as a time."""
     return datetime.fromisoformat(created_at_text(event_json))

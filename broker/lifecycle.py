@@ -23,15 +23,17 @@ import random
 import secrets
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
+from redis.client import NEVER_DECODE
 
 from . import codec
 from .aio import cancel_and_wait
-from .archive import Archive, Row
+from .archive import Archive
+from .archiver import Archiver, Held, summarize
 from .errors import BrokerError
 from .keys import STORE_REGISTRY, StoreKeys
 from .reader import LogReader
@@ -47,9 +49,12 @@ class LifecycleOptions:
     """Seconds between rounds over the stores when there was nothing to do."""
     lease_seconds: float = 15.0
     copy_batch: int = 5000
-    """Events copied to the archive per step."""
+    """Events copied to the archive per COPY (one transaction, one page)."""
     trim_batch: int = 5000
-    """Events moved out of Redis per step."""
+    """Events moved out of Redis per call of ``scripts/trim.lua``."""
+    step_events: int = 50_000
+    """Events a step copies, and moves out of Redis, at most (in pages of the batches above),
+    so that a store with a backlog does not hold the others up for long."""
     delete_batch: int = 10_000
     """Archived events deleted by retention per step."""
     hot_events: int | None = None
@@ -99,9 +104,22 @@ class Lifecycle:
         self._trim = load_script(redis, "trim")
         self._mark = load_script(redis, "lifecycle_mark")
         self._task: asyncio.Task[None] | None = None
-        self._highest: dict[str, int] = {}
-        """The archive's highest position per store incarnation (uid), once read."""
         self.stats = LifecycleStats()
+        self._archiver = (
+            None
+            if archive is None
+            else Archiver(
+                redis,
+                archive,
+                page=self.options.copy_batch,
+                step=self.options.step_events,
+                seconds=self.options.lease_seconds / 3,
+                on_copied=self._copied,
+            )
+        )
+
+    def _copied(self, events: int) -> None:
+        self.stats.archived += events
 
     @property
     def archiving(self) -> bool:
@@ -195,11 +213,13 @@ class Lifecycle:
         bound = await self._retention_bound(store, retention, head, oldest)
         more = False
         if self._archive is not None:
-            archived, copied_all = await self._copy(store, uid, archived, bound, head)
+            archived, copied_all, copied = await self._copy(store, uid, archived, bound, head)
             state.archived = archived
             more = not copied_all
+        else:
+            copied = []
         hot = await self._hot_bound(store, retention, head)
-        low, trimmed_all = await self._trim_redis(store, uid, bound, hot)
+        low, trimmed_all = await self._trim_redis(store, uid, bound, hot, copied)
         state.low = low
         more = more or not trimmed_all
         if self._archive is not None and bound > oldest:
@@ -254,76 +274,100 @@ class Lifecycle:
 
     async def _copy(
         self, store: str, uid: str, archived: int, bound: int, head: int
-    ) -> tuple[int, bool]:
-        """Copy the next events to the archive; the new ``archived`` and whether all are."""
-        assert self._archive is not None
-        archive_id = await self._archive.store_id(uid, store, create=True)
-        assert archive_id is not None
-        highest = self._highest.get(uid)
-        if highest is None:
-            highest = self._highest[uid] = await self._archive.highest(archive_id)
-        start = max(archived, highest, bound - 1)
-        if start >= head:
-            return max(archived, start), True
-        entries = await call(
-            self._redis.xrange(
-                StoreKeys(store).log, f"{start + 1}-0", "+", count=self.options.copy_batch
-            )
-        )
-        rows = [_row(entry) for entry in entries]
-        if not rows or rows[0].position != start + 1:
-            # Not in Redis: trimmed without being archived can only mean retention deleted it
-            # (below R) or the store went away; the next step sees which.
-            return archived, True
-        try:
-            await self._archive.write(archive_id, rows)
-        except asyncpg.UniqueViolationError:
-            # Another pod copied these meanwhile (a lease that expired under a slow copy).
-            self._highest.pop(uid, None)
-            return archived, False
-        top = rows[-1].position
-        self._highest[uid] = top
-        self.stats.archived += len(rows)
-        marked = int(
-            await call(self._mark(keys=[StoreKeys(store).meta], args=[uid, "archived", top, 0]))
-        )
-        if marked < 0:  # deleted or re-created while we copied: those rows belong to no one
-            await self._archive.forget(uid)
-            return archived, True
+    ) -> tuple[int, bool, list[Held]]:
+        """Copy the next events to the archive: the new ``archived``, whether all are, and what
+        the pages copied hold."""
+        assert self._archiver is not None
+        archived, done, copied = await self._archiver.copy(store, uid, archived, bound, head)
         state = self.stats.stores.get(store)
         if state is not None:
-            unarchived = await call(
-                self._redis.xrange(StoreKeys(store).log, f"{top + 1}-0", "+", count=1)
-            )
-            state.archive_lag_seconds = (
-                time.time() - _row(unarchived[0]).created_at.timestamp() if unarchived else 0.0
-            )
-        return marked, top >= head
+            state.archive_lag_seconds = self._archiver.lag_seconds
+        return archived, done, copied
 
-    async def _trim_redis(self, store: str, uid: str, bound: int, hot: int) -> tuple[int, bool]:
+    async def _trim_redis(
+        self, store: str, uid: str, bound: int, hot: int, copied: list[Held]
+    ) -> tuple[int, bool]:
+        """Move the oldest events out of Redis, up to ``step_events`` of them, a batch per
+        script call; the lowest position left in Redis and whether nothing more may go.
+
+        The script never reads the entries it trims: reading them inside Lua (Redis turns each
+        reply into Lua tables) cost 3 us per event of the one Redis every append waits on. It is
+        told what they hold (events per stream, types, tags, bytes) and checks that against the
+        store's indexes before it trims anything. What this step just copied, the copy already
+        read (``copied``); anything else is read here."""
         k = StoreKeys(store)
-        reply = await call(
-            self._trim(
-                keys=[k.meta, k.log, k.offsets, k.times],
-                args=[
-                    uid,
-                    bound,
-                    hot,
-                    "1" if self._archive is not None else "0",
-                    self.options.trim_batch,
-                    k.stream_prefix,
-                    k.type_prefix,
-                    k.tag_prefix,
-                ],
+        archiving = "1" if self._archive is not None else "0"
+        pages = deque(copied)
+        left = self.options.step_events
+        while True:
+            state = await call(self._redis.hmget(k.meta, "uid", "head", "low", "archived"))
+            if state[0] != uid:
+                return 1, True
+            head, low, archived = int(state[1] or 0), int(state[2] or 1), int(state[3] or 0)
+            upto = hot if self._archive is None else min(hot, archived + 1)
+            upto = min(max(upto, bound), head)
+            if upto <= low:
+                return low, True
+            most = min(self.options.trim_batch, left)
+            while pages and pages[0].first < low:
+                pages.popleft()
+            if pages and pages[0].first == low and pages[0].last < upto:
+                held = pages.popleft()
+                while pages and pages[0].last < upto and held.count + pages[0].count <= most:
+                    held.extend(pages.popleft())
+            else:
+                last = min(upto - 1, low + most - 1)
+                if pages and low < pages[0].first <= last:
+                    last = pages[0].first - 1  # up to where a page copied in this step starts
+                entries = await call(
+                    self._redis.execute_command(
+                        "XRANGE", k.log, f"{low}-0", f"{last}-0", **{NEVER_DECODE: True}
+                    )
+                )
+                if len(entries) != last - low + 1 or int(entries[0][0].partition(b"-")[0]) != low:
+                    # Moved meanwhile (another pod trimmed): the next round goes on from there.
+                    return low, True
+                held = summarize(
+                    entries, low, bound, archived if self._archive is not None else None
+                )
+            reply = await call(
+                self._trim(
+                    keys=[k.meta, k.log, k.offsets, k.times],
+                    args=[
+                        uid,
+                        low,
+                        held.last,
+                        archived,
+                        bound,
+                        hot,
+                        archiving,
+                        held.gone,
+                        k.stream_prefix,
+                        k.type_prefix,
+                        k.tag_prefix,
+                        *held.arguments(),
+                    ],
+                )
             )
-        )
-        if int(reply[0]) < 0:
-            return 1, True
-        low, trimmed = int(reply[0]), int(reply[1])
-        self.stats.trimmed += trimmed
-        if self._archive is None:
-            self.stats.deleted += trimmed
-        return low, trimmed < self.options.trim_batch
+            code = int(reply[0])
+            if code == -1:
+                return 1, True
+            if code == -2:
+                self.stats.errors += 1
+                log.error(
+                    "a store's log and its stream index disagree: not trimmed",
+                    extra={"store": store, "position": low, "detail": reply[1]},
+                )
+                return low, True
+            trimmed = int(reply[1])
+            self.stats.trimmed += trimmed
+            if self._archive is None:
+                self.stats.deleted += trimmed
+            left -= trimmed
+            if trimmed == 0 or left <= 0:
+                return code, trimmed == 0
+            if code >= upto:
+                return code, True
 
     async def _delete_archived(self, store: str, uid: str, bound: int) -> bool:
         """Retention in the archive: delete a batch below ``bound``; True once none is left."""
@@ -345,19 +389,3 @@ def body_size(event_json: str) -> int:
     writes), as the append script counts them."""
     start = event_json.index(',"streamPosition":') + 18
     return len(event_json[event_json.index(",", start) + 1 :].encode())
-
-
-def _row(entry: list[Any]) -> Row:
-    entry_id, fields = entry
-    position = int(entry_id.partition("-")[0])
-    body = fields[-1]
-    tags: tuple[str, ...] = tuple(fields[7].split(",")) if len(fields) == 10 else ()
-    if len(fields) >= 8:
-        stream_position = int(fields[5])
-    else:  # the first format held the whole JSON
-        start = body.index('"streamPosition":') + 17
-        stream_position = int(body[start : body.index(",", start)])
-        body = body[body.index(",", start) + 1 :]
-    return Row(
-        position, fields[1], stream_position, fields[3], codec.created_at_of(body), body, tags
-    )

@@ -1,0 +1,324 @@
+"""Copying a store's log from Redis into the archive: the copy half of the lifecycle's step
+(``broker.lifecycle``; the invariants: docs/lifecycle.md, "The archive boundary").
+
+What it guarantees: events reach PostgreSQL in position order, a page at a time, each page in one
+transaction, and the store's ``archived`` (A) moves in Redis only after that transaction
+committed, never backwards (``scripts/lifecycle_mark.lua``). A copy starts after the highest of A
+and the archive's own highest position, so a crash between a commit and its mark repeats nothing
+and skips nothing; two pods that overlap (a lease that expired under a slow copy) are told apart
+by the primary key on (store, position): the loser's page is refused whole, and its next step
+starts again from the archive's highest position.
+
+Why it looks the way it does (it must keep up with the appends twice over, ``bench/archive.py``;
+py-spy showed the first version spending its time decoding entries into str, parsing createdAt
+into datetimes and building a tuple per row for asyncpg, and waiting: Redis, Python and
+PostgreSQL took turns):
+
+- entries are read undecoded and written as PostgreSQL's binary COPY format straight from their
+  bytes: the event's body goes to the archive as the log holds it, never decoded or re-encoded;
+  createdAt is read where the append writes it (``codec.created_at_raw``), each second parsed
+  once;
+- the next page is read from Redis and encoded while PostgreSQL writes the current one; a step
+  goes on for up to ``step`` events (and a third of the lease), so a backlog is copied in long
+  runs, and other stores still get their turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from redis.client import NEVER_DECODE
+
+from . import codec
+from .aio import cancel_and_wait
+from .archive import Archive
+from .keys import StoreKeys
+from .redis import call, load_script
+
+# PostgreSQL's binary COPY format (the "Binary Format" section of the COPY reference): a
+# signature, flags and header extension length, then per row its field count and each field as
+# int32 length + bytes (-1: NULL), then -1 as the field count. Fields in ``archive.COLUMNS`` order:
+# store_id int4, position int8, stream_id text, stream_position int8, type text,
+# created_at timestamptz (int8 microseconds since 2000-01-01 UTC), body text, tags text[].
+HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+TRAILER = b"\xff\xff"
+NULL = struct.pack(">i", -1)
+ROW = struct.Struct(">hiiiqi")
+"""Field count, store_id (length, value), position (length, value), stream_id's length."""
+INT8_THEN_LENGTH = struct.Struct(">iqi")
+"""An int8 field (length, value), then the next field's length."""
+ARRAY = struct.Struct(">iiiiii")
+"""A text[] field's length, then its header: dimensions, has nulls, element type, size, lower
+bound."""
+LENGTH = struct.Struct(">i")
+TEXT_OID = 25
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(slots=True)
+class Held:
+    """What consecutive events of a store's log (``first`` to ``last``) hold, as
+    ``scripts/trim.lua`` is told before it moves them out of Redis."""
+
+    first: int
+    last: int
+    streams: dict[bytes, int]
+    """Events per stream."""
+    types: set[bytes]
+    tags: set[bytes]
+    gone: int = 0
+    """Bytes of their bodies that leave for good (not archived)."""
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
+
+    def extend(self, following: Held) -> None:
+        """Add what the events right after these hold."""
+        assert following.first == self.last + 1
+        for stream_id, count in following.streams.items():
+            self.streams[stream_id] = self.streams.get(stream_id, 0) + count
+        self.types |= following.types
+        self.tags |= following.tags
+        self.gone += following.gone
+        self.last = following.last
+
+    def arguments(self) -> list[Any]:
+        """The script's arguments from its 12th on."""
+        args: list[Any] = [len(self.streams)]
+        for stream_id, count in self.streams.items():
+            args += (stream_id, count)
+        args.append(len(self.types))
+        args += self.types
+        args += self.tags
+        return args
+
+
+def summarize(entries: list[Any], first: int, bound: int, archived: int | None) -> Held:
+    """What raw log entries from position ``first`` on hold; the bytes that leave for good:
+    all of them without an archive (``archived`` None), with one those that retention deletes
+    (below ``bound``) before they were archived."""
+    streams: dict[bytes, int] = {}
+    types: set[bytes] = set()
+    tags: set[bytes] = set()
+    gone = 0
+    for i, (_, fields) in enumerate(entries):
+        stream_id = fields[1]
+        streams[stream_id] = streams.get(stream_id, 0) + 1
+        types.add(fields[3])
+        if len(fields) == 10:
+            tags.update(t for t in fields[7].split(b",") if t)
+        if archived is None or archived < first + i < bound:
+            gone += len(fields[-1])
+    return Held(first, first + len(entries) - 1, streams, types, tags, gone)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Consecutive events of a store's log, encoded for one COPY."""
+
+    data: bytes
+    created: int
+    """Microseconds since 2000 of the page's first event (the archive lag when it waits)."""
+    held: Held
+
+
+class Archiver:
+    """Copies stores' logs into the archive, for one pod's lifecycle. ``on_copied(n)`` is called
+    after each committed page."""
+
+    def __init__(
+        self,
+        redis: Any,
+        archive: Archive,
+        *,
+        page: int,
+        step: int,
+        seconds: float,
+        on_copied: Callable[[int], None],
+    ) -> None:
+        self._redis = redis
+        self._archive = archive
+        self._page = page
+        self._step = step
+        self._seconds = seconds
+        self._on_copied = on_copied
+        self._mark = load_script(redis, "lifecycle_mark")
+        self._highest: dict[str, int] = {}
+        """The archive's highest position per store incarnation (uid), once read."""
+        self.lag_seconds = 0.0
+        """Age of the oldest event the last copy left behind (0: it copied up to the head)."""
+
+    async def copy(
+        self, store: str, uid: str, archived: int, bound: int, head: int
+    ) -> tuple[int, bool, list[Held]]:
+        """Copy the store's next events (those below ``bound`` are retention's to delete, not
+        to copy): the new ``archived``, whether everything up to ``head`` is, and what the pages
+        copied hold (for the trim that follows)."""
+        archive_id = await self._archive.store_id(uid, store, create=True)
+        assert archive_id is not None
+        highest = self._highest.get(uid)
+        if highest is None:
+            highest = self._highest[uid] = await self._archive.highest(archive_id)
+        start = max(archived, highest, bound - 1)
+        copied: list[Held] = []
+        if start >= head:
+            self.lag_seconds = 0.0
+            return max(archived, start), True, copied
+        meta, log_key = StoreKeys(store).meta, StoreKeys(store).log
+        deadline = time.monotonic() + self._seconds
+        left = self._step
+        page = await self._read(log_key, archive_id, start, min(self._page, left))
+        ahead: asyncio.Task[Page | None] | None = None
+        try:
+            while True:
+                if page is None:
+                    # Not in Redis: trimmed without being archived can only mean retention
+                    # deleted it (below R) or the store went away; the next step sees which.
+                    return archived, True, copied
+                held = page.held
+                left -= held.count
+                if held.last < head and left > 0 and time.monotonic() < deadline:
+                    ahead = asyncio.get_running_loop().create_task(
+                        self._read(log_key, archive_id, held.last, min(self._page, left))
+                    )
+                try:
+                    await self._archive.copy_binary(page.data)
+                except asyncpg.UniqueViolationError:
+                    # Another pod copied these meanwhile (a lease that expired under a slow copy).
+                    self._highest.pop(uid, None)
+                    return archived, False, copied
+                self._highest[uid] = held.last
+                self._on_copied(held.count)
+                marked = int(
+                    await call(self._mark(keys=[meta], args=[uid, "archived", held.last, 0]))
+                )
+                if marked < 0:  # deleted or re-created while we copied: those rows are no one's
+                    await self._archive.forget(uid)
+                    self._highest.pop(uid, None)
+                    return archived, True, []
+                archived = marked
+                copied.append(held)
+                if ahead is None:
+                    break
+                page, ahead = await ahead, None
+        finally:
+            if ahead is not None:
+                await cancel_and_wait([ahead])
+                if not ahead.cancelled():
+                    ahead.exception()  # retrieved: the step already failed for its own reason
+        if archived >= head:
+            self.lag_seconds = 0.0
+        else:
+            following = await self._read(log_key, archive_id, archived, 1)
+            self.lag_seconds = 0.0 if following is None else _age(following.created)
+        return archived, archived >= head, copied
+
+    async def _read(self, log_key: str, archive_id: int, after: int, count: int) -> Page | None:
+        """Up to ``count`` events after ``after``, encoded; None if Redis does not hold the next
+        position (or holds a page with a hole, which the log never has)."""
+        entries = await call(
+            self._redis.execute_command(
+                "XRANGE", log_key, f"{after + 1}-0", "+", "COUNT", count, **{NEVER_DECODE: True}
+            )
+        )
+        if not entries:
+            return None
+        first = int(entries[0][0].partition(b"-")[0])
+        last = int(entries[-1][0].partition(b"-")[0])
+        if first != after + 1 or last - first + 1 != len(entries):
+            return None
+        return encode(archive_id, first, entries)
+
+
+def encode(archive_id: int, first: int, entries: list[Any]) -> Page:
+    """Raw log entries from position ``first`` on (``[id, [b"s", stream, b"t", type, b"p",
+    streamPosition, (b"g", tags,) b"e", body]]``, fields in the order scripts/lib/write.lua
+    writes them) as a binary COPY of archive rows, with what they hold. Entries of the first
+    format (``[b"s", stream, b"t", type, b"e", json]``) held the whole JSON: their positions
+    are cut off here."""
+    out: list[bytes] = [HEADER]
+    add = out.append
+    times: dict[bytes, int] = {}
+    seconds: dict[bytes, int] = {}
+    streams: dict[bytes, int] = {}
+    types: set[bytes] = set()
+    tags: set[bytes] = set()
+    pack_row, pack_int8 = ROW.pack, INT8_THEN_LENGTH.pack
+    position = first
+    for _, fields in entries:
+        body = fields[-1]
+        if len(fields) >= 8:
+            stream_position = int(fields[5])
+        else:
+            stream_position, body = _first_format(body)
+        text = codec.created_at_raw(body)
+        created = times.get(text)
+        if created is None:
+            created = times[text] = _micros(text, seconds)
+        stream_id, kind = fields[1], fields[3]
+        streams[stream_id] = streams.get(stream_id, 0) + 1
+        types.add(kind)
+        add(pack_row(8, 4, archive_id, 8, position, len(stream_id)))
+        add(stream_id)
+        add(pack_int8(8, stream_position, len(kind)))
+        add(kind)
+        add(pack_int8(8, created, len(body)))
+        add(body)
+        if len(fields) == 10:
+            named = [t for t in fields[7].split(b",") if t]
+            tags.update(named)
+            add(_tags(named))
+        else:
+            add(NULL)
+        position += 1
+    add(TRAILER)
+    oldest = codec.created_at_raw(entries[0][1][-1])
+    held = Held(first, position - 1, streams, types, tags)
+    return Page(b"".join(out), times.get(oldest) or _micros(oldest, seconds), held)
+
+
+def _first_format(json: bytes) -> tuple[int, bytes]:
+    """The stream position and the body of a whole event JSON (``codec.positioned``)."""
+    start = json.index(b'"streamPosition":') + 17
+    end = json.index(b",", start)
+    return int(json[start:end]), json[end + 1 :]
+
+
+def _tags(tags: list[bytes]) -> bytes:
+    """Tags as a binary text[] field."""
+    if not tags:
+        return NULL
+    items = b"".join(LENGTH.pack(len(t)) + t for t in tags)
+    return ARRAY.pack(20 + len(items), 1, 0, TEXT_OID, len(tags), 1) + items
+
+
+def _micros(text: bytes, seconds: dict[bytes, int]) -> int:
+    """An ISO 8601 time as microseconds since 2000-01-01 UTC (a time without an offset is
+    UTC). The append's own shape, ``2026-01-02T03:04:05.678Z``, is parsed once per second."""
+    if len(text) == 24 and text[19:20] == b"." and text[23:] == b"Z":
+        whole = text[:19]
+        second = seconds.get(whole)
+        if second is None:
+            second = seconds[whole] = _parse(whole + b"Z")
+        return second + int(text[20:23]) * 1000
+    return _parse(text)
+
+
+def _parse(text: bytes) -> int:
+    moment = datetime.fromisoformat(text.decode())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // MICROSECOND
+
+
+def _age(micros: int) -> float:
+    return max(0.0, time.time() - (EPOCH.timestamp() + micros / 1e6))

@@ -1,0 +1,215 @@
+"""The archive copy's own parts (broker/archiver.py, scripts/trim.lua): log entries as binary COPY
+rows that PostgreSQL reads back exactly, a trim that refuses a wrong account of what it trims,
+and a copy cut short mid-step that leaves A at the last commit and no task behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from broker import Archive, EventLog, Lifecycle, LifecycleOptions, NewEvent, StoreAdmin, codec
+from broker.archiver import Held, encode, summarize
+from broker.errors import Unavailable
+from broker.keys import StoreKeys
+
+
+@pytest.fixture
+async def archive(archive_url: str) -> AsyncIterator[Archive]:
+    a = Archive(archive_url)
+    try:
+        yield a
+    finally:
+        await a.close()
+
+
+def body(stream: str, kind: str, created: str, extra: str = "") -> bytes:
+    return (
+        f'"streamId":"{stream}","eventId":"e","type":"{kind}","data":{{"x":"\\"quoted\\""}}'
+        f'{extra},"schemaVersion":1,"transactionId":"t","createdAt":"{created}"}}'
+    ).encode()
+
+
+async def test_entries_go_to_postgresql_as_the_log_holds_them(
+    archive: Archive, archive_url: str
+) -> None:
+    """Every shape an entry can have: tags, none, the first format (whole JSON), createdAt with
+    and without milliseconds or an offset, and text outside ASCII."""
+    created = [
+        "2026-01-02T03:04:05.678Z",
+        "2026-01-02T03:04:05.679Z",
+        "2026-01-02T03:04:05Z",
+        "2026-01-02T05:04:05.5+02:00",
+        "2026-01-02T03:04:06.000Z",
+    ]
+    whole = "{" + '"globalPosition":5,"streamPosition":0,' + body("s-ü", "b", created[4]).decode()
+    u = "s-ü".encode()
+    entries = [
+        [b"1-0", [b"s", b"s-1", b"t", b"a", b"p", b"0", b"e", body("s-1", "a", created[0])]],
+        [b"2-0", [b"s", b"s-1", b"t", b"a", b"p", b"1", b"g", b"t1,t2", b"e",
+                  body("s-1", "a", created[1])]],
+        [b"3-0", [b"s", u, b"t", b"b", b"p", b"7", b"e", body("s-ü", "b", created[2])]],
+        [b"4-0", [b"s", b"s-1", b"t", b"a", b"p", b"2", b"g", b"t2", b"e",
+                  body("s-1", "a", created[3])]],
+        [b"5-0", [b"s", u, b"t", b"b", b"e", whole.encode()]],
+    ]  # fmt: skip
+    store = await archive.store_id("uid-1", "shop", create=True)
+    assert store is not None
+    page = encode(store, 1, entries)
+    assert (page.held.first, page.held.last, page.held.count) == (1, 5, 5)
+    assert page.held.streams == {b"s-1": 3, "s-ü".encode(): 2}
+    assert page.held.types == {b"a", b"b"} and page.held.tags == {b"t1", b"t2"}
+    await archive.copy_binary(page.data)
+
+    conn = await asyncpg.connect(archive_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT position, stream_id, stream_position, type, created_at, body, tags"
+            " FROM deltagate_events ORDER BY position"
+        )
+    finally:
+        await conn.close()
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        (1, "s-1", 0, "a"),
+        (2, "s-1", 1, "a"),
+        (3, "s-ü", 7, "b"),
+        (4, "s-1", 2, "a"),
+        (5, "s-ü", 0, "b"),
+    ]
+    assert [r[4] for r in rows] == [datetime.fromisoformat(c) for c in created]
+    assert rows[0][4].tzinfo is not None and rows[0][4] == datetime(
+        2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC
+    )
+    assert [r[5].encode() for r in rows[:4]] == [e[1][-1] for e in entries[:4]]
+    assert rows[4][5] == body("s-ü", "b", created[4]).decode()  # positions cut off
+    assert [r[6] for r in rows] == [None, ["t1", "t2"], None, ["t2"], None]
+    # Read back through the archive, the JSON is the event as served.
+    (event,) = await archive.after(store, 3, 4, 10)
+    assert codec.event_of(event.json)["globalPosition"] == 4
+
+
+async def test_a_copy_that_lost_a_race_writes_nothing(archive: Archive) -> None:
+    store = await archive.store_id("uid-1", "shop", create=True)
+    assert store is not None
+    one = [
+        [
+            b"1-0",
+            [b"s", b"s", b"t", b"a", b"p", b"0", b"e", body("s", "a", "2026-01-02T03:04:05.678Z")],
+        ]
+    ]
+    two = [[f"{i}-0".encode(), one[0][1]] for i in (1, 2)]  # fmt: skip
+    await archive.copy_binary(encode(store, 1, one).data)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await archive.copy_binary(encode(store, 1, two).data)
+    assert (await archive.stats(store)).events == 1  # the whole page refused, not half of it
+
+
+async def test_trim_refuses_a_wrong_account_and_changes_nothing(
+    redis: aioredis.Redis, log: EventLog, stores: StoreAdmin
+) -> None:
+    """The script trusts no one: per stream, the counted events must be exactly the stream
+    index's entries up to the last position, and the counts must add up."""
+    await stores.create("shop", settings={"hotRetention": {"maxEvents": 2}})
+    await log.append("shop", "a", [NewEvent("x", {"n": i}) for i in range(3)])
+    await log.append("shop", "b", [NewEvent("y", {"n": i}) for i in range(3)])
+    lifecycle = Lifecycle(redis, log, None, LifecycleOptions())
+    k = StoreKeys("shop")
+    uid = (await stores.get("shop")).uid
+    before = await redis.xlen(k.log)
+
+    async def trim(held: Held) -> list[object]:
+        return list(
+            await lifecycle._trim(
+                keys=[k.meta, k.log, k.offsets, k.times],
+                args=[uid, 1, held.last, 0, 1, 5, "0", 0, k.stream_prefix, k.type_prefix,
+                      k.tag_prefix, *held.arguments()],
+            )
+        )  # fmt: skip
+
+    wrong = [
+        Held(1, 4, {b"a": 4}, {b"x"}, set()),  # a has 3 events
+        Held(1, 4, {b"a": 2, b"b": 2}, {b"x", b"y"}, set()),  # a has 3 up to 4, not 2
+        Held(1, 4, {b"a": 3}, {b"x"}, set()),  # b's event 4 is not counted
+    ]
+    for held in wrong:
+        reply = await trim(held)
+        assert reply[0] == -2, held
+    assert await redis.xlen(k.log) == before
+    assert int(await redis.hget(k.meta, "low") or 1) == 1
+    right = Held(1, 4, {b"a": 3, b"b": 1}, {b"x", b"y"}, set())
+    assert (await trim(right))[:2] == [5, 4]
+    assert await redis.xlen(k.log) == 2
+    assert await redis.lrange(k.stream("b"), 0, -1) == ["5", "6"]
+    assert await redis.lrange(k.type_prefix + "y", 0, -1) == ["5", "6"]
+    assert await redis.llen(k.type_prefix + "x") == 0
+
+
+async def test_what_the_pod_reads_for_trim_is_what_the_copy_saw(
+    redis: aioredis.Redis, log: EventLog, stores: StoreAdmin
+) -> None:
+    await stores.create("shop")
+    await log.append("shop", "a", [NewEvent("x", {"n": 1}, tags=["t1", "t2"])])
+    await log.append("shop", "b", [NewEvent("y", {"n": 2})])
+    raw = await redis.execute_command("XRANGE", StoreKeys("shop").log, "-", "+", NEVER_DECODE=True)
+    seen = summarize(raw, 1, 1, 0)
+    copied = encode(1, 1, raw).held
+    assert (seen.first, seen.last, seen.streams, seen.types, seen.tags) == (
+        copied.first,
+        copied.last,
+        copied.streams,
+        copied.types,
+        copied.tags,
+    )
+    assert seen.gone == 0  # archived up to 0, retention bound 1: nothing leaves for good
+    assert summarize(raw, 1, 1, None).gone == sum(len(e[1][-1]) for e in raw)
+
+
+class FailingArchive(Archive):
+    """The archive goes away after ``pages`` copies."""
+
+    def __init__(self, url: str, pages: int) -> None:
+        super().__init__(url)
+        self.pages = pages
+
+    async def copy_binary(self, data: bytes) -> None:
+        if self.pages == 0:
+            await asyncio.sleep(0.05)  # the read-ahead is under way meanwhile
+            raise Unavailable("the archive is unavailable: test")
+        self.pages -= 1
+        await super().copy_binary(data)
+
+
+async def test_an_archive_lost_mid_step_keeps_a_at_the_last_commit(
+    redis: aioredis.Redis, log: EventLog, archive_url: str
+) -> None:
+    archive = FailingArchive(archive_url, pages=2)
+    try:
+        await StoreAdmin(redis, archive).create("shop", settings={"hotRetention": {"maxEvents": 1}})
+        await log.append("shop", "s", [NewEvent("x", {"n": i}) for i in range(1000)])
+        lifecycle = Lifecycle(
+            redis, EventLog(redis, archive=archive), archive, LifecycleOptions(copy_batch=300)
+        )
+        tasks = len(asyncio.all_tasks())
+        await lifecycle.run_once()  # the step fails on the third page, counted
+        assert lifecycle.stats.errors == 1
+        assert len(asyncio.all_tasks()) == tasks  # the read-ahead was cancelled and awaited
+        meta = StoreKeys("shop").meta
+        assert int(await redis.hget(meta, "archived")) == 600
+        assert int(await redis.hget(meta, "low") or 1) == 1  # nothing trimmed in a failed step
+        archive.pages = 10
+        for _ in range(10):
+            if not await lifecycle.run_once():
+                break
+        assert int(await redis.hget(meta, "archived")) == 1000
+        assert int(await redis.hget(meta, "low")) == 1000
+        uid = (await StoreAdmin(redis).get("shop")).uid
+        store = await archive.store_id(uid, "shop")
+        assert store is not None
+        stats = await archive.stats(store)
+        assert (stats.events, stats.oldest, stats.newest) == (1000, 1, 1000)
+    finally:
+        await archive.close()
