@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     """permessage-deflate. Off: compressing costs CPU per subscriber per message."""
     slow_consumer_timeout: float = Field(30.0, gt=0)
     """A connection whose writes make no progress this long is closed with 4008."""
+    sse_heartbeat_seconds: float = Field(15.0, gt=0, le=300)
+    """An SSE response with nothing to send for this long gets a comment line (keeps proxies
+    from closing an idle stream)."""
+    token_expiry_grace: float = Field(30.0, ge=0, le=3600)
+    """A connection whose browser token expired is closed with 4001 this long after the expiry
+    unless it sent a ``refresh`` with a new token meanwhile."""
     checkpoint_interval: float = Field(5.0, gt=0)
     poll_interval: float = Field(1.0, gt=0, le=60)
     """How often each pod compares its feeds with the stores' heads (repairs lost pub/sub)."""
