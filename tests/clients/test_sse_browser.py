@@ -81,3 +81,56 @@ async def test_event_source_survives_a_killed_pod(chromium: str, redis_url, pods
             await page.evaluate("window.source.close()")
         finally:
             await browser.close()
+
+
+CLIENT = """
+async () => {
+  const { DeltaBaseWebSocket } = await import('/client/deltagate.js');
+  window.seen = [];
+  window.states = [];
+  const client = new DeltaBaseWebSocket(
+    'STORE', null, (event) => window.seen.push(event.globalPosition),
+    {
+      transport: 'sse', initialDelay: 100, maxDelay: 500,
+      onStateChange: (s) => window.states.push(s),
+    },
+  );
+  client.subscribe('order.*', undefined, 'earliest');
+  client.connect();
+  window.client = client;
+}
+""".replace("STORE", STORE)
+
+
+async def test_js_client_over_sse_survives_a_killed_pod(
+    chromium: str, redis_url, pods, proxies
+) -> None:
+    from playwright.async_api import async_playwright
+
+    a, b = spawn_pods(pods, redis_url, 2, **FAST)
+    proxy = Proxy(a.port).start()
+    proxies.append(proxy)
+    await add(b.url, 6, 0)
+    want = [i + 1 for i in range(6) if i % 3]
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            await page.goto(f"{proxy.url}/healthz")
+            await page.evaluate(CLIENT)
+            await until(page, f"window.seen.length === {len(want)}", 10)
+            assert await page.evaluate("window.client.state") == "open"
+            a.kill()
+            proxy.retarget(b.port)
+            await add(b.url, 9, 6)
+            want += [i + 1 for i in range(6, 15) if i % 3]
+            await until(page, f"window.seen.length >= {len(want)}", 20)
+            await asyncio.sleep(0.3)
+            assert await page.evaluate("window.seen") == want, "lost or doubled events"
+            assert "reconnecting" in await page.evaluate("window.states")
+            await page.evaluate("window.client.disconnect()")
+            assert not problems, problems
+        finally:
+            await browser.close()
