@@ -19,8 +19,9 @@ export interface DeltaGateEvent<T = Record<string, unknown> | null> {
 
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
 
-/** 'latest': after the head at subscribe time; 'earliest': from the start; N: after globalPosition N. */
-export type Position = 'latest' | 'earliest' | number;
+/** 'latest': after the head at subscribe time; 'earliest': from the start; N: after globalPosition N;
+ * {time}: from the first event created at or after that ISO 8601 instant. */
+export type Position = 'latest' | 'earliest' | number | { time: string };
 
 /** A type pattern (`*` matches any run of characters) or a list of them (OR). */
 export type EventFilter = string | string[];

@@ -222,7 +222,8 @@ export class DeltaBaseWebSocket {
   /**
    * Subscribe to events whose type matches `eventFilter` (a pattern or a list of them),
    * optionally only from `streamId`, starting after `position` ('latest' (default),
-   * 'earliest', or a globalPosition N: every matching event with globalPosition > N).
+   * 'earliest', a globalPosition N: every matching event with globalPosition > N, or
+   * `{time: '2026-12-01T10:00:00Z'}`: every matching event created at or after that instant).
    * The same filter and stream twice is one subscription. Returns its subscriptionId.
    */
   subscribe(eventFilter, streamId, position = 'latest') {
@@ -231,8 +232,9 @@ export class DeltaBaseWebSocket {
         return sub.id;
       }
     }
-    if (position !== 'latest' && position !== 'earliest' && !Number.isSafeInteger(position)) {
-      throw new TypeError("deltagate: position must be 'latest', 'earliest' or an integer");
+    const isTime = position !== null && typeof position === 'object' && typeof position.time === 'string';
+    if (position !== 'latest' && position !== 'earliest' && !Number.isSafeInteger(position) && !isTime) {
+      throw new TypeError("deltagate: position must be 'latest', 'earliest', an integer or {time: ISO 8601}");
     }
     this._ids += 1;
     const sub = {
@@ -491,7 +493,8 @@ export class DeltaBaseWebSocket {
     const query = new URLSearchParams();
     for (const pattern of [].concat(sub.eventFilter)) query.append('eventFilter', pattern);
     if (sub.streamId !== undefined) query.set('streamId', sub.streamId);
-    query.set('position', String(sub.cursor === null ? sub.position : sub.cursor));
+    const position = sub.cursor === null ? sub.position : sub.cursor;
+    query.set('position', typeof position === 'object' ? JSON.stringify(position) : String(position));
     if (sub.cursor !== null && typeof sub.epoch === 'string') query.set('epoch', sub.epoch);
     if (token) query.set('token', token);
     else if (this.apiKey) query.set('apiKey', this.apiKey);
