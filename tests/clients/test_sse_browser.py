@@ -1,18 +1,21 @@
 """The browser's own ``EventSource`` (headless Chromium, driven by Playwright) against real pods
-behind a retargetable proxy: the pod serving the stream is killed, the browser reconnects on its
-own with ``Last-Event-ID`` to the other pod, and nothing is lost or doubled."""
+behind a retargetable proxy, and behind a real nginx: the pod serving the stream is killed, the
+browser reconnects on its own with ``Last-Event-ID`` to the other pod, and nothing is lost or
+doubled. And the served JavaScript client with ``transport: 'sse'`` doing the same."""
 
 from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from tests.clients.conftest import FAST, append_sync
 from tests.clients.proxy import Proxy
 from tests.clients.test_browser import until
 from tests.conftest import CHROMIUM_ARGS
-from tests.harness import spawn_pods
+from tests.e2e.test_nginx import nginx_for  # noqa: F401 (a fixture)
+from tests.harness import Pod, spawn_pods
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -132,5 +135,48 @@ async def test_js_client_over_sse_survives_a_killed_pod(
             assert "reconnecting" in await page.evaluate("window.states")
             await page.evaluate("window.client.disconnect()")
             assert not problems, problems
+        finally:
+            await browser.close()
+
+
+def _sse_connections(pod: Pod) -> float:
+    for line in httpx.get(pod.url + "/metrics").text.splitlines():
+        if line.startswith("deltagate_sse_connections "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_event_source_behind_nginx_survives_a_killed_pod(
+    chromium: str,
+    redis_url,
+    pods,
+    nginx_for,  # noqa: F811 (the fixture)
+) -> None:
+    """The issue's check, literally: a real nginx in front of two pods; the pod holding the
+    browser's stream is killed -9; EventSource resumes on the other with nothing lost or doubled."""
+    from playwright.async_api import async_playwright
+
+    a, b = spawn_pods(pods, redis_url, 2, **FAST)
+    lb = nginx_for([a.port, b.port])
+    await add(a.url, 6, 0)
+    want = [i + 1 for i in range(6) if i % 3]
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(f"http://{lb}/healthz")
+            url = f"/event-stores/{STORE}/events/sse?eventFilter=order.*&position=earliest"
+            await page.evaluate(OPEN, url)
+            await until(page, f"window.got.length === {len(want)}", 10)
+            serving, other = (a, b) if _sse_connections(a) == 1 else (b, a)
+            assert _sse_connections(serving) == 1
+            serving.kill()
+            await add(other.url, 9, 6)
+            want += [i + 1 for i in range(6, 15) if i % 3]
+            await until(page, f"window.got.length >= {len(want)}", 20)
+            await asyncio.sleep(0.3)
+            assert await page.evaluate("window.got") == want, "lost or doubled events"
+            assert _sse_connections(other) == 1
+            await page.evaluate("window.source.close()")
         finally:
             await browser.close()
