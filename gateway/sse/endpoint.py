@@ -3,9 +3,10 @@ WebSocket: an API key, or a browser token and its narrowing), the store and the 
 then the subscription made, all before the response starts, so that anything wrong is an HTTP
 error in the contract's format (400, 401, 403, 404, 429, 503). Then one ``SseStream``.
 
-Query parameters: ``eventFilter`` (repeatable; default ``*``), ``streamId``, ``match`` and
-``query`` (JSON), ``position`` (``latest``, ``earliest``, a globalPosition, or
-``{"time": "<ISO 8601>"}``), ``epoch``, and the credentials ``apiKey``, ``token``/``authToken``.
+Query parameters: ``eventFilter`` (repeatable, or one JSON list; default ``*``), ``streamId``,
+``match`` and ``query`` (JSON), ``position`` (``latest``, ``earliest``, a globalPosition, or
+``{"time": "<ISO 8601>"}``, or the bare time), ``epoch``, and the credentials ``apiKey``,
+``token``/``authToken``.
 A ``Last-Event-ID`` header (what ``EventSource`` sends when it reconnects) overrides
 ``position``: the stream resumes after that globalPosition, on any pod.
 """
@@ -96,7 +97,9 @@ def parse_request(request: Request) -> Subscription:
     for name in PARAMS - {"eventFilter"}:
         if len(params.getlist(name)) > 1:
             raise validation_error(name, "given more than once")
-    patterns: list[str] | None = params.getlist("eventFilter") or None
+    patterns: list[Any] | None = params.getlist("eventFilter") or None
+    if patterns is not None and len(patterns) == 1 and patterns[0].startswith("["):
+        patterns = _json_param(request, "eventFilter")  # a JSON list, as in a subscribe message
     match, query = _json_param(request, "match"), _json_param(request, "query")
     if patterns is None and query is None:
         patterns = ["*"]
@@ -117,6 +120,8 @@ def parse_request(request: Request) -> Subscription:
         value: object = raw
         if raw is not None and raw.startswith("{"):
             value = _json_param(request, "position")
+        elif raw is not None and raw[:1].isdigit() and not raw.isdigit():
+            value = {"time": raw}  # a bare ISO 8601 time, for curl
         try:
             position = protocol.parse_position(value)
         except protocol.ProtocolError as exc:

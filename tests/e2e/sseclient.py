@@ -137,7 +137,7 @@ class SseClient:
             self.messages.append(Message(fields.get("event", "message"), data, fields.get("id")))
 
     async def wait(
-        self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
+        self, predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition"
     ) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():

@@ -128,6 +128,12 @@ async def test_filters_positions_and_time(redis_url, pods):
             Filter.parse("*"),
             30,
         ),
+        ({"position": since.isoformat(), "eventFilter": "*"}, Filter.parse("*"), 30),
+        (
+            {"eventFilter": '["order.*", "user.created"]', "position": "earliest"},
+            Filter.parse(["order.*", "user.created"]),
+            0,
+        ),
     ]
     for params, flt, after in cases:
         client = await SseClient(pod.port, STORE, params).open()
@@ -179,6 +185,9 @@ async def test_bad_requests_are_answered_before_the_stream(redis_url, pods):
         ({"position": "{not json"}, None, "position"),
         ({"position": {"time": "yesterday"}}, None, "position"),
         ({"eventFilter": ""}, None, "eventFilter"),
+        ({"eventFilter": "[1, 2"}, None, "eventFilter"),
+        ({"eventFilter": "[]"}, None, "eventFilter"),
+        ({"position": "2026-13-45T99:00:00Z"}, None, "position"),
         ({"match": "[1]"}, None, "match"),
         ({"match": "{"}, None, "match"),
         ({"query": {"items": []}}, None, "query"),
