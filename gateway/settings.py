@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     rate_subscribes_per_second: int = Field(100, ge=0)
     """WebSocket subscribe actions per second per API key, across all pods (0: unlimited)."""
     max_connections_per_key: int = Field(1000, ge=0)
-    """Open WebSocket connections per API key, across all pods (0: unlimited)."""
+    """Open WebSocket connections and SSE responses per API key, together, across all pods (0:
+    unlimited)."""
 
     auto_create_stores: bool | None = None
     """Create a store on first use. Default: on in the embedded dev mode, off otherwise."""

@@ -174,6 +174,18 @@ async def test_a_cursor_past_the_head_is_reset(redis_url, pods):
     assert reset.data["headPosition"] == 3
     assert client.positions == [1, 2, 3]
     await client.aclose()
+    # A cursor from another epoch (a store deleted and created again): reset, then all of it.
+    epoch = client.named("subscribed")[0].data["epoch"]
+    other = await SseClient(pod.port, STORE, {"epoch": "not-" + epoch}, last_event_id="2").open()
+    await other.wait(lambda: other.named("caughtUp"), what="caughtUp after an epoch reset")
+    (reset,) = other.named("reset")
+    assert reset.data["reason"] == "store-recreated" and reset.data["epoch"] == epoch
+    assert other.positions == [1, 2, 3]
+    await other.aclose()
+    same = await SseClient(pod.port, STORE, {"epoch": epoch}, last_event_id="2").open()
+    await same.wait(lambda: same.named("caughtUp"), what="caughtUp with the right epoch")
+    assert not same.named("reset") and same.positions == [3]
+    await same.aclose()
 
 
 async def test_bad_requests_are_answered_before_the_stream(redis_url, pods):
