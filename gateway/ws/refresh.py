@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from broker import Filter
+from broker import BrokerError, Filter
 
 from ..errors import ApiError
 from . import protocol
@@ -57,12 +57,13 @@ async def renewed(
     token: str,
     subscriptions: Iterable[Filter],
 ) -> Principal:
-    """The connection's new principal. Raises ``ProtocolError`` (UNAUTHORIZED, FORBIDDEN)."""
+    """The connection's new principal. Raises ``ProtocolError`` (UNAUTHORIZED, FORBIDDEN, or
+    UNAVAILABLE when the key's liveness cannot be checked now)."""
     if not auth.enabled:
         return current  # nothing to renew: the connection needs no credentials
     try:
         new = await auth.verify_token(token, store)
-    except ApiError as exc:
+    except (ApiError, BrokerError) as exc:  # BrokerError: Redis unavailable, try again
         raise protocol.ProtocolError(exc.code, exc.message) from None
     if new.key_id != current.key_id:
         raise protocol.ProtocolError(
