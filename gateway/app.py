@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import WebSocketRoute
+from starlette.routing import Route, WebSocketRoute
 
 from broker import (
     Archive,
@@ -36,6 +36,7 @@ from .metrics import Metrics
 from .runtime import Runtime
 from .server import MetricsServer
 from .settings import Settings
+from .sse import endpoint as sse
 from .static.routes import router as static_router
 from .studio.routes import router as studio_router
 from .ws import endpoint
@@ -62,8 +63,9 @@ async def first_contact(redis: Any, attempts: int = 5) -> None:
 
 
 async def drain(app: FastAPI) -> None:
-    """SIGTERM: readiness off and new WebSockets refused at once, then every open WebSocket
-    closed with 1012 over the drain window. uvicorn then finishes in-flight requests."""
+    """SIGTERM: readiness off and new WebSockets and SSE streams refused at once, then every open
+    WebSocket closed with 1012 (and every SSE response ended) over the drain window. uvicorn then
+    finishes in-flight requests."""
     rt: Runtime = app.state.runtime
     rt.draining = True
     await rt.sessions.drain(rt.settings.drain_seconds)
@@ -127,11 +129,17 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             keys=keys,
             limits=limits,
             fanout=fanout,
-            sessions=Sessions(settings.slow_consumer_timeout, keys, limits),
+            sessions=Sessions(
+                settings.slow_consumer_timeout,
+                keys,
+                limits,
+                token_grace=settings.token_expiry_grace,
+            ),
             webhooks=WebhookStore(client),
             watch=None if settings.embedded else RedisWatch(client),
         )
         app.state.runtime = rt
+        metrics.observe_sse(rt.sse_stats)
         if not settings.embedded:
             await first_contact(client)
         await config_file.apply_config(client, settings.config, settings.webhook_targets)
@@ -217,6 +225,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
                 responses=openapi.ERRORS,
             )
         app.router.routes.append(WebSocketRoute(prefix + endpoint.PATH, endpoint.events_ws))
+        app.router.routes.append(Route(prefix + sse.PATH, sse.events_sse, methods=["GET"]))
     app.include_router(operations.router)
     if settings.metrics_port is None:
         app.include_router(operations.metrics_router)

@@ -141,6 +141,11 @@ class Authenticator:
         token = presented_token(conn)
         if token is None:
             return await self.authenticate(conn)
+        return await self.verify_token(token, store)
+
+    async def verify_token(self, token: str, store: str) -> Principal:
+        """The principal behind a browser token for ``store`` (at connect, or a ``refresh`` on
+        an open socket). Raises 401/403."""
         try:
             grant = self.tokens.verify(token, store)
         except TokenError as exc:

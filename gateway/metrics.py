@@ -42,6 +42,16 @@ class Metrics:
         self.ws_closes = Counter(
             "deltagate_ws_closes_total", "WebSocket closes by close code", ["code"], registry=r
         )
+        self.sse_connections = Gauge(
+            "deltagate_sse_connections", "Open Server-Sent Events responses", registry=r
+        )
+        self.sse_closes = Counter(
+            "deltagate_sse_closes_total",
+            "SSE responses ended, by the WebSocket close code that would say why (1000: the "
+            "client left, 1012: drain, 4001: credentials, 4008: slow consumer)",
+            ["code"],
+            registry=r,
+        )
         self.delivery_latency = Histogram(
             "deltagate_delivery_latency_seconds",
             "From append to the event being queued for live WebSocket subscribers on this pod",
@@ -64,6 +74,10 @@ class Metrics:
     def observe_fanout(self, fanout: Any, max_stores: int = 100) -> None:
         """Export the fan-out's counters, read at scrape time (no cost per event)."""
         self.registry.register(_FanoutCollector(fanout, max_stores))
+
+    def observe_sse(self, stats: Any) -> None:
+        """Export what the pod's SSE responses delivered, read at scrape time."""
+        self.registry.register(_SseCollector(stats))
 
     def observe_lifecycle(self, lifecycle: Any, max_stores: int = 100) -> None:
         self.registry.register(_LifecycleCollector(lifecycle, max_stores))
@@ -88,7 +102,7 @@ class _FanoutCollector:
         stats = self._fanout.stats
         delivered = CounterMetricFamily(
             "deltagate_events_delivered",
-            "Event messages queued to WebSocket clients, by how "
+            "Event messages queued to WebSocket and SSE clients, by how "
             "they were read (live from pub/sub, or replayed from the log)",
             labels=["mode"],
         )
@@ -132,6 +146,27 @@ class _FanoutCollector:
         for store, seen in sorted(self._fanout.heads().items())[: self._max_stores]:
             heads.add_metric([store], seen)
         yield heads
+
+
+class _SseCollector:
+    def __init__(self, stats: Any) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        delivered = CounterMetricFamily(
+            "deltagate_sse_events_delivered",
+            "Event messages queued to SSE clients (also counted in "
+            "deltagate_events_delivered_total), by how they were read",
+            labels=["mode"],
+        )
+        delivered.add_metric(["live"], self._stats.delivered_live)
+        delivered.add_metric(["replay"], self._stats.delivered_replay)
+        yield delivered
+        yield CounterMetricFamily(
+            "deltagate_sse_connections_opened",
+            "SSE responses started on this pod",
+            value=self._stats.opened,
+        )
 
 
 class _LifecycleCollector:

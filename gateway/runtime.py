@@ -25,6 +25,7 @@ from broker import (
 from .auth import Authenticator
 from .metrics import Metrics
 from .settings import Settings
+from .sse.stream import SseStats
 from .ws.sessions import Sessions
 
 KNOWN_STORE_SECONDS = 5.0
@@ -46,6 +47,7 @@ class Runtime:
     watch: RedisWatch | None = None
     """Redis' memory and eviction policy (None in the embedded dev mode)."""
     draining: bool = False
+    sse_stats: SseStats = field(default_factory=SseStats)
     _known_stores: dict[str, float] = field(default_factory=dict)
 
     async def store_exists(self, store: str) -> bool:

@@ -19,6 +19,9 @@ slower h11 parser), so ``BoundedHttpProtocol`` adds them to its httptools protoc
   requests in flight), but a request or a WebSocket upgrade (uvicorn lets those through) that
   would pass it gets the contract's 503 ``UNAVAILABLE`` with ``Retry-After``, and the probes are
   always answered: a full pod is not a dead one.
+
+Each HTTP request's scope also carries ``extensions[ABORT_EXTENSION]``, which closes the connection
+at once: the last resort for a streaming response whose client stopped reading.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ MIN_WAIT = 1.0
 PROBES = frozenset({b"/healthz", b"/readyz", b"/metrics"})
 """Paths answered even past ``limit_concurrency``: a busy pod is not restarted for it."""
 WARN_EVERY = 10.0
+ABORT_EXTENSION = "deltagate.abort"
+"""In an HTTP request's scope ``extensions``: a callable that closes the connection at once."""
 OVERLOADED = ApiError(
     "UNAVAILABLE", "this pod is at its connection limit; retry", headers={"Retry-After": "1"}
 ).response()
@@ -192,6 +197,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_ends()
+        # What ASGI cannot say: drop this connection now. A streaming response (SSE) whose
+        # client stopped reading cannot end itself (ending waits for the client to read), and
+        # close() would wait to flush: abort() drops the connection and its buffer.
+        self.scope["extensions"] = {ABORT_EXTENSION: self.transport.abort}  # type: ignore[dict-item]
         app = self.app
         if self._overloaded() and self.url.partition(b"?")[0] not in PROBES:
             self.app = OVERLOADED  # this request only: answered without reaching the app

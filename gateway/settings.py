@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     rate_subscribes_per_second: int = Field(100, ge=0)
     """WebSocket subscribe actions per second per API key, across all pods (0: unlimited)."""
     max_connections_per_key: int = Field(1000, ge=0)
-    """Open WebSocket connections per API key, across all pods (0: unlimited)."""
+    """Open WebSocket connections and SSE responses per API key, together, across all pods (0:
+    unlimited)."""
 
     auto_create_stores: bool | None = None
     """Create a store on first use. Default: on in the embedded dev mode, off otherwise."""
@@ -76,6 +77,12 @@ class Settings(BaseSettings):
     """permessage-deflate. Off: compressing costs CPU per subscriber per message."""
     slow_consumer_timeout: float = Field(30.0, gt=0)
     """A connection whose writes make no progress this long is closed with 4008."""
+    sse_heartbeat_seconds: float = Field(15.0, gt=0, le=300)
+    """An SSE response with nothing to send for this long gets a comment line (keeps proxies
+    from closing an idle stream)."""
+    token_expiry_grace: float = Field(30.0, ge=0, le=3600)
+    """A connection whose browser token expired is closed with 4001 this long after the expiry
+    unless it sent a ``refresh`` with a new token meanwhile."""
     checkpoint_interval: float = Field(5.0, gt=0)
     poll_interval: float = Field(1.0, gt=0, le=60)
     """How often each pod compares its feeds with the stores' heads (repairs lost pub/sub)."""

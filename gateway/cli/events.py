@@ -7,6 +7,7 @@ import json
 import sys
 import zlib
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -281,7 +282,14 @@ def _position(value: str) -> Position:
         return value  # type: ignore[return-value]
     if value.isdigit():
         return int(value)
-    raise typer.BadParameter("use earliest, latest or a globalPosition N (events after N)")
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            "use earliest, latest, a globalPosition N (events after N) or an ISO 8601 time "
+            "(events created at or after it)"
+        ) from None
+    return {"time": value}
 
 
 def tail(
@@ -298,12 +306,22 @@ def tail(
     stream: Annotated[str | None, typer.Option("--stream", help="Only this stream")] = None,
     start: Annotated[
         str,
-        typer.Option("--from", help="earliest, latest, or N (after globalPosition N)"),
+        typer.Option(
+            "--from",
+            help="earliest, latest, N (after globalPosition N), or an ISO 8601 time "
+            "(e.g. 2026-12-01T10:00:00Z: events created at or after it)",
+        ),
     ] = "latest",
     follow: Annotated[
         bool,
         typer.Option("--follow/--no-follow", help="Keep following live, or stop once caught up"),
     ] = True,
+    sse: Annotated[
+        bool,
+        typer.Option(
+            "--sse", help="Read Server-Sent Events instead of a WebSocket (e.g. behind a proxy)"
+        ),
+    ] = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
     as_json: JsonOut = False,
@@ -358,6 +376,7 @@ def tail(
                 follow=follow,
                 on_state=on_state,
                 on_notice=on_notice,
+                transport="sse" if sse else "websocket",
             )
             async with subscription:
                 async for event in subscription:

@@ -19,8 +19,9 @@ export interface DeltaGateEvent<T = Record<string, unknown> | null> {
 
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
 
-/** 'latest': after the head at subscribe time; 'earliest': from the start; N: after globalPosition N. */
-export type Position = 'latest' | 'earliest' | number;
+/** 'latest': after the head at subscribe time; 'earliest': from the start; N: after globalPosition N;
+ * {time}: from the first event created at or after that ISO 8601 instant. */
+export type Position = 'latest' | 'earliest' | number | { time: string };
 
 /** A type pattern (`*` matches any run of characters) or a list of them (OR). */
 export type EventFilter = string | string[];
@@ -72,13 +73,35 @@ export interface WebSocketConstructor {
   };
 }
 
+/** A token, or the answer of POST /event-stores/{store}/ws-tokens (its expiresAt is used). */
+export type TokenAnswer = string | { token: string; expiresAt?: string };
+
+/** When a token expires (ms since the epoch): from `expiresAt`, else the JWT's `exp`; or null. */
+export declare function tokenExpiry(token: string | null, expiresAt?: string | null): number | null;
+
 export interface DeltaBaseWebSocketOptions {
   /** http(s):// or ws(s):// base of the gateway. Default: the page's origin. */
   baseUrl?: string;
   /** A short-lived WebSocket token (POST /event-stores/{store}/ws-tokens), used instead of a key. */
   token?: string;
-  /** Called before each (re)connect for a fresh token; wins over `token`. */
-  getToken?: () => string | Promise<string>;
+  /** Called before each (re)connect for a fresh token; wins over `token`. On a WebSocket it is
+   * also called a while before the token expires, and the new token is sent over the open socket
+   * (`{"action": "refresh"}`): no reconnect. May return the token or the ws-tokens answer. */
+  getToken?: () => TokenAnswer | Promise<TokenAnswer>;
+  /** Refresh a WebSocket's token this many ms before it expires (default 60000; at most half of
+   * the time left). */
+  refreshBefore?: number;
+  /** 'websocket' (default) or 'sse': Server-Sent Events through EventSource, one stream per
+   * subscription, resumed with Last-Event-ID. */
+  transport?: 'websocket' | 'sse';
+  /** EventSource implementation for transport 'sse'. Default globalThis.EventSource. */
+  EventSource?: new (url: string) => {
+    readonly readyState: number;
+    onopen: ((event: unknown) => void) | null;
+    onerror: ((event: unknown) => void) | null;
+    addEventListener(type: string, listener: (event: { data: string }) => void): void;
+    close(): void;
+  };
   onStateChange?: (state: ConnectionState) => void;
   /** Problems the client handled itself (it keeps going). Default: console.warn. */
   onError?: (error: Error, source: ErrorSource) => void;
@@ -109,7 +132,14 @@ export declare const DEFAULT_OPTIONS: Readonly<
   Required<
     Pick<
       DeltaBaseWebSocketOptions,
-      'initialDelay' | 'maxDelay' | 'maxReconnectAttempts' | 'pingInterval' | 'pongTimeout' | 'stableAfter'
+      | 'initialDelay'
+      | 'maxDelay'
+      | 'maxReconnectAttempts'
+      | 'pingInterval'
+      | 'pongTimeout'
+      | 'stableAfter'
+      | 'transport'
+      | 'refreshBefore'
     >
   >
 >;

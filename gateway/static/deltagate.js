@@ -15,6 +15,15 @@
 //
 // In Node 20 pass the `ws` package: `{ baseUrl: 'http://127.0.0.1:8787', WebSocket: require('ws') }`.
 //
+// `transport: 'sse'` uses Server-Sent Events instead (the browser's EventSource, one stream per
+// subscription; for proxies that strip WebSocket upgrades): the browser resumes a dropped stream
+// by itself with Last-Event-ID, and this client, on top, resumes streams the browser gave up on
+// (an expired token: with `getToken` it fetches a fresh one) and drops anything seen already.
+//
+// With `getToken`, a WebSocket's token is refreshed over the open socket before it expires
+// (`{"action": "refresh"}`), so short-lived tokens never force a reconnect. `getToken` may return
+// the token, or the `{token, expiresAt}` answer of POST /event-stores/{store}/ws-tokens.
+//
 // Credentials: an API key goes in the `X-API-Key` header where the WebSocket implementation takes
 // headers (the `ws` package), never in the URL, which proxies and servers log. A browser's
 // WebSocket cannot send headers, so there a key would have to ride in `?apiKey=`: browsers should
@@ -31,7 +40,25 @@ export const DEFAULT_OPTIONS = Object.freeze({
   pingInterval: 25000,
   pongTimeout: 10000,
   stableAfter: 5000,
+  transport: 'websocket',
+  refreshBefore: 60000,
 });
+
+/** When a token expires (ms since the epoch), from an explicit `expiresAt` or the JWT's `exp`;
+ * null when unknown. */
+export function tokenExpiry(token, expiresAt) {
+  if (expiresAt !== undefined && expiresAt !== null) {
+    const at = Date.parse(expiresAt);
+    if (!Number.isNaN(at)) return at;
+  }
+  try {
+    const part = String(token).split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), '=')));
+    return Number.isFinite(claims.exp) ? claims.exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
 
 /** Resolve the WebSocket base (ws:// or wss://, no trailing slash) from an http(s) or ws(s) URL,
  * or from the page's origin when none is given. */
@@ -148,8 +175,16 @@ export class DeltaBaseWebSocket {
     this.onEvent = onEvent;
     this.options = { ...DEFAULT_OPTIONS, ...options };
     this.baseUrl = wsBase(this.options.baseUrl);
+    this.sse = this.options.transport === 'sse';
+    if (!this.sse && this.options.transport !== 'websocket') {
+      throw new TypeError("deltagate: transport must be 'websocket' or 'sse'");
+    }
     this.WebSocket = this.options.WebSocket || globalThis.WebSocket;
-    if (typeof this.WebSocket !== 'function') {
+    this.EventSource = this.options.EventSource || globalThis.EventSource;
+    if (this.sse && typeof this.EventSource !== 'function') {
+      throw new TypeError('deltagate: no EventSource here; pass { EventSource } (e.g. the eventsource package)');
+    }
+    if (!this.sse && typeof this.WebSocket !== 'function') {
       throw new TypeError("deltagate: no WebSocket here; in Node pass { WebSocket: require('ws') }");
     }
     this.state = 'closed';
@@ -164,6 +199,9 @@ export class DeltaBaseWebSocket {
     this._generation = 0; // identifies the current socket; stale sockets' events are ignored
     this._opening = false; // between _open() and the socket's creation (getToken may be slow)
     this._lastHeard = 0;
+    this._refreshTimer = null; // pending token refresh over the open socket
+    this._tokenExpiry = null; // when the open socket's token expires (ms), if known
+    this._pendingExpiry = null; // the same for a token sent in a refresh not yet answered
   }
 
   // -- public API ------------------------------------------------------------------------------
@@ -171,6 +209,11 @@ export class DeltaBaseWebSocket {
   /** Open the connection (and keep it open until disconnect()). Safe to call again. */
   connect() {
     this._wanted = true;
+    if (this.sse) {
+      if (this.state === 'closed') this._setState('connecting');
+      for (const sub of this._subscriptions.values()) if (!sub.source) this._openSource(sub);
+      return;
+    }
     if (this.ws !== null || this._timer !== null || this._opening) return;
     this.reconnectAttempts = 0;
     this._open(this.state === 'closed' ? 'connecting' : 'reconnecting');
@@ -179,7 +222,8 @@ export class DeltaBaseWebSocket {
   /**
    * Subscribe to events whose type matches `eventFilter` (a pattern or a list of them),
    * optionally only from `streamId`, starting after `position` ('latest' (default),
-   * 'earliest', or a globalPosition N: every matching event with globalPosition > N).
+   * 'earliest', a globalPosition N: every matching event with globalPosition > N, or
+   * `{time: '2026-12-01T10:00:00Z'}`: every matching event created at or after that instant).
    * The same filter and stream twice is one subscription. Returns its subscriptionId.
    */
   subscribe(eventFilter, streamId, position = 'latest') {
@@ -188,8 +232,9 @@ export class DeltaBaseWebSocket {
         return sub.id;
       }
     }
-    if (position !== 'latest' && position !== 'earliest' && !Number.isSafeInteger(position)) {
-      throw new TypeError("deltagate: position must be 'latest', 'earliest' or an integer");
+    const isTime = position !== null && typeof position === 'object' && typeof position.time === 'string';
+    if (position !== 'latest' && position !== 'earliest' && !Number.isSafeInteger(position) && !isTime) {
+      throw new TypeError("deltagate: position must be 'latest', 'earliest', an integer or {time: ISO 8601}");
     }
     this._ids += 1;
     const sub = {
@@ -202,7 +247,11 @@ export class DeltaBaseWebSocket {
       confirmed: false,
     };
     this._subscriptions.set(sub.id, sub);
-    this._sendSubscribe(sub);
+    if (this.sse) {
+      if (this._wanted) this._openSource(sub);
+    } else {
+      this._sendSubscribe(sub);
+    }
     return sub.id;
   }
 
@@ -211,7 +260,8 @@ export class DeltaBaseWebSocket {
     for (const sub of [...this._subscriptions.values()]) {
       if (sameFilter(sub.eventFilter, eventFilter) && sub.streamId === (streamId || undefined)) {
         this._subscriptions.delete(sub.id);
-        this._send({ action: 'unsubscribe', subscriptionId: sub.id });
+        if (this.sse) this._closeSource(sub);
+        else this._send({ action: 'unsubscribe', subscriptionId: sub.id });
       }
     }
   }
@@ -221,6 +271,7 @@ export class DeltaBaseWebSocket {
   disconnect() {
     this._wanted = false;
     this._clearTimers();
+    for (const sub of this._subscriptions.values()) this._closeSource(sub);
     this._generation += 1;
     const ws = this.ws;
     this.ws = null;
@@ -251,9 +302,9 @@ export class DeltaBaseWebSocket {
     let url = `${this.baseUrl}/event-stores/${encodeURIComponent(this.eventStoreName)}/events/ws`;
     let headers = null;
     try {
-      let token = this.options.token || null;
-      if (typeof this.options.getToken === 'function') token = await this.options.getToken();
+      const { token, expiresAt } = await this._token();
       if (generation !== this._generation) return; // disconnect() while fetching the token
+      this._tokenExpiry = token ? tokenExpiry(token, expiresAt) : null;
       if (token) url += `?token=${encodeURIComponent(token)}`;
       else if (this.apiKey && takesHeaders(this.WebSocket)) headers = { 'X-API-Key': this.apiKey };
       else if (this.apiKey) url += `?apiKey=${encodeURIComponent(this.apiKey)}`;
@@ -284,6 +335,7 @@ export class DeltaBaseWebSocket {
       this._lastHeard = openedAt;
       this._setState('open');
       this._startHeartbeat(ws);
+      this._scheduleRefresh();
       for (const sub of this._subscriptions.values()) {
         sub.confirmed = false;
         this._sendSubscribe(sub);
@@ -378,6 +430,150 @@ export class DeltaBaseWebSocket {
     if (this._timer !== null) clearTimeout(this._timer);
     this._timer = null;
     this._stopHeartbeat();
+    this._stopRefresh();
+  }
+
+  // -- credentials -----------------------------------------------------------------------------
+
+  /** `{token, expiresAt}` for the next connection: from getToken() (a string, or the ws-tokens
+   * answer), else options.token, else none. */
+  async _token() {
+    let got = this.options.token || null;
+    if (typeof this.options.getToken === 'function') got = await this.options.getToken();
+    if (got && typeof got === 'object') return { token: got.token || null, expiresAt: got.expiresAt };
+    return { token: got || null, expiresAt: undefined };
+  }
+
+  /** With getToken, refresh the open socket's token a while before it expires: `refreshBefore`
+   * ms ahead, at most half of what is left. */
+  _scheduleRefresh() {
+    this._stopRefresh();
+    if (typeof this.options.getToken !== 'function' || !this._tokenExpiry) return;
+    const left = this._tokenExpiry - Date.now();
+    const delay = Math.max(0, left - Math.min(this.options.refreshBefore, left / 2));
+    const socket = this.ws;
+    this._refreshTimer = setTimeout(async () => {
+      this._refreshTimer = null;
+      if (this.ws !== socket || socket === null) return;
+      let fresh;
+      try {
+        fresh = await this._token();
+      } catch (error) {
+        this._report('token', error);
+        return; // the server closes the socket once the old token and its grace run out
+      }
+      if (this.ws !== socket || !fresh.token) return;
+      this._pendingExpiry = tokenExpiry(fresh.token, fresh.expiresAt);
+      this._send({ action: 'refresh', token: fresh.token });
+    }, delay);
+    if (this._refreshTimer && typeof this._refreshTimer.unref === 'function') this._refreshTimer.unref();
+  }
+
+  _stopRefresh() {
+    if (this._refreshTimer !== null) clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
+  }
+
+  // -- Server-Sent Events (transport: 'sse'): one EventSource per subscription -----------------
+
+  async _openSource(sub) {
+    if (!this._wanted || sub.source || sub.opening) return;
+    sub.opening = true;
+    let token = null;
+    try {
+      ({ token } = await this._token());
+    } catch (error) {
+      sub.opening = false;
+      this._report('token', error);
+      this._reopenSource(sub);
+      return;
+    }
+    sub.opening = false;
+    if (!this._wanted || this._subscriptions.get(sub.id) !== sub || sub.source) return;
+    const query = new URLSearchParams();
+    for (const pattern of [].concat(sub.eventFilter)) query.append('eventFilter', pattern);
+    if (sub.streamId !== undefined) query.set('streamId', sub.streamId);
+    const position = sub.cursor === null ? sub.position : sub.cursor;
+    query.set('position', typeof position === 'object' ? JSON.stringify(position) : String(position));
+    if (sub.cursor !== null && typeof sub.epoch === 'string') query.set('epoch', sub.epoch);
+    if (token) query.set('token', token);
+    else if (this.apiKey) query.set('apiKey', this.apiKey);
+    const url = `${httpBase(this.options.baseUrl)}/event-stores/${encodeURIComponent(this.eventStoreName)}/events/sse?${query}`;
+    let source;
+    try {
+      source = new this.EventSource(url);
+    } catch (error) {
+      this._report('connect', error);
+      this._reopenSource(sub);
+      return;
+    }
+    sub.source = source;
+    const mine = () => sub.source === source;
+    source.onopen = () => {
+      if (!mine()) return;
+      sub.attempts = 0;
+      this._setState('open');
+    };
+    source.onerror = () => {
+      if (!mine()) return;
+      // CONNECTING: the browser reconnects by itself, with Last-Event-ID. CLOSED: it gave up
+      // (an error answer, e.g. an expired token): start again with a fresh token.
+      if (source.readyState === 2) {
+        this._closeSource(sub);
+        this._reopenSource(sub);
+      } else {
+        this._setState('reconnecting');
+      }
+    };
+    const on = (kind, handle) =>
+      source.addEventListener(kind, (message) => {
+        if (!mine()) return;
+        let data;
+        try {
+          data = JSON.parse(message.data);
+        } catch (error) {
+          this._report('message', error);
+          return;
+        }
+        handle(data);
+      });
+    on('event', (event) => this._handle({ type: 'event', subscriptionId: sub.id, event }));
+    for (const kind of ['subscribed', 'caughtUp', 'checkpoint', 'reset', 'truncated']) {
+      on(kind, (data) => this._handle({ ...data, type: kind, subscriptionId: sub.id }));
+    }
+    on('close', (data) => {
+      // The server ends the stream: a drain (the browser reconnects elsewhere by itself), or
+      // credentials that ran out (4001): reconnect now with a fresh token.
+      if (data.code === 4001) {
+        this._closeSource(sub);
+        this._reopenSource(sub, 0);
+      }
+    });
+  }
+
+  _closeSource(sub) {
+    const source = sub.source;
+    sub.source = null;
+    if (sub.reopen) clearTimeout(sub.reopen);
+    sub.reopen = null;
+    if (source) {
+      try {
+        source.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  _reopenSource(sub, ceiling) {
+    if (!this._wanted || this._subscriptions.get(sub.id) !== sub || sub.reopen) return;
+    sub.attempts = (sub.attempts || 0) + 1;
+    const cap = ceiling ?? Math.min(this.options.maxDelay, this.options.initialDelay * 2 ** (sub.attempts - 1));
+    this._setState('reconnecting');
+    sub.reopen = setTimeout(() => {
+      sub.reopen = null;
+      this._openSource(sub);
+    }, Math.floor(Math.random() * cap));
   }
 
   _send(message) {
@@ -516,6 +712,10 @@ export class DeltaBaseWebSocket {
           // The server refused this subscribe (bad filter, forbidden): asking again won't help.
           this._subscriptions.delete(sub.id);
         }
+        return;
+      case 'refreshed':
+        this._tokenExpiry = tokenExpiry(null, msg.expiresAt) ?? this._pendingExpiry ?? null;
+        this._scheduleRefresh();
         return;
       default:
         return; // pong, unsubscribed, anything newer

@@ -76,6 +76,7 @@ async def events_ws(ws: WebSocket) -> None:
         principal=principal,
         limiter=rt.limits,
         conn_id=conn_id,
+        auth=rt.auth,
     )
     rt.sessions.active.add(session)
     metrics.ws_connections.inc()

@@ -48,7 +48,16 @@ class Ping:
     pass
 
 
-Action = Subscribe | Unsubscribe | Ping
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """New credentials for the open connection (a fresh browser token)."""
+
+    token: str
+
+
+Action = Subscribe | Unsubscribe | Ping | Refresh
+
+MAX_TOKEN_CHARS = 8192
 
 
 def parse_position(value: object) -> StartPosition:
@@ -109,6 +118,11 @@ def parse(text: str) -> Action:
     action = message.get("action")
     if action == "ping":
         return Ping()
+    if action == "refresh":
+        token = message.get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
+            raise ProtocolError("VALIDATION_ERROR", "refresh needs a token (a string)")
+        return Refresh(token)
     if action == "subscribe":
         sub_id = parse_subscription_id(message.get("subscriptionId"))
         if "eventFilter" not in message and "query" not in message:
@@ -144,7 +158,8 @@ def parse(text: str) -> Action:
     if isinstance(action, str):
         raise ProtocolError("INVALID_MESSAGE", f"unknown action {action[:64]!r}")
     raise ProtocolError(
-        "INVALID_MESSAGE", "message needs an 'action': subscribe, unsubscribe or ping"
+        "INVALID_MESSAGE",
+        "message needs an 'action': subscribe, unsubscribe, ping or refresh",
     )
 
 

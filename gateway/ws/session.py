@@ -30,9 +30,10 @@ from broker import (
 from ..errors import CLOSE_CODE
 from . import batching, protocol
 from .outbox import Outbox
+from .refresh import expires_wire, renewed
 
 if TYPE_CHECKING:
-    from ..auth import Principal
+    from ..auth import Authenticator, Principal
     from ..metrics import Metrics
 
 log = logging.getLogger("deltagate.ws")
@@ -55,6 +56,7 @@ class Session:
         "_send_texts",
         "_writer",
         "allowed",
+        "auth",
         "close_code",
         "close_reason",
         "conn_id",
@@ -85,6 +87,7 @@ class Session:
         principal: Principal,
         limiter: RateLimiter,
         conn_id: str | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         self.ws = websocket
         self.store = store
@@ -95,6 +98,8 @@ class Session:
         self.allowed = principal.narrowing
         self.limiter = limiter
         self.conn_id = conn_id
+        self.auth = auth
+        """Checks a ``refresh`` action's token (None: refresh is not offered)."""
         batched = websocket.scope.get("extensions", {}).get(batching.EXTENSION)
         self.outbox = Outbox(
             outbox_frames, outbox_bytes, batched["write_texts"] if batched else None
@@ -228,6 +233,8 @@ class Session:
                 self.reply(protocol.message("pong"))
             elif isinstance(action, protocol.Subscribe):
                 await self.subscribe(action)
+            elif isinstance(action, protocol.Refresh):
+                await self.refresh(action)
             else:
                 await self.unsubscribe(action)
         except protocol.ProtocolError as exc:
@@ -286,6 +293,15 @@ class Session:
         if made.reset is not None:
             self.send_reset(sub, made.reset, made.epoch, made.head)
         self.metrics.ws_subscriptions.inc()
+
+    async def refresh(self, action: protocol.Refresh) -> None:
+        """Replace the connection's credentials, subscriptions kept (gateway/ws/refresh.py)."""
+        if self.auth is None:
+            raise protocol.ProtocolError("INVALID_MESSAGE", "refresh is not available here")
+        filters = [sub.filter for sub in self.subscriptions.values()]
+        principal = await renewed(self.auth, self.store, self.principal, action.token, filters)
+        self.principal, self.allowed = principal, principal.narrowing
+        self.reply(protocol.message("refreshed", expiresAt=expires_wire(principal.expires_at)))
 
     async def unsubscribe(self, action: protocol.Unsubscribe) -> None:
         if action.subscription_id is not None:

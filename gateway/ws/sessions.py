@@ -1,27 +1,63 @@
-"""Every open WebSocket session of this pod: the watchdog that closes the ones that must go
-(stalled readers, revoked keys, expired credentials) and the spread-out close of a drain."""
+"""Every open live connection of this pod (WebSocket sessions and SSE responses alike): the
+watchdog that closes the ones that must go (stalled readers, revoked keys, expired credentials)
+and the spread-out close of a drain."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING, Protocol
 
 from broker import BrokerError, KeyStore, RateLimiter, cancel_and_wait
 
 from ..errors import CLOSE_CODE
-from .session import Session
+
+if TYPE_CHECKING:
+    from ..auth import Principal
 
 log = logging.getLogger("deltagate.ws")
+
+
+class Connection(Protocol):
+    """What the watchdog and the drain need of a live connection (``Session``, ``SseStream``)."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def sending_since(self) -> float | None:
+        """Since when the current write waits for the client (None: not writing)."""
+        ...
+
+    @property
+    def store(self) -> str: ...
+    @property
+    def principal(self) -> Principal: ...
+    @property
+    def conn_id(self) -> str | None: ...
+    def abort(self) -> None:
+        """Stop sending at once: the client stopped reading."""
+        ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
 class Sessions:
     """Every open session of this pod, and the watchdog that closes the ones whose client has
     stopped reading altogether (4008)."""
 
-    def __init__(self, slow_timeout: float, keys: KeyStore, limits: RateLimiter) -> None:
-        self.active: set[Session] = set()
+    def __init__(
+        self,
+        slow_timeout: float,
+        keys: KeyStore,
+        limits: RateLimiter,
+        *,
+        token_grace: float = 30.0,
+    ) -> None:
+        self.active: set[Connection] = set()
         self.slow_timeout = slow_timeout
+        self.token_grace = token_grace
+        """A token's connection is closed this long after the token expired, unless refreshed."""
         self._keys = keys
         self._limits = limits
         self._task: asyncio.Task[None] | None = None
@@ -37,7 +73,7 @@ class Sessions:
         closing, self._closing = self._closing, set()
         await cancel_and_wait(closing)
 
-    def _close_soon(self, session: Session, code: int, reason: str) -> None:
+    def _close_soon(self, session: Connection, code: int, reason: str) -> None:
         """Close a session from the watchdog without waiting on it (tasks owned here)."""
         task = asyncio.get_running_loop().create_task(session.close(code, reason))
         self._closing.add(task)
@@ -52,16 +88,16 @@ class Sessions:
         gap = window / len(sessions)
         log.info("draining websockets", extra={"connections": len(sessions), "window_s": window})
 
-        async def close_later(session: Session, delay: float) -> None:
+        async def close_later(session: Connection, delay: float) -> None:
             await asyncio.sleep(delay)
             await session.close(CLOSE_CODE["DRAINING"], "pod draining; reconnect to resume")
 
         await asyncio.gather(*(close_later(s, i * gap) for i, s in enumerate(sessions)))
 
     async def _watch(self) -> None:
-        """Once a second: close sockets whose client stopped reading (4008), whose API key was
-        revoked or expired, or whose token expired (4001); every 10 s, keep this pod's
-        connections counting toward their keys' quotas."""
+        """Once a second: close connections whose client stopped reading (4008), whose API key
+        was revoked or expired, or whose token expired and was not refreshed within the grace
+        (4001); every 10 s, keep this pod's connections counting toward their keys' quotas."""
         tick = 0
         while True:
             await asyncio.sleep(1.0)
@@ -87,9 +123,12 @@ class Sessions:
                 session.abort()
                 self._close_soon(session, CLOSE_CODE["SLOW_CONSUMER"], "slow consumer")
         for session in sessions:
-            expires = session.principal.expires_at
+            principal = session.principal
+            expires = principal.expires_at
+            if expires is not None and principal.via_token:
+                expires += self.token_grace  # time to send a refresh
             if expires is not None and wall >= expires:
-                what = "token" if session.principal.via_token else "API key"
+                what = "token" if principal.via_token else "API key"
                 self._close_soon(
                     session,
                     CLOSE_CODE["UNAUTHORIZED"],

@@ -120,6 +120,26 @@ def test_append_then_tail_round_trip(pod: Pod) -> None:
         url=pod.url,
     )
     assert [json.loads(x)["globalPosition"] for x in filtered.stdout.splitlines()] == [2, 3]
+    # The same over Server-Sent Events, and from a time (before everything: all of it).
+    over_sse = cli(
+        "tail", "clitest", "--sse", "--from", "earliest", "--json", "--no-follow", url=pod.url
+    )
+    assert over_sse.returncode == 0, over_sse.stderr
+    assert over_sse.stdout == history.stdout
+    since = cli(
+        "tail",
+        "clitest",
+        "--sse",
+        "--filter",
+        "order.*",
+        "--from",
+        "2000-01-01T00:00:00Z",
+        "--json",
+        "--no-follow",
+        url=pod.url,
+    )
+    assert since.returncode == 0, since.stderr
+    assert [json.loads(x)["globalPosition"] for x in since.stdout.splitlines()] == [1, 2]
     pretty = cli("read", "clitest", "order-1", url=pod.url)
     assert pretty.returncode == 0
     assert "order.placed" in pretty.stdout and "order.shipped" in pretty.stdout

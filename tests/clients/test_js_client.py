@@ -215,3 +215,49 @@ def test_typescript_declarations_match_the_module() -> None:
     exported = set(re.findall(r"^export (?:async )?(?:function|class|const) (\w+)", source, re.M))
     typed = set(re.findall(r"^export declare (?:function|class|const) (\w+)", declared, re.M))
     assert exported == typed
+
+
+def test_short_tokens_are_refreshed_over_the_open_socket(node: str, redis_url: str, pods) -> None:
+    admin = "admin-secret-for-js-refresh"
+    (pod,) = spawn_pods(
+        pods,
+        redis_url,
+        1,
+        DELTAGATE_AUTH="enabled",
+        DELTAGATE_ADMIN_KEY=admin,
+        DELTAGATE_TOKEN_SECRET="token-secret-for-js-refresh-0123456789",
+        DELTAGATE_TOKEN_EXPIRY_GRACE="0",  # an unrefreshed token closes at once
+    )
+    headers = {"X-API-Key": admin}
+    assert httpx.post(f"{pod.url}/event-stores", json={"name": STORE}, headers=headers)
+    command = [node, str(NODE_DIR / "refresh.mjs"), "--url", pod.url, "--store", STORE]
+    command += ["--key", admin, "--ttl", "2"]
+    proc = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=NODE_DIR
+    )
+    lines: list[dict[str, Any]] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(json.loads(raw) for raw in proc.stdout or []), daemon=True
+    )
+    reader.start()
+    try:
+        for i in range(6):  # 6 s: three 2-second tokens' worth
+            r = httpx.post(
+                f"{pod.url}/event-stores/{STORE}/streams/s-{i}",
+                json={"events": [{"type": "a.b", "data": {}}]},
+                headers=headers,
+            )
+            assert r.status_code == 201
+            time.sleep(1)
+        wait_for(lambda: [x["gp"] for x in lines if x["kind"] == "event"] == list(range(1, 7)))
+        states = [x["state"] for x in lines if x["kind"] == "state"]
+        assert states == ["connecting", "open"], f"it reconnected: {lines}"
+        assert sum(x["kind"] == "token" for x in lines) >= 3, "tokens were not refreshed"
+        assert not [x for x in lines if x["kind"] == "error"], lines
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(5)
+        reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -5,6 +5,7 @@ yield exactly the matching events of the log, in order, none twice."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from typing import Any
 
@@ -103,8 +104,9 @@ async def append(base_url: str, stream: str, events: list[dict[str, Any]], key: 
     raise AssertionError("append kept failing")
 
 
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
 async def test_subscription_yields_exactly_the_log_across_restarts(
-    redis_url: str, pods, proxies
+    redis_url: str, pods, proxies, transport
 ) -> None:
     a, b = spawn_pods(pods, redis_url, 2, **FAST)
     proxy = Proxy(a.port).start()
@@ -116,14 +118,26 @@ async def test_subscription_yields_exactly_the_log_across_restarts(
     client = DeltaGateClient(proxy.url)
     states: list[str] = []
     subs: dict[str, tuple[Subscriber, Filter, int]] = {
-        "all": (client.subscribe("*", store=STORE, position="earliest"), Filter.parse("*"), 0),
+        "all": (
+            client.subscribe("*", store=STORE, position="earliest", transport=transport),
+            Filter.parse("*"),
+            0,
+        ),
         "orders": (
-            client.subscribe("order.*", store=STORE, position=5, on_state=states.append),
+            client.subscribe(
+                "order.*", store=STORE, position=5, on_state=states.append, transport=transport
+            ),
             Filter.parse("order.*"),
             5,
         ),
         "s2": (
-            client.subscribe(["user.*", "payment.*"], store=STORE, stream_id="s-2", position=0),
+            client.subscribe(
+                ["user.*", "payment.*"],
+                store=STORE,
+                stream_id="s-2",
+                position=0,
+                transport=transport,
+            ),
             Filter.parse(["user.*", "payment.*"], "s-2"),
             0,
         ),
@@ -180,9 +194,13 @@ async def _until(predicate: Any) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_follow_false_stops_at_the_head_and_errors_are_final(redis_url: str, pods) -> None:
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_follow_false_stops_at_the_head_and_errors_are_final(
+    redis_url: str, pods, transport
+) -> None:
     (pod,) = spawn_pods(pods, redis_url, 1, **FAST, DELTAGATE_AUTO_CREATE_STORES="false")
     async with DeltaGateClient(pod.url) as client:
+        client.subscribe = functools.partial(client.subscribe, transport=transport)  # type: ignore[method-assign]
         await client.create_store("pyfollow")
         for i in range(3):
             await client.append("pyfollow", f"s-{i}", [{"type": "t.x", "data": {"i": i}}])
@@ -234,3 +252,64 @@ async def test_a_store_recreated_under_a_subscriber_is_a_reset_then_its_new_hist
     ]
     assert [(n["type"], n["reason"]) for n in notices] == [("reset", "store-recreated")]
     assert subscriber.cursor == 2 and subscriber.epoch == notices[0]["epoch"]
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_get_token_keeps_a_subscription_on_short_tokens(
+    redis_url: str, pods, transport
+) -> None:
+    """2-second tokens with no grace: a WebSocket refreshes its token over the open socket (one
+    connection throughout); an SSE stream reconnects with a fresh token, nothing lost."""
+    admin = "admin-secret-for-python-refresh"
+    (pod,) = spawn_pods(
+        pods,
+        redis_url,
+        1,
+        **FAST,
+        DELTAGATE_AUTH="enabled",
+        DELTAGATE_ADMIN_KEY=admin,
+        DELTAGATE_TOKEN_SECRET="token-secret-for-python-refresh-0123456789",
+        DELTAGATE_TOKEN_EXPIRY_GRACE="0",
+    )
+    async with DeltaGateClient(pod.url, api_key=admin) as admin_client:
+        await admin_client.create_store("pytokens")
+        minted = 0
+
+        async def get_token() -> dict[str, Any]:
+            nonlocal minted
+            minted += 1
+            return await admin_client.mint_token("pytokens", ttl_seconds=2)
+
+        browser = DeltaGateClient(pod.url)
+        states: list[str] = []
+        sub = browser.subscribe(
+            "*",
+            store="pytokens",
+            position="earliest",
+            transport=transport,
+            get_token=get_token,
+            on_state=states.append,
+        )
+        sub.initial_delay = 0.1
+        got: list[int] = []
+
+        async def consume() -> None:
+            async with sub:
+                async for event in sub:
+                    got.append(event["globalPosition"])
+
+        task = asyncio.create_task(consume())
+        try:
+            for i in range(6):
+                await admin_client.append("pytokens", f"s-{i}", [{"type": "a.b", "data": {}}])
+                await asyncio.sleep(1)
+            await asyncio.wait_for(_until(lambda: len(got) >= 6), 10)
+            await asyncio.sleep(0.3)
+            assert got == [1, 2, 3, 4, 5, 6]
+            assert minted >= 3
+            if transport == "websocket":
+                assert "reconnecting" not in states, states
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await browser.aclose()

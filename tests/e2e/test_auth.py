@@ -31,6 +31,7 @@ AUTH = {
     "DELTAGATE_AUTO_CREATE_STORES": "false",
     "DELTAGATE_RATE_SUBSCRIBES_PER_SECOND": "20",
     "DELTAGATE_MAX_CONNECTIONS_PER_KEY": "5",
+    "DELTAGATE_TOKEN_EXPIRY_GRACE": "1",  # an expired token's connection closes 1 s later
 }
 
 

@@ -205,6 +205,51 @@ def test_live_tail_shows_an_appended_event_within_a_second(
     expect(page.locator("#tail-state")).to_have_text("stopped")
 
 
+def test_tail_over_sse_since_a_time(page: Any, dev_gateway: Pod) -> None:
+    """Start from a time (the first event created at or after it), over Server-Sent Events, with
+    the connection shown."""
+    base = dev_gateway.url
+    store = unique("studio-since")
+    append(base, store, "before", [{"type": "a.old", "data": {}}] * 3)
+    time.sleep(1.1)  # the picker has whole seconds: the next events are a second later
+    written = append(base, store, "after", [{"type": "a.new", "data": {}}] * 2)
+    since = written["events"][0]["createdAt"]  # ISO UTC with milliseconds
+    open_studio(page, dev_gateway, f"#/s/{store}/tail")
+    expect(page.locator("#tail-since")).to_be_hidden()
+    page.select_option("#tail-from", "time")
+    expect(page.locator("#tail-since")).to_be_visible()
+    # datetime-local takes the browser's local time: give it the instant in that zone, to the
+    # second (the events before were written at least a second earlier).
+    local = page.evaluate(
+        """(iso) => { const d = new Date(iso); d.setMilliseconds(0);
+        const p = (n) => String(n).padStart(2, '0');
+        return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T` +
+               `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`; }""",
+        since,
+    )
+    page.fill("#tail-since", local)
+    page.select_option("#tail-transport", "sse")
+    page.click("#tail-start")
+    expect(page.locator("#tail-state")).to_have_attribute("data-state", "open")
+    expect(page.locator("#tail-via")).to_have_text("SSE")
+    expect(page.locator("#tail-via")).to_have_attribute("data-transport", "sse")
+    expect(page.locator("#tail-info")).to_contain_text("Caught up")
+    assert positions(page) == [5, 4]
+    extra = append(base, store, "after", [{"type": "a.live", "data": {}}])
+    expect(page.locator(f'#tail-rows tr[data-position="{extra["globalPosition"]}"]')).to_have_count(
+        1
+    )
+    page.click("#tail-stop")
+    # Back to the WebSocket: the indicator follows.
+    page.select_option("#tail-transport", "websocket")
+    page.select_option("#tail-from", "earliest")
+    page.click("#tail-clear")
+    page.click("#tail-start")
+    expect(page.locator("#tail-via")).to_have_text("WebSocket")
+    expect(page.locator("#tail-rows tr")).to_have_count(6)
+    page.click("#tail-stop")
+
+
 def test_paused_tail_buffers_with_a_count_and_resumes_in_order(
     page: Any, dev_gateway: Pod, artifacts: Path
 ) -> None:

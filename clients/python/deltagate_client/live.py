@@ -1,26 +1,36 @@
-"""A live subscription over deltagate's WebSocket that never gives up: it reconnects with
+"""A live subscription over deltagate's WebSocket (or, with ``transport="sse"``, its Server-Sent
+Events stream) that never gives up: it reconnects with
 exponential backoff and full jitter (capped at 30 s), resumes after the last globalPosition it saw
 (of an event, a checkpoint or ``caughtUp``) and drops anything at or below it, so each matching
 event is yielded exactly once, in order, across disconnects and pod restarts. What retrying cannot
 fix (a refused subscribe, close codes 4001/4003/4004) raises :class:`DeltaGateError`.
 
-An API key goes in the ``X-API-Key`` header of the upgrade, never in the URL (URLs end up in
-proxies' logs); a browser token, which is short-lived, goes in ``?token=``.
+An API key goes in the ``X-API-Key`` header, never in the URL (URLs end up in proxies' logs); a
+browser token, which is short-lived, goes in ``?token=``. With ``get_token`` (a callable returning
+a token, or the ``{token, expiresAt}`` answer of ``POST .../ws-tokens``, or an awaitable of either)
+every connection gets a fresh token, and a WebSocket's token is refreshed over the open socket
+(``{"action": "refresh"}``) ``refresh_before`` seconds before it expires: no reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import inspect
 import itertools
 import json
 import logging
 import random
 import secrets
-from collections.abc import AsyncGenerator, Callable, Iterable
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, TypeGuard
 from urllib.parse import quote, urlencode
 
+import httpx
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
@@ -28,9 +38,13 @@ from .errors import DeltaGateError
 
 log = logging.getLogger("deltagate.client")
 
-Position = int | Literal["latest", "earliest"]
+Position = int | Literal["latest", "earliest"] | dict[str, str]
+"""``latest``, ``earliest``, a globalPosition N (events after N), or ``{"time": "<ISO 8601>"}``."""
 Event = dict[str, Any]
 State = Literal["connecting", "open", "reconnecting", "closed"]
+Transport = Literal["websocket", "sse"]
+TokenSource = Callable[[], Any]
+"""Returns a token, or ``{"token", "expiresAt"}``, or an awaitable of either."""
 
 # Close codes after which reconnecting cannot help (contract section 2).
 PERMANENT_CLOSE = {4001: "UNAUTHORIZED", 4003: "FORBIDDEN", 4004: "EVENT_STORE_NOT_FOUND"}
@@ -78,6 +92,49 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
+def token_expiry(token: str, expires_at: str | None = None) -> float | None:
+    """When a token expires (seconds since the epoch): ``expires_at`` (ISO 8601), else the JWT's
+    ``exp`` claim; None when unknown."""
+    if expires_at:
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(expires_at.replace("Z", "+00:00")).timestamp()
+    try:
+        part = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        exp = claims.get("exp")
+        return float(exp) if isinstance(exp, int | float) else None
+    except (IndexError, ValueError, AttributeError):
+        return None
+
+
+async def _sse_messages(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
+    """``(event, data)`` of each text/event-stream message (comments and ``retry`` skipped)."""
+    kind: str = "message"
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield kind, "\n".join(data)
+            kind, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                kind = value
+            elif name == "data":
+                data.append(value)
+
+
+def _valid_position(position: object) -> bool:
+    if position in ("latest", "earliest"):
+        return True
+    if isinstance(position, dict):
+        return set(position) == {"time"} and isinstance(position["time"], str)
+    return isinstance(position, int) and not isinstance(position, bool) and position >= 0
+
+
 _sub_ids = itertools.count(1)
 
 
@@ -102,12 +159,28 @@ class Subscriber:
         on_state: Callable[[State], None] | None = None,
         on_notice: Callable[[dict[str, Any]], None] | None = None,
         open_timeout: float = 10.0,
+        transport: Transport = "websocket",
+        get_token: TokenSource | None = None,
+        refresh_before: float = 60.0,
+        read_timeout: float = 45.0,
     ) -> None:
-        if position not in ("latest", "earliest") and not (
-            isinstance(position, int) and not isinstance(position, bool) and position >= 0
-        ):
-            raise ValueError("position must be 'latest', 'earliest' or an integer >= 0")
+        if not _valid_position(position):
+            raise ValueError(
+                "position must be 'latest', 'earliest', an integer >= 0 or {'time': ISO 8601}"
+            )
+        if transport not in ("websocket", "sse"):
+            raise ValueError("transport must be 'websocket' or 'sse'")
+        self.transport = transport
+        self.ws_url = ws_url
         self.url = f"{ws_url}/event-stores/{_segment(store)}/events/ws"
+        self.api_key = api_key
+        self.token = token
+        self.get_token = get_token
+        self.refresh_before = refresh_before
+        """A WebSocket's token is refreshed this many seconds before it expires (at most half
+        the time left)."""
+        self.read_timeout = read_timeout
+        """SSE: a stream silent this long (no event, no 15 s heartbeat) is reconnected."""
         self.headers: dict[str, str] = {}
         if token:
             self.url += "?" + urlencode({"token": token})
@@ -136,6 +209,7 @@ class Subscriber:
         self.attempts = 0
         self._events: AsyncGenerator[Event, None] | None = None
         self._closed = False
+        self._code: int | None = None  # how the last connection ended (a close code)
 
     # -- iteration -------------------------------------------------------------------------------
 
@@ -191,44 +265,31 @@ class Subscriber:
         self._set_state("connecting")
         try:
             while True:
-                code: int | None = None
+                self._code = None
+                once = self._sse_once() if self.transport == "sse" else self._ws_once()
                 try:
-                    async with websockets.connect(
-                        self.url,
-                        additional_headers=self.headers,
-                        open_timeout=self.open_timeout,
-                        max_size=None,
-                        ping_interval=20,
-                        ping_timeout=20,
-                        compression=None,
-                    ) as ws:
-                        self._set_state("open")
-                        await ws.send(self._subscribe_message())
-                        async for raw in ws:
-                            done = False
-                            for event in self._handle(raw):
-                                if event is None:
-                                    done = True
-                                    break
-                                yield event
-                            if done:
+                    async with contextlib.aclosing(once) as events:
+                        async for event in events:
+                            if event is None:
                                 return
-                        code = ws.close_code
+                            yield event
                 except _Retry as exc:
-                    log.info("subscribe refused for now (%s); retrying", exc)
+                    log.info("refused for now (%s); retrying", exc)
                 except ConnectionClosed as exc:
-                    code = exc.rcvd.code if exc.rcvd is not None else None
+                    self._code = exc.rcvd.code if exc.rcvd is not None else None
                 except InvalidStatus as exc:
                     status = exc.response.status_code
-                    if status in (401, 403, 404):
+                    if status in (401, 403, 404) and not (status == 401 and self.get_token):
                         raise DeltaGateError(
                             {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND"}[status],
                             f"WebSocket upgrade refused with HTTP {status}",
                             status,
                         ) from None
-                except (OSError, TimeoutError, InvalidHandshake) as exc:
+                except (OSError, TimeoutError, InvalidHandshake, httpx.TransportError) as exc:
                     log.debug("connection attempt failed: %s", exc)
-                if code in PERMANENT_CLOSE:
+                code = self._code
+                # An expired token is no reason to stop when a fresh one can be had.
+                if code in PERMANENT_CLOSE and not (code == 4001 and self.get_token):
                     raise DeltaGateError(
                         PERMANENT_CLOSE[code], f"the server closed the connection with {code}"
                     )
@@ -246,6 +307,134 @@ class Subscriber:
                 await asyncio.sleep(delay)
         finally:
             self._set_state("closed")
+
+    async def _fresh_token(self) -> tuple[str | None, float | None]:
+        """A token for the next connection (or refresh) and when it expires."""
+        if self.get_token is None:
+            return self.token, None
+        got = self.get_token()
+        if inspect.isawaitable(got):
+            got = await got
+        if isinstance(got, dict):
+            token = got.get("token")
+            return token, token_expiry(token or "", got.get("expiresAt"))
+        return (got or None), token_expiry(got) if got else None
+
+    # -- WebSocket -------------------------------------------------------------------------------
+
+    async def _ws_once(self) -> AsyncGenerator[Event | None, None]:
+        """One WebSocket connection: its events (None: the iteration is complete)."""
+        url, headers = self.url, self.headers
+        expires = None
+        if self.get_token is not None:
+            token, expires = await self._fresh_token()
+            base = f"{self.ws_url}/event-stores/{_segment(self.store)}/events/ws"
+            url = base + ("?" + urlencode({"token": token}) if token else "")
+            if not token and self.api_key:
+                headers = {"X-API-Key": self.api_key}
+        async with websockets.connect(
+            url,
+            additional_headers=headers,
+            open_timeout=self.open_timeout,
+            max_size=None,
+            ping_interval=20,
+            ping_timeout=20,
+            compression=None,
+        ) as ws:
+            self._set_state("open")
+            await ws.send(self._subscribe_message())
+            refresher = None
+            if expires is not None:
+                refresher = asyncio.create_task(self._refresh(ws, expires))
+            try:
+                async for raw in ws:
+                    for event in self._handle(raw):
+                        yield event
+            finally:
+                if refresher is not None:
+                    refresher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await refresher
+            self._code = ws.close_code
+
+    async def _refresh(self, ws: Any, expires: float) -> None:
+        """Send a fresh token over the open socket a while before each one expires. A failure
+        is logged: the server then closes the socket once the token's grace is over, and the
+        reconnect fetches a fresh token anyway."""
+        while True:
+            left = expires - time.time()
+            await asyncio.sleep(max(0.0, left - min(self.refresh_before, left / 2)))
+            try:
+                token, next_expiry = await self._fresh_token()
+                if not token or next_expiry is None:
+                    return
+                await ws.send(json.dumps({"action": "refresh", "token": token}))
+            except ConnectionClosed:
+                return
+            except Exception as exc:  # the caller's get_token failed: say so, keep the socket
+                log.warning("token refresh failed: %s", exc)
+                return
+            expires = next_expiry
+
+    # -- Server-Sent Events -----------------------------------------------------------------------
+
+    async def _sse_once(self) -> AsyncGenerator[Event | None, None]:
+        """One SSE response: its events (None: the iteration is complete)."""
+        token, _ = await self._fresh_token()
+        patterns = [self.event_filter] if isinstance(self.event_filter, str) else self.event_filter
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("eventFilter", p) for p in patterns
+        ]
+        if self.stream_id is not None:
+            params.append(("streamId", self.stream_id))
+        headers = {"Accept": "text/event-stream"}
+        if self.cursor is not None:
+            headers["Last-Event-ID"] = str(self.cursor)  # resumes exactly after it
+            if self.epoch is not None:
+                params.append(("epoch", self.epoch))
+        else:
+            position = self.position
+            params.append(
+                ("position", json.dumps(position) if isinstance(position, dict) else str(position))
+            )
+        if token:
+            params.append(("token", token))
+        elif self.api_key:
+            headers["X-API-Key"] = self.api_key
+        http_base = "http" + self.ws_url.removeprefix("ws")
+        url = f"{http_base}/event-stores/{_segment(self.store)}/events/sse"
+        timeout = httpx.Timeout(self.open_timeout, read=self.read_timeout)
+        async with (
+            httpx.AsyncClient(timeout=timeout) as http,
+            http.stream("GET", url, params=params, headers=headers) as response,
+        ):
+            if response.status_code != 200:
+                await response.aread()
+                try:
+                    body = response.json()
+                    code, text = str(body["error"]), str(body.get("message", ""))
+                except (ValueError, KeyError, TypeError):
+                    code, text = "UNAVAILABLE", response.text[:200]
+                status = response.status_code
+                if status in (429, 503) or status >= 500 or (status == 401 and self.get_token):
+                    raise _Retry(code)
+                raise DeltaGateError(code, text, status)
+            self._set_state("open")
+            async for kind, data in _sse_messages(response.aiter_lines()):
+                try:
+                    payload = json.loads(data)
+                except ValueError:
+                    log.warning("ignoring an SSE message that is not JSON")
+                    continue
+                if kind == "close":
+                    self._code = payload.get("code")  # the stream ends next
+                    continue
+                if kind == "event":
+                    message = {"type": "event", "subscriptionId": self.id, "event": payload}
+                else:
+                    message = {**payload, "type": kind, "subscriptionId": self.id}
+                for event in self._handle_message(message):
+                    yield event
 
     def _notice(self, message: dict[str, Any]) -> None:
         if self.on_notice is not None:
@@ -269,7 +458,18 @@ class Subscriber:
         except ValueError:
             log.warning("ignoring a message that is not JSON")
             return
-        if not isinstance(message, dict) or message.get("subscriptionId") != self.id:
+        if not isinstance(message, dict):
+            return
+        if message.get("type") == "refreshed":
+            log.debug("token refreshed; it expires at %s", message.get("expiresAt"))
+            return
+        if message.get("type") == "error" and "subscriptionId" not in message:
+            log.warning("the server refused a request: %s", message.get("message"))
+            return  # a refused refresh: the old token holds until it expires
+        yield from self._handle_message(message)
+
+    def _handle_message(self, message: dict[str, Any]) -> Iterable[Event | None]:
+        if message.get("subscriptionId") != self.id:
             return  # pong, or not ours
         kind = message.get("type")
         if kind == "event":

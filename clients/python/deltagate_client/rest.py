@@ -14,7 +14,7 @@ from typing import Any, Literal
 import httpx
 
 from .errors import DeltaGateError
-from .live import Event, Position, State, Subscriber, _segment, ws_base
+from .live import Event, Position, State, Subscriber, TokenSource, Transport, _segment, ws_base
 
 DEFAULT_URL = "http://127.0.0.1:8787"
 
@@ -277,9 +277,13 @@ class DeltaGateClient:
         max_attempts: int | None = None,
         on_state: Callable[[State], None] | None = None,
         on_notice: Callable[[dict[str, Any]], None] | None = None,
+        transport: Transport = "websocket",
+        get_token: TokenSource | None = None,
     ) -> Subscriber:
         """Events of ``store`` matching ``event_filter`` after ``position``, live, resuming
-        across reconnects. ``follow=False`` stops once the replay reached the head."""
+        across reconnects. ``follow=False`` stops once the replay reached the head.
+        ``transport="sse"`` reads Server-Sent Events instead of a WebSocket; ``get_token``
+        supplies fresh browser tokens (and refreshes a WebSocket's before they expire)."""
         return Subscriber(
             ws_base(self.base_url),
             store,
@@ -294,4 +298,6 @@ class DeltaGateClient:
             max_attempts=max_attempts,
             on_state=on_state,
             on_notice=on_notice,
+            transport=transport,
+            get_token=get_token,
         )

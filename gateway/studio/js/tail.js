@@ -1,5 +1,7 @@
-// Live tail over the WebSocket, with the gateway's own client (/client/deltagate.js: reconnects
-// and resumes from the last position seen, so nothing is missed or repeated).
+// Live tail over the WebSocket or Server-Sent Events (a choice on the form; the status bar shows
+// which one is in use), with the gateway's own client (/client/deltagate.js: reconnects and
+// resumes from the last position seen, so nothing is missed or repeated). It can start from a
+// time ("since 10:00": the first event created at or after it).
 //
 // Made for thousands of events per second: an event only goes into an array; the DOM is
 // updated at most once per animation frame, with one DocumentFragment, and never holds more
@@ -60,11 +62,22 @@ class Tail {
       el('option', { value: 'latest' }, 'latest (new events only)'),
       el('option', { value: 'earliest' }, 'earliest (replay everything)'),
       el('option', { value: 'number' }, 'after a global position…'),
+      el('option', { value: 'time' }, 'since a time…'),
+    );
+    this.since = el('input', { id: 'tail-since', name: 'since', type: 'datetime-local', step: '1', disabled: true, hidden: true, 'aria-label': 'Start at events created at or after (your local time)' });
+    this.transport = el(
+      'select',
+      { id: 'tail-transport', name: 'transport' },
+      el('option', { value: 'websocket' }, 'WebSocket'),
+      el('option', { value: 'sse' }, 'Server-Sent Events'),
     );
     this.position = el('input', { id: 'tail-position', name: 'position', type: 'number', min: '0', step: '1', inputmode: 'numeric', placeholder: 'position', disabled: true, 'aria-label': 'Start after global position' });
     this.start.addEventListener('change', () => {
       this.position.disabled = this.start.value !== 'number';
+      this.position.hidden = this.start.value === 'time';
+      this.since.disabled = this.since.hidden = this.start.value !== 'time';
       if (!this.position.disabled) this.position.focus();
+      if (!this.since.disabled) this.since.focus();
     });
     this.capInput = el('input', { id: 'tail-cap', name: 'cap', type: 'number', min: '10', max: '10000', step: '10', value: String(this.cap) });
     this.capInput.addEventListener('change', () => {
@@ -82,6 +95,7 @@ class Tail {
     this.clearButton = el('button', { type: 'button', id: 'tail-clear', onclick: () => this.clear() }, 'Clear');
 
     this.stateEl = el('span', { id: 'tail-state', class: 'pill' }, 'stopped');
+    this.transportEl = el('span', { id: 'tail-via', class: 'pill', title: 'How the tail is connected' }, '—');
     this.rateEl = el('span', { id: 'tail-rate' }, '0');
     this.receivedEl = el('span', { id: 'tail-received' }, '0');
     this.shownEl = el('span', { id: 'tail-shown' }, '0');
@@ -98,7 +112,8 @@ class Tail {
       { class: 'panel tail-form', id: 'tail-form', novalidate: true, onsubmit: (e) => (e.preventDefault(), this.begin()) },
       field(el('label', { for: 'tail-pattern' }, 'Event types'), this.pattern),
       field(el('label', { for: 'tail-stream' }, 'Stream (optional)'), this.stream),
-      field(el('label', { for: 'tail-from' }, 'Start from'), el('div', { class: 'row' }, this.start, this.position)),
+      field(el('label', { for: 'tail-from' }, 'Start from'), el('div', { class: 'row' }, this.start, this.position, this.since)),
+      field(el('label', { for: 'tail-transport' }, 'Connection'), this.transport),
       field(el('label', { for: 'tail-cap' }, 'Rows kept'), this.capInput),
       el('div', { class: 'row buttons' }, this.startButton, this.stopButton, this.pauseButton, this.clearButton),
       el('p', { id: 'tail-pattern-hint', class: 'hint wide' }, '* matches any run of characters; several patterns separated by commas (order.*, *.created). Newest events on top; older rows beyond “Rows kept” are dropped so the page stays fast at any rate.'),
@@ -107,6 +122,7 @@ class Tail {
       'div',
       { class: 'tail-status', 'aria-label': 'Tail status' },
       this.stateEl,
+      this.transportEl,
       el('span', null, el('strong', null, this.rateEl), ' events/s'),
       el('span', null, this.receivedEl, ' received'),
       el('span', null, this.shownEl, ' shown'),
@@ -165,6 +181,15 @@ class Tail {
       }
       position = n;
       info = `Replaying events after global position ${n}, then live.`;
+    } else if (position === 'time') {
+      const at = new Date(this.since.value); // datetime-local: the browser's time zone
+      if (this.since.value === '' || Number.isNaN(at.getTime())) {
+        this.showError('Pick the time to start from (events created at or after it are shown).');
+        this.since.focus();
+        return;
+      }
+      position = { time: at.toISOString() };
+      info = `Replaying events created since ${at.toLocaleString()}, then live.`;
     } else if (position === 'latest') {
       // Pin "latest" to the head now, so an event appended after Start is never missed while
       // the socket is still opening.
@@ -182,9 +207,13 @@ class Tail {
     if (generation !== this.generation) return;
     const what = `${patterns.join(', ')}${streamId ? ` in stream ${streamId}` : ''}`;
     this.infoEl.textContent = `${info} Watching ${what}.`;
-    this.infoEl.dataset.from = String(position);
+    this.infoEl.dataset.from = typeof position === 'object' ? position.time : String(position);
+    const transport = this.transport.value;
+    this.transportEl.textContent = transport === 'sse' ? 'SSE' : 'WebSocket';
+    this.transportEl.dataset.transport = transport;
 
     const options = {
+      transport,
       onStateChange: (state) => generation === this.generation && this.setState(state),
       onCaughtUp: (_id, at) => {
         if (generation === this.generation) this.infoEl.textContent = `Caught up at global position ${at}; live now. Watching ${what}.`;

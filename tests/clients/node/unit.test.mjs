@@ -10,7 +10,7 @@ import { pathToFileURL } from 'node:url';
 
 const copy = join(mkdtempSync(join(tmpdir(), 'deltagate-unit-')), 'deltagate.mjs');
 copyFileSync(process.env.DELTAGATE_JS, copy);
-const { DeltaBaseWebSocket, isValidEvent, wsBase } = await import(pathToFileURL(copy).href);
+const { DeltaBaseWebSocket, isValidEvent, tokenExpiry, wsBase } = await import(pathToFileURL(copy).href);
 
 class FakeSocket {
   constructor(url) {
@@ -421,4 +421,152 @@ test('a truncation is reported and the cursor moves past what is gone', async ()
   assert.deepEqual(seen, [50]);
   assert.equal(notices[0].earliestPosition, 50);
   client.disconnect();
+});
+
+// -- token refresh over the open socket ----------------------------------------------------------
+
+function jwtWith(exp) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  return `${part({ alg: 'HS256' })}.${part({ exp, sub: 'k' })}.sig`;
+}
+
+test('tokenExpiry reads expiresAt, else the JWT exp', () => {
+  assert.equal(tokenExpiry('x', '2026-12-01T10:00:00Z'), Date.parse('2026-12-01T10:00:00Z'));
+  assert.equal(tokenExpiry(jwtWith(1700000000)), 1700000000 * 1000);
+  assert.equal(tokenExpiry('not-a-jwt'), null);
+});
+
+test('getToken: the token is refreshed over the open socket before it expires', async () => {
+  let calls = 0;
+  const getToken = async () => {
+    calls += 1;
+    return { token: `tok-${calls}`, expiresAt: new Date(Date.now() + 200).toISOString() };
+  };
+  const { client } = make({ getToken, refreshBefore: 150 });
+  const id = client.subscribe('order.*');
+  client.connect();
+  await tick();
+  const socket = last();
+  assert.ok(socket.url.endsWith('?token=tok-1'));
+  socket.open();
+  socket.receive({ type: 'subscribed', subscriptionId: id, position: 0, epoch: 'e' });
+  await tick(150); // at most half of the 200 ms left: refreshed by ~100 ms
+  const refresh = socket.sent.find((m) => m.action === 'refresh');
+  assert.deepEqual(refresh, { action: 'refresh', token: 'tok-2' });
+  socket.receive({ type: 'refreshed', expiresAt: new Date(Date.now() + 200).toISOString() });
+  await tick(150);
+  assert.equal(socket.sent.filter((m) => m.action === 'refresh').length, 2);
+  assert.equal(FakeSocket.all.length, 1, 'no reconnect');
+  client.disconnect();
+});
+
+test('without getToken no refresh is sent', async () => {
+  const { client } = make({ token: jwtWith(Math.floor(Date.now() / 1000) + 1) });
+  client.subscribe('order.*');
+  client.connect();
+  await tick();
+  last().open();
+  await tick(50);
+  assert.equal(last().sent.filter((m) => m.action === 'refresh').length, 0);
+  client.disconnect();
+});
+
+// -- transport: 'sse' ----------------------------------------------------------------------------
+
+class FakeEventSource {
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.listeners = {};
+    this.closed = false;
+    FakeEventSource.all.push(this);
+  }
+  addEventListener(kind, listener) {
+    (this.listeners[kind] ||= []).push(listener);
+  }
+  close() {
+    this.closed = true;
+    this.readyState = 2;
+  }
+  // -- driven by the test
+  open() {
+    this.readyState = 1;
+    this.onopen({});
+  }
+  emit(kind, data, id) {
+    for (const l of this.listeners[kind] || []) l({ data: JSON.stringify(data), lastEventId: id });
+  }
+  fail(readyState) {
+    this.readyState = readyState;
+    this.onerror({});
+  }
+}
+FakeEventSource.all = [];
+
+test("transport 'sse': one EventSource per subscription, events once, resumed after a give-up", async () => {
+  FakeEventSource.all = [];
+  let calls = 0;
+  const { client, seen, states } = make({
+    transport: 'sse',
+    EventSource: FakeEventSource,
+    getToken: async () => `tok-${++calls}`,
+  });
+  const id = client.subscribe(['order.*', 'user.created'], 'o-1', 'earliest');
+  client.connect();
+  await tick();
+  assert.equal(FakeEventSource.all.length, 1);
+  const source = FakeEventSource.all[0];
+  const url = new URL(source.url);
+  assert.equal(url.pathname, '/event-stores/orders/events/sse');
+  assert.deepEqual(url.searchParams.getAll('eventFilter'), ['order.*', 'user.created']);
+  assert.equal(url.searchParams.get('streamId'), 'o-1');
+  assert.equal(url.searchParams.get('position'), 'earliest');
+  assert.equal(url.searchParams.get('token'), 'tok-1');
+  source.open();
+  source.emit('subscribed', { position: 2, epoch: 'ep' }, '0');
+  source.emit('event', event(1, 'order.placed', 'o-1'), '1');
+  source.emit('event', event(2, 'order.placed', 'o-1'), '2');
+  source.emit('caughtUp', { globalPosition: 2 }, '2');
+  // The browser reconnects by itself (CONNECTING) and may replay: nothing twice.
+  source.fail(0);
+  source.open();
+  source.emit('event', event(2, 'order.placed', 'o-1'), '2');
+  source.emit('event', event(3, 'order.placed', 'o-1'), '3');
+  assert.deepEqual(seen, [1, 2, 3]);
+  assert.deepEqual(client.positions(), { [id]: 3 });
+  // It gives up (CLOSED, e.g. an expired token): a new one, with a fresh token, from the cursor.
+  source.fail(2);
+  await tick(20);
+  assert.equal(FakeEventSource.all.length, 2);
+  const again = new URL(FakeEventSource.all[1].url);
+  assert.equal(again.searchParams.get('position'), '3');
+  assert.equal(again.searchParams.get('epoch'), 'ep');
+  assert.equal(again.searchParams.get('token'), 'tok-2');
+  assert.ok(source.closed);
+  FakeEventSource.all[1].open();
+  assert.ok(states.includes('open') && states.includes('reconnecting'));
+  // The server says the credentials ran out: reconnect at once with a fresh token.
+  FakeEventSource.all[1].emit('close', { code: 4001, reason: 'token expired' });
+  await tick(20);
+  assert.equal(new URL(FakeEventSource.all[2].url).searchParams.get('token'), 'tok-3');
+  client.unsubscribe(['order.*', 'user.created'], 'o-1');
+  assert.ok(FakeEventSource.all[2].closed);
+  client.disconnect();
+});
+
+test("transport 'sse': subscriptions made before connect open on connect; disconnect closes", async () => {
+  FakeEventSource.all = [];
+  const { client } = make({ transport: 'sse', EventSource: FakeEventSource });
+  client.subscribe('a.*');
+  client.subscribe('b.*', undefined, 7);
+  assert.equal(FakeEventSource.all.length, 0);
+  client.connect();
+  await tick();
+  assert.equal(FakeEventSource.all.length, 2);
+  assert.equal(new URL(FakeEventSource.all[0].url).searchParams.get('apiKey'), 'k1');
+  assert.equal(new URL(FakeEventSource.all[1].url).searchParams.get('position'), '7');
+  client.disconnect();
+  assert.ok(FakeEventSource.all.every((s) => s.closed));
+  assert.equal(client.state, 'closed');
+  assert.throws(() => make({ transport: 'carrier-pigeon' }), /transport/);
 });

@@ -1,0 +1,241 @@
+"""One SSE response: the broker's ``Sink`` for its one subscription, a bounded outbox and the
+one writer task that sends it (text/event-stream, contract section 9).
+
+States: open -> closing -> closed (``close`` is safe to call twice). Like a WebSocket session,
+the fan-out hands events over synchronously (``send_event``) and a full outbox demotes the
+subscription to reading the log at the client's pace; only the writer awaits the client, and
+the pod's watchdog (gateway/ws/sessions.py) cuts a response whose writes stall, as a last resort.
+
+Messages: ``id: <globalPosition>`` / ``event: event`` / ``data: <event JSON>``; ``subscribed``,
+``caughtUp``, ``checkpoint``, ``reset``, ``truncated`` and ``close`` as named events. Every
+message that moves the client's cursor carries it as its ``id``, so a browser's ``EventSource``
+reconnects with ``Last-Event-ID`` exactly where it was, on any pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from broker import LiveSubscription, LoggedEvent, Reset, cancel_and_wait, codec
+
+from ..ws.outbox import Outbox
+
+if TYPE_CHECKING:
+    from ..auth import Principal
+
+FLUSH_SECONDS = 5.0
+"""On close, what was queued gets this long to be written."""
+END_SECONDS = 2.0
+"""Then ending the response gets this long; past it the connection is dropped."""
+RETRY_MS = 1000
+"""Sent once at the start (``retry:``): how long a browser waits before reconnecting."""
+HEARTBEAT = ": keep-alive\n\n"
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class SseStats:
+    """What the pod's SSE responses did (read at scrape time, no cost per event)."""
+
+    delivered_live: int = 0
+    delivered_replay: int = 0
+    opened: int = 0
+    open: int = 0
+
+
+def named(kind: str, data: dict[str, Any], position: int | None = None) -> str:
+    """One named SSE message (``event: kind``), with an ``id`` when it moves the cursor."""
+    head = "" if position is None else f"id: {position}\n"
+    return f"{head}event: {kind}\ndata: {codec.dumps_str(data)}\n\n"
+
+
+class SseStream:
+    """The broker's ``Sink`` for the one subscription of one SSE response, and the connection
+    the pod's watchdog and drain see (``gateway.ws.sessions.Connection``)."""
+
+    __slots__ = (
+        "_abort",
+        "_beat",
+        "_closed",
+        "_closing",
+        "_heartbeat",
+        "_send",
+        "_writer",
+        "close_code",
+        "close_reason",
+        "conn_id",
+        "ended",
+        "outbox",
+        "principal",
+        "sending_since",
+        "state",
+        "stats",
+        "store",
+        "sub",
+    )
+
+    def __init__(
+        self,
+        *,
+        store: str,
+        principal: Principal,
+        conn_id: str | None,
+        outbox_frames: int,
+        outbox_bytes: int,
+        heartbeat: float,
+        stats: SseStats,
+        abort: Callable[[], None] | None = None,
+    ) -> None:
+        self._send: Send | None = None
+        self._abort = abort
+        self.store = store
+        self.principal = principal
+        self.conn_id = conn_id
+        self.stats = stats
+        self.outbox = Outbox(outbox_frames, outbox_bytes)
+        self.sub: LiveSubscription | None = None
+        self.state: Literal["open", "closing", "closed"] = "open"
+        self.close_code = 1000
+        self.close_reason = ""
+        self.sending_since: float | None = None
+        self.ended = False
+        """The response was ended (or the connection dropped): nothing more can be sent."""
+        self._heartbeat = heartbeat
+        self._beat: asyncio.TimerHandle | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed: asyncio.Event | None = None
+
+    # -- Sink -------------------------------------------------------------------------------
+
+    def send_event(self, sub: LiveSubscription, event: LoggedEvent) -> bool:
+        if not self.outbox.offer(
+            f"id: {event.global_position}\nevent: event\ndata: {event.json}\n\n"
+        ):
+            return False
+        if sub.live:
+            self.stats.delivered_live += 1
+        else:
+            self.stats.delivered_replay += 1
+        return True
+
+    def send_marker(self, sub: LiveSubscription, kind: str, position: int) -> bool:
+        self.outbox.force(named(kind, {"globalPosition": position}, position))
+        return True
+
+    def send_reset(self, sub: LiveSubscription, reason: Reset, epoch: str, head: int) -> None:
+        # The subscription starts again from the new history's beginning: so does the cursor.
+        self.outbox.force(
+            named("reset", {"reason": reason, "epoch": epoch, "headPosition": head}, 0)
+        )
+
+    def send_truncated(self, sub: LiveSubscription, requested: int, earliest: int) -> None:
+        self.outbox.force(
+            named(
+                "truncated",
+                {"requestedPosition": requested, "earliestPosition": earliest},
+                earliest - 1,
+            )
+        )
+
+    async def wait_room(self) -> None:
+        await self.outbox.wait_room()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
+        """Send the response's head, then start the writer (what was queued goes first)."""
+        self._send = send
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        loop = asyncio.get_running_loop()
+        self._writer = loop.create_task(self._write(), name=f"sse writer {self.store}")
+        self._beat = loop.call_later(self._heartbeat, self._keep_alive)
+
+    def reply(self, frame: str) -> None:
+        self.outbox.force(frame)
+
+    def _keep_alive(self) -> None:
+        if self.state != "open":
+            return
+        if not len(self.outbox) and self.sending_since is None:
+            self.outbox.force(HEARTBEAT)
+        self._beat = asyncio.get_running_loop().call_later(self._heartbeat, self._keep_alive)
+
+    async def _write(self) -> None:
+        send = self._send
+        assert send is not None
+        while True:
+            frames = await self.outbox.take()
+            if frames:
+                self.sending_since = time.monotonic()
+                body = "".join(frames).encode()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                self.sending_since = None
+            if self.state != "open" and not len(self.outbox):
+                return
+
+    def abort(self) -> None:
+        """Stop sending at once (the client stopped reading): cancel the writer."""
+        if self.state == "open":
+            self.close_code, self.close_reason = 4008, "slow consumer"
+            self.state = "closing"
+        self.outbox.shut()
+        if self._writer is not None:
+            self._writer.cancel()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Release the subscription, write what is queued (and, for any end but the client's,
+        a ``close`` event saying why), then end the response. Safe to call twice and from
+        several tasks: later calls wait for the first to finish."""
+        if self._closing:
+            assert self._closed is not None
+            await self._closed.wait()
+            return
+        self._closing = True
+        self._closed = asyncio.Event()
+        if self.state == "open":
+            self.close_code, self.close_reason = code, reason
+            if code != 1000:
+                self.outbox.force(named("close", {"code": code, "reason": reason}))
+        self.state = "closing"
+        if self._beat is not None:
+            self._beat.cancel()
+        sub, self.sub = self.sub, None
+        writer, self._writer = self._writer, None
+        try:
+            if sub is not None:
+                await sub.close()
+            if writer is not None:
+                self.outbox.wake()  # let the writer see the state change once drained
+                await asyncio.wait({writer}, timeout=FLUSH_SECONDS)
+                flushed = writer.done() and not writer.cancelled()
+                await cancel_and_wait([writer])
+            else:
+                flushed = True
+            await self._end(flushed)
+        finally:
+            if writer is not None and not writer.done():
+                writer.cancel()  # this caller was cancelled: the writer must not outlive us
+            self.state = "closed"
+            self._closed.set()
+
+    async def _end(self, flushed: bool) -> None:
+        """End the response; drop the connection if that cannot be done at once."""
+        if self.ended or self._send is None:
+            return
+        self.ended = True
+        if flushed:
+            with contextlib.suppress(TimeoutError, OSError):
+                await asyncio.wait_for(
+                    self._send({"type": "http.response.body", "body": b"", "more_body": False}),
+                    END_SECONDS,
+                )
+                return
+        if self._abort is not None:
+            self._abort()
