@@ -256,6 +256,9 @@ class Session:
             for limit in self.allowed.contents:  # the token's content limits hold too
                 flt = flt.within(limit)
         try:
+            # Subscribing from a position costs the pod a replay: churn is limited per key,
+            # across pods (DELTAGATE_RATE_SUBSCRIBES_PER_SECOND), after the free local checks.
+            await self.limiter.hit(self.principal.key_id, "subscribe")
             made = await self.fanout.subscribe(
                 self.store,
                 flt,
