@@ -16,6 +16,8 @@ from .aio import cancel_and_wait
 from .apikeys import ApiKey, KeyStore, hash_secret
 from .archive import Archive
 from .backup import Importer, ImportRejected
+from .budget import FLOOR as BUDGET_FLOOR
+from .budget import QueueBudget
 from .dispatcher import Dispatcher, DispatcherOptions, Result, parse_schedule
 from .errors import (
     BrokerError,
@@ -77,6 +79,7 @@ from .webhooks import (
 )
 
 __all__ = [
+    "BUDGET_FLOOR",
     "DCB_STREAM",
     "MAX_POSITION",
     "SAFE_POLICY",
@@ -114,6 +117,7 @@ __all__ = [
     "Page",
     "Query",
     "QueryItem",
+    "QueueBudget",
     "RateLimited",
     "RateLimiter",
     "RedisConfig",

@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 from . import codec
 from .aio import cancel_and_wait
+from .budget import QueueBudget
 from .errors import BrokerError
 from .filters import Filter, FilterIndex
 from .keys import StoreKeys
@@ -31,6 +32,7 @@ from .types import LoggedEvent, StartPosition, TimeStart
 log = logging.getLogger("deltagate.fanout")
 
 REPLAY_CHECKPOINT_INTERVAL = 1.0
+DEFAULT_MAX_QUEUED_BYTES = 128 * 1024 * 1024
 
 Marker = Literal["caughtUp", "checkpoint"]
 Reset = Literal["store-recreated", "position-ahead"]
@@ -222,7 +224,12 @@ class LiveSubscription:
                         return
                     self.cursor = feed.seen
                     continue
-                await self._send_page(page.events)
+                budget = fanout.budget
+                budget.hold(page)
+                try:
+                    await self._send_page(page.events)
+                finally:
+                    budget.release(page)
         except asyncio.CancelledError:
             raise
         except BrokerError as exc:
@@ -332,8 +339,11 @@ class Fanout:
         poll_interval: float = 1.0,
         checkpoint_interval: float = 5.0,
         on_latency: Callable[[float, int], None] | None = None,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
     ) -> None:
         self._redis = redis
+        self.budget = QueueBudget(max_queued_bytes)
+        """Everything this pod has queued to clients (sinks charge it; catch-ups hold pages)."""
         self._log = log
         self._pages = PageReader(log)
         self._feeds: dict[str, Feed] = {}

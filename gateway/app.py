@@ -107,6 +107,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             poll_interval=settings.poll_interval,
             checkpoint_interval=settings.checkpoint_interval,
             on_latency=lambda seconds, n: _observe_n(metrics.delivery_latency, seconds, n),
+            max_queued_bytes=settings.max_queued_bytes,
         )
         metrics.observe_fanout(fanout)
         keys = KeyStore(client)
@@ -127,7 +128,13 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             keys=keys,
             limits=limits,
             fanout=fanout,
-            sessions=Sessions(settings.slow_consumer_timeout, keys, limits),
+            sessions=Sessions(
+                settings.slow_consumer_timeout,
+                keys,
+                limits,
+                fanout.budget,
+                on_cut=metrics.budget_cuts.inc,
+            ),
             webhooks=WebhookStore(client),
             watch=None if settings.embedded else RedisWatch(client),
         )

@@ -51,7 +51,20 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][EXTENSION] = {
                 "send_texts": self.send_texts,
                 "write_texts": self.write_texts,
+                "buffered": self.transport.get_write_buffer_size,
+                "abort": self.abort_connection,
             }
+
+    def abort_connection(self, code: int, reason: str) -> None:
+        """Cut a connection whose client stopped reading: queue the close frame (the kernel may
+        still take it) and drop the transport with whatever it buffered, so the memory goes now
+        rather than whenever the client reads again."""
+        conn = self.conn
+        if not self.close_sent and conn.state is State.OPEN and not self.transport.is_closing():
+            conn.send_close(code, reason)
+            self.close_sent = True
+            self.transport.write(b"".join(conn.data_to_send()))
+        self.transport.abort()
 
     async def send_texts(self, texts: list[str]) -> None:
         """Send each of ``texts`` as one text message, in order, with one transport write.

@@ -49,6 +49,7 @@ class Session:
     """The broker's ``Sink`` for every subscription of one connection."""
 
     __slots__ = (
+        "_abort",
         "_auto_ids",
         "_closed",
         "_closing",
@@ -97,8 +98,13 @@ class Session:
         self.conn_id = conn_id
         batched = websocket.scope.get("extensions", {}).get(batching.EXTENSION)
         self.outbox = Outbox(
-            outbox_frames, outbox_bytes, batched["write_texts"] if batched else None
+            outbox_frames,
+            outbox_bytes,
+            batched["write_texts"] if batched else None,
+            budget=fanout.budget,
+            buffered=batched["buffered"] if batched else None,
         )
+        self._abort: Callable[[int, str], None] | None = batched["abort"] if batched else None
         self.subscriptions: dict[str, LiveSubscription] = {}
         self.state: Literal["open", "closing", "closed"] = "open"
         self.close_code = 1000
@@ -150,13 +156,17 @@ class Session:
         )
 
     def abort(self) -> None:
-        """Stop sending at once (the client stopped reading): cancel the writer."""
+        """Stop sending at once (the client stopped reading): cancel the writer, drop what was
+        queued and the connection itself (its transport's buffer is freed now)."""
         if self.state == "open":
             self.close_code, self.close_reason = CLOSE_CODE["SLOW_CONSUMER"], "slow consumer"
             self.state = "closing"
         self.outbox.shut()
         if self._writer is not None:
             self._writer.cancel()
+        if self._abort is not None:
+            self._abort(self.close_code, self.close_reason)
+        self.outbox.drop()
 
     async def _write(self) -> None:
         send_texts = self._send_texts
@@ -167,6 +177,7 @@ class Session:
                     self.sending_since = time.monotonic()
                     await send_texts(frames)
                     self.sending_since = None
+                    self.outbox.sent()
                 if self.state != "open" and not len(self.outbox):
                     return
         except (WebSocketDisconnect, OSError, RuntimeError):
@@ -216,6 +227,7 @@ class Session:
             if writer is not None and not writer.done():
                 writer.cancel()  # this caller was cancelled: the writer must not outlive us
             self.state = "closed"
+            self.outbox.drop()
             self._closed.set()
             self.metrics.ws_closes.labels(str(self.close_code)).inc()
 

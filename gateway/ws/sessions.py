@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
-from broker import BrokerError, KeyStore, RateLimiter, cancel_and_wait
+from broker import BUDGET_FLOOR, BrokerError, KeyStore, QueueBudget, RateLimiter, cancel_and_wait
 
 from ..errors import CLOSE_CODE
 from .session import Session
@@ -19,11 +20,22 @@ class Sessions:
     """Every open session of this pod, and the watchdog that closes the ones whose client has
     stopped reading altogether (4008)."""
 
-    def __init__(self, slow_timeout: float, keys: KeyStore, limits: RateLimiter) -> None:
+    def __init__(
+        self,
+        slow_timeout: float,
+        keys: KeyStore,
+        limits: RateLimiter,
+        budget: QueueBudget | None = None,
+        on_cut: Callable[[], None] | None = None,
+    ) -> None:
         self.active: set[Session] = set()
         self.slow_timeout = slow_timeout
         self._keys = keys
         self._limits = limits
+        self._budget = budget
+        self._on_cut = on_cut
+        if budget is not None:
+            budget.on_over(self.enforce_budget)
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -42,6 +54,35 @@ class Sessions:
         task = asyncio.get_running_loop().create_task(session.close(code, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    def enforce_budget(self) -> None:
+        """The pod is past ``DELTAGATE_MAX_QUEUED_BYTES`` although big queues take no more
+        (the budget's pressure): cut the biggest connections (4008, they resume by number)
+        until it is back under. Called by the budget, at most every ENFORCE_EVERY seconds."""
+        budget = self._budget
+        assert budget is not None
+        for session in self.active:
+            session.outbox.look()  # what has drained since the last write counts no more
+        if budget.used <= budget.limit:
+            return
+        big = [s for s in self.active if s.outbox.queued() > BUDGET_FLOOR]
+        big.sort(key=lambda s: s.outbox.queued(), reverse=True)
+        for session in big:
+            if budget.used <= budget.limit:
+                break
+            log.warning(
+                "closing a connection: the pod's queued bytes are over budget",
+                extra={
+                    "store": session.store,
+                    "queued_bytes": session.outbox.queued(),
+                    "pod_queued_bytes": budget.used,
+                    "budget_bytes": budget.limit,
+                },
+            )
+            session.abort()
+            self._close_soon(session, CLOSE_CODE["SLOW_CONSUMER"], "slow consumer")
+            if self._on_cut is not None:
+                self._on_cut()
 
     async def drain(self, window: float) -> None:
         """Close every session with 1012 after flushing what was queued for it, spread evenly
@@ -77,6 +118,8 @@ class Sessions:
         now = time.monotonic()
         wall = time.time()
         sessions = [s for s in self.active if s.state == "open"]
+        for session in sessions:
+            session.outbox.look()  # keep the budget's count of transport buffers current
         for session in sessions:
             since = session.sending_since
             if since is not None and now - since > self.slow_timeout:
