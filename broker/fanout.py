@@ -51,8 +51,18 @@ class Subscribed(NamedTuple):
 class Sink(Protocol):
     """Where a subscription's messages go (a WebSocket session's outbox)."""
 
-    def send_event(self, sub: LiveSubscription, event: LoggedEvent) -> bool:
-        """Queue an event; False when there is no room (the subscription is then demoted)."""
+    def send_event(
+        self, sub: LiveSubscription, event: LoggedEvent, shared: dict[Any, Any] | None
+    ) -> bool:
+        """Queue an event; False when there is no room (the subscription is then demoted).
+
+        ``shared`` is one dict per live event, handed to every sink the event goes to on this
+        pod during its turn of the fan-out (None for a replay, which is per subscription): a
+        sink keeps there what every sink like it would build again for the same event (a
+        WebSocket sink: the frame bytes, keyed by the subscription's message prefix; an SSE
+        sink: its message), so that is built once per event, not once per subscriber. Keys
+        are the sink's own (use objects of your own type, or strings only one sink kind makes);
+        values must not be changed once stored."""
         ...
 
     def send_marker(self, sub: LiveSubscription, kind: Marker, position: int) -> bool:
@@ -166,11 +176,11 @@ class LiveSubscription:
 
     # -- called by the fan-out, synchronously, in the listener task ----------------------------
 
-    def offer(self, event: LoggedEvent) -> bool:
+    def offer(self, event: LoggedEvent, shared: dict[Any, Any]) -> bool:
         """Hand a live event over; on a full sink, demote to catching up (never blocks)."""
         if event.global_position <= self.cursor:
             return True
-        if self.sink.send_event(self, event):
+        if self.sink.send_event(self, event, shared):
             self.cursor = event.global_position
             return True
         self.cursor = max(self.cursor, event.global_position - 1)
@@ -250,7 +260,7 @@ class LiveSubscription:
                 and flt.matches(event.stream_id, event.type)
                 and (not flt.contents or flt.accepts(codec.event_of(event.json)))
             ):
-                if not sink.send_event(self, event):
+                if not sink.send_event(self, event, None):
                     await sink.wait_room()
                     if self.state != "catching-up":
                         return
@@ -598,13 +608,14 @@ class Fanout:
         for event in events:
             if index:
                 decoded = None  # the event's JSON, decoded once for the content filters
+                shared: dict[Any, Any] = {}  # what sinks build once per event (Sink.send_event)
                 for sub in index.match(event.stream_id, event.type):
                     if sub.filter.contents:
                         if decoded is None:
                             decoded = codec.event_of(event.json)
                         if not sub.filter.accepts(decoded):
                             continue
-                    if sub.offer(event):
+                    if sub.offer(event, shared):
                         delivered += 1
             feed.seen = event.global_position
         self.stats.delivered_live += delivered

@@ -62,7 +62,7 @@ class Sessions:
         budget = self._budget
         assert budget is not None
         for session in self.active:
-            session.outbox.look()  # what has drained since the last write counts no more
+            session.outbox.refresh()  # what has drained since the last write counts no more
         if budget.used <= budget.limit:
             return
         big = [s for s in self.active if s.outbox.queued() > BUDGET_FLOOR]
@@ -117,10 +117,11 @@ class Sessions:
     async def _check(self, *, refresh: bool) -> None:
         now = time.monotonic()
         wall = time.time()
-        sessions = [s for s in self.active if s.state == "open"]
-        for session in sessions:
-            session.outbox.look()  # keep the budget's count of transport buffers current
-        for session in sessions:
+        keyed: list[tuple[str, Session]] = []
+        for session in self.active:  # one pass: this runs every second over every connection
+            if session.state != "open":
+                continue
+            session.outbox.refresh()  # keep the budget's count of transport buffers current
             since = session.sending_since
             if since is not None and now - since > self.slow_timeout:
                 log.warning(
@@ -129,16 +130,18 @@ class Sessions:
                 )
                 session.abort()
                 self._close_soon(session, CLOSE_CODE["SLOW_CONSUMER"], "slow consumer")
-        for session in sessions:
-            expires = session.principal.expires_at
+                continue
+            principal = session.principal
+            expires = principal.expires_at
             if expires is not None and wall >= expires:
-                what = "token" if session.principal.via_token else "API key"
+                what = "token" if principal.via_token else "API key"
                 self._close_soon(
                     session,
                     CLOSE_CODE["UNAUTHORIZED"],
                     f"{what} expired: get a new one and resume from your last position",
                 )
-        keyed = [(s.principal.key_id, s) for s in sessions if s.principal.key_id is not None]
+            if principal.key_id is not None:
+                keyed.append((principal.key_id, session))
         if keyed:
             alive = await self._keys.alive(list({key_id for key_id, _ in keyed}))
             for key_id, session in keyed:
