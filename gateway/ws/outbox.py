@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +17,49 @@ PRESSURE_RECHECK = 0.1
 """Seconds between looks at the transport while a producer waits under the budget's pressure."""
 
 Frame = Any
+
+log = logging.getLogger("deltagate.ws")
+
+
+class _Flusher:
+    """One callback per turn of the loop for every outbox that has frames to flush (rather than
+    one per outbox: the fan-out of one event touches every connection)."""
+
+    __slots__ = ("due", "pending")
+
+    def __init__(self) -> None:
+        self.pending: list[Outbox] = []
+        self.due = False
+
+    def add(self, outbox: Outbox) -> None:
+        self.pending.append(outbox)
+        if not self.due:
+            self.due = True
+            asyncio.get_running_loop().call_soon(self.run)
+
+    def run(self) -> None:
+        self.due = False
+        pending, self.pending = self.pending, []
+        for outbox in pending:
+            try:
+                outbox._flush()
+            except Exception:  # one connection's failure must not stall the others' writes
+                log.exception("flushing a websocket outbox failed")
+
+
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _flusher() -> _Flusher:
+    loop = asyncio.get_running_loop()
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        flusher = _flushers[loop] = _Flusher()
+    return flusher
+
+
 """What one message is queued as: its whole frame (bytes) on a raw connection, its text (str)
 where the library frames messages (permessage-deflate, another server)."""
 
@@ -26,9 +71,9 @@ class Outbox:
     ``force`` always queues (control messages, whose number the protocol bounds).
 
     Queued frames are flushed once the code that queued them yields to the event loop (one
-    callback per outbox, however many frames came): the listener hands out every announcement
-    it has already received first, so a connection that is behind gets all of them in one
-    write. The flush writes them itself with ``write_now`` (the server's non-waiting write)
+    callback per turn for all outboxes, however many frames came): the listener hands out every
+    announcement it has already received first, so a connection that is behind gets all of them
+    in one write. The flush writes them itself with ``write_now`` (the server's non-waiting write)
     when the transport takes them, which is the rule for a client that keeps up: no task, no
     task switch. Only when the transport is full (or there is no ``write_now``) does it ask for
     a writer (``start_writer``), a task that takes batches (``take``) until the outbox is empty
@@ -115,7 +160,7 @@ class Outbox:
         self._budget.charge(size)
         if not self._flush_due:
             self._flush_due = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            _flusher().add(self)
 
     def _flush(self) -> None:
         self._flush_due = False
