@@ -91,6 +91,7 @@ class Outbox:
         "_budget",
         "_buffered",
         "_flush_due",
+        "_flusher",
         "_frames",
         "_max_bytes",
         "_max_frames",
@@ -123,6 +124,7 @@ class Outbox:
         """What the transport holds now (None: not known, counted as nothing)."""
         self._budget = budget if budget is not None else QueueBudget(1 << 62)
         self._flush_due = False
+        self._flusher = _flusher()  # this loop's (made in the loop that serves the connection)
         self._frames: list[Frame] = []
         self._size = 0
         self._max_frames = max_frames
@@ -160,7 +162,7 @@ class Outbox:
         self._budget.charge(size)
         if not self._flush_due:
             self._flush_due = True
-            _flusher().add(self)
+            self._flusher.add(self)
 
     def _flush(self) -> None:
         self._flush_due = False
