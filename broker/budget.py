@@ -50,6 +50,11 @@ class QueueBudget:
         """Past 3/4 of the limit: big queues take no more, catch-ups wait."""
         return self.used * 4 > self.limit * 3
 
+    @property
+    def over(self) -> bool:
+        """Past the limit: catch-ups read no more pages, the biggest sinks are cut."""
+        return self.used > self.limit
+
     def on_over(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (soon, in the loop, at most every ``ENFORCE_EVERY`` s) while the
         pod is past its limit: it should cut the biggest sinks."""

@@ -33,6 +33,9 @@ log = logging.getLogger("deltagate.fanout")
 
 REPLAY_CHECKPOINT_INTERVAL = 1.0
 DEFAULT_MAX_QUEUED_BYTES = 128 * 1024 * 1024
+SMALL_PAGE = 50
+OVER_BUDGET_RECHECK = 0.1
+SMALL_PAGE_CACHE_CHARS = 1024 * 1024
 
 Marker = Literal["caughtUp", "checkpoint"]
 Reset = Literal["store-recreated", "position-ahead"]
@@ -214,13 +217,19 @@ class LiveSubscription:
     async def _run_catch_up(self) -> None:
         """Read the log after ``cursor`` at the sink's pace, then switch to live (docs)."""
         feed, fanout = self.feed, self._fanout
+        pressed = False  # the sink was refused under the budget's pressure: small pages
         try:
             while self.state == "catching-up":
                 await self.sink.wait_room()
                 if self.cursor >= feed.seen:
                     self._go_live()
                     return
-                page = await fanout.read_page(feed.store, self.cursor)
+                if fanout.budget.over:
+                    # The pod's queues are past their budget: read nothing more until the
+                    # biggest are cut or drained (docs/streaming.md, "One budget per pod").
+                    await asyncio.sleep(OVER_BUDGET_RECHECK)
+                    continue
+                page = await fanout.read_page(feed.store, self.cursor, small=pressed)
                 gone = page.truncated_before
                 if gone is not None and gone > self.cursor + 1:
                     self.truncated(gone)
@@ -237,9 +246,13 @@ class LiveSubscription:
                 budget = fanout.budget
                 budget.hold(page)
                 try:
-                    await self._send_page(page.events)
+                    pressed = await self._send_page(page.events)
                 finally:
                     budget.release(page)
+                if pressed:
+                    # Its queue is big and the pod's is near its budget: the page is let go
+                    # (read again, small, from the cursor) and the client gets time to drain.
+                    await asyncio.sleep(OVER_BUDGET_RECHECK)
         except asyncio.CancelledError:
             raise
         except BrokerError as exc:
@@ -249,8 +262,11 @@ class LiveSubscription:
             if self.state == "catching-up":
                 self._start_catch_up()
 
-    async def _send_page(self, page: list[LoggedEvent]) -> None:
+    async def _send_page(self, page: list[LoggedEvent]) -> bool:
+        """Send what matches; True if it stopped early, the sink refused under the budget's
+        pressure (the caller lets the page go)."""
         flt, sink = self.filter, self.sink
+        pressed = False
         sent = 0
         i = 0
         while i < len(page):
@@ -261,9 +277,12 @@ class LiveSubscription:
                 and (not flt.contents or flt.accepts(codec.event_of(event.json)))
             ):
                 if not sink.send_event(self, event, None):
+                    if self._fanout.budget.pressure:
+                        pressed = True  # stalled readers hold no pages while they wait
+                        break
                     await sink.wait_room()
                     if self.state != "catching-up":
-                        return
+                        return False
                     continue
                 sent += 1
             self.cursor = max(self.cursor, event.global_position)
@@ -278,6 +297,7 @@ class LiveSubscription:
             and sink.send_marker(self, "checkpoint", self.cursor)
         ):
             self._last_marker, self._last_marker_at = self.cursor, now
+        return pressed
 
     def truncated(self, earliest: int) -> None:
         """History after the cursor and before ``earliest`` is gone: say so (docs), go on."""
@@ -356,6 +376,9 @@ class Fanout:
         """Everything this pod has queued to clients (sinks charge it; catch-ups hold pages)."""
         self._log = log
         self._pages = PageReader(log)
+        self._small_pages = PageReader(log, size=SMALL_PAGE, budget=SMALL_PAGE_CACHE_CHARS)
+        """Used for catch-ups while the queued-bytes budget is under pressure: a catch-up holds
+        its page while its client drains, so then it holds a small one."""
         self._feeds: dict[str, Feed] = {}
         self._head_reads: dict[str, asyncio.Future[tuple[int, str]]] = {}
         self._checkpoint_interval = checkpoint_interval
@@ -465,8 +488,9 @@ class Fanout:
         if not done.cancelled():
             done.exception()  # retrieved here too, in case every waiter was cancelled
 
-    async def read_page(self, store: str, after: int) -> Slice:
-        return await self._pages.read(store, after)
+    async def read_page(self, store: str, after: int, *, small: bool = False) -> Slice:
+        pages = self._small_pages if small or self.budget.pressure else self._pages
+        return await pages.read(store, after)
 
     async def _acquire(self, store: str) -> Feed:
         feed = self._feeds.get(store)
@@ -558,6 +582,7 @@ class Fanout:
             if feed.refs <= 0 and feed.ready.done():
                 del self._feeds[store]
                 self._pages.forget(store)
+                self._small_pages.forget(store)
                 await self._listener.unsubscribe(feed.keys.channel)
         feeds = [f for f in self._feeds.values() if f.ready.done()]
         if not feeds:
@@ -597,6 +622,7 @@ class Fanout:
         )
         feed.seen, feed.epoch = head, epoch
         self._pages.forget(feed.store)
+        self._small_pages.forget(feed.store)
         for sub in list(feed.subs):
             await sub.restart(reason, epoch, head)
 

@@ -142,6 +142,8 @@ class Sessions:
                 )
             if principal.key_id is not None:
                 keyed.append((principal.key_id, session))
+        if self._budget is not None and self._budget.over:
+            self.enforce_budget()  # over without a new charge since the last enforcement
         if keyed:
             alive = await self._keys.alive(list({key_id for key_id, _ in keyed}))
             for key_id, session in keyed:

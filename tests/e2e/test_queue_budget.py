@@ -68,9 +68,9 @@ async def test_stalled_readers_stay_within_the_pods_budget(redis_url, pods):
     for _ in range(10):
         await asyncio.sleep(0.3)
         peaks.append(gauge(pod.url, "deltagate_queued_bytes"))
-    # The budget counts transport buffers from the last look; between two enforcements each
-    # stalled connection may pass the floor by a frame.
-    slack = STALLED * (BUDGET_FLOOR + 4 * EVENT_BYTES)
+    # Between two enforcements (0.1 s) each stalled connection may pass the floor by a frame,
+    # and a catch-up that found room may have read one small page (50 events under pressure).
+    slack = STALLED * (BUDGET_FLOOR + (4 + 50) * EVENT_BYTES)
     peak = gauge(pod.url, "deltagate_queued_bytes_peak")
     assert peak <= BUDGET + slack, (peak, peaks)
     assert max(peaks) <= BUDGET + slack, peaks
