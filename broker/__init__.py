@@ -16,6 +16,8 @@ from .aio import cancel_and_wait
 from .apikeys import ApiKey, KeyStore, hash_secret
 from .archive import Archive
 from .backup import Importer, ImportRejected
+from .budget import FLOOR as BUDGET_FLOOR
+from .budget import QueueBudget
 from .errors import (
     BrokerError,
     ConditionFailed,
@@ -85,6 +87,7 @@ from .webhooks import (
 from .webhooks import parse as parse_subscription
 
 __all__ = [
+    "BUDGET_FLOOR",
     "DCB_STREAM",
     "MAX_POSITION",
     "SAFE_POLICY",
@@ -124,6 +127,7 @@ __all__ = [
     "Page",
     "Query",
     "QueryItem",
+    "QueueBudget",
     "RateLimited",
     "RateLimiter",
     "RedisConfig",

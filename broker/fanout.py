@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 from . import codec
 from .aio import cancel_and_wait
+from .budget import QueueBudget
 from .errors import BrokerError
 from .filters import Filter, FilterIndex
 from .keys import StoreKeys
@@ -31,6 +32,10 @@ from .types import LoggedEvent, StartPosition, TimeStart
 log = logging.getLogger("deltagate.fanout")
 
 REPLAY_CHECKPOINT_INTERVAL = 1.0
+DEFAULT_MAX_QUEUED_BYTES = 128 * 1024 * 1024
+SMALL_PAGE = 50
+OVER_BUDGET_RECHECK = 0.1
+SMALL_PAGE_CACHE_CHARS = 1024 * 1024
 
 Marker = Literal["caughtUp", "checkpoint"]
 Reset = Literal["store-recreated", "position-ahead"]
@@ -49,8 +54,18 @@ class Subscribed(NamedTuple):
 class Sink(Protocol):
     """Where a subscription's messages go (a WebSocket session's outbox)."""
 
-    def send_event(self, sub: LiveSubscription, event: LoggedEvent) -> bool:
-        """Queue an event; False when there is no room (the subscription is then demoted)."""
+    def send_event(
+        self, sub: LiveSubscription, event: LoggedEvent, shared: dict[Any, Any] | None
+    ) -> bool:
+        """Queue an event; False when there is no room (the subscription is then demoted).
+
+        ``shared`` is one dict per live event, handed to every sink the event goes to on this
+        pod during its turn of the fan-out (None for a replay, which is per subscription): a
+        sink keeps there what every sink like it would build again for the same event (a
+        WebSocket sink: the frame bytes, keyed by the subscription's message prefix; an SSE
+        sink: its message), so that is built once per event, not once per subscriber. Keys
+        are the sink's own (use objects of your own type, or strings only one sink kind makes);
+        values must not be changed once stored."""
         ...
 
     def send_marker(self, sub: LiveSubscription, kind: Marker, position: int) -> bool:
@@ -164,11 +179,11 @@ class LiveSubscription:
 
     # -- called by the fan-out, synchronously, in the listener task ----------------------------
 
-    def offer(self, event: LoggedEvent) -> bool:
+    def offer(self, event: LoggedEvent, shared: dict[Any, Any]) -> bool:
         """Hand a live event over; on a full sink, demote to catching up (never blocks)."""
         if event.global_position <= self.cursor:
             return True
-        if self.sink.send_event(self, event):
+        if self.sink.send_event(self, event, shared):
             self.cursor = event.global_position
             return True
         self.cursor = max(self.cursor, event.global_position - 1)
@@ -202,13 +217,19 @@ class LiveSubscription:
     async def _run_catch_up(self) -> None:
         """Read the log after ``cursor`` at the sink's pace, then switch to live (docs)."""
         feed, fanout = self.feed, self._fanout
+        pressed = False  # the sink was refused under the budget's pressure: small pages
         try:
             while self.state == "catching-up":
                 await self.sink.wait_room()
                 if self.cursor >= feed.seen:
                     self._go_live()
                     return
-                page = await fanout.read_page(feed.store, self.cursor)
+                if fanout.budget.over:
+                    # The pod's queues are past their budget: read nothing more until the
+                    # biggest are cut or drained (docs/streaming.md, "One budget per pod").
+                    await asyncio.sleep(OVER_BUDGET_RECHECK)
+                    continue
+                page = await fanout.read_page(feed.store, self.cursor, small=pressed)
                 gone = page.truncated_before
                 if gone is not None and gone > self.cursor + 1:
                     self.truncated(gone)
@@ -222,7 +243,16 @@ class LiveSubscription:
                         return
                     self.cursor = feed.seen
                     continue
-                await self._send_page(page.events)
+                budget = fanout.budget
+                budget.hold(page)
+                try:
+                    pressed = await self._send_page(page.events)
+                finally:
+                    budget.release(page)
+                if pressed:
+                    # Its queue is big and the pod's is near its budget: the page is let go
+                    # (read again, small, from the cursor) and the client gets time to drain.
+                    await asyncio.sleep(OVER_BUDGET_RECHECK)
         except asyncio.CancelledError:
             raise
         except BrokerError as exc:
@@ -232,8 +262,11 @@ class LiveSubscription:
             if self.state == "catching-up":
                 self._start_catch_up()
 
-    async def _send_page(self, page: list[LoggedEvent]) -> None:
+    async def _send_page(self, page: list[LoggedEvent]) -> bool:
+        """Send what matches; True if it stopped early, the sink refused under the budget's
+        pressure (the caller lets the page go)."""
         flt, sink = self.filter, self.sink
+        pressed = False
         sent = 0
         i = 0
         while i < len(page):
@@ -243,10 +276,13 @@ class LiveSubscription:
                 and flt.matches(event.stream_id, event.type)
                 and (not flt.contents or flt.accepts(codec.event_of(event.json)))
             ):
-                if not sink.send_event(self, event):
+                if not sink.send_event(self, event, None):
+                    if self._fanout.budget.pressure:
+                        pressed = True  # stalled readers hold no pages while they wait
+                        break
                     await sink.wait_room()
                     if self.state != "catching-up":
-                        return
+                        return False
                     continue
                 sent += 1
             self.cursor = max(self.cursor, event.global_position)
@@ -261,6 +297,7 @@ class LiveSubscription:
             and sink.send_marker(self, "checkpoint", self.cursor)
         ):
             self._last_marker, self._last_marker_at = self.cursor, now
+        return pressed
 
     def truncated(self, earliest: int) -> None:
         """History after the cursor and before ``earliest`` is gone: say so (docs), go on."""
@@ -332,10 +369,16 @@ class Fanout:
         poll_interval: float = 1.0,
         checkpoint_interval: float = 5.0,
         on_latency: Callable[[float, int], None] | None = None,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
     ) -> None:
         self._redis = redis
+        self.budget = QueueBudget(max_queued_bytes)
+        """Everything this pod has queued to clients (sinks charge it; catch-ups hold pages)."""
         self._log = log
         self._pages = PageReader(log)
+        self._small_pages = PageReader(log, size=SMALL_PAGE, budget=SMALL_PAGE_CACHE_CHARS)
+        """Used for catch-ups while the queued-bytes budget is under pressure: a catch-up holds
+        its page while its client drains, so then it holds a small one."""
         self._feeds: dict[str, Feed] = {}
         self._head_reads: dict[str, asyncio.Future[tuple[int, str]]] = {}
         self._checkpoint_interval = checkpoint_interval
@@ -445,8 +488,9 @@ class Fanout:
         if not done.cancelled():
             done.exception()  # retrieved here too, in case every waiter was cancelled
 
-    async def read_page(self, store: str, after: int) -> Slice:
-        return await self._pages.read(store, after)
+    async def read_page(self, store: str, after: int, *, small: bool = False) -> Slice:
+        pages = self._small_pages if small or self.budget.pressure else self._pages
+        return await pages.read(store, after)
 
     async def _acquire(self, store: str) -> Feed:
         feed = self._feeds.get(store)
@@ -538,6 +582,7 @@ class Fanout:
             if feed.refs <= 0 and feed.ready.done():
                 del self._feeds[store]
                 self._pages.forget(store)
+                self._small_pages.forget(store)
                 await self._listener.unsubscribe(feed.keys.channel)
         feeds = [f for f in self._feeds.values() if f.ready.done()]
         if not feeds:
@@ -577,6 +622,7 @@ class Fanout:
         )
         feed.seen, feed.epoch = head, epoch
         self._pages.forget(feed.store)
+        self._small_pages.forget(feed.store)
         for sub in list(feed.subs):
             await sub.restart(reason, epoch, head)
 
@@ -588,13 +634,14 @@ class Fanout:
         for event in events:
             if index:
                 decoded = None  # the event's JSON, decoded once for the content filters
+                shared: dict[Any, Any] = {}  # what sinks build once per event (Sink.send_event)
                 for sub in index.match(event.stream_id, event.type):
                     if sub.filter.contents:
                         if decoded is None:
                             decoded = codec.event_of(event.json)
                         if not sub.filter.accepts(decoded):
                             continue
-                    if sub.offer(event):
+                    if sub.offer(event, shared):
                         delivered += 1
             feed.seen = event.global_position
         self.stats.delivered_live += delivered

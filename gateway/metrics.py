@@ -52,6 +52,12 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        self.budget_cuts = Counter(
+            "deltagate_ws_budget_cuts_total",
+            "WebSocket connections closed (4008) because the pod's queued bytes were over "
+            "DELTAGATE_MAX_QUEUED_BYTES",
+            registry=r,
+        )
         self.delivery_latency = Histogram(
             "deltagate_delivery_latency_seconds",
             "From append to the event being queued for live WebSocket subscribers on this pod",
@@ -132,6 +138,25 @@ class _FanoutCollector:
             ),
         ):
             yield CounterMetricFamily(name, text, value=value)
+        budget = self._fanout.budget
+        for name, value, text in (
+            (
+                "deltagate_queued_bytes",
+                budget.used,
+                "Bytes this pod has queued to clients (outboxes, transport buffers, replay pages)",
+            ),
+            (
+                "deltagate_queued_bytes_peak",
+                budget.peak,
+                "The most bytes this pod has had queued to clients since it started",
+            ),
+            (
+                "deltagate_queued_bytes_limit",
+                budget.limit,
+                "DELTAGATE_MAX_QUEUED_BYTES: the budget for what this pod queues to clients",
+            ),
+        ):
+            yield GaugeMetricFamily(name, text, value=value)
         healthy = GaugeMetricFamily(
             "deltagate_pubsub_healthy", "1 while the pod's pub/sub listener is connected"
         )

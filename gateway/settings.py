@@ -71,8 +71,14 @@ class Settings(BaseSettings):
 
     ws_send_queue: int = Field(1024, ge=16)
     """Frames a connection may have queued before it is demoted to reading from the log."""
-    ws_send_queue_bytes: int = Field(4 * MiB, ge=64 * 1024)
-    """Bytes a connection may have queued (whichever bound is hit first)."""
+    ws_send_queue_bytes: int = Field(256 * 1024, ge=64 * 1024)
+    """Bytes a connection may have queued (whichever bound is hit first). With the default
+    1,000 connections per key, one key's stalled sockets stay within 256 MiB on their own; the
+    pod-wide bound is ``max_queued_bytes``."""
+    max_queued_bytes: int = Field(128 * MiB, ge=1 * MiB)
+    """Everything this pod has queued to clients (outboxes, transport buffers, replay pages in
+    hand): past 3/4 of it the biggest queues are demoted to reading the log, past it the
+    biggest connections are closed with 4008."""
     ws_compression: bool = False
     """permessage-deflate. Off: compressing costs CPU per subscriber per message."""
     slow_consumer_timeout: float = Field(30.0, gt=0)

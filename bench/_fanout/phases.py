@@ -44,6 +44,7 @@ async def idle(rig: Rig, ctx: Context, keys: ApiKeys, names: list[str]) -> dict[
 
 async def connect(rig: Rig, server: Server, group: str, store: str, n: int, **options: Any) -> Any:
     """``n`` subscribers of ``server``'s ``store`` (its protocol, its read key)."""
+    await rig.make_store(server, store)
     return await rig.lg.connect(
         group,
         server.url(store),

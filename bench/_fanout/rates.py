@@ -82,6 +82,7 @@ class Clocks:
 
 async def subscribe(rig: Rig, load: Load) -> None:
     server = load.server
+    await rig.make_store(server, load.store)
     got = await rig.lg.connect(
         load.group,
         server.url(load.store),

@@ -227,6 +227,7 @@ async def events_sse(request: Request) -> Response:
         outbox_bytes=settings.ws_send_queue_bytes,
         heartbeat=settings.sse_heartbeat_seconds,
         stats=rt.sse_stats,
+        budget=rt.fanout.budget,
         abort=request.scope.get("extensions", {}).get(ABORT_EXTENSION),
     )
     try:

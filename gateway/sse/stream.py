@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from broker import LiveSubscription, LoggedEvent, Reset, cancel_and_wait, codec
+from broker import LiveSubscription, LoggedEvent, QueueBudget, Reset, cancel_and_wait, codec
 
 from ..ws.outbox import Outbox
 
@@ -35,6 +35,9 @@ END_SECONDS = 2.0
 RETRY_MS = 1000
 """Sent once at the start (``retry:``): how long a browser waits before reconnecting."""
 HEARTBEAT = ": keep-alive\n\n"
+SHARED_KEY = ("sse",)
+"""The key of an event's SSE message in the fan-out's per-event dict (WebSocket frames are keyed
+by their prefix strings, so a tuple cannot collide)."""
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -90,6 +93,7 @@ class SseStream:
         outbox_bytes: int,
         heartbeat: float,
         stats: SseStats,
+        budget: QueueBudget | None = None,
         abort: Callable[[], None] | None = None,
     ) -> None:
         self._send: Send | None = None
@@ -98,7 +102,9 @@ class SseStream:
         self.principal = principal
         self.conn_id = conn_id
         self.stats = stats
-        self.outbox = Outbox(outbox_frames, outbox_bytes)
+        self.outbox = Outbox(
+            outbox_frames, outbox_bytes, start_writer=self._start_writer, budget=budget
+        )
         self.sub: LiveSubscription | None = None
         self.state: Literal["open", "closing", "closed"] = "open"
         self.close_code = 1000
@@ -114,10 +120,17 @@ class SseStream:
 
     # -- Sink -------------------------------------------------------------------------------
 
-    def send_event(self, sub: LiveSubscription, event: LoggedEvent) -> bool:
-        if not self.outbox.offer(
-            f"id: {event.global_position}\nevent: event\ndata: {event.json}\n\n"
-        ):
+    def send_event(
+        self, sub: LiveSubscription, event: LoggedEvent, shared: dict[Any, Any] | None
+    ) -> bool:
+        # Live events: every SSE response of the pod sends the same message text (keyed apart
+        # from the WebSocket frames the same dict holds).
+        message = None if shared is None else shared.get(SHARED_KEY)
+        if message is None:
+            message = f"id: {event.global_position}\nevent: event\ndata: {event.json}\n\n"
+            if shared is not None:
+                shared[SHARED_KEY] = message
+        if not self.outbox.offer(message):
             return False
         if sub.live:
             self.stats.delivered_live += 1
@@ -151,11 +164,21 @@ class SseStream:
 
     async def start(self, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
         """Send the response's head, then start the writer (what was queued goes first)."""
-        self._send = send
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        self._send = send
         loop = asyncio.get_running_loop()
-        self._writer = loop.create_task(self._write(), name=f"sse writer {self.store}")
+        if self.outbox.writer_busy:  # frames came before the head: their writer starts now
+            self._writer = loop.create_task(self._write(), name=f"sse writer {self.store}")
         self._beat = loop.call_later(self._heartbeat, self._keep_alive)
+
+    def _start_writer(self) -> None:
+        """The outbox has frames: a task writes them (until the outbox is empty, then ends).
+        Before the response's head is sent, ``start`` starts it."""
+        if self._send is None:
+            return
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write(), name=f"sse writer {self.store}"
+        )
 
     def reply(self, frame: str) -> None:
         self.outbox.force(frame)
@@ -168,17 +191,22 @@ class SseStream:
         self._beat = asyncio.get_running_loop().call_later(self._heartbeat, self._keep_alive)
 
     async def _write(self) -> None:
+        """Send batches until the outbox is empty, then end (the next frame starts another)."""
         send = self._send
         assert send is not None
-        while True:
-            frames = await self.outbox.take()
-            if frames:
+        outbox = self.outbox
+        try:
+            while frames := outbox.take():
                 self.sending_since = time.monotonic()
                 body = "".join(frames).encode()
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 self.sending_since = None
-            if self.state != "open" and not len(self.outbox):
-                return
+                outbox.sent()
+        finally:
+            self.sending_since = None
+            outbox.writer_busy = False
+            if self._writer is asyncio.current_task():
+                self._writer = None
 
     def abort(self) -> None:
         """Stop sending at once (the client stopped reading): cancel the writer."""
@@ -188,6 +216,7 @@ class SseStream:
         self.outbox.shut()
         if self._writer is not None:
             self._writer.cancel()
+        self.outbox.drop()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Release the subscription, write what is queued (and, for any end but the client's,
@@ -207,12 +236,13 @@ class SseStream:
         if self._beat is not None:
             self._beat.cancel()
         sub, self.sub = self.sub, None
-        writer, self._writer = self._writer, None
+        writer = None
         try:
             if sub is not None:
                 await sub.close()
+            self.outbox.flush_now()  # what is queued (the close event too) goes to a writer
+            writer = self._writer
             if writer is not None:
-                self.outbox.wake()  # let the writer see the state change once drained
                 await asyncio.wait({writer}, timeout=FLUSH_SECONDS)
                 flushed = writer.done() and not writer.cancelled()
                 await cancel_and_wait([writer])
@@ -223,6 +253,7 @@ class SseStream:
             if writer is not None and not writer.done():
                 writer.cancel()  # this caller was cancelled: the writer must not outlive us
             self.state = "closed"
+            self.outbox.drop()
             self._closed.set()
 
     async def _end(self, flushed: bool) -> None:

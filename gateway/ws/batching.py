@@ -1,22 +1,34 @@
-"""uvicorn's websockets-sansio protocol plus one thing ASGI cannot say: send these N text
-messages in one socket write.
+"""uvicorn's websockets-sansio protocol plus what ASGI cannot say: write these frames now, in one
+socket write, and tell me when the socket can take more.
 
-On a pod, fan-out time is mostly the kernel's send path: one ``send()`` per message per
-connection (bench/fanout.py, profiled with py-spy: ~3/4 of the pod's CPU at 1,000 subscribers
-sat in ``transport.write``). A session's writer wakes to everything queued for its connection;
-through ASGI it must still hand those frames over one ``websocket.send`` at a time, each its own
-write. With this protocol it frames them all and writes once, so a connection that has fallen a
-few events behind catches up for the price of one write, and the ASGI layers are skipped too.
+On a pod, fan-out time is mostly the kernel's send path and the Python calls around it
+(bench/fanout.py, profiled with py-spy). A server frame carries no mask, so for one event the
+frame bytes are the same for every subscriber whose message is the same (the same subscription
+id): the session builds them once per event and subscription id (``text_frame``) and every
+connection writes the same bytes object. Through ASGI each message would be framed again per
+connection and written on its own; with this protocol a connection writes everything queued for
+it with one ``transport.write`` (or ``writelines``), and the ASGI layers are skipped.
 
-The server offers the capability as the ASGI extension :data:`EXTENSION` in the connection's
-scope: ``send_texts`` (a coroutine, waits for the transport like ``websocket.send``) and
-``write_texts`` (writes now or returns False, for code that must not await). A session uses
-them when present and sends message by message through ASGI otherwise (another server, the
-test client).
+The server offers the protocol object itself as the ASGI extension :data:`EXTENSION` in the
+connection's scope (one reference per connection, no per-connection dict of bound methods):
+
+- ``raw``: True when no extension (permessage-deflate) was negotiated, so prebuilt frames may
+  be written as they are; otherwise messages go through the library (``write_texts``), which
+  frames and compresses each for its connection;
+- ``write_frames`` / ``write_texts``: write now, or return False (nothing written) when the
+  transport is above its high-water mark or the connection is going away;
+- ``send_texts``: the same, waiting for the transport like ``websocket.send``;
+- ``writable``: the event uvicorn sets when the transport can take more;
+- ``buffered()``: the bytes the transport holds; ``abort_connection``: cut a stalled client.
+
+A session uses them when present and sends message by message through ASGI otherwise (another
+server, the test client).
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import struct
 from typing import Any
 
@@ -41,17 +53,149 @@ def text_frame_header(length: int) -> bytes:
     return _LONG(_TEXT, 127, length)
 
 
+def text_frame(text: str) -> bytes:
+    """One whole unmasked, uncompressed text frame carrying ``text``."""
+    payload = text.encode()
+    return text_frame_header(len(payload)) + payload
+
+
+def event_frame(prefix: str, event_json: str) -> bytes:
+    """The frame of an ``event`` message: ``prefix`` (``protocol.event_prefix``), the event's
+    JSON, and the closing brace."""
+    payload = (prefix + event_json + "}").encode()
+    return text_frame_header(len(payload)) + payload
+
+
+class _Inbox:
+    """What uvicorn's protocol needs of its ``asyncio.Queue`` of ASGI receive events
+    (``put_nowait``, ``get``, ``empty``), without the queue's three deques and Event (about
+    3 KiB per connection, measured with tracemalloc). Only the connection's app task reads it."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Any] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None  # an idle connection keeps no deque
+        return item
+
+
+class _Flag:
+    """What uvicorn's protocol needs of its ``writable`` ``asyncio.Event``, with its waiters'
+    deque made only when someone waits (an idle connection has none)."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
+
+
 class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
     """Handed to ``uvicorn.Config(ws=...)`` by ``deltagate serve``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]
+        self.writable = _Flag()  # type: ignore[assignment]
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # absent when the handshake was refused
         if scope is not None:
-            scope["extensions"][EXTENSION] = {
-                "send_texts": self.send_texts,
-                "write_texts": self.write_texts,
-            }
+            scope["extensions"][EXTENSION] = self
+        # The upgrade request is in the scope now. The protocol kept it, and so does the
+        # library's parser (a local of its generator, for the connection's life): let go of
+        # its headers (about 2 KiB per connection).
+        self.request = None  # type: ignore[assignment]
+        event.headers.clear()
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete:
+            self.response = None  # type: ignore[assignment]  # sent: no need to keep it
+
+    @property
+    def raw(self) -> bool:
+        """Frames may be written as built by ``text_frame`` (no extension transforms them)."""
+        return not self.conn.extensions
+
+    def buffered(self) -> int:
+        return int(self.transport.get_write_buffer_size())
+
+    def _can_write(self) -> bool:
+        return (
+            self.writable.is_set()
+            and not self.disconnected
+            and not self.close_sent
+            and self.conn.state is State.OPEN
+        )
+
+    def write_frames(self, frames: list[bytes]) -> bool:
+        """Write whole frames (``text_frame``) in one transport write, or return False (nothing
+        written) when the transport is above its high-water mark or the connection is going
+        away. Only for ``raw`` connections."""
+        if not self._can_write():
+            return False
+        if len(frames) == 1:
+            self.transport.write(frames[0])
+        else:
+            self.transport.writelines(frames)
+        return True
+
+    def write_texts(self, texts: list[str]) -> bool:
+        """Like ``write_frames`` for text messages, framed (and compressed, if negotiated) by
+        the library for this connection."""
+        if not self._can_write():
+            return False
+        conn = self.conn
+        for text in texts:
+            conn.send_text(text.encode())
+        self.transport.write(b"".join(conn.data_to_send()))
+        return True
 
     async def send_texts(self, texts: list[str]) -> None:
         """Send each of ``texts`` as one text message, in order, with one transport write.
@@ -64,29 +208,13 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.write_texts(texts):
             raise ClientDisconnected()
 
-    def write_texts(self, texts: list[str]) -> bool:
-        """Like ``send_texts`` without waiting: False (and nothing written) when the transport
-        is above its high-water mark or the connection is going away."""
+    def abort_connection(self, code: int, reason: str) -> None:
+        """Cut a connection whose client stopped reading: queue the close frame (the kernel may
+        still take it) and drop the transport with whatever it buffered, so the memory goes now
+        rather than whenever the client reads again."""
         conn = self.conn
-        if (
-            not self.writable.is_set()
-            or self.disconnected
-            or self.close_sent
-            or conn.state is not State.OPEN
-        ):
-            return False
-        if conn.extensions:
-            # A negotiated extension (permessage-deflate) transforms frames: let the library
-            # frame them.
-            for text in texts:
-                conn.send_text(text.encode())
-            data = b"".join(conn.data_to_send())
-        else:
-            parts: list[bytes] = []
-            for text in texts:
-                payload = text.encode()
-                parts.append(text_frame_header(len(payload)))
-                parts.append(payload)
-            data = b"".join(parts)
-        self.transport.write(data)
-        return True
+        if not self.close_sent and conn.state is State.OPEN and not self.transport.is_closing():
+            conn.send_close(code, reason)
+            self.close_sent = True
+            self.transport.write(b"".join(conn.data_to_send()))
+        self.transport.abort()

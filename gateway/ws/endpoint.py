@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -25,6 +26,13 @@ async def _close_before_start(ws: WebSocket, code: int, reason: str) -> None:
 
 
 PATH = "/event-stores/{store}/events/ws"
+_PATH = re.compile(r"(?:/api)?/event-stores/([^/]+)/events/ws")
+
+
+def match(path: str) -> str | None:
+    """The store of a path that is this endpoint's (under ``/`` or ``/api``), or None."""
+    found = _PATH.fullmatch(path)
+    return found.group(1) if found else None
 
 
 async def events_ws(ws: WebSocket) -> None:
@@ -80,7 +88,6 @@ async def events_ws(ws: WebSocket) -> None:
     )
     rt.sessions.active.add(session)
     metrics.ws_connections.inc()
-    session.start()
     try:
         connect_filter = ws.query_params.get("filter")
         if connect_filter:

@@ -1,8 +1,14 @@
-"""One WebSocket connection: its outbox, one writer task, and the client's subscriptions.
+"""One WebSocket connection: its outbox and the client's subscriptions.
 
 States: open -> closing -> closed (``close`` is safe to call twice). The fan-out hands events to
-the session synchronously (``send_event``, the broker's ``Sink``); only the writer task ever
-awaits the socket.
+the session synchronously (``send_event``, the broker's ``Sink``); the outbox writes them on the
+next turn of the loop, and only a writer task, made while the socket is backed up and ended once
+it has caught up, ever awaits the socket.
+
+On a raw connection (the server's batching protocol, no permessage-deflate) a message is queued
+as its whole frame: an event's frame is built once per event and subscription id on this pod
+(``shared``, handed by the fan-out to every sink of the event) and the same bytes object goes to
+every connection. Otherwise messages are queued as text and the library frames them.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from uvicorn.protocols.utils import ClientDisconnected
 
 from broker import (
     BrokerError,
@@ -53,7 +60,8 @@ class Session:
         "_auto_ids",
         "_closed",
         "_closing",
-        "_send_texts",
+        "_ext",
+        "_raw",
         "_writer",
         "allowed",
         "auth",
@@ -100,9 +108,20 @@ class Session:
         self.conn_id = conn_id
         self.auth = auth
         """Checks a ``refresh`` action's token (None: refresh is not offered)."""
-        batched = websocket.scope.get("extensions", {}).get(batching.EXTENSION)
+        extensions = websocket.scope.get("extensions") or {}
+        ext: batching.BatchingWebSocketProtocol | None = extensions.get(batching.EXTENSION)
+        self._ext = ext
+        self._raw = ext is not None and ext.raw
+        write_now: Callable[[list[Any]], bool] | None = None
+        if ext is not None:
+            write_now = ext.write_frames if self._raw else ext.write_texts
         self.outbox = Outbox(
-            outbox_frames, outbox_bytes, batched["write_texts"] if batched else None
+            outbox_frames,
+            outbox_bytes,
+            write_now,
+            start_writer=self._start_writer,
+            budget=fanout.budget,
+            buffered=ext.buffered if ext is not None else None,
         )
         self.subscriptions: dict[str, LiveSubscription] = {}
         self.state: Literal["open", "closing", "closed"] = "open"
@@ -114,28 +133,36 @@ class Session:
         self._closing = False
         self._closed: asyncio.Event | None = None  # made by the first close (rarely needed)
         self.number = next(_ids)
-        self._send_texts: Callable[[list[str]], Awaitable[None]] = (
-            batched["send_texts"] if batched else self._send_each
-        )
 
     # -- Sink -------------------------------------------------------------------------------
 
-    def send_event(self, sub: LiveSubscription, event: LoggedEvent) -> bool:
-        return self.outbox.offer(sub.context + event.json + "}")
+    def send_event(
+        self, sub: LiveSubscription, event: LoggedEvent, shared: dict[Any, Any] | None
+    ) -> bool:
+        prefix: str = sub.context
+        if not self._raw:
+            return self.outbox.offer(prefix + event.json + "}")
+        if shared is None:
+            return self.outbox.offer(batching.event_frame(prefix, event.json))
+        # Keyed by the prefix string: subscriptions with the same id share one frame.
+        frame = shared.get(prefix)
+        if frame is None:
+            frame = shared[prefix] = batching.event_frame(prefix, event.json)
+        return self.outbox.offer(frame)
 
     def send_marker(self, sub: LiveSubscription, kind: str, position: int) -> bool:
-        self.outbox.force(protocol.marker(kind, sub.id, position))
+        self.reply(protocol.marker(kind, sub.id, position))
         return True
 
     def send_reset(self, sub: LiveSubscription, reason: Reset, epoch: str, head: int) -> None:
-        self.outbox.force(
+        self.reply(
             protocol.message(
                 "reset", subscriptionId=sub.id, reason=reason, epoch=epoch, headPosition=head
             )
         )
 
     def send_truncated(self, sub: LiveSubscription, requested: int, earliest: int) -> None:
-        self.outbox.force(
+        self.reply(
             protocol.message(
                 "truncated",
                 subscriptionId=sub.id,
@@ -149,34 +176,53 @@ class Session:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def _start_writer(self) -> None:
+        """The outbox has frames the transport would not take now: a task waits for it."""
         self._writer = asyncio.get_running_loop().create_task(
             self._write(), name=f"ws writer {self.number}"
         )
 
     def abort(self) -> None:
-        """Stop sending at once (the client stopped reading): cancel the writer."""
+        """Stop sending at once (the client stopped reading): cancel the writer, drop what was
+        queued and the connection itself (its transport's buffer is freed now)."""
         if self.state == "open":
             self.close_code, self.close_reason = CLOSE_CODE["SLOW_CONSUMER"], "slow consumer"
             self.state = "closing"
         self.outbox.shut()
         if self._writer is not None:
             self._writer.cancel()
+        if self._ext is not None:
+            self._ext.abort_connection(self.close_code, self.close_reason)
+        self.outbox.drop()
 
     async def _write(self) -> None:
-        send_texts = self._send_texts
+        """Send batches, waiting for the transport, until the outbox is empty; then end (the
+        outbox's flush writes directly again)."""
+        outbox = self.outbox
         try:
-            while True:
-                frames = await self.outbox.take()
-                if frames:
-                    self.sending_since = time.monotonic()
-                    await send_texts(frames)
-                    self.sending_since = None
-                if self.state != "open" and not len(self.outbox):
-                    return
+            while frames := outbox.take():
+                self.sending_since = time.monotonic()
+                await self._send(frames)
+                self.sending_since = None
+                outbox.sent()
         except (WebSocketDisconnect, OSError, RuntimeError):
             # The client went away mid-send (RuntimeError: the socket closed under us).
             self.state = "closing" if self.state == "open" else self.state
+        finally:
+            self.sending_since = None
+            outbox.writer_busy = False
+            if self._writer is asyncio.current_task():
+                self._writer = None
+
+    async def _send(self, frames: list[Any]) -> None:
+        ext = self._ext
+        if ext is None:
+            await self._send_each(frames)
+            return
+        if not ext.writable.is_set():
+            await ext.writable.wait()
+        if not self.outbox.write_now(frames):  # type: ignore[misc]
+            raise ClientDisconnected()
 
     async def _send_each(self, frames: list[str]) -> None:
         """Without the server's batching extension: one ASGI message per frame."""
@@ -185,8 +231,9 @@ class Session:
             self.sending_since = time.monotonic()
             await send({"type": "websocket.send", "text": frame})
 
-    def reply(self, frame: str) -> None:
-        self.outbox.force(frame)
+    def reply(self, text: str) -> None:
+        """Queue a message that is never refused (replies, markers: the protocol bounds them)."""
+        self.outbox.force(batching.text_frame(text) if self._raw else text)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Flush what is queued, close the socket with ``code``, release every subscription.
@@ -205,14 +252,15 @@ class Session:
             await sub.close()
         self.metrics.ws_subscriptions.dec(len(self.subscriptions))
         self.subscriptions.clear()
-        writer, self._writer = self._writer, None
+        self.outbox.flush_now()  # what is queued goes before the close frame, or to a writer
+        writer = self._writer
         try:
             if writer is not None:
-                self.outbox.wake()  # let the writer see the state change once drained
                 # asyncio.wait, not wait_for: it neither raises the writer's own end (it may have
                 # been cancelled by abort()) nor hides a cancellation of this caller.
                 await asyncio.wait({writer}, timeout=FLUSH_SECONDS)
                 await cancel_and_wait([writer])
+            self.outbox.shut()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     self.ws.close(self.close_code, self.close_reason[:120]), CLOSE_SECONDS
@@ -221,6 +269,7 @@ class Session:
             if writer is not None and not writer.done():
                 writer.cancel()  # this caller was cancelled: the writer must not outlive us
             self.state = "closed"
+            self.outbox.drop()
             self._closed.set()
             self.metrics.ws_closes.labels(str(self.close_code)).inc()
 
@@ -263,6 +312,9 @@ class Session:
             for limit in self.allowed.contents:  # the token's content limits hold too
                 flt = flt.within(limit)
         try:
+            # Subscribing from a position costs the pod a replay: churn is limited per key,
+            # across pods (DELTAGATE_RATE_SUBSCRIBES_PER_SECOND), after the free local checks.
+            await self.limiter.hit(self.principal.key_id, "subscribe")
             made = await self.fanout.subscribe(
                 self.store,
                 flt,

@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from broker import BrokerError, KeyStore, RateLimiter, cancel_and_wait
+from broker import BUDGET_FLOOR, BrokerError, KeyStore, QueueBudget, RateLimiter, cancel_and_wait
 
 from ..errors import CLOSE_CODE
 
 if TYPE_CHECKING:
     from ..auth import Principal
+    from .outbox import Outbox
 
 log = logging.getLogger("deltagate.ws")
 
@@ -35,6 +37,11 @@ class Connection(Protocol):
     def principal(self) -> Principal: ...
     @property
     def conn_id(self) -> str | None: ...
+    @property
+    def outbox(self) -> Outbox:
+        """What is queued to the client (charged to the pod's budget)."""
+        ...
+
     def abort(self) -> None:
         """Stop sending at once: the client stopped reading."""
         ...
@@ -53,6 +60,8 @@ class Sessions:
         limits: RateLimiter,
         *,
         token_grace: float = 30.0,
+        budget: QueueBudget | None = None,
+        on_cut: Callable[[], None] | None = None,
     ) -> None:
         self.active: set[Connection] = set()
         self.slow_timeout = slow_timeout
@@ -60,6 +69,10 @@ class Sessions:
         """A token's connection is closed this long after the token expired, unless refreshed."""
         self._keys = keys
         self._limits = limits
+        self._budget = budget
+        self._on_cut = on_cut
+        if budget is not None:
+            budget.on_over(self.enforce_budget)
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -78,6 +91,35 @@ class Sessions:
         task = asyncio.get_running_loop().create_task(session.close(code, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    def enforce_budget(self) -> None:
+        """The pod is past ``DELTAGATE_MAX_QUEUED_BYTES`` although big queues take no more
+        (the budget's pressure): cut the biggest connections (4008, they resume by number)
+        until it is back under. Called by the budget, at most every ENFORCE_EVERY seconds."""
+        budget = self._budget
+        assert budget is not None
+        for session in self.active:
+            session.outbox.refresh()  # what has drained since the last write counts no more
+        if budget.used <= budget.limit:
+            return
+        big = [s for s in self.active if s.outbox.queued() > BUDGET_FLOOR]
+        big.sort(key=lambda s: s.outbox.queued(), reverse=True)
+        for session in big:
+            if budget.used <= budget.limit:
+                break
+            log.warning(
+                "closing a connection: the pod's queued bytes are over budget",
+                extra={
+                    "store": session.store,
+                    "queued_bytes": session.outbox.queued(),
+                    "pod_queued_bytes": budget.used,
+                    "budget_bytes": budget.limit,
+                },
+            )
+            session.abort()
+            self._close_soon(session, CLOSE_CODE["SLOW_CONSUMER"], "slow consumer")
+            if self._on_cut is not None:
+                self._on_cut()
 
     async def drain(self, window: float) -> None:
         """Close every session with 1012 after flushing what was queued for it, spread evenly
@@ -112,8 +154,11 @@ class Sessions:
     async def _check(self, *, refresh: bool) -> None:
         now = time.monotonic()
         wall = time.time()
-        sessions = [s for s in self.active if s.state == "open"]
-        for session in sessions:
+        keyed: list[tuple[str, Connection]] = []
+        for session in self.active:  # one pass: this runs every second over every connection
+            if session.state != "open":
+                continue
+            session.outbox.refresh()  # keep the budget's count of transport buffers current
             since = session.sending_since
             if since is not None and now - since > self.slow_timeout:
                 log.warning(
@@ -122,7 +167,7 @@ class Sessions:
                 )
                 session.abort()
                 self._close_soon(session, CLOSE_CODE["SLOW_CONSUMER"], "slow consumer")
-        for session in sessions:
+                continue
             principal = session.principal
             expires = principal.expires_at
             if expires is not None and principal.via_token:
@@ -134,7 +179,10 @@ class Sessions:
                     CLOSE_CODE["UNAUTHORIZED"],
                     f"{what} expired: get a new one and resume from your last position",
                 )
-        keyed = [(s.principal.key_id, s) for s in sessions if s.principal.key_id is not None]
+            if principal.key_id is not None:
+                keyed.append((principal.key_id, session))
+        if self._budget is not None and self._budget.over:
+            self.enforce_budget()  # over without a new charge since the last enforcement
         if keyed:
             alive = await self._keys.alive(list({key_id for key_id, _ in keyed}))
             for key_id, session in keyed:

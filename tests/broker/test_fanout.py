@@ -27,7 +27,9 @@ class Collector:
         self.markers: list[tuple[str, int]] = []
         self.arrived = asyncio.Event()
 
-    def send_event(self, sub: LiveSubscription, event: LoggedEvent) -> bool:
+    def send_event(
+        self, sub: LiveSubscription, event: LoggedEvent, shared: dict[Any, Any] | None
+    ) -> bool:
         self.events.append(event)
         self.arrived.set()
         return True

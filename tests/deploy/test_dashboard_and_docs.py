@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+from broker import QueueBudget
 from gateway.metrics import Metrics
 from tests.deploy.support import DEPLOY, ROOT, setting_names
 
@@ -21,6 +22,7 @@ class _IdleFanout:
     stats = _AnyStats()
     healthy = True
     pubsub_reconnects = 0
+    budget = QueueBudget(1 << 20)
 
     def heads(self) -> dict[str, int]:
         return {}

@@ -217,22 +217,47 @@ async def test_floods_are_throttled_per_key(pod, keys):
     _, flooder = await keys.create("flooder", ["read:events", "connect:websockets"])
     _, polite = await keys.create("polite", ["read:events", "connect:websockets"])
     base = f"{pod.ws_url}/event-stores/alpha/events/ws?apiKey="
+    limit = int(AUTH["DELTAGATE_RATE_SUBSCRIBES_PER_SECOND"])
     async with websockets.connect(base + flooder) as ws:
-        for i in range(10_000):
+        # Subscribe/unsubscribe churn from earliest (each subscribe costs the pod a replay),
+        # well inside the 100 subscriptions a connection may hold at once.
+        pairs = 1_000
+        started = time.monotonic()
+        for i in range(pairs):
             await ws.send(
-                json.dumps({"action": "subscribe", "eventFilter": "*", "subscriptionId": f"s{i}"})
+                json.dumps(
+                    {
+                        "action": "subscribe",
+                        "eventFilter": "*",
+                        "position": "earliest",
+                        "subscriptionId": f"s{i}",
+                    }
+                )
             )
-        limited = 0
+            await ws.send(json.dumps({"action": "unsubscribe", "subscriptionId": f"s{i}"}))
+        await ws.send(json.dumps({"action": "ping"}))
+        rate_limited: set[str] = set()
         subscribed = 0
-        while limited + subscribed < 10_000:
+        while True:
             reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
-            if reply.get("error") == "RATE_LIMIT_EXCEEDED":
-                limited += 1
-            elif reply["type"] == "subscribed":
+            if reply["type"] == "pong":
+                break
+            if reply["type"] == "subscribed":
                 subscribed += 1
-            elif reply.get("error") == "LIMIT_EXCEEDED":
-                limited += 1
-        assert subscribed <= 100 and limited >= 9_900
+            elif reply["type"] == "error" and reply["error"] == "RATE_LIMIT_EXCEEDED":
+                rate_limited.add(reply["subscriptionId"])
+        elapsed = time.monotonic() - started
+        assert subscribed + len(rate_limited) == pairs
+        assert rate_limited
+        # Fixed one-second windows: a run of `elapsed` seconds touches at most this many.
+        assert subscribed <= limit * (int(elapsed) + 2)
+        # The socket stays usable: once the window has passed, subscribing works again.
+        await asyncio.sleep(1.1)
+        await ws.send(
+            json.dumps({"action": "subscribe", "eventFilter": "*", "subscriptionId": "x"})
+        )
+        while (reply := json.loads(await asyncio.wait_for(ws.recv(), 5)))["type"] != "subscribed":
+            assert reply["type"] != "error", reply
         # Another key is served normally meanwhile.
         async with websockets.connect(base + polite) as other:
             await other.send(json.dumps({"action": "subscribe", "eventFilter": "*"}))

@@ -18,7 +18,13 @@ from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from gateway.ws.batching import EXTENSION, BatchingWebSocketProtocol, text_frame_header
+from gateway.ws.batching import (
+    EXTENSION,
+    BatchingWebSocketProtocol,
+    event_frame,
+    text_frame,
+    text_frame_header,
+)
 from tests.harness import free_port
 
 # Around each boundary of the three header forms (7-bit, 16-bit and 64-bit lengths), in
@@ -82,7 +88,7 @@ async def serving(handler: Handler, *, deflate: bool) -> AsyncIterator[str]:
 async def test_a_batch_arrives_as_separate_messages_in_order(deflate: bool) -> None:
     async def handler(ws: WebSocket) -> None:
         await ws.accept()
-        send_texts = ws.scope["extensions"][EXTENSION]["send_texts"]
+        send_texts = ws.scope["extensions"][EXTENSION].send_texts
         await send_texts(TEXTS)
         await send_texts(["after"])
         await ws.send_text("through ASGI")  # the ordinary path still works alongside
@@ -95,12 +101,47 @@ async def test_a_batch_arrives_as_separate_messages_in_order(deflate: bool) -> N
     assert got == [*TEXTS, "after", "through ASGI"]
 
 
+async def test_the_same_frame_bytes_reach_every_raw_connection() -> None:
+    # Frame once, write bytes: one bytes object per message, written as is to two connections.
+    frames = [text_frame(t) for t in TEXTS] + [event_frame('{"x":', '{"globalPosition":1}')]
+    raw: list[bool] = []
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        ext = ws.scope["extensions"][EXTENSION]
+        raw.append(ext.raw)
+        assert ext.write_frames(frames[:1]) and ext.write_frames(frames[1:])
+        await ws.receive()
+
+    async with serving(handler, deflate=False) as url:
+        async with connect(url, compression=None, max_size=None) as a:
+            async with connect(url, compression=None, max_size=None) as b:
+                for c in (a, b):
+                    got = [await asyncio.wait_for(c.recv(), 5) for _ in range(len(frames))]
+                    assert got == [*TEXTS, '{"x":{"globalPosition":1}}']
+    assert raw == [True, True]
+
+
+async def test_a_compressed_connection_is_not_raw() -> None:
+    raw: list[bool] = []
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        raw.append(ws.scope["extensions"][EXTENSION].raw)
+        await ws.receive()
+
+    async with serving(handler, deflate=True) as url:
+        async with connect(url, compression="deflate") as c:
+            await c.ping()
+    assert raw == [False]
+
+
 async def test_sending_after_the_client_closed_raises_client_disconnected() -> None:
     outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
 
     async def handler(ws: WebSocket) -> None:
         await ws.accept()
-        send_texts = ws.scope["extensions"][EXTENSION]["send_texts"]
+        send_texts = ws.scope["extensions"][EXTENSION].send_texts
         await ws.receive()  # the client's close
         try:
             await send_texts(["too late"])
