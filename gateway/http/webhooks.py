@@ -118,7 +118,15 @@ class PauseIn(BaseModel):
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": SUBSCRIPTION_REQUEST_SCHEMA}},
+            "content": {
+                "application/json": {
+                    # Named, like the other bodies (gateway/openapi.py hoists $defs).
+                    "schema": {
+                        "$defs": {"WebhookIn": SUBSCRIPTION_REQUEST_SCHEMA},
+                        "$ref": "#/$defs/WebhookIn",
+                    }
+                }
+            },
         }
     },
 )
