@@ -80,6 +80,7 @@ from .webhooks import (
     WebhookSubscription,
     parse_schedule,
 )
+from .webhooks import check_position as check_webhook_position
 from .webhooks import parse as parse_subscription
 
 __all__ = [
@@ -155,6 +156,7 @@ __all__ = [
     "check_settings",
     "check_tags",
     "check_version",
+    "check_webhook_position",
     "codec",
     "connect",
     "hash_secret",

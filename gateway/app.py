@@ -128,7 +128,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             limits=limits,
             fanout=fanout,
             sessions=Sessions(settings.slow_consumer_timeout, keys, limits),
-            webhooks=WebhookStore(client),
+            webhooks=WebhookStore(client, event_log),
             watch=None if settings.embedded else RedisWatch(client),
         )
         app.state.runtime = rt

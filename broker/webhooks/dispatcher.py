@@ -250,8 +250,8 @@ class Dispatcher:
                 continue
             exc = worker.task.exception()
             if exc is None:
-                if worker.task.result() == "stopped":
-                    release.append(worker.ref)
+                if worker.task.result() in ("stopped", "restart"):
+                    release.append(worker.ref)  # (a restart is taken again at the next poll)
                 continue
             self._cooldown[worker.ref] = time.monotonic() + RETRY_COOLDOWN
             if isinstance(exc, BrokerError):
@@ -341,9 +341,9 @@ class Dispatcher:
         store = channel[channel.index("{") + 1 : channel.rindex("}")]
         workers = self._by_store.get(store)
         if workers:
-            events = codec.decode_announcement(data).events
+            announcement = codec.decode_announcement(data)
             for worker in workers:
-                worker.announce(events)
+                worker.announce(announcement.events, announcement.epoch)
 
     async def tick(self) -> None:
         """Listen to the channels of the stores this replica delivers, and only those."""

@@ -2,13 +2,20 @@
 the matching events into the ``Window``. Events announced on the store's live channel are taken
 as they are when they directly follow the cursor (saving a read); anything else (a gap, a full
 window) means reading the log from the cursor. The log is also polled every ``poll_interval``, so
-a lost announcement costs latency, never an event."""
+a lost announcement costs latency, never an event.
+
+The cursor belongs to one history of the store (its ``epoch``). Before reading, the store's head
+and epoch are read in one round trip; an announcement carries the epoch of its events. When the
+store was created again (another epoch) or the cursor lies beyond the head, the tail reads
+nothing more and says so (``rewound``): the worker then auto-pauses the subscription, which an
+operator resumes from a position of the history as it is now."""
 
 from __future__ import annotations
 
 import time
 
 from .. import codec
+from ..errors import StoreNotFound
 from ..filters import Filter
 from ..log import EventLog
 from ..types import LoggedEvent
@@ -36,15 +43,21 @@ class LogTail:
         """When the log is read next even if nothing rang (monotonic)."""
         self._more = True
         self._rung = 0  # doorbell rings so far: a read that started before one is not the last
+        self.epoch: str | None = None
+        """The store uid the cursor belongs to (None: not known yet, taken at the first read)."""
+        self.rewound = False
+        """The store's history is no longer the cursor's: nothing more is read."""
 
     def poke(self) -> None:
         """New events may be in the log."""
         self._more = True
         self._rung += 1
 
-    def take(self, events: list[LoggedEvent], flt: Filter) -> bool:
+    def take(self, events: list[LoggedEvent], flt: Filter, epoch: str) -> bool:
         """Announced events, taken while they directly follow the cursor and the window has
         room; False when the log must be read instead (the caller pokes)."""
+        if epoch != self.epoch:
+            return False  # another history (or not known yet): the read decides
         for event in events:
             if event.global_position <= self.cursor:
                 continue
@@ -61,6 +74,18 @@ class LogTail:
         if now >= self.next_poll:
             self._more = True
             self.next_poll = now + self._poll_interval
+        if not self.may_read():
+            return
+        try:
+            head, epoch = await self._log.head_and_epoch(self._store)
+        except StoreNotFound:
+            self._more = False  # deleted: nothing to read until a store of the name exists
+            return
+        if self.epoch is None:
+            self.epoch = epoch
+        if epoch != self.epoch or self.cursor > head:
+            self.rewound = True
+            return
         for _ in range(PAGES_PER_ROUND):
             if not self.may_read():
                 return
@@ -85,6 +110,7 @@ class LogTail:
         size = self._size
         return (
             self._more
+            and not self.rewound
             and len(self._window) <= size - min(PAGE, max(1, size // 2))
             and self._window.chars < WINDOW_CHARS
         )

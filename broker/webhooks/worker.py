@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from .. import codec
 from ..log import EventLog
 from ..types import LoggedEvent
 from .delivery import Attempt, Sender
@@ -54,7 +55,8 @@ class Shared:
 
 
 class Stopped(Exception):
-    """The worker must stop: ``lost`` (another replica holds the lease) or ``gone`` (deleted)."""
+    """The worker must stop: ``lost`` (another replica holds the lease), ``gone`` (deleted) or
+    ``restart`` (its position was moved under it: start again from the saved one)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -64,7 +66,7 @@ class Stopped(Exception):
 class Worker:
     """Delivers one subscription. Stopped gently with ``stop()`` (in-flight requests finish,
     progress is saved) or at once by cancelling ``task`` (lease lost, subscription deleted).
-    ``task`` returns ``stopped``, ``lost`` or ``gone``."""
+    ``task`` returns ``stopped``, ``lost``, ``gone`` or ``restart``."""
 
     def __init__(self, shared: Shared, ref: Ref, valid_until: float) -> None:
         self.s = shared
@@ -87,6 +89,8 @@ class Worker:
             size=shared.options.window,
             poll_interval=shared.options.poll_interval,
         )
+        self._epoch: str | None = None
+        self._next_check = 0.0
         self._redrive_pending = False
         self._redrive: Item | None = None
         self._new_done: list[int] = []
@@ -108,14 +112,15 @@ class Worker:
         self._tail.poke()
         self._wake.set()
 
-    def announce(self, events: list[LoggedEvent]) -> None:
-        """Events just appended (from the store's live channel). Those that directly follow
-        the cursor are taken as they are, saving a read of the log; anything else (a gap, a
-        full window, a subscription still loading) means: read the log."""
+    def announce(self, events: list[LoggedEvent], epoch: str) -> None:
+        """Events just appended (from the store's live channel) to the store of ``epoch``.
+        Those that directly follow the cursor are taken as they are, saving a read of the log;
+        anything else (a gap, a full window, a subscription still loading, another epoch) means:
+        read the log."""
         if self._sub is None:
             self.poke()
             return
-        if not self._tail.take(events, self._sub.config.filter):
+        if not self._tail.take(events, self._sub.config.filter, epoch):
             self._tail.poke()
         self._wake.set()
 
@@ -138,14 +143,24 @@ class Worker:
     async def _run(self) -> str:
         try:
             self._http = self.s.sender.client()
+            await self._check_history()  # first: it may give an old record its epoch
             await self._load()
             while not self.stopping:
                 self._wake.clear()
                 if self._reload:
                     await self._reload_record()
                 await self._finish()
+                if self._may_start() and time.monotonic() >= self._next_check:
+                    if await self._check_history():
+                        await self._reload_record()
                 if self._may_start():
                     await self._fill()
+                    if self._tail.rewound:
+                        if not await self._check_history():
+                            # The saved progress is in the history, what was read past it is
+                            # not (the store lost writes): start again from the saved position.
+                            raise Stopped("restart")
+                        await self._reload_record()
                     await self._next_redrive()
                     self._start()
                 await self._save()
@@ -175,8 +190,25 @@ class Worker:
         sub, state = loaded
         self._apply(sub)
         self.position = self._tail.cursor = sub.position
+        self._epoch = self._tail.epoch = sub.epoch
         self._window.resume(state.attempts, state.done)
         self._redrive_pending = state.redrive > 0
+
+    async def _check_history(self) -> bool:
+        """Auto-pause (never skip) when the progress is not a position of the store's history as
+        it is now: the store was created again, or lost writes (``wh_rewind``). Checked when the
+        worker starts, then every poll interval while it delivers."""
+        self._next_check = time.monotonic() + self.s.options.poll_interval
+        status, details = await self.s.progress.check_history(self.store, self.id, self.s.replica)
+        self._check(status)
+        if status != "paused":
+            return False
+        if self._sub is None or self.active:
+            log.warning(
+                "webhook subscription auto-paused: its progress is not in the store's history",
+                extra={"store": self.store, "subscription": self.id, "details": details},
+            )
+        return True
 
     def _apply(self, sub: WebhookSubscription) -> None:
         was_active = self.active
@@ -196,6 +228,9 @@ class Worker:
         if loaded is None:
             raise Stopped("gone")
         sub, state = loaded
+        if sub.position != self.position or sub.epoch != self._epoch:
+            # Resumed from another position (the API deleted the lease too): start afresh.
+            raise Stopped("restart")
         self._apply(sub)
         self._redrive_pending = self._redrive_pending or state.redrive > 0
 
@@ -218,7 +253,11 @@ class Worker:
             return
         event_id, position, _ = head
         page = await self.s.log.read_after(self.store, position - 1, 1)
-        if not page or page[0].global_position != position:
+        if (
+            not page
+            or page[0].global_position != position
+            or codec.loads(page[0].json)["eventId"] != event_id  # a re-created store's event
+        ):
             self._redriven.append(event_id)  # the event left the log: drop its dead letter
             self._redrive_pending = False  # look again after saving
             return
