@@ -147,7 +147,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         dispatcher = None
         dispatching: asyncio.Task[None] | None = None
         if settings.embedded and settings.embedded_dispatcher:
-            dispatcher = Dispatcher(client, settings.dispatcher_options)
+            dispatcher = Dispatcher(client, settings.dispatcher_options, archive=archive)
             dispatching = asyncio.get_running_loop().create_task(
                 _dispatch(dispatcher), name="embedded dispatcher"
             )

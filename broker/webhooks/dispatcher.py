@@ -33,6 +33,7 @@ import httpx
 
 from .. import codec
 from ..aio import cancel_and_wait
+from ..archive import Archive
 from ..errors import BrokerError
 from ..keys import WEBHOOK_DISPATCHERS, StoreKeys, WebhookKeys
 from ..log import EventLog
@@ -64,7 +65,10 @@ class Dispatcher:
         observer: DispatchObserver | None = None,
         http: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
+        archive: Archive | None = None,
     ) -> None:
+        """``archive``: the deployment's PostgreSQL archive, so catch-up reads what retention
+        moved out of Redis (the caller closes it)."""
         self._redis = redis
         self.options = options or DispatcherOptions()
         self.store = ProgressStore(redis)
@@ -81,7 +85,7 @@ class Dispatcher:
         )
         self._shared = Shared(
             progress=self.store,
-            log=EventLog(redis),
+            log=EventLog(redis, archive=archive),
             sender=self._sender,
             options=self.options,
             observer=observer or Unobserved(),

@@ -18,6 +18,9 @@ class DispatchObserver(Protocol):
 
     def dead_letter(self) -> None: ...
 
+    def history_gone(self, events: int) -> None:
+        """Positions a subscription had not delivered were deleted everywhere by retention."""
+
 
 class Unobserved:
     def attempt(self, result: Result, seconds: float) -> None:
@@ -27,6 +30,9 @@ class Unobserved:
         pass
 
     def dead_letter(self) -> None:
+        pass
+
+    def history_gone(self, events: int) -> None:
         pass
 
 

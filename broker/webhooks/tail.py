@@ -4,6 +4,11 @@ as they are when they directly follow the cursor (saving a read); anything else 
 window) means reading the log from the cursor. The log is also polled every ``poll_interval``, so
 a lost announcement costs latency, never an event.
 
+Reads go through the one ``LogReader`` (``EventLog.after``), across the archive and Redis: a
+subscription paused while retention trimmed Redis catches up from the archive, in order. History
+deleted everywhere (retention past the archive, or no archive) is reported (``on_gone``) and
+skipped: the tail goes on from the earliest event that exists.
+
 The cursor belongs to one history of the store (its ``epoch``). Before reading, the store's head
 and epoch are read in one round trip; an announcement carries the epoch of its events. When the
 store was created again (another epoch) or the cursor lies beyond the head, the tail reads
@@ -13,6 +18,7 @@ operator resumes from a position of the history as it is now."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from .. import codec
 from ..errors import StoreNotFound
@@ -30,9 +36,18 @@ WINDOW_CHARS = 16 * 1024 * 1024
 
 class LogTail:
     def __init__(
-        self, log: EventLog, store: str, window: Window, *, size: int, poll_interval: float
+        self,
+        log: EventLog,
+        store: str,
+        window: Window,
+        *,
+        size: int,
+        poll_interval: float,
+        on_gone: Callable[[int, int], None],
     ) -> None:
         self._log = log
+        self.on_gone = on_gone
+        """(first, last): positions after the cursor that no longer exist anywhere."""
         self._store = store
         self._window = window
         self._size = size
@@ -91,7 +106,14 @@ class LogTail:
                 return
             want = min(PAGE, self._size - len(self._window))
             rung = self._rung
-            page = await self._log.read_after(self._store, self.cursor, want)
+            piece = await self._log.after(self._store, self.cursor, want)
+            page = piece.events
+            gone = piece.truncated_before
+            if gone is not None and gone > self.cursor + 1 and page:
+                # Retention deleted these everywhere (or there is no archive): say so, go on
+                # from the earliest event that exists.
+                self.on_gone(self.cursor + 1, gone - 1)
+                self.cursor = gone - 1
             for event in page:
                 if event.global_position <= self.cursor:
                     continue  # an announcement got there during the read

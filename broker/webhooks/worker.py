@@ -88,6 +88,7 @@ class Worker:
             self._window,
             size=shared.options.window,
             poll_interval=shared.options.poll_interval,
+            on_gone=self._history_gone,
         )
         self._epoch: str | None = None
         self._next_check = 0.0
@@ -242,6 +243,13 @@ class Worker:
     async def _fill(self) -> None:
         assert self._sub is not None
         await self._tail.fill(self._sub.config.filter)
+
+    def _history_gone(self, first: int, last: int) -> None:
+        log.warning(
+            "webhook subscription skips events deleted by retention before their delivery",
+            extra={"store": self.store, "subscription": self.id, "first": first, "last": last},
+        )
+        self.s.observer.history_gone(last - first + 1)
 
     async def _next_redrive(self) -> None:
         """Take the oldest dead letter queued for redelivery, if none is being delivered."""

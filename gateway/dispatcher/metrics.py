@@ -45,6 +45,13 @@ class DispatcherMetrics:
             registry=r,
         )
 
+        self.history_gone_events = Counter(
+            "deltagate_webhook_history_gone_events_total",
+            "Positions a subscription had not delivered yet that retention deleted everywhere "
+            "(past the archive, or with no archive): skipped, logged",
+            registry=r,
+        )
+
     # -- DispatchObserver ---------------------------------------------------------------------
 
     def attempt(self, result: Result, seconds: float) -> None:
@@ -57,6 +64,9 @@ class DispatcherMetrics:
     def dead_letter(self) -> None:
         self.deliveries.labels("dead_letter").inc()
         self.dead_letters.inc()
+
+    def history_gone(self, events: int) -> None:
+        self.history_gone_events.inc(events)
 
     # -- scrape ---------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """``deltagate dispatcher``: one webhook dispatcher replica (``broker.Dispatcher``) with its status
 server: ``/metrics``, ``/healthz`` (the loop runs) and ``/readyz`` (Redis answers, not draining)
-on ``DELTAGATE_DISPATCHER_PORT`` (default 8788, never the gateway's port). Signals and draining
+on ``DELTAGATE_DISPATCHER_PORT`` (default 8788, never the gateway's port). With
+``DELTAGATE_ARCHIVE_URL`` it reads the archive as the pod does. Signals and draining
 follow ``gateway.process``: SIGTERM lets in-flight deliveries finish, saves progress, releases the
 leases and exits 0."""
 
@@ -16,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from broker import Dispatcher, codec, connect
+from broker import Archive, Dispatcher, codec, connect
 
 from .. import process
 from ..settings import Settings
@@ -28,10 +29,16 @@ log = logging.getLogger("deltagate.dispatcher")
 async def serve_dispatcher(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT, then drain. Returns the exit status."""
     client = connect(settings.redis)
+    # The pod's archive: catch-up reads what retention moved out of Redis (one LogReader).
+    archive = (
+        None
+        if settings.archive_url is None
+        else Archive(settings.archive_url, seconds=settings.archive_timeout)
+    )
     try:
         # No wait for Redis here: until it answers, /readyz says so and every retry is logged.
         metrics = DispatcherMetrics()
-        engine = Dispatcher(client, settings.dispatcher_options, observer=metrics)
+        engine = Dispatcher(client, settings.dispatcher_options, observer=metrics, archive=archive)
         metrics.observe(engine)
         server = process.Server(
             uvicorn.Config(
@@ -58,6 +65,8 @@ async def serve_dispatcher(settings: Settings) -> int:
         log.info("dispatcher stopped", extra={"status": status})
         return status
     finally:
+        if archive is not None:
+            await archive.close()
         await client.aclose()
 
 
