@@ -91,6 +91,7 @@ class LogTail:
             self.next_poll = now + self._poll_interval
         if not self.may_read():
             return
+        cursor = self.cursor  # (an announcement taken during the read may move it past head)
         try:
             head, epoch = await self._log.head_and_epoch(self._store)
         except StoreNotFound:
@@ -98,7 +99,7 @@ class LogTail:
             return
         if self.epoch is None:
             self.epoch = epoch
-        if epoch != self.epoch or self.cursor > head:
+        if epoch != self.epoch or cursor > head:
             self.rewound = True
             return
         for _ in range(PAGES_PER_ROUND):
