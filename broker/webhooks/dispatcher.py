@@ -29,8 +29,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-import httpx
-
 from .. import codec
 from ..aio import cancel_and_wait
 from ..archive import Archive
@@ -63,7 +61,6 @@ class Dispatcher:
         options: DispatcherOptions | None = None,
         *,
         observer: DispatchObserver | None = None,
-        http: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
         archive: Archive | None = None,
     ) -> None:
@@ -77,11 +74,7 @@ class Dispatcher:
             f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         )
         self._sender = Sender(
-            timeout=self.options.timeout,
-            max_in_flight=self.options.max_in_flight,
-            keepalive=self.options.keepalive,
-            max_connections=self.options.max_connections,
-            http=http,
+            timeout=self.options.timeout, max_connections=self.options.max_connections
         )
         self._shared = Shared(
             progress=self.store,
@@ -117,7 +110,6 @@ class Dispatcher:
         if self._state != "new":
             raise RuntimeError("a Dispatcher runs once")
         self._state = "running"
-        self._sender.start()
         loop = asyncio.get_running_loop()
         every = self._every
         tasks = [

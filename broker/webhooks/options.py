@@ -48,8 +48,6 @@ class DispatcherOptions:
     """Matching events one subscription may have read ahead of its saved position."""
     max_connections: int = 100
     """Requests in flight of the whole replica."""
-    keepalive: int = 8
-    """Idle connections each subscription keeps open for its next requests."""
     timeout: float = 10.0
     """Seconds per request, unless the subscription says otherwise."""
     retry_schedule: tuple[float, ...] = STANDARD_SCHEDULE

@@ -20,12 +20,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from .. import codec
+from ..aio import cancel_and_wait
 from ..log import EventLog
 from ..types import LoggedEvent
-from .delivery import Attempt, Sender
+from .delivery import Attempt, Sender, Target, body
 from .options import DispatcherOptions, DispatchObserver
 from .progress import ProgressStore
 from .records import WebhookSubscription
@@ -80,7 +79,16 @@ class Worker:
         self.stopping = False
         self._wake = asyncio.Event()
         self._reload = False
-        self._flying: dict[asyncio.Task[Attempt], Item] = {}
+        self._queue: asyncio.Queue[Item] = asyncio.Queue(shared.options.max_in_flight)
+        """Items handed to the lanes, not yet taken (at most ``max_in_flight``)."""
+        self._lanes: list[asyncio.Task[None]] = []
+        self._flying = 0
+        """Items handed to the lanes whose outcome is not taken yet."""
+        self._outcomes: list[tuple[Item, Attempt]] = []
+        self._unsaved = 0
+        """Deliveries finished since progress was last saved (they count against the slots)."""
+        self._flush_at = max(1, shared.options.max_in_flight // 2)
+        """Progress is saved once this many deliveries finished (or none is in flight)."""
         self._window = Window()
         self._tail = LogTail(
             shared.log,
@@ -99,8 +107,7 @@ class Worker:
         self._redriven: list[str] = []
         self._succeeded = False
         self._sub: WebhookSubscription | None = None
-        self._http: httpx.AsyncClient | None = None
-        self._key = b""
+        self._target: Target | None = None
         self._fields: dict[str, Any] = {}
         self.task = asyncio.get_running_loop().create_task(
             self._run(), name=f"webhook {self.store}/{self.id}"
@@ -143,9 +150,13 @@ class Worker:
 
     async def _run(self) -> str:
         try:
-            self._http = self.s.sender.client()
             await self._check_history()  # first: it may give an old record its epoch
             await self._load()
+            loop = asyncio.get_running_loop()
+            self._lanes = [
+                loop.create_task(self._lane(), name=f"webhook lane {self.store}/{self.id}")
+                for _ in range(self.s.options.max_in_flight)
+            ]
             while not self.stopping:
                 self._wake.clear()
                 if self._reload:
@@ -160,11 +171,17 @@ class Worker:
                         if not await self._check_history():
                             # The saved progress is in the history, what was read past it is
                             # not (the store lost writes): start again from the saved position.
+                            log.warning(
+                                "webhook subscription read past the store's head: restarting "
+                                "from its saved progress",
+                                extra={"store": self.store, "subscription": self.id},
+                            )
                             raise Stopped("restart")
                         await self._reload_record()
                     await self._next_redrive()
                     self._start()
-                await self._save()
+                if self._unsaved >= self._flush_at or not self._flying:
+                    await self._save()
                 await self._sleep()
             while self._flying:
                 self._wake.clear()
@@ -177,12 +194,9 @@ class Worker:
         except Stopped as stop:
             return stop.reason
         finally:
-            for task in self._flying:
-                task.cancel()
-            if self._flying:
-                await asyncio.wait(self._flying)
-            if self._http is not None:
-                await self.s.sender.release(self._http)
+            await cancel_and_wait(self._lanes)
+            if self._target is not None:
+                await self._target.close()
 
     async def _load(self) -> None:
         loaded = await self.s.progress.load(self.store, self.id)
@@ -215,7 +229,11 @@ class Worker:
         was_active = self.active
         self._sub = sub
         self.rev = sub.rev
-        self._key = secret_key(sub.secret)
+        key = secret_key(sub.secret)
+        if self._target is None:
+            self._target = Target(self.s.sender, sub.config, key, self.s.options.max_in_flight)
+        else:
+            self._target.update(sub.config, key)
         self._fields = {"eventStoreName": self.store, "subscriptionId": self.id}
         if self.active and not was_active:
             # Resumed: whatever waited for a retry is due now.
@@ -276,7 +294,9 @@ class Worker:
     def _start(self) -> None:
         now = time.monotonic()
         self._window.due(now)
-        slots = self.s.options.max_in_flight - len(self._flying)
+        # Finished but unsaved deliveries hold their slot until saved: a crash then repeats at
+        # most max_in_flight events, those in flight or finished since the last save.
+        slots = self.s.options.max_in_flight - self._flying - self._unsaved
         redrive = self._redrive
         if redrive is not None and redrive.state == "waiting" and redrive.not_before <= now:
             redrive.state = "pending"
@@ -289,22 +309,30 @@ class Worker:
 
     def _launch(self, item: Item) -> None:
         item.state = "flying"
-        assert self._sub is not None and self._http is not None
-        task = asyncio.get_running_loop().create_task(
-            self.s.sender.deliver(
-                self._http, self._sub.config, self._key, self._fields, item.event_id, item.json
-            )
-        )
-        task.add_done_callback(lambda _: self._wake.set())
-        self._flying[task] = item
+        assert self._target is not None
+        if not item.body:
+            item.body = body(self._fields, item.json)
+        self._queue.put_nowait(item)  # never full: at most max_in_flight are flying
+        self._flying += 1
+
+    async def _lane(self) -> None:
+        """One of ``max_in_flight`` connection workers: sends what it is handed, one at a
+        time, and hands the outcome back to the loop (no task per delivery)."""
+        assert self._target is not None
+        sender, target, queue = self.s.sender, self._target, self._queue
+        while True:
+            item = await queue.get()
+            outcome = await sender.deliver(target, item.event_id, item.body)
+            self._outcomes.append((item, outcome))
+            self._wake.set()
 
     # -- outcomes ---------------------------------------------------------------------------
 
     async def _finish(self) -> None:
         """Take the outcome of every finished request: progress, retry or dead letter."""
-        for task in [t for t in self._flying if t.done()]:
-            item = self._flying.pop(task)
-            outcome = task.result()
+        outcomes, self._outcomes = self._outcomes, []
+        self._flying -= len(outcomes)
+        for item, outcome in outcomes:
             self.s.observer.attempt(outcome.result, outcome.seconds)
             if outcome.result == "success":
                 self._succeeded = True
@@ -366,6 +394,7 @@ class Worker:
         self._complete(item, dead=True)
 
     def _complete(self, item: Item, *, dead: bool) -> None:
+        self._unsaved += 1
         if item is self._redrive:
             if not dead:
                 self._redriven.append(item.event_id)
@@ -378,11 +407,14 @@ class Worker:
         self._window.complete(item)
 
     async def _save(self) -> None:
-        """Save progress when something finished (one round trip, fenced by the lease)."""
+        """Save progress when something finished (one round trip, fenced by the lease). The loop
+        calls it once half the lanes' worth of deliveries finished, or when none is in flight:
+        one write per batch, not per delivery."""
         position = self._window.finished_below(self._tail.cursor)
         if position == self.position and not (
             self._new_done or self._finished or self._redriven or self._succeeded
         ):
+            self._unsaved = 0  # (a dead-lettered redrive: recorded when it was dead-lettered)
             return
         status = await self.s.progress.progress(
             self.store,
@@ -398,6 +430,7 @@ class Worker:
         if self._redriven:
             self._redrive_pending = True
         self.position = max(self.position, position)
+        self._unsaved = 0
         self._new_done.clear()
         self._finished.clear()
         self._redriven.clear()
@@ -408,11 +441,11 @@ class Worker:
             raise Stopped(status)
 
     async def _sleep(self) -> None:
-        if self.stopping or self._reload or any(t.done() for t in self._flying):
+        if self.stopping or self._reload or self._outcomes:
             return
         now = time.monotonic()
         if self._may_start() and (
-            (self._window.has_ready and len(self._flying) < self.s.options.max_in_flight)
+            (self._window.has_ready and self._flying + self._unsaved < self.s.options.max_in_flight)
             or self._tail.may_read()
             or (self._redrive_pending and self._redrive is None and not self._redriven)
         ):
