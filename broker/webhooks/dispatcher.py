@@ -110,6 +110,7 @@ class Dispatcher:
         if self._state != "new":
             raise RuntimeError("a Dispatcher runs once")
         self._state = "running"
+        self._sender.ssl_context()  # the CA certificates, loaded once, before any delivery
         loop = asyncio.get_running_loop()
         every = self._every
         tasks = [

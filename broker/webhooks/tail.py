@@ -125,7 +125,7 @@ class LogTail:
                 self._more = False
 
     def _add(self, event: LoggedEvent) -> None:
-        self._window.add(event, str(codec.loads(event.json)["eventId"]))
+        self._window.add(event, codec.event_id_of(event.json))
 
     def may_read(self) -> bool:
         """New events may be waiting and the window has room for a page of them (refilling it

@@ -323,8 +323,18 @@ class Worker:
         while True:
             item = await queue.get()
             outcome = await sender.deliver(target, item.event_id, item.body)
-            self._outcomes.append((item, outcome))
-            self._wake.set()
+            outcomes = self._outcomes  # (the loop swaps the list when it takes them)
+            outcomes.append((item, outcome))
+            # Wake the loop once per batch: when a save is due, when every request handed out
+            # is answered (nothing more will come), when nothing else is ready to send (this
+            # outcome may free its stream's next event), or for a failure (to schedule a retry).
+            if (
+                len(outcomes) >= self._flush_at
+                or len(outcomes) >= self._flying
+                or not self._window.has_ready
+                or outcome.result != "success"
+            ):
+                self._wake.set()
 
     # -- outcomes ---------------------------------------------------------------------------
 

@@ -28,8 +28,9 @@ class DispatcherMetrics:
             ["result"],
             registry=r,
         )
-        for result in RESULTS:
-            self.deliveries.labels(result)
+        self._by_result = {result: self.deliveries.labels(result) for result in RESULTS}
+        """Each label's child, looked up once (``labels()`` per delivery costs a lock and a
+        lookup)."""
         self.attempt_duration = Histogram(
             "deltagate_webhook_attempt_duration_seconds",
             "Time of one webhook request, from sending to the response status (or the failure)",
@@ -55,14 +56,14 @@ class DispatcherMetrics:
     # -- DispatchObserver ---------------------------------------------------------------------
 
     def attempt(self, result: Result, seconds: float) -> None:
-        self.deliveries.labels(result).inc()
+        self._by_result[result].inc()
         self.attempt_duration.observe(seconds)
 
     def retry(self) -> None:
         self.retries.inc()
 
     def dead_letter(self) -> None:
-        self.deliveries.labels("dead_letter").inc()
+        self._by_result["dead_letter"].inc()
         self.dead_letters.inc()
 
     def history_gone(self, events: int) -> None:
