@@ -2,11 +2,13 @@
 
 Events are read from the store's log after the cursor (``tail.LogTail``) into the ``Window``; at
 most ``max_in_flight`` requests are in flight, never two of one stream, so each stream's events
-arrive in order. A failed attempt
+arrive in order. The requests are made by ``max_in_flight`` lanes (connection workers sharing the
+subscription's keep-alive pool, ``delivery.Target``), not a task per delivery. A failed attempt
 is recorded and retried after ``retry.retry_delay``; after the last attempt the event becomes a
-dead letter. Progress (``lastProcessedEventGlobalPosition``) is saved after every round of
-finished deliveries, with the positions finished ahead of it, so a crash repeats at most the
-requests that were in flight. Every write is fenced by the lease (``ProgressStore``): ``lost`` or
+dead letter. Progress (``lastProcessedEventGlobalPosition``) is saved per batch of finished
+deliveries (``_save``), with the positions finished ahead of it; a finished delivery holds its
+slot until saved, so a crash repeats at most ``max_in_flight`` events, those in flight or
+finished since the last save. Every write is fenced by the lease (``ProgressStore``): ``lost`` or
 ``gone`` stops the worker at once.
 """
 
@@ -34,6 +36,9 @@ from .tail import LogTail
 from .window import Item, Window
 
 log = logging.getLogger("deltagate.dispatcher")
+
+SAVE_DELAY = 0.02
+"""Seconds a save of progress may wait for more finished deliveries when none is in flight."""
 
 Ref = tuple[str, str]
 """(store, subscription id)."""
@@ -88,7 +93,9 @@ class Worker:
         self._unsaved = 0
         """Deliveries finished since progress was last saved (they count against the slots)."""
         self._flush_at = max(1, shared.options.max_in_flight // 2)
-        """Progress is saved once this many deliveries finished (or none is in flight)."""
+        """Progress is saved once this many deliveries finished, or none is in flight and
+        ``SAVE_DELAY`` passed since the last save (a trickle of events: one write per few)."""
+        self._save_at = 0.0
         self._window = Window()
         self._tail = LogTail(
             shared.log,
@@ -180,7 +187,9 @@ class Worker:
                         await self._reload_record()
                     await self._next_redrive()
                     self._start()
-                if self._unsaved >= self._flush_at or not self._flying:
+                if self._unsaved >= self._flush_at or (
+                    not self._flying and time.monotonic() >= self._save_at
+                ):
                     await self._save()
                 await self._sleep()
             while self._flying:
@@ -418,14 +427,17 @@ class Worker:
 
     async def _save(self) -> None:
         """Save progress when something finished (one round trip, fenced by the lease). The loop
-        calls it once half the lanes' worth of deliveries finished, or when none is in flight:
-        one write per batch, not per delivery."""
+        calls it once half the lanes' worth of deliveries finished, or when none is in flight
+        and ``SAVE_DELAY`` passed since the last save: one write per batch, not per delivery.
+        Finished deliveries hold their slot until saved, so a crash repeats at most
+        ``max_in_flight`` of them."""
         position = self._window.finished_below(self._tail.cursor)
         if position == self.position and not (
             self._new_done or self._finished or self._redriven or self._succeeded
         ):
             self._unsaved = 0  # (a dead-lettered redrive: recorded when it was dead-lettered)
             return
+        self._save_at = time.monotonic() + SAVE_DELAY
         status = await self.s.progress.progress(
             self.store,
             self.id,
@@ -467,6 +479,8 @@ class Worker:
             until = min(until, retry_at)
         if self._redrive is not None and self._redrive.state == "waiting":
             until = min(until, self._redrive.not_before)
+        if self._unsaved:
+            until = min(until, self._save_at)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, until - now)):
                 await self._wake.wait()
