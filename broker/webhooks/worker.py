@@ -317,33 +317,62 @@ class Worker:
             slots -= 1
 
     def _launch(self, item: Item) -> None:
+        self._hand(item)
+        self._queue.put_nowait(item)  # never full: at most max_in_flight are flying
+
+    def _hand(self, item: Item) -> None:
+        """``item`` goes to a lane: it is flying from now on."""
         item.state = "flying"
-        assert self._target is not None
         if not item.body:
             item.body = body(self._fields, item.json)
-        self._queue.put_nowait(item)  # never full: at most max_in_flight are flying
         self._flying += 1
 
     async def _lane(self) -> None:
-        """One of ``max_in_flight`` connection workers: sends what it is handed, one at a
-        time, and hands the outcome back to the loop (no task per delivery)."""
+        """One of ``max_in_flight`` connection workers: sends what it is handed, one at a time
+        (no task per delivery). A success is recorded here and the lane goes straight on with
+        the next ready event while a slot is free; anything else goes back to the loop."""
         assert self._target is not None
         sender, target, queue = self.s.sender, self._target, self._queue
         while True:
-            item = await queue.get()
-            outcome = await sender.deliver(target, item.event_id, item.body)
-            outcomes = self._outcomes  # (the loop swaps the list when it takes them)
-            outcomes.append((item, outcome))
-            # Wake the loop once per batch: when a save is due, when every request handed out
-            # is answered (nothing more will come), when nothing else is ready to send (this
-            # outcome may free its stream's next event), or for a failure (to schedule a retry).
+            item: Item | None = await queue.get()
+            while item is not None:
+                outcome = await sender.deliver(target, item.event_id, item.body)
+                item = self._after(item, outcome)
+
+    def _after(self, item: Item, outcome: Attempt) -> Item | None:
+        """A lane's outcome: the next item for that lane, if it may go on."""
+        if outcome.result == "success" and item is not self._redrive:
+            # _finish's success path, without waking the loop for it.
+            self._flying -= 1
+            self.s.observer.attempt(outcome.result, outcome.seconds)
+            self._succeeded = True
+            self._complete(item, dead=False)
+            following = None
             if (
-                len(outcomes) >= self._flush_at
-                or len(outcomes) >= self._flying
-                or not self._window.has_ready
-                or outcome.result != "success"
+                not self.stopping
+                and not self._reload
+                and self._window.has_ready
+                and self._flying + self._unsaved < self.s.options.max_in_flight
+                and self._may_start()
             ):
+                following = self._window.pop_ready()
+                self._hand(following)
+            if following is None or self._unsaved >= self._flush_at:
                 self._wake.set()
+            return following
+        outcomes = self._outcomes  # (the loop swaps the list when it takes them)
+        outcomes.append((item, outcome))
+        # Wake the loop once per batch: when every request handed out is answered (nothing
+        # more will come), when nothing else is ready to send (this may free its stream's next
+        # event), for a failure (to schedule a retry) or a redrive.
+        if (
+            len(outcomes) >= self._flying
+            or not self._window.has_ready
+            or outcome.result != "success"
+            or item is self._redrive
+        ):
+            self._wake.set()
+        return None
 
     # -- outcomes ---------------------------------------------------------------------------
 
@@ -438,25 +467,27 @@ class Worker:
             self._unsaved = 0  # (a dead-lettered redrive: recorded when it was dead-lettered)
             return
         self._save_at = time.monotonic() + SAVE_DELAY
+        # What this save records; lanes record more successes while it is on its way.
+        done, self._new_done = self._new_done, []
+        finished, self._finished = self._finished, []
+        redriven, self._redriven = self._redriven, []
+        succeeded, self._succeeded = self._succeeded, False
+        unsaved = self._unsaved
         status = await self.s.progress.progress(
             self.store,
             self.id,
             self.s.replica,
             position=position,
-            succeeded=self._succeeded,
-            done=[p for p in self._new_done if p > position],
-            finished=self._finished,
-            redriven=self._redriven,
+            succeeded=succeeded,
+            done=[p for p in done if p > position],
+            finished=finished,
+            redriven=redriven,
         )
         self._check(status)
-        if self._redriven:
+        if redriven:
             self._redrive_pending = True
         self.position = max(self.position, position)
-        self._unsaved = 0
-        self._new_done.clear()
-        self._finished.clear()
-        self._redriven.clear()
-        self._succeeded = False
+        self._unsaved -= unsaved
 
     def _check(self, status: str) -> None:
         if status in ("lost", "gone"):
