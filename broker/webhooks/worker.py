@@ -510,7 +510,8 @@ class Worker:
             until = min(until, retry_at)
         if self._redrive is not None and self._redrive.state == "waiting":
             until = min(until, self._redrive.not_before)
-        if self._unsaved:
+        if self._unsaved and not self._flying:
+            # (with requests in flight the save waits for them: their lanes wake the loop)
             until = min(until, self._save_at)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, until - now)):
