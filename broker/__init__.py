@@ -82,6 +82,7 @@ from .webhooks import (
     parse_networks,
     parse_schedule,
 )
+from .webhooks import check_position as check_webhook_position
 from .webhooks import parse as parse_subscription
 
 __all__ = [
@@ -158,6 +159,7 @@ __all__ = [
     "check_settings",
     "check_tags",
     "check_version",
+    "check_webhook_position",
     "codec",
     "connect",
     "hash_secret",

@@ -135,7 +135,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
                 limits,
                 token_grace=settings.token_expiry_grace,
             ),
-            webhooks=WebhookStore(client),
+            webhooks=WebhookStore(client, event_log),
             watch=None if settings.embedded else RedisWatch(client),
         )
         app.state.runtime = rt
@@ -155,7 +155,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         dispatcher = None
         dispatching: asyncio.Task[None] | None = None
         if settings.embedded and settings.embedded_dispatcher:
-            dispatcher = Dispatcher(client, settings.dispatcher_options)
+            dispatcher = Dispatcher(client, settings.dispatcher_options, archive=archive)
             dispatching = asyncio.get_running_loop().create_task(
                 _dispatch(dispatcher), name="embedded dispatcher"
             )
