@@ -11,7 +11,7 @@ this process's CPU seconds over them (the connections are opened before the cloc
 
 ``CLIENT`` is the HTTP client: ``raw`` (asyncio streams, parsing just the status line and
 Content-Length: the floor of a POST from Python), ``httpcore`` (the connection pool under httpx,
-a lean client library) or ``aiohttp`` (if installed).
+a lean client library) or ``aiohttp`` (the dispatcher's client, configured as it is there).
 """
 
 from __future__ import annotations
@@ -77,11 +77,20 @@ async def with_httpcore(port: int, body: bytes) -> tuple[Post, Callable[[], Awai
 async def with_aiohttp(port: int, body: bytes) -> tuple[Post, Callable[[], Awaitable[None]]]:
     import aiohttp
 
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
+    # Configured as the dispatcher's sessions are (broker/webhooks/delivery.py's Target).
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1),
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+    )
     url = f"http://127.0.0.1:{port}/ceiling"
+    timeout = aiohttp.ClientTimeout(total=10)
 
     async def post() -> None:
-        async with session.post(url, data=body, headers=HEADERS) as response:
+        async with session.post(
+            url, data=body, headers=HEADERS, allow_redirects=False, timeout=timeout
+        ) as response:
             await response.read()
             if not 200 <= response.status < 300:
                 raise RuntimeError(f"answered {response.status}")

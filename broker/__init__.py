@@ -84,6 +84,7 @@ from .webhooks import (
     parse_networks,
     parse_schedule,
 )
+from .webhooks import check_position as check_webhook_position
 from .webhooks import parse as parse_subscription
 
 __all__ = [
@@ -162,6 +163,7 @@ __all__ = [
     "check_settings",
     "check_tags",
     "check_version",
+    "check_webhook_position",
     "codec",
     "connect",
     "hash_secret",

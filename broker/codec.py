@@ -103,6 +103,17 @@ def created_at_raw(body: bytes) -> bytes:
     return body[start : body.index(b'"', start)]
 
 
+def event_id_of(event_json: str) -> str:
+    """An event's ``eventId``, read from its JSON without decoding it: ``event_body`` writes it
+    right after ``streamId``, so the first ``"eventId":"`` is its own (inside the stream id's
+    string its quotes would be escaped). An id holding an escape is decoded properly."""
+    start = event_json.index('"eventId":"') + 11
+    value = event_json[start : event_json.index('"', start)]
+    if "\\" in value:
+        return str(orjson.loads(event_json)["eventId"])
+    return value
+
+
 def created_at_of(event_json: str) -> datetime:
     """An event's ``createdAt`` (``created_at_text``) as a time."""
     return datetime.fromisoformat(created_at_text(event_json))

@@ -156,7 +156,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
                 budget=fanout.budget,
                 on_cut=metrics.budget_cuts.inc,
             ),
-            webhooks=WebhookStore(client),
+            webhooks=WebhookStore(client, event_log),
             watch=None if settings.embedded else RedisWatch(client),
         )
         app.state.runtime = rt
@@ -176,7 +176,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
         dispatcher = None
         dispatching: asyncio.Task[None] | None = None
         if settings.embedded and settings.embedded_dispatcher:
-            dispatcher = Dispatcher(client, settings.dispatcher_options)
+            dispatcher = Dispatcher(client, settings.dispatcher_options, archive=archive)
             dispatching = asyncio.get_running_loop().create_task(
                 _dispatch(dispatcher), name="embedded dispatcher"
             )

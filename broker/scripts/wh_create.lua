@@ -10,16 +10,22 @@
 -- Returns {'nostore'} | {'created', id} | {'existing', id} | {'updated', id} | {'unchanged', id}
 --       | {'taken', id}
 -- The duplicate rule: a subscription whose fingerprint (filter, URL, headers) is already held
--- is that one. Subscriptions left by a deleted store of the same name (another uid) are wiped
--- first, as idempotency keys of such a store are ignored.
+-- is that one. Subscriptions left by a deleted store of the same name (another uid) are kept:
+-- each carries the epoch (store uid) it was created or resumed in, so the dispatcher auto-pauses
+-- them (scripts/wh_rewind.lua) instead of delivering the new store's events after an old cursor.
+-- Records made before epochs existed take the owner's uid as theirs first.
 local uid = redis.call('HGET', KEYS[1], 'uid')
 if not uid then return {'nostore'} end
 local prefix = ARGV[10]
-if redis.call('GET', KEYS[2]) ~= uid then
-  for _, old in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-    for i = 11, #ARGV do redis.call('UNLINK', prefix .. old .. ARGV[i]) end
+local owner = redis.call('GET', KEYS[2])
+if owner ~= uid then
+  if owner then
+    for _, old in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+      if not redis.call('HGET', prefix .. old, 'epoch') then
+        redis.call('HSET', prefix .. old, 'epoch', owner)
+      end
+    end
   end
-  redis.call('UNLINK', KEYS[3], KEYS[4])
   redis.call('SET', KEYS[2], uid)
 end
 
@@ -51,7 +57,8 @@ elseif position == 'earliest' then position = '0' end
 local secret = declared
 if secret == '' then secret = ARGV[6] end
 redis.call('HSET', KEYS[5], 'id', id, 'config', config, 'secret', secret, 'fingerprint', fp,
-  'createdAt', ARGV[7], 'updatedAt', ARGV[7], 'status', 'active', 'position', position, 'rev', 1)
+  'createdAt', ARGV[7], 'updatedAt', ARGV[7], 'status', 'active', 'position', position, 'rev', 1,
+  'epoch', uid)
 redis.call('ZADD', KEYS[3], ARGV[8], id)
 redis.call('HSET', KEYS[4], fp, id)
 return {'created', id}

@@ -6,7 +6,6 @@
 -- Returns how many were deleted, or -1 when the store does not exist.
 local uid = redis.call('HGET', KEYS[1], 'uid')
 if not uid then return -1 end
-if redis.call('GET', KEYS[2]) ~= uid then return 0 end
 local prefix = ARGV[2]
 local ids
 if ARGV[1] == '' then ids = redis.call('ZRANGE', KEYS[3], 0, -1) else ids = {ARGV[1]} end

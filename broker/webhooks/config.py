@@ -18,7 +18,7 @@ from .. import codec
 from ..errors import InvalidSubscriptionConfig
 from ..filters import Content, Filter, InvalidFilter
 from ..keys import valid_subscription_id
-from ..types import MAX_POSITION, StartPosition
+from ..types import MAX_POSITION, StartPosition, TimeStart
 from .retry import RetryPolicy
 from .signing import secret_key
 from .targets import TargetPolicy, check_url_host
@@ -295,13 +295,24 @@ def _check_headers(value: object, where: str, bad: Any) -> tuple[tuple[str, str]
 
 
 def check_position(value: object) -> StartPosition:
-    """``latest``, ``earliest`` or a globalPosition >= 0; InvalidSubscriptionConfig otherwise."""
+    """``latest``, ``earliest``, a globalPosition >= 0 or ``{"time": ISO 8601}``;
+    InvalidSubscriptionConfig otherwise."""
     if value in ("latest", "earliest"):
         return value  # type: ignore[return-value]
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_POSITION:
         return value
+    if isinstance(value, dict):
+        try:
+            return TimeStart.parse(value)
+        except ValueError as exc:
+            raise InvalidSubscriptionConfig([{"field": "position", "message": str(exc)}]) from None
     raise InvalidSubscriptionConfig(
-        [{"field": "position", "message": "'latest', 'earliest' or a globalPosition >= 0"}]
+        [
+            {
+                "field": "position",
+                "message": "'latest', 'earliest', a globalPosition >= 0 or {\"time\": ...}",
+            }
+        ]
     )
 
 

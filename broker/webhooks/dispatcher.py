@@ -29,10 +29,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-import httpx
-
 from .. import codec
 from ..aio import cancel_and_wait
+from ..archive import Archive
 from ..errors import BrokerError
 from ..keys import WEBHOOK_DISPATCHERS, StoreKeys, WebhookKeys
 from ..log import EventLog
@@ -63,10 +62,12 @@ class Dispatcher:
         options: DispatcherOptions | None = None,
         *,
         observer: DispatchObserver | None = None,
-        http: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
         resolver: Resolver | None = None,
+        archive: Archive | None = None,
     ) -> None:
+        """``archive``: the deployment's PostgreSQL archive, so catch-up reads what retention
+        moved out of Redis (the caller closes it)."""
         self._redis = redis
         self.options = options or DispatcherOptions()
         self.store = ProgressStore(redis)
@@ -76,16 +77,13 @@ class Dispatcher:
         )
         self._sender = Sender(
             timeout=self.options.timeout,
-            max_in_flight=self.options.max_in_flight,
-            keepalive=self.options.keepalive,
             max_connections=self.options.max_connections,
             targets=self.options.targets,
             resolver=resolver,
-            http=http,
         )
         self._shared = Shared(
             progress=self.store,
-            log=EventLog(redis),
+            log=EventLog(redis, archive=archive),
             sender=self._sender,
             options=self.options,
             observer=observer or Unobserved(),
@@ -117,7 +115,7 @@ class Dispatcher:
         if self._state != "new":
             raise RuntimeError("a Dispatcher runs once")
         self._state = "running"
-        self._sender.start()
+        self._sender.ssl_context()  # the CA certificates, loaded once, before any delivery
         loop = asyncio.get_running_loop()
         every = self._every
         tasks = [
@@ -135,6 +133,7 @@ class Dispatcher:
             workers = list(self._workers.values())
             await cancel_and_wait(w.task for w in workers)
             await self._release([w.ref for w in workers])
+            await self._sender.close()  # (every worker closed its session)
             with contextlib.suppress(BrokerError):
                 await asyncio.wait_for(call(self._redis.zrem(WEBHOOK_DISPATCHERS, self.replica)), 2)
             self._workers.clear()
@@ -254,8 +253,8 @@ class Dispatcher:
                 continue
             exc = worker.task.exception()
             if exc is None:
-                if worker.task.result() == "stopped":
-                    release.append(worker.ref)
+                if worker.task.result() in ("stopped", "restart"):
+                    release.append(worker.ref)  # (a restart is taken again at the next poll)
                 continue
             self._cooldown[worker.ref] = time.monotonic() + RETRY_COOLDOWN
             if isinstance(exc, BrokerError):
@@ -345,9 +344,9 @@ class Dispatcher:
         store = channel[channel.index("{") + 1 : channel.rindex("}")]
         workers = self._by_store.get(store)
         if workers:
-            events = codec.decode_announcement(data).events
+            announcement = codec.decode_announcement(data)
             for worker in workers:
-                worker.announce(events)
+                worker.announce(announcement.events, announcement.epoch)
 
     async def tick(self) -> None:
         """Listen to the channels of the stores this replica delivers, and only those."""

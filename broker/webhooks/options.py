@@ -19,6 +19,9 @@ class DispatchObserver(Protocol):
 
     def dead_letter(self) -> None: ...
 
+    def history_gone(self, events: int) -> None:
+        """Positions a subscription had not delivered were deleted everywhere by retention."""
+
 
 class Unobserved:
     def attempt(self, result: Result, seconds: float) -> None:
@@ -28,6 +31,9 @@ class Unobserved:
         pass
 
     def dead_letter(self) -> None:
+        pass
+
+    def history_gone(self, events: int) -> None:
         pass
 
 
@@ -43,8 +49,6 @@ class DispatcherOptions:
     """Matching events one subscription may have read ahead of its saved position."""
     max_connections: int = 100
     """Requests in flight of the whole replica."""
-    keepalive: int = 8
-    """Idle connections each subscription keeps open for its next requests."""
     timeout: float = 10.0
     """Seconds per request, unless the subscription says otherwise."""
     retry_schedule: tuple[float, ...] = STANDARD_SCHEDULE

@@ -24,6 +24,7 @@ class ProgressStore:
         self._progress = load_script(redis, "wh_progress")
         self._fail = load_script(redis, "wh_fail")
         self._dead = load_script(redis, "wh_dead")
+        self._rewind = load_script(redis, "wh_rewind")
 
     async def all_refs(self) -> list[tuple[str, str]]:
         """(store, id) of every subscription of every store."""
@@ -34,14 +35,13 @@ class ProgressStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for store in stores:
                 k = WebhookKeys(store)
-                pipe.hget(k.meta, "uid")
-                pipe.get(k.owner)
+                pipe.exists(k.meta)
                 pipe.zrange(k.index, 0, -1)
             replies = await call(pipe.execute())
         refs: list[tuple[str, str]] = []
         for i, store in enumerate(stores):
-            uid, owner, ids = replies[3 * i : 3 * i + 3]
-            if uid is not None and owner == uid:
+            exists, ids = replies[2 * i : 2 * i + 2]
+            if exists:  # (a deleted store's subscriptions wait, inert, for a store of its name)
                 refs.extend((store, sub_id) for sub_id in ids)
         return refs
 
@@ -87,6 +87,18 @@ class ProgressStore:
                 counts[event_id] = int(failed)
         done_after = {int(p) for p in done if int(p) > sub.position}
         return sub, DeliveryState(counts, done_after, int(redrive))
+
+    async def check_history(self, store: str, sub_id: str, token: str) -> tuple[str, str]:
+        """Is the progress a position of the store's history as it is now? Checked against the
+        head and epoch read in the same atomic step, fenced by the lease (``wh_rewind``):
+        (``ok``, "") | (``paused``, statusDetails JSON) | (``lost``, "") | (``gone``, "")."""
+        k = WebhookKeys(store)
+        reply = await call(
+            self._rewind(
+                keys=[k.record(sub_id), k.lease(sub_id), k.meta, k.owner], args=[token, now_iso()]
+            )
+        )
+        return str(reply[0]), str(reply[2]) if len(reply) > 2 else ""
 
     async def next_redrive(self, store: str, sub_id: str) -> tuple[str, int, str] | None:
         """The oldest dead letter queued for redelivery: (eventId, globalPosition, record)."""

@@ -3,11 +3,13 @@
 Layout (names built in ``broker.keys.WebhookKeys``). Everything of one store's subscriptions
 carries the store's hash tag, so each script below runs in the store's slot:
 
-    dg:{store}:whuid            string  uid of the store the subscriptions belong to (a deleted
-                                        and re-created store of the same name starts empty)
+    dg:{store}:whuid            string  uid of the store the subscriptions last belonged to (the
+                                        epoch of records made before each carried its own)
     dg:{store}:whs              zset    subscription id -> creation time (ms): the listing
     dg:{store}:whfp             hash    fingerprint (filter + URL + headers) -> id: duplicates
-    dg:{store}:wh:<id>          hash    config JSON, secret, status, statusReason, position
+    dg:{store}:wh:<id>          hash    config JSON, secret, status, statusReason, statusDetails
+                                        (JSON: why an auto-pause for a rewind), epoch (the store
+                                        uid its position belongs to), position
                                         (lastProcessedEventGlobalPosition), lastError,
                                         lastErrorAt, lastSuccessAt, failingSince, rev, ...
     dg:{store}:wh:<id>:lease    string  the dispatcher replica delivering it (expires)
@@ -27,7 +29,7 @@ lease, so a replica that lost it can never move a subscription's progress).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from .. import codec
 from .config import WebhookConfig
@@ -57,12 +59,18 @@ class WebhookSubscription:
     dead_letters: int = 0
     store_id: str = ""
     """The store's uid (its ``eventStoreId``, the epoch)."""
+    status_details: dict[str, Any] | None = None
+    """Why the subscription was auto-paused for a rewind (``reason``: ``store-recreated`` or
+    ``position-ahead``, ``position``, ``headPosition``, ``epoch``, ``subscriptionEpoch``)."""
+    epoch: str | None = None
+    """The store uid its position belongs to (set at creation and at every resume)."""
 
     @classmethod
     def from_record(
         cls, store: str, record: dict[str, str], dead: int = 0, store_id: str = ""
     ) -> WebhookSubscription:
         since = record.get("failingSince")
+        details = record.get("statusDetails")
         return cls(
             store=store,
             id=record["id"],
@@ -80,6 +88,8 @@ class WebhookSubscription:
             failing_since_ms=int(since) if since else None,
             dead_letters=dead,
             store_id=store_id,
+            status_details=codec.loads(details) if details else None,
+            epoch=record.get("epoch") or None,
         )
 
 

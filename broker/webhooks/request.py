@@ -36,7 +36,18 @@ KINDS: dict[str, dict[str, Any]] = {
     "object": {"type": "object"},
     "patterns": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-    "position": {"anyOf": [{"enum": ["latest", "earliest"]}, {"type": "integer"}]},
+    "position": {
+        "anyOf": [
+            {"enum": ["latest", "earliest"]},
+            {"type": "integer"},
+            {
+                "type": "object",
+                "properties": {"time": {"type": "string", "format": "date-time"}},
+                "required": ["time"],
+                "additionalProperties": False,
+            },
+        ]
+    },
     "strategy": {"enum": ["exponential", "linear", "fixed"]},
 }
 
@@ -185,7 +196,7 @@ _EXPECTED = {
     "number": "must be a number",
     "patterns": "must be a pattern or a list of patterns",
     "headers": "must be an object of header names to string values",
-    "position": "must be 'latest', 'earliest' or a globalPosition",
+    "position": "must be 'latest', 'earliest', a globalPosition or {\"time\": ...}",
     "object": "must be an object",
     "strategy": "must be 'exponential', 'linear' or 'fixed'",
 }
@@ -210,7 +221,11 @@ def _fits(kind: str, value: Any) -> bool:
     if kind == "headers":
         return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
     if kind == "position":
-        return value in ("latest", "earliest") or (isinstance(value, int) and number)
+        return (
+            value in ("latest", "earliest")
+            or (isinstance(value, int) and number)
+            or isinstance(value, dict)  # {"time": ...}, checked by config.check_position
+        )
     raise AssertionError(kind)
 
 

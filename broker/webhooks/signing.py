@@ -34,5 +34,5 @@ def secret_key(secret: str) -> bytes:
 def signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """The ``webhook-signature`` header: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``."""
     signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    digest = hmac.digest(key, signed, hashlib.sha256)  # (one C call: hmac.new is ~3x dearer)
     return "v1," + base64.b64encode(digest).decode()

@@ -11,8 +11,9 @@ from typing import Any
 from .. import codec
 from ..errors import InvalidSubscriptionConfig, StoreNotFound, SubscriptionNotFound
 from ..keys import WebhookKeys, valid_store_name
+from ..reader import LogReader
 from ..redis import call, load_script
-from ..types import StartPosition, now_iso
+from ..types import StartPosition, TimeStart, now_iso
 from .config import WebhookConfig
 from .records import Created, Status, WebhookSubscription
 from .signing import new_secret
@@ -21,12 +22,16 @@ from .signing import new_secret
 class WebhookStore:
     """Webhook subscription records in Redis. Safe to share between tasks."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, log: LogReader | None = None) -> None:
+        """``log`` finds where a time position starts (give the pod's, which knows the
+        archive)."""
         self._redis = redis
         self._create = load_script(redis, "wh_create")
         self._delete = load_script(redis, "wh_delete")
         self._update = load_script(redis, "wh_update")
         self._redrive = load_script(redis, "wh_redrive")
+        self._resume = load_script(redis, "wh_resume")
+        self._log = log or LogReader(redis)
 
     async def create(
         self,
@@ -46,6 +51,9 @@ class WebhookStore:
         subscription with another config (or, upserting, ``config`` duplicates another id).
         """
         k = _keys(store)
+        if isinstance(position, TimeStart):
+            # The time index narrows it to a second, no scan of the log (reader.first_at).
+            position = await self._log.first_at(store, position.moment) - 1
         sub_id = sub_id or "sub_" + uuid.uuid4().hex
         generated = new_secret()
         reply = await call(
@@ -88,13 +96,12 @@ class WebhookStore:
         k = _keys(store)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hget(k.meta, "uid")
-            pipe.get(k.owner)
             pipe.hgetall(k.record(sub_id))
             pipe.zcard(k.dead(sub_id))
-            uid, owner, record, dead = await call(pipe.execute())
+            uid, record, dead = await call(pipe.execute())
         if uid is None:
             raise StoreNotFound(store)
-        if owner != uid or not record or "config" not in record:
+        if not record or "config" not in record:
             raise SubscriptionNotFound(store, sub_id)
         return WebhookSubscription.from_record(store, record, int(dead), uid)
 
@@ -103,12 +110,11 @@ class WebhookStore:
         k = _keys(store)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hget(k.meta, "uid")
-            pipe.get(k.owner)
             pipe.zrange(k.index, 0, -1)
-            uid, owner, ids = await call(pipe.execute())
+            uid, ids = await call(pipe.execute())
         if uid is None:
             raise StoreNotFound(store)
-        if owner != uid or not ids:
+        if not ids:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for sub_id in ids:
@@ -140,7 +146,7 @@ class WebhookStore:
     async def set_status(
         self, store: str, sub_id: str, status: Status, reason: str | None = None
     ) -> WebhookSubscription:
-        """Pause (``paused``) or resume (``active``, which also ends the failure streak)."""
+        """Pause (``paused``) or set another status (``resume`` resumes)."""
         sub = await self.get(store, sub_id)
         fields = ["status", status, "statusReason", reason or "", "statusChangedAt", now_iso()]
         if status == "active":
@@ -148,6 +154,46 @@ class WebhookStore:
         k = _keys(store)
         if not await call(self._update(keys=[k.record(sub_id)], args=fields)):
             raise SubscriptionNotFound(store, sub.id)
+        return await self.get(store, sub_id)
+
+    async def resume(
+        self, store: str, sub_id: str, position: StartPosition | None = None
+    ) -> WebhookSubscription:
+        """Resume deliveries (ending the failure streak), from ``position`` if given: the first
+        event after it (``latest``: after the head; ``earliest``: from the first kept event; a
+        time: from the first event created at or after it). Without one, where it left off,
+        except after an auto-pause for a rewind (``statusDetails``), which resumes from
+        ``earliest`` of the store as it is now. The position is checked against the head in the
+        same atomic step that writes it. Raises StoreNotFound, SubscriptionNotFound, or
+        InvalidSubscriptionConfig for a position beyond the head."""
+        k = _keys(store)
+        if isinstance(position, TimeStart):
+            position = await self._log.first_at(store, position.moment) - 1
+        reply = await call(
+            self._resume(
+                keys=[
+                    k.meta,
+                    k.record(sub_id),
+                    k.lease(sub_id),
+                    k.attempts(sub_id),
+                    k.done(sub_id),
+                ],
+                args=[now_iso(), "keep" if position is None else str(position)],
+            )
+        )
+        if reply[0] == "nostore":
+            raise StoreNotFound(store)
+        if reply[0] == "gone":
+            raise SubscriptionNotFound(store, sub_id)
+        if reply[0] == "ahead":
+            raise InvalidSubscriptionConfig(
+                [
+                    {
+                        "field": "position",
+                        "message": f"{position} is beyond the store's head ({reply[1]})",
+                    }
+                ]
+            )
         return await self.get(store, sub_id)
 
     async def dead_letters(

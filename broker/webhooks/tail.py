@@ -1,18 +1,32 @@
 """The read side of one subscription's worker: follows its store's log after a cursor and puts
 the matching events into the ``Window`` (type patterns and stream first, then the content
-conditions ``match`` and ``query`` on the decoded event, only for filters that have them). The
-cursor moves past every event read, matching or not, so progress does too.
+conditions ``match`` and ``query`` on the decoded event, only for filters that have them; the
+others take the eventId without decoding). The cursor moves past every event read, matching or
+not, so progress does too.
 
 Events announced on the store's live channel are taken as they are when they directly follow the
 cursor (saving a read); anything else (a gap, a full window) means reading the log from the
 cursor. The log is also polled every ``poll_interval``, so a lost announcement costs latency,
-never an event."""
+never an event.
+
+Reads go through the one ``LogReader`` (``EventLog.after``), across the archive and Redis: a
+subscription paused while retention trimmed Redis catches up from the archive, in order. History
+deleted everywhere (retention past the archive, or no archive) is reported (``on_gone``) and
+skipped: the tail goes on from the earliest event that exists.
+
+The cursor belongs to one history of the store (its ``epoch``). Before reading, the store's head
+and epoch are read in one round trip; an announcement carries the epoch of its events. When the
+store was created again (another epoch) or the cursor lies beyond the head, the tail reads
+nothing more and says so (``rewound``): the worker then auto-pauses the subscription, which an
+operator resumes from a position of the history as it is now."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from .. import codec
+from ..errors import StoreNotFound
 from ..filters import Filter
 from ..log import EventLog
 from ..types import LoggedEvent
@@ -27,9 +41,18 @@ WINDOW_CHARS = 16 * 1024 * 1024
 
 class LogTail:
     def __init__(
-        self, log: EventLog, store: str, window: Window, *, size: int, poll_interval: float
+        self,
+        log: EventLog,
+        store: str,
+        window: Window,
+        *,
+        size: int,
+        poll_interval: float,
+        on_gone: Callable[[int, int], None],
     ) -> None:
         self._log = log
+        self.on_gone = on_gone
+        """(first, last): positions after the cursor that no longer exist anywhere."""
         self._store = store
         self._window = window
         self._size = size
@@ -40,15 +63,21 @@ class LogTail:
         """When the log is read next even if nothing rang (monotonic)."""
         self._more = True
         self._rung = 0  # doorbell rings so far: a read that started before one is not the last
+        self.epoch: str | None = None
+        """The store uid the cursor belongs to (None: not known yet, taken at the first read)."""
+        self.rewound = False
+        """The store's history is no longer the cursor's: nothing more is read."""
 
     def poke(self) -> None:
         """New events may be in the log."""
         self._more = True
         self._rung += 1
 
-    def take(self, events: list[LoggedEvent], flt: Filter) -> bool:
+    def take(self, events: list[LoggedEvent], flt: Filter, epoch: str) -> bool:
         """Announced events, taken while they directly follow the cursor and the window has
         room; False when the log must be read instead (the caller pokes)."""
+        if epoch != self.epoch:
+            return False  # another history (or not known yet): the read decides
         for event in events:
             if event.global_position <= self.cursor:
                 continue
@@ -65,12 +94,32 @@ class LogTail:
         if now >= self.next_poll:
             self._more = True
             self.next_poll = now + self._poll_interval
+        if not self.may_read():
+            return
+        cursor = self.cursor  # (an announcement taken during the read may move it past head)
+        try:
+            head, epoch = await self._log.head_and_epoch(self._store)
+        except StoreNotFound:
+            self._more = False  # deleted: nothing to read until a store of the name exists
+            return
+        if self.epoch is None:
+            self.epoch = epoch
+        if epoch != self.epoch or cursor > head:
+            self.rewound = True
+            return
         for _ in range(PAGES_PER_ROUND):
             if not self.may_read():
                 return
             want = min(PAGE, self._size - len(self._window))
             rung = self._rung
-            page = await self._log.read_after(self._store, self.cursor, want)
+            piece = await self._log.after(self._store, self.cursor, want)
+            page = piece.events
+            gone = piece.truncated_before
+            if gone is not None and gone > self.cursor + 1 and page:
+                # Retention deleted these everywhere (or there is no archive): say so, go on
+                # from the earliest event that exists.
+                self.on_gone(self.cursor + 1, gone - 1)
+                self.cursor = gone - 1
             for event in page:
                 if event.global_position <= self.cursor:
                     continue  # an announcement got there during the read
@@ -81,10 +130,13 @@ class LogTail:
                 self._more = False
 
     def _add(self, event: LoggedEvent, flt: Filter) -> None:
-        decoded = codec.loads(event.json)
-        if flt.contents and not flt.accepts(decoded):
-            return  # content conditions (match, query) unmet: passed over like any other
-        self._window.add(event, str(decoded["eventId"]))
+        if flt.contents:
+            decoded = codec.loads(event.json)
+            if not flt.accepts(decoded):
+                return  # content conditions (match, query) unmet: passed over like any other
+            self._window.add(event, str(decoded["eventId"]))
+            return
+        self._window.add(event, codec.event_id_of(event.json))
 
     def may_read(self) -> bool:
         """New events may be waiting and the window has room for a page of them (refilling it
@@ -92,6 +144,7 @@ class LogTail:
         size = self._size
         return (
             self._more
+            and not self.rewound
             and len(self._window) <= size - min(PAGE, max(1, size // 2))
             and self._window.chars < WINDOW_CHARS
         )

@@ -10,10 +10,13 @@ they carry. Networks the operator lists in ``DELTAGATE_WEBHOOK_ALLOWED_NETWORKS`
 although private, and the embedded dev mode allows loopback.
 
 Checked twice: when a subscription is declared (a literal address, or a name such as
-``localhost``: ``check_url_host``), and at every connection (``GuardedBackend``): the host name is
-resolved once, every address it resolves to is checked, and the connection goes to a checked
-address, never to a second lookup's answer, so DNS rebinding cannot switch it. TLS still verifies
-the certificate against the host name.
+``localhost``: ``check_url_host``), and at every connection: the dispatcher's HTTP client
+(aiohttp) resolves names through ``GuardedResolver``, which resolves once, checks every address
+the name resolves to and hands aiohttp only checked addresses to connect to, never a second
+lookup's answer, so DNS rebinding cannot switch it (TLS still verifies the certificate against
+the host name); a literal address, which aiohttp connects to without a resolver, is judged by
+``literal_refusal`` in the delivery path. The webhook client never goes through a proxy from the
+environment: the check must see the address actually connected to.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-import httpcore
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -138,8 +141,9 @@ def check_url_host(host: str, policy: TargetPolicy) -> str | None:
     return None if why is None else f"names {ip}, {why}"
 
 
-class TargetRefused(httpcore.ConnectError):
-    """A connection the policy refused (httpx reports it as a ConnectError)."""
+class TargetRefused(OSError):
+    """A connection the policy refused (aiohttp reports a resolver's OSError as a
+    ClientConnectorDNSError: no connection was attempted)."""
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -150,68 +154,63 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend with the policy in front: resolve once, check every address,
-    connect to a checked one (the next on a connection failure)."""
+def literal_refusal(host: str, policy: TargetPolicy) -> str | None:
+    """Why a URL's host, when it is a literal address in any spelling (``127.0.0.1.``,
+    ``127.1``, ``[::ffff:127.0.0.1]``), may not be connected to (None: it may, or it is a name).
+    aiohttp connects to a literal address without asking the resolver, so the delivery path
+    judges it (once per subscription config: ``delivery.Target``)."""
+    literal = literal_address(host.rstrip("."))
+    if literal is None:
+        return None
+    why = policy.refusal(literal)
+    return None if why is None else f"{host} is {literal}, {why}"
 
-    def __init__(
-        self,
-        policy: TargetPolicy,
-        resolver: Resolver | None = None,
-        inner: httpcore.AsyncNetworkBackend | None = None,
-    ) -> None:
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver with the policy in front (``TCPConnector(resolver=...)``): the name is
+    resolved once, every answer is checked, and one refused answer refuses the name (a rebinding
+    name mixes both kinds). aiohttp then connects to the addresses returned here, never to a
+    second lookup's answer; TLS still verifies the certificate against the host name.
+
+    ``resolver`` (host, port) -> addresses replaces the lookup (tests: a stub); by default it is
+    aiohttp's own ``DefaultResolver``."""
+
+    def __init__(self, policy: TargetPolicy, resolver: Resolver | None = None) -> None:
         self._policy = policy
-        self._resolve = resolver or system_resolver
-        self._inner = inner or httpcore.AnyIOBackend()
+        self._resolve = resolver
+        self._inner: AbstractResolver | None = None if resolver is not None else DefaultResolver()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await self._addresses(host, port, timeout)
-        last: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    async def _addresses(self, host: str, port: int, seconds: float | None) -> Sequence[str]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         literal = literal_address(host.rstrip("."))
         if literal is not None:
-            found = [str(literal)]
+            found = [_result(host, str(literal), port)]
+        elif self._inner is not None:
+            found = await self._inner.resolve(host, port, family)
         else:
-            try:
-                async with asyncio.timeout(seconds):
-                    found = await self._resolve(host, port)
-            except TimeoutError:
-                raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
-            except OSError as exc:
-                raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
+            assert self._resolve is not None
+            found = [_result(host, address, port) for address in await self._resolve(host, port)]
         if not found:
-            raise httpcore.ConnectError(f"{host} resolves to no address")
-        for address in found:
-            why = self._policy.refusal(ipaddress.ip_address(address))
+            raise OSError(f"{host} resolves to no address")
+        for answer in found:
+            why = self._policy.refusal(ipaddress.ip_address(answer["host"]))
             if why is not None:
-                # One refused answer refuses the name: a rebinding name mixes both kinds.
-                raise TargetRefused(f"{host} resolves to {address}, {why}")
+                raise TargetRefused(f"{host} resolves to {answer['host']}, {why}")
         return found
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise TargetRefused("webhooks never connect to a Unix socket")
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
 
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+
+def _result(host: str, address: str, port: int) -> ResolveResult:
+    ip = ipaddress.ip_address(address)
+    return {
+        "hostname": host,
+        "host": str(ip),
+        "port": port,
+        "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
+        "proto": 0,
+        "flags": socket.AI_NUMERICHOST,
+    }

@@ -18,13 +18,24 @@ ItemState = Literal["pending", "flying", "waiting", "done"]
 class Item:
     """One matching event of a subscription, from being read until it is finished."""
 
-    __slots__ = ("attempts", "event_id", "json", "not_before", "position", "state", "stream_id")
+    __slots__ = (
+        "attempts",
+        "body",
+        "event_id",
+        "json",
+        "not_before",
+        "position",
+        "state",
+        "stream_id",
+    )
 
     def __init__(self, event: LoggedEvent, event_id: str) -> None:
         self.position = event.global_position
         self.stream_id = event.stream_id
         self.event_id = event_id
         self.json = event.json
+        self.body = b""
+        """What its deliveries POST, built at the first (``delivery.body``)."""
         self.attempts = 0
         self.not_before = 0.0
         self.state: ItemState = "pending"
@@ -117,6 +128,7 @@ class Window:
         item.state = "done"
         self.chars -= len(item.json)
         item.json = ""
+        item.body = b""
         queue = self._streams[item.stream_id]
         queue.popleft()  # only a stream's head is ever started
         if queue:

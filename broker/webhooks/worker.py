@@ -2,11 +2,13 @@
 
 Events are read from the store's log after the cursor (``tail.LogTail``) into the ``Window``; at
 most ``max_in_flight`` requests are in flight, never two of one stream, so each stream's events
-arrive in order. A failed attempt
+arrive in order. The requests are made by ``max_in_flight`` lanes (connection workers sharing the
+subscription's keep-alive pool, ``delivery.Target``), not a task per delivery. A failed attempt
 is recorded and retried after ``retry.retry_delay``; after the last attempt the event becomes a
-dead letter. Progress (``lastProcessedEventGlobalPosition``) is saved after every round of
-finished deliveries, with the positions finished ahead of it, so a crash repeats at most the
-requests that were in flight. Every write is fenced by the lease (``ProgressStore``): ``lost`` or
+dead letter. Progress (``lastProcessedEventGlobalPosition``) is saved per batch of finished
+deliveries (``_save``), with the positions finished ahead of it; a finished delivery holds its
+slot until saved, so a crash repeats at most ``max_in_flight`` events, those in flight or
+finished since the last save. Every write is fenced by the lease (``ProgressStore``): ``lost`` or
 ``gone`` stops the worker at once.
 """
 
@@ -20,11 +22,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
+from .. import codec
+from ..aio import cancel_and_wait
 from ..log import EventLog
 from ..types import LoggedEvent
-from .delivery import Attempt, Sender
+from .delivery import Attempt, Sender, Target, body
 from .options import DispatcherOptions, DispatchObserver
 from .progress import ProgressStore
 from .records import WebhookSubscription
@@ -34,6 +36,9 @@ from .tail import LogTail
 from .window import Item, Window
 
 log = logging.getLogger("deltagate.dispatcher")
+
+SAVE_DELAY = 0.02
+"""Seconds a save of progress may wait for more finished deliveries when none is in flight."""
 
 Ref = tuple[str, str]
 """(store, subscription id)."""
@@ -54,7 +59,8 @@ class Shared:
 
 
 class Stopped(Exception):
-    """The worker must stop: ``lost`` (another replica holds the lease) or ``gone`` (deleted)."""
+    """The worker must stop: ``lost`` (another replica holds the lease), ``gone`` (deleted) or
+    ``restart`` (its position was moved under it: start again from the saved one)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -64,7 +70,7 @@ class Stopped(Exception):
 class Worker:
     """Delivers one subscription. Stopped gently with ``stop()`` (in-flight requests finish,
     progress is saved) or at once by cancelling ``task`` (lease lost, subscription deleted).
-    ``task`` returns ``stopped``, ``lost`` or ``gone``."""
+    ``task`` returns ``stopped``, ``lost``, ``gone`` or ``restart``."""
 
     def __init__(self, shared: Shared, ref: Ref, valid_until: float) -> None:
         self.s = shared
@@ -78,7 +84,18 @@ class Worker:
         self.stopping = False
         self._wake = asyncio.Event()
         self._reload = False
-        self._flying: dict[asyncio.Task[Attempt], Item] = {}
+        self._queue: asyncio.Queue[Item] = asyncio.Queue(shared.options.max_in_flight)
+        """Items handed to the lanes, not yet taken (at most ``max_in_flight``)."""
+        self._lanes: list[asyncio.Task[None]] = []
+        self._flying = 0
+        """Items handed to the lanes whose outcome is not taken yet."""
+        self._outcomes: list[tuple[Item, Attempt]] = []
+        self._unsaved = 0
+        """Deliveries finished since progress was last saved (they count against the slots)."""
+        self._flush_at = max(1, shared.options.max_in_flight // 2)
+        """Progress is saved once this many deliveries finished, or none is in flight and
+        ``SAVE_DELAY`` passed since the last save (a trickle of events: one write per few)."""
+        self._save_at = 0.0
         self._window = Window()
         self._tail = LogTail(
             shared.log,
@@ -86,7 +103,10 @@ class Worker:
             self._window,
             size=shared.options.window,
             poll_interval=shared.options.poll_interval,
+            on_gone=self._history_gone,
         )
+        self._epoch: str | None = None
+        self._next_check = 0.0
         self._redrive_pending = False
         self._redrive: Item | None = None
         self._new_done: list[int] = []
@@ -94,8 +114,7 @@ class Worker:
         self._redriven: list[str] = []
         self._succeeded = False
         self._sub: WebhookSubscription | None = None
-        self._http: httpx.AsyncClient | None = None
-        self._key = b""
+        self._target: Target | None = None
         self._fields: dict[str, Any] = {}
         self.task = asyncio.get_running_loop().create_task(
             self._run(), name=f"webhook {self.store}/{self.id}"
@@ -108,14 +127,15 @@ class Worker:
         self._tail.poke()
         self._wake.set()
 
-    def announce(self, events: list[LoggedEvent]) -> None:
-        """Events just appended (from the store's live channel). Those that directly follow
-        the cursor are taken as they are, saving a read of the log; anything else (a gap, a
-        full window, a subscription still loading) means: read the log."""
+    def announce(self, events: list[LoggedEvent], epoch: str) -> None:
+        """Events just appended (from the store's live channel) to the store of ``epoch``.
+        Those that directly follow the cursor are taken as they are, saving a read of the log;
+        anything else (a gap, a full window, a subscription still loading, another epoch) means:
+        read the log."""
         if self._sub is None:
             self.poke()
             return
-        if not self._tail.take(events, self._sub.config.filter):
+        if not self._tail.take(events, self._sub.config.filter, epoch):
             self._tail.poke()
         self._wake.set()
 
@@ -137,18 +157,40 @@ class Worker:
 
     async def _run(self) -> str:
         try:
-            self._http = self.s.sender.client()
+            await self._check_history()  # first: it may give an old record its epoch
             await self._load()
+            loop = asyncio.get_running_loop()
+            self._lanes = [
+                loop.create_task(self._lane(), name=f"webhook lane {self.store}/{self.id}")
+                for _ in range(self.s.options.max_in_flight)
+            ]
             while not self.stopping:
                 self._wake.clear()
                 if self._reload:
                     await self._reload_record()
                 await self._finish()
+                if self._may_start() and time.monotonic() >= self._next_check:
+                    if await self._check_history():
+                        await self._reload_record()
                 if self._may_start():
                     await self._fill()
+                    if self._tail.rewound:
+                        if not await self._check_history():
+                            # The saved progress is in the history, what was read past it is
+                            # not (the store lost writes): start again from the saved position.
+                            log.warning(
+                                "webhook subscription read past the store's head: restarting "
+                                "from its saved progress",
+                                extra={"store": self.store, "subscription": self.id},
+                            )
+                            raise Stopped("restart")
+                        await self._reload_record()
                     await self._next_redrive()
                     self._start()
-                await self._save()
+                if self._unsaved >= self._flush_at or (
+                    not self._flying and time.monotonic() >= self._save_at
+                ):
+                    await self._save()
                 await self._sleep()
             while self._flying:
                 self._wake.clear()
@@ -161,12 +203,9 @@ class Worker:
         except Stopped as stop:
             return stop.reason
         finally:
-            for task in self._flying:
-                task.cancel()
-            if self._flying:
-                await asyncio.wait(self._flying)
-            if self._http is not None:
-                await self.s.sender.release(self._http)
+            await cancel_and_wait(self._lanes)
+            if self._target is not None:
+                await self._target.close()
 
     async def _load(self) -> None:
         loaded = await self.s.progress.load(self.store, self.id)
@@ -175,14 +214,35 @@ class Worker:
         sub, state = loaded
         self._apply(sub)
         self.position = self._tail.cursor = sub.position
+        self._epoch = self._tail.epoch = sub.epoch
         self._window.resume(state.attempts, state.done)
         self._redrive_pending = state.redrive > 0
+
+    async def _check_history(self) -> bool:
+        """Auto-pause (never skip) when the progress is not a position of the store's history as
+        it is now: the store was created again, or lost writes (``wh_rewind``). Checked when the
+        worker starts, then every poll interval while it delivers."""
+        self._next_check = time.monotonic() + self.s.options.poll_interval
+        status, details = await self.s.progress.check_history(self.store, self.id, self.s.replica)
+        self._check(status)
+        if status != "paused":
+            return False
+        if self._sub is None or self.active:
+            log.warning(
+                "webhook subscription auto-paused: its progress is not in the store's history",
+                extra={"store": self.store, "subscription": self.id, "details": details},
+            )
+        return True
 
     def _apply(self, sub: WebhookSubscription) -> None:
         was_active = self.active
         self._sub = sub
         self.rev = sub.rev
-        self._key = secret_key(sub.secret)
+        key = secret_key(sub.secret)
+        if self._target is None:
+            self._target = Target(self.s.sender, sub.config, key, self.s.options.max_in_flight)
+        else:
+            self._target.update(sub.config, key)
         self._fields = {
             "eventStoreName": self.store,
             "eventStoreId": sub.store_id,
@@ -200,6 +260,9 @@ class Worker:
         if loaded is None:
             raise Stopped("gone")
         sub, state = loaded
+        if sub.position != self.position or sub.epoch != self._epoch:
+            # Resumed from another position (the API deleted the lease too): start afresh.
+            raise Stopped("restart")
         self._apply(sub)
         self._redrive_pending = self._redrive_pending or state.redrive > 0
 
@@ -212,6 +275,13 @@ class Worker:
         assert self._sub is not None
         await self._tail.fill(self._sub.config.filter)
 
+    def _history_gone(self, first: int, last: int) -> None:
+        log.warning(
+            "webhook subscription skips events deleted by retention before their delivery",
+            extra={"store": self.store, "subscription": self.id, "first": first, "last": last},
+        )
+        self.s.observer.history_gone(last - first + 1)
+
     async def _next_redrive(self) -> None:
         """Take the oldest dead letter queued for redelivery, if none is being delivered."""
         if self._redrive is not None or not self._redrive_pending or self._redriven:
@@ -222,7 +292,11 @@ class Worker:
             return
         event_id, position, _ = head
         page = await self.s.log.read_after(self.store, position - 1, 1)
-        if not page or page[0].global_position != position:
+        if (
+            not page
+            or page[0].global_position != position
+            or codec.loads(page[0].json)["eventId"] != event_id  # a re-created store's event
+        ):
             self._redriven.append(event_id)  # the event left the log: drop its dead letter
             self._redrive_pending = False  # look again after saving
             return
@@ -233,7 +307,9 @@ class Worker:
     def _start(self) -> None:
         now = time.monotonic()
         self._window.due(now)
-        slots = self.s.options.max_in_flight - len(self._flying)
+        # Finished but unsaved deliveries hold their slot until saved: a crash then repeats at
+        # most max_in_flight events, those in flight or finished since the last save.
+        slots = self.s.options.max_in_flight - self._flying - self._unsaved
         redrive = self._redrive
         if redrive is not None and redrive.state == "waiting" and redrive.not_before <= now:
             redrive.state = "pending"
@@ -245,23 +321,70 @@ class Worker:
             slots -= 1
 
     def _launch(self, item: Item) -> None:
+        self._hand(item)
+        self._queue.put_nowait(item)  # never full: at most max_in_flight are flying
+
+    def _hand(self, item: Item) -> None:
+        """``item`` goes to a lane: it is flying from now on."""
         item.state = "flying"
-        assert self._sub is not None and self._http is not None
-        task = asyncio.get_running_loop().create_task(
-            self.s.sender.deliver(
-                self._http, self._sub.config, self._key, self._fields, item.event_id, item.json
-            )
-        )
-        task.add_done_callback(lambda _: self._wake.set())
-        self._flying[task] = item
+        if not item.body:
+            item.body = body(self._fields, item.json)
+        self._flying += 1
+
+    async def _lane(self) -> None:
+        """One of ``max_in_flight`` connection workers: sends what it is handed, one at a time
+        (no task per delivery). A success is recorded here and the lane goes straight on with
+        the next ready event while a slot is free; anything else goes back to the loop."""
+        assert self._target is not None
+        sender, target, queue = self.s.sender, self._target, self._queue
+        while True:
+            item: Item | None = await queue.get()
+            while item is not None:
+                outcome = await sender.deliver(target, item.event_id, item.body)
+                item = self._after(item, outcome)
+
+    def _after(self, item: Item, outcome: Attempt) -> Item | None:
+        """A lane's outcome: the next item for that lane, if it may go on."""
+        if outcome.result == "success" and item is not self._redrive:
+            # _finish's success path, without waking the loop for it.
+            self._flying -= 1
+            self.s.observer.attempt(outcome.result, outcome.seconds)
+            self._succeeded = True
+            self._complete(item, dead=False)
+            following = None
+            if (
+                not self.stopping
+                and not self._reload
+                and self._window.has_ready
+                and self._flying + self._unsaved < self.s.options.max_in_flight
+                and self._may_start()
+            ):
+                following = self._window.pop_ready()
+                self._hand(following)
+            if following is None or self._unsaved >= self._flush_at:
+                self._wake.set()
+            return following
+        outcomes = self._outcomes  # (the loop swaps the list when it takes them)
+        outcomes.append((item, outcome))
+        # Wake the loop once per batch: when every request handed out is answered (nothing
+        # more will come), when nothing else is ready to send (this may free its stream's next
+        # event), for a failure (to schedule a retry) or a redrive.
+        if (
+            len(outcomes) >= self._flying
+            or not self._window.has_ready
+            or outcome.result != "success"
+            or item is self._redrive
+        ):
+            self._wake.set()
+        return None
 
     # -- outcomes ---------------------------------------------------------------------------
 
     async def _finish(self) -> None:
         """Take the outcome of every finished request: progress, retry or dead letter."""
-        for task in [t for t in self._flying if t.done()]:
-            item = self._flying.pop(task)
-            outcome = task.result()
+        outcomes, self._outcomes = self._outcomes, []
+        self._flying -= len(outcomes)
+        for item, outcome in outcomes:
             self.s.observer.attempt(outcome.result, outcome.seconds)
             if outcome.result == "success":
                 self._succeeded = True
@@ -323,6 +446,7 @@ class Worker:
         self._complete(item, dead=True)
 
     def _complete(self, item: Item, *, dead: bool) -> None:
+        self._unsaved += 1
         if item is self._redrive:
             if not dead:
                 self._redriven.append(item.event_id)
@@ -335,41 +459,50 @@ class Worker:
         self._window.complete(item)
 
     async def _save(self) -> None:
-        """Save progress when something finished (one round trip, fenced by the lease)."""
+        """Save progress when something finished (one round trip, fenced by the lease). The loop
+        calls it once half the lanes' worth of deliveries finished, or when none is in flight
+        and ``SAVE_DELAY`` passed since the last save: one write per batch, not per delivery.
+        Finished deliveries hold their slot until saved, so a crash repeats at most
+        ``max_in_flight`` of them."""
         position = self._window.finished_below(self._tail.cursor)
         if position == self.position and not (
             self._new_done or self._finished or self._redriven or self._succeeded
         ):
+            self._unsaved = 0  # (a dead-lettered redrive: recorded when it was dead-lettered)
             return
+        self._save_at = time.monotonic() + SAVE_DELAY
+        # What this save records; lanes record more successes while it is on its way.
+        done, self._new_done = self._new_done, []
+        finished, self._finished = self._finished, []
+        redriven, self._redriven = self._redriven, []
+        succeeded, self._succeeded = self._succeeded, False
+        unsaved = self._unsaved
         status = await self.s.progress.progress(
             self.store,
             self.id,
             self.s.replica,
             position=position,
-            succeeded=self._succeeded,
-            done=[p for p in self._new_done if p > position],
-            finished=self._finished,
-            redriven=self._redriven,
+            succeeded=succeeded,
+            done=[p for p in done if p > position],
+            finished=finished,
+            redriven=redriven,
         )
         self._check(status)
-        if self._redriven:
+        if redriven:
             self._redrive_pending = True
         self.position = max(self.position, position)
-        self._new_done.clear()
-        self._finished.clear()
-        self._redriven.clear()
-        self._succeeded = False
+        self._unsaved -= unsaved
 
     def _check(self, status: str) -> None:
         if status in ("lost", "gone"):
             raise Stopped(status)
 
     async def _sleep(self) -> None:
-        if self.stopping or self._reload or any(t.done() for t in self._flying):
+        if self.stopping or self._reload or self._outcomes:
             return
         now = time.monotonic()
         if self._may_start() and (
-            (self._window.has_ready and len(self._flying) < self.s.options.max_in_flight)
+            (self._window.has_ready and self._flying + self._unsaved < self.s.options.max_in_flight)
             or self._tail.may_read()
             or (self._redrive_pending and self._redrive is None and not self._redriven)
         ):
@@ -381,6 +514,9 @@ class Worker:
             until = min(until, retry_at)
         if self._redrive is not None and self._redrive.state == "waiting":
             until = min(until, self._redrive.not_before)
+        if self._unsaved and not self._flying:
+            # (with requests in flight the save waits for them: their lanes wake the loop)
+            until = min(until, self._save_at)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, until - now)):
                 await self._wake.wait()

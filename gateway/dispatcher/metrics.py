@@ -28,8 +28,9 @@ class DispatcherMetrics:
             ["result"],
             registry=r,
         )
-        for result in RESULTS:
-            self.deliveries.labels(result)
+        self._by_result = {result: self.deliveries.labels(result) for result in RESULTS}
+        """Each label's child, looked up once (``labels()`` per delivery costs a lock and a
+        lookup)."""
         self.attempt_duration = Histogram(
             "deltagate_webhook_attempt_duration_seconds",
             "Time of one webhook request, from sending to the response status (or the failure)",
@@ -45,18 +46,28 @@ class DispatcherMetrics:
             registry=r,
         )
 
+        self.history_gone_events = Counter(
+            "deltagate_webhook_history_gone_events_total",
+            "Positions a subscription had not delivered yet that retention deleted everywhere "
+            "(past the archive, or with no archive): skipped, logged",
+            registry=r,
+        )
+
     # -- DispatchObserver ---------------------------------------------------------------------
 
     def attempt(self, result: Result, seconds: float) -> None:
-        self.deliveries.labels(result).inc()
+        self._by_result[result].inc()
         self.attempt_duration.observe(seconds)
 
     def retry(self) -> None:
         self.retries.inc()
 
     def dead_letter(self) -> None:
-        self.deliveries.labels("dead_letter").inc()
+        self._by_result["dead_letter"].inc()
         self.dead_letters.inc()
+
+    def history_gone(self, events: int) -> None:
+        self.history_gone_events.inc(events)
 
     # -- scrape ---------------------------------------------------------------------------------
 

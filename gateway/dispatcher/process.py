@@ -1,6 +1,7 @@
 """``deltagate dispatcher``: one webhook dispatcher replica (``broker.Dispatcher``) with its status
 server: ``/metrics``, ``/healthz`` (the loop runs) and ``/readyz`` (Redis answers, not draining)
-on ``DELTAGATE_DISPATCHER_PORT`` (default 8788, never the gateway's port). Signals and draining
+on ``DELTAGATE_DISPATCHER_PORT`` (default 8788, never the gateway's port). With
+``DELTAGATE_ARCHIVE_URL`` it reads the archive as the pod does. Signals and draining
 follow ``gateway.process``: SIGTERM lets in-flight deliveries finish, saves progress, releases the
 leases and exits 0."""
 
@@ -16,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from broker import Dispatcher, codec, connect
+from broker import Archive, Dispatcher, codec, connect
 
 from .. import process
 from ..settings import Settings
@@ -24,14 +25,23 @@ from .metrics import DispatcherMetrics
 
 log = logging.getLogger("deltagate.dispatcher")
 
+GC_GEN0_THRESHOLD = 50_000
+"""As gateway/app.py's: allocations between young-generation collections."""
+
 
 async def serve_dispatcher(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT, then drain. Returns the exit status."""
     client = connect(settings.redis)
+    # The pod's archive: catch-up reads what retention moved out of Redis (one LogReader).
+    archive = (
+        None
+        if settings.archive_url is None
+        else Archive(settings.archive_url, seconds=settings.archive_timeout)
+    )
     try:
         # No wait for Redis here: until it answers, /readyz says so and every retry is logged.
         metrics = DispatcherMetrics()
-        engine = Dispatcher(client, settings.dispatcher_options, observer=metrics)
+        engine = Dispatcher(client, settings.dispatcher_options, observer=metrics, archive=archive)
         metrics.observe(engine)
         server = process.Server(
             uvicorn.Config(
@@ -44,6 +54,9 @@ async def serve_dispatcher(settings: Settings) -> int:
             )
         )
         gc.freeze()  # what exists now lives as long as the process: keep it out of every GC pass
+        # Each delivery makes short-lived objects (request, response, futures): collect the
+        # young generation less often, as the pod does.
+        gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
         log.info(
             "dispatcher started",
             extra={"replica": engine.replica, "port": settings.dispatcher_port},
@@ -58,6 +71,8 @@ async def serve_dispatcher(settings: Settings) -> int:
         log.info("dispatcher stopped", extra={"status": status})
         return status
     finally:
+        if archive is not None:
+            await archive.close()
         await client.aclose()
 
 

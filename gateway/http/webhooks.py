@@ -24,6 +24,7 @@ from broker import (
     SubscriptionRequest,
     TargetPolicy,
     WebhookSubscription,
+    check_webhook_position,
     codec,
     parse_subscription,
 )
@@ -74,7 +75,7 @@ def subscription_body(sub: WebhookSubscription, head: int) -> dict[str, Any]:
         "subscriber": {"type": "webhook", "config": webhook},
         "status": sub.status,
         "statusReason": sub.status_reason,
-        "statusDetails": sub.status_reason,
+        "statusDetails": status_details(sub),
         "createdAt": sub.created_at,
         "updatedAt": sub.updated_at,
         "lastProcessedEventGlobalPosition": sub.position,
@@ -84,6 +85,16 @@ def subscription_body(sub: WebhookSubscription, head: int) -> dict[str, Any]:
         "lastSuccessAt": sub.last_success_at,
         "deadLetterCount": sub.dead_letters,
     }
+
+
+def status_details(sub: WebhookSubscription) -> dict[str, Any] | None:
+    """DeltaBase's ``statusDetails`` (an object in its SDK): null while active; otherwise
+    ``message`` (the same text as ``statusReason``) and, after an auto-pause for a rewind, what
+    the rewind was (``reason``: ``position-ahead`` | ``store-recreated``, ``position``,
+    ``headPosition``, ``epoch``, ``subscriptionEpoch``)."""
+    if sub.status == "active" and not sub.status_details:
+        return None
+    return {"message": sub.status_reason, **(sub.status_details or {})}
 
 
 async def _one(rt: Runtime, store: str, sub: WebhookSubscription, status: int = 200) -> Response:
@@ -250,11 +261,26 @@ async def pause(store: str, sub_id: str, request: Request, rt: RuntimeDep) -> Re
 
 @router.post(
     "/event-stores/{store}/subscriptions/{sub_id}/resume",
-    summary="Resume deliveries (also after an auto-pause)",
+    summary="Resume deliveries (also after an auto-pause); body: optional {position}",
 )
 async def resume(store: str, sub_id: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
-    sub = await rt.webhooks.set_status(store, sub_id, "active")
+    await rt.webhooks.get(store, sub_id)  # a missing store or subscription first, as elsewhere
+    body = await _optional_json(request)
+    unknown = sorted(set(body) - {"position"})
+    if unknown:
+        raise ApiError(
+            "VALIDATION_ERROR",
+            f"{unknown[0]}: is not a known field",
+            [{"field": name, "message": "is not a known field"} for name in unknown],
+        )
+    try:
+        position = (
+            None if body.get("position") is None else check_webhook_position(body["position"])
+        )
+        sub = await rt.webhooks.resume(store, sub_id, position)
+    except InvalidSubscriptionConfig as exc:
+        raise ApiError(exc.code, exc.message, exc.problems) from None
     return await _one(rt, store, sub)
 
 

@@ -248,7 +248,7 @@ def test_subscriptions_carry_the_store_id(api: TestClient, store: str) -> None:
     paused = api.post(
         f"/event-stores/{store}/subscriptions/{made['id']}/pause", json={"reason": "deploying"}
     ).json()
-    assert paused["statusDetails"] == "deploying"
+    assert paused["statusDetails"] == {"message": "deploying"}  # an object, as DeltaBase's
 
 
 # -- the dispatcher -------------------------------------------------------------------------------

@@ -91,21 +91,27 @@ async def test_the_dead_letter_list_is_bounded(redis: aioredis.Redis) -> None:
     assert (await store.dead_letters(STORE, sub.id))[1] == 0
 
 
-async def test_a_recreated_store_starts_without_the_old_subscriptions(
+async def test_a_recreated_store_keeps_the_old_subscriptions_with_their_epoch(
     redis: aioredis.Redis,
 ) -> None:
+    """They stay visible (never silently gone) and keep the old store's epoch, so the dispatcher
+    auto-pauses them instead of delivering the new store's events after an old cursor."""
     store = WebhookStore(redis)
     old = (await store.create(STORE, CONFIG)).subscription
     await EventLog(redis).append(STORE, "order-1", [NewEvent("order.placed", {})])
     admin = StoreAdmin(redis)
+    first_epoch = (await admin.get(STORE)).uid
+    assert old.epoch == first_epoch
     await admin.delete(STORE)
     await admin.create(STORE)
-    assert await store.subscriptions(STORE) == []
-    assert await ProgressStore(redis).all_refs() == []
-    made = await store.create(STORE, CONFIG)
-    assert made.outcome == "created", "the old one's fingerprint no longer counts"
-    assert made.subscription.position == 0
-    assert await redis.exists(WebhookKeys(STORE).record(old.id)) == 0, "wiped"
+    assert [s.id for s in await store.subscriptions(STORE)] == [old.id]
+    assert await ProgressStore(redis).all_refs() == [(STORE, old.id)]
+    again = await store.create(STORE, CONFIG)
+    assert again.outcome == "existing" and again.subscription.id == old.id
+    assert again.subscription.epoch == first_epoch, "still the old history's"
+    other = WebhookConfig.build(event_filter="order.*", url="http://127.0.0.1:9/other")
+    made = await store.create(STORE, other)
+    assert made.subscription.epoch == (await admin.get(STORE)).uid != first_epoch
 
 
 async def test_upsert_converges_and_refuses_a_duplicate_of_another_id(

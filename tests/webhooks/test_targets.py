@@ -18,7 +18,14 @@ import pytest
 
 from broker import SUBSCRIPTION_REQUEST_SCHEMA, TargetPolicy, parse_subscription
 from broker.webhooks import WebhookConfig, new_secret, secret_key
-from broker.webhooks.delivery import CONNECTION_FAILED, INVALID_REQUEST, Attempt, Sender
+from broker.webhooks.delivery import (
+    CONNECTION_FAILED,
+    INVALID_REQUEST,
+    Attempt,
+    Sender,
+    Target,
+    body,
+)
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.webhooks.conftest import STORE
@@ -285,24 +292,21 @@ class StubResolver:
 
 @pytest.fixture
 async def send() -> AsyncIterator[Callable[..., Awaitable[Attempt]]]:
-    senders: list[tuple[Sender, Any]] = []
+    made: list[tuple[Sender, Target]] = []
 
     async def deliver(
         url: str, policy: TargetPolicy, resolver: StubResolver | None = None, timeout: float = 5
     ) -> Attempt:
-        sender = Sender(
-            timeout=timeout, max_in_flight=2, keepalive=2, max_connections=4,
-            targets=policy, resolver=resolver,
-        )  # fmt: skip
-        client = sender.client()
-        senders.append((sender, client))
+        sender = Sender(timeout=timeout, max_connections=4, targets=policy, resolver=resolver)
         config = WebhookConfig.build(event_filter="*", url=url)
-        key = secret_key(new_secret())
-        return await sender.deliver(client, config, key, {"subscriptionId": "s"}, "e1", "{}")
+        target = Target(sender, config, secret_key(new_secret()), max_in_flight=2)
+        made.append((sender, target))
+        return await sender.deliver(target, "e1", body({"subscriptionId": "s"}, "{}"))
 
     yield deliver
-    for sender, client in senders:
-        await sender.release(client)
+    for sender, target in made:
+        await target.close()
+        await sender.close()
 
 
 async def test_a_name_resolving_to_a_refused_address_is_never_connected(send: Any) -> None:
@@ -376,17 +380,14 @@ async def test_a_header_stored_before_the_checks_fails_the_attempt_not_the_worke
     # A record written before header values had to be ASCII: the attempt fails, nothing is
     # sent, and the failure is recorded like any other (before, the worker itself died).
     async with Server(await http(200)) as server:
-        sender = Sender(
-            timeout=5, max_in_flight=1, keepalive=1, max_connections=1,
-            targets=TargetPolicy.build("127.0.0.0/8"),
-        )  # fmt: skip
-        client = sender.client()
+        sender = Sender(timeout=5, max_connections=1, targets=TargetPolicy.build("127.0.0.0/8"))
+        built = WebhookConfig.build(event_filter="*", url=f"http://127.0.0.1:{server.port}/")
+        old = dataclasses.replace(built, headers=(("X-Name", "caf\u00e9"),))
+        target = Target(sender, old, secret_key(new_secret()), max_in_flight=1)
         try:
-            built = WebhookConfig.build(event_filter="*", url=f"http://127.0.0.1:{server.port}/")
-            old = dataclasses.replace(built, headers=(("X-Name", "caf\u00e9"),))
-            key = secret_key(new_secret())
-            attempt = await sender.deliver(client, old, key, {}, "e1", "{}")
+            attempt = await sender.deliver(target, "e1", body({}, "{}"))
         finally:
-            await sender.release(client)
+            await target.close()
+            await sender.close()
         assert attempt.result == "failure" and attempt.error == INVALID_REQUEST, attempt
         assert server.connections == 0
