@@ -6,6 +6,9 @@ event's JSON after its positions); each stream has a list of its events' globalP
 streamPosition ``offset + k`` is list index ``k``. Every append runs one script whose writing
 half is ``scripts/lib/write.lua`` (one stream, several streams atomically, or a DCB append with
 its condition checked in the same step); ``broker.lifecycle`` moves old events to the archive.
+
+Size: ~560 lines: one class per store's log with every append form (one stream, several,
+DCB) and the pages they share; the Lua halves live in scripts/.
 """
 
 from __future__ import annotations

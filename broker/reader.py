@@ -11,6 +11,9 @@ races it: a page never assumes where the boundary is, it looks at what Redis ret
 
 When history is gone (retention deleted it everywhere, or there is no archive), a read that starts
 before the oldest kept position says so: ``truncated_before`` is the first position it still has.
+
+Size: ~550 lines: the Redis/archive boundary rule is written once, here, for every kind of
+read (stream, store, DCB, time lookups), which is the point of this module.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ the model would give or step aside, and then the model decides, so every refusal
 own error. It only accepts, never refuses, and tests/gateway/test_append_bodies.py holds it to the
 models on generated bodies. Why: pydantic validating ``data: dict[str, Any]`` copies every event's
 data, ~3 us an event (a 100-event body took 320 us to validate, 50 us to parse).
+
+Size: ~480 lines: the models and their fast readings sit side by side so a rule changed in
+one is seen in the other (the test that holds them together reads both from here).
 """
 
 from __future__ import annotations
