@@ -68,6 +68,7 @@ from .types import (
     StreamInfo,
     TimeStart,
     now_iso,
+    parse_start,
 )
 from .webhooks import (
     REQUEST_SCHEMA as SUBSCRIPTION_REQUEST_SCHEMA,
@@ -171,6 +172,7 @@ __all__ = [
     "now_iso",
     "parse_networks",
     "parse_schedule",
+    "parse_start",
     "parse_subscription",
     "ping",
     "policy_problem",

@@ -48,6 +48,24 @@ StartPosition = GlobalPosition | Literal["latest", "earliest"] | TimeStart
 first retained event, after a globalPosition (exclusive), or from a time."""
 
 
+START_POSITION_FORMS = (
+    "'latest', 'earliest', a globalPosition (integer >= 0) or {\"time\": \"<ISO 8601>\"}"
+)
+
+
+def parse_start(value: object) -> StartPosition:
+    """A start position as a subscription gives it (WebSocket, SSE, webhooks): ``latest``,
+    ``earliest``, a globalPosition >= 0 or ``{"time": ISO 8601}``; ValueError saying what is
+    wrong otherwise (each caller answers it in its own error format)."""
+    if value == "latest" or value == "earliest":
+        return value  # type: ignore[return-value]
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_POSITION:
+        return value
+    if isinstance(value, dict):
+        return TimeStart.parse(value)
+    raise ValueError(f"must be {START_POSITION_FORMS}")
+
+
 def iso_at(epoch_seconds: float) -> str:
     """A time as the log writes times: ISO 8601 UTC with milliseconds and a ``Z``."""
     moment = datetime.fromtimestamp(epoch_seconds, UTC)

@@ -18,7 +18,7 @@ from .. import codec
 from ..errors import InvalidSubscriptionConfig
 from ..filters import Content, Filter, InvalidFilter
 from ..keys import valid_subscription_id
-from ..types import MAX_POSITION, StartPosition, TimeStart
+from ..types import StartPosition, parse_start
 from .retry import RetryPolicy
 from .signing import secret_key
 from .targets import TargetPolicy, check_url_host
@@ -297,23 +297,10 @@ def _check_headers(value: object, where: str, bad: Any) -> tuple[tuple[str, str]
 def check_position(value: object) -> StartPosition:
     """``latest``, ``earliest``, a globalPosition >= 0 or ``{"time": ISO 8601}``;
     InvalidSubscriptionConfig otherwise."""
-    if value in ("latest", "earliest"):
-        return value  # type: ignore[return-value]
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_POSITION:
-        return value
-    if isinstance(value, dict):
-        try:
-            return TimeStart.parse(value)
-        except ValueError as exc:
-            raise InvalidSubscriptionConfig([{"field": "position", "message": str(exc)}]) from None
-    raise InvalidSubscriptionConfig(
-        [
-            {
-                "field": "position",
-                "message": "'latest', 'earliest', a globalPosition >= 0 or {\"time\": ...}",
-            }
-        ]
-    )
+    try:
+        return parse_start(value)
+    except ValueError as exc:
+        raise InvalidSubscriptionConfig([{"field": "position", "message": str(exc)}]) from None
 
 
 def check_secret(value: object) -> str:

@@ -27,16 +27,15 @@ from broker import (
     BrokerError,
     Filter,
     StartPosition,
-    StoreAlreadyExists,
     codec,
-    valid_store_name,
 )
 
-from ..auth import API_KEY_PARAM, Permission, Principal, check
+from ..auth import API_KEY_PARAM, Principal
 from ..errors import ApiError, validation_error
 from ..runtime import Runtime, runtime_of
 from ..server import ABORT_EXTENSION
 from ..ws import protocol
+from ..ws.endpoint import admit
 from .stream import RETRY_MS, SseStream, named
 
 log = logging.getLogger("deltagate.sse")
@@ -132,19 +131,6 @@ def parse_request(request: Request) -> Subscription:
     return Subscription(flt, position, epoch)
 
 
-async def _admit(rt: Runtime, request: Request, store: str) -> Principal:
-    principal = await rt.auth.authenticate_ws(request, store)
-    check(principal, Permission.CONNECT, store)
-    check(principal, Permission.READ, store)
-    if not await rt.store_exists(store):
-        creatable = rt.settings.auto_create and principal.may_create_stores()
-        if not (creatable and valid_store_name(store)):
-            raise ApiError("EVENT_STORE_NOT_FOUND", f"event store '{store}' does not exist")
-        with contextlib.suppress(StoreAlreadyExists):
-            await rt.stores.create(store)
-    return principal
-
-
 def _narrowed(principal: Principal, flt: Filter) -> Filter:
     allowed = principal.narrowing
     if allowed is None:
@@ -210,7 +196,7 @@ async def events_sse(request: Request) -> Response:
                 "UNAVAILABLE", "this pod is draining; reconnect", headers={"Retry-After": "1"}
             )
         wanted = parse_request(request)
-        principal = await _admit(rt, request, store)
+        principal = await admit(rt, request, store)
         flt = _narrowed(principal, wanted.filter)
         conn_id = await rt.limits.open_connection(principal.key_id)
     except ApiError as exc:

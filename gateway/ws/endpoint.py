@@ -7,13 +7,14 @@ import contextlib
 import logging
 import re
 
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from broker import BrokerError, StoreAlreadyExists, valid_store_name
 
-from ..auth import Permission, check
+from ..auth import Permission, Principal, check
 from ..errors import CLOSE_CODE, ApiError
-from ..runtime import runtime_of
+from ..runtime import Runtime, runtime_of
 from . import protocol
 from .session import Session
 
@@ -35,6 +36,21 @@ def match(path: str) -> str | None:
     return found.group(1) if found else None
 
 
+async def admit(rt: Runtime, conn: HTTPConnection, store: str) -> Principal:
+    """Who may stream ``store`` (WebSocket and SSE alike): credentials that may connect and read
+    it, and the store itself (created here when the pod auto-creates and the key may create)."""
+    principal = await rt.auth.authenticate_ws(conn, store)
+    check(principal, Permission.CONNECT, store)
+    check(principal, Permission.READ, store)
+    if not await rt.store_exists(store):
+        creatable = rt.settings.auto_create and principal.may_create_stores()
+        if not (creatable and valid_store_name(store)):
+            raise ApiError("EVENT_STORE_NOT_FOUND", f"event store '{store}' does not exist")
+        with contextlib.suppress(StoreAlreadyExists):
+            await rt.stores.create(store)
+    return principal
+
+
 async def events_ws(ws: WebSocket) -> None:
     """The endpoint, mounted as a plain Starlette route: FastAPI's websocket routing keeps
     dependency state for the whole connection (about 6 KB each, measured by bench/fanout.py)."""
@@ -53,15 +69,7 @@ async def events_ws(ws: WebSocket) -> None:
     principal = None
     conn_id = None
     try:
-        principal = await rt.auth.authenticate_ws(ws, store)
-        check(principal, Permission.CONNECT, store)
-        check(principal, Permission.READ, store)
-        if not await rt.store_exists(store):
-            creatable = rt.settings.auto_create and principal.may_create_stores()
-            if not (creatable and valid_store_name(store)):
-                raise ApiError("EVENT_STORE_NOT_FOUND", f"event store '{store}' does not exist")
-            with contextlib.suppress(StoreAlreadyExists):
-                await rt.stores.create(store)
+        principal = await admit(rt, ws, store)
         conn_id = await rt.limits.open_connection(principal.key_id)
     except ApiError as exc:
         if exc.code == "FORBIDDEN":

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker import (
-    MAX_POSITION,
     Content,
     Filter,
     InvalidFilter,
     StartPosition,
-    TimeStart,
     check_name,
     codec,
+    parse_start,
 )
 
 
@@ -61,24 +60,14 @@ MAX_TOKEN_CHARS = 8192
 
 
 def parse_position(value: object) -> StartPosition:
-    if value is None or value == "latest":
+    if value is None:
         return "latest"
-    if value == "earliest":
-        return "earliest"
     if isinstance(value, str) and value.isdigit() and len(value) <= 16:
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_POSITION:
-        return value
-    if isinstance(value, dict):
-        try:
-            return TimeStart.parse(value)
-        except ValueError as exc:
-            raise ProtocolError("VALIDATION_ERROR", f"position: {exc}") from None
-    raise ProtocolError(
-        "VALIDATION_ERROR",
-        "position must be 'latest', 'earliest', a globalPosition (integer >= 0) or "
-        '{"time": "<ISO 8601>"}',
-    )
+        value = int(value)  # a query parameter's text
+    try:
+        return parse_start(value)
+    except ValueError as exc:
+        raise ProtocolError("VALIDATION_ERROR", f"position: {exc}") from None
 
 
 def parse_subscription_id(value: object) -> str | None:
