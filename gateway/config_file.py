@@ -3,6 +3,7 @@
     eventStores:
       - name: orders
         description: Orders and their lifecycle     # optional
+        settings: {retentionPeriodDays: 365}        # optional: as POST /event-stores takes them
         subscriptions:
           - id: orders-projection                   # required: what makes re-applying idempotent
             eventFilter: [order.placed, order.shipped, order.delivered]
@@ -15,9 +16,11 @@
 
 YAML or JSON (by the file's suffix; anything but ``.json`` is read as YAML). ``${NAME}`` in a
 string is replaced by the environment variable ``NAME`` (an unset one is an error). Applying is
-idempotent: missing stores are created, a declared subscription that exists with the same config is
-left alone (its progress and secret kept), one whose config changed is updated in place, and
-nothing is ever deleted. The whole file is validated before anything is written.
+idempotent: missing stores are created, an existing store's declared ``settings`` are merged into
+its own (as ``PATCH .../settings`` does; keys it does not name are kept), a declared subscription
+that exists with the same config is left alone (its progress and secret kept), one whose config
+changed is updated in place, and nothing is ever deleted. The whole file is validated before
+anything is written.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ from typing import Any
 import yaml
 
 from broker import (
+    InvalidSettings,
     InvalidSubscriptionConfig,
     StoreAdmin,
     StoreAlreadyExists,
     SubscriptionRequest,
     TargetPolicy,
     WebhookStore,
+    check_settings,
     codec,
     valid_store_name,
 )
@@ -48,7 +53,7 @@ from .http.webhooks import declared
 log = logging.getLogger("deltagate.config")
 
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-STORE_FIELDS = {"name", "description", "subscriptions"}
+STORE_FIELDS = {"name", "description", "settings", "subscriptions"}
 
 
 class ConfigError(Exception):
@@ -64,6 +69,8 @@ class StorePlan:
     name: str
     description: str | None
     subscriptions: list[SubscriptionRequest]
+    settings: dict[str, Any] | None = None
+    """None: the file says nothing of the store's settings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +133,7 @@ def plan(document: Any, where: str = "config", *, targets: TargetPolicy) -> list
     for i, entry in enumerate(stores):
         at = f"eventStores[{i}]"
         if not isinstance(entry, dict) or not set(entry) <= STORE_FIELDS or "name" not in entry:
-            problems.append(f"{at}: must be {{name, description?, subscriptions?}}")
+            problems.append(f"{at}: must be {{name, description?, settings?, subscriptions?}}")
             continue
         name, description = entry["name"], entry.get("description")
         if not isinstance(name, str) or not valid_store_name(name):
@@ -137,6 +144,12 @@ def plan(document: Any, where: str = "config", *, targets: TargetPolicy) -> list
         names.add(name)
         if description is not None and not isinstance(description, str):
             problems.append(f"{at}.description: must be a string")
+        settings = entry.get("settings")
+        if settings is not None:
+            try:
+                settings = check_settings(settings)
+            except InvalidSettings as exc:
+                problems.extend(f"{at}.{d['field']}: {d['message']}" for d in exc.details or [])
         subs = entry.get("subscriptions") or []
         if not isinstance(subs, list):
             problems.append(f"{at}.subscriptions: must be a list")
@@ -160,7 +173,7 @@ def plan(document: Any, where: str = "config", *, targets: TargetPolicy) -> list
                 problems.append(f"{sub_at}.id: '{one.sub_id}' is declared twice")
             ids.add(one.sub_id)
             wanted.append(one)
-        plans.append(StorePlan(name, description, wanted))
+        plans.append(StorePlan(name, description, wanted, settings))
     if problems:
         raise ConfigError(where, problems)
     return plans
@@ -174,10 +187,15 @@ async def apply(redis: Any, plans: list[StorePlan]) -> list[Applied]:
     done: list[Applied] = []
     for store in plans:
         try:
-            await stores.create(store.name, description=store.description)
+            await stores.create(store.name, description=store.description, settings=store.settings)
             done.append(Applied(store.name, None, "created"))
         except StoreAlreadyExists:
-            done.append(Applied(store.name, None, "unchanged"))
+            outcome = "unchanged"
+            if store.settings:
+                before = (await stores.get(store.name)).settings
+                after = (await stores.update(store.name, {"settings": store.settings})).settings
+                outcome = "unchanged" if after == before else "updated"
+            done.append(Applied(store.name, None, outcome))
         for sub in store.subscriptions:
             try:
                 made = await webhooks.create(

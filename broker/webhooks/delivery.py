@@ -47,7 +47,7 @@ ERROR_BODY_BYTES = 64 * 1024
 USER_AGENT = f"deltagate-webhooks/{version('deltagate')}"
 IDLE_SECONDS = 15.0
 """How long an idle keep-alive connection is kept for the next request."""
-CONNECTION_FAILED = "connection failed (no HTTP answer)"
+CONNECTION_FAILED = "could not connect (no HTTP answer)"
 """``lastError`` of every attempt that got no HTTP status, whatever the cause."""
 INVALID_REQUEST = "the subscription's URL or headers cannot be sent"
 

@@ -95,8 +95,9 @@ def test_applying_twice_creates_nothing_twice(
     with TestClient(create_app(settings)) as api:
         subs = api.get("/event-stores/orders/subscriptions").json()
         assert subs["totalCount"] == 2
-        projection = subs["subscriptions"][0]
-        assert projection["subscriptionId"] == "orders-projection"
+        # Listed by creation time, in milliseconds: both may share one, so find it by id.
+        by_id = {sub["subscriptionId"]: sub for sub in subs["subscriptions"]}
+        projection = by_id["orders-projection"]
         assert projection["subscriber"]["config"]["url"] == (
             "https://svc.example.com/api/projections/orders/events"
         )
@@ -187,6 +188,16 @@ BAD_FILES: list[tuple[str, str, str]] = [
         "NOT_SET_ANYWHERE_42 is not set",
     ),
     (
+        "bad settings",
+        "eventStores: [{name: orders, settings: {retentionPeriodDays: -3}}]",
+        "eventStores[0].settings.retentionPeriodDays",
+    ),
+    (
+        "settings not an object",
+        "eventStores: [{name: orders, settings: [1]}]",
+        "eventStores[0].settings",
+    ),
+    (
         "duplicate id",
         "eventStores: [{name: orders, subscriptions: ["
         "{id: a, eventFilter: '*', subscriberType: webhook, webhook: {url: 'http://x.example'}},"
@@ -221,3 +232,34 @@ def test_the_cli_refuses_a_bad_file_and_writes_nothing(redis_url: str, tmp_path:
 def test_expansion_is_only_in_strings(tmp_path: Path) -> None:
     doc: Any = load(write(tmp_path, "eventStores: [{name: '${N}'}]"), {"N": "orders"})
     assert doc == {"eventStores": [{"name": "orders"}]}
+
+
+def test_store_settings_are_created_then_converged(redis_url: str, tmp_path: Path) -> None:
+    """A store's ``settings`` (as DeltaBase's config declares them) are set at creation; applied
+    again with other values they are merged in (``updated``), the keys the file does not name
+    kept; the same file again changes nothing."""
+    declared = (
+        "eventStores: [{name: ledger, description: Money,"
+        " settings: {retentionPeriodDays: 30, maxStreamSizeBytes: 1048576}}]"
+    )
+    first = apply_now(redis_url, write(tmp_path, declared))
+    assert [(a.store, a.outcome) for a in first] == [("ledger", "created")]
+    settings = Settings(redis_url=redis_url, auth="disabled")
+    with TestClient(create_app(settings)) as api:
+        api.patch("/event-stores/ledger/settings", json={"settings": {"custom": "kept"}})
+        assert api.get("/event-stores/ledger").json()["settings"] == {
+            "retentionPeriodDays": 30,
+            "maxStreamSizeBytes": 1048576,
+            "custom": "kept",
+        }
+    changed = declared.replace("retentionPeriodDays: 30", "retentionPeriodDays: 90")
+    second = apply_now(redis_url, write(tmp_path, changed))
+    assert [(a.store, a.outcome) for a in second] == [("ledger", "updated")]
+    third = apply_now(redis_url, write(tmp_path, changed))
+    assert [(a.store, a.outcome) for a in third] == [("ledger", "unchanged")]
+    with TestClient(create_app(settings)) as api:
+        assert api.get("/event-stores/ledger").json()["settings"] == {
+            "retentionPeriodDays": 90,
+            "maxStreamSizeBytes": 1048576,
+            "custom": "kept",
+        }

@@ -16,7 +16,7 @@ from tests.webhooks.conftest import STORE
 from tests.webhooks.support import DispatcherProcess, Receiver, Reply, TestClient
 
 Spawn = Callable[..., DispatcherProcess]
-CONNECTION_FAILED = "connection failed (no HTTP answer)"
+CONNECTION_FAILED = "could not connect (no HTTP answer)"
 Make = Callable[..., Receiver]
 FAST_RETRIES = {"maxAttempts": 50, "backoffSeconds": 0.05}
 
