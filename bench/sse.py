@@ -1,5 +1,8 @@
 """Server-Sent Events beside WebSockets: one deltagate pod (auth on, real Redis), the same
-subscribers and the same appends over each transport, in the same run.
+subscribers and the same appends over each transport, in the same run. And, on the WebSocket, what
+a subscription's filter costs per delivery: every event (``*``), a type filter (``a.*``), and the
+same type filter with a content filter (``match`` on the event's data, which every event passes)
+(issue 14: a content-filtered subscription costs no more per delivery than a type filter).
 
 Run by ``bench/run.py`` (alone: ``.venv/bin/python bench/run.py --only sse [--quick]``).
 
@@ -14,6 +17,7 @@ picture of WebSocket fan-out (p99, peers, stalled readers) is bench/fanout.py's.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -34,6 +38,15 @@ from _common import (
 
 BATCH = 10
 PAD = "x" * 200
+SUBSCRIBE = {
+    "websocket": {"eventFilter": "*"},
+    "websocket, type filter": {"eventFilter": "a.*"},
+    "websocket, type + content filter": {
+        "eventFilter": "a.*",
+        "match": {"data": {"kind": "order", "region": "eu"}},
+    },
+}
+"""The subscribe message of each WebSocket variant (the events match all three)."""
 
 
 def rss_kib(pid: int) -> int:
@@ -81,8 +94,9 @@ class SseCounter:
 
 
 class WsCounter:
-    def __init__(self, url: str, store: str, key: str) -> None:
+    def __init__(self, url: str, store: str, key: str, subscribe: dict[str, object]) -> None:
         self.url, self.store, self.key = url, store, key
+        self.subscribe = json.dumps({"action": "subscribe", **subscribe})
         self.count = 0
         self.ws: websockets.ClientConnection | None = None
         self.task: asyncio.Task[None] | None = None
@@ -94,8 +108,10 @@ class WsCounter:
             max_size=None,
             compression=None,
         )
-        await self.ws.send('{"action": "subscribe", "eventFilter": "*"}')
-        await self.ws.recv()  # subscribed
+        await self.ws.send(self.subscribe)
+        reply = await self.ws.recv()
+        if '"subscribed"' not in str(reply):
+            raise RuntimeError(f"subscribe refused: {reply!r}")
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -116,7 +132,7 @@ async def burst(
 ) -> tuple[float, float]:
     """Open ``n`` subscribers, append ``events``: (pod CPU µs per delivery, RSS KiB per idle
     connection)."""
-    store = f"bench-sse-{transport}-{time.monotonic_ns()}"
+    store = f"bench-sse-{time.monotonic_ns()}"
     port = int(pod_url.rsplit(":", 1)[1])
     async with httpx.AsyncClient(timeout=30, headers=keys.write_headers) as http:
         r = await http.post(
@@ -127,7 +143,9 @@ async def burst(
         clients: list[SseCounter | WsCounter] = [
             SseCounter(port, store, keys.read)
             if transport == "sse"
-            else WsCounter("ws" + pod_url.removeprefix("http"), store, keys.read)
+            else WsCounter(
+                "ws" + pod_url.removeprefix("http"), store, keys.read, SUBSCRIBE[transport]
+            )
             for _ in range(n)
         ]
         for start in range(0, n, 100):
@@ -135,7 +153,8 @@ async def burst(
         await asyncio.sleep(1.0)
         per_conn = (rss_kib(pod_pid) - before_rss) / n
         cpu = process_cpu(pod_pid)
-        body = {"events": [{"type": "a.b", "data": {"pad": PAD}}] * BATCH}
+        data = {"pad": PAD, "kind": "order", "region": "eu", "total": 5}
+        body = {"events": [{"type": "a.b", "data": data}] * BATCH}
         for _ in range(events // BATCH):
             (
                 await http.post(f"{pod_url}/event-stores/{store}/streams/s", json=body)
@@ -159,9 +178,9 @@ async def main(ctx: Context) -> str:
     pod = await launch(deltagate(ctx, "serve", POD_ENV))
     rows = []
     try:
-        figures: dict[str, list[tuple[float, float]]] = {"websocket": [], "sse": []}
+        figures: dict[str, list[tuple[float, float]]] = {t: [] for t in (*SUBSCRIBE, "sse")}
         for _ in range(repeats):
-            for transport in ("websocket", "sse"):  # alternating, on one warm pod
+            for transport in figures:  # alternating, on one warm pod
                 progress(f"sse: {transport}, {n} subscribers x {events} events")
                 figures[transport].append(await burst(transport, pod.url, pod.pid, keys, n, events))
                 await asyncio.sleep(1.0)
@@ -180,8 +199,11 @@ async def main(ctx: Context) -> str:
         pod.stop()
     return (
         "## sse\n\n"
-        f"One pod (auth on), {n} subscribers to `*`, {events} events in batches of {BATCH} "
-        f"(~230 B each), {repeats} runs per transport alternating; median and every run.\n\n"
+        f"One pod (auth on), {n} subscribers, {events} events in batches of {BATCH} "
+        f"(~270 B each), {repeats} runs per row alternating; median and every run. SSE and the "
+        "first WebSocket row subscribe to `*`; the others to `a.*`, then with "
+        '`match: {data: {kind: "order", region: "eu"}}` too (every event matches all of them, so '
+        "each row delivers the same).\n\n"
         + table(
             ["transport", "pod CPU µs/delivery", "runs", "pod RSS KiB per idle connection"], rows
         )

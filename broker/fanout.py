@@ -638,12 +638,17 @@ class Fanout:
         for event in events:
             if index:
                 decoded = None  # the event's JSON, decoded once for the content filters
+                verdicts: dict[str, bool] = {}  # content key -> accepted, decided once per event
                 shared: dict[Any, Any] = {}  # what sinks build once per event (Sink.send_event)
                 for sub in index.match(event.stream_id, event.type):
-                    if sub.filter.contents:
-                        if decoded is None:
-                            decoded = codec.event_of(event.json)
-                        if not sub.filter.accepts(decoded):
+                    key = sub.filter.content_key
+                    if key:
+                        accepted = verdicts.get(key)
+                        if accepted is None:
+                            if decoded is None:
+                                decoded = codec.event_of(event.json)
+                            accepted = verdicts[key] = sub.filter.accepts(decoded)
+                        if not accepted:
                             continue
                     if sub.offer(event, shared):
                         delivered += 1

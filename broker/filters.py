@@ -267,9 +267,14 @@ class Filter:
     token's limits): checked on the decoded event, only for filters that have any."""
     matchers: tuple[Matcher, ...] = field(init=False, repr=False, compare=False)
     """``compile_pattern`` of each pattern, in order: built once with the filter."""
+    content_key: str = field(init=False, repr=False, compare=False)
+    """The content conditions as text: filters with the same one accept the same events, so the
+    fan-out decides it once per event for all of them (empty: no content conditions)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "matchers", tuple(map(compile_pattern, self.patterns)))
+        key = repr([(c.data, c.metadata, c.query) for c in self.contents]) if self.contents else ""
+        object.__setattr__(self, "content_key", key)
 
     @classmethod
     def parse(

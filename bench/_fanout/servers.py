@@ -161,8 +161,8 @@ def node_ready() -> str | None:
     return None
 
 
-def make(ctx: Context, name: str, keys: ApiKeys) -> Server:
-    """A server of kind ``name`` (not started)."""
+def make(ctx: Context, name: str, keys: ApiKeys, env: dict[str, str] | None = None) -> Server:
+    """A server of kind ``name`` (not started); ``env``: more settings for a deltagate pod."""
     python, node = ctx.python, shutil.which("node") or "node"
     script = str(PEERS / "server.js")
     if name == BARE:
@@ -172,7 +172,11 @@ def make(ctx: Context, name: str, keys: ApiKeys) -> Server:
         return Server(name, [process], replays=True)
     if name == DELTAGATE:
         return Server(
-            name, [deltagate(ctx, "serve", POD_ENV)], keys=keys, on_redis=True, replays=True
+            name,
+            [deltagate(ctx, "serve", {**POD_ENV, **(env or {})})],
+            keys=keys,
+            on_redis=True,
+            replays=True,
         )
     if name == NODE_WS:
         return Server(name, [NodeProcess(ctx, name, [node, script, "ws"])])

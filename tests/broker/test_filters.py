@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker import Filter, FilterIndex, InvalidFilter, check_name
+from broker import Content, Filter, FilterIndex, InvalidFilter, check_name
 from broker.filters import MAX_PATTERNS, MAX_WILDCARDS, compile_pattern
 
 
@@ -304,3 +304,21 @@ def test_adversarial_patterns_are_answered_at_once() -> None:
     assert flt.covers(Filter((value[:-1] + "b", "ab" * 32_768)))
     assert not flt.covers(Filter((value,)))
     assert time.monotonic() - started < 1.0
+
+
+def test_filters_with_the_same_content_conditions_share_one_content_key() -> None:
+    """The fan-out decides a content condition once per event for every filter with the same
+    ``content_key``: equal conditions must give equal keys, different ones different keys."""
+    eu = Content.parse({"data": {"region": "eu"}})
+    us = Content.parse({"data": {"region": "us"}})
+    one = Filter.parse("order.*", content=eu)
+    assert one.content_key and one.content_key == Filter.parse("*", content=eu).content_key
+    assert one.content_key != Filter.parse("order.*", content=us).content_key
+    assert Filter.parse("order.*").content_key == ""
+    assert one.within(us).content_key not in (one.content_key, "")
+    tagged = Content.parse(query={"items": [{"tags": ["a"]}]})
+    assert Filter.parse("*", content=tagged).content_key != one.content_key
+    # Equal as JSON is not equal as a condition: true is not 1.
+    yes = Content.parse({"data": {"paid": True}})
+    one_ = Content.parse({"data": {"paid": 1}})
+    assert Filter.parse("*", content=yes).content_key != Filter.parse("*", content=one_).content_key
