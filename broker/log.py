@@ -447,9 +447,10 @@ class EventLog(LogReader):
         encoded, tail, written = self._encode(events, DCB_STREAM, txid, created_at)
         items = [] if condition is None else _items_args(condition)
         start = after or 0
-        for _ in range(DCB_RETRIES):
-            checked = 0
-            if condition is not None:
+        checked = 0
+        for attempt in range(DCB_RETRIES):
+            if condition is not None and attempt:
+                # The script said part of the range has left Redis: check the archive for it.
                 checked = await self._check_archived(store, condition, start)
             args = [
                 created_at,
@@ -486,13 +487,9 @@ class EventLog(LogReader):
                 raise StoreNotFound(store)
             if kind == "conflict":
                 raise ConditionFailed([int(p) for p in reply[1:]], after)
-            first, last = int(reply[1]), int(reply[2])
+            first, last, before = int(reply[1]), int(reply[2]), int(reply[3])
             self._check_replicas(replicas, False, last)
-            version = await call(self._redis.llen(k.stream(DCB_STREAM)))
-            stream_version = int(version) + int(
-                await call(self._redis.hget(k.offsets, DCB_STREAM)) or 0
-            )
-            before = stream_version - (last - first + 1)
+            stream_version = before + (last - first + 1)
             return AppendResult(
                 DCB_STREAM,
                 first,

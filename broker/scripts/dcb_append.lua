@@ -13,7 +13,8 @@
 --       9 tag index prefix, 10 the DCB stream id, 11 after (0: from the start), 12 checked up to
 --       (archived and checked by the caller; 0: none), 13 number of condition items m, then per
 --       item: types, tags; then the announcement's tail; then per event: type, body, tags
--- Returns {'ok', first, last} | {'conflict', position...} | {'retry'} | {'nostore'}
+-- Returns {'ok', first, last, the DCB stream's version before} | {'conflict', position...} |
+-- {'retry'} (part of the range is no longer in Redis: check the archive, then again) | {'nostore'}
 local MAX_CONFLICTS = 100
 local meta = KEYS[1]
 local uid, head, tsec = meta_state(meta)
@@ -41,6 +42,6 @@ local s = {meta = meta, log = KEYS[2], streams = KEYS[3], created = KEYS[4], upd
   now_ms = ARGV[6], tsec = tsec, head = head}
 local tail_at = 14 + 2 * m
 local n = (#ARGV - tail_at) / 3
-local first, last = write_events(s, ARGV[10], stream_version(s, ARGV[10]),
-  events_at(tail_at + 1, n), ARGV[tail_at])
-return {'ok', first, last}
+local version = stream_version(s, ARGV[10])
+local first, last = write_events(s, ARGV[10], version, events_at(tail_at + 1, n), ARGV[tail_at])
+return {'ok', first, last, version}
