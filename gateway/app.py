@@ -130,6 +130,10 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             max_queued_bytes=settings.max_queued_bytes,
         )
         metrics.observe_fanout(fanout)
+        # First, before anything starts a task: a taken port fails the start with nothing to undo.
+        metrics_server = MetricsServer(settings, metrics) if settings.metrics_port else None
+        if metrics_server is not None:
+            await metrics_server.start()  # raises if the port is taken: the pod does not start
         keys = KeyStore(client)
         limits = RateLimiter(
             client,
@@ -180,9 +184,6 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             dispatching = asyncio.get_running_loop().create_task(
                 _dispatch(dispatcher), name="embedded dispatcher"
             )
-        metrics_server = MetricsServer(settings, metrics) if settings.metrics_port else None
-        if metrics_server is not None:
-            await metrics_server.start()  # raises if the port is taken: the pod does not start
         # What exists now lives as long as the pod: keep it out of every collection, and
         # collect the young generation less often. A pod holds many long-lived objects per
         # connection, and each full pass over them shows up as a latency spike for everyone.
