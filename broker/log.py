@@ -55,6 +55,11 @@ _VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
 _VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
 
 
+def _expected_of(text: str) -> ExpectedVersion:
+    """An expected version as a script's reply or record gives it back (text)."""
+    return int(text) if text.lstrip("-").isdigit() else text  # type: ignore[return-value]
+
+
 def uuid4_batch(n: int) -> list[str]:
     """n random (version 4) UUIDs in canonical text form from one ``os.urandom`` call.
 
@@ -254,16 +259,7 @@ class EventLog(LogReader):
         kind = reply[0]
         if kind == "ok":
             first, last, version = int(reply[1]), int(reply[2]), int(reply[3])
-            return AppendResult(
-                stream_id,
-                first,
-                last,
-                version,
-                last - first + 1,
-                txid,
-                created_store=bool(int(reply[4])),
-                events=self._written(stream_id, first, version - len(written), written),
-            )
+            return self._made(stream_id, first, last, version, txid, written, int(reply[4]))
         if kind == "conflict":
             raise VersionConflict(stream_id, expected, int(reply[1]))
         if kind == "nostore":
@@ -272,26 +268,40 @@ class EventLog(LogReader):
         status, _, rest = reply[1].partition("|")
         if status == "409":
             first_expected, current, first_stream = rest.split("|", 2)
-            was: ExpectedVersion = (
-                int(first_expected) if first_expected.lstrip("-").isdigit() else first_expected  # type: ignore[assignment]
-            )
-            raise VersionConflict(first_stream, was, int(current))
+            raise VersionConflict(first_stream, _expected_of(first_expected), int(current))
         if status != "201":
             raise InvalidEvent(
                 "this idempotency key was used for another kind of append",
                 {"field": "idempotencyKey", "message": "used for another kind of append"},
             )
         first_s, last_s, version_s, first_txid, first_stream = rest.split("|", 4)
-        first, last = int(first_s), int(last_s)
+        return await self._replayed(store, first_stream, first_s, last_s, version_s, first_txid)
+
+    def _made(
+        self,
+        stream_id: str,
+        first: int,
+        last: int,
+        version: int,
+        txid: str,
+        written: list[tuple[str, bytes]],
+        created: int,
+    ) -> AppendResult:
+        """The result of events just written: ``version`` is the stream's after them."""
+        n = last - first + 1
+        events = self._written(stream_id, first, version - n, written)
         return AppendResult(
-            first_stream,
-            first,
-            last,
-            int(version_s),
-            last - first + 1,
-            first_txid,
-            replayed=True,
-            events=tuple(await self._events_between(store, first, last)),
+            stream_id, first, last, version, n, txid, created_store=bool(created), events=events
+        )
+
+    async def _replayed(
+        self, store: str, stream_id: str, first_s: str, last_s: str, version_s: str, txid: str
+    ) -> AppendResult:
+        """The result of an earlier append an idempotency key matched, from its record."""
+        first, last = int(first_s), int(last_s)
+        events = tuple(await self._events_between(store, first, last))
+        return AppendResult(
+            stream_id, first, last, int(version_s), last - first + 1, txid, True, events=events
         )
 
     async def _events_between(self, store: str, first: int, last: int) -> list[LoggedEvent]:
@@ -376,32 +386,18 @@ class EventLog(LogReader):
         if kind == "nostore":
             raise StoreNotFound(store)
         if kind == "conflict":
-            expected = reply[2]
-            was = int(expected) if expected.lstrip("-").isdigit() else expected
-            raise VersionConflict(reply[1], was, int(reply[3]))
+            raise VersionConflict(reply[1], _expected_of(reply[2]), int(reply[3]))
         if kind == "ok":
-            created = bool(int(reply[1]))
+            created = int(reply[1])
             out = []
             for i, ((stream_id, _, _), written) in enumerate(zip(parts, writes, strict=True)):
                 first, last, version = (int(v) for v in reply[2 + 3 * i : 5 + 3 * i])
-                out.append(
-                    AppendResult(
-                        stream_id,
-                        first,
-                        last,
-                        version,
-                        last - first + 1,
-                        txid,
-                        created_store=created,
-                        events=self._written(stream_id, first, version - len(written), written),
-                    )
-                )
+                out.append(self._made(stream_id, first, last, version, txid, written, created))
             return tuple(out)
         record = reply[1]
         if record.startswith("409\x1f"):
             _, stream_id, expected, current = record.split("\x1f", 3)
-            was = int(expected) if expected.lstrip("-").isdigit() else expected
-            raise VersionConflict(stream_id, was, int(current))
+            raise VersionConflict(stream_id, _expected_of(expected), int(current))
         if not record.startswith("M\x1f"):
             raise InvalidEvent(
                 "this idempotency key was used for another kind of append",
@@ -411,18 +407,8 @@ class EventLog(LogReader):
         out = []
         for item in streams:
             stream_id, first_s, last_s, version_s = item.split("\x1f")
-            first, last = int(first_s), int(last_s)
             out.append(
-                AppendResult(
-                    stream_id,
-                    first,
-                    last,
-                    int(version_s),
-                    last - first + 1,
-                    first_txid,
-                    replayed=True,
-                    events=tuple(await self._events_between(store, first, last)),
-                )
+                await self._replayed(store, stream_id, first_s, last_s, version_s, first_txid)
             )
         return tuple(out)
 
@@ -489,16 +475,8 @@ class EventLog(LogReader):
                 raise ConditionFailed([int(p) for p in reply[1:]], after)
             first, last, before = int(reply[1]), int(reply[2]), int(reply[3])
             self._check_replicas(replicas, False, last)
-            stream_version = before + (last - first + 1)
-            return AppendResult(
-                DCB_STREAM,
-                first,
-                last,
-                stream_version,
-                last - first + 1,
-                txid,
-                events=self._written(DCB_STREAM, first, before, written),
-            )
+            version = before + (last - first + 1)
+            return self._made(DCB_STREAM, first, last, version, txid, written, 0)
         raise Unavailable("the DCB condition could not be checked: retention kept moving events")
 
     async def _check_archived(self, store: str, condition: Query, after: int) -> int:

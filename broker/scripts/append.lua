@@ -13,22 +13,11 @@
 -- Returns {'ok', first, last, version, created} | {'conflict', current} | {'nostore'}
 --       | {'replay', record}
 local meta, ttl, sid = KEYS[1], tonumber(ARGV[7]), ARGV[2]
-local uid, head, tsec = meta_state(meta)
-local created = 0
-if not uid then
-  if ARGV[4] == '' then return {'nostore'} end
-  uid = ARGV[4]
-  redis.call('HSET', meta, 'uid', uid, 'createdAt', ARGV[3], 'head', 0, 'settings', '{}')
-  head = 0
-  created = 1
-end
-
+local uid, head, tsec, created = open_store(meta, ARGV[3], ARGV[4])
+if not uid then return {'nostore'} end
 if ttl > 0 then
-  local prev = redis.call('GET', KEYS[7])
-  if prev then
-    local bar = string.find(prev, '|', 1, true)
-    if string.sub(prev, 1, bar - 1) == uid then return {'replay', string.sub(prev, bar + 1)} end
-  end
+  local record = replay_record(KEYS[7], uid)
+  if record then return {'replay', record} end
 end
 
 local s = {meta = meta, log = KEYS[2], streams = KEYS[4], created = KEYS[5], updated = KEYS[6],
@@ -37,12 +26,7 @@ local s = {meta = meta, log = KEYS[2], streams = KEYS[4], created = KEYS[5], upd
   now_ms = ARGV[9], tsec = tsec, head = head}
 local version = stream_version(s, sid)
 local expected = ARGV[1]
-local ok
-if expected == 'any' then ok = true
-elseif expected == 'no_stream' then ok = (version == 0)
-elseif expected == 'stream_exists' then ok = (version > 0)
-else ok = (tonumber(expected) == version) end
-if not ok then
+if not version_ok(expected, version) then
   if ttl > 0 then
     redis.call('SET', KEYS[7], uid .. '|409|' .. expected .. '|' .. version .. '|' .. sid, 'EX', ttl)
   end

@@ -17,13 +17,8 @@
 -- {'retry'} (part of the range is no longer in Redis: check the archive, then again) | {'nostore'}
 local MAX_CONFLICTS = 100
 local meta = KEYS[1]
-local uid, head, tsec = meta_state(meta)
-if not uid then
-  if ARGV[2] == '' then return {'nostore'} end
-  uid = ARGV[2]
-  redis.call('HSET', meta, 'uid', uid, 'createdAt', ARGV[1], 'head', 0, 'settings', '{}')
-  head = 0
-end
+local uid, head, tsec = open_store(meta, ARGV[1], ARGV[2])
+if not uid then return {'nostore'} end
 local m = tonumber(ARGV[13])
 if m > 0 then
   local after = math.max(tonumber(ARGV[11]), tonumber(ARGV[12]))

@@ -15,21 +15,11 @@
 -- or '409' US streamId US expected US current.
 local meta, ttl = KEYS[1], tonumber(ARGV[5])
 local US, RS = '\31', '\30'
-local uid, head, tsec = meta_state(meta)
-local created = 0
-if not uid then
-  if ARGV[2] == '' then return {'nostore'} end
-  uid = ARGV[2]
-  redis.call('HSET', meta, 'uid', uid, 'createdAt', ARGV[1], 'head', 0, 'settings', '{}')
-  head = 0
-  created = 1
-end
+local uid, head, tsec, created = open_store(meta, ARGV[1], ARGV[2])
+if not uid then return {'nostore'} end
 if ttl > 0 then
-  local prev = redis.call('GET', KEYS[6])
-  if prev then
-    local bar = string.find(prev, '|', 1, true)
-    if string.sub(prev, 1, bar - 1) == uid then return {'replay', string.sub(prev, bar + 1)} end
-  end
+  local record = replay_record(KEYS[6], uid)
+  if record then return {'replay', record} end
 end
 
 local s = {meta = meta, log = KEYS[2], streams = KEYS[3], created = KEYS[4], updated = KEYS[5],
@@ -43,12 +33,7 @@ for i = 0, k - 1 do
   local b = 12 + 4 * i
   local sid, expected, n = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
   local version = versions[sid] or stream_version(s, sid)
-  local ok
-  if expected == 'any' then ok = true
-  elseif expected == 'no_stream' then ok = (version == 0)
-  elseif expected == 'stream_exists' then ok = (version > 0)
-  else ok = (tonumber(expected) == version) end
-  if not ok then
+  if not version_ok(expected, version) then
     if ttl > 0 then
       redis.call('SET', KEYS[6], uid .. '|409' .. US .. sid .. US .. expected .. US .. version,
         'EX', ttl)

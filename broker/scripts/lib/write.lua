@@ -18,6 +18,35 @@ local function meta_state(meta)
   return state[1], tonumber(state[2]), tonumber(state[3]) or 0
 end
 
+-- The store an append writes to: its uid, head and time-index second, and 1 when this append
+-- created it (auto_uid: the uid for auto-create, '' when the store must exist). nil: no store.
+local function open_store(meta, now, auto_uid)
+  local uid, head, tsec = meta_state(meta)
+  if uid then return uid, head, tsec, 0 end
+  if auto_uid == '' then return nil end
+  redis.call('HSET', meta, 'uid', auto_uid, 'createdAt', now, 'head', 0, 'settings', '{}')
+  return auto_uid, 0, tsec, 1
+end
+
+-- What an earlier append with this idempotency key recorded, if it was made in this incarnation
+-- of the store (the record starts with the store's uid); nil otherwise.
+local function replay_record(key, uid)
+  local prev = redis.call('GET', key)
+  if not prev then return nil end
+  local bar = string.find(prev, '|', 1, true)
+  if string.sub(prev, 1, bar - 1) ~= uid then return nil end
+  return string.sub(prev, bar + 1)
+end
+
+-- Whether a stream at ``version`` meets the expected version ('any' | 'no_stream' |
+-- 'stream_exists' | decimal).
+local function version_ok(expected, version)
+  if expected == 'any' then return true end
+  if expected == 'no_stream' then return version == 0 end
+  if expected == 'stream_exists' then return version > 0 end
+  return tonumber(expected) == version
+end
+
 local function stream_version(s, sid)
   return redis.call('LLEN', s.stream_prefix .. sid)
     + (tonumber(redis.call('HGET', s.offsets, sid)) or 0)
