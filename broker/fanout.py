@@ -637,16 +637,17 @@ class Fanout:
         delivered = 0
         for event in events:
             if index:
-                decoded = None  # the event's JSON, decoded once for the content filters
-                verdicts: dict[str, bool] = {}  # content key -> accepted, decided once per event
+                decoded: dict[str, Any] = {}  # the event, decoded once for the content filters
+                verdicts: dict[str, bool] | None = None  # content key -> accepted, once per event
                 shared: dict[Any, Any] = {}  # what sinks build once per event (Sink.send_event)
                 for sub in index.match(event.stream_id, event.type):
                     key = sub.filter.content_key
                     if key:
+                        if verdicts is None:
+                            verdicts = {}
+                            decoded = codec.event_of(event.json)
                         accepted = verdicts.get(key)
                         if accepted is None:
-                            if decoded is None:
-                                decoded = codec.event_of(event.json)
                             accepted = verdicts[key] = sub.filter.accepts(decoded)
                         if not accepted:
                             continue

@@ -57,8 +57,9 @@ class Deleted(BaseModel):
     message: str
 
 
-class Appended(BaseModel):
-    success: bool
+class StreamAppended(BaseModel):
+    """What was appended to one stream (one part of a multi-stream append)."""
+
     streamId: str
     nextExpectedStreamVersion: int
     currentStreamVersion: int
@@ -66,18 +67,14 @@ class Appended(BaseModel):
     eventsAppended: int
     createdNewStream: bool
     globalPosition: int
+
+
+class Appended(StreamAppended):
+    """A single-stream append's answer: the stream's part, the transaction and the events."""
+
+    success: bool
     transactionId: str
     events: list[EventOut]
-
-
-class StreamAppended(BaseModel):
-    streamId: str
-    nextExpectedStreamVersion: int
-    currentStreamVersion: int
-    eventsWritten: int
-    eventsAppended: int
-    createdNewStream: bool
-    globalPosition: int
 
 
 class StreamsAppended(BaseModel):
