@@ -183,7 +183,7 @@ async def copy_run(ctx: Context, admin: aioredis.Redis, url: str, measured: Meas
         await archive.ping()  # creates the schema, before the clock
         conn = await asyncpg.connect(url, timeout=5)
         try:
-            await conn.execute("TRUNCATE deltagate_events, deltagate_stores")
+            await conn.execute("TRUNCATE deltagate_runs, deltagate_stores")
         finally:
             await conn.close()
         reader = EventLog(client, archive=archive)
@@ -244,7 +244,7 @@ async def sizes(ctx: Context, admin: aioredis.Redis, url: str) -> list[Sized]:
             await archive.ping()
             conn = await asyncpg.connect(url, timeout=5)
             try:
-                await conn.execute("TRUNCATE deltagate_events, deltagate_stores")
+                await conn.execute("TRUNCATE deltagate_runs, deltagate_stores")
             finally:
                 await conn.close()
             log = EventLog(client, archive=archive)

@@ -2,22 +2,35 @@
 
 Redis holds the hot end of each log; ``broker.lifecycle`` copies events here, in order, and only
 then lets them leave Redis; ``broker.reader`` reads here what Redis no longer holds. Invariants
-(the archive boundary): ``docs/lifecycle.md``.
+(the archive boundary, the archive's rows): ``docs/lifecycle.md``.
 
 Layout (created on first connect, idempotently)::
 
-    deltagate_stores  (id serial, uid text unique, name text)   one row per store *incarnation*:
-                      a store deleted and created again under its name has a new uid, so its
-                      old events can never be read as the new store's
-    deltagate_events  (store_id, position) primary key; stream_id, stream_position, type,
-                      created_at, body (the event's JSON after its positions, exactly as the
-                      Redis log holds it, so reads pass it through without decoding)
+    deltagate_stores  (id serial, uid text unique, name text, archived bigint)  one row per store
+                      *incarnation*: a store deleted and created again under its name has a new
+                      uid, so its old events can never be read as the new store's; ``archived``:
+                      the highest position copied (0: none), moved in the copy's transaction
+    deltagate_runs    (store_id, first_position) primary key: the events of one stream within one
+                      block of 1,024 positions, written by one copy (``broker.runs``), with the
+                      stream's first position in the run, the count, the range of creation times,
+                      the types and tags the run holds, and per event its position, time, type,
+                      tags and body (the event's JSON after its positions, exactly as the Redis
+                      log holds it, so reads pass it through without decoding)
 
-Copies are idempotent without ``ON CONFLICT``: one store is copied by one pod at a time (its
-lifecycle lease), always from the archive's own highest position on, so a crash between the
-commit and the bookkeeping in Redis repeats nothing and skips nothing; if two pods ever overlap
-(a lease that expired under a slow copy) the primary key refuses the second copy, which then
-starts again from the archive's highest position.
+Why runs and not a row per event: a row per event costs PostgreSQL a heap tuple and an entry in
+each of its indexes (position, stream, type, tags), 6-10 us of CPU per event on the bench host,
+more than Redis and the append together, so the copy could not keep up with the appends. A run
+holds every event of its stream in its block (as many as the stream had there), so the indexes
+grow by a run, not an event: the stream index by one entry per stream and block, the position
+index likewise, the type and tag indexes (GIN over the run's lists) by its distinct values. Reads
+find runs through those indexes and keep only the events asked for (a run's type and tag lists
+say what it may hold; its events say exactly).
+
+Copies are idempotent: one store is copied by one pod at a time (its lifecycle lease), always
+after the store's ``archived``, and a copy is refused whole in its own transaction unless it starts
+after ``archived`` (the row locked ``FOR UPDATE`` meanwhile), so a crash between the commit and the
+bookkeeping in Redis repeats nothing and skips nothing, and two pods that overlap (a lease that
+expired under a slow copy) can never both write a position.
 
 Every call is bounded by ``timeout``; an archive that cannot be reached raises ``Unavailable``
 (a read answers 503, a replay waits and retries, archiving pauses).
@@ -30,13 +43,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from . import codec
-from .errors import Unavailable
+from . import codec, runs
+from .errors import BrokerError, Unavailable
 from .filters import Query
 from .types import LoggedEvent
 
@@ -48,42 +61,38 @@ CREATE TABLE IF NOT EXISTS deltagate_stores (
     uid     text NOT NULL UNIQUE,
     name    text NOT NULL
 );
-CREATE TABLE IF NOT EXISTS deltagate_events (
+ALTER TABLE deltagate_stores ADD COLUMN IF NOT EXISTS archived bigint NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS deltagate_runs (
     store_id        integer NOT NULL,
-    position        bigint  NOT NULL,
-    stream_id       text    NOT NULL,
+    first_position  bigint  NOT NULL,
+    last_position   bigint  NOT NULL,
+    stream_id       text COLLATE "C" NOT NULL,
     stream_position bigint  NOT NULL,
-    type            text    NOT NULL,
-    created_at      timestamptz NOT NULL,
-    body            text    NOT NULL,
-    tags            text[],
-    PRIMARY KEY (store_id, position)
+    count           integer NOT NULL,
+    created_min     timestamptz NOT NULL,
+    created_max     timestamptz NOT NULL,
+    types           text[] COLLATE "C" NOT NULL,
+    tags            text[] COLLATE "C",
+    events          bytea NOT NULL,
+    bodies          bytea NOT NULL,
+    PRIMARY KEY (store_id, first_position)
 );
-CREATE INDEX IF NOT EXISTS deltagate_events_stream
-    ON deltagate_events (store_id, stream_id, stream_position);
-CREATE INDEX IF NOT EXISTS deltagate_events_time
-    ON deltagate_events USING brin (store_id, created_at);
-CREATE INDEX IF NOT EXISTS deltagate_events_type
-    ON deltagate_events (store_id, type, position);
-CREATE INDEX IF NOT EXISTS deltagate_events_tags
-    ON deltagate_events USING gin (tags) WHERE tags IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deltagate_runs_stream
+    ON deltagate_runs (store_id, stream_id, stream_position);
+CREATE INDEX IF NOT EXISTS deltagate_runs_time
+    ON deltagate_runs USING brin (store_id, created_max);
+CREATE INDEX IF NOT EXISTS deltagate_runs_types ON deltagate_runs USING gin (types);
+CREATE INDEX IF NOT EXISTS deltagate_runs_tags
+    ON deltagate_runs USING gin (tags) WHERE tags IS NOT NULL;
 """
-"""The created_at index is BRIN: events arrive in time order, so a block range summary answers
-"the first event at or after T" and retention's "events older than D days" at a fraction of a
-b-tree's size and write cost. The type and tag indexes serve DCB conditions and queries over
-archived history (``dcb_positions``, ``dcb_events``) as Redis's type and tag lists do for the hot
-end."""
+"""Stream ids, types and tags compare as bytes (``COLLATE "C"``): no locale's rules in the indexes'
+every comparison. The time index is BRIN: events arrive in time order, so a block range summary
+answers "the first run holding an event at or after T" at a fraction of a b-tree's size and
+write cost."""
 
-COLUMNS = (
-    "store_id",
-    "position",
-    "stream_id",
-    "stream_position",
-    "type",
-    "created_at",
-    "body",
-    "tags",
-)
+COLUMNS = runs.COLUMNS
+RUN_COLUMNS = "first_position, stream_id, stream_position, types, tags, events, bodies"
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 TRANSIENT = (
     OSError,
     TimeoutError,
@@ -136,6 +145,7 @@ class Archive:
                 try:
                     async with pool.acquire(timeout=self._timeout) as conn:
                         await conn.execute(SCHEMA)
+                        await _convert_rows_per_event(conn)
                 except BaseException:
                     await pool.close()
                     raise
@@ -195,7 +205,8 @@ class Archive:
     async def stats(self, store: int) -> StoreStats:
         async with self._conn() as conn:
             low, high = await conn.fetchrow(
-                "SELECT min(position), max(position) FROM deltagate_events WHERE store_id = $1",
+                "SELECT (SELECT min(first_position) FROM deltagate_runs WHERE store_id = $1),"
+                " archived FROM deltagate_stores WHERE id = $1",
                 store,
             )
         if low is None:
@@ -203,9 +214,9 @@ class Archive:
         return StoreStats(int(high) - int(low) + 1, int(low), int(high))
 
     async def table_bytes(self) -> int:
-        """The events table with its indexes, on disk (all stores)."""
+        """The runs table with its indexes, on disk (all stores)."""
         async with self._conn() as conn:
-            size = await conn.fetchval("SELECT pg_total_relation_size('deltagate_events')")
+            size = await conn.fetchval("SELECT pg_total_relation_size('deltagate_runs')")
         return int(size)
 
     # -- writing ------------------------------------------------------------------------------
@@ -214,23 +225,31 @@ class Archive:
         """The highest position archived for a store (0: none)."""
         async with self._conn() as conn:
             found = await conn.fetchval(
-                "SELECT max(position) FROM deltagate_events WHERE store_id = $1", store
+                "SELECT archived FROM deltagate_stores WHERE id = $1", store
             )
         return int(found or 0)
 
-    async def copy_binary(self, data: bytes) -> None:
-        """Copy rows in PostgreSQL's binary COPY format (a whole stream: header, rows with the
-        fields of ``COLUMNS`` in that order, trailer; ``broker.archiver`` makes it), all or
-        none: one COPY statement is one transaction (no BEGIN and COMMIT around it: two round
-        trips per page, which a loaded host turns into waiting). Raises
-        ``asyncpg.UniqueViolationError`` if another copy got there first."""
-        async with self._conn() as conn:
+    async def copy(self, store: int, first: int, last: int, data: bytes) -> None:
+        """Copy the runs of positions ``first`` to ``last`` (``data``: PostgreSQL's binary COPY
+        of rows with the fields of ``COLUMNS`` in that order; ``broker.runs`` makes it), all or
+        none, and record ``last`` as the store's highest archived position, in one transaction.
+        Raises ``CopyConflict`` (and writes nothing) if something at or after ``first`` was
+        copied already: another pod got there first."""
+        async with self._conn() as conn, conn.transaction():
+            done = await conn.fetchval(
+                "SELECT archived FROM deltagate_stores WHERE id = $1 FOR UPDATE", store
+            )
+            if done is None or done >= first:
+                raise CopyConflict(f"positions from {first} on were copied already ({done})")
             await conn.copy_to_table(
-                "deltagate_events",
+                "deltagate_runs",
                 source=memoryview(data),  # bytes would be taken for a file's path
                 columns=COLUMNS,
                 format="binary",
                 timeout=self._timeout,
+            )
+            await conn.execute(
+                "UPDATE deltagate_stores SET archived = $2 WHERE id = $1", store, last
             )
 
     async def delete_before(self, store: int, position: int, batch: int) -> int:
@@ -238,18 +257,58 @@ class Archive:
         return (await self.delete_returning(store, position, batch))[0]
 
     async def delete_returning(self, store: int, position: int, batch: int) -> tuple[int, int]:
-        """Like ``delete_before``; also the bytes of the bodies deleted."""
-        async with self._conn() as conn:
-            count, size = await conn.fetchrow(
-                "WITH gone AS (DELETE FROM deltagate_events WHERE store_id = $1 AND position IN ("
-                " SELECT position FROM deltagate_events WHERE store_id = $1 AND position < $2"
-                " ORDER BY position LIMIT $3) RETURNING octet_length(body) AS size)"
-                " SELECT count(*), coalesce(sum(size), 0) FROM gone",
-                store,
-                position,
-                batch,
+        """Like ``delete_before``; also the bytes of the bodies deleted. Exactly the events
+        below the cut go: runs wholly below it are deleted, the few that hold it (one per
+        stream in its block at most) are written again without the events before it."""
+        async with self._conn() as conn, conn.transaction():
+            oldest = await conn.fetchval(
+                "SELECT min(first_position) FROM deltagate_runs WHERE store_id = $1", store
             )
-        return int(count), int(size)
+            if oldest is None or oldest >= position:
+                return 0, 0
+            cut = min(position, oldest + batch)
+            count, size = await conn.fetchrow(
+                "WITH gone AS (DELETE FROM deltagate_runs WHERE store_id = $1"
+                " AND first_position < $2 AND last_position < $2"
+                " RETURNING count, octet_length(bodies) AS size)"
+                " SELECT coalesce(sum(count), 0), coalesce(sum(size), 0) FROM gone",
+                store,
+                cut,
+            )
+            count, size = int(count), int(size)
+            held = await conn.fetch(
+                f"SELECT stream_id, {RUN_COLUMNS} FROM deltagate_runs WHERE store_id = $1"
+                " AND first_position >= $2 AND first_position < $3 AND last_position >= $3",
+                store,
+                runs.block_start(cut),
+                cut,
+            )
+            for row in held:
+                events = list(runs.decode(row))
+                kept = [e for e in events if e.position >= cut]
+                for e in events[: len(events) - len(kept)]:
+                    count += 1
+                    size += len(e.body.encode())
+                new = runs.encode_row(store, row["stream_id"], kept)
+                await conn.execute(
+                    "UPDATE deltagate_runs SET first_position = $3, last_position = $4,"
+                    " stream_position = $5, count = $6, created_min = $7, created_max = $8,"
+                    " types = $9, tags = $10, events = $11, bodies = $12"
+                    " WHERE store_id = $1 AND first_position = $2",
+                    store,
+                    row["first_position"],
+                    new["first_position"],
+                    new["last_position"],
+                    new["stream_position"],
+                    new["count"],
+                    _moment(new["created_min"]),
+                    _moment(new["created_max"]),
+                    new["types"],
+                    new["tags"],
+                    new["events"],
+                    new["bodies"],
+                )
+        return count, size
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -257,25 +316,34 @@ class Archive:
         """Events with positions in (after, until], ascending, at most ``limit``.
 
         A store's archived positions are consecutive (retention deletes only the oldest), so
-        the page is asked for as the ``limit`` positions after ``after``: a range whose size
-        the planner knows. Asked as "the first ``limit`` of (after, until]", a table freshly
-        copied into (no statistics yet) was read by a bitmap scan of the whole range and a
-        sort, page after page: a replay of 100,000 archived events took 2.8x as long as from
-        Redis. Only if retention deleted that range meanwhile is the open range asked for."""
+        the page is asked for as the ``limit`` positions after ``after``: the runs starting in
+        their blocks. Only if retention deleted that range meanwhile is the open range asked
+        for."""
         top = min(until, after + limit)
-        rows = await self._fetch(_AFTER, store, after, top, limit)
-        if not rows and top < until:
-            rows = await self._fetch(_AFTER, store, after, until, limit)
-        return [_logged(r) for r in rows]
+        events = await self._range(store, after, top)
+        if not events and top < until:
+            events = await self._range(store, after, until)
+        return events[:limit]
 
     async def before(self, store: int, high: int, low: int, limit: int) -> list[LoggedEvent]:
         """Events with positions in [low, high], descending, at most ``limit`` (asked for as
         ``after`` asks)."""
         bottom = max(low, high - limit + 1)
-        rows = await self._fetch(_BEFORE, store, bottom, high, limit)
-        if len(rows) < limit and bottom > low:
-            rows = await self._fetch(_BEFORE, store, low, high, limit)
-        return [_logged(r) for r in rows]
+        events = await self._range(store, bottom - 1, high)
+        if len(events) < limit and bottom > low:
+            events = await self._range(store, low - 1, high)
+        events.reverse()
+        return events[:limit]
+
+    async def _range(self, store: int, after: int, top: int) -> list[LoggedEvent]:
+        """The events with positions in (after, top], ascending. The runs holding them start
+        in the block of ``after + 1`` or later (a run never crosses a block boundary)."""
+        rows = await self._fetch(_RANGE, store, runs.block_start(after + 1), top, after)
+        events = [
+            _logged(row, e) for row in rows for e in runs.decode(row) if after < e.position <= top
+        ]
+        events.sort(key=_position)
+        return events
 
     async def _fetch(self, query: str, *args: Any) -> list[Any]:
         async with self._conn() as conn:
@@ -284,78 +352,163 @@ class Archive:
     async def stream(
         self, store: int, stream_id: str, low: int, high: int, *, descending: bool = False
     ) -> list[LoggedEvent]:
-        """One stream's events with stream positions in [low, high]."""
-        order = "DESC" if descending else "ASC"
-        async with self._conn() as conn:
-            rows = await conn.fetch(
-                "SELECT position, stream_id, stream_position, type, body FROM deltagate_events"
-                " WHERE store_id = $1 AND stream_id = $2"
-                " AND stream_position >= $3 AND stream_position <= $4"
-                f" ORDER BY stream_position {order}",
-                store,
-                stream_id,
-                low,
-                high,
-            )
-        return [_logged(r) for r in rows]
+        """One stream's events with stream positions in [low, high]. A stream's runs hold
+        consecutive stream positions, at most a block's worth each, so those holding ``low``
+        on start after ``low - BLOCK``."""
+        rows = await self._fetch(
+            f"SELECT {RUN_COLUMNS} FROM deltagate_runs WHERE store_id = $1 AND stream_id = $2"
+            " AND stream_position > $3 AND stream_position <= $4"
+            " AND stream_position + count > $5 ORDER BY stream_position",
+            store,
+            stream_id,
+            low - runs.BLOCK,
+            high,
+            low,
+        )
+        events = [
+            _logged(row, e)
+            for row in rows
+            for e in runs.decode(row)
+            if low <= e.stream_position <= high
+        ]
+        if descending:
+            events.reverse()
+        return events
 
     async def first_at(self, store: int, moment: datetime) -> int | None:
-        """The position of the first archived event created at or after ``moment``."""
+        """The position of the first archived event created at or after ``moment``: in the
+        block of the first run holding an event that late, in one of that block's runs that
+        do."""
+        moment = moment.astimezone(UTC)
         async with self._conn() as conn:
-            found = await conn.fetchval(
-                "SELECT min(position) FROM deltagate_events"
-                " WHERE store_id = $1 AND created_at >= $2",
+            first = await conn.fetchval(
+                "SELECT min(first_position) FROM deltagate_runs"
+                " WHERE store_id = $1 AND created_max >= $2",
                 store,
-                moment.astimezone(UTC),
+                moment,
             )
-        return None if found is None else int(found)
+            if first is None:
+                return None
+            start = runs.block_start(first)
+            rows = await conn.fetch(
+                f"SELECT {RUN_COLUMNS} FROM deltagate_runs WHERE store_id = $1"
+                " AND first_position >= $2 AND first_position < $3 AND created_max >= $4",
+                store,
+                start,
+                start + runs.BLOCK,
+                moment,
+            )
+        wanted = (moment - EPOCH) // timedelta(microseconds=1)
+        return min(e.position for row in rows for e in runs.decode(row) if e.created >= wanted)
 
     async def dcb_positions(
         self, store: int, query: Query, after: int, below: int, limit: int
     ) -> list[int]:
         """Positions in (after, below] matching a DCB query, ascending, at most ``limit``."""
-        where, params = _dcb_where(query, 5)
-        async with self._conn() as conn:
-            rows = await conn.fetch(
-                "SELECT position FROM deltagate_events WHERE store_id = $1 AND position > $2"
-                f" AND position <= $3 AND ({where}) ORDER BY position LIMIT $4",
-                store,
-                after,
-                below,
-                limit,
-                *params,
-            )
-        return [int(r[0]) for r in rows]
+        return [e.global_position for e in await self.dcb_events(store, query, after, below, limit)]
 
     async def dcb_events(
         self, store: int, query: Query, after: int, below: int, limit: int
     ) -> list[LoggedEvent]:
-        """Events in (after, below] matching a DCB query, ascending, at most ``limit``."""
+        """Events in (after, below] matching a DCB query, ascending, at most ``limit``. The
+        runs whose type and tag lists could hold a match are read in the order they start, a
+        batch at a time; a match before the start of the last run read is final (every run
+        not read yet starts after it)."""
         where, params = _dcb_where(query, 5)
-        async with self._conn() as conn:
-            rows = await conn.fetch(
-                "SELECT position, stream_id, stream_position, type, body FROM deltagate_events"
-                " WHERE store_id = $1 AND position > $2 AND position <= $3"
-                f" AND ({where}) ORDER BY position LIMIT $4",
+        found: list[LoggedEvent] = []
+        cursor = runs.block_start(after + 1) - 1
+        while True:
+            rows = await self._fetch(
+                f"SELECT {RUN_COLUMNS} FROM deltagate_runs WHERE store_id = $1"
+                " AND first_position > $2 AND first_position <= $3"
+                f" AND ({where}) ORDER BY first_position LIMIT $4",
                 store,
-                after,
+                cursor,
                 below,
-                limit,
+                DCB_BATCH,
                 *params,
             )
-        return [_logged(r) for r in rows]
-
-    async def bytes_between(self, store: int, low: int, high: int) -> int:
-        """Bytes of the events' JSON bodies with positions in [low, high]."""
-        async with self._conn() as conn:
-            found = await conn.fetchval(
-                "SELECT coalesce(sum(octet_length(body)), 0) FROM deltagate_events"
-                " WHERE store_id = $1 AND position >= $2 AND position <= $3",
-                store,
-                low,
-                high,
+            found += (
+                _logged(row, e)
+                for row in rows
+                for e in runs.decode(row)
+                if after < e.position <= below and query.accepts(e.type, e.tags)
             )
-        return int(found)
+            found.sort(key=_position)
+            if len(rows) < DCB_BATCH:
+                return found[:limit]
+            cursor = rows[-1]["first_position"]
+            settled = [e for e in found if e.global_position < cursor]
+            if len(settled) >= limit:
+                return settled[:limit]
+
+
+DCB_BATCH = 200
+"""Runs read per query of ``dcb_events``."""
+
+
+async def _convert_rows_per_event(conn: Any) -> None:
+    """An archive written by an earlier deltagate held a row per event (``deltagate_events``):
+    its events become runs, store by store in position order, and the old table goes, in one
+    transaction, so a pod killed meanwhile leaves the old table whole and the next start does it
+    again; pods starting at the same time wait for the one converting (an advisory lock)."""
+    if await conn.fetchval("SELECT to_regclass('deltagate_events')") is None:
+        return
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('deltagate_runs'))")
+        if await conn.fetchval("SELECT to_regclass('deltagate_events')") is None:
+            return  # another pod converted it while this one waited
+        stores = await conn.fetch("SELECT DISTINCT store_id FROM deltagate_events")
+        for (store,) in stores:
+            archived = 0
+            rows = runs.Runs(store)
+            async for event in conn.cursor(
+                "SELECT position, stream_id, stream_position, type, created_at, body, tags"
+                " FROM deltagate_events WHERE store_id = $1 ORDER BY position",
+                store,
+                prefetch=CONVERT_BATCH,
+            ):
+                position, stream_id, stream_position, kind, created, body, tags = event
+                rows.add(
+                    position,
+                    stream_id.encode(),
+                    stream_position,
+                    kind.encode(),
+                    (created - EPOCH) // timedelta(microseconds=1),
+                    [t.encode() for t in tags or ()],
+                    body.encode(),
+                )
+                archived = position
+                if rows.events == CONVERT_BATCH:
+                    await _copy(conn, rows)
+                    rows = runs.Runs(store)
+            if rows.events:
+                await _copy(conn, rows)
+            await conn.execute(
+                "UPDATE deltagate_stores SET archived = $2 WHERE id = $1", store, archived
+            )
+            log.info("archive converted to runs", extra={"archive_store": store, "to": archived})
+        await conn.execute("DROP TABLE deltagate_events")
+
+
+CONVERT_BATCH = 5000
+
+
+async def _copy(conn: Any, rows: runs.Runs) -> None:
+    data = memoryview(rows.data())  # bytes would be taken for a file's path
+    await conn.copy_to_table("deltagate_runs", source=data, columns=COLUMNS, format="binary")
+
+
+class CopyConflict(BrokerError):
+    """A copy refused: positions it holds were copied already (by another pod)."""
+
+
+def _moment(micros: int) -> datetime:
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def _position(event: LoggedEvent) -> int:
+    return event.global_position
 
 
 async def _keep_session(conn: Any) -> None:
@@ -365,33 +518,33 @@ async def _keep_session(conn: Any) -> None:
     locks, LISTEN, SET or cursors. A transaction left open is still rolled back by the pool."""
 
 
-_AFTER = (
-    "SELECT position, stream_id, stream_position, type, body FROM deltagate_events"
-    " WHERE store_id = $1 AND position > $2 AND position <= $3 ORDER BY position LIMIT $4"
-)
-_BEFORE = (
-    "SELECT position, stream_id, stream_position, type, body FROM deltagate_events"
-    " WHERE store_id = $1 AND position >= $2 AND position <= $3"
-    " ORDER BY position DESC LIMIT $4"
+_RANGE = (
+    f"SELECT {RUN_COLUMNS} FROM deltagate_runs WHERE store_id = $1"
+    " AND first_position >= $2 AND first_position <= $3 AND last_position > $4"
 )
 
 
 def _dcb_where(query: Query, first: int) -> tuple[str, list[Any]]:
-    """A query's items as SQL (items OR; types OR and tags AND within an item), with its
-    parameters numbered from ``$first``."""
+    """A query's items as SQL over a run's type and tag lists (items OR; within an item, one
+    of its types and all of its tags somewhere in the run), with its parameters numbered from
+    ``$first``: what a run must hold to hold a match (its events say whether it does)."""
     clauses, params = [], []
     for item in query.items:
         parts = []
         if item.types:
             params.append(list(item.types))
-            parts.append(f"type = ANY(${first + len(params) - 1})")
+            parts.append(f"types && ${first + len(params) - 1}")
         if item.tags:
             params.append(list(item.tags))
             parts.append(f"tags @> ${first + len(params) - 1}")
-        clauses.append("(" + " AND ".join(parts) + ")")
+        clauses.append("(" + (" AND ".join(parts) or "true") + ")")
     return " OR ".join(clauses), params
 
 
-def _logged(row: Any) -> LoggedEvent:
-    position, stream_id, stream_position, kind, body = row
-    return LoggedEvent(position, stream_id, kind, codec.positioned(position, stream_position, body))
+def _logged(row: Any, event: runs.Event) -> LoggedEvent:
+    return LoggedEvent(
+        event.position,
+        row["stream_id"],
+        event.type,
+        codec.positioned(event.position, event.stream_position, event.body),
+    )

@@ -26,39 +26,20 @@ PostgreSQL took turns):
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 from redis.client import NEVER_DECODE
 
-from . import codec
+from . import codec, runs
 from .aio import cancel_and_wait
-from .archive import Archive
+from .archive import Archive, CopyConflict
 from .keys import StoreKeys
 from .redis import call, load_script
 
-# PostgreSQL's binary COPY format (the "Binary Format" section of the COPY reference): a
-# signature, flags and header extension length, then per row its field count and each field as
-# int32 length + bytes (-1: NULL), then -1 as the field count. Fields in ``archive.COLUMNS`` order:
-# store_id int4, position int8, stream_id text, stream_position int8, type text,
-# created_at timestamptz (int8 microseconds since 2000-01-01 UTC), body text, tags text[].
-HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-TRAILER = b"\xff\xff"
-NULL = struct.pack(">i", -1)
-ROW = struct.Struct(">hiiiqi")
-"""Field count, store_id (length, value), position (length, value), stream_id's length."""
-INT8_THEN_LENGTH = struct.Struct(">iqi")
-"""An int8 field (length, value), then the next field's length."""
-ARRAY = struct.Struct(">iiiiii")
-"""A text[] field's length, then its header: dimensions, has nulls, element type, size, lower
-bound."""
-LENGTH = struct.Struct(">i")
-TEXT_OID = 25
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
@@ -191,8 +172,8 @@ class Archiver:
                         self._read(log_key, archive_id, held.last, min(self._page, left))
                     )
                 try:
-                    await self._archive.copy_binary(page.data)
-                except asyncpg.UniqueViolationError:
+                    await self._archive.copy(archive_id, held.first, held.last, page.data)
+                except CopyConflict:
                     # Another pod copied these meanwhile (a lease that expired under a slow copy).
                     self._highest.pop(uid, None)
                     return archived, False, copied
@@ -242,17 +223,16 @@ class Archiver:
 def encode(archive_id: int, first: int, entries: list[Any]) -> Page:
     """Raw log entries from position ``first`` on (``[id, [b"s", stream, b"t", type, b"p",
     streamPosition, (b"g", tags,) b"e", body]]``, fields in the order scripts/lib/write.lua
-    writes them) as a binary COPY of archive rows, with what they hold. Entries of the first
-    format (``[b"s", stream, b"t", type, b"e", json]``) held the whole JSON: their positions
-    are cut off here."""
-    out: list[bytes] = [HEADER]
-    add = out.append
+    writes them) as the archive's rows (``broker.runs``), with what they hold. Entries of the
+    first format (``[b"s", stream, b"t", type, b"e", json]``) held the whole JSON: their
+    positions are cut off here."""
+    rows = runs.Runs(archive_id)
+    add = rows.add
     times: dict[bytes, int] = {}
     seconds: dict[bytes, int] = {}
     streams: dict[bytes, int] = {}
     types: set[bytes] = set()
     tags: set[bytes] = set()
-    pack_row, pack_int8 = ROW.pack, INT8_THEN_LENGTH.pack
     position = first
     for _, fields in entries:
         body = fields[-1]
@@ -267,23 +247,18 @@ def encode(archive_id: int, first: int, entries: list[Any]) -> Page:
         stream_id, kind = fields[1], fields[3]
         streams[stream_id] = streams.get(stream_id, 0) + 1
         types.add(kind)
-        add(pack_row(8, 4, archive_id, 8, position, len(stream_id)))
-        add(stream_id)
-        add(pack_int8(8, stream_position, len(kind)))
-        add(kind)
-        add(pack_int8(8, created, len(body)))
-        add(body)
+        named = NO_TAGS
         if len(fields) == 10:
             named = [t for t in fields[7].split(b",") if t]
             tags.update(named)
-            add(_tags(named))
-        else:
-            add(NULL)
+        add(position, stream_id, stream_position, kind, created, named, body)
         position += 1
-    add(TRAILER)
     oldest = codec.created_at_raw(entries[0][1][-1])
     held = Held(first, position - 1, streams, types, tags)
-    return Page(b"".join(out), times.get(oldest) or _micros(oldest, seconds), held)
+    return Page(rows.data(), times.get(oldest) or _micros(oldest, seconds), held)
+
+
+NO_TAGS: list[bytes] = []
 
 
 def _first_format(json: bytes) -> tuple[int, bytes]:
@@ -291,14 +266,6 @@ def _first_format(json: bytes) -> tuple[int, bytes]:
     start = json.index(b'"streamPosition":') + 17
     end = json.index(b",", start)
     return int(json[start:end]), json[end + 1 :]
-
-
-def _tags(tags: list[bytes]) -> bytes:
-    """Tags as a binary text[] field."""
-    if not tags:
-        return NULL
-    items = b"".join(LENGTH.pack(len(t)) + t for t in tags)
-    return ARRAY.pack(20 + len(items), 1, 0, TEXT_OID, len(tags), 1) + items
 
 
 def _micros(text: bytes, seconds: dict[bytes, int]) -> int:

@@ -141,6 +141,7 @@ def archive_url(postgres_database: str) -> str:
     _pg(
         postgres_database,
         "DROP TABLE IF EXISTS deltagate_events",
+        "DROP TABLE IF EXISTS deltagate_runs",
         "DROP TABLE IF EXISTS deltagate_stores",
     )
     return postgres_database

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from broker import Archive, EventLog, Lifecycle, LifecycleOptions, NewEvent, StoreAdmin, codec
+from broker import Archive, EventLog, Lifecycle, LifecycleOptions, NewEvent, StoreAdmin, codec, runs
+from broker.archive import CopyConflict
 from broker.archiver import Held, encode, summarize
 from broker.errors import Unavailable
+from broker.filters import Query
 from broker.keys import StoreKeys
 
 
@@ -63,30 +65,39 @@ async def test_entries_go_to_postgresql_as_the_log_holds_them(
     assert (page.held.first, page.held.last, page.held.count) == (1, 5, 5)
     assert page.held.streams == {b"s-1": 3, "s-ü".encode(): 2}
     assert page.held.types == {b"a", b"b"} and page.held.tags == {b"t1", b"t2"}
-    await archive.copy_binary(page.data)
+    await archive.copy(store, 1, 5, page.data)
 
     conn = await asyncpg.connect(archive_url)
     try:
-        rows = await conn.fetch(
-            "SELECT position, stream_id, stream_position, type, created_at, body, tags"
-            " FROM deltagate_events ORDER BY position"
-        )
+        rows = await conn.fetch("SELECT * FROM deltagate_runs ORDER BY first_position")
     finally:
         await conn.close()
-    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
-        (1, "s-1", 0, "a"),
-        (2, "s-1", 1, "a"),
-        (3, "s-ü", 7, "b"),
-        (4, "s-1", 2, "a"),
-        (5, "s-ü", 0, "b"),
+    # A run per stream in the block, a new one where stream positions do not follow on (they
+    # always do in a log; not in these made-up entries), each event exactly as the log held it.
+    held = [(r["stream_id"], r["first_position"], r["last_position"], r["count"]) for r in rows]
+    assert held == [
+        ("s-1", 1, 4, 3),
+        ("s-ü", 3, 3, 1),
+        ("s-ü", 5, 5, 1),
     ]
-    assert [r[4] for r in rows] == [datetime.fromisoformat(c) for c in created]
-    assert rows[0][4].tzinfo is not None and rows[0][4] == datetime(
-        2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC
-    )
-    assert [r[5].encode() for r in rows[:4]] == [e[1][-1] for e in entries[:4]]
-    assert rows[4][5] == body("s-ü", "b", created[4]).decode()  # positions cut off
-    assert [r[6] for r in rows] == [None, ["t1", "t2"], None, ["t2"], None]
+    assert rows[0]["types"] == ["a"] and rows[0]["tags"] == ["t1", "t2"]
+    assert rows[1]["types"] == ["b"] and rows[1]["tags"] is None
+    assert rows[0]["created_min"] == datetime(2026, 1, 2, 3, 4, 5, 500000, tzinfo=UTC)  # created[3]
+    assert rows[0]["created_max"] == datetime.fromisoformat(created[1])
+    events = sorted((e for r in rows for e in runs.decode(r)), key=lambda e: e.position)
+    assert [(e.position, e.stream_position, e.type, e.tags) for e in events] == [
+        (1, 0, "a", ()),
+        (2, 1, "a", ("t1", "t2")),
+        (3, 7, "b", ()),
+        (4, 2, "a", ("t2",)),
+        (5, 0, "b", ()),
+    ]
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    assert [epoch + timedelta(microseconds=e.created) for e in events] == [
+        datetime.fromisoformat(c) for c in created
+    ]
+    assert [e.body.encode() for e in events[:4]] == [e[1][-1] for e in entries[:4]]
+    assert events[4].body == body("s-ü", "b", created[4]).decode()  # positions cut off
     # Read back through the archive, the JSON is the event as served.
     (event,) = await archive.after(store, 3, 4, 10)
     assert codec.event_of(event.json)["globalPosition"] == 4
@@ -102,10 +113,12 @@ async def test_a_copy_that_lost_a_race_writes_nothing(archive: Archive) -> None:
         ]
     ]
     two = [[f"{i}-0".encode(), one[0][1]] for i in (1, 2)]  # fmt: skip
-    await archive.copy_binary(encode(store, 1, one).data)
-    with pytest.raises(asyncpg.UniqueViolationError):
-        await archive.copy_binary(encode(store, 1, two).data)
+    await archive.copy(store, 1, 1, encode(store, 1, one).data)
+    with pytest.raises(CopyConflict):
+        await archive.copy(store, 1, 2, encode(store, 1, two).data)
     assert (await archive.stats(store)).events == 1  # the whole page refused, not half of it
+    (event,) = await archive.after(store, 0, 10, 10)
+    assert event.global_position == 1
 
 
 async def test_trim_refuses_a_wrong_account_and_changes_nothing(
@@ -175,12 +188,12 @@ class FailingArchive(Archive):
         super().__init__(url)
         self.pages = pages
 
-    async def copy_binary(self, data: bytes) -> None:
+    async def copy(self, store: int, first: int, last: int, data: bytes) -> None:
         if self.pages == 0:
             await asyncio.sleep(0.05)  # the read-ahead is under way meanwhile
             raise Unavailable("the archive is unavailable: test")
         self.pages -= 1
-        await super().copy_binary(data)
+        await super().copy(store, first, last, data)
 
 
 async def test_an_archive_lost_mid_step_keeps_a_at_the_last_commit(
@@ -213,3 +226,59 @@ async def test_an_archive_lost_mid_step_keeps_a_at_the_last_commit(
         assert (stats.events, stats.oldest, stats.newest) == (1000, 1, 1000)
     finally:
         await archive.close()
+
+
+OLD_LAYOUT = """
+CREATE TABLE deltagate_stores (id serial PRIMARY KEY, uid text NOT NULL UNIQUE, name text NOT NULL);
+CREATE TABLE deltagate_events (
+    store_id integer NOT NULL, position bigint NOT NULL, stream_id text NOT NULL,
+    stream_position bigint NOT NULL, type text NOT NULL, created_at timestamptz NOT NULL,
+    body text NOT NULL, tags text[], PRIMARY KEY (store_id, position));
+"""
+
+
+async def test_an_archive_of_rows_per_event_becomes_runs_on_first_open(archive_url: str) -> None:
+    """What an earlier deltagate archived (a row per event) is read after the upgrade as before:
+    converted once, on the first open, the old table gone."""
+    created = "2026-01-02T03:04:05.678Z"
+    conn = await asyncpg.connect(archive_url)
+    try:
+        await conn.execute(OLD_LAYOUT)
+        await conn.execute("INSERT INTO deltagate_stores (uid, name) VALUES ('u1', 'shop')")
+        await conn.executemany(
+            "INSERT INTO deltagate_events VALUES (1, $1, $2, $3, $4, $5, $6, $7)",
+            [
+                (p, f"s-{p % 2}", p // 2, "a" if p < 3000 else "b",
+                 datetime.fromisoformat(created), body(f"s-{p % 2}", "a", created).decode(),
+                 ["t1"] if p == 2500 else None)
+                for p in range(1, 6001)
+            ],
+        )  # fmt: skip
+    finally:
+        await conn.close()
+    archive = Archive(archive_url)
+    try:
+        store = await archive.store_id("u1", "shop")
+        assert store == 1
+        stats = await archive.stats(store)
+        assert (stats.events, stats.oldest, stats.newest) == (6000, 1, 6000)
+        assert await archive.highest(store) == 6000
+        events = await archive.after(store, 0, 6000, 6000)
+        assert [e.global_position for e in events] == list(range(1, 6001))
+        assert codec.event_of(events[4].json)["streamPosition"] == 2
+        assert [e.global_position for e in await archive.stream(store, "s-1", 10, 12)] == [
+            21,
+            23,
+            25,
+        ]
+        tagged = Query.parse({"items": [{"tags": ["t1"]}]})
+        assert await archive.dcb_positions(store, tagged, 0, 6000, 10) == [2500]
+        typed = Query.parse({"items": [{"types": ["b"]}]})
+        assert await archive.dcb_positions(store, typed, 0, 6000, 2) == [3000, 3001]
+    finally:
+        await archive.close()
+    conn = await asyncpg.connect(archive_url)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('deltagate_events')") is None
+    finally:
+        await conn.close()
