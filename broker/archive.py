@@ -91,7 +91,7 @@ answers "the first run holding an event at or after T" at a fraction of a b-tree
 write cost."""
 
 COLUMNS = runs.COLUMNS
-RUN_COLUMNS = "first_position, stream_id, stream_position, types, tags, events, bodies"
+RUN_COLUMNS = "first_position, stream_id, stream_position, count, types, tags, events, bodies"
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 TRANSIENT = (
     OSError,
@@ -277,7 +277,7 @@ class Archive:
             )
             count, size = int(count), int(size)
             held = await conn.fetch(
-                f"SELECT stream_id, {RUN_COLUMNS} FROM deltagate_runs WHERE store_id = $1"
+                f"SELECT {RUN_COLUMNS} FROM deltagate_runs WHERE store_id = $1"
                 " AND first_position >= $2 AND first_position < $3 AND last_position >= $3",
                 store,
                 runs.block_start(cut),

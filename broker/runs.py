@@ -56,9 +56,6 @@ ARRAY = struct.Struct(">iiiiii")
 bound."""
 LENGTH = struct.Struct(">i")
 TEXT_OID = 25
-EVENT = struct.Struct(">qqHHI")
-"""Per event in ``events``: position, created (microseconds since 2000-01-01 UTC), type index,
-tag count, body length; then a ``>H`` tag index per tag."""
 TAG = struct.Struct(">H")
 
 
@@ -67,28 +64,66 @@ def block_start(position: int) -> int:
     return (position - 1) // BLOCK * BLOCK + 1
 
 
+def layout(count: int) -> str:
+    """``events`` of a run of ``count`` events, column by column: positions, times created
+    (microseconds since 2000-01-01 UTC), type indexes, tag counts, body lengths; then one tag
+    index per tag the events carry, in event order (``>H`` each)."""
+    return f">{count}q{count}q{count}H{count}H{count}I"
+
+
 @dataclass(slots=True)
 class Run:
     """One run being built."""
 
-    first: int
+    stream_id: bytes
     stream_position: int
-    last: int = 0
-    count: int = 0
-    created_min: int = 0
-    created_max: int = 0
+    positions: list[int] = field(default_factory=list)
+    created: list[int] = field(default_factory=list)
+    kinds: list[int] = field(default_factory=list)
+    tag_counts: list[int] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    tagged: list[int] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
     types: dict[bytes, int] = field(default_factory=dict)
     tags: dict[bytes, int] = field(default_factory=dict)
-    events: list[bytes] = field(default_factory=list)
-    bodies: list[bytes] = field(default_factory=list)
+
+    def row(self, store_id: int) -> list[bytes]:
+        """The run as a binary COPY row."""
+        count = len(self.positions)
+        events = struct.pack(
+            layout(count),
+            *self.positions,
+            *self.created,
+            *self.kinds,
+            *self.tag_counts,
+            *self.lengths,
+        )
+        if self.tagged:
+            events += struct.pack(f">{len(self.tagged)}H", *self.tagged)
+        bodies = b"".join(self.bodies)
+        return [
+            HEAD.pack(12, 4, store_id, 8, self.positions[0], 8),
+            INT8_THEN_LENGTH.pack(self.positions[-1], len(self.stream_id)),
+            self.stream_id,
+            MIDDLE.pack(
+                8, self.stream_position, 4, count, 8, min(self.created), 8, max(self.created)
+            ),
+            text_array(list(self.types)),
+            text_array(list(self.tags)) if self.tags else NULL,
+            LENGTH.pack(len(events)),
+            events,
+            LENGTH.pack(len(bodies)),
+            bodies,
+        ]
 
 
 class Runs:
-    """A copy's rows, event by event in position order (``add``), then ``data()``."""
+    """A copy's rows, event by event in position order (``add``), then ``data()``; ``streams``,
+    ``types`` and ``tags`` say what they hold."""
 
     def __init__(self, store_id: int) -> None:
         self._store_id = store_id
-        self._done: list[tuple[bytes, Run]] = []
+        self._done: list[Run] = []
         self._open: dict[bytes, Run] = {}
         self._block_end = 0
         self.events = 0
@@ -107,56 +142,46 @@ class Runs:
             self._close_block()
             self._block_end = block_start(position) + BLOCK - 1
         run = self._open.get(stream_id)
-        if run is None or stream_position != run.stream_position + run.count:
+        if run is None or stream_position != run.stream_position + len(run.positions):
             if run is not None:  # not the stream's next event (a log never has that): a new run
-                self._done.append((stream_id, run))
-            run = self._open[stream_id] = Run(position, stream_position, created_min=created)
-        run.last = position
-        run.count += 1
+                self._done.append(run)
+            run = self._open[stream_id] = Run(stream_id, stream_position)
         self.events += 1
-        if created < run.created_min:
-            run.created_min = created
-        if created > run.created_max:
-            run.created_max = created
+        run.positions.append(position)
+        run.created.append(created)
         type_index = run.types.get(kind)
         if type_index is None:
             type_index = run.types[kind] = len(run.types)
-        meta = EVENT.pack(position, created, type_index, len(tags), len(body))
+        run.kinds.append(type_index)
+        run.lengths.append(len(body))
+        run.bodies.append(body)
+        run.tag_counts.append(len(tags))
         for tag in tags:
             index = run.tags.get(tag)
             if index is None:
                 index = run.tags[tag] = len(run.tags)
-            meta += TAG.pack(index)
-        run.events.append(meta)
-        run.bodies.append(body)
+            run.tagged.append(index)
+
+    def extend(self, run: Run) -> None:
+        """A whole run, built a column at a time."""
+        self.events += len(run.positions)
+        self._done.append(run)
 
     def _close_block(self) -> None:
-        self._done += self._open.items()
+        self._done += self._open.values()
         self._open = {}
+
+    def runs(self) -> list[Run]:
+        """Every run added."""
+        self._close_block()
+        return self._done
 
     def data(self) -> bytes:
         """Every run added, as one binary COPY."""
-        self._close_block()
         out = [HEADER]
-        add = out.append
-        for stream_id, run in self._done:
-            add(HEAD.pack(12, 4, self._store_id, 8, run.first, 8))
-            add(INT8_THEN_LENGTH.pack(run.last, len(stream_id)))
-            add(stream_id)
-            add(
-                MIDDLE.pack(
-                    8, run.stream_position, 4, run.count, 8, run.created_min, 8, run.created_max
-                )
-            )
-            add(text_array(list(run.types)))
-            add(text_array(list(run.tags)) if run.tags else NULL)
-            events = b"".join(run.events)
-            add(LENGTH.pack(len(events)))
-            add(events)
-            bodies = b"".join(run.bodies)
-            add(LENGTH.pack(len(bodies)))
-            add(bodies)
-        add(TRAILER)
+        for run in self.runs():
+            out += run.row(self._store_id)
+        out.append(TRAILER)
         return b"".join(out)
 
 
@@ -179,41 +204,43 @@ class Event:
 
 
 def decode(row: Any) -> Iterator[Event]:
-    """A run's events (``row``: a record with ``stream_position``, ``types``, ``tags``,
+    """A run's events (``row``: a record with ``stream_position``, ``count``, ``types``, ``tags``,
     ``events`` and ``bodies``), in position order."""
     types, tags = row["types"], row["tags"] or ()
     events, bodies = row["events"], row["bodies"]
+    count = row["count"]
+    columns = struct.unpack_from(layout(count), events)
+    positions, created = columns[:count], columns[count : 2 * count]
+    kinds, tag_counts = columns[2 * count : 3 * count], columns[3 * count : 4 * count]
+    lengths = columns[4 * count :]
+    tagged = events[struct.calcsize(layout(count)) :]
     stream_position = row["stream_position"]
-    unpack, size = EVENT.unpack_from, EVENT.size
-    offset = start = 0
-    while offset < len(events):
-        position, created, type_index, tag_count, length = unpack(events, offset)
-        offset += size
+    start = offset = 0
+    for i in range(count):
         named: tuple[str, ...] = ()
-        if tag_count:
-            named = tuple(
-                tags[i] for (i,) in TAG.iter_unpack(events[offset : offset + 2 * tag_count])
-            )
-            offset += 2 * tag_count
+        if tag_counts[i]:
+            end = offset + 2 * tag_counts[i]
+            named = tuple(tags[j] for (j,) in TAG.iter_unpack(tagged[offset:end]))
+            offset = end
+        end = start + lengths[i]
         yield Event(
-            position,
-            stream_position,
-            types[type_index],
+            positions[i],
+            stream_position + i,
+            types[kinds[i]],
             named,
-            created,
-            bodies[start : start + length].decode(),
+            created[i],
+            bodies[start:end].decode(),
         )
-        start += length
-        stream_position += 1
+        start = end
 
 
 def encode_row(store_id: int, stream_id: str, events: list[Event]) -> dict[str, Any]:
     """A run's columns holding ``events`` (consecutive events of one stream and block, as
-    ``decode`` gave them), for a row rewritten with fewer events."""
-    runs = Runs(store_id)
+    ``decode`` gave them), for a row written again with fewer events."""
+    built = Runs(store_id)
     name = stream_id.encode()
     for e in events:
-        runs.add(
+        built.add(
             e.position,
             name,
             e.stream_position,
@@ -222,16 +249,17 @@ def encode_row(store_id: int, stream_id: str, events: list[Event]) -> dict[str, 
             [t.encode() for t in e.tags],
             e.body.encode(),
         )
-    ((_, run),) = runs._open.items()
+    (run,) = built.runs()
+    fields = run.row(store_id)
     return {
-        "first_position": run.first,
-        "last_position": run.last,
+        "first_position": run.positions[0],
+        "last_position": run.positions[-1],
         "stream_position": run.stream_position,
-        "count": run.count,
-        "created_min": run.created_min,
-        "created_max": run.created_max,
+        "count": len(run.positions),
+        "created_min": min(run.created),
+        "created_max": max(run.created),
         "types": [t.decode() for t in run.types],
         "tags": [t.decode() for t in run.tags] or None,
-        "events": b"".join(run.events),
-        "bodies": b"".join(run.bodies),
+        "events": fields[7],
+        "bodies": fields[9],
     }
