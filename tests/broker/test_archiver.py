@@ -282,3 +282,66 @@ async def test_an_archive_of_rows_per_event_becomes_runs_on_first_open(archive_u
         assert await conn.fetchval("SELECT to_regclass('deltagate_events')") is None
     finally:
         await conn.close()
+
+
+async def test_reads_of_runs_keep_exactly_the_events_asked_for(
+    archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages, streams, times and DCB queries over runs that straddle blocks and pages, against
+    the same questions answered event by event; DCB reads one run at a time, so a query needs
+    many of them."""
+    monkeypatch.setattr("broker.archive.DCB_BATCH", 1)
+    store = await archive.store_id("uid-1", "shop", create=True)
+    assert store is not None
+    kinds, streams = (b"a", b"b", b"c"), (b"x", b"y", b"z")
+    everything = []
+    counts = dict.fromkeys(streams, 0)
+    for p in range(1, 3001):
+        stream = streams[p * p % 3]
+        created = f"2026-01-02T03:{p // 600:02}:{p // 10 % 60:02}.{p % 10:03}Z"
+        fields = [b"s", stream, b"t", kinds[p % 7 % 3], b"p", str(counts[stream]).encode()]
+        if p % 5 == 0:
+            fields += [b"g", b"t1" if p % 2 else b"t1,t2"]
+        fields += [b"e", body(stream.decode(), kinds[p % 7 % 3].decode(), created)]
+        counts[stream] += 1
+        everything.append([f"{p}-0".encode(), fields])
+    for first, last in ((1, 999), (1000, 1999), (2000, 2000), (2001, 3000)):  # inside blocks
+        page = encode(store, first, everything[first - 1 : last])
+        await archive.copy(store, first, last, page.data)
+
+    def of(p: int) -> tuple[bytes, bytes, list[bytes]]:
+        fields = everything[p - 1][1]
+        tags = fields[7].split(b",") if len(fields) == 10 else []
+        return fields[1], fields[3], tags
+
+    assert [e.global_position for e in await archive.after(store, 1020, 3000, 10)] == list(
+        range(1021, 1031)
+    )
+    assert [e.global_position for e in await archive.before(store, 2050, 1, 100)] == list(
+        range(2050, 1950, -1)
+    )
+    y = [p for p in range(1, 3001) if of(p)[0] == b"y"]
+    got = await archive.stream(store, "y", 1500, 1510)
+    assert [(e.global_position, codec.event_of(e.json)["streamPosition"]) for e in got] == [
+        (y[i], i) for i in range(1500, 1511)
+    ]
+    moment = datetime(2026, 1, 2, 3, 2, 30, tzinfo=UTC)  # p // 600 == 2, p // 10 % 60 == 30
+    assert await archive.first_at(store, moment) == 1500
+    for query, after, below, limit in [
+        ({"items": [{"types": ["b"]}]}, 0, 3000, 50),
+        ({"items": [{"tags": ["t2"]}]}, 1000, 2500, 30),
+        (
+            {"items": [{"types": ["c"], "tags": ["t1"]}, {"types": ["a"], "tags": ["t2"]}]},
+            5,
+            3000,
+            40,
+        ),
+        ({"items": [{"types": ["a", "c"]}]}, 2990, 3000, 100),
+    ]:
+        parsed = Query.parse(query)
+        wanted = [
+            p
+            for p in range(after + 1, below + 1)
+            if parsed.accepts(of(p)[1].decode(), [t.decode() for t in of(p)[2]])
+        ][:limit]
+        assert await archive.dcb_positions(store, parsed, after, below, limit) == wanted, query
