@@ -204,14 +204,15 @@ class Archive:
 
     async def stats(self, store: int) -> StoreStats:
         async with self._conn() as conn:
-            low, high = await conn.fetchrow(
+            row = await conn.fetchrow(
                 "SELECT (SELECT min(first_position) FROM deltagate_runs WHERE store_id = $1),"
                 " archived FROM deltagate_stores WHERE id = $1",
                 store,
             )
-        if low is None:
+        if row is None or row[0] is None:
             return StoreStats(0, None, None)
-        return StoreStats(int(high) - int(low) + 1, int(low), int(high))
+        low, high = int(row[0]), int(row[1])
+        return StoreStats(high - low + 1, low, high)
 
     async def table_bytes(self) -> int:
         """The runs table with its indexes, on disk (all stores)."""
