@@ -28,15 +28,14 @@ import base64
 import logging
 import ssl
 import time
-from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import quote, unquote, urlsplit
 
 from .. import codec
 from .client import Origin
 from .config import HEADER_NAME, WebhookConfig
-from .signing import signature
+from .signing import Signer
 from .targets import GuardedResolver, Resolver, TargetPolicy, literal_refusal
 
 log = logging.getLogger("deltagate.dispatcher")
@@ -53,8 +52,7 @@ _PATH_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 """A URL's path and query are sent as written; only non-ASCII is percent-encoded (UTF-8)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
     result: Result
     error: str
     seconds: float
@@ -74,11 +72,11 @@ class Target:
         "_sender",
         "head",
         "invalid",
-        "key",
         "origin",
         "refused",
         "seconds",
         "shown_url",
+        "sign",
         "url",
     )
 
@@ -105,7 +103,7 @@ class Target:
         """Why the URL's literal address may not be reached (checked once, not per request)."""
         self.invalid = _unsendable(config)
         """Why the URL or headers cannot be sent (a record stored before today's checks)."""
-        self.key = key
+        self.sign = Signer(key)
         self.seconds = config.timeout or sender.timeout
         self.head = b""
         if self.invalid is not None:
@@ -199,7 +197,7 @@ class Sender:
             return Attempt("failure", INVALID_REQUEST, 0.0)
         assert target.origin is not None  # (made whenever the target is valid)
         stamp = int(time.time())
-        sign = signature(target.key, event_id, stamp, data)
+        sign = target.sign(event_id, stamp, data)
         request = b"".join(
             (
                 target.head,
