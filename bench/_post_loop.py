@@ -9,9 +9,10 @@ size) with a delivery's headers (content-type, webhook-id, -timestamp, -signatur
 signed here) until ``REQUESTS`` are answered, then print one JSON line: requests, seconds and
 this process's CPU seconds over them (the connections are opened before the clocks start).
 
-``CLIENT`` is the HTTP client: ``raw`` (asyncio streams, parsing just the status line and
-Content-Length: the floor of a POST from Python), ``httpcore`` (the connection pool under httpx,
-a lean client library) or ``aiohttp`` (the dispatcher's client, configured as it is there).
+``CLIENT`` is the HTTP client: ``deltagate`` (the dispatcher's own, ``broker/webhooks/client.py``,
+used as ``delivery.Target`` uses it), ``raw`` (asyncio streams, parsing just the status line and
+Content-Length: the floor of a POST from Python), ``httpcore`` (the connection pool under httpx)
+or ``aiohttp`` (the dispatcher's client before, configured as it was there).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ async def with_httpcore(port: int, body: bytes) -> tuple[Post, Callable[[], Awai
 async def with_aiohttp(port: int, body: bytes) -> tuple[Post, Callable[[], Awaitable[None]]]:
     import aiohttp
 
-    # Configured as the dispatcher's sessions are (broker/webhooks/delivery.py's Target).
+    # Configured as the dispatcher's sessions were (delivery.py, before its own client).
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=1),
         trust_env=False,
@@ -99,7 +100,33 @@ async def with_aiohttp(port: int, body: bytes) -> tuple[Post, Callable[[], Await
     return post, session.close
 
 
-CLIENTS = {"raw": raw, "httpcore": with_httpcore, "aiohttp": with_aiohttp}
+async def ours(port: int, body: bytes) -> tuple[Post, Callable[[], Awaitable[None]]]:
+    from broker.webhooks.client import Origin
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return [host]
+
+    # As the dispatcher's Target uses it: one origin, the request's head built once per target.
+    origin = Origin("127.0.0.1", port, tls=None, resolve=resolve, limit=1, idle_seconds=15)
+    head = "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items())
+    request = (
+        f"POST /ceiling HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n{head}"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+    async def post() -> None:
+        status = await origin.request(request, 10)
+        if not 200 <= status < 300:
+            raise RuntimeError(f"answered {status}")
+
+    async def close() -> None:
+        origin.close()
+
+    await post()
+    return post, close
+
+
+CLIENTS = {"deltagate": ours, "raw": raw, "httpcore": with_httpcore, "aiohttp": with_aiohttp}
 
 
 async def main(port: int, client: str, requests: int, concurrency: int, size: int) -> None:

@@ -11,12 +11,13 @@ although private, and the embedded dev mode allows loopback.
 
 Checked twice: when a subscription is declared (a literal address, or a name such as
 ``localhost``: ``check_url_host``), and at every connection: the dispatcher's HTTP client
-(aiohttp) resolves names through ``GuardedResolver``, which resolves once, checks every address
-the name resolves to and hands aiohttp only checked addresses to connect to, never a second
-lookup's answer, so DNS rebinding cannot switch it (TLS still verifies the certificate against
-the host name); a literal address, which aiohttp connects to without a resolver, is judged by
-``literal_refusal`` in the delivery path. The webhook client never goes through a proxy from the
-environment: the check must see the address actually connected to.
+(``client.Origin``) connects only to the addresses ``GuardedResolver`` hands it, which resolves
+the name once, checks every address it resolves to and returns only checked ones, never a
+second lookup's answer, so DNS rebinding cannot switch it (TLS still verifies the certificate
+against the host name); a literal address is checked the same way, and also once per
+subscription config by ``literal_refusal`` in the delivery path (nothing is sent, nothing is
+resolved). The webhook client never goes through a proxy from the environment: the check must
+see the address actually connected to.
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -142,8 +140,7 @@ def check_url_host(host: str, policy: TargetPolicy) -> str | None:
 
 
 class TargetRefused(OSError):
-    """A connection the policy refused (aiohttp reports a resolver's OSError as a
-    ClientConnectorDNSError: no connection was attempted)."""
+    """A connection the policy refused (no connection was attempted)."""
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -157,8 +154,8 @@ async def system_resolver(host: str, port: int) -> list[str]:
 def literal_refusal(host: str, policy: TargetPolicy) -> str | None:
     """Why a URL's host, when it is a literal address in any spelling (``127.0.0.1.``,
     ``127.1``, ``[::ffff:127.0.0.1]``), may not be connected to (None: it may, or it is a name).
-    aiohttp connects to a literal address without asking the resolver, so the delivery path
-    judges it (once per subscription config: ``delivery.Target``)."""
+    The delivery path judges it once per subscription config (``delivery.Target``), so a refused
+    one is never sent."""
     literal = literal_address(host.rstrip("."))
     if literal is None:
         return None
@@ -166,51 +163,29 @@ def literal_refusal(host: str, policy: TargetPolicy) -> str | None:
     return None if why is None else f"{host} is {literal}, {why}"
 
 
-class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver with the policy in front (``TCPConnector(resolver=...)``): the name is
-    resolved once, every answer is checked, and one refused answer refuses the name (a rebinding
-    name mixes both kinds). aiohttp then connects to the addresses returned here, never to a
-    second lookup's answer; TLS still verifies the certificate against the host name.
+class GuardedResolver:
+    """The policy in front of name resolution, for every connection of the dispatcher's client:
+    the name is resolved once, every answer is checked, and one refused answer refuses the name
+    (a rebinding name mixes both kinds). The client connects only to the addresses returned
+    here, never to a second lookup's answer; TLS still verifies the certificate against the
+    host name.
 
     ``resolver`` (host, port) -> addresses replaces the lookup (tests: a stub); by default it is
-    aiohttp's own ``DefaultResolver``."""
+    ``system_resolver``."""
 
     def __init__(self, policy: TargetPolicy, resolver: Resolver | None = None) -> None:
         self._policy = policy
-        self._resolve = resolver
-        self._inner: AbstractResolver | None = None if resolver is not None else DefaultResolver()
+        self._resolve = resolver or system_resolver
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
+    async def __call__(self, host: str, port: int) -> list[str]:
+        """The checked addresses to connect to for ``host``, in order; TargetRefused (an
+        OSError) when the policy refuses one, OSError when there is none."""
         literal = literal_address(host.rstrip("."))
-        if literal is not None:
-            found = [_result(host, str(literal), port)]
-        elif self._inner is not None:
-            found = await self._inner.resolve(host, port, family)
-        else:
-            assert self._resolve is not None
-            found = [_result(host, address, port) for address in await self._resolve(host, port)]
+        found = [str(literal)] if literal is not None else await self._resolve(host, port)
         if not found:
             raise OSError(f"{host} resolves to no address")
-        for answer in found:
-            why = self._policy.refusal(ipaddress.ip_address(answer["host"]))
+        for address in found:
+            why = self._policy.refusal(ipaddress.ip_address(address))
             if why is not None:
-                raise TargetRefused(f"{host} resolves to {answer['host']}, {why}")
+                raise TargetRefused(f"{host} resolves to {address}, {why}")
         return found
-
-    async def close(self) -> None:
-        if self._inner is not None:
-            await self._inner.close()
-
-
-def _result(host: str, address: str, port: int) -> ResolveResult:
-    ip = ipaddress.ip_address(address)
-    return {
-        "hostname": host,
-        "host": str(ip),
-        "port": port,
-        "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
-        "proto": 0,
-        "flags": socket.AI_NUMERICHOST,
-    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import re
 import subprocess
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from broker.webhooks import new_secret, secret_key, signature
+from broker.webhooks.signing import Signer
 from tests.conftest import need_binary
 from tests.webhooks.support import doc_snippet, verify
 
@@ -89,3 +92,13 @@ def test_the_documented_javascript_check(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) is expected, (given, done.stdout)
+
+
+def test_a_signer_is_hmac_sha256_for_every_key_length() -> None:
+    # Signer hashes the key's padded blocks once; hmac.digest is the reference.
+    for length in (1, 24, 32, 63, 64, 65, 200):
+        key = bytes(range(length % 256)) * (length // 256) + bytes(range(length % 256))
+        for body in (b"", b"{}", b"x" * 1000):
+            expected = hmac.digest(key, f"e-{length}.1614265330.".encode() + body, "sha256")
+            got = Signer(key)(f"e-{length}", 1614265330, body)
+            assert got == "v1," + base64.b64encode(expected).decode(), (length, len(body))
