@@ -20,7 +20,7 @@ def us(step: Step) -> float:
 
 
 def idle_spread(m: Measured, name: str, count: int) -> Spread:
-    return Spread.of([v / KiB for v in m.idle[name].per_conn.get(count, [])])
+    return m.idle[name].kib(count)
 
 
 def figures(m: Measured, ctx: Context) -> list[str]:
