@@ -12,8 +12,6 @@ from _common import Context, Spread
 from .plan import SUBSCRIBERS
 from .results import Measured, Step
 
-KiB = 1024
-
 
 def us(step: Step) -> float:
     return step.us_per_delivery
