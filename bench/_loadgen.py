@@ -1,4 +1,5 @@
-"""The fan-out benchmark's load generator: one process, driven by ``bench/fanout.py``.
+"""The fan-out benchmark's load generator: one process, driven by ``bench/fanout.py`` (and by
+``bench/sse.py``, ``bench/scale.py``, ``bench/pods.py``, ``bench/archive.py``).
 
     python bench/_loadgen.py     (reads one JSON command per line on stdin, answers one per line)
 
@@ -7,9 +8,11 @@ starts several of these so that the clients never share a core's worth of Python
 server they measure. WebSocket clients are ``picows`` (Cython, on uvloop): receiving a frame
 costs about a microsecond of Python here, so a worker keeps up with well over 100k frames/s.
 
-Subscribers (``bench/_wsclients.py``) keep counters per group of connections: frames received
-inside a receive-time window, and a latency histogram of the events whose ``data.sentAt`` lies
-inside a send-time window (latency = receive time - sentAt, both ``time.time()`` on this host).
+Subscribers (``bench/_wsclients.py``: deltagate's WebSocket protocol, Socket.IO, or deltagate's
+Server-Sent Events over raw keep-alive HTTP/1.1, the ``proto`` of ``connect``) keep counters per
+group of connections: frames received inside a receive-time window, and a latency histogram of
+the events whose ``data.sentAt`` lies inside a send-time window (latency = receive time - sentAt,
+both ``time.time()`` on this host).
 The appender sends each event as a batch of one, open-loop at a target rate over a few
 keep-alive HTTP/1.1 connections, stamping ``sentAt`` when it writes the request.
 
@@ -27,12 +30,13 @@ import traceback
 from collections import deque
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import uvloop
 from _common import KeepAliveHttp, raise_nofile
-from _wsclients import PROTOCOLS, Client, Group, subscribe_message
-from picows import WSCloseCode, WSTransport, ws_connect
+from _wsclients import PROTOCOLS, Group, Subscriber, sse_request, subscribe_message
+from picows import ws_connect
 
 STREAMS = 100
 
@@ -108,14 +112,17 @@ class Worker:
         deadline = time.monotonic() + timeout
         kind = PROTOCOLS[proto]
         messages = [subscribe_message(proto, f, position) for f in filters or ["*"]]
+        if proto == "sse":
+            messages = [sse_request(url, query, headers) for query in messages]
         gate = asyncio.Semaphore(concurrency)
         failures: list[str] = []
         refused = [0]
+        loop = asyncio.get_running_loop()
 
-        async def attempt(index: int) -> Client:
-            client: Client | None = None
+        async def attempt(index: int) -> Subscriber:
+            client: Subscriber | None = None
 
-            def factory() -> Client:
+            def factory() -> Subscriber:
                 nonlocal client
                 client = kind(g, messages[index % len(messages)], stall)
                 return client
@@ -124,11 +131,15 @@ class Worker:
             if sources:
                 options["local_addr"] = (sources[index % len(sources)], 0)
 
-            async def subscribed() -> Client:
-                await ws_connect(
-                    factory, url, websocket_handshake_timeout=timeout, extra_headers=headers,
-                    **options,
-                )  # fmt: skip
+            async def subscribed() -> Subscriber:
+                if proto == "sse":
+                    at = urlsplit(url)
+                    await loop.create_connection(factory, at.hostname, at.port, **options)
+                else:
+                    await ws_connect(
+                        factory, url, websocket_handshake_timeout=timeout, extra_headers=headers,
+                        **options,
+                    )  # fmt: skip
                 if (
                     client is None
                 ):  # picows returns no listener when the server hung up mid-handshake
@@ -139,11 +150,11 @@ class Worker:
             try:
                 return await asyncio.wait_for(subscribed(), max(0.1, deadline - time.monotonic()))
             except BaseException:
-                if client is not None and client.transport is not None:
-                    client.transport.disconnect()
+                if client is not None:
+                    client.abort()
                 raise
 
-        async def one(index: int) -> Client | None:
+        async def one(index: int) -> Subscriber | None:
             backoff = 0.1
             for _ in range(100):  # bounded; the deadline ends it sooner
                 try:
@@ -211,9 +222,7 @@ class Worker:
             "slowest": g.slowest,
             "hist": [(i, n) for i, n in enumerate(g.hist) if n],
             "clients": len(g.clients),
-            "open": sum(
-                1 for c in g.clients if c.transport is not None and not c.transport.is_disconnected
-            ),
+            "open": sum(1 for c in g.clients if c.is_open),
             "other": g.other,
             "errors": g.errors,
         }
@@ -222,19 +231,16 @@ class Worker:
         g = self.groups.pop(group, None)
         if g is None:
             return {"closed": 0}
-        transports = [c.transport for c in g.clients if c.transport is not None]
-        for t in transports:
-            if not t.is_disconnected:
-                t.send_close(WSCloseCode.OK)
-                t.disconnect()
+        for c in g.clients:
+            c.close()
 
-        async def gone(t: WSTransport) -> None:
+        async def gone(c: Subscriber) -> None:
             with contextlib.suppress(Exception):
-                await t.wait_disconnected()
+                await c.wait_closed()
 
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(gone(t) for t in transports)), timeout)
-        return {"closed": len(transports)}
+            await asyncio.wait_for(asyncio.gather(*(gone(c) for c in g.clients)), timeout)
+        return {"closed": len(g.clients)}
 
     # -- appender -----------------------------------------------------------------------------
 

@@ -12,15 +12,13 @@ from _common import Context, Spread
 from .plan import SUBSCRIBERS
 from .results import Measured, Step
 
-KiB = 1024
-
 
 def us(step: Step) -> float:
     return step.us_per_delivery
 
 
 def idle_spread(m: Measured, name: str, count: int) -> Spread:
-    return Spread.of([v / KiB for v in m.idle[name].per_conn.get(count, [])])
+    return m.idle[name].kib(count)
 
 
 def figures(m: Measured, ctx: Context) -> list[str]:

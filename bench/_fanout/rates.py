@@ -38,7 +38,8 @@ class Load:
     store: str
     subscribers: int
     label: str
-    filters: tuple[str, ...] | None = None
+    filters: tuple[Any, ...] | None = None
+    """Patterns, or dicts of a subscription's fields (``eventFilter``, ``match``, ...)."""
     sources: tuple[str, ...] | None = None
     """Loopback source addresses to spread the connections over."""
 
@@ -195,6 +196,7 @@ def measured_step(
         p99=hist_percentile(hist, expected, 0.99),
         slowest=max((s["slowest"] for s in stats), default=math.nan),
         missing=(expected - measured) / expected if expected else 0.0,
+        lost=expected - measured,
         server_cpu=(after.server - before.server) / seconds - sum(parts.values()),
         parts_cpu=parts,
         rss=rss,
@@ -221,7 +223,7 @@ def log_step(step: Step) -> None:
     progress(
         f"{step.label} {step.subscribers} x {step.rate} ev/s: appended {step.appended:.0f}/s, "
         f"{num(step.deliveries)} deliveries/s, p50 {ms(step.p50)} p99 {ms(step.p99)} ms, "
-        f"missing {step.missing:.1%}, server {step.server_cpu:.0%} CPU = "
+        f"lost {step.lost} ({step.missing:.1%}), server {step.server_cpu:.0%} CPU = "
         f"{step.us_per_delivery:.1f} us/delivery, "
         f"loadgen {' / '.join(f'{c:.0%}' for c in step.loadgen_cpu)}, "
         f"host busy {step.host_busy:.0%}" + ("" if step.ok else " -> over the limit or behind")

@@ -25,7 +25,7 @@ from .plan import (
     Plan,
 )
 from .rates import ms
-from .results import Measured, Step, Steps
+from .results import Idle, Measured, Step, Steps
 from .servers import BARE, DELTAGATE, DESCRIPTIONS, NODE_WS, SOCKETIO
 
 KiB = 1024
@@ -69,7 +69,7 @@ def report(m: Measured, plan: Plan, ctx: Context, elapsed: float) -> str:
         "Connections open and subscribed (no events flowing) on a fresh server process per "
         "repetition: RSS growth from before the first connection (after a warm-up of 20 "
         "connections and 20 appends, closed again) divided by the connections.",
-        idle_table(m),
+        idle_table(m.names, m.idle, m.idle_counts),
         *replay_parts(m),
         "### Goals (issue 19, this run's medians)",
         "\n".join(goals(m)),
@@ -187,7 +187,8 @@ def step_cells(steps: Steps, label: str, rate: int) -> list[str]:
         spread(label, rate, lambda s: s.p50).text(1, 1e3),
         spread(label, rate, p99).text(1, 1e3),
         ms(max((s.slowest for s in got), default=math.nan)),
-        f"{max((s.missing for s in got), default=0):.1%}",
+        f"{max((s.lost for s in got), default=0):,} "
+        f"({max((s.missing for s in got), default=0):.1%})",
         spread(label, rate, lambda s: s.server_cpu).text(0, 100) + " %",
         f"{lg:.0%}",
         f"{max((s.host_busy for s in got), default=0):.0%}",
@@ -234,21 +235,20 @@ def flat_table(steps: Steps) -> str:
     return table(["server", *STEP_HEADERS], rows)
 
 
-def idle_table(m: Measured) -> str:
+def idle_table(names: list[str], idle: dict[str, Idle], counts: tuple[int, ...]) -> str:
+    """RSS per idle connection of each server at each of ``counts`` connections."""
     rows = []
-    for name in m.names:
-        idle = m.idle[name]
-        cells = [name, Spread.of([b / 2**20 for b in idle.base]).text(0)]
-        for n in m.idle_counts:
-            seconds = Spread.of(idle.connect_s.get(n, []))
-            cells.append(
-                f"{idle_spread(m, name, n).text(1, bold=True)} (opened in {seconds.text(1)} s)"
-            )
-        cells.append(f"{idle.refused:,}")
+    for name in names:
+        got = idle[name]
+        cells = [name, Spread.of([b / 2**20 for b in got.base]).text(0)]
+        for n in counts:
+            seconds = Spread.of(got.connect_s.get(n, []))
+            cells.append(f"{got.kib(n).text(1, bold=True)} (opened in {seconds.text(1)} s)")
+        cells.append(f"{got.refused:,}")
         rows.append(cells)
     return table(
         ["server", "RSS before, MiB"]
-        + [f"KiB/connection at {n:,}" for n in m.idle_counts]
+        + [f"KiB/connection at {n:,}" for n in counts]
         + ["connects refused (retried)"],
         rows,
     )

@@ -29,6 +29,8 @@ class Step:
     slowest: float
     missing: float
     """Fraction of the window's events (times subscribers) not received by the end of drain."""
+    lost: int
+    """How many those are."""
     server_cpu: float
     """Cores used by the server in the window (its parts apart, e.g. nginx, excluded)."""
     parts_cpu: dict[str, float]
@@ -114,6 +116,10 @@ class Idle:
     def add(self, count: int, per_conn: float, seconds: float) -> None:
         self.per_conn.setdefault(count, []).append(per_conn)
         self.connect_s.setdefault(count, []).append(seconds)
+
+    def kib(self, count: int) -> Spread:
+        """KiB per connection at ``count``, over the repetitions."""
+        return Spread.of([v / 1024 for v in self.per_conn.get(count, [])])
 
 
 @dataclass

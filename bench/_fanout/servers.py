@@ -29,6 +29,8 @@ from tests.harness import ServerProcess, free_port
 BARE = "bare Starlette"
 QUEUED = "queued Starlette"
 DELTAGATE = "deltagate"
+DELTAGATE_SSE = "deltagate SSE"
+"""A deltagate pod whose subscribers read Server-Sent Events (``bench/sse.py``)."""
 NODE_WS = "Node ws"
 SOCKETIO = "Node socket.io"
 READY_SECONDS = 30.0
@@ -69,7 +71,7 @@ class Server:
     name: str
     processes: list[ServerProcess]
     proto: str = "deltagate"
-    """What its subscribers speak: ``deltagate`` or ``socketio``."""
+    """What its subscribers speak: ``deltagate`` or ``socketio`` (WebSockets), or ``sse``."""
     keys: ApiKeys | None = None
     """deltagate's API keys (subscribers read, the appender writes); None: no auth."""
     on_redis: bool = False
@@ -92,6 +94,8 @@ class Server:
     def url(self, store: str) -> str:
         if self.proto == "socketio":
             return f"ws://127.0.0.1:{self.port}/socket.io/?EIO=4&transport=websocket&store={store}"
+        if self.proto == "sse":
+            return f"http://127.0.0.1:{self.port}/event-stores/{store}/events/sse"
         return f"ws://127.0.0.1:{self.port}/event-stores/{store}/events/ws"
 
     @property
@@ -170,10 +174,11 @@ def make(ctx: Context, name: str, keys: ApiKeys, env: dict[str, str] | None = No
     if name == QUEUED:
         process = ScriptProcess(ctx, name, [python, str(BENCH_DIR / "_queued.py")])
         return Server(name, [process], replays=True)
-    if name == DELTAGATE:
+    if name in (DELTAGATE, DELTAGATE_SSE):
         return Server(
             name,
             [deltagate(ctx, "serve", {**POD_ENV, **(env or {})})],
+            proto="sse" if name == DELTAGATE_SSE else "deltagate",
             keys=keys,
             on_redis=True,
             replays=True,
