@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
@@ -166,11 +167,18 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
     def buffered(self) -> int:
         return int(self.transport.get_write_buffer_size())
 
+    def buffered_counter(self) -> Callable[[], int]:
+        """``buffered`` for an outbox that asks after every write: the transport's own method
+        (no Python frame in between; the transport is the connection's for its whole life)."""
+        return self.transport.get_write_buffer_size  # type: ignore[no-any-return]
+
     def _can_write(self) -> bool:
+        # Called once per delivery on a raw connection: the flag's field is read directly
+        # (``_Flag`` is this module's), the cheapest checks first.
         return (
-            self.writable.is_set()
-            and not self.disconnected
+            self.writable._set  # type: ignore[attr-defined]
             and not self.close_sent
+            and not self.disconnected
             and self.conn.state is State.OPEN
         )
 
