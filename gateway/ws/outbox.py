@@ -147,13 +147,18 @@ class Outbox:
         # Once per delivery of a live event: the connection's own fields first (a queue under
         # the floor skips the budget's pressure check).
         frames = self._frames
-        if frames and (
-            len(frames) >= self._max_frames or self._size + len(frame) > self._max_bytes
-        ):
+        size = len(frame)
+        if frames and (len(frames) >= self._max_frames or self._size + size > self._max_bytes):
             return False
         if self._size + self._writing + self._buffered > BUDGET_FLOOR and self._budget.pressure:
             return False
-        self.force(frame)
+        # ``force``, inline (a call less per delivery).
+        frames.append(frame)
+        self._size += size
+        self._budget.charge(size)
+        if not self._flush_due:
+            self._flush_due = True
+            self._flusher.add(self)
         return True
 
     def force(self, frame: Frame) -> None:
@@ -172,11 +177,17 @@ class Outbox:
             return  # a writer takes them when it is done with its batch
         write_now = self.write_now
         if write_now is not None and write_now(frames):
-            # Written (the transport copied or sent them): the list is emptied and kept for
-            # the next frames, an allocation (and garbage collector work) less per delivery.
+            # Written (the transport copied or sent them). Once per delivery when the client
+            # keeps up, so kept short: the list is emptied and kept for the next frames (an
+            # allocation, and garbage collector work, less), and the frames' refund and the
+            # new look at the transport (``look``) are one charge to the budget.
             frames.clear()
-            self._taken(frames)
-            self.look()
+            buffered = self.buffered
+            now = buffered() if buffered is not None else self._buffered
+            self._budget.charge(now - self._buffered - self._size)
+            self._size, self._buffered = 0, now
+            if self._room is not None:
+                self._room.set()
             return
         if self.start_writer is not None:
             self.writer_busy = True
@@ -258,14 +269,13 @@ class Outbox:
         if frames:
             self._writing += self._size
             self._size = 0
-            self._taken([])
+            self._taken()
         return frames
 
-    def _taken(self, empty: list[Frame]) -> None:
-        """The queued frames left the outbox; ``empty`` is its list from now on."""
+    def _taken(self) -> None:
         if self._size:
             self._budget.charge(-self._size)
             self._size = 0
-        self._frames = empty
+        self._frames = []
         if self._room is not None:
             self._room.set()
