@@ -116,6 +116,8 @@ class Outbox:
         buffered: Callable[[], int] | None = None,
     ) -> None:
         self.write_now = write_now
+        """Writes the queued frames now (True) or not at all (False). It must not keep the list
+        it is given: once written, the list is emptied and used for the next frames."""
         self.start_writer = start_writer
         """Called (by the flush) when frames need a task that can wait for the transport; the
         owner sets ``writer_busy`` until that task has taken everything."""
