@@ -57,6 +57,10 @@ class Context:
     """A folder for the processes' log files, removed at the end of the run."""
     output: Path
     """Where the run writes its markdown (``--output``); figures go beside it."""
+    servers: tuple[str, ...] = ()
+    """``--servers``: only these servers, in the modules that compare several (fanout)."""
+    rates: tuple[int, ...] = ()
+    """``--rates``: the fan-out module runs only its 1,000-subscriber steps, at these rates."""
 
     @property
     def warmup(self) -> float:

@@ -21,6 +21,9 @@ Phases, every one repeated ``plan.repeats`` times alternating servers:
    events each), on the servers that replay (deltagate and the queued reference);
 5. 200 stalled readers on deltagate (its RSS).
 
+``--rates 30,100`` (with ``--servers deltagate`` or any other subset): only phase 2's steps, at
+those rates, for quick before/after pairs.
+
 Figures: ``fanout-cpu.png``, ``fanout-p99.png`` and ``fanout-memory.png`` beside the output.
 """
 
@@ -42,7 +45,7 @@ from _fanout.plan import (
     Plan,
 )
 from _fanout.rates import Load, scenario
-from _fanout.report import report
+from _fanout.report import report, steps_table
 from _fanout.results import Measured
 from _fanout.rig import Rig
 from _fanout.workers import LoadGen
@@ -58,15 +61,22 @@ async def main(ctx: Context) -> str:
     plan = Plan.of(ctx)
     keys = await api_keys(ctx)
     names, notes = servers.kinds(ctx)
+    if ctx.servers:
+        names = [n for n in names if n in ctx.servers]
     lg = LoadGen()
     admin = aioredis.Redis(port=ctx.redis_port, decode_responses=True)
     rig = Rig(plan, lg, admin)
     under_test = [servers.make(ctx, name, keys) for name in names]
     try:
         await lg.start(ctx.python)
-        idle = await phases.idle(rig, ctx, keys, names)
+        idle = {} if ctx.rates else await phases.idle(rig, ctx, keys, names)
         for server in under_test:
             await server.start()
+        if ctx.rates:
+            # --rates: the 1,000-subscriber steps only (quick before/after pairs).
+            loads = [Load(s, "fanout", SUBSCRIBERS, s.name) for s in under_test]
+            steps = await scenario(rig, loads, ctx.rates)
+            return "\n\n".join(["## WebSocket fan-out, rate steps only", steps_table(steps)])
         pod = next(s for s in under_test if s.name == servers.DELTAGATE)
         loads = [Load(s, "fanout", SUBSCRIBERS, s.name) for s in under_test]
         loads.append(Load(pod, "fanout-mix", SUBSCRIBERS, MIX, MIX_FILTERS))

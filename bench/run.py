@@ -160,6 +160,8 @@ async def run(args: argparse.Namespace, names: list[str], command: str) -> tuple
                 python=sys.executable,
                 logs=Path(tmp),
                 output=args.output.resolve(),
+                servers=tuple(n for item in args.servers for n in item.split(",") if n),
+                rates=tuple(int(r) for r in args.rates.split(",") if r) if args.rates else (),
             )
             return await run_modules(args, names, command, ctx, client)
         finally:
@@ -200,6 +202,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
     parser.add_argument(
         "--output", type=Path, default=BENCH_DIR / "RESULTS.md", help="default: bench/RESULTS.md"
+    )
+    parser.add_argument(
+        "--servers",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME]",
+        help="fanout: only these servers (e.g. deltagate), for quick before/after pairs",
+    )
+    parser.add_argument(
+        "--rates",
+        metavar="N[,N]",
+        help="fanout: only the 1,000-subscriber steps at these events/s (no other phase)",
     )
     args = parser.parse_args(argv)
     wanted = [n for item in args.only for n in item.split(",") if n]

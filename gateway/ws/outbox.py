@@ -116,6 +116,8 @@ class Outbox:
         buffered: Callable[[], int] | None = None,
     ) -> None:
         self.write_now = write_now
+        """Writes the queued frames now (True) or not at all (False). It must not keep the list
+        it is given: once written, the list is emptied and used for the next frames."""
         self.start_writer = start_writer
         """Called (by the flush) when frames need a task that can wait for the transport; the
         owner sets ``writer_busy`` until that task has taken everything."""
@@ -144,15 +146,21 @@ class Outbox:
         return self._size + self._writing + self._buffered
 
     def offer(self, frame: Frame) -> bool:
+        # Once per delivery of a live event: the connection's own fields first (a queue under
+        # the floor skips the budget's pressure check).
         frames = self._frames
-        if frames and (
-            len(frames) >= self._max_frames or self._size + len(frame) > self._max_bytes
-        ):
+        size = len(frame)
+        if frames and (len(frames) >= self._max_frames or self._size + size > self._max_bytes):
             return False
-        budget = self._budget
-        if budget.pressure and self.queued() > BUDGET_FLOOR:
+        if self._size + self._writing + self._buffered > BUDGET_FLOOR and self._budget.pressure:
             return False
-        self.force(frame)
+        # ``force``, inline (a call less per delivery).
+        frames.append(frame)
+        self._size += size
+        self._budget.charge(size)
+        if not self._flush_due:
+            self._flush_due = True
+            self._flusher.add(self)
         return True
 
     def force(self, frame: Frame) -> None:
@@ -166,12 +174,22 @@ class Outbox:
 
     def _flush(self) -> None:
         self._flush_due = False
-        if self.writer_busy or self._shut or not self._frames:
+        frames = self._frames
+        if self.writer_busy or self._shut or not frames:
             return  # a writer takes them when it is done with its batch
         write_now = self.write_now
-        if write_now is not None and write_now(self._frames):
-            self._taken()
-            self.look()
+        if write_now is not None and write_now(frames):
+            # Written (the transport copied or sent them). Once per delivery when the client
+            # keeps up, so kept short: the list is emptied and kept for the next frames (an
+            # allocation, and garbage collector work, less), and the frames' refund and the
+            # new look at the transport (``look``) are one charge to the budget.
+            frames.clear()
+            buffered = self.buffered
+            now = buffered() if buffered is not None else self._buffered
+            self._budget.charge(now - self._buffered - self._size)
+            self._size, self._buffered = 0, now
+            if self._room is not None:
+                self._room.set()
             return
         if self.start_writer is not None:
             self.writer_busy = True

@@ -121,7 +121,7 @@ class Session:
             write_now,
             start_writer=self._start_writer,
             budget=fanout.budget,
-            buffered=ext.buffered if ext is not None else None,
+            buffered=ext.buffered_counter() if ext is not None else None,
         )
         self.subscriptions: dict[str, LiveSubscription] = {}
         self.state: Literal["open", "closing", "closed"] = "open"
@@ -140,15 +140,15 @@ class Session:
         self, sub: LiveSubscription, event: LoggedEvent, shared: dict[Any, Any] | None
     ) -> bool:
         prefix: str = sub.context
+        if self._raw and shared is not None:  # a live event: once per delivery, kept short
+            # Keyed by the prefix string: subscriptions with the same id share one frame.
+            frame = shared.get(prefix)
+            if frame is None:
+                frame = shared[prefix] = batching.event_frame(prefix, event.json)
+            return self.outbox.offer(frame)
         if not self._raw:
             return self.outbox.offer(prefix + event.json + "}")
-        if shared is None:
-            return self.outbox.offer(batching.event_frame(prefix, event.json))
-        # Keyed by the prefix string: subscriptions with the same id share one frame.
-        frame = shared.get(prefix)
-        if frame is None:
-            frame = shared[prefix] = batching.event_frame(prefix, event.json)
-        return self.outbox.offer(frame)
+        return self.outbox.offer(batching.event_frame(prefix, event.json))
 
     def send_marker(self, sub: LiveSubscription, kind: str, position: int) -> bool:
         self.reply(protocol.marker(kind, sub.id, position))

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from broker import EventLog, Fanout, Filter, LiveSubscription, LoggedEvent, NewEvent
+from broker import Content, EventLog, Fanout, Filter, LiveSubscription, LoggedEvent, NewEvent
 
 
 class Collector:
@@ -103,6 +103,49 @@ async def test_a_filtered_subscription_gets_only_its_events_in_order(
     await asyncio.sleep(0.05)  # nothing else arrives
     assert [(e.stream_id, e.type) for e in got] == [("order-1", "order.paid")] * 3
     assert [e.global_position for e in got] == [2, 8, 14]
+
+
+class Refusing(Collector):
+    """A sink that has no room for its next ``refusals`` live events (its subscription is then
+    demoted, catches up from the log and goes live again)."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    def send_event(
+        self, sub: LiveSubscription, event: LoggedEvent, shared: dict[Any, Any] | None
+    ) -> bool:
+        if shared is not None and self.refusals:
+            self.refusals -= 1
+            return False
+        return super().send_event(sub, event, shared)
+
+
+async def test_content_conditions_hold_beside_plain_subscriptions_through_demotion(
+    fanout: Fanout, log: EventLog, store: str
+) -> None:
+    """The fan-out makes content verdicts only while a live subscription of the feed has content
+    conditions (``Feed.contents``): a content subscription that is demoted and comes back, or
+    one that arrives after another left, still gets only what it matches."""
+    paid = Filter.parse("*", None, Content.parse({"data": {"note": "Zoë paid 🎉"}}))
+    plain, first = Collector(), Refusing(1)
+    await fanout.subscribe(store, Filter.parse("*"), plain, sub_id="p")
+    made = await fanout.subscribe(store, paid, first, sub_id="c")
+    await log.append(store, "order-1", EVENTS)  # position 2 is the paid one: refused, demoted
+    await log.append(store, "order-1", EVENTS)  # read from the log, then live again
+    assert [e.global_position for e in await first.until(2)] == [2, 5]
+    assert fanout.stats.demoted == 1
+    await made.sub.close()
+    later = Collector()
+    await fanout.subscribe(store, paid, later, sub_id="c2")
+    await log.append(store, "order-1", EVENTS)
+    assert [e.global_position for e in await later.until(1)] == [8]
+    assert len(await plain.until(9)) == 9
+    await asyncio.sleep(0.05)  # nothing else arrives
+    assert [e.global_position for e in first.events] == [2, 5]
+    assert [e.global_position for e in later.events] == [8]
+    assert [e.global_position for e in plain.events] == list(range(1, 10))
 
 
 async def test_a_cursor_a_stale_shared_head_read_does_not_hold_is_not_ahead(
