@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -117,7 +118,7 @@ class AppendResult:
     """True when an idempotency key matched an earlier append: nothing was written now."""
     created_store: bool = False
     """True when this append created its store (dev mode's auto-create)."""
-    events: tuple[LoggedEvent, ...] = ()
+    events: Sequence[LoggedEvent] = ()
     """The events written, as a read returns them (for a replay: as the log holds them now)."""
 
     @property
