@@ -4,6 +4,7 @@ events that encoding the whole event as one JSON object, and reading it back, wo
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import orjson
@@ -11,7 +12,8 @@ import pytest
 
 from broker import LoggedEvent, NewEvent, codec
 
-EVENT_ID = b"5b8e6f0e-3c1a-4c53-9d55-3f2a1e7c9b10"
+IDS = [str(uuid.UUID(int=i * 0x1234567, version=4)).encode() for i in range(20)]
+"""Canonical UUID text, a different one per event."""
 
 EVENTS = [
     NewEvent("order.placed", {"orderId": "o-1", "total": 12.5}),
@@ -25,11 +27,11 @@ EVENTS = [
 ]
 
 
-def whole(event: NewEvent, stream_id: str, txid: str, created_at: str) -> bytes:
+def whole(event: NewEvent, event_id: bytes, stream_id: str, txid: str, created_at: str) -> bytes:
     """The body as one ``orjson.dumps`` of the event's object writes it (after ``{``)."""
     fields: dict[str, Any] = {
         "streamId": stream_id,
-        "eventId": EVENT_ID.decode(),
+        "eventId": event_id.decode(),
         "type": event.type,
         "data": event.data,
     }
@@ -45,28 +47,36 @@ def whole(event: NewEvent, stream_id: str, txid: str, created_at: str) -> bytes:
 @pytest.mark.parametrize("stream_id", ["order-1", 'a"b\\c', "ünï", "__dcb__"])
 def test_bodies_are_what_one_encoding_of_the_event_writes(stream_id: str) -> None:
     bodies = codec.EventBodies(stream_id, "tx-1", "2026-12-01T10:00:00.000Z")
-    for event in EVENTS:
-        data = codec.encode_payload(event.data)
-        metadata = None if event.metadata is None else codec.encode_payload(event.metadata)
-        body = bodies.body(event, EVENT_ID, data, metadata)
-        assert body == whole(event, stream_id, "tx-1", "2026-12-01T10:00:00.000Z")
+    encoded = bodies.encode(EVENTS, b"".join(IDS[: len(EVENTS)]), 1000)
+    assert len(encoded.bodies) == len(EVENTS) and encoded.tagged
+    for event, event_id, body in zip(EVENTS, IDS, encoded.bodies, strict=False):
+        assert body == whole(event, event_id, stream_id, "tx-1", "2026-12-01T10:00:00.000Z")
         text = codec.positioned(3, 0, body.decode())
         assert codec.created_at_text(text) == "2026-12-01T10:00:00.000Z"
-        assert codec.event_id_of(text) == EVENT_ID.decode()
+        assert codec.event_id_of(text) == event_id.decode()
+    assert encoded.tail.split(b"\x1f") == [
+        part for e, b in zip(EVENTS, encoded.bodies, strict=True) for part in (e.type.encode(), b)
+    ]
+    untagged = bodies.encode(EVENTS[:6], b"".join(IDS[:6]), 1000)
+    assert not untagged.tagged and untagged.bodies == encoded.bodies[:6]
+
+
+def test_the_first_event_that_cannot_be_stored_is_named() -> None:
+    bodies = codec.EventBodies("s", "tx", "2026-12-01T10:00:00.000Z")
+    big = NewEvent("t", {"k": "x" * 100})
+    ids = b"".join(IDS[:4])
+    with pytest.raises(codec.Unstorable) as caught:
+        bodies.encode([EVENTS[0], EVENTS[1], big, NewEvent("t", {"n": 2**70})], ids, 100)
+    assert (caught.value.index, caught.value.size) == (2, len(codec.dumps(big.data)))
+    with pytest.raises(codec.Unstorable) as caught:
+        bodies.encode([EVENTS[0], NewEvent("t", {"n": 2**70}), big], ids, 100)
+    assert caught.value.index == 1 and "cannot be stored as JSON" in caught.value.reason
 
 
 def appended(first: int, version_before: int) -> tuple[codec.AppendedEvents, list[LoggedEvent]]:
     """The events as ``AppendedEvents`` and as a read of them would give them."""
     bodies = codec.EventBodies("s-1", "tx", "2026-12-01T10:00:00.000Z")
-    encoded = [
-        bodies.body(
-            e,
-            EVENT_ID,
-            codec.encode_payload(e.data),
-            None if e.metadata is None else codec.encode_payload(e.metadata),
-        )
-        for e in EVENTS
-    ]
+    encoded = bodies.encode(EVENTS, b"".join(IDS[: len(EVENTS)]), 1000).bodies
     expected = [
         LoggedEvent(
             first + i, "s-1", e.type, codec.positioned(first + i, version_before + i, b.decode())
