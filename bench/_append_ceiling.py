@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from broker import EventLog, NewEvent, RedisConfig, connect
+from broker import EventLog, NewEvent, RedisConfig, codec, connect
 
 LOG = EventLog(connect(RedisConfig(url=sys.argv[2] if len(sys.argv) > 2 else None)))
 
@@ -47,9 +47,8 @@ async def append(request: Request) -> Response:
         "globalPosition": result.last_position,
         "transactionId": result.transaction_id,
     }
-    written_events = getattr(result, "events", ())  # the events themselves, where the broker
-    if written_events:  # returns them (the pod answers with them then)
-        answer["events"] = orjson.Fragment("[" + ",".join(e.json for e in written_events) + "]")
+    if result.events:  # the events themselves, joined as the pod joins them
+        answer["events"] = orjson.Fragment(codec.events_array_of([result.events]))
     return Response(orjson.dumps(answer), 201, media_type="application/json")
 
 

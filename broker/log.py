@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import codec
 from .archive import Archive
@@ -32,7 +31,6 @@ from .errors import (
     VersionConflict,
 )
 from .filters import Query
-from .keys import StoreKeys
 from .reader import LogReader, entry_event, keys_of
 from .redis import call, load_script, returns_raw_entries, sharded
 from .types import (
@@ -50,6 +48,9 @@ DCB_STREAM = "__dcb__"
 DCB_RETRIES = 20
 
 
+_HEX_AT = [j for j in range(36) if j not in (8, 13, 18, 23)]
+"""Where the 32 hex digits of a UUID stand in its canonical text (8-4-4-4-12)."""
+
 # RFC 9562 section 5.4: the version nibble (byte 6) is 4, the variant bits (byte 8) are 10.
 _VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
 _VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
@@ -60,20 +61,36 @@ def _expected_of(text: str) -> ExpectedVersion:
     return int(text) if text.lstrip("-").isdigit() else text  # type: ignore[return-value]
 
 
-def uuid4_batch(n: int) -> list[str]:
-    """n random (version 4) UUIDs in canonical text form from one ``os.urandom`` call.
+def uuid4_batch(n: int) -> bytes:
+    """n random (version 4) UUIDs in canonical text form, 36 bytes each, from one ``os.urandom``
+    call.
 
-    Formatted from one hex string: building ``uuid.UUID`` objects cost ~1.4 us per event, 40%
-    of an append's Python time (py-spy on bench/append.py's broker phase)."""
+    The hex digits are put in place by 32 strided copies across the batch rather than one
+    formatted string per id: building ``uuid.UUID`` objects cost ~1.4 us per event, 40% of an
+    append's Python time, and a formatted string per id still ~0.4 us (py-spy and timeit on
+    bench/append.py's broker phase)."""
     raw = bytearray(os.urandom(16 * n))
     raw[6::16] = raw[6::16].translate(_VERSION_4)
     raw[8::16] = raw[8::16].translate(_VARIANT)
-    h = raw.hex()
-    return [
-        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-"
-        f"{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
-        for i in range(0, 32 * n, 32)
-    ]
+    digits = raw.hex().encode()
+    text = bytearray(b"-" * (36 * n))
+    for at, j in enumerate(_HEX_AT):
+        text[j::36] = digits[at::32]
+    return bytes(text)
+
+
+class Fresh(NamedTuple):
+    """What a new append makes up before it is sent."""
+
+    transaction_id: str
+    created_at: str
+    """ISO 8601, as the events' ``createdAt``."""
+    now_ms: int
+    """The same instant in epoch milliseconds."""
+    store_uid: str
+    """The uid of the store, if this append creates it."""
+    event_ids: bytes
+    """One id per event of the append, in order: canonical UUID text, 36 bytes each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,66 +128,43 @@ class EventLog(LogReader):
     # -- encoding ------------------------------------------------------------------------------
 
     def _encode(
-        self, events: Sequence[NewEvent], stream_id: str, txid: str, created_at: str, base: int = 0
-    ) -> tuple[list[Any], bytes, list[tuple[str, bytes]]]:
-        """The script's arguments for ``events`` (type, body, tags each), the announcement's
-        tail (type and body, joined), and (type, body) per event. ``base``: the index of the
-        first of them in the request (for error messages)."""
-        args: list[Any] = []
-        announced: list[bytes] = []
-        written: list[tuple[str, bytes]] = []
-        event_ids = uuid4_batch(len(events))
+        self,
+        events: Sequence[NewEvent],
+        stream_id: str,
+        fresh: Fresh,
+        base: int = 0,
+    ) -> tuple[tuple[bytes, int, str], list[bytes]]:
+        """The script's arguments for ``events``: the announcement's tail (type and body per
+        event, joined), their number and their tags (``events_of`` in scripts/lib/write.lua reads
+        them); and the bodies. ``base``: the index of the first of them in the request (for error
+        messages and their event ids)."""
+        ids = fresh.event_ids[36 * base : 36 * (base + len(events))]
+        encoder = codec.EventBodies(stream_id, fresh.transaction_id, fresh.created_at)
         limit = self._limits.max_event_bytes
-        for i, event in enumerate(events):
-            index = base + i
-            try:
-                data = codec.encode_payload(event.data)
-                metadata = None if event.metadata is None else codec.encode_payload(event.metadata)
-            except codec.JSONEncodeError as exc:
-                reason = f"data or metadata cannot be stored as JSON: {exc}"
+        try:
+            # Joined by the client rather than in the script: Redis is the one shared CPU of a
+            # deployment (joining in the script instead raised its time per event by 10-30%).
+            tail, bodies, tagged = encoder.encode(events, ids, limit)
+        except codec.Unstorable as exc:
+            index = base + exc.index
+            if exc.reason:
                 raise InvalidEvent(
-                    f"event {index}: {reason}", {"field": f"events.{index}", "message": reason}
+                    f"event {index}: {exc.reason}",
+                    {"field": f"events.{index}", "message": exc.reason},
                 ) from None
-            size = len(data) + (len(metadata) if metadata is not None else 0)
-            if size > limit:
-                raise EventTooLarge(
-                    f"event {index} has {size} bytes of data and metadata; the limit is {limit}",
-                    {"index": index, "size": size, "limit": limit},
-                )
-            body = codec.event_body(
-                event,
-                data=data,
-                metadata=metadata,
-                stream_id=stream_id,
-                event_id=event_ids[i],
-                transaction_id=txid,
-                created_at=created_at,
-            )
-            args += (event.type, body, ",".join(event.tags))
-            announced += (event.type.encode(), body)
-            written.append((event.type, body))
-        # Joined here rather than in the script: Redis is the one shared CPU of a deployment.
-        return args, codec.SEPARATOR_BYTES.join(announced), written
+            raise EventTooLarge(
+                f"event {index} has {exc.size} bytes of data and metadata; the limit is {limit}",
+                {"index": index, "size": exc.size, "limit": limit},
+            ) from None
+        tags = codec.SEPARATOR.join([",".join(e.tags) for e in events]) if tagged else ""
+        return (tail, len(events), tags), bodies
 
     @staticmethod
-    def _written(
-        stream_id: str, first: int, version_before: int, written: list[tuple[str, bytes]]
-    ) -> tuple[LoggedEvent, ...]:
-        """The events just written, as a read returns them."""
-        return tuple(
-            LoggedEvent(
-                first + i,
-                stream_id,
-                kind,
-                codec.positioned(first + i, version_before + i, body.decode()),
-            )
-            for i, (kind, body) in enumerate(written)
-        )
-
-    def _common(self, k: StoreKeys, auto_create: bool) -> tuple[str, str, int]:
-        """transactionId, createdAt and its epoch ms for a new append."""
+    def _fresh(count: int) -> Fresh:
+        """What a new append of ``count`` events makes up: every id from one batch."""
         now = time.time()
-        return str(uuid.uuid4()), iso_at(now), int(now * 1000)
+        ids = uuid4_batch(count + 2)
+        return Fresh(ids[:36].decode(), iso_at(now), int(now * 1000), ids[36:72].decode(), ids[72:])
 
     async def _run(self, script: Any, keys: list[str], args: list[Any]) -> tuple[Any, int | None]:
         """Run an append script; with ``wait_replicas``, WAIT for them on the same connection (it
@@ -212,23 +206,25 @@ class EventLog(LogReader):
         k = keys_of(store)
         if not events:
             raise ValueError("an append needs at least one event")
-        txid, created_at, now_ms = self._common(k, auto_create)
-        encoded, tail, written = self._encode(events, stream_id, txid, created_at)
+        fresh = self._fresh(len(events))
+        txid = fresh.transaction_id
+        (tail, n, tags), bodies = self._encode(events, stream_id, fresh)
         args: list[Any] = [
             str(expected),
             stream_id,
-            created_at,
-            str(uuid.uuid4()) if auto_create else "",
+            fresh.created_at,
+            fresh.store_uid if auto_create else "",
             k.channel,
             self._publish,
             self._limits.idempotency_ttl if idempotency_key else 0,
             txid,
-            now_ms,
+            fresh.now_ms,
             tail,
             k.stream_prefix,
             k.type_prefix,
             k.tag_prefix,
-            *encoded,
+            n,
+            tags,
         ]
         idem = k.idempotency(idempotency_key) if idempotency_key else k.meta
         script_keys = [
@@ -243,7 +239,7 @@ class EventLog(LogReader):
             k.offsets,
         ]
         reply, replicas = await self._run(self._append, script_keys, args)
-        result = await self._append_result(store, stream_id, expected, reply, txid, written)
+        result = await self._append_result(store, stream_id, expected, reply, txid, events, bodies)
         self._check_replicas(replicas, result.replayed, result.last_position)
         return result
 
@@ -254,12 +250,13 @@ class EventLog(LogReader):
         expected: ExpectedVersion,
         reply: list[Any],
         txid: str,
-        written: list[tuple[str, bytes]],
+        events: Sequence[NewEvent],
+        bodies: list[bytes],
     ) -> AppendResult:
         kind = reply[0]
         if kind == "ok":
             first, last, version = int(reply[1]), int(reply[2]), int(reply[3])
-            return self._made(stream_id, first, last, version, txid, written, int(reply[4]))
+            return self._made(stream_id, first, last, version, txid, events, bodies, int(reply[4]))
         if kind == "conflict":
             raise VersionConflict(stream_id, expected, int(reply[1]))
         if kind == "nostore":
@@ -284,14 +281,16 @@ class EventLog(LogReader):
         last: int,
         version: int,
         txid: str,
-        written: list[tuple[str, bytes]],
+        events: Sequence[NewEvent],
+        bodies: list[bytes],
         created: int,
     ) -> AppendResult:
-        """The result of events just written: ``version`` is the stream's after them."""
+        """The result of ``events`` just written as ``bodies``: ``version`` is the stream's
+        after them."""
         n = last - first + 1
-        events = self._written(stream_id, first, version - n, written)
+        written = codec.AppendedEvents(first, stream_id, version - n, events, bodies)
         return AppendResult(
-            stream_id, first, last, version, n, txid, created_store=bool(created), events=events
+            stream_id, first, last, version, n, txid, created_store=bool(created), events=written
         )
 
     async def _replayed(
@@ -332,31 +331,29 @@ class EventLog(LogReader):
         k = keys_of(store)
         if not parts or any(not events for _, events, _ in parts):
             raise ValueError("an append needs at least one event per stream")
-        txid, created_at, now_ms = self._common(k, auto_create)
+        fresh = self._fresh(sum(len(events) for _, events, _ in parts))
+        txid = fresh.transaction_id
         heads: list[Any] = []
-        encoded: list[Any] = []
-        writes: list[list[tuple[str, bytes]]] = []
+        writes: list[list[bytes]] = []
         base = 0
         for stream_id, events, expected in parts:
-            args, tail, written = self._encode(events, stream_id, txid, created_at, base)
-            heads += (stream_id, str(expected), len(events), tail)
-            encoded += args
-            writes.append(written)
+            (tail, n, tags), bodies = self._encode(events, stream_id, fresh, base)
+            heads += (stream_id, str(expected), n, tail, tags)
+            writes.append(bodies)
             base += len(events)
         args = [
-            created_at,
-            str(uuid.uuid4()) if auto_create else "",
+            fresh.created_at,
+            fresh.store_uid if auto_create else "",
             k.channel,
             self._publish,
             self._limits.idempotency_ttl if idempotency_key else 0,
             txid,
-            now_ms,
+            fresh.now_ms,
             k.stream_prefix,
             k.type_prefix,
             k.tag_prefix,
             len(parts),
             *heads,
-            *encoded,
         ]
         idem = k.idempotency(idempotency_key) if idempotency_key else k.meta
         script_keys = [
@@ -380,7 +377,7 @@ class EventLog(LogReader):
         reply: list[Any],
         txid: str,
         parts: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]],
-        writes: list[list[tuple[str, bytes]]],
+        writes: list[list[bytes]],
     ) -> tuple[AppendResult, ...]:
         kind = reply[0]
         if kind == "nostore":
@@ -390,9 +387,10 @@ class EventLog(LogReader):
         if kind == "ok":
             created = int(reply[1])
             out = []
-            for i, ((stream_id, _, _), written) in enumerate(zip(parts, writes, strict=True)):
+            for i, ((stream_id, events, _), bodies) in enumerate(zip(parts, writes, strict=True)):
                 first, last, version = (int(v) for v in reply[2 + 3 * i : 5 + 3 * i])
-                out.append(self._made(stream_id, first, last, version, txid, written, created))
+                made = self._made(stream_id, first, last, version, txid, events, bodies, created)
+                out.append(made)
             return tuple(out)
         record = reply[1]
         if record.startswith("409\x1f"):
@@ -429,8 +427,9 @@ class EventLog(LogReader):
         k = keys_of(store)
         if not events:
             raise ValueError("an append needs at least one event")
-        txid, created_at, now_ms = self._common(k, auto_create)
-        encoded, tail, written = self._encode(events, DCB_STREAM, txid, created_at)
+        fresh = self._fresh(len(events))
+        txid = fresh.transaction_id
+        (tail, n, tags), bodies = self._encode(events, DCB_STREAM, fresh)
         items = [] if condition is None else _items_args(condition)
         start = after or 0
         checked = 0
@@ -439,12 +438,12 @@ class EventLog(LogReader):
                 # The script said part of the range has left Redis: check the archive for it.
                 checked = await self._check_archived(store, condition, start)
             args = [
-                created_at,
-                str(uuid.uuid4()) if auto_create else "",
+                fresh.created_at,
+                fresh.store_uid if auto_create else "",
                 k.channel,
                 self._publish,
                 txid,
-                now_ms,
+                fresh.now_ms,
                 k.stream_prefix,
                 k.type_prefix,
                 k.tag_prefix,
@@ -454,7 +453,8 @@ class EventLog(LogReader):
                 len(items) // 2,
                 *items,
                 tail,
-                *encoded,
+                n,
+                tags,
             ]
             script_keys = [
                 k.meta,
@@ -476,7 +476,7 @@ class EventLog(LogReader):
             first, last, before = int(reply[1]), int(reply[2]), int(reply[3])
             self._check_replicas(replicas, False, last)
             version = before + (last - first + 1)
-            return self._made(DCB_STREAM, first, last, version, txid, written, 0)
+            return self._made(DCB_STREAM, first, last, version, txid, events, bodies, 0)
         raise Unavailable("the DCB condition could not be checked: retention kept moving events")
 
     async def _check_archived(self, store: str, condition: Query, after: int) -> int:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 GlobalPosition = int
 """Position of an event in its store's log: 1, 2, 3, ... with no gaps."""
@@ -92,9 +93,12 @@ class LoggedEvent:
     json: str
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An event to append, already validated by the caller."""
+class NewEvent(NamedTuple):
+    """An event to append, already validated by the caller.
+
+    A named tuple rather than a frozen dataclass: a request body makes one per event, and a
+    frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) cost ~0.5 us more
+    each, 6% of a pod's CPU under 100-event appends (py-spy)."""
 
     type: str
     data: dict | None
@@ -117,7 +121,7 @@ class AppendResult:
     """True when an idempotency key matched an earlier append: nothing was written now."""
     created_store: bool = False
     """True when this append created its store (dev mode's auto-create)."""
-    events: tuple[LoggedEvent, ...] = ()
+    events: Sequence[LoggedEvent] = ()
     """The events written, as a read returns them (for a replay: as the log holds them now)."""
 
     @property

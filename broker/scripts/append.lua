@@ -7,8 +7,9 @@
 --       5 live channel, 6 publish command ('PUBLISH' | 'SPUBLISH'), 7 idempotency TTL seconds
 --       ('0' = no key), 8 transactionId, 9 now in epoch milliseconds (the same instant as ARGV 3),
 --       10 the announcement's tail as the client joined it, 11 stream index key prefix,
---       12 type index prefix, 13 tag index prefix, then per event: type, body (event JSON after
---       its positions), tags (comma-joined, or '')
+--       12 type index prefix, 13 tag index prefix, 14 number of events, 15 their tags
+--       (lib/write.lua's events_of: the events are read from the tail, type and body each, the
+--       body being the event's JSON after its positions)
 --
 -- Returns {'ok', first, last, version, created} | {'conflict', current} | {'nostore'}
 --       | {'replay', record}
@@ -33,7 +34,8 @@ if not version_ok(expected, version) then
   return {'conflict', version}
 end
 
-local first, last, after = write_events(s, sid, version, events_at(14, (#ARGV - 13) / 3), ARGV[10])
+local events = events_of(ARGV[10], ARGV[15], tonumber(ARGV[14]))
+local first, last, after = write_events(s, sid, version, events, ARGV[10])
 if ttl > 0 then
   redis.call('SET', KEYS[7], uid .. '|201|' .. string.format('%d', first) .. '|'
     .. string.format('%d', last) .. '|' .. after .. '|' .. ARGV[8] .. '|' .. sid, 'EX', ttl)

@@ -12,7 +12,8 @@
 --       command, 5 transactionId, 6 now in epoch ms, 7 stream index prefix, 8 type index prefix,
 --       9 tag index prefix, 10 the DCB stream id, 11 after (0: from the start), 12 checked up to
 --       (archived and checked by the caller; 0: none), 13 number of condition items m, then per
---       item: types, tags; then the announcement's tail; then per event: type, body, tags
+--       item: types, tags; then the announcement's tail, the number of events, their tags
+--       (lib/write.lua's events_of reads the events from the tail and the tags)
 -- Returns {'ok', first, last, the DCB stream's version before} | {'conflict', position...} |
 -- {'retry'} (part of the range is no longer in Redis: check the archive, then again) | {'nostore'}
 local MAX_CONFLICTS = 100
@@ -36,7 +37,7 @@ local s = {meta = meta, log = KEYS[2], streams = KEYS[3], created = KEYS[4], upd
   tag_prefix = ARGV[9], channel = ARGV[3], publish = ARGV[4], uid = uid, now = ARGV[1],
   now_ms = ARGV[6], tsec = tsec, head = head}
 local tail_at = 14 + 2 * m
-local n = (#ARGV - tail_at) / 3
+local events = events_of(ARGV[tail_at], ARGV[tail_at + 2], tonumber(ARGV[tail_at + 1]))
 local version = stream_version(s, ARGV[10])
-local first, last = write_events(s, ARGV[10], version, events_at(tail_at + 1, n), ARGV[tail_at])
+local first, last = write_events(s, ARGV[10], version, events, ARGV[tail_at])
 return {'ok', first, last, version}

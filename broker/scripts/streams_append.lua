@@ -7,7 +7,8 @@
 --       4 publish command, 5 idempotency TTL seconds ('0' = no key), 6 transactionId,
 --       7 now in epoch ms, 8 stream index prefix, 9 type index prefix, 10 tag index prefix,
 --       11 number of streams k, then per stream: streamId, expected version, number of events,
---       the announcement's tail; then every event (type, body, tags), stream after stream
+--       the announcement's tail, the events' tags (lib/write.lua's events_of reads the events
+--       from these two)
 --
 -- Returns {'ok', created, first, last, version, first, last, version, ...} (per stream)
 --       | {'conflict', streamId, expected, current} | {'nostore'} | {'replay', record}
@@ -28,9 +29,8 @@ local s = {meta = meta, log = KEYS[2], streams = KEYS[3], created = KEYS[4], upd
   now_ms = ARGV[7], tsec = tsec, head = head}
 local k = tonumber(ARGV[11])
 local parts, versions = {}, {}
-local cursor = 12 + 4 * k
 for i = 0, k - 1 do
-  local b = 12 + 4 * i
+  local b = 12 + 5 * i
   local sid, expected, n = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
   local version = versions[sid] or stream_version(s, sid)
   if not version_ok(expected, version) then
@@ -40,9 +40,8 @@ for i = 0, k - 1 do
     end
     return {'conflict', sid, expected, version}
   end
-  parts[i + 1] = {sid, version, events_at(cursor, n), ARGV[b + 3]}
+  parts[i + 1] = {sid, version, events_of(ARGV[b + 3], ARGV[b + 4], n), ARGV[b + 3]}
   versions[sid] = version + n
-  cursor = cursor + 3 * n
 end
 local out, record = {'ok', created}, 'M' .. US .. ARGV[6]
 for _, part in ipairs(parts) do

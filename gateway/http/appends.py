@@ -6,6 +6,7 @@ step: broker/log.py, docs/dcb.md). Served under both ``/event-stores`` and ``/ap
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -44,8 +45,8 @@ from .params import DECLARED_ONLY
 router = APIRouter(tags=["event stores"], route_class=LeanRoute, dependencies=[DECLARED_ONLY])
 
 
-def events_json(events: tuple[LoggedEvent, ...]) -> Any:
-    return codec.fragment(codec.events_array(list(events)).encode())
+def events_json(*groups: Sequence[LoggedEvent]) -> Any:
+    return codec.fragment(codec.events_array_of(groups))
 
 
 def stream_result(result: AppendResult) -> dict[str, Any]:
@@ -162,7 +163,6 @@ async def append_streams(
         store, parts, idempotency_key=key, auto_create=rt.settings.auto_create
     )
     await _appended(rt, store, list(results), started)
-    every = tuple(e for r in results for e in r.events)
     answer = {
         "success": True,
         "transactionId": results[0].transaction_id,
@@ -173,7 +173,7 @@ async def append_streams(
             {k: v for k, v in stream_result(r).items() if k not in ("events", "transactionId")}
             for r in results
         ],
-        "events": events_json(every),
+        "events": events_json(*(r.events for r in results)),
     }
     return json_response(codec.dumps(answer), 201)
 

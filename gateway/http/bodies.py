@@ -235,46 +235,51 @@ def _key(value: Any) -> bool:
     return value is None or (type(value) is str and 1 <= len(value) <= 255)
 
 
-def _fast_event(event: Any) -> NewEvent | None:
-    """``EventIn(**event).new()`` when ``event`` has the common shape; None to let it decide."""
-    if type(event) is not dict:
-        return None
-    kind = event.get("type")
-    if type(kind) is not str or not 1 <= len(kind) <= 256:
-        return None
-    data = event.get("data")
-    metadata = event.get("metadata")
-    if (data is not None and type(data) is not dict) or (
-        metadata is not None and type(metadata) is not dict
-    ):
-        return None
-    version = event.get("schemaVersion", 1)
-    if type(version) is int:
-        if not 1 <= version <= MAX_SCHEMA_VERSION:
-            return None
-    elif type(version) is not str or not 1 <= len(version) <= 64:
-        return None
-    tags = event.get("tags")
-    try:
-        check_name(kind, "type")
-        if tags is None:
-            return NewEvent(kind, data, metadata, version)
-        if type(tags) is not list:
-            return None
-        return NewEvent(kind, data, metadata, version, check_tags(tags))
-    except InvalidFilter:
-        return None
-
-
 def _fast_events(events: Any) -> list[NewEvent] | None:
+    """``[EventIn(**e).new() for e in events]`` when every event has the common shape; None to
+    let the model decide. One pass over the events, and each distinct type checked once (a
+    batch's events mostly share a few types): a function call and a type check per event were
+    a fifth of this reading's time (py-spy, 100-event appends)."""
     if type(events) is not list or not events:
         return None
     out = []
+    checked: set[str] = set()
     for event in events:
-        new = _fast_event(event)
-        if new is None:
+        if type(event) is not dict:
             return None
-        out.append(new)
+        kind = event.get("type")
+        if type(kind) is not str:
+            return None
+        if kind not in checked:
+            if not 1 <= len(kind) <= 256:
+                return None
+            try:
+                check_name(kind, "type")
+            except InvalidFilter:
+                return None
+            checked.add(kind)
+        data = event.get("data")
+        metadata = event.get("metadata")
+        if (data is not None and type(data) is not dict) or (
+            metadata is not None and type(metadata) is not dict
+        ):
+            return None
+        version = event.get("schemaVersion", 1)
+        if type(version) is int:
+            if not 1 <= version <= MAX_SCHEMA_VERSION:
+                return None
+        elif type(version) is not str or not 1 <= len(version) <= 64:
+            return None
+        tags = event.get("tags")
+        if tags is None:
+            out.append(NewEvent(kind, data, metadata, version))
+            continue
+        if type(tags) is not list:
+            return None
+        try:
+            out.append(NewEvent(kind, data, metadata, version, check_tags(tags)))
+        except InvalidFilter:
+            return None
     return out
 
 

@@ -434,8 +434,10 @@ async def test_too_deeply_nested_data_is_refused_whole(log: EventLog, store: str
 
 @pytest.mark.parametrize("n", [1, 2, 1000])
 def test_event_ids_are_canonical_random_version_4_uuids(n: int) -> None:
-    ids = uuid4_batch(n)
-    assert len(ids) == n == len(set(ids))
+    batch = uuid4_batch(n)
+    assert len(batch) == 36 * n
+    ids = [batch[36 * i : 36 * i + 36].decode() for i in range(n)]
+    assert len(set(ids)) == n
     for text in ids:
         parsed = uuid.UUID(text)
         assert str(parsed) == text  # canonical: lower-case hex, 8-4-4-4-12

@@ -113,12 +113,26 @@ local function write_events(s, sid, version, events, tail)
   return first, last, version + #events
 end
 
--- ``n`` events from ARGV[start]: type, body, tags, type, body, tags, ...
-local function events_at(start, n)
-  local events = {}
-  for i = 0, n - 1 do
-    local b = start + 3 * i
-    events[i + 1] = {ARGV[b], ARGV[b + 1], ARGV[b + 2]}
+-- ``n`` events as write_events takes them, read from ``tail`` (the announcement's tail as the
+-- client joined it: type US body US type US body ...) and ``tags`` (each event's tags
+-- comma-joined, the events' joined by US; '' when no event has any). Types, tags and bodies hold
+-- no control characters (validated; JSON escapes them), so US separates them. The client sends
+-- each body once, in the tail, rather than also as arguments of its own: an argument per field
+-- cost the client ~0.14 us each to pack (hiredis), and reading them here costs Redis less than
+-- taking them in did (its CPU per event fell 5-25%, alternating runs of both on one host).
+local function events_of(tail, tags, n)
+  local events, at, tag_at = {}, 1, 1
+  for i = 1, n do
+    local sep = string.find(tail, '\31', at, true)
+    local stop = string.find(tail, '\31', sep + 1, true) or #tail + 1
+    local g = ''
+    if tags ~= '' then
+      local tag_stop = string.find(tags, '\31', tag_at, true) or #tags + 1
+      g = string.sub(tags, tag_at, tag_stop - 1)
+      tag_at = tag_stop + 1
+    end
+    events[i] = {string.sub(tail, at, sep - 1), string.sub(tail, sep + 1, stop - 1), g}
+    at = stop + 1
   end
   return events
 end
