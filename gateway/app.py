@@ -238,6 +238,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             if rt.watch is not None:
                 await rt.watch.close()
             await rt.sessions.close()
+            rt.sse_heartbeats.close()
             await fanout.close()
             if archive is not None:
                 await archive.close()

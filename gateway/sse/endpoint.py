@@ -223,7 +223,7 @@ async def events_sse(request: Request) -> Response:
         conn_id=conn_id,
         outbox_frames=settings.ws_send_queue,
         outbox_bytes=settings.ws_send_queue_bytes,
-        heartbeat=settings.sse_heartbeat_seconds,
+        heartbeats=rt.sse_heartbeats,
         stats=rt.sse_stats,
         budget=rt.fanout.budget,
         abort=request.scope.get("extensions", {}).get(ABORT_EXTENSION),
