@@ -7,10 +7,14 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cached_property, partial
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -86,20 +90,55 @@ async def _dispatch(dispatcher: Dispatcher) -> None:
 
 
 class Gateway(FastAPI):
-    """The pod's ASGI app. A WebSocket upgrade for the events endpoint goes straight to it: the
-    middleware and routing layers would otherwise stay on the stack, a coroutine frame each, for
-    the whole life of every connection (about 8 KiB per connection, measured with tracemalloc;
-    none of them does anything for a WebSocket: CORS is for HTTP, errors are the endpoint's)."""
+    """The pod's ASGI app. A WebSocket upgrade for the events endpoint, and the GET of their
+    Server-Sent Events, go straight to their endpoints: the middleware and routing layers would
+    otherwise stay on the stack, a coroutine frame each, for the whole life of every connection
+    (about 8 KiB per connection, measured with tracemalloc). None of them does anything for a
+    WebSocket (CORS is for HTTP, errors are the endpoint's). For SSE the endpoint answers its
+    own errors too, and this class adds what the stack would: the CORS middleware's headers and
+    the contract's 500 for an error nothing handled (``errors.unexpected``)."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
+        kind = scope["type"]
+        if kind == "websocket":
             store = endpoint.match(scope["path"])
             if store is not None:
                 scope["app"] = self
                 scope["path_params"] = {"store": store}
                 await endpoint.events_ws(WebSocket(scope, receive, send))
                 return
+        elif kind == "http" and scope["method"] == "GET" and scope["path"].endswith("/sse"):
+            store = sse.match(scope["path"])
+            if store is not None:
+                scope["app"] = self
+                scope["path_params"] = {"store": store}
+                response = await self._sse_response(scope, receive, send)
+                cors = self._cors
+                if cors is not None:  # what the middleware does: its headers on the response
+                    send = partial(cors.send, send=send, request_headers=Headers(scope=scope))
+                await response(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
+
+    async def _sse_response(self, scope: Any, receive: Any, send: Any) -> Response:
+        """The SSE endpoint's response (the request and what it parsed are not kept while it
+        streams). An error it did not handle is answered and raised, as the stack would (outside
+        the CORS middleware: that answer has no CORS headers)."""
+        request = Request(scope, receive)
+        try:
+            return await sse.events_sse(request)
+        except Exception as exc:
+            await (await errors.unexpected(request, exc))(scope, receive, send)
+            raise
+
+    @cached_property
+    def _cors(self) -> CORSMiddleware | None:
+        """The CORS middleware the app was given (``create_app``), for the responses that skip
+        the stack: another instance of it, made with the same options."""
+        for middleware in self.user_middleware:
+            if middleware.cls is CORSMiddleware:
+                return CORSMiddleware(self, *middleware.args, **middleware.kwargs)  # type: ignore[arg-type]
+        return None
 
 
 def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
@@ -199,6 +238,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             if rt.watch is not None:
                 await rt.watch.close()
             await rt.sessions.close()
+            rt.sse_heartbeats.close()
             await fanout.close()
             if archive is not None:
                 await archive.close()

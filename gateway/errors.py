@@ -123,6 +123,13 @@ def allowed_methods(request: Request) -> str:
     )
 
 
+async def unexpected(request: Request, exc: Exception) -> Response:
+    """The answer to an error nothing else handled (the app's handler of ``Exception``, which
+    Starlette's ``ServerErrorMiddleware`` calls, then re-raises for the server to log)."""
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return ApiError("INTERNAL_ERROR", "internal error").response()
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> Response:
@@ -165,7 +172,4 @@ def install(app: FastAPI) -> None:
         )
         return Response(status_code=CLIENT_CLOSED_REQUEST)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return ApiError("INTERNAL_ERROR", "internal error").response()
+    app.exception_handler(Exception)(unexpected)

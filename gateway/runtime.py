@@ -25,7 +25,7 @@ from broker import (
 from .auth import Authenticator
 from .metrics import Metrics
 from .settings import Settings
-from .sse.stream import SseStats
+from .sse.stream import Heartbeats, SseStats
 from .ws.sessions import Sessions
 
 KNOWN_STORE_SECONDS = 5.0
@@ -48,7 +48,12 @@ class Runtime:
     """Redis' memory and eviction policy (None in the embedded dev mode)."""
     draining: bool = False
     sse_stats: SseStats = field(default_factory=SseStats)
+    sse_heartbeats: Heartbeats = field(init=False)
+    """The keep-alive timer of every SSE response (``settings.sse_heartbeat_seconds``)."""
     _known_stores: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sse_heartbeats = Heartbeats(self.settings.sse_heartbeat_seconds)
 
     async def store_exists(self, store: str) -> bool:
         """Whether a store exists, remembered for a few seconds when it does: a reconnect storm

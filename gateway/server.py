@@ -58,6 +58,51 @@ OVERLOADED = ApiError(
 ).response()
 
 
+class Flag:
+    """What uvicorn's protocols need of an ``asyncio.Event`` (``is_set``, ``set``, ``clear``,
+    ``wait``), with its waiters' list made only when someone waits: an Event makes a deque at
+    once (about 700 bytes), and uvicorn makes two for every HTTP connection and request (the
+    transport's "writable", a request's "message arrived") and one for a WebSocket."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self, *, is_set: bool = True) -> None:
+        self._set = is_set
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
+
+
+class _Pipeline(list[Any]):
+    """uvicorn's queue of pipelined requests (``appendleft``, ``pop``) as a list: empty, a list
+    is 56 bytes where a deque is about 700, and pipelining is rare and shallow."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
 class PendingHeads:
     """The connections of one server waiting for their request line and headers, oldest first,
     in two kinds: those that sent part of a head (a slow sender: first to go when there are too
@@ -109,11 +154,13 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.heads = 0  # requests begun on this connection
         self.head_bytes = 0
         self.deadline: asyncio.TimerHandle | None = None
+        self.pipeline = _Pipeline()  # type: ignore[assignment]
 
     # -- the head of each request: begun, counted, finished ------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow._is_writable_event = Flag()  # type: ignore[assignment]  # set, as uvicorn's
         self._head_begins(partial=False)
 
     def on_message_begin(self) -> None:
@@ -201,7 +248,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # client stopped reading cannot end itself (ending waits for the client to read), and
         # close() would wait to flush: abort() drops the connection and its buffer.
         self.scope["extensions"] = {ABORT_EXTENSION: self.transport.abort}  # type: ignore[dict-item]
-        app = self.app
+        app, before = self.app, self.cycle
         if self._overloaded() and self.url.partition(b"?")[0] not in PROBES:
             self.app = OVERLOADED  # this request only: answered without reaching the app
             self._say_overloaded()
@@ -209,6 +256,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             super().on_headers_complete()
         finally:
             self.app = app
+        if self.cycle is not before:  # a request (not an upgrade): its task has not run yet,
+            # and the parser sets this (at the request's end) only after this returns
+            self.cycle.message_event = Flag(is_set=False)  # type: ignore[assignment]
 
     def handle_websocket_upgrade(self) -> None:
         if not self._overloaded():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -41,6 +42,15 @@ from .stream import RETRY_MS, SseStream, named
 log = logging.getLogger("deltagate.sse")
 
 PATH = "/event-stores/{store}/events/sse"
+_PATH = re.compile(r"(?:/api)?/event-stores/([^/]+)/events/sse")
+
+
+def match(path: str) -> str | None:
+    """The store of a path that is this endpoint's (under ``/`` or ``/api``), or None."""
+    found = _PATH.fullmatch(path)
+    return found.group(1) if found else None
+
+
 PARAMS = frozenset(
     {
         "eventFilter",
@@ -182,7 +192,9 @@ async def _finish(rt: Runtime, stream: SseStream) -> None:
 
 
 async def events_sse(request: Request) -> Response:
-    """The endpoint, mounted as a plain Starlette route (a stream has no OpenAPI answer)."""
+    """The endpoint: everything checked, then the response that streams (or the error). A GET
+    comes here straight from ``gateway.app.Gateway``; the route (a plain Starlette one: a stream
+    has no OpenAPI answer) serves the rest (HEAD, and the 405 of other methods)."""
     store: str = request.path_params["store"]
     rt = runtime_of(request)
     settings, metrics = rt.settings, rt.metrics
@@ -211,7 +223,7 @@ async def events_sse(request: Request) -> Response:
         conn_id=conn_id,
         outbox_frames=settings.ws_send_queue,
         outbox_bytes=settings.ws_send_queue_bytes,
-        heartbeat=settings.sse_heartbeat_seconds,
+        heartbeats=rt.sse_heartbeats,
         stats=rt.sse_stats,
         budget=rt.fanout.budget,
         abort=request.scope.get("extensions", {}).get(ABORT_EXTENSION),

@@ -35,6 +35,9 @@ END_SECONDS = 2.0
 RETRY_MS = 1000
 """Sent once at the start (``retry:``): how long a browser waits before reconnecting."""
 HEARTBEAT = ": keep-alive\n\n"
+HEARTBEAT_TICKS = 10
+"""The heartbeat period's slots (``Heartbeats``): a stream's first beat comes between a period
+less one tick and a period after it started."""
 SHARED_KEY = ("sse",)
 """The key of an event's SSE message in the fan-out's per-event dict (WebSocket frames are keyed
 by their prefix strings, so a tuple cannot collide)."""
@@ -58,16 +61,59 @@ def named(kind: str, data: dict[str, Any], position: int | None = None) -> str:
     return f"{head}event: {kind}\ndata: {codec.dumps_str(data)}\n\n"
 
 
+class Heartbeats:
+    """One timer for the keep-alive comments of all of a pod's SSE responses, rather than one
+    timer handle per response (about 0.5 KiB per idle connection, measured with tracemalloc).
+
+    The period is cut into ``HEARTBEAT_TICKS`` slots and the timer beats one slot per tick; a
+    stream joins the slot that beat last, so it beats once per period. The timer runs only while
+    some stream is in the wheel (the last one's ``discard`` stops it) and ``close`` stops it."""
+
+    __slots__ = ("_handle", "_next", "_slots", "_tick", "period")
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self._tick = period / HEARTBEAT_TICKS
+        self._slots: list[dict[SseStream, None]] = [{} for _ in range(HEARTBEAT_TICKS)]
+        self._next = 0
+        """The slot the next tick beats."""
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, stream: SseStream) -> int:
+        """Beat ``stream`` from now on; returns its slot (for ``discard``)."""
+        slot = (self._next - 1) % HEARTBEAT_TICKS
+        self._slots[slot][stream] = None
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(self._tick, self._beat)
+        return slot
+
+    def discard(self, stream: SseStream, slot: int) -> None:
+        self._slots[slot].pop(stream, None)
+        if self._handle is not None and not any(self._slots):
+            self.close()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _beat(self) -> None:
+        streams = self._slots[self._next]
+        self._next = (self._next + 1) % HEARTBEAT_TICKS
+        self._handle = asyncio.get_running_loop().call_later(self._tick, self._beat)
+        for stream in streams:  # keep_alive only queues: no stream leaves the slot meanwhile
+            stream.keep_alive()
+
+
 class SseStream:
     """The broker's ``Sink`` for the one subscription of one SSE response, and the connection
     the pod's watchdog and drain see (``gateway.ws.sessions.Connection``)."""
 
     __slots__ = (
         "_abort",
-        "_beat",
         "_closed",
         "_closing",
-        "_heartbeat",
+        "_heartbeats",
         "_send",
         "_writer",
         "close_code",
@@ -77,6 +123,7 @@ class SseStream:
         "outbox",
         "principal",
         "sending_since",
+        "slot",
         "state",
         "stats",
         "store",
@@ -91,7 +138,7 @@ class SseStream:
         conn_id: str | None,
         outbox_frames: int,
         outbox_bytes: int,
-        heartbeat: float,
+        heartbeats: Heartbeats,
         stats: SseStats,
         budget: QueueBudget | None = None,
         abort: Callable[[], None] | None = None,
@@ -112,8 +159,9 @@ class SseStream:
         self.sending_since: float | None = None
         self.ended = False
         """The response was ended (or the connection dropped): nothing more can be sent."""
-        self._heartbeat = heartbeat
-        self._beat: asyncio.TimerHandle | None = None
+        self._heartbeats = heartbeats
+        self.slot: int | None = None
+        """Its slot in the heartbeats' wheel, once started."""
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._closed: asyncio.Event | None = None
@@ -169,7 +217,8 @@ class SseStream:
         loop = asyncio.get_running_loop()
         if self.outbox.writer_busy:  # frames came before the head: their writer starts now
             self._writer = loop.create_task(self._write(), name=f"sse writer {self.store}")
-        self._beat = loop.call_later(self._heartbeat, self._keep_alive)
+        if self.state == "open":  # not closed while the head was sent
+            self.slot = self._heartbeats.add(self)
 
     def _start_writer(self) -> None:
         """The outbox has frames: a task writes them (until the outbox is empty, then ends).
@@ -183,12 +232,10 @@ class SseStream:
     def reply(self, frame: str) -> None:
         self.outbox.force(frame)
 
-    def _keep_alive(self) -> None:
-        if self.state != "open":
-            return
-        if not len(self.outbox) and self.sending_since is None:
+    def keep_alive(self) -> None:
+        """Its beat (``Heartbeats``): a comment, unless something is queued or being sent."""
+        if self.state == "open" and not len(self.outbox) and self.sending_since is None:
             self.outbox.force(HEARTBEAT)
-        self._beat = asyncio.get_running_loop().call_later(self._heartbeat, self._keep_alive)
 
     async def _write(self) -> None:
         """Send batches until the outbox is empty, then end (the next frame starts another)."""
@@ -233,8 +280,9 @@ class SseStream:
             if code != 1000:
                 self.outbox.force(named("close", {"code": code, "reason": reason}))
         self.state = "closing"
-        if self._beat is not None:
-            self._beat.cancel()
+        if self.slot is not None:
+            self._heartbeats.discard(self, self.slot)
+            self.slot = None
         sub, self.sub = self.sub, None
         writer = None
         try:

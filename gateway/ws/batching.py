@@ -37,6 +37,8 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
+from ..server import Flag
+
 EXTENSION = "deltagate.send_texts"
 
 _TEXT = 0x81  # FIN + opcode 1 (RFC 6455 section 5.2); server frames are never masked
@@ -103,46 +105,13 @@ class _Inbox:
         return item
 
 
-class _Flag:
-    """What uvicorn's protocol needs of its ``writable`` ``asyncio.Event``, with its waiters'
-    deque made only when someone waits (an idle connection has none)."""
-
-    __slots__ = ("_set", "_waiters")
-
-    def __init__(self) -> None:
-        self._set = True
-        self._waiters: list[asyncio.Future[None]] | None = None
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-        waiters, self._waiters = self._waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def clear(self) -> None:
-        self._set = False
-
-    async def wait(self) -> None:
-        if self._set:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
-        await waiter
-
-
 class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
     """Handed to ``uvicorn.Config(ws=...)`` by ``deltagate serve``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
-        self.writable = _Flag()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)

@@ -217,6 +217,51 @@ async def test_bad_requests_are_answered_before_the_stream(redis_url, pods):
     assert missing.error_body["error"] == "EVENT_STORE_NOT_FOUND"
 
 
+async def test_cors_headers_as_on_every_other_answer(redis_url, pods):
+    """With origins configured, SSE answers carry the same CORS headers as the pod's other
+    answers (the stream's GET skips the middleware stack: gateway/app.py): an allowed origin's
+    stream and its errors name the origin, another origin is refused (403) without it, and the
+    preflight is answered."""
+    origin = "https://app.example"
+    (pod,) = spawn_pods(pods, redis_url, 1, DELTAGATE_ALLOWED_ORIGINS=origin)
+    await fill(pod, 2)
+    allowed = await SseClient(pod.port, STORE, {"position": "earliest"}, {"Origin": origin}).open()
+    assert allowed.status == 200
+    assert allowed.response_headers["content-type"].startswith("text/event-stream")
+    assert allowed.response_headers["access-control-allow-origin"] == origin
+    assert allowed.response_headers["access-control-expose-headers"] == "Retry-After"
+    assert allowed.response_headers["vary"] == "Origin"
+    await allowed.wait(lambda: allowed.named("caughtUp"), what="caughtUp")
+    assert allowed.positions == [1, 2]
+    await allowed.aclose()
+    bad = await SseClient(pod.port, STORE, {"since": "1"}, {"Origin": origin}).open()
+    assert bad.status == 400 and bad.error_body["error"] == "VALIDATION_ERROR"
+    assert bad.response_headers["access-control-allow-origin"] == origin
+    assert bad.response_headers["vary"] == "Origin"
+    foreign = await SseClient(pod.port, STORE, {}, {"Origin": "https://evil.example"}).open()
+    assert foreign.status == 403
+    assert foreign.error_body == {"error": "FORBIDDEN", "message": "origin not allowed"}
+    assert "access-control-allow-origin" not in foreign.response_headers
+    assert foreign.response_headers["access-control-expose-headers"] == "Retry-After"
+    assert foreign.response_headers["vary"] == "Origin"
+    plain = await SseClient(pod.port, STORE, {}).open()  # no Origin: not a CORS request
+    assert plain.status == 200
+    assert "access-control-allow-origin" not in plain.response_headers
+    assert "access-control-expose-headers" not in plain.response_headers
+    assert plain.response_headers["vary"] == "Origin"
+    await plain.aclose()
+    preflight = httpx.options(
+        f"{pod.url}/event-stores/{STORE}/events/sse",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "last-event-id",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == origin
+
+
 @pytest.fixture
 async def keys(redis_url: str):
     client = aioredis.from_url(redis_url, decode_responses=True)
