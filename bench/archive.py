@@ -387,7 +387,7 @@ def report(m: Measured, ctx: Context, elapsed: float) -> str:
                 [
                     ["Redis, `used_memory` growth (every key)", f"**{num(m.redis_bytes)}**"],
                     ["Redis, the log stream alone (`MEMORY USAGE`)", num(m.log_bytes)],
-                    ["PostgreSQL, events table and indexes", f"**{num(m.postgres_bytes)}**"],
+                    ["PostgreSQL, runs table and indexes", f"**{num(m.postgres_bytes)}**"],
                 ],
             ),
             'Events like `{"type": "order.placed", "data": {"orderId", "totalAmount"}}` '
