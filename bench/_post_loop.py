@@ -35,13 +35,19 @@ HEADERS = {
 Post = Callable[[], Awaitable[None]]
 
 
-async def raw(port: int, body: bytes) -> tuple[Post, Callable[[], Awaitable[None]]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+def request_of(port: int, body: bytes) -> bytes:
+    """A whole POST with a delivery's headers, as the raw and deltagate loops send it."""
     head = "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items())
     request = (
         f"POST /ceiling HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n{head}"
         f"content-length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    )
+    return request.encode() + body
+
+
+async def raw(port: int, body: bytes) -> tuple[Post, Callable[[], Awaitable[None]]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = request_of(port, body)
 
     async def post() -> None:
         writer.write(request)
@@ -108,11 +114,7 @@ async def ours(port: int, body: bytes) -> tuple[Post, Callable[[], Awaitable[Non
 
     # As the dispatcher's Target uses it: one origin, the request's head built once per target.
     origin = Origin("127.0.0.1", port, tls=None, resolve=resolve, limit=1, idle_seconds=15)
-    head = "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items())
-    request = (
-        f"POST /ceiling HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n{head}"
-        f"content-length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    request = request_of(port, body)
 
     async def post() -> None:
         status = await origin.request(request, 10)
