@@ -9,55 +9,16 @@ from __future__ import annotations
 import asyncio
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from broker.webhooks.client import BODY_LIMIT, Origin, ProtocolError
+from tests.webhooks.servers import Listening, read_request
 
 Answer = Callable[[int], bytes | None]
 """The n-th request on a connection (from 0) -> the bytes to answer it with (None: hang up)."""
-
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-class Listening:
-    """A server on 127.0.0.1 running ``handle`` per connection (counted); on exit every handler
-    still running is cancelled and awaited."""
-
-    def __init__(self, handle: Handler, tls: ssl.SSLContext | None = None) -> None:
-        self.handle = handle
-        self.tls = tls
-        self.connections = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> Listening:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self.connections += 1
-        try:
-            await self.handle(reader, writer)
-        finally:
-            writer.close()
-            self._tasks.discard(task)
 
 
 class Server(Listening):
@@ -75,13 +36,7 @@ class Server(Listening):
         try:
             n = 0
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length")
-                )
-                await reader.readexactly(length)
+                await read_request(reader)
                 answer = self.answer(n)
                 n += 1
                 if answer is None:

@@ -29,6 +29,7 @@ from broker.webhooks.delivery import (
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.webhooks.conftest import STORE
+from tests.webhooks.servers import Listening, read_request, status_line
 from tests.webhooks.support import TestClient
 
 REFUSED = [
@@ -236,45 +237,25 @@ def test_the_schema_is_the_validators() -> None:
 # -- at every connection: a stub resolver, receivers on 127.0.0.1 only ------------------------
 
 
-class Server:
-    """A TCP server on 127.0.0.1 that counts connections and answers with ``reply``."""
+Reply = Callable[[asyncio.StreamReader], Awaitable[bytes | None]]
 
-    def __init__(self, reply: Callable[[asyncio.StreamReader], Awaitable[bytes | None]]) -> None:
-        self.reply = reply
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.port = 0
-        self._server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> Server:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
+def serving(reply: Reply) -> Listening:
+    """A server on 127.0.0.1 that counts connections and answers with ``reply``."""
 
-    async def __aexit__(self, *_: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answer = await reply(reader)
+        if answer is not None:
+            writer.write(answer)
+            await writer.drain()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            answer = await self.reply(reader)
-            if answer is not None:
-                writer.write(answer)
-                await writer.drain()
-        finally:
-            writer.close()
+    return Listening(handle)
 
 
 async def http(status: int) -> Callable[[asyncio.StreamReader], Awaitable[bytes]]:
     async def reply(reader: asyncio.StreamReader) -> bytes:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length")))  # fmt: skip
-        await reader.readexactly(length)
-        reply.heads.append(head)  # type: ignore[attr-defined]
-        return f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n".encode()
+        reply.heads.append(await read_request(reader))  # type: ignore[attr-defined]
+        return status_line(status)
 
     reply.heads = []  # type: ignore[attr-defined]
     return reply
@@ -310,7 +291,7 @@ async def send() -> AsyncIterator[Callable[..., Awaitable[Attempt]]]:
 
 
 async def test_a_name_resolving_to_a_refused_address_is_never_connected(send: Any) -> None:
-    async with Server(await http(200)) as server:
+    async with serving(await http(200)) as server:
         for answers in (["127.0.0.1"], ["93.184.216.34", "127.0.0.1"], ["::ffff:127.0.0.1"]):
             resolver = StubResolver({"hooks.example.com": answers})
             attempt = await send(
@@ -328,7 +309,7 @@ async def test_a_name_resolving_to_a_refused_address_is_never_connected(send: An
 
 async def test_the_connection_goes_to_the_checked_address(send: Any) -> None:
     reply = await http(204)
-    async with Server(reply) as server:
+    async with serving(reply) as server:
         # The name resolves once; the connection goes to that answer (a rebinding resolver's
         # second answer is never asked for), and the request still names the host.
         resolver = StubResolver({"hooks.example.com": ["127.0.0.1"]})
@@ -353,8 +334,8 @@ async def test_last_error_is_no_port_scanner(send: Any) -> None:
     async def hang_up(reader: asyncio.StreamReader) -> None:
         return None
 
-    async with Server(garbage) as ssh, Server(silent) as slow, Server(hang_up) as rude:
-        async with Server(await http(200)) as closed:
+    async with serving(garbage) as ssh, serving(silent) as slow, serving(hang_up) as rude:
+        async with serving(await http(200)) as closed:
             pass  # its port is now closed
         errors = {
             "closed": await send(f"http://127.0.0.1:{closed.port}/", allowed),
@@ -371,7 +352,7 @@ async def test_last_error_is_no_port_scanner(send: Any) -> None:
             errors, CONNECTION_FAILED
         )
         assert errors["silent"].result == "timeout", "metrics still tell timeouts apart"
-    async with Server(await http(503)) as busy:
+    async with serving(await http(503)) as busy:
         attempt = await send(f"http://127.0.0.1:{busy.port}/", allowed)
         assert attempt.error == "HTTP 503", "an HTTP answer is reported"
 
@@ -379,7 +360,7 @@ async def test_last_error_is_no_port_scanner(send: Any) -> None:
 async def test_a_header_stored_before_the_checks_fails_the_attempt_not_the_worker() -> None:
     # A record written before header values had to be ASCII: the attempt fails, nothing is
     # sent, and the failure is recorded like any other (before, the worker itself died).
-    async with Server(await http(200)) as server:
+    async with serving(await http(200)) as server:
         sender = Sender(timeout=5, max_connections=1, targets=TargetPolicy.build("127.0.0.0/8"))
         built = WebhookConfig.build(event_filter="*", url=f"http://127.0.0.1:{server.port}/")
         old = dataclasses.replace(built, headers=(("X-Name", "caf\u00e9"),))
