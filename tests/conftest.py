@@ -10,11 +10,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
+from broker.apikeys import KeyStore
 from tests.harness import ROOT, Pod, PostgresServer, RedisServer
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -175,3 +177,11 @@ def pods(redis_url: str) -> Iterator[list[Pod]]:
     yield started
     for pod in started:
         pod.stop()
+
+
+@pytest.fixture
+async def keys(redis_url: str) -> AsyncIterator[KeyStore]:
+    """API keys in the suite's private Redis (``keys.create(name, scopes)``)."""
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    yield KeyStore(client)
+    await client.aclose()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from broker import EventLog, RedisConfig, StoreAdmin, connect
+from broker import Archive, EventLog, RedisConfig, StoreAdmin, connect
 
 
 @pytest.fixture(params=["redis", "fakeredis"])
@@ -39,3 +39,13 @@ async def store(stores: StoreAdmin) -> str:
     """A fresh, empty store."""
     await stores.create("orders")
     return "orders"
+
+
+@pytest.fixture
+async def archive(archive_url: str) -> AsyncIterator[Archive]:
+    """The archive on this worker's PostgreSQL database, emptied for this test."""
+    a = Archive(archive_url)
+    try:
+        yield a
+    finally:
+        await a.close()

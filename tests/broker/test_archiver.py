@@ -5,7 +5,6 @@ and a copy cut short mid-step that leaves A at the last commit and no task behin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -18,15 +17,6 @@ from broker.archiver import Held, encode, summarize
 from broker.errors import Unavailable
 from broker.filters import Query
 from broker.keys import StoreKeys
-
-
-@pytest.fixture
-async def archive(archive_url: str) -> AsyncIterator[Archive]:
-    a = Archive(archive_url)
-    try:
-        yield a
-    finally:
-        await a.close()
 
 
 def body(stream: str, kind: str, created: str, extra: str = "") -> bytes:

@@ -5,7 +5,6 @@ for good and how a read says so, and the races of the boundary."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -47,15 +46,6 @@ async def settle(lifecycle: Lifecycle) -> None:
 
 async def positions(log: EventLog, store: str, after: int = 0) -> list[int]:
     return [e.global_position async for p in log.scan(store, after=after) for e in p.events]
-
-
-@pytest.fixture
-async def archive(archive_url: str) -> AsyncIterator[Archive]:
-    a = Archive(archive_url)
-    try:
-        yield a
-    finally:
-        await a.close()
 
 
 @pytest.fixture

@@ -14,10 +14,8 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import redis.asyncio as aioredis
 import websockets
 
-from broker.apikeys import KeyStore
 from tests.harness import Pod, spawn_pods
 
 ADMIN = "admin-secret-for-tests"
@@ -33,13 +31,6 @@ AUTH = {
     "DELTAGATE_MAX_CONNECTIONS_PER_KEY": "5",
     "DELTAGATE_TOKEN_EXPIRY_GRACE": "1",  # an expired token's connection closes 1 s later
 }
-
-
-@pytest.fixture
-async def keys(redis_url: str):
-    client = aioredis.from_url(redis_url, decode_responses=True)
-    yield KeyStore(client)
-    await client.aclose()
 
 
 @pytest.fixture

@@ -10,10 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 import websockets
 
-from broker.apikeys import KeyStore
 from tests.harness import Pod, spawn_pods
 
 pytestmark = pytest.mark.timeout(90)
@@ -26,13 +24,6 @@ AUTH = {
     "DELTAGATE_TOKEN_EXPIRY_GRACE": "4",
     "DELTAGATE_RATE_SUBSCRIBES_PER_SECOND": "0",
 }
-
-
-@pytest.fixture
-async def keys(redis_url: str):
-    client = aioredis.from_url(redis_url, decode_responses=True)
-    yield KeyStore(client)
-    await client.aclose()
 
 
 @pytest.fixture

@@ -14,11 +14,9 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 import websockets
 
 from broker import Filter
-from broker.apikeys import KeyStore
 from tests.e2e.sseclient import SseClient
 from tests.e2e.test_streaming import FAST, STORE, TYPES, append, expected, log_entries
 from tests.harness import Pod, spawn_pods
@@ -260,13 +258,6 @@ async def test_cors_headers_as_on_every_other_answer(redis_url, pods):
     )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == origin
-
-
-@pytest.fixture
-async def keys(redis_url: str):
-    client = aioredis.from_url(redis_url, decode_responses=True)
-    yield KeyStore(client)
-    await client.aclose()
 
 
 async def test_credentials_as_for_the_websocket(redis_url, pods, keys):
