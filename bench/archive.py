@@ -165,6 +165,16 @@ def cpu_of(pids: list[int]) -> float:
     return total
 
 
+async def emptied(archive: Archive, url: str) -> None:
+    """The archive's tables made (on first use) and emptied."""
+    await archive.ping()
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        await conn.execute("TRUNCATE deltagate_runs, deltagate_stores")
+    finally:
+        await conn.close()
+
+
 async def copy_run(ctx: Context, admin: aioredis.Redis, url: str, measured: Measured) -> Copy:
     """Fill a store, then archive all of it with the lifecycle; measure both."""
     await admin.flushall()
@@ -180,12 +190,7 @@ async def copy_run(ctx: Context, admin: aioredis.Redis, url: str, measured: Meas
         measured.redis_bytes = grown / events
         usage = await admin.memory_usage(StoreKeys("cold").log, samples=0)
         measured.log_bytes = int(usage or 0) / events
-        await archive.ping()  # creates the schema, before the clock
-        conn = await asyncpg.connect(url, timeout=5)
-        try:
-            await conn.execute("TRUNCATE deltagate_runs, deltagate_stores")
-        finally:
-            await conn.close()
+        await emptied(archive, url)  # the schema made, before the clock
         reader = EventLog(client, archive=archive)
         lifecycle = Lifecycle(client, reader, archive, LifecycleOptions())
         uid = await admin.hget(StoreKeys("cold").meta, "uid")
@@ -241,12 +246,7 @@ async def sizes(ctx: Context, admin: aioredis.Redis, url: str) -> list[Sized]:
         archive = Archive(url, seconds=30)
         try:
             await StoreAdmin(client).create("sized")
-            await archive.ping()
-            conn = await asyncpg.connect(url, timeout=5)
-            try:
-                await conn.execute("TRUNCATE deltagate_runs, deltagate_stores")
-            finally:
-                await conn.close()
+            await emptied(archive, url)
             log = EventLog(client, archive=archive)
             noise = random.Random(size)
             before = int((await admin.info("memory"))["used_memory"])

@@ -6,6 +6,9 @@ doubled. And the served JavaScript client with ``transport: 'sse'`` doing the sa
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -46,44 +49,51 @@ async def add(url: str, n: int, start: int) -> None:
         await asyncio.to_thread(append_sync, url, STORE, f"o-{i}", [{"type": kind, "data": {}}])
 
 
-async def test_event_source_survives_a_killed_pod(chromium: str, redis_url, pods, proxies) -> None:
+@asynccontextmanager
+async def opened(chromium: str, base: str) -> AsyncIterator[tuple[Any, list[str]]]:
+    """A headless Chromium page on ``base`` (an origin), and the page errors it raised."""
     from playwright.async_api import async_playwright
 
-    a, b = spawn_pods(pods, redis_url, 2, **FAST)
-    proxy = Proxy(a.port).start()
-    proxies.append(proxy)
-    await add(b.url, 6, 0)  # positions 1..6; order.placed at i % 3 != 0
-    want = [i + 1 for i in range(6) if i % 3]
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page()
             problems: list[str] = []
             page.on("pageerror", lambda exc: problems.append(str(exc)))
-            await page.goto(f"{proxy.url}/healthz")
-            url = f"/event-stores/{STORE}/events/sse?eventFilter=order.*&position=earliest"
-            await page.evaluate(OPEN, url)
-            await until(page, f"window.got.length === {len(want)}", 10)
-            await until(page, "window.kinds.includes('caughtUp')")
-            await add(b.url, 3, 6)
-            want += [i + 1 for i in range(6, 9) if i % 3]
-            await until(page, f"window.got.length === {len(want)}", 10)
-            assert await page.evaluate("window.lastId") == str(want[-1])
-
-            a.kill()  # the browser's connection drops; it reconnects through the proxy to B
-            proxy.retarget(b.port)
-            await add(b.url, 9, 9)
-            want += [i + 1 for i in range(9, 18) if i % 3]
-            await until(page, f"window.got.length >= {len(want)}", 20)
-            await asyncio.sleep(0.3)  # a doubled event would have arrived by now
-            assert await page.evaluate("window.got") == want, "lost or doubled events"
-            assert await page.evaluate("window.errors") >= 1  # it did reconnect
-            assert await page.evaluate("window.kinds.filter(k => k === 'subscribed').length") == 2
-            assert proxy.accepted >= 2
-            assert not problems, problems
-            await page.evaluate("window.source.close()")
+            await page.goto(f"{base}/healthz")
+            yield page, problems
         finally:
             await browser.close()
+
+
+async def test_event_source_survives_a_killed_pod(chromium: str, redis_url, pods, proxies) -> None:
+    a, b = spawn_pods(pods, redis_url, 2, **FAST)
+    proxy = Proxy(a.port).start()
+    proxies.append(proxy)
+    await add(b.url, 6, 0)  # positions 1..6; order.placed at i % 3 != 0
+    want = [i + 1 for i in range(6) if i % 3]
+    async with opened(chromium, proxy.url) as (page, problems):
+        url = f"/event-stores/{STORE}/events/sse?eventFilter=order.*&position=earliest"
+        await page.evaluate(OPEN, url)
+        await until(page, f"window.got.length === {len(want)}", 10)
+        await until(page, "window.kinds.includes('caughtUp')")
+        await add(b.url, 3, 6)
+        want += [i + 1 for i in range(6, 9) if i % 3]
+        await until(page, f"window.got.length === {len(want)}", 10)
+        assert await page.evaluate("window.lastId") == str(want[-1])
+
+        a.kill()  # the browser's connection drops; it reconnects through the proxy to B
+        proxy.retarget(b.port)
+        await add(b.url, 9, 9)
+        want += [i + 1 for i in range(9, 18) if i % 3]
+        await until(page, f"window.got.length >= {len(want)}", 20)
+        await asyncio.sleep(0.3)  # a doubled event would have arrived by now
+        assert await page.evaluate("window.got") == want, "lost or doubled events"
+        assert await page.evaluate("window.errors") >= 1  # it did reconnect
+        assert await page.evaluate("window.kinds.filter(k => k === 'subscribed').length") == 2
+        assert proxy.accepted >= 2
+        assert not problems, problems
+        await page.evaluate("window.source.close()")
 
 
 CLIENT = """
@@ -108,35 +118,25 @@ async () => {
 async def test_js_client_over_sse_survives_a_killed_pod(
     chromium: str, redis_url, pods, proxies
 ) -> None:
-    from playwright.async_api import async_playwright
-
     a, b = spawn_pods(pods, redis_url, 2, **FAST)
     proxy = Proxy(a.port).start()
     proxies.append(proxy)
     await add(b.url, 6, 0)
     want = [i + 1 for i in range(6) if i % 3]
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page()
-            problems: list[str] = []
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            await page.goto(f"{proxy.url}/healthz")
-            await page.evaluate(CLIENT)
-            await until(page, f"window.seen.length === {len(want)}", 10)
-            assert await page.evaluate("window.client.state") == "open"
-            a.kill()
-            proxy.retarget(b.port)
-            await add(b.url, 9, 6)
-            want += [i + 1 for i in range(6, 15) if i % 3]
-            await until(page, f"window.seen.length >= {len(want)}", 20)
-            await asyncio.sleep(0.3)
-            assert await page.evaluate("window.seen") == want, "lost or doubled events"
-            assert "reconnecting" in await page.evaluate("window.states")
-            await page.evaluate("window.client.disconnect()")
-            assert not problems, problems
-        finally:
-            await browser.close()
+    async with opened(chromium, proxy.url) as (page, problems):
+        await page.evaluate(CLIENT)
+        await until(page, f"window.seen.length === {len(want)}", 10)
+        assert await page.evaluate("window.client.state") == "open"
+        a.kill()
+        proxy.retarget(b.port)
+        await add(b.url, 9, 6)
+        want += [i + 1 for i in range(6, 15) if i % 3]
+        await until(page, f"window.seen.length >= {len(want)}", 20)
+        await asyncio.sleep(0.3)
+        assert await page.evaluate("window.seen") == want, "lost or doubled events"
+        assert "reconnecting" in await page.evaluate("window.states")
+        await page.evaluate("window.client.disconnect()")
+        assert not problems, problems
 
 
 def _sse_connections(pod: Pod) -> float:
@@ -154,29 +154,22 @@ async def test_event_source_behind_nginx_survives_a_killed_pod(
 ) -> None:
     """The issue's check, literally: a real nginx in front of two pods; the pod holding the
     browser's stream is killed -9; EventSource resumes on the other with nothing lost or doubled."""
-    from playwright.async_api import async_playwright
-
     a, b = spawn_pods(pods, redis_url, 2, **FAST)
     lb = nginx_for([a.port, b.port])
     await add(a.url, 6, 0)
     want = [i + 1 for i in range(6) if i % 3]
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page()
-            await page.goto(f"http://{lb}/healthz")
-            url = f"/event-stores/{STORE}/events/sse?eventFilter=order.*&position=earliest"
-            await page.evaluate(OPEN, url)
-            await until(page, f"window.got.length === {len(want)}", 10)
-            serving, other = (a, b) if _sse_connections(a) == 1 else (b, a)
-            assert _sse_connections(serving) == 1
-            serving.kill()
-            await add(other.url, 9, 6)
-            want += [i + 1 for i in range(6, 15) if i % 3]
-            await until(page, f"window.got.length >= {len(want)}", 20)
-            await asyncio.sleep(0.3)
-            assert await page.evaluate("window.got") == want, "lost or doubled events"
-            assert _sse_connections(other) == 1
-            await page.evaluate("window.source.close()")
-        finally:
-            await browser.close()
+    async with opened(chromium, f"http://{lb}") as (page, problems):
+        url = f"/event-stores/{STORE}/events/sse?eventFilter=order.*&position=earliest"
+        await page.evaluate(OPEN, url)
+        await until(page, f"window.got.length === {len(want)}", 10)
+        serving, other = (a, b) if _sse_connections(a) == 1 else (b, a)
+        assert _sse_connections(serving) == 1
+        serving.kill()
+        await add(other.url, 9, 6)
+        want += [i + 1 for i in range(6, 15) if i % 3]
+        await until(page, f"window.got.length >= {len(want)}", 20)
+        await asyncio.sleep(0.3)
+        assert await page.evaluate("window.got") == want, "lost or doubled events"
+        assert _sse_connections(other) == 1
+        assert not problems, problems
+        await page.evaluate("window.source.close()")
