@@ -112,7 +112,6 @@ class SseStream:
     __slots__ = (
         "_abort",
         "_closed",
-        "_closing",
         "_heartbeats",
         "_send",
         "_writer",
@@ -163,7 +162,6 @@ class SseStream:
         self.slot: int | None = None
         """Its slot in the heartbeats' wheel, once started."""
         self._writer: asyncio.Task[None] | None = None
-        self._closing = False
         self._closed: asyncio.Event | None = None
 
     # -- Sink -------------------------------------------------------------------------------
@@ -269,11 +267,9 @@ class SseStream:
         """Release the subscription, write what is queued (and, for any end but the client's,
         a ``close`` event saying why), then end the response. Safe to call twice and from
         several tasks: later calls wait for the first to finish."""
-        if self._closing:
-            assert self._closed is not None
+        if self._closed is not None:  # closing or closed: wait for the first call
             await self._closed.wait()
             return
-        self._closing = True
         self._closed = asyncio.Event()
         if self.state == "open":
             self.close_code, self.close_reason = code, reason

@@ -59,7 +59,6 @@ class Session:
     __slots__ = (
         "_auto_ids",
         "_closed",
-        "_closing",
         "_ext",
         "_raw",
         "_writer",
@@ -130,7 +129,6 @@ class Session:
         self.sending_since: float | None = None
         self._writer: asyncio.Task[None] | None = None
         self._auto_ids = itertools.count(1)
-        self._closing = False
         self._closed: asyncio.Event | None = None  # made by the first close (rarely needed)
         self.number = next(_ids)
 
@@ -239,11 +237,9 @@ class Session:
         """Flush what is queued, close the socket with ``code``, release every subscription.
         Safe to call twice and from several tasks (but not the writer): later calls wait for
         the first to finish."""
-        if self._closing:
-            assert self._closed is not None
+        if self._closed is not None:  # closing or closed: wait for the first call
             await self._closed.wait()
             return
-        self._closing = True
         self._closed = asyncio.Event()
         if self.state == "open":
             self.close_code, self.close_reason = code, reason
