@@ -407,17 +407,22 @@ class Archive:
         self, store: int, query: Query, after: int, below: int, limit: int
     ) -> list[int]:
         """Positions in (after, below] matching a DCB query, ascending, at most ``limit``."""
-        return [e.global_position for e in await self.dcb_events(store, query, after, below, limit)]
+        return [e.position for _, e in await self._dcb(store, query, after, below, limit)]
 
     async def dcb_events(
         self, store: int, query: Query, after: int, below: int, limit: int
     ) -> list[LoggedEvent]:
-        """Events in (after, below] matching a DCB query, ascending, at most ``limit``. The
-        runs whose type and tag lists could hold a match are read in the order they start, a
-        batch at a time; a match before the start of the last run read is final (every run
-        not read yet starts after it)."""
+        """Events in (after, below] matching a DCB query, ascending, at most ``limit``."""
+        return [_logged(row, e) for row, e in await self._dcb(store, query, after, below, limit)]
+
+    async def _dcb(
+        self, store: int, query: Query, after: int, below: int, limit: int
+    ) -> list[tuple[Any, runs.Event]]:
+        """The matches, with their runs. The runs whose type and tag lists could hold a match
+        are read in the order they start, a batch at a time; a match before the start of the
+        last run read is final (every run not read yet starts after it)."""
         where, params = _dcb_where(query, 5)
-        found: list[LoggedEvent] = []
+        found: list[tuple[Any, runs.Event]] = []
         cursor = runs.block_start(after + 1) - 1
         while True:
             rows = await self._fetch(
@@ -431,16 +436,16 @@ class Archive:
                 *params,
             )
             found += (
-                _logged(row, e)
+                (row, e)
                 for row in rows
                 for e in runs.decode(row)
                 if after < e.position <= below and query.accepts(e.type, e.tags)
             )
-            found.sort(key=_position)
+            found.sort(key=_found_position)
             if len(rows) < DCB_BATCH:
                 return found[:limit]
             cursor = rows[-1]["first_position"]
-            settled = [e for e in found if e.global_position < cursor]
+            settled = [m for m in found if m[1].position < cursor]
             if len(settled) >= limit:
                 return settled[:limit]
 
@@ -531,6 +536,10 @@ def _moment(micros: int) -> datetime:
 
 def _position(event: LoggedEvent) -> int:
     return event.global_position
+
+
+def _found_position(match: tuple[Any, runs.Event]) -> int:
+    return match[1].position
 
 
 async def _keep_session(conn: Any) -> None:

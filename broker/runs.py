@@ -87,11 +87,10 @@ class Run:
     types: dict[bytes, int] = field(default_factory=dict)
     tags: dict[bytes, int] = field(default_factory=dict)
 
-    def row(self, store_id: int) -> list[bytes]:
-        """The run as a binary COPY row."""
-        count = len(self.positions)
+    def events(self) -> bytes:
+        """The ``events`` column (``layout``)."""
         events = struct.pack(
-            layout(count),
+            layout(len(self.positions)),
             *self.positions,
             *self.created,
             *self.kinds,
@@ -100,6 +99,12 @@ class Run:
         )
         if self.tagged:
             events += struct.pack(f">{len(self.tagged)}H", *self.tagged)
+        return events
+
+    def row(self, store_id: int) -> list[bytes]:
+        """The run as a binary COPY row."""
+        count = len(self.positions)
+        events = self.events()
         bodies = b"".join(self.bodies)
         return [
             HEAD.pack(12, 4, store_id, 8, self.positions[0], 8),
@@ -118,8 +123,8 @@ class Run:
 
 
 class Runs:
-    """A copy's rows, event by event in position order (``add``), then ``data()``; ``streams``,
-    ``types`` and ``tags`` say what they hold."""
+    """A copy's rows: added event by event in position order (``add``) or a run at a time
+    (``extend``), then ``runs()`` (what they hold) and ``data()``."""
 
     def __init__(self, store_id: int) -> None:
         self._store_id = store_id
@@ -250,7 +255,6 @@ def encode_row(store_id: int, stream_id: str, events: list[Event]) -> dict[str, 
             e.body.encode(),
         )
     (run,) = built.runs()
-    fields = run.row(store_id)
     return {
         "first_position": run.positions[0],
         "last_position": run.positions[-1],
@@ -260,6 +264,6 @@ def encode_row(store_id: int, stream_id: str, events: list[Event]) -> dict[str, 
         "created_max": max(run.created),
         "types": [t.decode() for t in run.types],
         "tags": [t.decode() for t in run.tags] or None,
-        "events": fields[7],
-        "bodies": fields[9],
+        "events": run.events(),
+        "bodies": b"".join(run.bodies),
     }
