@@ -1,8 +1,10 @@
 """One subscription's read window: the matching events read from the log and not yet below its
 saved position, with per-stream ordering. Only the head of each stream's queue may be sent, so a
 stream's events arrive in order while different streams go out in parallel; a head that failed
-waits for its retry time, blocking its stream only. The saved position is the last position
-below which everything is finished."""
+waits for its retry time, blocking its stream only. A finished head stays at its stream's head,
+*held*, until its progress is saved (``release``): a crash then repeats at most the last event of
+each stream, and a receiver never sees a stream's older event after a newer one. The saved
+position is the last position below which everything is finished."""
 
 from __future__ import annotations
 
@@ -49,9 +51,11 @@ class Window:
 
     def __init__(self) -> None:
         self._order: deque[Item] = deque()  # read, not yet below the saved position
-        self._streams: dict[str, deque[Item]] = {}  # unfinished items per stream, in order
+        # per stream, in order: its unfinished items, after its held head if any
+        self._streams: dict[str, deque[Item]] = {}
         self._ready: list[Item] = []  # heap: stream heads that may start now
         self._waiting: list[tuple[float, Item]] = []  # heap: stream heads waiting to retry
+        self._held: list[Item] = []  # finished stream heads whose progress is not saved yet
         self.chars = 0
         """Event text held (the window is bounded by it as well as by its length)."""
         self._known_attempts: dict[str, int] = {}
@@ -124,17 +128,33 @@ class Window:
         heapq.heappush(self._waiting, (not_before, item))
 
     def complete(self, item: Item) -> None:
-        """A head is finished (delivered or dead-lettered): its stream's next may go."""
+        """A head is finished (delivered or dead-lettered): it holds its stream until saved."""
         item.state = "done"
         self.chars -= len(item.json)
         item.json = ""
         item.body = b""
-        queue = self._streams[item.stream_id]
-        queue.popleft()  # only a stream's head is ever started
-        if queue:
-            heapq.heappush(self._ready, queue[0])
-        else:
-            del self._streams[item.stream_id]
+        self._held.append(item)
+
+    @property
+    def blocked(self) -> bool:
+        """A held head has a successor waiting for the save."""
+        streams = self._streams
+        return any(len(streams[item.stream_id]) > 1 for item in self._held)
+
+    def take_held(self) -> list[Item]:
+        """The held heads a save now on its way records (``release`` them once it is done)."""
+        held, self._held = self._held, []
+        return held
+
+    def release(self, held: list[Item]) -> None:
+        """Their progress is saved: each one's stream's next may go."""
+        for item in held:
+            queue = self._streams[item.stream_id]
+            queue.popleft()  # only a stream's head is ever started
+            if queue:
+                heapq.heappush(self._ready, queue[0])
+            else:
+                del self._streams[item.stream_id]
 
     def finished_below(self, cursor: int) -> int:
         """The position below which everything is finished (``cursor``, the last position

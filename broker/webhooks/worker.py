@@ -7,8 +7,9 @@ subscription's keep-alive pool, ``delivery.Target``), not a task per delivery. A
 is recorded and retried after ``retry.retry_delay``; after the last attempt the event becomes a
 dead letter. Progress (``lastProcessedEventGlobalPosition``) is saved per batch of finished
 deliveries (``_save``), with the positions finished ahead of it; a finished delivery holds its
-slot until saved, so a crash repeats at most ``max_in_flight`` events, those in flight or
-finished since the last save. Every write is fenced by the lease (``ProgressStore``): ``lost`` or
+slot and its stream until saved, so a crash repeats at most ``max_in_flight`` events, those in
+flight or finished since the last save, at most one per stream (never an older event of a
+stream after a newer one). Every write is fenced by the lease (``ProgressStore``): ``lost`` or
 ``gone`` stops the worker at once.
 
 Size: ~520 lines: the window, the lanes, retries and the batched progress save share the
@@ -190,9 +191,7 @@ class Worker:
                         await self._reload_record()
                     await self._next_redrive()
                     self._start()
-                if self._unsaved >= self._flush_at or (
-                    not self._flying and time.monotonic() >= self._save_at
-                ):
+                if self._save_due():
                     await self._save()
                 await self._sleep()
             while self._flying:
@@ -461,17 +460,29 @@ class Worker:
         self._new_done.append(item.position)
         self._window.complete(item)
 
+    def _save_due(self) -> bool:
+        """Half the lanes' worth finished; or nothing is in flight and ``SAVE_DELAY`` passed;
+        or at once when a stream's next event waits behind its unsaved head (``Window``)."""
+        if not self._unsaved:
+            return False
+        return (
+            self._unsaved >= self._flush_at
+            or (not self._flying and time.monotonic() >= self._save_at)
+            or self._window.blocked
+        )
+
     async def _save(self) -> None:
-        """Save progress when something finished (one round trip, fenced by the lease). The loop
-        calls it once half the lanes' worth of deliveries finished, or when none is in flight
-        and ``SAVE_DELAY`` passed since the last save: one write per batch, not per delivery.
-        Finished deliveries hold their slot until saved, so a crash repeats at most
-        ``max_in_flight`` of them."""
+        """Save progress when something finished (one round trip, fenced by the lease), when
+        ``_save_due``: one write per batch, not per delivery. Finished deliveries hold their
+        slot and their stream until saved (released here), so a crash repeats at most
+        ``max_in_flight`` of them, at most one per stream."""
         position = self._window.finished_below(self._tail.cursor)
+        held = self._window.take_held()
         if position == self.position and not (
             self._new_done or self._finished or self._redriven or self._succeeded
         ):
             self._unsaved = 0  # (a dead-lettered redrive: recorded when it was dead-lettered)
+            self._window.release(held)
             return
         self._save_at = time.monotonic() + SAVE_DELAY
         # What this save records; lanes record more successes while it is on its way.
@@ -491,6 +502,7 @@ class Worker:
             redriven=redriven,
         )
         self._check(status)
+        self._window.release(held)
         if redriven:
             self._redrive_pending = True
         self.position = max(self.position, position)
@@ -508,6 +520,7 @@ class Worker:
             (self._window.has_ready and self._flying + self._unsaved < self.s.options.max_in_flight)
             or self._tail.may_read()
             or (self._redrive_pending and self._redrive is None and not self._redriven)
+            or self._save_due()
         ):
             return
         next_poll = self._tail.next_poll
