@@ -5,7 +5,9 @@ starts without the old subscriptions."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,6 +18,7 @@ from broker import (
     NewEvent,
     RedisConfig,
     StoreAdmin,
+    Unavailable,
     codec,
     connect,
 )
@@ -128,3 +131,67 @@ async def test_upsert_converges_and_refuses_a_duplicate_of_another_id(
     await store.create(STORE, CONFIG, sub_id="b", upsert=True)
     with pytest.raises(InvalidSubscriptionConfig):
         await store.create(STORE, CONFIG, sub_id="a", upsert=True)  # that is b's config now
+
+
+async def test_saves_asked_for_together_share_a_round_trip_each_with_its_own_answer(
+    redis: aioredis.Redis,
+) -> None:
+    store = WebhookStore(redis)
+    progress = ProgressStore(redis)
+    subs = []
+    for i in range(6):
+        config = WebhookConfig.build(event_filter="order.*", url=f"http://127.0.0.1:9/hook/{i}")
+        subs.append((await store.create(STORE, config)).subscription)
+        await redis.set(WebhookKeys(STORE).lease(subs[-1].id), "b" if i == 5 else "a", px=5000)
+    batches: list[int] = []
+    send = progress._send
+
+    async def counted(batch: list[Any]) -> list[Any]:
+        batches.append(len(batch))
+        return await send(batch)
+
+    progress._send = counted  # type: ignore[method-assign]
+    statuses = await asyncio.gather(
+        *(progress.progress(STORE, s.id, "a", position=7, succeeded=True) for s in subs)
+    )
+    assert statuses == ["ok"] * 5 + ["lost"]
+    assert batches == [5], "the first went by itself, the rest together in the next round trip"
+    positions = [(await store.get(STORE, s.id)).position for s in subs]
+    assert positions == [7] * 5 + [0]
+
+
+async def test_saves_sent_together_survive_redis_losing_the_script(redis: aioredis.Redis) -> None:
+    store = WebhookStore(redis)
+    progress = ProgressStore(redis)
+    subs = []
+    for i in range(3):
+        config = WebhookConfig.build(event_filter="order.*", url=f"http://127.0.0.1:9/hook/{i}")
+        subs.append((await store.create(STORE, config)).subscription)
+        await redis.set(WebhookKeys(STORE).lease(subs[-1].id), "a", px=5000)
+    assert await progress.progress(STORE, subs[0].id, "a", position=1, succeeded=True) == "ok"
+    await redis.script_flush()  # (what a Redis restart does)
+    batch = []
+    for s in subs:
+        k = WebhookKeys(STORE)
+        keys = [k.record(s.id), k.lease(s.id), k.attempts(s.id), k.done(s.id)]
+        keys += [k.redrive(s.id), k.letters(s.id)]
+        batch.append((keys, ["a", 4, "1", "2026-12-01T00:00:00.000Z", 0, 0, 0], None))
+    assert await progress._send(batch) == ["ok"] * 3
+    assert [(await store.get(STORE, s.id)).position for s in subs] == [4] * 3
+
+
+async def test_saves_together_against_an_unavailable_redis_all_fail_as_unavailable() -> None:
+    client = connect(RedisConfig(url="redis://127.0.0.1:1/0", timeout=0.5))
+    progress = ProgressStore(client)
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                progress.progress(STORE, f"sub{i}", "a", position=1, succeeded=True)
+                for i in range(4)
+            ),
+            return_exceptions=True,
+        )
+        assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
+    finally:
+        await progress.close()
+        await client.aclose()
