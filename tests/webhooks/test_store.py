@@ -23,7 +23,7 @@ from broker import (
     connect,
 )
 from broker.keys import WebhookKeys
-from broker.webhooks import ProgressStore, WebhookConfig, WebhookStore
+from broker.webhooks import ProgressStore, WebhookConfig, WebhookStore, WebhookSubscription
 
 STORE = "orders"
 CONFIG = WebhookConfig.build(event_filter="order.*", url="http://127.0.0.1:9/hook")
@@ -133,16 +133,24 @@ async def test_upsert_converges_and_refuses_a_duplicate_of_another_id(
         await store.create(STORE, CONFIG, sub_id="a", upsert=True)  # that is b's config now
 
 
+async def leased(
+    redis: aioredis.Redis, store: WebhookStore, holders: list[str]
+) -> list[WebhookSubscription]:
+    """A subscription per holder, each leased to its holder."""
+    subs = []
+    for i, holder in enumerate(holders):
+        config = WebhookConfig.build(event_filter="order.*", url=f"http://127.0.0.1:9/hook/{i}")
+        subs.append((await store.create(STORE, config)).subscription)
+        await redis.set(WebhookKeys(STORE).lease(subs[-1].id), holder, px=5000)
+    return subs
+
+
 async def test_saves_asked_for_together_share_a_round_trip_each_with_its_own_answer(
     redis: aioredis.Redis,
 ) -> None:
     store = WebhookStore(redis)
     progress = ProgressStore(redis)
-    subs = []
-    for i in range(6):
-        config = WebhookConfig.build(event_filter="order.*", url=f"http://127.0.0.1:9/hook/{i}")
-        subs.append((await store.create(STORE, config)).subscription)
-        await redis.set(WebhookKeys(STORE).lease(subs[-1].id), "b" if i == 5 else "a", px=5000)
+    subs = await leased(redis, store, ["a"] * 5 + ["b"])
     batches: list[int] = []
     send = progress._send
 
@@ -163,11 +171,7 @@ async def test_saves_asked_for_together_share_a_round_trip_each_with_its_own_ans
 async def test_saves_sent_together_survive_redis_losing_the_script(redis: aioredis.Redis) -> None:
     store = WebhookStore(redis)
     progress = ProgressStore(redis)
-    subs = []
-    for i in range(3):
-        config = WebhookConfig.build(event_filter="order.*", url=f"http://127.0.0.1:9/hook/{i}")
-        subs.append((await store.create(STORE, config)).subscription)
-        await redis.set(WebhookKeys(STORE).lease(subs[-1].id), "a", px=5000)
+    subs = await leased(redis, store, ["a"] * 3)
     assert await progress.progress(STORE, subs[0].id, "a", position=1, succeeded=True) == "ok"
     await redis.script_flush()  # (what a Redis restart does)
     batch = []
