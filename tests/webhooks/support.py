@@ -186,7 +186,7 @@ class Receiver:
         for stream, seen in by_stream.items():
             pairs = list(itertools.pairwise(seen))
             if strictly:
-                assert all(a < b for a, b in pairs), f"{stream}: {seen}"
+                assert all(a < b for a, b in pairs), f"{self.url} {stream}: {seen}"
             else:
                 assert all(a <= b for a, b in pairs), f"{stream}: {seen}"
 

@@ -76,7 +76,9 @@ def test_every_event_arrives_in_order_despite_misbehaving_endpoints(
     api: TestClient, store: str, receivers: Make, dispatchers: Spawn
 ) -> None:
     flaky = receivers(lambda _, n: Reply(500) if n <= 2 else Reply()).start()
-    slow = receivers(lambda _, n: Reply(200, delay=1.0, late=True) if n == 1 else Reply()).start()
+    # The slow endpoint answers each event's first attempt after the 0.7 s timeout, the retry at
+    # once (a timeout short enough for a loaded host to miss an answer sent at once repeats it).
+    slow = receivers(lambda _, n: Reply(200, delay=1.5, late=True) if n == 1 else Reply()).start()
     moved = receivers(
         lambda _, n: Reply(302, headers={"location": "/moved"}) if n <= 2 else Reply()
     )
@@ -85,7 +87,7 @@ def test_every_event_arrives_in_order_despite_misbehaving_endpoints(
     refused = receivers()  # not listening yet: connections are refused
     subs = {
         "flaky": subscribe(api, flaky, retryPolicy=FAST_RETRIES),
-        "slow": subscribe(api, slow, timeout=300, retryPolicy=FAST_RETRIES),  # milliseconds
+        "slow": subscribe(api, slow, timeout=700, retryPolicy=FAST_RETRIES),  # milliseconds
         "moved": subscribe(api, moved, retryPolicy=FAST_RETRIES),
         "shipped": subscribe(api, shipped, "*.shipped", retryPolicy=FAST_RETRIES),
         "refused": subscribe(api, refused, ["order.*"], retryPolicy=FAST_RETRIES),
