@@ -176,9 +176,8 @@ class ProgressStore:
 
     async def _flush(self) -> None:
         """Send the saves that waited for one on its way, one pipeline per round trip, until none
-        waits. A caller that
-        was cancelled meanwhile is not answered; its save, fenced like any, is still made (what
-        it records happened)."""
+        waits. A caller that was cancelled meanwhile is not answered; its save, fenced like any,
+        is still made (what it records happened)."""
         batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self._busy = True
         try:
