@@ -167,9 +167,6 @@ class Sender:
         self._ssl: ssl.SSLContext | None = None
         self._slots = asyncio.Semaphore(max_connections)
 
-    async def close(self) -> None:
-        """Nothing is held here (each ``Target`` closes its connections); kept for symmetry."""
-
     def ssl_context(self) -> ssl.SSLContext:
         """The CA certificates, loaded once per replica (not per subscription)."""
         if self._ssl is None:

@@ -133,8 +133,7 @@ class Dispatcher:
             workers = list(self._workers.values())
             await cancel_and_wait(w.task for w in workers)
             await self._release([w.ref for w in workers])
-            await self.store.close()
-            await self._sender.close()  # (every worker closed its session)
+            await self.store.close()  # (each worker closed its connections: Target.close)
             with contextlib.suppress(BrokerError):
                 await asyncio.wait_for(call(self._redis.zrem(WEBHOOK_DISPATCHERS, self.replica)), 2)
             self._workers.clear()

@@ -39,6 +39,5 @@ async def test_the_proxy_in_the_environment_is_ignored(monkeypatch: pytest.Monke
             attempt = await sender.deliver(target, "e1", body({"subscriptionId": "s"}, "{}"))
         finally:
             await target.close()
-            await sender.close()
         assert attempt.result == "success", attempt
         assert (receiver.connections, proxy.connections) == (1, 0)

@@ -273,7 +273,7 @@ class StubResolver:
 
 @pytest.fixture
 async def send() -> AsyncIterator[Callable[..., Awaitable[Attempt]]]:
-    made: list[tuple[Sender, Target]] = []
+    made: list[Target] = []
 
     async def deliver(
         url: str, policy: TargetPolicy, resolver: StubResolver | None = None, timeout: float = 5
@@ -281,13 +281,12 @@ async def send() -> AsyncIterator[Callable[..., Awaitable[Attempt]]]:
         sender = Sender(timeout=timeout, max_connections=4, targets=policy, resolver=resolver)
         config = WebhookConfig.build(event_filter="*", url=url)
         target = Target(sender, config, secret_key(new_secret()), max_in_flight=2)
-        made.append((sender, target))
+        made.append(target)
         return await sender.deliver(target, "e1", body({"subscriptionId": "s"}, "{}"))
 
     yield deliver
-    for sender, target in made:
+    for target in made:
         await target.close()
-        await sender.close()
 
 
 async def test_a_name_resolving_to_a_refused_address_is_never_connected(send: Any) -> None:
@@ -369,6 +368,5 @@ async def test_a_header_stored_before_the_checks_fails_the_attempt_not_the_worke
             attempt = await sender.deliver(target, "e1", body({}, "{}"))
         finally:
             await target.close()
-            await sender.close()
         assert attempt.result == "failure" and attempt.error == INVALID_REQUEST, attempt
         assert server.connections == 0
