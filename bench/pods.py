@@ -154,6 +154,7 @@ def report(steps: Steps, names: list[str], plan: Plan, version: str, elapsed: fl
                     spread(name, rate, lambda s: s.p99).text(1, 1e3),
                     ms(max(s.slowest for s in steps.get(name, rate))),
                     f"{max(s.missing for s in steps.get(name, rate)):.1%}",
+                    spread(name, rate, lambda s: s.host_busy * 100).text(0),
                 ]
             )
         one, two = (steps.spread(n, rate, lambda s: s.us_per_delivery) for n in names)
@@ -170,7 +171,9 @@ def report(steps: Steps, names: list[str], plan: Plan, version: str, elapsed: fl
             "upstreams, `worker_processes auto`) adapted to local ports and files, one nginx per "
             f"set-up; {SUBSCRIBERS:,} subscribers and the appender go through it (deltagate "
             f"with auth on). Medians of {plan.repetitions} (min..max). Pods' CPU is summed "
-            "over the pods; nginx and Redis are reported apart, per delivered event. "
+            "over the pods; nginx and Redis are reported apart, per delivered event. Host busy: "
+            "the share of both cores busy with anyone's work in the window; near 100% every "
+            "process here waits for a core. "
             f"This section took {elapsed / 60:.1f} min.",
             table(
                 [
@@ -183,6 +186,7 @@ def report(steps: Steps, names: list[str], plan: Plan, version: str, elapsed: fl
                     "p99 ms",
                     "slowest ms",
                     "lost (worst)",
+                    "host busy %",
                 ],
                 rows,
             ),
