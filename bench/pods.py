@@ -43,6 +43,9 @@ from tests.harness import ServerProcess, free_port
 
 GROWTH = 1.15
 """CPU per delivery with 2 pods at most this many times 1 pod's (the host's noise)."""
+HEARING = (10, 300)
+"""Subscribers and events/s of the steps that measure what a pod pays to hear an event: so few
+subscribers that the deliveries weigh little beside the events."""
 
 
 def nginx_conf(shipped: str, port: int, pods: list[int], folder: Path) -> str:
@@ -125,6 +128,10 @@ async def main(ctx: Context) -> str:
         loads = [Load(s, f"pods-{i}", SUBSCRIBERS, s.name) for i, s in enumerate(setups)]
         rates = HEADLINE_RATES[:1] if ctx.quick else HEADLINE_RATES
         steps = await scenario(rig, loads, rates)
+        few, rate = HEARING
+        hearing = await scenario(
+            rig, [Load(s, f"hear-{i}", few, s.name) for i, s in enumerate(setups)], [rate]
+        )
         version = subprocess.run(
             ["nginx", "-v"], capture_output=True, text=True, check=False
         ).stderr.strip()
@@ -135,10 +142,48 @@ async def main(ctx: Context) -> str:
             server.stop()
         await lg.stop()
         await admin.aclose()
-    return report(steps, [s.name for s in setups], plan, version, time.monotonic() - started)
+    names = [s.name for s in setups]
+    return report(steps, hearing, names, plan, version, time.monotonic() - started)
 
 
-def report(steps: Steps, names: list[str], plan: Plan, version: str, elapsed: float) -> str:
+def hearing_cost(hearing: Steps, names: list[str]) -> str:
+    """What one more pod costs per event: the pods' CPU per second with 2 pods less that with 1,
+    per event appended, from the steps with few subscribers (each repetition's pair)."""
+    few, rate = HEARING
+    one, two = (hearing.get(n, rate) for n in names)
+    extra = sorted(
+        (b.us_per_delivery * b.deliveries - a.us_per_delivery * a.deliveries) / b.appended
+        for a, b in zip(one, two, strict=True)
+    )
+    per_event = extra[len(extra) // 2]
+    spread = hearing.spread
+    rows = [
+        [
+            name,
+            spread(name, rate, lambda s: s.deliveries).text(0),
+            spread(name, rate, lambda s: s.us_per_delivery * s.deliveries / s.appended).text(0),
+            spread(name, rate, lambda s: s.p99).text(1, 1e3),
+        ]
+        for name in names
+    ]
+    return "\n\n".join(
+        [
+            "### What a pod pays to hear an event",
+            f"{few} subscribers x {rate} events/s through the same set-ups (one event per "
+            "append), so the pods' CPU is mostly per event, not per delivery: every pod holding "
+            "a subscriber of a store hears each of its events from Redis pub/sub, matches it and "
+            "frames it once. The second pod's share is what each further pod adds.",
+            table(["set-up", "deliveries/s", "pods' us CPU per event", "p99 ms"], rows),
+            f"One more pod: **{per_event:.0f} us** of CPU per event (median of the "
+            f"repetitions' pairs, {extra[0]:.0f}..{extra[-1]:.0f}); at {SUBSCRIBERS:,} "
+            f"subscribers that is {per_event / SUBSCRIBERS:.2f} us per delivery per pod.",
+        ]
+    )
+
+
+def report(
+    steps: Steps, hearing: Steps, names: list[str], plan: Plan, version: str, elapsed: float
+) -> str:
     rows, verdicts = [], []
     for rate in steps.rates():
         for name in names:
@@ -192,5 +237,6 @@ def report(steps: Steps, names: list[str], plan: Plan, version: str, elapsed: fl
             ),
             "Goal (issue 19): CPU per delivery does not grow with the number of pods.",
             "\n".join(verdicts),
+            hearing_cost(hearing, names),
         ]
     )
