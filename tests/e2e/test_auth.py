@@ -192,7 +192,9 @@ async def test_tokens(pod, keys):
     for bad in (tampered, foreign, expired, "garbage"):
         assert await close_code(f"{base}?token={bad}") == 4001, bad
     # A connection outliving its token is closed with 4001 and a reason to act on.
-    short = mint(pod, "alpha", secret, ttlSeconds=1).json()["token"]
+    minted = mint(pod, "alpha", secret, ttlSeconds=1)
+    assert minted.status_code == 201, minted.text
+    short = minted.json()["token"]
     async with websockets.connect(f"{base}?token={short}") as ws:
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
