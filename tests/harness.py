@@ -314,5 +314,7 @@ def spawn_pods(started: list[Pod], redis_url: str, n: int, **env: str) -> list[P
         pod.start(wait_ready=False)
         started.append(pod)
     for pod in new:
-        wait_for(pod.ready, timeout=20, what=f"pod on {pod.port} to be ready")
+        # Generous: a pod binds its port after its start-up, which a loaded host with a slow disk
+        # once stretched past 20 s in a full run (connection refused throughout, process alive).
+        wait_for(pod.ready, timeout=60, what=f"pod on {pod.port} to be ready")
     return new
