@@ -24,7 +24,7 @@ from broker import (
 from broker.keys import StoreKeys
 from broker.webhooks import WebhookConfig, WebhookStore
 from tests.harness import wait_for
-from tests.webhooks.support import DispatcherProcess, Receiver
+from tests.webhooks.support import STEADY_LEASE, DispatcherProcess, Receiver
 
 Spawn = Callable[..., DispatcherProcess]
 Make = Callable[..., Receiver]
@@ -32,11 +32,6 @@ STORE = "orders"
 EVENTS = 600
 STREAMS = 5
 OPTIONS = LifecycleOptions(copy_batch=500, trim_batch=500, delete_batch=500)
-STEADY_LEASE = {"DELTAGATE_DISPATCHER_LEASE_SECONDS": "10"}
-"""These tests hold one replica to exactly once, which at-least-once delivery promises only while
-the replica keeps its lease: the fixture's brisk 1.5 s lease (renewed every 0.5 s) once expired
-under a loaded full run and its holder took it again, repeating a delivery (legitimately). Nothing
-here hands a lease over, so a long one costs nothing."""
 
 
 @pytest.fixture

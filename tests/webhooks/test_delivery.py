@@ -14,7 +14,7 @@ import pytest
 from broker.keys import WebhookKeys
 from tests.harness import RedisServer, wait_for
 from tests.webhooks.conftest import STORE
-from tests.webhooks.support import DispatcherProcess, Receiver, Reply, TestClient
+from tests.webhooks.support import STEADY_LEASE, DispatcherProcess, Receiver, Reply, TestClient
 
 Spawn = Callable[..., DispatcherProcess]
 CONNECTION_FAILED = "could not connect (no HTTP answer)"
@@ -92,7 +92,7 @@ def test_every_event_arrives_in_order_despite_misbehaving_endpoints(
         "shipped": subscribe(api, shipped, "*.shipped", retryPolicy=FAST_RETRIES),
         "refused": subscribe(api, refused, ["order.*"], retryPolicy=FAST_RETRIES),
     }
-    dispatcher = dispatchers().wait_ready()
+    dispatcher = dispatchers(**STEADY_LEASE).wait_ready()
     events = append(api, 40, streams=4)
     everything = {e["globalPosition"] for e in events}
     expected = {
@@ -188,7 +188,7 @@ def test_dead_letters_after_the_last_attempt_and_redrive(
     receiver = receivers(lambda _, __: Reply() if healthy["now"] else Reply(500)).start()
     sub_id = subscribe(api, receiver, retryPolicy={"maxAttempts": 3, "backoffSeconds": 0.05})
     once = subscribe(api, receiver, "order.*", retryPolicy={"maxAttempts": 1})
-    dispatcher = dispatchers().wait_ready()
+    dispatcher = dispatchers(**STEADY_LEASE).wait_ready()
     events = append(api, 3, streams=2)
     wait_for(lambda: dead_letters(api, sub_id)["totalCount"] == 3, timeout=15, what="3 dead")
     wait_for(lambda: dead_letters(api, once)["totalCount"] == 3, timeout=5, what="3 dead")
