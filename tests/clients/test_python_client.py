@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import random
 from typing import Any
 
@@ -256,16 +257,19 @@ async def test_a_store_recreated_under_a_subscriber_is_a_reset_then_its_new_hist
 
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
 async def test_get_token_keeps_a_subscription_on_short_tokens(
-    redis_url: str, pods, transport
+    redis_url: str, pods, transport, caplog
 ) -> None:
-    """Short tokens with no grace: a WebSocket refreshes its token over the open socket (one
-    connection throughout); an SSE stream reconnects with a fresh token, nothing lost.
+    """Short tokens: a WebSocket refreshes its token over the open socket (one connection
+    throughout); an SSE stream reconnects with a fresh token (no grace), nothing lost.
 
-    A token's exp is whole seconds, so a 2-second token lives 1 to 2 s and the client refreshes
-    it half its life before: on a loaded host the refresh (a mint and a send) once missed that
-    half second, and a 3-second token's second once too (a full run with a slow disk). The
-    WebSocket's tokens live 5 s (refreshed at least 2 s before; three mints within the test's
-    six seconds); SSE's 2 s (three of them likewise)."""
+    A token's exp is whole seconds, so an N-second token lives N-1 to N s, and the client
+    refreshes it half its life before it expires. The WebSocket's tokens live 5 s with a 2 s grace:
+    refreshed at least 2 s before, a refresh must come over 4 s late to lose the connection (full
+    runs on a loaded host lost it with 2-second tokens and no grace, then with 3-second and
+    5-second ones and no grace). Without refreshes the first token's connection would still be
+    closed within the test's 8 s (at most 5 + 2). SSE's tokens live 2 s (three of them within its
+    6 s)."""
+    websocket = transport == "websocket"
     admin = "admin-secret-for-python-refresh"
     (pod,) = spawn_pods(
         pods,
@@ -275,12 +279,13 @@ async def test_get_token_keeps_a_subscription_on_short_tokens(
         DELTAGATE_AUTH="enabled",
         DELTAGATE_ADMIN_KEY=admin,
         DELTAGATE_TOKEN_SECRET="token-secret-for-python-refresh-0123456789",
-        DELTAGATE_TOKEN_EXPIRY_GRACE="0",
+        DELTAGATE_TOKEN_EXPIRY_GRACE="2" if websocket else "0",
     )
+    caplog.set_level(logging.INFO, logger="deltagate.client")  # a reconnect logs its close code
     async with DeltaGateClient(pod.url, api_key=admin) as admin_client:
         await admin_client.create_store("pytokens")
         minted = 0
-        ttl = 5 if transport == "websocket" else 2
+        ttl, events = (5, 8) if websocket else (2, 6)
 
         async def get_token() -> dict[str, Any]:
             nonlocal minted
@@ -307,15 +312,15 @@ async def test_get_token_keeps_a_subscription_on_short_tokens(
 
         task = asyncio.create_task(consume())
         try:
-            for i in range(6):
+            for i in range(events):
                 await admin_client.append("pytokens", f"s-{i}", [{"type": "a.b", "data": {}}])
                 await asyncio.sleep(1)
-            await asyncio.wait_for(_until(lambda: len(got) >= 6), 10)
+            await asyncio.wait_for(_until(lambda: len(got) >= events), 10)
             await asyncio.sleep(0.3)
-            assert got == [1, 2, 3, 4, 5, 6]
+            assert got == list(range(1, events + 1))
             assert minted >= 3
-            if transport == "websocket":
-                assert "reconnecting" not in states, states
+            if websocket:
+                assert "reconnecting" not in states, (states, caplog.messages)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
