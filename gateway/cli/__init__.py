@@ -3,6 +3,9 @@ exit codes and ``--json`` (``common``)."""
 
 from __future__ import annotations
 
+import io
+import sys
+
 import typer
 
 from . import backup, demo, doctor, events, keys, serve, stores, webhooks
@@ -35,7 +38,25 @@ app.command("doctor", cls=Command)(doctor.doctor)
 
 
 def main() -> None:
+    _whole_writes()
     app()
+
+
+def _whole_writes() -> None:
+    """Every write to stdout finished, also in unbuffered mode (``python -u``,
+    ``PYTHONUNBUFFERED``, which deploy/Dockerfile sets). There stdout's text layer sits on the raw
+    file and ignores a partial write: once a uvloop loop has run (every command's ``run``), a
+    write to a full pipe returned after 64 KiB and the rest of the text was dropped, so
+    ``deltagate append --json | slow-reader`` printed broken JSON (tests/clients/test_cli.py). A
+    buffered writer finishes every write; line buffering keeps each line prompt."""
+    raw = getattr(sys.stdout, "buffer", None)
+    if isinstance(raw, io.RawIOBase):
+        sys.stdout = io.TextIOWrapper(
+            io.BufferedWriter(raw),
+            encoding=sys.stdout.encoding,
+            errors=sys.stdout.errors,
+            line_buffering=True,
+        )
 
 
 if __name__ == "__main__":

@@ -149,6 +149,32 @@ def test_append_then_tail_round_trip(pod: Pod) -> None:
     )
 
 
+def test_json_output_is_whole_for_a_slow_reader_in_unbuffered_mode(pod: Pod) -> None:
+    """``PYTHONUNBUFFERED`` (deploy/Dockerfile sets it) and a reader slower than the command: the
+    pipe fills while results of ~130 KiB each are printed. Once printed only the first 64 KiB of
+    each (the text layer ignored a partial write of the raw file); every line must be whole."""
+    lines = "\n".join(json.dumps({"type": "bulk.item", "data": {"i": i}}) for i in range(2500))
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1", "DELTAGATE_URL": pod.url}
+    env.pop("DELTAGATE_API_KEY", None)
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "append", "slowread", "bulk-1", "--json"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write((lines + "\n").encode())
+        proc.stdin.close()
+        threading.Event().wait(2.0)  # not reading: the command's writes meet a full pipe
+        out, err = proc.stdout.read(), proc.stderr.read()
+        code = proc.wait(timeout=30)
+    assert code == 0, err
+    results = [json.loads(line) for line in out.splitlines()]
+    assert [r["eventsWritten"] for r in results] == [1000, 1000, 500]
+
+
 def test_tail_follows_live(pod: Pod) -> None:
     env = {**os.environ, "DELTAGATE_URL": pod.url}
     proc = subprocess.Popen(
