@@ -26,6 +26,7 @@ from _common import (
     ROOT,
     ApiKeys,
     Context,
+    Spread,
     api_keys,
     deltagate,
     raise_nofile,
@@ -34,7 +35,7 @@ from _common import (
 )
 from _fanout.plan import HEADLINE_RATES, SUBSCRIBERS, Plan
 from _fanout.rates import Load, ms, scenario
-from _fanout.results import Steps
+from _fanout.results import Step, Steps
 from _fanout.rig import Rig
 from _fanout.servers import Server
 from _fanout.workers import LoadGen
@@ -146,22 +147,24 @@ async def main(ctx: Context) -> str:
     return report(steps, hearing, names, plan, version, time.monotonic() - started)
 
 
+def us_per_event(step: Step) -> float:
+    """The pods' CPU per event appended in the step's window."""
+    return step.server_cpu * 1e6 / step.appended
+
+
 def hearing_cost(hearing: Steps, names: list[str]) -> str:
-    """What one more pod costs per event: the pods' CPU per second with 2 pods less that with 1,
-    per event appended, from the steps with few subscribers (each repetition's pair)."""
+    """What one more pod costs per event: the pods' CPU per event with 2 pods less that with 1,
+    from the steps with few subscribers (each repetition's pair)."""
     few, rate = HEARING
     one, two = (hearing.get(n, rate) for n in names)
-    extra = sorted(
-        (b.us_per_delivery * b.deliveries - a.us_per_delivery * a.deliveries) / b.appended
-        for a, b in zip(one, two, strict=True)
-    )
-    per_event = extra[len(extra) // 2]
+    extra = Spread.of([us_per_event(b) - us_per_event(a) for a, b in zip(one, two, strict=True)])
+    per_event = extra.median
     spread = hearing.spread
     rows = [
         [
             name,
             spread(name, rate, lambda s: s.deliveries).text(0),
-            spread(name, rate, lambda s: s.us_per_delivery * s.deliveries / s.appended).text(0),
+            spread(name, rate, us_per_event).text(0),
             spread(name, rate, lambda s: s.p99).text(1, 1e3),
         ]
         for name in names
@@ -174,8 +177,8 @@ def hearing_cost(hearing: Steps, names: list[str]) -> str:
             "a subscriber of a store hears each of its events from Redis pub/sub, matches it and "
             "frames it once. The second pod's share is what each further pod adds.",
             table(["set-up", "deliveries/s", "pods' us CPU per event", "p99 ms"], rows),
-            f"One more pod: **{per_event:.0f} us** of CPU per event (median of the "
-            f"repetitions' pairs, {extra[0]:.0f}..{extra[-1]:.0f}); at {SUBSCRIBERS:,} "
+            f"One more pod: **{per_event:.0f} us** of CPU per event (median of the repetitions' "
+            f"pairs, {extra.values[0]:.0f}..{extra.values[-1]:.0f}); at {SUBSCRIBERS:,} "
             f"subscribers that is {per_event / SUBSCRIBERS:.2f} us per delivery per pod.",
         ]
     )
