@@ -74,8 +74,14 @@ async def test_stalled_readers_stay_within_the_pods_budget(redis_url, pods):
     peak = gauge(pod.url, "deltagate_queued_bytes_peak")
     assert peak <= BUDGET + slack, (peak, peaks)
     assert max(peaks) <= BUDGET + slack, peaks
-    # Measured without the budget: 34 MB queued for these 40 sockets, and still there.
-    assert peaks[-1] <= BUDGET, peaks
+    # Measured without the budget: 34 MB queued for these 40 sockets, and still there. With it
+    # the pod may be caught just past its limit, before the next enforcement (ENFORCE_EVERY,
+    # 0.1 s) cuts the biggest sinks: it must be back within the limit soon after.
+    settled = [peaks[-1]]
+    while settled[-1] > BUDGET and len(settled) < 20:
+        await asyncio.sleep(0.1)
+        settled.append(gauge(pod.url, "deltagate_queued_bytes"))
+    assert settled[-1] <= BUDGET, (peaks, settled)
     # Another client still gets live events.
     async with httpx.AsyncClient(timeout=30) as http:
         await append(http, pod, "fresh", [{"type": "c.d", "data": {}}])
