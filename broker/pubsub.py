@@ -14,9 +14,16 @@ Guarantees, and what they do not cover:
   repair from the log on ``tick`` (a feed compares its position with the store's head); nothing
   here tries to be reliable.
 - A lost connection is retried with exponential backoff (0.1 s to 5 s), logged each time;
-  redis-py re-subscribes every channel when it reconnects. ``healthy`` is false meanwhile.
+  every channel is subscribed again when it reconnects. ``healthy`` is false meanwhile.
 - Plain channels on one Redis server, shard channels (SSUBSCRIBE) on a Redis Cluster, decided by
   ``broker.redis.sharded`` from the client.
+
+Every pod hears every append of every store it serves, so a message's cost is paid per event and
+per pod. On one server over plain TCP the connection is ``LeanPubSub``: an asyncio protocol whose
+bytes hiredis parses, messages handed over a batch at a time. redis-py's ``PubSub`` (kept for a
+Cluster, TLS, Unix sockets and credential providers) wraps every read in a lock, a timeout and a
+few coroutines: on the bench host its read cost ~200 us of CPU per message at 300 messages/s
+(``bench/pods.py``, "What a pod pays to hear an event").
 """
 
 from __future__ import annotations
@@ -24,12 +31,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
+from collections import deque
 from typing import Any, Protocol
+
+import hiredis
+import redis.exceptions as rex
 
 from .aio import cancel_and_wait
 from .errors import Unavailable
-from .redis import TRANSIENT, call, sharded
+from .redis import TRANSIENT, PlainServer, call, plain_server, sharded
 
 log = logging.getLogger("deltagate.pubsub")
 
@@ -66,7 +78,11 @@ class Listener:
         self.reconnects = 0
 
     async def start(self) -> None:
-        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        server = None if self._sharded else plain_server(self._redis)
+        if server is not None:
+            self._pubsub = LeanPubSub(server)
+        else:
+            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
 
     async def close(self) -> None:
@@ -148,3 +164,213 @@ class Listener:
         return await self._pubsub.get_message(  # type: ignore[no-any-return]
             ignore_subscribe_messages=True, timeout=wait
         )
+
+
+MESSAGES = ("message", "smessage")
+HEALTH_SECONDS = 10.0
+"""A connection quiet this long is sent a PING; one that does not answer within its timeout is
+taken for lost (redis-py's ``health_check_interval``, as ``broker.redis.connect`` sets it)."""
+MAX_BUFFERED = 10_000
+"""Messages read and not yet taken: past this the connection stops reading (Redis keeps the rest
+in its output buffer for this client) until the owner caught up to a tenth of it."""
+
+
+class LeanPubSub:
+    """Plain pub/sub on one Redis server, what ``Listener`` uses of redis-py's ``PubSub``:
+    ``subscribe``, ``unsubscribe``, ``get_message``, ``channels``, ``subscribed``, ``aclose``.
+    Channels are remembered: a lost connection raises ``ConnectionError`` from ``get_message``
+    once, and the next call connects again and subscribes them all."""
+
+    def __init__(self, server: PlainServer) -> None:
+        self._server = server
+        self.channels: set[str] = set()
+        self._conn: _Connection | None = None
+        self._connecting: asyncio.Lock = asyncio.Lock()
+
+    @property
+    def subscribed(self) -> bool:
+        return bool(self.channels)
+
+    async def subscribe(self, *channels: str) -> None:
+        fresh = [c for c in channels if c not in self.channels]
+        self.channels.update(channels)
+        conn = self._conn
+        if conn is None:
+            await self._connected()  # (subscribes every channel)
+        elif conn.open and fresh:
+            conn.send("SUBSCRIBE", *fresh)
+        # (lost: get_message tells the listener, which connects again and subscribes them all)
+
+    async def unsubscribe(self, *channels: str) -> None:
+        self.channels.difference_update(channels)
+        conn = self._conn
+        if conn is not None and conn.open and channels:
+            conn.send("UNSUBSCRIBE", *channels)
+
+    async def get_message(
+        self,
+        ignore_subscribe_messages: bool = True,
+        timeout: float = 0.0,  # noqa: ASYNC109 (redis-py's PubSub.get_message, which Listener calls)
+    ) -> dict[str, Any] | None:
+        """The next message of a subscribed channel, waiting up to ``timeout`` seconds (None:
+        none came). Messages read before a loss are still handed out; then ``ConnectionError``
+        is raised once, and the next call connects again."""
+        conn = self._conn or await self._connected()
+        if not conn.messages:
+            if conn.open:
+                conn.check_health(self._server.timeout)
+                await conn.wait(timeout)
+            if not conn.messages:
+                if not conn.open:
+                    self._conn = None
+                    raise ConnectionError(conn.lost_because)
+                return None
+        kind, channel, data = conn.take()
+        return {"type": kind, "pattern": None, "channel": channel, "data": data}
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    async def _connected(self) -> _Connection:
+        async with self._connecting:
+            if self._conn is None:
+                self._conn = await self._connect()
+            return self._conn
+
+    async def _connect(self) -> _Connection:
+        server = self._server
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(server.timeout):
+            _, conn = await loop.create_connection(_Connection, server.host, server.port)
+            try:
+                sock = conn.transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                if server.password is not None:
+                    auth = (
+                        (server.username, server.password)
+                        if server.username
+                        else (server.password,)
+                    )
+                    answer = await conn.request("AUTH", *auth)
+                    if isinstance(answer, hiredis.ReplyError):
+                        raise rex.AuthenticationError(str(answer))
+            except BaseException:
+                conn.close()
+                raise
+        if self.channels:
+            conn.send("SUBSCRIBE", *self.channels)
+        return conn
+
+
+class _Connection(asyncio.Protocol):
+    """One pub/sub connection: messages parsed as they arrive (``take``), the rest ignored but
+    for the answer a ``request`` waits for (AUTH, before anything is subscribed)."""
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader(encoding="utf-8")
+        self.transport: Any = None
+        self.messages: deque[list[str]] = deque()
+        self.open = False
+        self.lost_because = "the pub/sub connection was closed"
+        self._waiter: asyncio.Future[None] | None = None
+        self._answer: asyncio.Future[Any] | None = None
+        self._paused = False
+        self._heard = 0.0
+        self._pinged = 0.0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.open = True
+        self._heard = asyncio.get_running_loop().time()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if exc is not None:
+            self.lost_because = f"the pub/sub connection was lost: {exc!r}"
+        self._wake()
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(ConnectionError(self.lost_because))
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        self._heard = asyncio.get_running_loop().time()
+        self._pinged = 0.0
+        try:
+            while (reply := reader.gets()) is not False:
+                if type(reply) is list and reply and reply[0] in MESSAGES:
+                    self.messages.append(reply)
+                elif self._answer is not None and not self._answer.done():
+                    self._answer.set_result(reply)
+                elif isinstance(reply, hiredis.ReplyError):
+                    self._fail(f"Redis refused a pub/sub command: {reply}")
+                    return
+        except hiredis.ProtocolError as exc:
+            self._fail(f"not a Redis reply on the pub/sub connection: {exc}")
+            return
+        if len(self.messages) > MAX_BUFFERED and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+        if self.messages:
+            self._wake()
+
+    def send(self, *command: str) -> None:
+        self.transport.write(hiredis.pack_command(command))  # type: ignore[arg-type]  # (its stub: a 1-tuple)
+
+    async def request(self, *command: str) -> Any:
+        self._answer = asyncio.get_running_loop().create_future()
+        self.send(*command)
+        try:
+            return await self._answer
+        finally:
+            self._answer = None
+
+    def take(self) -> list[str]:
+        message = self.messages.popleft()
+        if self._paused and len(self.messages) < MAX_BUFFERED // 10:
+            self._paused = False
+            self.transport.resume_reading()
+        return message
+
+    async def wait(self, seconds: float) -> None:
+        """Until a message arrives, the connection is lost, or ``seconds`` passed."""
+        if not self.open:
+            return
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(seconds, self._wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def check_health(self, timeout: float) -> None:
+        """PING a connection that was quiet for ``HEALTH_SECONDS``; drop one whose PING went
+        unanswered for ``timeout`` (a peer gone without a word)."""
+        now = asyncio.get_running_loop().time()
+        if self._pinged and now - self._pinged > timeout:
+            self._fail(f"Redis did not answer a PING within {timeout:g} s")
+        elif not self._pinged and now - self._heard > HEALTH_SECONDS:
+            self._pinged = now
+            self.send("PING")
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self.open = False
+
+    def _fail(self, why: str) -> None:
+        self.lost_because = why
+        log.warning("pub/sub connection dropped", extra={"error": why})
+        self.open = False
+        self.transport.abort()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

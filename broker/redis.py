@@ -122,6 +122,38 @@ def _client(config: RedisConfig) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
+@dataclass(frozen=True, slots=True)
+class PlainServer:
+    """How to reach one Redis server over plain TCP, as a client made by ``connect`` does."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    timeout: float
+
+
+def plain_server(client: Any) -> PlainServer | None:
+    """Where ``client`` (made by ``connect``) connects, if it is one Redis server over plain TCP
+    with a password at most (None for anything else: fakeredis, a Cluster, TLS, a Unix socket,
+    a credential provider): what a connection of our own may copy (``pubsub.LeanPubSub``)."""
+    pool = getattr(client, "connection_pool", None)
+    if not HIREDIS_AVAILABLE or type(client) is not aioredis.Redis or pool is None:
+        return None
+    if pool.connection_class not in (_HiredisPackedConnection, aioredis.Connection):
+        return None
+    kwargs = pool.connection_kwargs
+    if kwargs.get("credential_provider") is not None:
+        return None
+    return PlainServer(
+        host=kwargs.get("host", "localhost"),
+        port=int(kwargs.get("port", 6379)),
+        username=kwargs.get("username"),
+        password=kwargs.get("password"),
+        timeout=float(kwargs.get("socket_connect_timeout") or 5.0),
+    )
+
+
 TRANSIENT = (rex.ConnectionError, rex.TimeoutError, ConnectionError, TimeoutError, OSError)
 
 
