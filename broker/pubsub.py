@@ -31,17 +31,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections import deque
 from typing import Any, Protocol
 
 import hiredis
-import redis.exceptions as rex
 
 from .aio import cancel_and_wait
 from .errors import Unavailable
-from .redis import TRANSIENT, PlainServer, call, plain_server, sharded
+from .redis import TRANSIENT, PlainServer, call, open_plain, plain_server, sharded
 
 log = logging.getLogger("deltagate.pubsub")
 
@@ -240,26 +238,7 @@ class LeanPubSub:
             return self._conn
 
     async def _connect(self) -> _Connection:
-        server = self._server
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(server.timeout):
-            _, conn = await loop.create_connection(_Connection, server.host, server.port)
-            try:
-                sock = conn.transport.get_extra_info("socket")
-                if sock is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-                if server.password is not None:
-                    auth = (
-                        (server.username, server.password)
-                        if server.username
-                        else (server.password,)
-                    )
-                    answer = await conn.request("AUTH", *auth)
-                    if isinstance(answer, hiredis.ReplyError):
-                        raise rex.AuthenticationError(str(answer))
-            except BaseException:
-                conn.close()
-                raise
+        conn = await open_plain(self._server, _Connection)
         if self.channels:
             conn.send("SUBSCRIBE", *self.channels)
         return conn

@@ -21,7 +21,7 @@ from .. import codec
 from ..aio import cancel_and_wait
 from ..errors import Unavailable
 from ..keys import STORE_REGISTRY, WebhookKeys, valid_store_name
-from ..redis import call, load_script
+from ..redis import call, lane, load_script
 from ..types import now_iso
 from .records import DeliveryState, WebhookSubscription
 
@@ -35,6 +35,7 @@ class ProgressStore:
         self._fail = load_script(redis, "wh_fail")
         self._dead = load_script(redis, "wh_dead")
         self._rewind = load_script(redis, "wh_rewind")
+        self._lane = lane(redis)
         self._saves: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         """Progress saves waiting for the next round trip (at most one per worker)."""
         self._flusher: asyncio.Task[None] | None = None
@@ -204,11 +205,18 @@ class ProgressStore:
             self._saves = []
 
     async def _send(self, batch: list[tuple[list[str], list[Any], Any]]) -> list[Any]:
-        """Run the saves' script, each save's reply or error. One save goes alone (the script
+        """Run the saves' script, each save's reply or error. On the client's ``Lane`` (one Redis
+        server over plain TCP) they go as one write. Elsewhere one save goes alone (the script
         object loads the script if Redis lost it); several go as EVALSHAs in one pipeline, not
         registered with it (redis-py would ask SCRIPT EXISTS first, a round trip each time), and
         only after Redis lost the script (a restart) one at a time again."""
         script = self._progress
+        if self._lane is not None:  # pipelined by the lane itself: one write for the batch
+            lane = self._lane
+            return await asyncio.gather(
+                *(call(lane.run_script(script, keys, args)) for keys, args, _ in batch),
+                return_exceptions=True,
+            )
         if len(batch) == 1:
             keys, args, _ = batch[0]
             return [await call(script(keys=keys, args=args))]

@@ -1,0 +1,113 @@
+"""``broker.redis.Lane``, the connection of our own that carries every append's script and the
+dispatcher's progress saves on one Redis server over plain TCP: concurrent calls each get their
+own reply, Redis' errors are redis-py's, a script Redis lost is loaded again, and a killed or
+silent connection fails its calls as a lost Redis (then the next call connects again)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+import redis.exceptions as rex
+
+from broker import EventLog, NewEvent, RedisConfig, StoreAdmin, Unavailable, connect
+from broker.redis import TRANSIENT, Lane, PlainServer, call, lane, load_script
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    c = connect(RedisConfig(url=redis_url))
+    try:
+        yield c
+    finally:
+        await c.aclose()
+
+
+def the_lane(client: aioredis.Redis) -> Lane:
+    found = lane(client)
+    assert found is not None
+    assert lane(client) is found  # one per client
+    return found
+
+
+def test_only_a_plain_server_has_a_lane() -> None:
+    assert lane(connect(RedisConfig(url=None))) is None  # fakeredis: the embedded dev mode
+    assert lane(connect(RedisConfig(url="rediss://127.0.0.1:6390/0"))) is None
+
+
+async def test_concurrent_calls_each_get_their_own_reply(client: aioredis.Redis) -> None:
+    fast = the_lane(client)
+    replies = await asyncio.gather(*(fast.execute("INCRBY", f"k{i % 7}", i) for i in range(700)))
+    expected: dict[str, int] = {}
+    for i, reply in enumerate(replies):
+        expected[f"k{i % 7}"] = expected.get(f"k{i % 7}", 0) + i
+        assert reply == expected[f"k{i % 7}"]
+    assert await fast.execute("ECHO", "héllo") == "héllo"  # decoded as connect()'s clients do
+
+
+async def test_errors_are_redis_pys(client: aioredis.Redis) -> None:
+    fast = the_lane(client)
+    await client.set("text", "x")
+    with pytest.raises(rex.ResponseError, match="not an integer"):
+        await fast.execute("INCR", "text")
+    assert await fast.execute("INCR", "n") == 1  # the connection goes on
+    await client.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(Exception, match="maxmemory") as full:
+            await call(fast.execute("SET", "big", "y" * 1000))
+        assert full.type.__name__ == "StorageFull"  # broker.redis.guarded's mapping, as before
+    finally:
+        await client.config_set("maxmemory", "0")
+
+
+async def test_a_script_redis_lost_is_loaded_again(client: aioredis.Redis) -> None:
+    await StoreAdmin(client).create("orders")
+    log = EventLog(client)
+    await log.append("orders", "o-1", [NewEvent("a.b", {"n": 1})])
+    await client.script_flush()
+    result = await log.append("orders", "o-1", [NewEvent("a.b", {"n": 2})])
+    assert (result.first_position, result.stream_version) == (2, 2)
+    script = load_script(client, "append", "write")
+    assert (await client.script_exists(script.sha)) == [True]
+
+
+async def test_a_killed_connection_fails_as_unavailable_then_connects_again(
+    client: aioredis.Redis,
+) -> None:
+    fast = the_lane(client)
+    mine = await fast.execute("CLIENT", "ID")
+    blocked = asyncio.ensure_future(call(fast.execute("BLPOP", "nothing", 5)))
+    await asyncio.sleep(0.1)
+    assert await client.client_kill_filter(_id=mine) == 1
+    with pytest.raises(Unavailable):
+        await blocked
+    assert await fast.execute("CLIENT", "ID") != mine  # a new connection
+    assert await fast.execute("PING") == "PONG"
+
+
+async def test_a_silent_server_times_out_and_the_connection_is_dropped() -> None:
+    connections: list[asyncio.StreamWriter] = []
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        try:
+            while await reader.read(1000):  # reads everything, answers nothing
+                pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    fast = Lane(PlainServer("127.0.0.1", port, None, None, 0.3))
+    try:
+        for _ in range(2):
+            with pytest.raises(TimeoutError):
+                await fast.execute("PING")
+        assert issubclass(TimeoutError, TRANSIENT)  # call() makes it Unavailable
+        assert len(connections) == 2  # the first was dropped after its timeout
+    finally:
+        await fast.aclose()
+        server.close()
+        await server.wait_closed()
