@@ -160,6 +160,8 @@ class ProgressStore:
         if not self._busy:  # none on its way: this one goes at once, by itself
             self._busy = True
             try:
+                if self._lane is not None:
+                    return str(await call(self._lane.run_script(self._progress, keys, args)))
                 return str(await call(self._progress(keys=keys, args=args)))
             finally:
                 self._busy = False
