@@ -278,9 +278,13 @@ class _LaneConnection(asyncio.Protocol):
             self.drop(f"not a Redis reply: {exc!r}")
 
     def send(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
+        try:
+            packed = hiredis.pack_command(command)
+        except TypeError as exc:  # (None, a bool...: what redis-py refuses too, as DataError)
+            raise rex.DataError(str(exc)) from None
         if not self._out:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(hiredis.pack_command(command))
+        self._out.append(packed)
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append(answer)
         return answer

@@ -53,6 +53,9 @@ async def test_errors_are_redis_pys(client: aioredis.Redis) -> None:
     with pytest.raises(rex.ResponseError, match="not an integer"):
         await fast.execute("INCR", "text")
     assert await fast.execute("INCR", "n") == 1  # the connection goes on
+    with pytest.raises(rex.DataError):  # refused before anything is sent, as redis-py does
+        await fast.execute("SET", "k", None)
+    assert await fast.execute("INCR", "n") == 2
     await client.config_set("maxmemory", "1")
     try:
         with pytest.raises(Exception, match="maxmemory") as full:
