@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py [--only append[,fanout]] [--quick] [--output FILE]
 
-or ``make bench`` for everything. A full run takes about 35 to 45 minutes on a quiet 2-core
+or ``make bench`` for everything. A full run takes about 25 to 45 minutes on a 2-core
 host (fan-out ~20, scale ~5, pods ~4, the others ~3 each); ``--only`` runs a subset
 (``bench/README.md`` says what each measures). A smoke run after changing the benchmarks
 (every benchmark with short phases and one repetition; indicative figures, so never over
