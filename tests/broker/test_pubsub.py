@@ -14,6 +14,7 @@ import redis.exceptions as rex
 from broker import RedisConfig, connect
 from broker.pubsub import LeanPubSub, Listener
 from broker.redis import TRANSIENT, PlainServer, plain_server
+from tests.broker.conftest import MuteServer
 
 
 class Owner:
@@ -44,12 +45,8 @@ class Owner:
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = connect(RedisConfig(url=redis_url))
-    try:
-        yield c
-    finally:
-        await c.aclose()
+def client(real_redis: aioredis.Redis) -> aioredis.Redis:
+    return real_redis
 
 
 @pytest.fixture
@@ -142,31 +139,20 @@ async def test_a_password_is_sent_and_a_wrong_one_is_refused(
         await client.execute_command("ACL", "DELUSER", "lean")
 
 
-async def test_a_peer_that_stops_answering_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_peer_that_stops_answering_is_dropped(
+    mute_server: MuteServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A server that accepts and then says nothing (a Redis gone without a word): the quiet
     connection is PINGed, and when no answer comes within the timeout it is given up."""
     monkeypatch.setattr("broker.pubsub.HEALTH_SECONDS", 0.2)
-    received: list[bytes] = []
-
-    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(1000):  # until the client gives up
-                received.append(data)
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(mute, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    pubsub = LeanPubSub(PlainServer("127.0.0.1", port, None, None, 0.5))
+    pubsub = LeanPubSub(PlainServer("127.0.0.1", mute_server.port, None, None, 0.5))
     try:
         await pubsub.subscribe("c")
         with pytest.raises(ConnectionError, match=r"did not answer a PING within 0\.5 s"):
             async with asyncio.timeout(5):
                 while True:
                     assert await pubsub.get_message(timeout=0.1) is None
-        assert received[0].startswith(b"*2\r\n$9\r\nSUBSCRIBE\r\n")
-        assert received[1] == b"*1\r\n$4\r\nPING\r\n"
     finally:
         await pubsub.aclose()
-        server.close()
-        await server.wait_closed()
+    (sent,) = mute_server.received
+    assert sent == b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n*1\r\n$4\r\nPING\r\n"

@@ -6,7 +6,6 @@ silent connection fails its calls as a lost Redis (then the next call connects a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,15 +13,12 @@ import redis.exceptions as rex
 
 from broker import EventLog, NewEvent, RedisConfig, StoreAdmin, Unavailable, connect
 from broker.redis import TRANSIENT, Lane, PlainServer, call, lane, load_script
+from tests.broker.conftest import MuteServer
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = connect(RedisConfig(url=redis_url))
-    try:
-        yield c
-    finally:
-        await c.aclose()
+def client(real_redis: aioredis.Redis) -> aioredis.Redis:
+    return real_redis
 
 
 def the_lane(client: aioredis.Redis) -> Lane:
@@ -90,27 +86,15 @@ async def test_a_killed_connection_fails_as_unavailable_then_connects_again(
     assert await fast.execute("PING") == "PONG"
 
 
-async def test_a_silent_server_times_out_and_the_connection_is_dropped() -> None:
-    connections: list[asyncio.StreamWriter] = []
-
-    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(writer)
-        try:
-            while await reader.read(1000):  # reads everything, answers nothing
-                pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(mute, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    fast = Lane(PlainServer("127.0.0.1", port, None, None, 0.3))
+async def test_a_silent_server_times_out_and_the_connection_is_dropped(
+    mute_server: MuteServer,
+) -> None:
+    fast = Lane(PlainServer("127.0.0.1", mute_server.port, None, None, 0.3))
     try:
         for _ in range(2):
             with pytest.raises(TimeoutError):
                 await fast.execute("PING")
         assert issubclass(TimeoutError, TRANSIENT)  # call() makes it Unavailable
-        assert len(connections) == 2  # the first was dropped after its timeout
     finally:
         await fast.aclose()
-        server.close()
-        await server.wait_closed()
+    assert len(mute_server.received) == 2  # the first connection was dropped after its timeout
