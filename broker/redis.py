@@ -148,6 +148,8 @@ class PlainServer:
     username: str | None
     password: str | None
     timeout: float
+    db: int = 0
+    """The database of the URL's path (``redis://host:6379/2``): selected on every connection."""
 
 
 def plain_server(client: Any) -> PlainServer | None:
@@ -168,13 +170,14 @@ def plain_server(client: Any) -> PlainServer | None:
         username=kwargs.get("username"),
         password=kwargs.get("password"),
         timeout=float(kwargs.get("socket_connect_timeout") or 5.0),
+        db=int(kwargs.get("db") or 0),
     )
 
 
 async def open_plain(server: PlainServer, factory: Callable[[], P]) -> P:
-    """A connection of our own to ``server`` (``plain_server``): TCP with keepalive, and AUTH when
-    it has a password. ``factory`` makes its protocol, which must offer ``request(*command)``
-    (the next reply) and ``close()``."""
+    """A connection of our own to ``server`` (``plain_server``): TCP with keepalive, AUTH when it
+    has a password, SELECT when its database is not 0. ``factory`` makes its protocol, which
+    must offer ``request(*command)`` (the next reply) and ``close()``."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(server.timeout):
         _, conn = await loop.create_connection(factory, server.host, server.port)
@@ -187,6 +190,10 @@ async def open_plain(server: PlainServer, factory: Callable[[], P]) -> P:
                 answer = await conn.request("AUTH", *auth)  # type: ignore[attr-defined]
                 if isinstance(answer, hiredis.ReplyError):
                     raise rex.AuthenticationError(str(answer))
+            if server.db:
+                answer = await conn.request("SELECT", server.db)  # type: ignore[attr-defined]
+                if isinstance(answer, hiredis.ReplyError):
+                    raise rex.ConnectionError(f"SELECT {server.db}: {answer}")
         except BaseException:
             conn.close()  # type: ignore[attr-defined]
             raise

@@ -62,7 +62,7 @@ async def listened(client: aioredis.Redis) -> AsyncIterator[tuple[Listener, Owne
 
 def test_only_a_plain_server_gets_the_lean_connection() -> None:
     plain = plain_server(connect(RedisConfig(url="redis://u:pw@127.0.0.1:6390/2")))
-    assert plain == PlainServer("127.0.0.1", 6390, "u", "pw", 5.0)
+    assert plain == PlainServer("127.0.0.1", 6390, "u", "pw", 5.0, db=2)
     assert plain_server(connect(RedisConfig(url=None))) is None  # fakeredis
     assert plain_server(connect(RedisConfig(url="rediss://127.0.0.1:6390/0"))) is None  # TLS
     assert plain_server(connect(RedisConfig(url="unix:///tmp/redis.sock"))) is None

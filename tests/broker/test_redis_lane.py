@@ -43,6 +43,21 @@ async def test_concurrent_calls_each_get_their_own_reply(client: aioredis.Redis)
     assert await fast.execute("ECHO", "héllo") == "héllo"  # decoded as connect()'s clients do
 
 
+async def test_the_urls_database_is_the_lanes(redis_url: str) -> None:
+    """``redis://host:port/3``: what the Lane writes is in database 3, where the client reads."""
+    in_three = connect(RedisConfig(url=redis_url.rsplit("/", 1)[0] + "/3"))
+    try:
+        await the_lane(in_three).execute("SET", "where", "three")
+        assert await in_three.get("where") == "three"
+        await in_three.delete("where")
+        await StoreAdmin(in_three).create("orders")
+        await EventLog(in_three).append("orders", "o-1", [NewEvent("a.b", {})])
+        assert len(await EventLog(in_three).read_after("orders", 0, 10)) == 1
+    finally:
+        await in_three.flushdb()
+        await in_three.aclose()
+
+
 async def test_errors_are_redis_pys(client: aioredis.Redis) -> None:
     fast = the_lane(client)
     await client.set("text", "x")
