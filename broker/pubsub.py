@@ -39,7 +39,7 @@ import hiredis
 
 from .aio import cancel_and_wait
 from .errors import Unavailable
-from .redis import TRANSIENT, PlainServer, call, open_plain, plain_server, sharded
+from .redis import HEALTH_SECONDS, TRANSIENT, PlainServer, call, open_plain, plain_server, sharded
 
 log = logging.getLogger("deltagate.pubsub")
 
@@ -165,9 +165,6 @@ class Listener:
 
 
 MESSAGES = ("message", "smessage")
-HEALTH_SECONDS = 10.0
-"""A connection quiet this long is sent a PING; one that does not answer within its timeout is
-taken for lost (redis-py's ``health_check_interval``, as ``broker.redis.connect`` sets it)."""
 MAX_BUFFERED = 10_000
 """Messages read and not yet taken: past this the connection stops reading (Redis keeps the rest
 in its output buffer for this client) until the owner caught up to a tenth of it."""

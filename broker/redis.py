@@ -32,6 +32,10 @@ log = logging.getLogger("deltagate.redis")
 T = TypeVar("T")
 P = TypeVar("P", bound=asyncio.Protocol)
 
+HEALTH_SECONDS = 10.0
+"""A connection of our own (``Lane``, ``pubsub.LeanPubSub``) quiet this long is PINGed before it
+is used again, as redis-py does (``health_check_interval``, which ``connect`` sets to this)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
@@ -119,7 +123,7 @@ def _client(config: RedisConfig) -> aioredis.Redis:
         socket_timeout=config.timeout,
         socket_connect_timeout=config.timeout,
         socket_keepalive=True,
-        health_check_interval=10,
+        health_check_interval=HEALTH_SECONDS,
         max_connections=config.max_connections,
         timeout=config.timeout,
     )
@@ -222,11 +226,8 @@ class Lane:
 
     async def execute(self, *command: Any) -> Any:
         conn = self._conn
-        if conn is None or not conn.open:
-            async with self._connecting:
-                if self._conn is None or not self._conn.open:
-                    self._conn = await open_plain(self._server, _LaneConnection)
-                conn = self._conn
+        if conn is None or not conn.open or conn.quiet():
+            conn = await self._connected()
         answer = conn.send(command)
         try:
             async with asyncio.timeout(self._server.timeout):
@@ -237,6 +238,22 @@ class Lane:
         if isinstance(reply, hiredis.ReplyError):
             raise BaseParser.parse_error(str(reply))
         return reply
+
+    async def _connected(self) -> _LaneConnection:
+        """The connection, made again if it was lost; one quiet for ``HEALTH_SECONDS`` is PINGed
+        first and given up without an answer in time (a peer gone without a word), as redis-py
+        checks a pooled connection (``health_check_interval``) before it uses it."""
+        async with self._connecting:
+            conn = self._conn
+            if conn is not None and conn.open and conn.quiet():
+                try:
+                    async with asyncio.timeout(self._server.timeout):
+                        await conn.request("PING")
+                except (TimeoutError, rex.ConnectionError):
+                    conn.drop(f"no answer to a PING within {self._server.timeout:g} s")
+            if conn is None or not conn.open:
+                conn = self._conn = await open_plain(self._server, _LaneConnection)
+            return conn
 
     async def run_script(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """``script`` (``load_script``) by its SHA; when Redis lost it (a restart), through
@@ -260,10 +277,18 @@ class _LaneConnection(asyncio.Protocol):
         self.transport: Any = None
         self.open = False
         self._lost = "the Redis connection was closed"
+        self._heard = 0.0
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.open = True
+        self._heard = asyncio.get_running_loop().time()
+
+    def quiet(self) -> bool:
+        """Nothing asked and nothing heard for ``HEALTH_SECONDS``."""
+        return not self._waiting and asyncio.get_running_loop().time() - self._heard > (
+            HEALTH_SECONDS
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
@@ -277,6 +302,7 @@ class _LaneConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         reader, waiting = self._reader, self._waiting
         reader.feed(data)
+        self._heard = asyncio.get_running_loop().time()
         try:
             while (reply := reader.gets()) is not False:
                 answer = waiting.popleft()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import hiredis
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions as rex
@@ -113,3 +114,45 @@ async def test_a_silent_server_times_out_and_the_connection_is_dropped(
     finally:
         await fast.aclose()
     assert len(mute_server.received) == 2  # the first connection was dropped after its timeout
+
+
+async def test_a_quiet_connection_is_pinged_and_a_dead_one_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer gone without a word while the connection was idle (a dropped NAT entry): the call
+    after the quiet spell first PINGs, gets no answer, and goes out on a new connection instead
+    of waiting out its own timeout. The fake server answers every command of every connection
+    but the first, which falls silent after its first answer."""
+    monkeypatch.setattr("broker.redis.HEALTH_SECONDS", 0.2)
+    heard: list[list[bytes]] = []
+    handlers: list[asyncio.Task[None]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        index, parser = len(heard), hiredis.Reader()
+        heard.append([])
+        try:
+            while data := await reader.read(1000):
+                parser.feed(data)
+                while (command := parser.gets()) is not False:
+                    heard[index].append(command[0])
+                    if index > 0 or len(heard[index]) == 1:
+                        writer.write(b"+OK\r\n")
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    fast = Lane(PlainServer("127.0.0.1", server.sockets[0].getsockname()[1], None, None, 0.5))
+    try:
+        assert await fast.execute("SET", "a", "1") == "OK"
+        await asyncio.sleep(0.3)  # quiet for longer than HEALTH_SECONDS
+        try:
+            assert await fast.execute("SET", "a", "2") == "OK"
+        except TimeoutError:
+            pytest.fail("the call after the quiet spell waited on the dead connection")
+    finally:
+        await fast.aclose()
+        await asyncio.wait_for(asyncio.gather(*handlers), 5)  # each sees its client close
+        server.close()
+        await server.wait_closed()
+    assert heard == [[b"SET", b"PING"], [b"SET"]]
