@@ -217,7 +217,8 @@ class Lane:
     A lost connection fails the calls on it (ConnectionError, TRANSIENT) and the next call
     connects again; a call without an answer within the timeout drops the connection, as
     redis-py does (its other calls cannot be told apart from it). Replies are decoded as the
-    clients of ``connect`` decode them (UTF-8)."""
+    clients of ``connect`` decode them (UTF-8). Calls share one connection, so none may block
+    (BLPOP, XREAD BLOCK, WAIT): every call behind it would wait too."""
 
     def __init__(self, server: PlainServer) -> None:
         self._server = server
