@@ -32,7 +32,7 @@ from .errors import (
 )
 from .filters import Query
 from .reader import LogReader, entry_event, keys_of
-from .redis import call, lane, load_script, returns_raw_entries, sharded
+from .redis import call, load_script, returns_raw_entries, run_script, sharded
 from .types import (
     AppendResult,
     ExpectedVersion,
@@ -124,7 +124,6 @@ class EventLog(LogReader):
         self._append_streams = load_script(redis, "streams_append", "write")
         self._append_dcb = load_script(redis, "dcb_append", "write", "dcb")
         self._dcb_query = load_script(redis, "dcb_query", "dcb")
-        self._lane = lane(redis)
 
     # -- encoding ------------------------------------------------------------------------------
 
@@ -171,9 +170,7 @@ class EventLog(LogReader):
         """Run an append script; with ``wait_replicas``, WAIT for them on the same connection (it
         counts that connection's writes). The reply, and the replicas that confirmed (or None)."""
         if not self._wait_replicas:
-            if self._lane is not None:
-                return await call(self._lane.run_script(script, keys, args)), None
-            return await call(script(keys=keys, args=args)), None
+            return await call(run_script(self._redis, script, keys, args)), None
         async with self._redis.pipeline(transaction=False) as pipe:
             await script(keys=keys, args=args, client=pipe)  # queues EVALSHA
             pipe.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)

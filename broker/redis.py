@@ -344,6 +344,15 @@ class _LaneConnection(asyncio.Protocol):
             self.transport.close()
 
 
+async def run_script(client: Any, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """Run ``script`` (``load_script``) on ``client``: through its ``Lane`` when it has one
+    (``lane``), else through redis-py (which loads the script if Redis lost it)."""
+    fast = lane(client)
+    if fast is not None:
+        return await fast.run_script(script, keys, args)
+    return await script(keys=keys, args=args)
+
+
 def lane(client: Any) -> Lane | None:
     """The ``Lane`` beside ``client`` (one per client, closed with it) when it is one Redis
     server over plain TCP; None for anything else."""

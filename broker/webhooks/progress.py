@@ -21,7 +21,7 @@ from .. import codec
 from ..aio import cancel_and_wait
 from ..errors import Unavailable
 from ..keys import STORE_REGISTRY, WebhookKeys, valid_store_name
-from ..redis import call, lane, load_script
+from ..redis import call, lane, load_script, run_script
 from ..types import now_iso
 from .records import DeliveryState, WebhookSubscription
 
@@ -35,7 +35,6 @@ class ProgressStore:
         self._fail = load_script(redis, "wh_fail")
         self._dead = load_script(redis, "wh_dead")
         self._rewind = load_script(redis, "wh_rewind")
-        self._lane = lane(redis)
         self._saves: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         """Progress saves waiting for the next round trip (at most one per worker)."""
         self._flusher: asyncio.Task[None] | None = None
@@ -160,9 +159,7 @@ class ProgressStore:
         if not self._busy:  # none on its way: this one goes at once, by itself
             self._busy = True
             try:
-                if self._lane is not None:
-                    return str(await call(self._lane.run_script(self._progress, keys, args)))
-                return str(await call(self._progress(keys=keys, args=args)))
+                return str(await call(run_script(self._redis, self._progress, keys, args)))
             finally:
                 self._busy = False
                 self._start_flush()
@@ -213,15 +210,11 @@ class ProgressStore:
         registered with it (redis-py would ask SCRIPT EXISTS first, a round trip each time), and
         only after Redis lost the script (a restart) one at a time again."""
         script = self._progress
-        if self._lane is not None:  # pipelined by the lane itself: one write for the batch
-            lane = self._lane
+        if len(batch) == 1 or lane(self._redis) is not None:  # (a Lane pipelines them itself)
             return await asyncio.gather(
-                *(call(lane.run_script(script, keys, args)) for keys, args, _ in batch),
+                *(call(run_script(self._redis, script, keys, args)) for keys, args, _ in batch),
                 return_exceptions=True,
             )
-        if len(batch) == 1:
-            keys, args, _ = batch[0]
-            return [await call(script(keys=keys, args=args))]
         async with self._redis.pipeline(transaction=False) as pipe:
             for keys, args, _ in batch:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
