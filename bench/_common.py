@@ -10,12 +10,14 @@ deltagate processes, shared with the tests) can be imported after it: every benc
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import resource
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,9 +27,25 @@ ROOT = BENCH_DIR.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(1, str(ROOT))  # after bench/ itself, which the script's directory put first
 
+from gateway.process import settle_gc  # noqa: E402
 from tests.harness import DeltagateProcess, ServerProcess, free_port  # noqa: E402
 
 P = TypeVar("P", bound=ServerProcess)
+
+
+@contextlib.contextmanager
+def collected_as_in_a_pod() -> Iterator[None]:
+    """Python's garbage collector set as a pod sets it (``gateway.process.settle_gc``), while
+    this process does a pod's work itself (the lifecycle's copy, the broker's appends) to be
+    measured alone; the defaults again after."""
+    saved = gc.get_threshold()
+    settle_gc()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*saved)
+
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 POD_ENV = {

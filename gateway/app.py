@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,7 +33,7 @@ from broker import (
     ping,
 )
 
-from . import __version__, config_file, errors, openapi
+from . import __version__, config_file, errors, openapi, process
 from .auth import Authenticator
 from .http import appends, lean, operations, reads, stores, webhooks, ws_tokens
 from .metrics import Metrics
@@ -50,7 +49,6 @@ from .ws.sessions import Sessions
 log = logging.getLogger("deltagate.app")
 
 READY_TIMEOUT = 1.0
-GC_GEN0_THRESHOLD = 50_000
 
 
 async def first_contact(redis: Any, attempts: int = 5) -> None:
@@ -223,11 +221,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             dispatching = asyncio.get_running_loop().create_task(
                 _dispatch(dispatcher), name="embedded dispatcher"
             )
-        # What exists now lives as long as the pod: keep it out of every collection, and
-        # collect the young generation less often. A pod holds many long-lived objects per
-        # connection, and each full pass over them shows up as a latency spike for everyone.
-        gc.freeze()
-        gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+        process.settle_gc()
         try:
             yield
         finally:

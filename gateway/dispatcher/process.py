@@ -7,7 +7,6 @@ leases and exits 0."""
 
 from __future__ import annotations
 
-import gc
 import logging
 from typing import Any
 
@@ -24,9 +23,6 @@ from ..settings import Settings
 from .metrics import DispatcherMetrics
 
 log = logging.getLogger("deltagate.dispatcher")
-
-GC_GEN0_THRESHOLD = 50_000
-"""As gateway/app.py's: allocations between young-generation collections."""
 
 
 async def serve_dispatcher(settings: Settings) -> int:
@@ -53,10 +49,7 @@ async def serve_dispatcher(settings: Settings) -> int:
                 access_log=False,
             )
         )
-        gc.freeze()  # what exists now lives as long as the process: keep it out of every GC pass
-        # Each delivery makes short-lived objects (request, response, futures): collect the
-        # young generation less often, as the pod does.
-        gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+        process.settle_gc()
         log.info(
             "dispatcher started",
             extra={"replica": engine.replica, "port": settings.dispatcher_port},
