@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -155,22 +155,27 @@ class Archiver:
             self.lag_seconds = 0.0
             return max(archived, start), True, copied
         meta, log_key = StoreKeys(store).meta, StoreKeys(store).log
-        deadline = time.monotonic() + self._seconds
-        left = self._step
-        page = await self._read(log_key, archive_id, start, min(self._page, left))
+        pages = _Pages(
+            self._redis,
+            log_key,
+            archive_id,
+            start,
+            head,
+            size=self._page,
+            left=self._step,
+            deadline=time.monotonic() + self._seconds,
+        )
         ahead: asyncio.Task[Page | None] | None = None
         try:
+            page = await pages.next()
             while True:
                 if page is None:
                     # Not in Redis: trimmed without being archived can only mean retention
                     # deleted it (below R) or the store went away; the next step sees which.
                     return archived, True, copied
                 held = page.held
-                left -= held.count
-                if held.last < head and left > 0 and time.monotonic() < deadline:
-                    ahead = asyncio.get_running_loop().create_task(
-                        self._read(log_key, archive_id, held.last, min(self._page, left))
-                    )
+                if pages.reading:
+                    ahead = asyncio.get_running_loop().create_task(pages.next())
                 try:
                     await self._archive.copy(archive_id, held.first, held.last, page.data)
                 except CopyConflict:
@@ -196,28 +201,95 @@ class Archiver:
                 await cancel_and_wait([ahead])
                 if not ahead.cancelled():
                     ahead.exception()  # retrieved: the step already failed for its own reason
+            await pages.close()
         if archived >= head:
             self.lag_seconds = 0.0
         else:
-            following = await self._read(log_key, archive_id, archived, 1)
-            self.lag_seconds = 0.0 if following is None else _age(following.created)
+            following = _Pages(self._redis, log_key, archive_id, archived, head, size=1, left=1)
+            try:
+                page = await following.next()
+            finally:
+                await following.close()
+            self.lag_seconds = 0.0 if page is None else _age(page.created)
         return archived, archived >= head, copied
 
-    async def _read(self, log_key: str, archive_id: int, after: int, count: int) -> Page | None:
-        """Up to ``count`` events after ``after``, encoded; None if Redis does not hold the next
-        position (or holds a page with a hole, which the log never has)."""
-        entries = await call(
+
+class _Pages:
+    """A store's log after position ``after``, read from Redis a page (``size`` events) at a
+    time, up to ``left`` events, the head or the ``deadline``; each page encoded (``Page``).
+
+    A page's XRANGE is sent as soon as the page before it has come in, before that one is
+    encoded: Redis writes out the next page while this process encodes the current one (and
+    hands the one before to PostgreSQL), so the three take turns less. One XRANGE at most is
+    in flight; ``close()`` cancels it."""
+
+    def __init__(
+        self,
+        redis: Any,
+        log_key: str,
+        archive_id: int,
+        after: int,
+        head: int,
+        *,
+        size: int,
+        left: int,
+        deadline: float = float("inf"),
+    ) -> None:
+        self._redis = redis
+        self._log_key = log_key
+        self._archive_id = archive_id
+        self._head = head
+        self._size = size
+        self._left = left
+        self._deadline = deadline
+        self._after = after
+        self._fetch: asyncio.Task[Any] | None = self._send(after, min(size, left))
+
+    @property
+    def reading(self) -> bool:
+        """Whether a next page is on its way (``next()`` has more to give)."""
+        return self._fetch is not None
+
+    def _send(self, after: int, count: int) -> asyncio.Task[Any]:
+        return asyncio.get_running_loop().create_task(self._xrange(after, count))
+
+    async def _xrange(self, after: int, count: int) -> Any:
+        return await call(
             self._redis.execute_command(
-                "XRANGE", log_key, f"{after + 1}-0", "+", "COUNT", count, **{NEVER_DECODE: True}
+                "XRANGE",
+                self._log_key,
+                f"{after + 1}-0",
+                "+",
+                "COUNT",
+                count,
+                **{NEVER_DECODE: True},
             )
         )
+
+    async def next(self) -> Page | None:
+        """The next page; None if Redis does not hold the next position (or holds a page with
+        a hole, which the log never has). Only while ``reading``."""
+        assert self._fetch is not None
+        fetch, self._fetch = self._fetch, None
+        entries = await fetch
         if not entries:
             return None
         first = int(entries[0][0].partition(b"-")[0])
         last = int(entries[-1][0].partition(b"-")[0])
-        if first != after + 1 or last - first + 1 != len(entries):
+        if first != self._after + 1 or last - first + 1 != len(entries):
             return None
-        return encode(archive_id, first, entries)
+        self._after = last
+        self._left -= len(entries)
+        if last < self._head and self._left > 0 and time.monotonic() < self._deadline:
+            self._fetch = self._send(last, min(self._size, self._left))
+        return await encode_between(self._archive_id, first, entries)
+
+    async def close(self) -> None:
+        fetch, self._fetch = self._fetch, None
+        if fetch is not None:
+            await cancel_and_wait([fetch])
+            if not fetch.cancelled():
+                fetch.exception()  # retrieved: not wanted any more, whatever it was
 
 
 def encode(archive_id: int, first: int, entries: list[Any]) -> Page:
@@ -226,22 +298,59 @@ def encode(archive_id: int, first: int, entries: list[Any]) -> Page:
     writes them) as the archive's rows (``broker.runs``), with what they hold. Entries of the
     first format (``[b"s", stream, b"t", type, b"e", json]``) held the whole JSON: their
     positions are cut off here."""
-    rows = runs.Runs(archive_id)
-    times: dict[bytes, int] = {}
-    seconds: dict[bytes, int] = {}
+    encoder = Encoder(archive_id, first, entries)
+    for _ in encoder.blocks():
+        pass
+    return encoder.page()
 
-    def micros(text: bytes) -> int:
-        created = times.get(text)
+
+async def encode_between(archive_id: int, first: int, entries: list[Any]) -> Page:
+    """``encode``, letting the loop run between blocks: a page takes milliseconds to encode,
+    and meanwhile the copy of the page before it goes on (PostgreSQL's and Redis' replies are
+    handled, its next statement sent) instead of waiting for all of it."""
+    encoder = Encoder(archive_id, first, entries)
+    for _ in encoder.blocks():
+        await asyncio.sleep(0)
+    return encoder.page()
+
+
+class Encoder:
+    """``encode``'s work, a block (``runs.BLOCK`` positions) at a time (``blocks()``), then
+    ``page()``."""
+
+    def __init__(self, archive_id: int, first: int, entries: list[Any]) -> None:
+        self._first = first
+        self._entries = entries
+        self._rows = runs.Runs(archive_id)
+        self._times: dict[bytes, int] = {}
+        self._seconds: dict[bytes, int] = {}
+
+    def _micros(self, text: bytes) -> int:
+        created = self._times.get(text)
         if created is None:
-            created = times[text] = _micros(text, seconds)
+            created = self._times[text] = _micros(text, self._seconds)
         return created
 
-    # Block by block, the events of each stream together: a stream's run is then built a column
-    # at a time (list comprehensions, one struct.pack), not an event at a time.
-    start = 0
-    while start < len(entries):
-        position = first + start
-        end = start + runs.block_start(position) + runs.BLOCK - position
+    def blocks(self) -> Iterator[None]:
+        """Encode the entries block by block, pausing after each."""
+        start = 0
+        while start < len(self._entries):
+            position = self._first + start
+            end = start + runs.block_start(position) + runs.BLOCK - position
+            self._block(start, end)
+            start = end
+            yield
+
+    def _block(self, start: int, end: int) -> None:
+        entries, first, rows, times, micros = (
+            self._entries,
+            self._first,
+            self._rows,
+            self._times,
+            self._micros,
+        )
+        # The events of each stream together: a stream's run is then built a column at a time
+        # (list comprehensions, one struct.pack), not an event at a time.
         groups: dict[bytes, list[int]] = {}
         for i, (_, fields) in enumerate(entries[start:end], start):
             group = groups.get(fields[1])
@@ -283,16 +392,20 @@ def encode(archive_id: int, first: int, entries: list[Any]) -> Page:
                     named = [t for t in fields[7].split(b",") if t]
                 created = micros(codec.created_at_raw(body))
                 rows.add(first + i, stream_id, stream_position, fields[3], created, named, body)
-        start = end
-    streams: dict[bytes, int] = {}
-    kinds: set[bytes] = set()
-    tags: set[bytes] = set()
-    for run in rows.runs():
-        streams[run.stream_id] = streams.get(run.stream_id, 0) + len(run.positions)
-        kinds.update(run.types)
-        tags.update(run.tags)
-    summary = Held(first, first + len(entries) - 1, streams, kinds, tags)
-    return Page(rows.data(), micros(codec.created_at_raw(entries[0][1][-1])), summary)
+
+    def page(self) -> Page:
+        """The page, once every block is encoded."""
+        streams: dict[bytes, int] = {}
+        kinds: set[bytes] = set()
+        tags: set[bytes] = set()
+        for run in self._rows.runs():
+            streams[run.stream_id] = streams.get(run.stream_id, 0) + len(run.positions)
+            kinds.update(run.types)
+            tags.update(run.tags)
+        first, entries = self._first, self._entries
+        summary = Held(first, first + len(entries) - 1, streams, kinds, tags)
+        created = self._micros(codec.created_at_raw(entries[0][1][-1]))
+        return Page(self._rows.data(), created, summary)
 
 
 NO_TAGS: list[bytes] = []

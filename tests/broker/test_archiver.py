@@ -11,7 +11,17 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from broker import Archive, EventLog, Lifecycle, LifecycleOptions, NewEvent, StoreAdmin, codec, runs
+from broker import (
+    Archive,
+    EventLog,
+    Lifecycle,
+    LifecycleOptions,
+    NewEvent,
+    StoreAdmin,
+    archiver,
+    codec,
+    runs,
+)
 from broker.archive import CopyConflict
 from broker.archiver import Held, encode, summarize
 from broker.errors import Unavailable
@@ -335,3 +345,59 @@ async def test_reads_of_runs_keep_exactly_the_events_asked_for(
             if parsed.accepts(of(p)[1].decode(), [t.decode() for t in of(p)[2]])
         ][:limit]
         assert await archive.dcb_positions(store, parsed, after, below, limit) == wanted, query
+
+
+async def test_pages_are_read_ahead_one_at_a_time_up_to_the_step(
+    redis: aioredis.Redis, log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy's reader (``archiver._Pages``): the next page's XRANGE goes out when the page
+    before it has come in, before that one is encoded, never two at once; it stops at the
+    events the step may copy, at the head and at the step's deadline; close() leaves no task."""
+    await StoreAdmin(redis).create("shop")
+    await log.append("shop", "s", [NewEvent("x", {"n": i}) for i in range(1000)])
+    trace: list[str] = []
+    encoding = archiver.encode_between
+
+    async def traced(archive_id: int, first: int, entries: list) -> archiver.Page:
+        trace.append(f"encode {first}")
+        return await encoding(archive_id, first, entries)
+
+    monkeypatch.setattr(archiver, "encode_between", traced)
+    sending = archiver._Pages._send
+
+    def sent(self: archiver._Pages, after: int, count: int) -> asyncio.Task:
+        trace.append(f"xrange {after + 1}+{count}")
+        return sending(self, after, count)
+
+    monkeypatch.setattr(archiver._Pages, "_send", sent)
+    key = StoreKeys("shop").log
+    pages = archiver._Pages(redis, key, 1, 100, 1000, size=300, left=700)
+    held = []
+    while pages.reading:
+        page = await pages.next()
+        assert page is not None
+        held.append((page.held.first, page.held.last))
+    assert held == [(101, 400), (401, 700), (701, 800)]
+    assert trace == [
+        "xrange 101+300",
+        "xrange 401+300",
+        "encode 101",
+        "xrange 701+100",
+        "encode 401",
+        "encode 701",
+    ]
+    await pages.close()
+
+    trace.clear()
+    pages = archiver._Pages(redis, key, 1, 900, 1000, size=300, left=700)
+    page = await pages.next()  # the head: nothing more to read
+    assert page is not None and (page.held.first, page.held.last) == (901, 1000)
+    assert not pages.reading
+
+    tasks = len(asyncio.all_tasks())
+    pages = archiver._Pages(redis, key, 1, 0, 1000, size=300, left=700, deadline=0.0)
+    page = await pages.next()  # past its deadline: the first page only
+    assert page is not None and not pages.reading
+    pages = archiver._Pages(redis, key, 1, 0, 1000, size=300, left=700)
+    await pages.close()  # its XRANGE cancelled and awaited
+    assert len(asyncio.all_tasks()) == tasks
