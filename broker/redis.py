@@ -116,7 +116,7 @@ def _client(config: RedisConfig) -> aioredis.Redis:
         )
     # A blocking pool: a burst (a reconnect storm) waits up to the timeout for a connection
     # instead of failing at once when the pool is exhausted.
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = _Pool.from_url(
         config.url,
         connection_class=_HiredisPackedConnection if HIREDIS_AVAILABLE else aioredis.Connection,
         decode_responses=True,
@@ -128,6 +128,31 @@ def _client(config: RedisConfig) -> aioredis.Redis:
         timeout=config.timeout,
     )
     return _Client.from_pool(pool)
+
+
+class _Pool(aioredis.BlockingConnectionPool):
+    """redis-py's blocking pool, closed for good by ``aclose()`` (which the client's ``aclose``
+    calls): a connection still being made or used then is closed as it comes back, and a call
+    after it fails (ConnectionError, so ``Unavailable`` to the broker's callers). redis-py's own
+    pool connects again in both cases, and nothing ever closes those sockets: calls racing a
+    client's close (a task finishing during a shutdown) left them open, and CI saw one as an
+    "unclosed Connection" ResourceWarning in a later test."""
+
+    _closed = False
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self._closed:
+            raise rex.ConnectionError("the Redis client is closed")
+        return await super().get_connection(*args, **kwargs)
+
+    async def release(self, connection: Any) -> None:
+        await super().release(connection)
+        if self._closed:
+            await connection.disconnect()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await super().aclose()
 
 
 class _Client(aioredis.Redis):
