@@ -327,12 +327,37 @@ class Encoder:
         self._rows = runs.Runs(archive_id)
         self._times: dict[bytes, int] = {}
         self._seconds: dict[bytes, int] = {}
+        self._tails: dict[bytes, int] = {}
 
     def _micros(self, text: bytes) -> int:
         created = self._times.get(text)
         if created is None:
             created = self._times[text] = _micros(text, self._seconds)
         return created
+
+    def _created(self, bodies: list[bytes]) -> list[int]:
+        """Each body's createdAt, in microseconds since 2000. The append writes it last, in one
+        shape: a body's last ``TAIL`` bytes (``"createdAt":"2026-01-02T03:04:05.678Z"}``) are
+        its time, checked once per distinct tail (few in a page: an append's events share one),
+        so most events cost a slice and a lookup (py-spy: ``created_at_raw`` per event was a
+        sixth of the copy's CPU; this is a fifth of its cost)."""
+        tails = self._tails
+        created = [tails.get(body[-TAIL:]) for body in bodies]
+        if None in created:
+            for i, known in enumerate(created):
+                if known is None:
+                    created[i] = self._created_of(bodies[i])
+        return created  # type: ignore[return-value]  # no None is left
+
+    def _created_of(self, body: bytes) -> int:
+        tail = body[-TAIL:]
+        known = self._tails.get(tail)
+        if known is not None:
+            return known
+        if tail[:13] == codec.CREATED_AT and tail[-2:] == b'"}' and b'"' not in tail[13:-2]:
+            known = self._tails[tail] = self._micros(tail[13:-2])
+            return known
+        return self._micros(codec.created_at_raw(body))  # any other shape
 
     def blocks(self) -> Iterator[None]:
         """Encode the entries block by block, pausing after each."""
@@ -345,13 +370,7 @@ class Encoder:
             yield
 
     def _block(self, start: int, end: int) -> None:
-        entries, first, rows, times, micros = (
-            self._entries,
-            self._first,
-            self._rows,
-            self._times,
-            self._micros,
-        )
+        entries, first, rows = self._entries, self._first, self._rows
         # The events of each stream together: a stream's run is then built a column at a time
         # (list comprehensions, one struct.pack), not an event at a time.
         groups: dict[bytes, list[int]] = {}
@@ -373,9 +392,7 @@ class Encoder:
                             stream_id,
                             stream_position,
                             positions=[first + i for i in indexes],
-                            created=[
-                                times.get(t) or micros(t) for t in map(codec.created_at_raw, bodies)
-                            ],
+                            created=self._created(bodies),
                             kinds=[types.setdefault(f[3], len(types)) for f in held],
                             tag_counts=[0] * len(held),
                             lengths=list(map(len, bodies)),
@@ -393,7 +410,7 @@ class Encoder:
                 named = NO_TAGS
                 if len(fields) == 10:
                     named = [t for t in fields[7].split(b",") if t]
-                created = micros(codec.created_at_raw(body))
+                created = self._created_of(body)
                 rows.add(first + i, stream_id, stream_position, fields[3], created, named, body)
 
     def page(self) -> Page:
@@ -407,11 +424,12 @@ class Encoder:
             tags.update(run.tags)
         first, entries = self._first, self._entries
         summary = Held(first, first + len(entries) - 1, streams, kinds, tags)
-        created = self._micros(codec.created_at_raw(entries[0][1][-1]))
+        created = self._created_of(entries[0][1][-1])
         return Page(self._rows.data(), created, summary)
 
 
 NO_TAGS: list[bytes] = []
+TAIL = len(b'"createdAt":"2026-01-02T03:04:05.678Z"}')
 
 
 def _first_format(json: bytes) -> tuple[int, bytes]:
