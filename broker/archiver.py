@@ -65,6 +65,16 @@ class Held:
     def count(self) -> int:
         return self.last - self.first + 1
 
+    def copy(self) -> Held:
+        return Held(
+            self.first,
+            self.last,
+            dict(self.streams),
+            set(self.types),
+            set(self.tags),
+            self.gone,
+        )
+
     def extend(self, following: Held) -> None:
         """Add what the events right after these hold."""
         assert following.first == self.last + 1
@@ -142,11 +152,18 @@ class Archiver:
         """Age of the oldest event the last copy left behind (0: it copied up to the head)."""
 
     async def copy(
-        self, store: str, uid: str, archived: int, bound: int, head: int
+        self,
+        store: str,
+        uid: str,
+        archived: int,
+        bound: int,
+        head: int,
+        on_page: Callable[[Held], None] | None = None,
     ) -> tuple[int, bool, list[Held]]:
         """Copy the store's next events (those below ``bound`` are retention's to delete, not
         to copy): the new ``archived``, whether everything up to ``head`` is, and what the pages
-        copied hold (for the trim that follows)."""
+        copied hold (for the trim that follows). ``on_page`` is told of each page once it is
+        committed and marked archived, while the next is copied."""
         archive_id = await self._archive.store_id(uid, store, create=True)
         assert archive_id is not None
         highest = self._highest.get(uid)
@@ -196,6 +213,8 @@ class Archiver:
                     return archived, True, []
                 archived = marked
                 copied.append(held)
+                if on_page is not None:
+                    on_page(held)
                 if ahead is None:
                     break
                 page, ahead = await ahead, None

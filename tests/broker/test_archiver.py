@@ -212,7 +212,13 @@ async def test_an_archive_lost_mid_step_keeps_a_at_the_last_commit(
         assert len(asyncio.all_tasks()) == tasks  # the read-ahead was cancelled and awaited
         meta = StoreKeys("shop").meta
         assert int(await redis.hget(meta, "archived")) == 600
-        assert int(await redis.hget(meta, "low") or 1) == 1  # nothing trimmed in a failed step
+        # The pages archived before the failure may have left Redis (they did, while the next
+        # was copied); nothing after A.
+        assert 1 <= int(await redis.hget(meta, "low") or 1) <= 601
+        reader, read = EventLog(redis, archive=archive), []
+        while len(read) < 1000 and (page := await reader.read_after("shop", len(read), 1000)):
+            read += [e.global_position for e in page]
+        assert read == list(range(1, 1001))
         archive.pages = 10
         for _ in range(10):
             if not await lifecycle.run_once():
@@ -401,3 +407,64 @@ async def test_pages_are_read_ahead_one_at_a_time_up_to_the_step(
     pages = archiver._Pages(redis, key, 1, 0, 1000, size=300, left=700)
     await pages.close()  # its XRANGE cancelled and awaited
     assert len(asyncio.all_tasks()) == tasks
+
+
+class WatchedArchive(Archive):
+    """Records, as each page's copy starts, the lowest position Redis still holds."""
+
+    def __init__(self, url: str, redis: aioredis.Redis) -> None:
+        super().__init__(url)
+        self.redis = redis
+        self.lows: list[int] = []
+
+    async def copy(self, store: int, first: int, last: int, data: bytes) -> None:
+        self.lows.append(int(await self.redis.hget(StoreKeys("shop").meta, "low") or 1))
+        await super().copy(store, first, last, data)
+
+
+async def test_pages_leave_redis_while_the_copy_goes_on(
+    redis: aioredis.Redis, log: EventLog, archive_url: str
+) -> None:
+    """A step trims each archived page while it copies the next ones (``lifecycle._Trims``),
+    never past A, and what is left after the copy; the log reads whole throughout."""
+    archive = WatchedArchive(archive_url, redis)
+    try:
+        await StoreAdmin(redis, archive).create("shop", settings={"hotRetention": {"maxEvents": 1}})
+        await log.append("shop", "s", [NewEvent("x", {"n": i}) for i in range(2000)])
+        lifecycle = Lifecycle(
+            redis, EventLog(redis, archive=archive), archive, LifecycleOptions(copy_batch=250)
+        )
+        tasks = len(asyncio.all_tasks())
+        await lifecycle.run_once()  # one step: 8 pages
+        assert len(archive.lows) == 8
+        assert archive.lows[0] == 1 and archive.lows[-1] > 1  # trimmed before the copy ended
+        assert all(low <= 250 * i + 1 for i, low in enumerate(archive.lows))  # never past A
+        meta = StoreKeys("shop").meta
+        assert int(await redis.hget(meta, "low")) == 2000  # the rest, after the copy
+        assert len(asyncio.all_tasks()) == tasks  # the trims' task is done
+        reader, read = EventLog(redis, archive=archive), []
+        while len(read) < 2000 and (page := await reader.read_after("shop", len(read), 2000)):
+            read += [e.global_position for e in page]
+        assert read == list(range(1, 2001))
+    finally:
+        await archive.close()
+
+
+async def test_a_trim_that_fails_fails_the_step_and_leaves_no_task(
+    redis: aioredis.Redis, log: EventLog, archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await StoreAdmin(redis, archive).create("shop", settings={"hotRetention": {"maxEvents": 1}})
+    await log.append("shop", "s", [NewEvent("x", {"n": i}) for i in range(1000)])
+    lifecycle = Lifecycle(
+        redis, EventLog(redis, archive=archive), archive, LifecycleOptions(copy_batch=250)
+    )
+
+    async def lost(*_: object) -> tuple[int, bool]:
+        raise Unavailable("Redis went away")
+
+    monkeypatch.setattr(lifecycle, "_trim_redis", lost)
+    tasks = len(asyncio.all_tasks())
+    with pytest.raises(Unavailable):
+        await lifecycle.step("shop")
+    assert len(asyncio.all_tasks()) == tasks
+    assert int(await redis.hget(StoreKeys("shop").meta, "low") or 1) == 1

@@ -208,7 +208,7 @@ async def test_a_copy_cut_short_repeats_nothing_and_skips_nothing(
     store = await log.bounds("shop")
     archive_id = await archive.store_id(store.uid, "shop", create=True)
     assert archive_id is not None
-    await first._copy("shop", store.uid, 0, 1, 2000)  # committed; meta says 700
+    await first._copy("shop", store.uid, 0, 1, 2000, 1)  # committed; meta says 700
     await redis.hset(StoreKeys("shop").meta, "archived", 0)  # ... as if the mark was lost
     second = Lifecycle(redis, log, archive, OPTIONS)  # another pod, knowing nothing
     await settle(second)
