@@ -181,6 +181,26 @@ async def test_what_the_pod_reads_for_trim_is_what_the_copy_saw(
     assert summarize(raw, 1, 1, None).gone == sum(len(e[1][-1]) for e in raw)
 
 
+async def archiving(
+    redis: aioredis.Redis, log: EventLog, archive: Archive, events: int, page: int
+) -> Lifecycle:
+    """A store "shop" that keeps one event hot, ``events`` events in one stream, and a
+    lifecycle copying pages of ``page``."""
+    await StoreAdmin(redis, archive).create("shop", settings={"hotRetention": {"maxEvents": 1}})
+    await log.append("shop", "s", [NewEvent("x", {"n": i}) for i in range(events)])
+    return Lifecycle(
+        redis, EventLog(redis, archive=archive), archive, LifecycleOptions(copy_batch=page)
+    )
+
+
+async def positions_read(redis: aioredis.Redis, archive: Archive, events: int) -> list[int]:
+    """The store's positions as reads see them, page after page across the boundary."""
+    reader, read = EventLog(redis, archive=archive), []
+    while len(read) < events and (page := await reader.read_after("shop", len(read), events)):
+        read += [e.global_position for e in page]
+    return read
+
+
 class FailingArchive(Archive):
     """The archive goes away after ``pages`` copies."""
 
@@ -201,11 +221,7 @@ async def test_an_archive_lost_mid_step_keeps_a_at_the_last_commit(
 ) -> None:
     archive = FailingArchive(archive_url, pages=2)
     try:
-        await StoreAdmin(redis, archive).create("shop", settings={"hotRetention": {"maxEvents": 1}})
-        await log.append("shop", "s", [NewEvent("x", {"n": i}) for i in range(1000)])
-        lifecycle = Lifecycle(
-            redis, EventLog(redis, archive=archive), archive, LifecycleOptions(copy_batch=300)
-        )
+        lifecycle = await archiving(redis, log, archive, 1000, 300)
         tasks = len(asyncio.all_tasks())
         await lifecycle.run_once()  # the step fails on the third page, counted
         assert lifecycle.stats.errors == 1
@@ -215,10 +231,7 @@ async def test_an_archive_lost_mid_step_keeps_a_at_the_last_commit(
         # The pages archived before the failure may have left Redis (they did, while the next
         # was copied); nothing after A.
         assert 1 <= int(await redis.hget(meta, "low") or 1) <= 601
-        reader, read = EventLog(redis, archive=archive), []
-        while len(read) < 1000 and (page := await reader.read_after("shop", len(read), 1000)):
-            read += [e.global_position for e in page]
-        assert read == list(range(1, 1001))
+        assert await positions_read(redis, archive, 1000) == list(range(1, 1001))
         archive.pages = 10
         for _ in range(10):
             if not await lifecycle.run_once():
@@ -429,11 +442,7 @@ async def test_pages_leave_redis_while_the_copy_goes_on(
     never past A, and what is left after the copy; the log reads whole throughout."""
     archive = WatchedArchive(archive_url, redis)
     try:
-        await StoreAdmin(redis, archive).create("shop", settings={"hotRetention": {"maxEvents": 1}})
-        await log.append("shop", "s", [NewEvent("x", {"n": i}) for i in range(2000)])
-        lifecycle = Lifecycle(
-            redis, EventLog(redis, archive=archive), archive, LifecycleOptions(copy_batch=250)
-        )
+        lifecycle = await archiving(redis, log, archive, 2000, 250)
         tasks = len(asyncio.all_tasks())
         await lifecycle.run_once()  # one step: 8 pages
         assert len(archive.lows) == 8
@@ -442,10 +451,7 @@ async def test_pages_leave_redis_while_the_copy_goes_on(
         meta = StoreKeys("shop").meta
         assert int(await redis.hget(meta, "low")) == 2000  # the rest, after the copy
         assert len(asyncio.all_tasks()) == tasks  # the trims' task is done
-        reader, read = EventLog(redis, archive=archive), []
-        while len(read) < 2000 and (page := await reader.read_after("shop", len(read), 2000)):
-            read += [e.global_position for e in page]
-        assert read == list(range(1, 2001))
+        assert await positions_read(redis, archive, 2000) == list(range(1, 2001))
     finally:
         await archive.close()
 
@@ -453,11 +459,7 @@ async def test_pages_leave_redis_while_the_copy_goes_on(
 async def test_a_trim_that_fails_fails_the_step_and_leaves_no_task(
     redis: aioredis.Redis, log: EventLog, archive: Archive, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await StoreAdmin(redis, archive).create("shop", settings={"hotRetention": {"maxEvents": 1}})
-    await log.append("shop", "s", [NewEvent("x", {"n": i}) for i in range(1000)])
-    lifecycle = Lifecycle(
-        redis, EventLog(redis, archive=archive), archive, LifecycleOptions(copy_batch=250)
-    )
+    lifecycle = await archiving(redis, log, archive, 1000, 250)
 
     async def lost(*_: object) -> tuple[int, bool]:
         raise Unavailable("Redis went away")
