@@ -24,3 +24,14 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
         _, pending = await asyncio.wait(pending, timeout=RECANCEL_SECONDS)
         for task in pending:
             task.cancel()
+
+
+async def discard(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` (if any), wait for it to end and drop what it ended with: for work done
+    ahead that is no longer wanted (the caller already failed, or stopped, for a reason of its
+    own), whose error would otherwise be logged as never retrieved."""
+    if task is None:
+        return
+    await cancel_and_wait([task])
+    if not task.cancelled():
+        task.exception()

@@ -38,7 +38,7 @@ from typing import Any
 from redis.client import NEVER_DECODE
 
 from . import codec, runs
-from .aio import cancel_and_wait
+from .aio import discard
 from .archive import Archive, CopyConflict
 from .keys import StoreKeys
 from .redis import call, load_script
@@ -219,10 +219,7 @@ class Archiver:
                     break
                 page, ahead = await ahead, None
         finally:
-            if ahead is not None:
-                await cancel_and_wait([ahead])
-                if not ahead.cancelled():
-                    ahead.exception()  # retrieved: the step already failed for its own reason
+            await discard(ahead)  # (only if the step failed, for its own reason)
             await pages.close()
         if archived >= head:
             self.lag_seconds = 0.0
@@ -308,10 +305,7 @@ class _Pages:
 
     async def close(self) -> None:
         fetch, self._fetch = self._fetch, None
-        if fetch is not None:
-            await cancel_and_wait([fetch])
-            if not fetch.cancelled():
-                fetch.exception()  # retrieved: not wanted any more, whatever it was
+        await discard(fetch)
 
 
 def encode(archive_id: int, first: int, entries: list[Any]) -> Page:

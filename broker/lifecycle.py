@@ -33,7 +33,7 @@ from typing import Any
 from redis.client import NEVER_DECODE
 
 from . import codec
-from .aio import cancel_and_wait
+from .aio import cancel_and_wait, discard
 from .archive import Archive
 from .archiver import Archiver, Held, summarize
 from .errors import BrokerError
@@ -437,10 +437,7 @@ class _Trims:
 
     async def cancel(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait([task])
-            if not task.cancelled():
-                task.exception()  # retrieved: the step failed for its own reason
+        await discard(task)  # (the step failed for its own reason)
 
 
 def body_size(event_json: str) -> int:
