@@ -39,7 +39,16 @@ import hiredis
 
 from .aio import cancel_and_wait
 from .errors import Unavailable
-from .redis import HEALTH_SECONDS, TRANSIENT, PlainServer, call, open_plain, plain_server, sharded
+from .redis import (
+    HEALTH_SECONDS,
+    TRANSIENT,
+    PlainConnection,
+    PlainServer,
+    call,
+    open_plain,
+    plain_server,
+    sharded,
+)
 
 log = logging.getLogger("deltagate.pubsub")
 
@@ -241,31 +250,23 @@ class LeanPubSub:
         return conn
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(PlainConnection):
     """One pub/sub connection: messages parsed as they arrive (``take``), the rest ignored but
     for the answer a ``request`` waits for (AUTH, before anything is subscribed)."""
 
+    what = "pub/sub connection"
+
     def __init__(self) -> None:
+        super().__init__()
         self._reader = hiredis.Reader(encoding="utf-8")
-        self.transport: Any = None
         self.messages: deque[list[str]] = deque()
-        self.open = False
-        self.lost_because = "the pub/sub connection was closed"
         self._waiter: asyncio.Future[None] | None = None
         self._answer: asyncio.Future[Any] | None = None
         self._paused = False
-        self._heard = 0.0
         self._pinged = 0.0
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.open = True
-        self._heard = asyncio.get_running_loop().time()
-
     def connection_lost(self, exc: Exception | None) -> None:
-        self.open = False
-        if exc is not None:
-            self.lost_because = f"the pub/sub connection was lost: {exc!r}"
+        super().connection_lost(exc)
         self._wake()
         if self._answer is not None and not self._answer.done():
             self._answer.set_exception(ConnectionError(self.lost_because))
@@ -273,7 +274,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         reader = self._reader
         reader.feed(data)
-        self._heard = asyncio.get_running_loop().time()
+        self.heard = asyncio.get_running_loop().time()
         self._pinged = 0.0
         try:
             while (reply := reader.gets()) is not False:
@@ -282,10 +283,10 @@ class _Connection(asyncio.Protocol):
                 elif self._answer is not None and not self._answer.done():
                     self._answer.set_result(reply)
                 elif isinstance(reply, hiredis.ReplyError):
-                    self._fail(f"Redis refused a pub/sub command: {reply}")
+                    self.drop(f"Redis refused a pub/sub command: {reply}")
                     return
         except hiredis.ProtocolError as exc:
-            self._fail(f"not a Redis reply on the pub/sub connection: {exc}")
+            self.drop(f"not a Redis reply on the pub/sub connection: {exc}")
             return
         if len(self.messages) > MAX_BUFFERED and not self._paused:
             self._paused = True
@@ -329,21 +330,13 @@ class _Connection(asyncio.Protocol):
         unanswered for ``timeout`` (a peer gone without a word)."""
         now = asyncio.get_running_loop().time()
         if self._pinged and now - self._pinged > timeout:
-            self._fail(f"Redis did not answer a PING within {timeout:g} s")
-        elif not self._pinged and now - self._heard > HEALTH_SECONDS:
+            self.drop(f"Redis did not answer a PING within {timeout:g} s")
+        elif not self._pinged and now - self.heard > HEALTH_SECONDS:
             self._pinged = now
             self.send("PING")
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-        self.open = False
-
-    def _fail(self, why: str) -> None:
-        self.lost_because = why
-        log.warning("pub/sub connection dropped", extra={"error": why})
-        self.open = False
-        self.transport.abort()
+    def drop(self, why: str) -> None:
+        super().drop(why)
         self._wake()
 
     def _wake(self) -> None:

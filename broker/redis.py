@@ -30,7 +30,7 @@ from .errors import StorageFull, Unavailable
 
 log = logging.getLogger("deltagate.redis")
 T = TypeVar("T")
-P = TypeVar("P", bound=asyncio.Protocol)
+P = TypeVar("P", bound="PlainConnection")
 
 HEALTH_SECONDS = 10.0
 """A connection of our own (``Lane``, ``pubsub.LeanPubSub``) quiet this long is PINGed before it
@@ -203,28 +203,68 @@ def plain_server(client: Any) -> PlainServer | None:
     )
 
 
+class PlainConnection(asyncio.Protocol):
+    """A connection of our own to one Redis server (``open_plain``): its transport, whether it
+    is open, when it last heard from Redis and why it ended. A subclass parses what comes
+    (``data_received``) and answers ``request`` (the next reply: the handshake's AUTH and
+    SELECT)."""
+
+    what = "Redis connection"
+    """How the log and the errors name it."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.open = False
+        self.lost_because = f"the {self.what} was closed"
+        self.heard = 0.0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.open = True
+        self.heard = asyncio.get_running_loop().time()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if exc is not None:
+            self.lost_because = f"the {self.what} was lost: {exc!r}"
+
+    async def request(self, *command: Any) -> Any:
+        raise NotImplementedError
+
+    def drop(self, why: str) -> None:
+        """Give the connection up now (``connection_lost`` follows), saying why."""
+        self.lost_because = why
+        log.warning(f"{self.what} dropped", extra={"error": why})
+        self.open = False
+        self.transport.abort()
+
+    def close(self) -> None:
+        self.open = False
+        if self.transport is not None:
+            self.transport.close()
+
+
 async def open_plain(server: PlainServer, factory: Callable[[], P]) -> P:
     """A connection of our own to ``server`` (``plain_server``): TCP with keepalive, AUTH when it
-    has a password, SELECT when its database is not 0. ``factory`` makes its protocol, which
-    must offer ``request(*command)`` (the next reply) and ``close()``."""
+    has a password, SELECT when its database is not 0. ``factory`` makes its protocol."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(server.timeout):
         _, conn = await loop.create_connection(factory, server.host, server.port)
         try:
-            sock = conn.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+            sock = conn.transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             if server.password is not None:
                 auth = (server.username, server.password) if server.username else (server.password,)
-                answer = await conn.request("AUTH", *auth)  # type: ignore[attr-defined]
+                answer = await conn.request("AUTH", *auth)
                 if isinstance(answer, hiredis.ReplyError):
                     raise rex.AuthenticationError(str(answer))
             if server.db:
-                answer = await conn.request("SELECT", server.db)  # type: ignore[attr-defined]
+                answer = await conn.request("SELECT", server.db)
                 if isinstance(answer, hiredis.ReplyError):
                     raise rex.ConnectionError(f"SELECT {server.db}: {answer}")
         except BaseException:
-            conn.close()  # type: ignore[attr-defined]
+            conn.close()
             raise
     return conn
 
@@ -295,40 +335,30 @@ class Lane:
             conn.close()
 
 
-class _LaneConnection(asyncio.Protocol):
+class _LaneConnection(PlainConnection):
     def __init__(self) -> None:
+        super().__init__()
         self._reader = hiredis.Reader(encoding="utf-8")
         self._waiting: deque[asyncio.Future[Any]] = deque()
         self._out: list[bytes] = []
-        self.transport: Any = None
-        self.open = False
-        self._lost = "the Redis connection was closed"
-        self._heard = 0.0
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.open = True
-        self._heard = asyncio.get_running_loop().time()
 
     def quiet(self) -> bool:
         """Nothing asked and nothing heard for ``HEALTH_SECONDS``."""
-        return not self._waiting and asyncio.get_running_loop().time() - self._heard > (
+        return not self._waiting and asyncio.get_running_loop().time() - self.heard > (
             HEALTH_SECONDS
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.open = False
-        if exc is not None:
-            self._lost = f"the Redis connection was lost: {exc!r}"
+        super().connection_lost(exc)
         waiting, self._waiting = self._waiting, deque()
         for answer in waiting:
             if not answer.done():
-                answer.set_exception(rex.ConnectionError(self._lost))
+                answer.set_exception(rex.ConnectionError(self.lost_because))
 
     def data_received(self, data: bytes) -> None:
         reader, waiting = self._reader, self._waiting
         reader.feed(data)
-        self._heard = asyncio.get_running_loop().time()
+        self.heard = asyncio.get_running_loop().time()
         try:
             while (reply := reader.gets()) is not False:
                 answer = waiting.popleft()
@@ -356,17 +386,6 @@ class _LaneConnection(asyncio.Protocol):
         out, self._out = self._out, []
         if self.open:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
-
-    def drop(self, why: str) -> None:
-        self._lost = why
-        log.warning("Redis connection dropped", extra={"error": why})
-        self.open = False
-        self.transport.abort()
-
-    def close(self) -> None:
-        self.open = False
-        if self.transport is not None:
-            self.transport.close()
 
 
 async def run_script(client: Any, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
