@@ -5,6 +5,8 @@ and a copy cut short mid-step that leaves A at the last commit and no task behin
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import random
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -101,6 +103,57 @@ async def test_entries_go_to_postgresql_as_the_log_holds_them(
     # Read back through the archive, the JSON is the event as served.
     (event,) = await archive.after(store, 3, 4, 10)
     assert codec.event_of(event.json)["globalPosition"] == 4
+
+
+def test_runs_built_a_column_at_a_time_are_the_rows_built_event_by_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The encoder's fast path (a stream's events of a block as one run, ``Encoder._run``) writes
+    the very bytes of the event-by-event path, whatever the entries: streams interleaved within a
+    block, appends of one and of many events, types mixed within a run, createdAt in the
+    append's shape, in others and before 2000 (a negative time), pages that start and end
+    inside blocks."""
+    rng = random.Random(18)
+    streams, kinds = [b"s-1", b"s-2", "s-ü".encode()], [b"a", b"b", b"order.placed"]
+    shapes = [
+        "2026-01-02T03:04:{s:02}.{ms:03}Z",
+        "2026-01-02T03:04:{s:02}Z",
+        "2026-01-02T05:04:{s:02}.5+02:00",
+        "1999-12-31T23:59:{s:02}.{ms:03}Z",
+    ]
+    counts = dict.fromkeys(streams, 0)
+    entries: list[list[object]] = []
+    while len(entries) < 5000:
+        stream = rng.choice(streams)
+        shape = rng.choice(shapes) if rng.random() < 0.2 else shapes[0]
+        created = shape.format(s=rng.randrange(60), ms=rng.randrange(1000))
+        for _ in range(rng.choice((1, 1, 3, 100))):  # an append: one time for all its events
+            kind = rng.choice(kinds) if rng.random() < 0.1 else kinds[2]
+            position = str(counts[stream]).encode()
+            counts[stream] += 1
+            fields = [b"s", stream, b"t", kind, b"p", position, b"e"]
+            fields.append(body(stream.decode(), kind.decode(), created))
+            entries.append([f"{len(entries) + 1}-0".encode(), fields])
+
+    def pages() -> list[str]:  # (digests: pytest's account of two unequal MiB would take long)
+        return [
+            hashlib.sha256(encode(7, first, entries[first - 1 : last]).data).hexdigest()
+            for first, last in ((1, 700), (701, 2048), (2049, 2049), (2050, len(entries)))
+        ]
+
+    fast = pages()
+    taken: list[int] = []
+    run = archiver.Encoder._run
+
+    def counted(self: archiver.Encoder, *args: object) -> bool:
+        taken.append(run(self, *args))  # type: ignore[arg-type]
+        return taken[-1]
+
+    monkeypatch.setattr(archiver.Encoder, "_run", counted)
+    pages()
+    assert taken and all(taken)  # the fast path was taken every time ...
+    monkeypatch.setattr(archiver.Encoder, "_run", lambda self, *args: False)
+    assert pages() == fast  # ... and wrote what the other path writes
 
 
 async def test_a_copy_that_lost_a_race_writes_nothing(archive: Archive) -> None:
