@@ -138,6 +138,7 @@ class Archiver:
         archive: Archive,
         *,
         page: int,
+        page_bytes: int,
         step: int,
         seconds: float,
         on_copied: Callable[[int], None],
@@ -145,6 +146,9 @@ class Archiver:
         self._redis = redis
         self._archive = archive
         self._page = page
+        self._page_bytes = page_bytes
+        self._sizes: dict[str, int] = {}
+        """Events per page per store incarnation (uid), as the last step left it."""
         self._step = step
         self._seconds = seconds
         self._on_copied = on_copied
@@ -184,7 +188,7 @@ class Archiver:
             archive_id,
             start,
             head,
-            size=self._page,
+            size=await self._sizes_of(uid, meta, head),
             left=self._step,
             deadline=time.monotonic() + self._seconds,
         )
@@ -224,10 +228,12 @@ class Archiver:
         finally:
             await discard(ahead)  # (only if the step failed, for its own reason)
             await pages.close()
+            self._sizes[uid] = pages.size.events
         if archived >= head:
             self.lag_seconds = 0.0
         else:
-            following = _Pages(self._redis, log_key, archive_id, archived, head, size=1, left=1)
+            one = Sizes(1, 1, 1)
+            following = _Pages(self._redis, log_key, archive_id, archived, head, size=one, left=1)
             try:
                 page = await following.next()
             finally:
@@ -235,10 +241,44 @@ class Archiver:
             self.lag_seconds = 0.0 if page is None else _age(page.created)
         return archived, archived >= head, copied
 
+    async def _sizes_of(self, uid: str, meta: str, head: int) -> Sizes:
+        """The store's page sizes as its last step left them, or by its average event."""
+        events = self._sizes.get(uid)
+        if events is not None:
+            return Sizes(self._page, self._page_bytes, events)
+        size, oldest = await call(self._redis.hmget(meta, "bytes", "oldest"))
+        average = int(size or 0) / max(1, head - int(oldest or 1) + 1)
+        return Sizes.first(self._page, self._page_bytes, average)
+
+
+class Sizes:
+    """How many events the next page asks for (``events``): at most ``most``, and about
+    ``budget`` bytes of bodies. A store's first page is sized by its average event (what the
+    append counts, over all its events); each page after it by the page before: as many as
+    would have filled the budget, at most twice as many. An estimate, not a bound: a page whose
+    events are much larger than those before it holds more (the store's events would have to
+    grow many times over from one page to the next)."""
+
+    def __init__(self, most: int, budget: int, events: int) -> None:
+        self.most = most
+        self.budget = budget
+        self.events = max(1, min(most, events))
+
+    @classmethod
+    def first(cls, most: int, budget: int, average: float) -> Sizes:
+        """For a store whose events have ``average`` bytes."""
+        return cls(most, budget, int(budget // max(average, 1.0)))
+
+    def saw(self, count: int, size: int) -> None:
+        """A page of ``count`` events came in, with ``size`` bytes of bodies."""
+        fit = self.budget * count // max(size, 1)
+        self.events = max(1, min(self.most, 2 * count, fit))
+
 
 class _Pages:
-    """A store's log after position ``after``, read from Redis a page (``size`` events) at a
-    time, up to ``left`` events, the head or the ``deadline``; each page encoded (``Page``).
+    """A store's log after position ``after``, read from Redis a page (as many events as
+    ``size`` says) at a time, up to ``left`` events, the head or the ``deadline``; each page
+    encoded (``Page``).
 
     A page's XRANGE is sent as soon as the page before it has come in, before that one is
     encoded: Redis writes out the next page while this process encodes the current one (and
@@ -253,7 +293,7 @@ class _Pages:
         after: int,
         head: int,
         *,
-        size: int,
+        size: Sizes,
         left: int,
         deadline: float = float("inf"),
     ) -> None:
@@ -261,11 +301,11 @@ class _Pages:
         self._log_key = log_key
         self._archive_id = archive_id
         self._head = head
-        self._size = size
+        self.size = size
         self._left = left
         self._deadline = deadline
         self._after = after
-        self._fetch: asyncio.Task[Any] | None = self._send(after, min(size, left))
+        self._fetch: asyncio.Task[Any] | None = self._send(after, min(size.events, left))
 
     @property
     def reading(self) -> bool:
@@ -302,8 +342,9 @@ class _Pages:
             return None
         self._after = last
         self._left -= len(entries)
+        self.size.saw(len(entries), sum(map(len, map(LAST, map(SECOND, entries)))))
         if last < self._head and self._left > 0 and time.monotonic() < self._deadline:
-            self._fetch = self._send(last, min(self._size, self._left))
+            self._fetch = self._send(last, min(self.size.events, self._left))
         return await encode_between(self._archive_id, first, entries)
 
     async def close(self) -> None:
@@ -494,6 +535,7 @@ INT8 = struct.Struct(">q")
 # (Columns of a page are picked with these rather than list comprehensions: callgrind counted
 # a third of the instructions.)
 SECOND = itemgetter(1)
+LAST = itemgetter(-1)
 STREAM = itemgetter(1)
 TYPE = itemgetter(3)
 BODY = itemgetter(7)

@@ -50,10 +50,15 @@ class LifecycleOptions:
     interval: float = 1.0
     """Seconds between rounds over the stores when there was nothing to do."""
     lease_seconds: float = 15.0
-    copy_batch: int = 5000
-    """Events copied to the archive per COPY (one transaction, one page)."""
-    trim_batch: int = 5000
-    """Events moved out of Redis per call of ``scripts/trim.lua``."""
+    copy_batch: int = 10_000
+    """Events copied to the archive per COPY (one transaction, one page) at most."""
+    copy_bytes: int = 8 * 1024 * 1024
+    """Bytes of event bodies a page holds, about: pages are sized from the one before (from a
+    few events up, at most doubling), so a store of large events is copied in pages of fewer
+    of them and the pod's memory stays bounded (three pages are under way at once)."""
+    trim_batch: int = 10_000
+    """Events moved out of Redis per call of ``scripts/trim.lua`` (a page the copy just
+    archived goes in one call, whatever its size)."""
     step_events: int = 200_000
     """Events a step copies, and moves out of Redis, at most (in pages of the batches above),
     so that a store with a backlog does not hold the others up for long (about half a second
@@ -117,6 +122,7 @@ class Lifecycle:
                 redis,
                 archive,
                 page=self.options.copy_batch,
+                page_bytes=self.options.copy_bytes,
                 step=self.options.step_events,
                 seconds=self.options.lease_seconds / 3,
                 on_copied=self._copied,

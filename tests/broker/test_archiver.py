@@ -25,10 +25,12 @@ from broker import (
     runs,
 )
 from broker.archive import CopyConflict
-from broker.archiver import Held, encode, summarize
+from broker.archiver import Held, Sizes, encode, summarize
 from broker.errors import Unavailable
 from broker.filters import Query
 from broker.keys import StoreKeys
+
+MiB = 1024 * 1024
 
 
 def body(stream: str, kind: str, created: str, extra: str = "") -> bytes:
@@ -254,6 +256,61 @@ async def positions_read(redis: aioredis.Redis, archive: Archive, events: int) -
     return read
 
 
+def test_pages_are_sized_by_the_bytes_of_their_events() -> None:
+    sizes = Sizes.first(10_000, 8 * MiB, 300)
+    assert sizes.events == 10_000  # small events: as many as a page may hold
+    sizes = Sizes.first(10_000, 8 * MiB, MiB)
+    assert sizes.events == 8
+    sizes.saw(8, 80)  # far smaller than thought: twice as many next, not 10,000 at once
+    assert sizes.events == 16
+    sizes.saw(16, 64 * MiB)  # 4 MiB each: two fill the budget
+    assert sizes.events == 2
+    sizes.saw(2, 40 * MiB)  # one is over it: one at a time
+    assert sizes.events == 1
+
+
+class RecordingArchive(Archive):
+    """Remembers the events and bytes of each page copied."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.pages: list[tuple[int, int]] = []
+
+    async def copy(self, store: int, first: int, last: int, data: bytes) -> None:
+        self.pages.append((last - first + 1, len(data)))
+        await super().copy(store, first, last, data)
+
+
+async def test_a_store_of_large_events_is_copied_in_pages_of_few(
+    redis: aioredis.Redis, log: EventLog, archive_url: str
+) -> None:
+    """A page holds about ``copy_bytes`` of bodies, however many events that is: large events
+    do not make the pod hold ``copy_batch`` of them at once, small ones go ``copy_batch`` at a
+    time again."""
+    archive = RecordingArchive(archive_url)
+    try:
+        await StoreAdmin(redis, archive).create("shop", settings={"hotRetention": {"maxEvents": 1}})
+        for i in range(6):
+            big = [NewEvent("x", {"n": i, "pad": "x" * 100_000}) for i in range(10)]
+            await log.append("shop", "s", big)
+        options = LifecycleOptions(copy_batch=1000, copy_bytes=MiB)
+        lifecycle = Lifecycle(redis, EventLog(redis, archive=archive), archive, options)
+        while await lifecycle.run_once():
+            pass
+        assert sum(events for events, _ in archive.pages) == 60
+        assert max(size for _, size in archive.pages) < 2 * MiB
+        assert max(events for events, _ in archive.pages) <= 20
+        archive.pages.clear()
+        await log.append("shop", "s", [NewEvent("x", {"n": i}) for i in range(5000)])
+        while await lifecycle.run_once():
+            pass
+        assert sum(events for events, _ in archive.pages) == 5000
+        assert max(events for events, _ in archive.pages) == 1000
+        assert await positions_read(redis, archive, 5060) == list(range(1, 5061))
+    finally:
+        await archive.close()
+
+
 class FailingArchive(Archive):
     """The archive goes away after ``pages`` copies."""
 
@@ -443,7 +500,7 @@ async def test_pages_are_read_ahead_one_at_a_time_up_to_the_step(
 
     monkeypatch.setattr(archiver._Pages, "_send", sent)
     key = StoreKeys("shop").log
-    pages = archiver._Pages(redis, key, 1, 100, 1000, size=300, left=700)
+    pages = archiver._Pages(redis, key, 1, 100, 1000, size=Sizes(300, MiB, 300), left=700)
     held = []
     while pages.reading:
         page = await pages.next()
@@ -461,16 +518,17 @@ async def test_pages_are_read_ahead_one_at_a_time_up_to_the_step(
     await pages.close()
 
     trace.clear()
-    pages = archiver._Pages(redis, key, 1, 900, 1000, size=300, left=700)
+    pages = archiver._Pages(redis, key, 1, 900, 1000, size=Sizes(300, MiB, 300), left=700)
     page = await pages.next()  # the head: nothing more to read
     assert page is not None and (page.held.first, page.held.last) == (901, 1000)
     assert not pages.reading
 
     tasks = len(asyncio.all_tasks())
-    pages = archiver._Pages(redis, key, 1, 0, 1000, size=300, left=700, deadline=0.0)
+    size = Sizes(300, MiB, 300)
+    pages = archiver._Pages(redis, key, 1, 0, 1000, size=size, left=700, deadline=0.0)
     page = await pages.next()  # past its deadline: the first page only
     assert page is not None and not pages.reading
-    pages = archiver._Pages(redis, key, 1, 0, 1000, size=300, left=700)
+    pages = archiver._Pages(redis, key, 1, 0, 1000, size=Sizes(300, MiB, 300), left=700)
     await pages.close()  # its XRANGE cancelled and awaited
     assert len(asyncio.all_tasks()) == tasks
 
