@@ -253,11 +253,11 @@ class Archiver:
 
 class Sizes:
     """How many events the next page asks for (``events``): at most ``most``, and about
-    ``budget`` bytes of bodies. A store's first page is sized by its average event (what the
-    append counts, over all its events); each page after it by the page before: as many as
-    would have filled the budget, at most twice as many. An estimate, not a bound: a page whose
-    events are much larger than those before it holds more (the store's events would have to
-    grow many times over from one page to the next)."""
+    ``budget`` bytes (of the page as encoded: the bodies and 24 bytes an event). A store's
+    first two pages are sized by its average event (what the append counts, over all its
+    events); each later one by the last page encoded (the one before the page in flight): as
+    many as would have filled the budget, at most twice as many. An estimate, not a bound: a
+    page whose events are much larger than those of the two before it holds more."""
 
     def __init__(self, most: int, budget: int, events: int) -> None:
         self.most = most
@@ -270,7 +270,7 @@ class Sizes:
         return cls(most, budget, int(budget // max(average, 1.0)))
 
     def saw(self, count: int, size: int) -> None:
-        """A page of ``count`` events came in, with ``size`` bytes of bodies."""
+        """A page of ``count`` events was encoded in ``size`` bytes."""
         fit = self.budget * count // max(size, 1)
         self.events = max(1, min(self.most, 2 * count, fit))
 
@@ -342,10 +342,13 @@ class _Pages:
             return None
         self._after = last
         self._left -= len(entries)
-        self.size.saw(len(entries), sum(map(len, map(LAST, map(SECOND, entries)))))
         if last < self._head and self._left > 0 and time.monotonic() < self._deadline:
             self._fetch = self._send(last, min(self.size.events, self._left))
-        return await encode_between(self._archive_id, first, entries)
+        page = await encode_between(self._archive_id, first, entries)
+        # Its encoded size sizes the page after the one just asked for (a sum of the bodies
+        # before that XRANGE went out touched each entry once more than the encoding does).
+        self.size.saw(len(entries), len(page.data))
+        return page
 
     async def close(self) -> None:
         fetch, self._fetch = self._fetch, None
@@ -401,38 +404,41 @@ class Encoder:
         a slice and a comparison with the one before, and each distinct tail is parsed and
         packed once (py-spy: ``created_at_raw`` per event was a sixth of the copy's CPU;
         callgrind: this is a twentieth of its instructions)."""
-        tails = self._tails
         column: list[bytes] = []
         times: set[int] = set()
         at = 0
         for tail, same in groupby(list(map(LAST_TAIL, bodies))):
             count = len(list(same))
-            known = tails.get(tail)
-            if known is None:
-                if not _usual(tail):  # a body of another shape: each of those read whole
-                    for body in bodies[at : at + count]:
-                        created = self._created_of(body)
-                        times.add(created)
-                        column.append(INT8.pack(created))
-                    at += count
-                    continue
-                created = self._micros(tail[13:-2])
-                known = tails[tail] = (created, INT8.pack(created))
-            times.add(known[0])
-            column.append(known[1] * count)
+            known = self._tail(tail)
+            if known is None:  # a body of another shape: each of those read whole
+                for body in bodies[at : at + count]:
+                    created = self._micros(codec.created_at_raw(body))
+                    times.add(created)
+                    column.append(INT8.pack(created))
+            else:
+                times.add(known[0])
+                column.append(known[1] * count)
             at += count
         return b"".join(column), min(times), max(times)
 
     def _created_of(self, body: bytes) -> int:
         """One body's createdAt (``_created``'s way, for one)."""
-        tail = body[-TAIL:]
+        known = self._tail(body[-TAIL:])
+        return self._micros(codec.created_at_raw(body)) if known is None else known[0]
+
+    def _tail(self, tail: bytes) -> tuple[int, bytes] | None:
+        """What a body's last ``TAIL`` bytes say, createdAt in microseconds and packed
+        (``INT8``), parsed once per distinct tail; None if they are not createdAt as the
+        append writes it."""
         known = self._tails.get(tail)
         if known is None:
-            if not _usual(tail):
-                return self._micros(codec.created_at_raw(body))
+            if not (
+                tail[:13] == codec.CREATED_AT and tail[-2:] == b'"}' and b'"' not in tail[13:-2]
+            ):
+                return None
             created = self._micros(tail[13:-2])
             known = self._tails[tail] = (created, INT8.pack(created))
-        return known[0]
+        return known
 
     def blocks(self) -> Iterator[None]:
         """Encode the entries block by block, pausing after each."""
@@ -446,7 +452,7 @@ class Encoder:
 
     def _block(self, start: int, end: int) -> None:
         at = self._first + start  # the position of entries[start]
-        held = list(map(SECOND, self._entries[start:end]))
+        held = list(map(FIELDS, self._entries[start:end]))
         # The events of each stream together, as spans of ``held`` (an append's events are
         # consecutive): a stream's run is then built a column at a time (list comprehensions,
         # one array per column), not an event at a time.
@@ -534,17 +540,13 @@ TAIL = len(b'"createdAt":"2026-01-02T03:04:05.678Z"}')
 INT8 = struct.Struct(">q")
 # (Columns of a page are picked with these rather than list comprehensions: callgrind counted
 # a third of the instructions.)
-SECOND = itemgetter(1)
-LAST = itemgetter(-1)
+FIELDS = itemgetter(1)
+"""An entry's fields (of ``[id, fields]``)."""
 STREAM = itemgetter(1)
+"""The stream id (of an entry's fields)."""
 TYPE = itemgetter(3)
 BODY = itemgetter(7)
 LAST_TAIL = itemgetter(slice(-TAIL, None))
-
-
-def _usual(tail: bytes) -> bool:
-    """Whether a body's last ``TAIL`` bytes are createdAt as the append writes it."""
-    return tail[:13] == codec.CREATED_AT and tail[-2:] == b'"}' and b'"' not in tail[13:-2]
 
 
 def _first_format(json: bytes) -> tuple[int, bytes]:
