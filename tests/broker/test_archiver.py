@@ -290,7 +290,7 @@ async def test_a_store_of_large_events_is_copied_in_pages_of_few(
     archive = RecordingArchive(archive_url)
     try:
         await StoreAdmin(redis, archive).create("shop", settings={"hotRetention": {"maxEvents": 1}})
-        for i in range(6):
+        for _ in range(6):
             big = [NewEvent("x", {"n": i, "pad": "x" * 100_000}) for i in range(10)]
             await log.append("shop", "s", big)
         options = LifecycleOptions(copy_batch=1000, copy_bytes=MiB)
