@@ -378,7 +378,8 @@ def report(m: Measured, ctx: Context, elapsed: float) -> str:
             f"{elapsed / 60:.1f} min.",
             "### Archive throughput",
             "The lifecycle (`Lifecycle.run_once()` in the benchmark process, default options: "
-            f"pages of up to {LifecycleOptions().copy_batch:,} events) copying a filled store to PostgreSQL and moving what it "
+            f"pages of up to {LifecycleOptions().copy_batch:,} events) copying a filled store to "
+            "PostgreSQL and moving what it "
             f"copied out of Redis (keeping {HOT:,} hot), against `EventLog.append` of 100-event "
             "batches from 16 tasks measured just before (the append benchmark's broker row). CPU "
             "per archived event: this process, PostgreSQL's backends serving the bench database, "

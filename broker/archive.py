@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -231,12 +231,12 @@ class Archive:
             )
         return int(found or 0)
 
-    async def copy(self, store: int, first: int, last: int, data: bytes) -> None:
+    async def copy(self, store: int, first: int, last: int, data: Sequence[bytes]) -> None:
         """Copy the runs of positions ``first`` to ``last`` (``data``: PostgreSQL's binary COPY
-        of rows with the fields of ``COLUMNS`` in that order; ``broker.runs`` makes it), all or
-        none, and record ``last`` as the store's highest archived position, in one transaction.
-        Raises ``CopyConflict`` (and writes nothing) if something at or after ``first`` was
-        copied already: another pod got there first."""
+        of rows with the fields of ``COLUMNS`` in that order, in pieces; ``broker.runs`` makes
+        it), all or none, and record ``last`` as the store's highest archived position, in one
+        transaction. Raises ``CopyConflict`` (and writes nothing) if something at or after
+        ``first`` was copied already: another pod got there first."""
         async with self._conn() as conn, conn.transaction():
             done = await conn.fetchval(
                 "SELECT archived FROM deltagate_stores WHERE id = $1 FOR UPDATE", store
@@ -245,7 +245,7 @@ class Archive:
                 raise CopyConflict(f"positions from {first} on were copied already ({done})")
             await conn.copy_to_table(
                 "deltagate_runs",
-                source=memoryview(data),  # bytes would be taken for a file's path
+                source=_pieces(data),
                 columns=COLUMNS,
                 format="binary",
                 timeout=self._timeout,
@@ -522,8 +522,15 @@ CONVERT_BATCH = 5000
 
 
 async def _copy(conn: Any, rows: runs.Runs) -> None:
-    data = memoryview(rows.data())  # bytes would be taken for a file's path
-    await conn.copy_to_table("deltagate_runs", source=data, columns=COLUMNS, format="binary")
+    source = _pieces(rows.chunks())
+    await conn.copy_to_table("deltagate_runs", source=source, columns=COLUMNS, format="binary")
+
+
+async def _pieces(data: Sequence[bytes]) -> AsyncIterator[bytes]:
+    """COPY data as asyncpg sends it a piece at a time, each as one CopyData message, waiting
+    while its connection's buffer is full (a ``bytes`` source would be taken for a path)."""
+    for piece in data:
+        yield piece
 
 
 class CopyConflict(BrokerError):

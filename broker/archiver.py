@@ -122,7 +122,10 @@ def summarize(entries: list[Any], first: int, bound: int, archived: int | None) 
 class Page:
     """Consecutive events of a store's log, encoded for one COPY."""
 
-    data: bytes
+    data: list[bytes]
+    """PostgreSQL's binary COPY of its runs, in pieces (``runs.Runs.chunks``)."""
+    size: int
+    """Bytes of ``data``."""
     created: int
     """Microseconds since 2000 of the page's first event (the archive lag when it waits)."""
     held: Held
@@ -347,7 +350,7 @@ class _Pages:
         page = await encode_between(self._archive_id, first, entries)
         # Its encoded size sizes the page after the one just asked for (a sum of the bodies
         # before that XRANGE went out touched each entry once more than the encoding does).
-        self.size.saw(len(entries), len(page.data))
+        self.size.saw(len(entries), page.size)
         return page
 
     async def close(self) -> None:
@@ -532,7 +535,8 @@ class Encoder:
         first, entries = self._first, self._entries
         summary = Held(first, first + len(entries) - 1, streams, kinds, tags)
         created = self._created_of(entries[0][1][-1])
-        return Page(self._rows.data(), created, summary)
+        data = self._rows.chunks()
+        return Page(data, sum(map(len, data)), created, summary)
 
 
 NO_TAGS: list[bytes] = []

@@ -45,6 +45,12 @@ COLUMNS = (
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 TRAILER = b"\xff\xff"
+CHUNK = 256 * 1024
+"""About how many bytes of a copy's data are joined into one piece (``Runs.chunks``). asyncpg
+copies a COPY source given whole into a buffer of its own before it sends it, so a page joined
+whole was held twice (peak RSS of a 300,000-event copy: 68 MiB, against 60 in pieces); each
+piece goes out as its own CopyData message, as soon as the connection takes it. No faster or
+slower (four alternating pairs of a 1,000,000-event copy)."""
 NULL = struct.pack(">i", -1)
 HEAD = struct.Struct(">hiiiqi")
 """Field count, store_id (length, value), first_position (length, value), last_position's length."""
@@ -136,7 +142,7 @@ class Run:
 
 class Runs:
     """A copy's rows: added event by event in position order (``add``) or a run at a time
-    (``extend``), then ``runs()`` (what they hold) and ``data()``."""
+    (``extend``), then ``runs()`` (what they hold) and ``chunks()``."""
 
     def __init__(self, store_id: int) -> None:
         self._store_id = store_id
@@ -193,13 +199,22 @@ class Runs:
         self._close_block()
         return self._done
 
-    def data(self) -> bytes:
-        """Every run added, as one binary COPY."""
+    def chunks(self, size: int = CHUNK) -> list[bytes]:
+        """Every run added, as one binary COPY in pieces of whole rows, each about ``size``
+        bytes of bodies or less (the first starts with the header, the last ends with the
+        trailer)."""
+        pieces: list[bytes] = []
         out = [HEADER]
+        held = 0
         for run in self.runs():
             out += run.row(self._store_id)
+            held += sum(run.lengths)
+            if held >= size:
+                pieces.append(b"".join(out))
+                out, held = [], 0
         out.append(TRAILER)
-        return b"".join(out)
+        pieces.append(b"".join(out))
+        return pieces
 
 
 def big_endian(code: str, values: Any) -> bytes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -139,7 +140,7 @@ def test_runs_built_a_column_at_a_time_are_the_rows_built_event_by_event(
 
     def pages() -> list[str]:  # (digests: pytest's account of two unequal MiB would take long)
         return [
-            hashlib.sha256(encode(7, first, entries[first - 1 : last]).data).hexdigest()
+            hashlib.sha256(b"".join(encode(7, first, entries[first - 1 : last]).data)).hexdigest()
             for first, last in ((1, 700), (701, 2048), (2049, 2049), (2050, len(entries)))
         ]
 
@@ -156,6 +157,32 @@ def test_runs_built_a_column_at_a_time_are_the_rows_built_event_by_event(
     assert taken and all(taken)  # the fast path was taken every time ...
     monkeypatch.setattr(archiver.Encoder, "_run", lambda self, *args: False)
     assert pages() == fast  # ... and wrote what the other path writes
+
+
+def test_a_page_is_copied_in_pieces_of_whole_runs() -> None:
+    """A page's COPY data comes in pieces of about ``runs.CHUNK`` bytes of bodies, each ending
+    where a run ends: joined, they are the COPY of the whole page."""
+    entries = [
+        [
+            f"{n}-0".encode(),
+            [b"s", b"s-%d" % (n % 7), b"t", b"a", b"p", b"%d" % (n // 7), b"e",
+             body("s", "a", "2026-01-02T03:04:05.678Z", ',"note":"%s"' % ("x" * 300))],
+        ]
+        for n in range(1, 5001)
+    ]  # fmt: skip
+    page = encode(7, 1, entries)
+    sizes = [len(piece) for piece in page.data]
+    assert len(sizes) > 3 and page.size == sum(sizes)
+    assert page.data[0].startswith(runs.HEADER) and page.data[-1].endswith(runs.TRAILER)
+    # A piece holds whole runs: at most one run (here up to 147 events) past the threshold.
+    assert all(runs.CHUNK <= size < runs.CHUNK + 147 * 500 for size in sizes[:-1])
+    whole = runs.Runs(7)
+    for n, (_, fields) in enumerate(entries, 1):
+        whole.add(n, fields[1], int(fields[5]), fields[3], 0, [], fields[7])
+    # The same rows joined from pieces of any size: one piece, or one per run.
+    one, many = whole.chunks(size=1 << 40), whole.chunks(size=1)
+    assert len(one) == 1 and len(many) == len(whole.runs()) + 1
+    assert b"".join(many) == one[0]
 
 
 async def test_a_copy_that_lost_a_race_writes_nothing(archive: Archive) -> None:
@@ -276,8 +303,8 @@ class RecordingArchive(Archive):
         super().__init__(url)
         self.pages: list[tuple[int, int]] = []
 
-    async def copy(self, store: int, first: int, last: int, data: bytes) -> None:
-        self.pages.append((last - first + 1, len(data)))
+    async def copy(self, store: int, first: int, last: int, data: Sequence[bytes]) -> None:
+        self.pages.append((last - first + 1, sum(map(len, data))))
         await super().copy(store, first, last, data)
 
 
@@ -318,7 +345,7 @@ class FailingArchive(Archive):
         super().__init__(url)
         self.pages = pages
 
-    async def copy(self, store: int, first: int, last: int, data: bytes) -> None:
+    async def copy(self, store: int, first: int, last: int, data: Sequence[bytes]) -> None:
         if self.pages == 0:
             await asyncio.sleep(0.05)  # the read-ahead is under way meanwhile
             raise Unavailable("the archive is unavailable: test")
@@ -541,7 +568,7 @@ class WatchedArchive(Archive):
         self.redis = redis
         self.lows: list[int] = []
 
-    async def copy(self, store: int, first: int, last: int, data: bytes) -> None:
+    async def copy(self, store: int, first: int, last: int, data: Sequence[bytes]) -> None:
         self.lows.append(int(await self.redis.hget(StoreKeys("shop").meta, "low") or 1))
         await super().copy(store, first, last, data)
 
