@@ -169,11 +169,14 @@ class Archiver:
         bound: int,
         head: int,
         on_page: Callable[[Held], None] | None = None,
+        cut: int = 0,
     ) -> tuple[int, bool, list[Held]]:
         """Copy the store's next events (those below ``bound`` are retention's to delete, not
         to copy): the new ``archived``, whether everything up to ``head`` is, and what the pages
         copied hold (for the trim that follows). ``on_page`` is told of each page once it is
-        committed and marked archived, while the next is copied."""
+        committed and marked archived, while the next is copied. No page holds both ``cut`` and
+        the position after it (the last that may leave Redis: the trim that follows is told what
+        the pages below it hold, rather than reading them again)."""
         archive_id = await self._archive.store_id(uid, store, create=True)
         assert archive_id is not None
         highest = self._highest.get(uid)
@@ -192,6 +195,7 @@ class Archiver:
             start,
             head,
             size=await self._sizes_of(uid, meta, head),
+            cut=cut,
             left=self._step,
             deadline=time.monotonic() + self._seconds,
         )
@@ -281,7 +285,7 @@ class Sizes:
 class _Pages:
     """A store's log after position ``after``, read from Redis a page (as many events as
     ``size`` says) at a time, up to ``left`` events, the head or the ``deadline``; each page
-    encoded (``Page``).
+    encoded (``Page``). A page that would hold ``cut`` and the position after it ends at ``cut``.
 
     A page's XRANGE is sent as soon as the page before it has come in, before that one is
     encoded: Redis writes out the next page while this process encodes the current one (and
@@ -299,6 +303,7 @@ class _Pages:
         size: Sizes,
         left: int,
         deadline: float = float("inf"),
+        cut: int = 0,
     ) -> None:
         self._redis = redis
         self._log_key = log_key
@@ -308,12 +313,21 @@ class _Pages:
         self._left = left
         self._deadline = deadline
         self._after = after
-        self._fetch: asyncio.Task[Any] | None = self._send(after, min(size.events, left))
+        self._cut = cut
+        self._fetch: asyncio.Task[Any] | None = self._send(after, self._count(after))
 
     @property
     def reading(self) -> bool:
         """Whether a next page is on its way (``next()`` has more to give)."""
         return self._fetch is not None
+
+    def _count(self, after: int) -> int:
+        """Events the page after ``after`` asks for: what ``size`` says, within what is left,
+        ending at ``cut`` if it would go past it."""
+        count = min(self.size.events, self._left)
+        if after < self._cut:
+            count = min(count, self._cut - after)
+        return count
 
     def _send(self, after: int, count: int) -> asyncio.Task[Any]:
         return asyncio.get_running_loop().create_task(self._xrange(after, count))
@@ -346,7 +360,7 @@ class _Pages:
         self._after = last
         self._left -= len(entries)
         if last < self._head and self._left > 0 and time.monotonic() < self._deadline:
-            self._fetch = self._send(last, min(self.size.events, self._left))
+            self._fetch = self._send(last, self._count(last))
         page = await encode_between(self._archive_id, first, entries)
         # Its encoded size sizes the page after the one just asked for (a sum of the bodies
         # before that XRANGE went out touched each entry once more than the encoding does).

@@ -294,7 +294,7 @@ class Lifecycle:
         trims = _Trims(lambda pages: self._trim_redis(store, uid, bound, hot, pages))
         try:
             archived, done, copied = await self._archiver.copy(
-                store, uid, archived, bound, head, trims.add
+                store, uid, archived, bound, head, trims.add, cut=hot - 1
             )
         except BaseException:
             await trims.cancel()

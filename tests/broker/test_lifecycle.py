@@ -20,6 +20,7 @@ from broker import (
     Unavailable,
     codec,
 )
+from broker import lifecycle as lifecycle_module
 from broker.keys import StoreKeys
 
 STREAMS = 7
@@ -146,6 +147,32 @@ async def test_the_archive_keeps_everything_readable_in_order(
     # The stream's version survives its events leaving Redis.
     result = await log.append("shop", "order-0", [event(0)], expected=900)
     assert result.stream_version == 901
+
+
+async def test_the_copy_tells_the_trim_what_it_read(
+    redis: aioredis.Redis,
+    archived_log: EventLog,
+    archive: Archive,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No page of the copy holds both the last position that leaves Redis (below the hot bound)
+    and the one after it, so the trim that follows is told what the pages below the bound hold
+    and never reads those events from Redis again (``summarize`` of a fresh XRANGE)."""
+    read_again: list[int] = []
+    summarize = lifecycle_module.summarize
+
+    def counted(entries: list, first: int, bound: int, archived: int | None) -> object:
+        read_again.append(len(entries))
+        return summarize(entries, first, bound, archived)
+
+    monkeypatch.setattr(lifecycle_module, "summarize", counted)
+    stores = StoreAdmin(redis, archive)
+    await stores.create("shop", settings={"hotRetention": {"maxEvents": 1000}})
+    await fill(archived_log, "shop", 6000)  # pages of 700: the hot bound (5001) is not at an end
+    await settle(Lifecycle(redis, archived_log, archive, OPTIONS))
+    assert await redis.xlen(StoreKeys("shop").log) == 1000
+    assert await positions(archived_log, "shop") == list(range(1, 6001))
+    assert read_again == []
 
 
 async def test_the_oldest_event_time_is_read_from_the_archive(
