@@ -245,7 +245,7 @@ class Archive:
                 raise CopyConflict(f"positions from {first} on were copied already ({done})")
             await conn.copy_to_table(
                 "deltagate_runs",
-                source=_pieces(data),
+                source=_Pieces(data),
                 columns=COLUMNS,
                 format="binary",
                 timeout=self._timeout,
@@ -522,15 +522,29 @@ CONVERT_BATCH = 5000
 
 
 async def _copy(conn: Any, rows: runs.Runs) -> None:
-    source = _pieces(rows.chunks())
+    source = _Pieces(rows.chunks())
     await conn.copy_to_table("deltagate_runs", source=source, columns=COLUMNS, format="binary")
 
 
-async def _pieces(data: Sequence[bytes]) -> AsyncIterator[bytes]:
-    """COPY data as asyncpg sends it a piece at a time, each as one CopyData message, waiting
-    while its connection's buffer is full (a ``bytes`` source would be taken for a path)."""
-    for piece in data:
-        yield piece
+class _Pieces:
+    """COPY data handed to asyncpg a piece at a time (an async iterable: a ``bytes`` source would
+    be taken for a path), each piece sent as one CopyData message once the connection's buffer
+    has room. An iterator rather than an async generator: one that asyncpg stops reading (the
+    copy failed) would be closed later by a task of the loop's own."""
+
+    __slots__ = ("_pieces",)
+
+    def __init__(self, data: Sequence[bytes]) -> None:
+        self._pieces = iter(data)
+
+    def __aiter__(self) -> _Pieces:
+        return self
+
+    async def __anext__(self) -> bytes:
+        piece = next(self._pieces, None)
+        if piece is None:
+            raise StopAsyncIteration
+        return piece
 
 
 class CopyConflict(BrokerError):
