@@ -263,8 +263,10 @@ class Sizes:
     ``budget`` bytes (of the page as encoded: the bodies and 24 bytes an event). A store's
     first two pages are sized by its average event (what the append counts, over all its
     events); each later one by the last page encoded (the one before the page in flight): as
-    many as would have filled the budget, at most twice as many. An estimate, not a bound: a
-    page whose events are much larger than those of the two before it holds more."""
+    many as would have filled the budget, at most twice as many as that page held or the
+    size asked, whichever is more (a page cut short, at the head, the hot bound or the step's
+    end, says nothing against a larger one). An estimate, not a bound: a page whose events are
+    much larger than those of the two before it holds more."""
 
     def __init__(self, most: int, budget: int, events: int) -> None:
         self.most = most
@@ -279,7 +281,7 @@ class Sizes:
     def saw(self, count: int, size: int) -> None:
         """A page of ``count`` events was encoded in ``size`` bytes."""
         fit = self.budget * count // max(size, 1)
-        self.events = max(1, min(self.most, 2 * count, fit))
+        self.events = max(1, min(self.most, 2 * max(count, self.events), fit))
 
 
 class _Pages:

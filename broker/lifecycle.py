@@ -53,9 +53,10 @@ class LifecycleOptions:
     copy_batch: int = 10_000
     """Events copied to the archive per COPY (one transaction, one page) at most."""
     copy_bytes: int = 8 * 1024 * 1024
-    """Bytes of event bodies a page holds, about: pages are sized from the one before (from a
-    few events up, at most doubling), so a store of large events is copied in pages of fewer
-    of them and the pod's memory stays bounded (three pages are under way at once)."""
+    """Bytes of event bodies a page holds, about: a store's first pages are sized by its
+    average event, later ones by the page before (at most doubling), so a store of large events
+    is copied in pages of fewer of them and the pod's memory stays bounded (three pages are
+    under way at once)."""
     trim_batch: int = 10_000
     """Events moved out of Redis per call of ``scripts/trim.lua`` (a page the copy just
     archived goes in one call, whatever its size)."""

@@ -122,7 +122,7 @@ class Run:
 
     def row(self, store_id: int) -> list[bytes]:
         """The run as a binary COPY row: its fields, then its bodies one by one (joined once,
-        with every other row's, by ``Runs.data``)."""
+        with the other rows of its piece, by ``Runs.chunks``)."""
         count = len(self.positions)
         earliest = min(self.created)
         events = self.events(earliest)
@@ -200,9 +200,9 @@ class Runs:
         return self._done
 
     def chunks(self, size: int = CHUNK) -> list[bytes]:
-        """Every run added, as one binary COPY in pieces of whole rows, each about ``size``
-        bytes of bodies or less (the first starts with the header, the last ends with the
-        trailer)."""
+        """Every run added, as one binary COPY in pieces of whole rows: each piece ends with
+        the row that brings its bodies to ``size`` bytes or more, the last holds what is left
+        (the first starts with the header, the last ends with the trailer)."""
         pieces: list[bytes] = []
         out = [HEADER]
         held = 0

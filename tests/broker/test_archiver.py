@@ -294,6 +294,10 @@ def test_pages_are_sized_by_the_bytes_of_their_events() -> None:
     assert sizes.events == 2
     sizes.saw(2, 40 * MiB)  # one is over it: one at a time
     assert sizes.events == 1
+    # A page cut short (the head, the hot bound, the step's end) does not shrink the next.
+    sizes = Sizes.first(10_000, 8 * MiB, 300)
+    sizes.saw(5, 5 * 330)
+    assert sizes.events == 10_000
 
 
 class RecordingArchive(Archive):
