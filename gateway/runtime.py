@@ -23,9 +23,10 @@ from broker import (
 )
 
 from .auth import Authenticator
+from .heartbeats import Heartbeats
 from .metrics import Metrics
 from .settings import Settings
-from .sse.stream import Heartbeats, SseStats
+from .sse.stream import SseStats
 from .ws.sessions import Sessions
 
 KNOWN_STORE_SECONDS = 5.0

@@ -148,6 +148,27 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     pending: ClassVar[PendingHeads]
     warned_at: ClassVar[float] = float("-inf")
 
+    # uvicorn's protocol and these bounds give each connection 32 attributes. Past 30, CPython
+    # 3.11 no longer shares an instance dict's keys among a class's instances, and each
+    # connection (an SSE response holds one for its whole life) gets a table of its own. These
+    # live in slots instead, so the dict keeps the rest under shared keys (as
+    # ``BatchingWebSocketProtocol`` does for WebSockets).
+    __slots__ = (
+        "client",
+        "cycle",
+        "deadline",
+        "expect_100_continue",
+        "head_bytes",
+        "headers",
+        "heads",
+        "in_head",
+        "scheme",
+        "scope",
+        "server",
+        "timeout_keep_alive_task",
+        "url",
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.in_head = False  # from a request's first byte (or the connection) to its headers

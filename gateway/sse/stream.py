@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from broker import LiveSubscription, LoggedEvent, QueueBudget, Reset, cancel_and_wait, codec
 
+from ..heartbeats import Heartbeats
 from ..ws.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -35,9 +36,6 @@ END_SECONDS = 2.0
 RETRY_MS = 1000
 """Sent once at the start (``retry:``): how long a browser waits before reconnecting."""
 HEARTBEAT = ": keep-alive\n\n"
-HEARTBEAT_TICKS = 10
-"""The heartbeat period's slots (``Heartbeats``): a stream's first beat comes between a period
-less one tick and a period after it started."""
 SHARED_KEY = ("sse",)
 """The key of an event's SSE message in the fan-out's per-event dict (WebSocket frames are keyed
 by their prefix strings, so a tuple cannot collide)."""
@@ -59,50 +57,6 @@ def named(kind: str, data: dict[str, Any], position: int | None = None) -> str:
     """One named SSE message (``event: kind``), with an ``id`` when it moves the cursor."""
     head = "" if position is None else f"id: {position}\n"
     return f"{head}event: {kind}\ndata: {codec.dumps_str(data)}\n\n"
-
-
-class Heartbeats:
-    """One timer for the keep-alive comments of all of a pod's SSE responses, rather than one
-    timer handle per response (about 0.5 KiB per idle connection, measured with tracemalloc).
-
-    The period is cut into ``HEARTBEAT_TICKS`` slots and the timer beats one slot per tick; a
-    stream joins the slot that beat last, so it beats once per period. The timer runs only while
-    some stream is in the wheel (the last one's ``discard`` stops it) and ``close`` stops it."""
-
-    __slots__ = ("_handle", "_next", "_slots", "_tick", "period")
-
-    def __init__(self, period: float) -> None:
-        self.period = period
-        self._tick = period / HEARTBEAT_TICKS
-        self._slots: list[dict[SseStream, None]] = [{} for _ in range(HEARTBEAT_TICKS)]
-        self._next = 0
-        """The slot the next tick beats."""
-        self._handle: asyncio.TimerHandle | None = None
-
-    def add(self, stream: SseStream) -> int:
-        """Beat ``stream`` from now on; returns its slot (for ``discard``)."""
-        slot = (self._next - 1) % HEARTBEAT_TICKS
-        self._slots[slot][stream] = None
-        if self._handle is None:
-            self._handle = asyncio.get_running_loop().call_later(self._tick, self._beat)
-        return slot
-
-    def discard(self, stream: SseStream, slot: int) -> None:
-        self._slots[slot].pop(stream, None)
-        if self._handle is not None and not any(self._slots):
-            self.close()
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    def _beat(self) -> None:
-        streams = self._slots[self._next]
-        self._next = (self._next + 1) % HEARTBEAT_TICKS
-        self._handle = asyncio.get_running_loop().call_later(self._tick, self._beat)
-        for stream in streams:  # keep_alive only queues: no stream leaves the slot meanwhile
-            stream.keep_alive()
 
 
 class SseStream:

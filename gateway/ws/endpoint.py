@@ -81,6 +81,12 @@ async def events_ws(ws: WebSocket) -> None:
         return
 
     await ws.accept()
+    # Origin and credentials are read: nothing reads the upgrade request's headers again, so
+    # an idle connection keeps none of them (the scope's pairs, which Starlette's view of them
+    # shares: about 0.9 KiB per connection, tracemalloc of 2,000 idle subscribers).
+    headers = ws.scope.get("headers")
+    if isinstance(headers, list):
+        headers.clear()
     session = Session(
         ws,
         store=store,
@@ -113,11 +119,13 @@ async def events_ws(ws: WebSocket) -> None:
                 session.reply(protocol.error(exc.code, exc.message, exc.subscription_id))
         while session.state == "open":
             message = await ws.receive()
-            kind = message["type"]
+            kind, text = message["type"], message.get("text")
+            # An idle connection waits for its next message holding none (the last one, its
+            # text: ~150 bytes per connection, tracemalloc of 2,000 idle subscribers).
+            del message
             if kind == "websocket.disconnect":
                 session.state = "closing"
                 break
-            text = message.get("text")
             if text is None:
                 session.reply(
                     protocol.error(
@@ -126,6 +134,7 @@ async def events_ws(ws: WebSocket) -> None:
                 )
                 continue
             await session.handle(text)
+            text = None
     except WebSocketDisconnect:
         pass
     except Exception:

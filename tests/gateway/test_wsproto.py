@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import uvicorn
@@ -21,6 +22,7 @@ from websockets.streams import StreamReader
 from gateway.ws.batching import (
     EXTENSION,
     BatchingWebSocketProtocol,
+    _pings,
     event_frame,
     text_frame,
     text_frame_header,
@@ -60,7 +62,7 @@ Handler = Callable[[WebSocket], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
-async def serving(handler: Handler, *, deflate: bool) -> AsyncIterator[str]:
+async def serving(handler: Handler, *, deflate: bool, **config: Any) -> AsyncIterator[str]:
     app = Starlette(routes=[WebSocketRoute("/ws", handler)])
     port = free_port()
     server = uvicorn.Server(
@@ -71,6 +73,7 @@ async def serving(handler: Handler, *, deflate: bool) -> AsyncIterator[str]:
             ws_per_message_deflate=deflate,
             log_config=None,
             lifespan="off",
+            **config,
         )
     )
     task = asyncio.create_task(server.serve())
@@ -165,3 +168,57 @@ async def test_a_refused_handshake_offers_nothing() -> None:
         status = await asyncio.wait_for(reader.readline(), 5)
         writer.close()
     assert status.startswith(b"HTTP/1.1 4")
+
+
+PING = 0.2
+"""Seconds between keep-alive pings in the tests below (uvicorn's ``ws_ping_interval``)."""
+
+
+async def test_keepalive_pings_go_from_the_wheel_and_are_answered() -> None:
+    # A client that answers (the library does) stays open over several intervals; its pings
+    # came from the loop's wheel, not from a timer handle of its own; leaving empties the wheel.
+    protocols: list[Any] = []
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        protocols.append(ws.scope["extensions"][EXTENSION])
+        await ws.receive()
+
+    async with serving(handler, deflate=False, ws_ping_interval=PING, ws_ping_timeout=5) as url:
+        async with connect(url, compression=None, ping_interval=None) as client:
+            await asyncio.sleep(PING * 4)
+            (protocol,) = protocols
+            assert protocol.ping_slot is not None and protocol.ping_timer is None
+            assert protocol.last_ping_rtt > 0  # a pong answered one of our pings
+            assert client.state.name == "OPEN"
+            wheel = _pings(PING)
+            assert wheel._handle is not None
+        for _ in range(100):
+            if protocol.ping_slot is None:
+                break
+            await asyncio.sleep(0.02)
+        assert protocol.ping_slot is None
+        assert wheel._handle is None  # the last connection left: no timer
+
+
+async def test_a_client_that_never_answers_a_ping_is_closed() -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.receive()
+
+    async with serving(handler, deflate=False, ws_ping_interval=PING, ws_ping_timeout=PING) as url:
+        port = int(url.split(":")[2].split("/")[0])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101")
+        # Read (so the server's writes go through) but never answer: a ping, then the close.
+        received = await asyncio.wait_for(reader.read(), 5)  # to the end: the server closed
+        writer.close()
+    assert received[:1] == b"\x89"  # the ping frame (FIN + opcode 9) came first
+    close = received.index(b"\x88")  # then a close frame (opcode 8, unmasked)...
+    assert int.from_bytes(received[close + 2 : close + 4], "big") == 1011  # keepalive timeout
