@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import struct
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +41,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import State
 
 from ..heartbeats import Heartbeats
+from ..loops import PerLoop
 from ..server import Flag
 
 EXTENSION = "deltagate.send_texts"
@@ -263,14 +263,13 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.abort()
 
 
-_wheels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Heartbeats]] = (
-    weakref.WeakKeyDictionary()
-)
+_WHEELS: PerLoop[dict[float, Heartbeats]] = PerLoop(dict)
+"""Each loop's ping wheels, by interval."""
 
 
 def _pings(interval: float) -> Heartbeats:
     """The running loop's wheel of keep-alive pings every ``interval`` seconds."""
-    wheels = _wheels.setdefault(asyncio.get_running_loop(), {})
+    wheels = _WHEELS.get()
     wheel = wheels.get(interval)
     if wheel is None:
         wheel = wheels[interval] = Heartbeats(interval)

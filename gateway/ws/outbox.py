@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 from broker import BUDGET_FLOOR, QueueBudget
+
+from ..loops import PerLoop
 
 PRESSURE_RECHECK = 0.1
 """Seconds between looks at the transport while a producer waits under the budget's pressure."""
@@ -47,17 +48,7 @@ class _Flusher:
                 log.exception("flushing a websocket outbox failed")
 
 
-_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _flusher() -> _Flusher:
-    loop = asyncio.get_running_loop()
-    flusher = _flushers.get(loop)
-    if flusher is None:
-        flusher = _flushers[loop] = _Flusher()
-    return flusher
+_FLUSHERS = PerLoop(_Flusher)
 
 
 """What one message is queued as: its whole frame (bytes) on a raw connection, its text (str)
@@ -126,7 +117,7 @@ class Outbox:
         """What the transport holds now (None: not known, counted as nothing)."""
         self._budget = budget if budget is not None else QueueBudget(1 << 62)
         self._flush_due = False
-        self._flusher = _flusher()  # this loop's (made in the loop that serves the connection)
+        self._flusher = _FLUSHERS.get()  # this loop's (made in the loop that serves the connection)
         self._frames: list[Frame] = []
         self._size = 0
         self._max_frames = max_frames
