@@ -6,11 +6,11 @@ arrive in order. The requests are made by ``max_in_flight`` lanes (connection wo
 subscription's keep-alive pool, ``delivery.Target``), not a task per delivery. A failed attempt
 is recorded and retried after ``retry.retry_delay``; after the last attempt the event becomes a
 dead letter. Progress (``lastProcessedEventGlobalPosition``) is saved per batch of finished
-deliveries (``_save``), with the positions finished ahead of it; a finished delivery holds its
-slot and its stream until saved, so a crash repeats at most ``max_in_flight`` events, those in
-flight or finished since the last save, at most one per stream (never an older event of a
-stream after a newer one). Every write is fenced by the lease (``ProgressStore``): ``lost`` or
-``gone`` stops the worker at once.
+deliveries (``_save``, when ``_save_due``), with the positions finished ahead of it; a finished
+delivery holds its slot and its stream until saved, so a crash repeats at most ``max_in_flight``
+events, those in flight or finished since the last save, at most one per stream (never an older
+event of a stream after a newer one). Every write is fenced by the lease (``ProgressStore``):
+``lost`` or ``gone`` stops the worker at once.
 
 Size: ~520 lines: the window, the lanes, retries and the batched progress save share the
 worker's state (slots held until saved); split apart they would pass that state around.
@@ -43,6 +43,9 @@ log = logging.getLogger("deltagate.dispatcher")
 
 SAVE_DELAY = 0.02
 """Seconds a save of progress may wait for more finished deliveries when none is in flight."""
+HOLD_DELAY = 0.002
+"""Seconds a save may wait for the requests in flight when a finished delivery holds back its
+stream's next event: a save then records a wave of deliveries, not each as it comes."""
 
 Ref = tuple[str, str]
 """(store, subscription id)."""
@@ -100,6 +103,8 @@ class Worker:
         """Progress is saved once this many deliveries finished, or none is in flight and
         ``SAVE_DELAY`` passed since the last save (a trickle of events: one write per few)."""
         self._save_at = 0.0
+        self._unsaved_since: float | None = None
+        """When the first delivery the next save records finished (monotonic)."""
         self._window = Window()
         self._tail = LogTail(
             shared.log,
@@ -449,6 +454,8 @@ class Worker:
 
     def _complete(self, item: Item, *, dead: bool) -> None:
         self._unsaved += 1
+        if self._unsaved_since is None:
+            self._unsaved_since = time.monotonic()
         if item is self._redrive:
             if not dead:
                 self._redriven.append(item.event_id)
@@ -462,14 +469,21 @@ class Worker:
 
     def _save_due(self) -> bool:
         """Half the lanes' worth finished; or nothing is in flight and ``SAVE_DELAY`` passed;
-        or at once when a stream's next event waits behind its unsaved head (``Window``)."""
+        or a stream's next event waits behind its unsaved head (``Window``) and nothing is in
+        flight, or ``HOLD_DELAY`` passed since the first unsaved delivery finished (a save
+        then records the requests that were in flight with it, not one each)."""
         if not self._unsaved:
             return False
-        return (
-            self._unsaved >= self._flush_at
-            or (not self._flying and time.monotonic() >= self._save_at)
-            or self._window.blocked
-        )
+        if self._unsaved >= self._flush_at:
+            return True
+        now = time.monotonic()
+        if not self._flying:
+            return now >= self._save_at or self._window.blocked
+        return self._window.blocked and now >= self._hold_until()
+
+    def _hold_until(self) -> float:
+        since = self._unsaved_since
+        return (since if since is not None else time.monotonic()) + HOLD_DELAY
 
     async def _save(self) -> None:
         """Save progress when something finished (one round trip, fenced by the lease), when
@@ -482,11 +496,13 @@ class Worker:
             self._new_done or self._finished or self._redriven or self._succeeded
         ):
             self._unsaved = 0  # (a dead-lettered redrive: recorded when it was dead-lettered)
+            self._unsaved_since = None
             self._window.release(held)
             return
         self._save_at = time.monotonic() + SAVE_DELAY
         # What this save records; lanes record more successes while it is on its way.
         done, self._new_done = self._new_done, []
+        self._unsaved_since = None
         finished, self._finished = self._finished, []
         redriven, self._redriven = self._redriven, []
         succeeded, self._succeeded = self._succeeded, False
@@ -531,8 +547,10 @@ class Worker:
         if self._redrive is not None and self._redrive.state == "waiting":
             until = min(until, self._redrive.not_before)
         if self._unsaved and not self._flying:
-            # (with requests in flight the save waits for them: their lanes wake the loop)
             until = min(until, self._save_at)
+        elif self._unsaved and self._window.blocked:
+            # (requests in flight wake the loop as they finish; one that hangs does not)
+            until = min(until, self._hold_until())
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, until - now)):
                 await self._wake.wait()

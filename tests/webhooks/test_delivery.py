@@ -301,3 +301,37 @@ def test_sigterm_lets_in_flight_deliveries_finish_then_exits_0(
     wait_for(lambda: receiver.positions(sub_id) == everything, timeout=20, what="the rest")
     assert receiver.duplicates(sub_id) == 0, "a drained replica saved all it delivered"
     receiver.assert_in_order(sub_id, strictly=True)
+
+
+@pytest.mark.timeout(45)
+def test_a_hanging_request_holds_back_its_stream_only(
+    api: TestClient, store: str, receivers: Make, dispatchers: Spawn
+) -> None:
+    """A save waits a moment for the requests in flight, to record them together; a request
+    that hangs must not hold back the save other streams' next events wait for (HOLD_DELAY):
+    another stream's 20 events, each behind its predecessor's save, all arrive meanwhile."""
+    hung: set[str] = set()
+
+    def hang_the_first(webhook_id: str, _: int) -> Reply:
+        if not hung or webhook_id in hung:
+            hung.add(webhook_id)
+            return Reply(200, delay=8.0)
+        return Reply()
+
+    receiver = receivers(hang_the_first).start()
+    sub_id = subscribe(api, receiver, timeout=15_000)
+    dispatchers(**STEADY_LEASE).wait_ready()
+    first = api.post(
+        f"/event-stores/{STORE}/streams/slow", json={"events": [{"type": "a.b", "data": {}}]}
+    )
+    assert first.status_code == 201, first.text
+    wait_for(lambda: receiver.concurrent == 1, timeout=10, what="the hanging request")
+    started = time.monotonic()
+    events = append(api, 20, streams=1)
+    others = {e["globalPosition"] for e in events if e["streamId"] == "order-0"}
+    assert len(others) == 20
+    wait_for(lambda: others <= receiver.positions(sub_id), timeout=5, what="the other stream")
+    assert time.monotonic() - started < 6
+    assert 1 not in receiver.positions(sub_id), "the first request still hangs"
+    receiver.assert_in_order(sub_id, strictly=True)
+    wait_for(lambda: 1 in receiver.positions(sub_id), timeout=15, what="the hanging one")
