@@ -64,6 +64,23 @@ async def test_outcomes_are_fenced_by_the_lease(redis: aioredis.Redis) -> None:
     assert await redis.exists(WebhookKeys(STORE).record(sub.id)) == 0, "not recreated"
 
 
+async def test_positions_finished_ahead_are_kept_until_the_progress_passes_them(
+    redis: aioredis.Redis,
+) -> None:
+    """A save records the positions finished above its position (a takeover skips them), in
+    ZADDs of 500 each: 1,201 of them, some at or below the position (dropped), survive whole."""
+    sub = (await WebhookStore(redis).create(STORE, CONFIG)).subscription
+    await redis.set(WebhookKeys(STORE).lease(sub.id), "a", px=5000)
+    progress = ProgressStore(redis)
+    done = [5, 10, *range(100, 1301)]
+    assert await progress.progress(STORE, sub.id, "a", position=10, succeeded=True, done=done)
+    kept = await redis.zrange(WebhookKeys(STORE).done(sub.id), 0, -1, withscores=True)
+    assert [(int(m), int(s)) for m, s in kept] == [(p, p) for p in range(100, 1301)]
+    assert await progress.progress(STORE, sub.id, "a", position=1000, succeeded=True)
+    loaded = await progress.load(STORE, sub.id)
+    assert loaded is not None and loaded[1].done == set(range(1001, 1301))
+
+
 async def test_the_dead_letter_list_is_bounded(redis: aioredis.Redis) -> None:
     store = WebhookStore(redis)
     progress = ProgressStore(redis)
