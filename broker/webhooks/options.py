@@ -46,7 +46,8 @@ class DispatcherOptions:
     max_in_flight: int = 16
     """Requests in flight per subscription (never two of one stream)."""
     window: int = 1000
-    """Matching events one subscription may have read ahead of its saved position."""
+    """Matching events one subscription may have read ahead of its saved position (up to
+    ``tail.READ_AHEAD`` times as many while they hold too few streams)."""
     max_connections: int = 100
     """Requests in flight of the whole replica."""
     timeout: float = 10.0

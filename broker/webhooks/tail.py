@@ -37,6 +37,11 @@ PAGES_PER_ROUND = 8
 """Log pages one subscription reads before it gets on with delivering (a sparse filter)."""
 WINDOW_CHARS = 16 * 1024 * 1024
 """Event text one subscription holds in memory at most."""
+READ_AHEAD = 4
+"""While the window holds fewer streams than requests may be in flight, and the last page read
+brought a stream it did not hold, reading goes on up to this many times its size: a log whose
+streams come in runs (a hundred events of one, then of the next) would otherwise leave most
+lanes idle, each stream sending one event per save."""
 
 
 class LogTail:
@@ -49,6 +54,7 @@ class LogTail:
         size: int,
         poll_interval: float,
         on_gone: Callable[[int, int], None],
+        streams: int = 1,
     ) -> None:
         self._log = log
         self.on_gone = on_gone
@@ -56,6 +62,10 @@ class LogTail:
         self._store = store
         self._window = window
         self._size = size
+        self._streams = streams
+        """Streams the window should hold to keep every lane busy (requests in flight)."""
+        self._new_streams = True
+        """The last page read brought a stream the window did not hold."""
         self._poll_interval = poll_interval
         self.cursor = 0
         """The last position read (matching or not)."""
@@ -110,8 +120,9 @@ class LogTail:
         for _ in range(PAGES_PER_ROUND):
             if not self.may_read():
                 return
-            want = min(PAGE, self._size - len(self._window))
+            want = min(PAGE, self._room())
             rung = self._rung
+            streams = self._window.streams
             piece = await self._log.after(self._store, self.cursor, want)
             page = piece.events
             gone = piece.truncated_before
@@ -126,6 +137,7 @@ class LogTail:
                 self.cursor = event.global_position
                 if flt.matches(event.stream_id, event.type):
                     self._add(event, flt)
+            self._new_streams = self._window.streams > streams
             if len(page) < want and rung == self._rung:
                 self._more = False
 
@@ -141,13 +153,21 @@ class LogTail:
     def may_read(self) -> bool:
         """New events may be waiting and the window has room for a page of them (refilling it
         one event per finished delivery would cost a read per delivery)."""
-        size = self._size
         return (
             self._more
             and not self.rewound
-            and len(self._window) <= size - min(PAGE, max(1, size // 2))
+            and self._room() >= min(PAGE, max(1, self._size // 2))
             and self._window.chars < WINDOW_CHARS
         )
+
+    def _room(self) -> int:
+        """Events the window may take now: up to its size, or ``READ_AHEAD`` times that while
+        it holds too few streams and reading still finds new ones."""
+        window = self._window
+        size = self._size
+        if window.streams < self._streams and self._new_streams:
+            size *= READ_AHEAD
+        return size - len(window)
 
     def has_room(self) -> bool:
         return len(self._window) < self._size and self._window.chars < WINDOW_CHARS

@@ -64,6 +64,11 @@ class Window:
     def __len__(self) -> int:
         return len(self._order)
 
+    @property
+    def streams(self) -> int:
+        """Streams with an event not finished (or finished and not saved yet)."""
+        return len(self._streams)
+
     def resume(self, attempts: dict[str, int], done: set[int]) -> None:
         """What an earlier holder of the lease saved: failed attempts per event, and positions
         already delivered ahead of the saved position."""

@@ -100,8 +100,7 @@ class Worker:
         self._unsaved = 0
         """Deliveries finished since progress was last saved (they count against the slots)."""
         self._flush_at = max(1, shared.options.max_in_flight // 2)
-        """Progress is saved once this many deliveries finished, or none is in flight and
-        ``SAVE_DELAY`` passed since the last save (a trickle of events: one write per few)."""
+        """Progress is saved once this many deliveries finished (``_save_due``)."""
         self._save_at = 0.0
         self._unsaved_since: float | None = None
         """When the first delivery the next save records finished (monotonic)."""
@@ -113,6 +112,7 @@ class Worker:
             size=shared.options.window,
             poll_interval=shared.options.poll_interval,
             on_gone=self._history_gone,
+            streams=shared.options.max_in_flight,
         )
         self._epoch: str | None = None
         self._next_check = 0.0
@@ -468,18 +468,20 @@ class Worker:
         self._window.complete(item)
 
     def _save_due(self) -> bool:
-        """Half the lanes' worth finished; or nothing is in flight and ``SAVE_DELAY`` passed;
-        or a stream's next event waits behind its unsaved head (``Window``) and nothing is in
-        flight, or ``HOLD_DELAY`` passed since the first unsaved delivery finished (a save
-        then records the requests that were in flight with it, not one each)."""
+        """When a stream's next event waits behind its unsaved head (``Window.blocked``): once
+        nothing is in flight, or ``HOLD_DELAY`` after the first unsaved delivery finished (a
+        save then records the wave of requests in flight with it, not a few of them; a request
+        that hangs holds back its own stream only). Otherwise: half the lanes' worth finished
+        (the other half goes on while it is saved), or nothing is in flight and ``SAVE_DELAY``
+        passed since the last save (a trickle of events: one write per few)."""
         if not self._unsaved:
             return False
-        if self._unsaved >= self._flush_at:
-            return True
         now = time.monotonic()
         if not self._flying:
-            return now >= self._save_at or self._window.blocked
-        return self._window.blocked and now >= self._hold_until()
+            return self._unsaved >= self._flush_at or now >= self._save_at or self._window.blocked
+        if self._window.blocked:
+            return now >= self._hold_until()
+        return self._unsaved >= self._flush_at
 
     def _hold_until(self) -> float:
         since = self._unsaved_since
