@@ -77,37 +77,48 @@ def event_frame(prefix: str, event_json: str) -> bytes:
 
 class _Inbox:
     """What uvicorn's protocol needs of its ``asyncio.Queue`` of ASGI receive events
-    (``put_nowait``, ``get``, ``empty``), without the queue's three deques and Event (about
-    3 KiB per connection, measured with tracemalloc). Only the connection's app task reads it."""
+    (``put_nowait``, ``empty``), without the queue's three deques and Event (about 3 KiB per
+    connection, measured with tracemalloc). Only the connection's app task reads it, through
+    ``take``: a future, not a coroutine, so a connection waiting for its next message holds no
+    frame for it (nor for ``receive``: ``BatchingWebSocketProtocol.receive``)."""
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_owner", "_waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: BatchingWebSocketProtocol) -> None:
         self._items: collections.deque[Any] | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[Any] | None = None
+        self._owner = owner
+        """Told once the reader has taken an item (``_taken``: it resumes reading). Not a bound
+        method: that would be an object more per connection."""
 
     def put_nowait(self, item: Any) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():  # (cancelled: its reader is gone, the item waits)
+                waiter.set_result(item)
+                # Taken: once whoever put it is done (uvicorn pauses reading right after).
+                waiter.get_loop().call_soon(self._owner._taken)
+                return
         if self._items is None:
             self._items = collections.deque()
         self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def empty(self) -> bool:
         return not self._items
 
-    async def get(self) -> Any:
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        item = self._items.popleft()
-        if not self._items:
-            self._items = None  # an idle connection keeps no deque
-        return item
+    def take(self) -> asyncio.Future[Any]:
+        """The next item: a future, done at once when one is waiting."""
+        taken = asyncio.get_running_loop().create_future()
+        items = self._items
+        if items:
+            taken.set_result(items.popleft())
+            if not items:
+                self._items = None  # an idle connection keeps no deque
+            self._owner._taken()
+        else:
+            self._waiter = taken
+        return taken
 
 
 class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -144,10 +155,22 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.queue = _Inbox()  # type: ignore[assignment]
+        self.queue = _Inbox(self)  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
         self.ping_slot: int | None = None
         """Its slot in the loop's ping wheel (``_pings``), while it is in it."""
+
+    def receive(self) -> asyncio.Future[Any]:  # type: ignore[override]
+        """The ASGI ``receive``: a future (uvicorn's is a coroutine, a frame each connection
+        holds while it waits, as is the inbox's ``get``)."""
+        return self.queue.take()  # type: ignore[attr-defined, no-any-return]
+
+    def _taken(self) -> None:
+        """The app took a message: reading resumes once it has taken every one (uvicorn reads
+        a message at a time), as uvicorn's ``receive`` does."""
+        if self.read_paused and self.queue.empty():
+            self.read_paused = False
+            self.transport.resume_reading()
 
     # -- keep-alive pings: a slot in a wheel, not a timer handle per connection --------------
 

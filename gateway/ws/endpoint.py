@@ -8,6 +8,7 @@ import logging
 import re
 
 from starlette.requests import HTTPConnection
+from starlette.types import Receive
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from broker import BrokerError, StoreAlreadyExists, valid_store_name
@@ -51,9 +52,12 @@ async def admit(rt: Runtime, conn: HTTPConnection, store: str) -> Principal:
     return principal
 
 
-async def events_ws(ws: WebSocket) -> None:
+async def events_ws(ws: WebSocket, receive: Receive | None = None) -> None:
     """The endpoint, mounted as a plain Starlette route: FastAPI's websocket routing keeps
-    dependency state for the whole connection (about 6 KB each, measured by bench/fanout.py)."""
+    dependency state for the whole connection (about 6 KB each, measured by bench/fanout.py).
+    Once accepted, it reads the client's messages with the server's own ``receive`` when given
+    one (``app.Gateway``): Starlette's ``WebSocket.receive`` only checks the ASGI states, and
+    its frame would stay under every idle connection's (224 bytes)."""
     store: str = ws.path_params["store"]
     rt = runtime_of(ws)
     settings = rt.settings
@@ -117,8 +121,9 @@ async def events_ws(ws: WebSocket) -> None:
                 await session.subscribe(subscribe)
             except protocol.ProtocolError as exc:
                 session.reply(protocol.error(exc.code, exc.message, exc.subscription_id))
+        next_message = receive or ws.receive
         while session.state == "open":
-            message = await ws.receive()
+            message = await next_message()
             kind, text = message["type"], message.get("text")
             # An idle connection waits for its next message holding none (the last one, its
             # text: ~150 bytes per connection, tracemalloc of 2,000 idle subscribers).

@@ -222,3 +222,78 @@ async def test_a_client_that_never_answers_a_ping_is_closed() -> None:
     assert received[:1] == b"\x89"  # the ping frame (FIN + opcode 9) came first
     close = received.index(b"\x88")  # then a close frame (opcode 8, unmasked)...
     assert int.from_bytes(received[close + 2 : close + 4], "big") == 1011  # keepalive timeout
+
+
+async def test_every_message_arrives_in_order_whether_the_app_waits_or_is_busy() -> None:
+    """uvicorn reads one message at a time: it pauses reading after each and resumes once the
+    app has taken every one. ``receive`` hands out a future: when the app already waits for it
+    (reading resumes once the message is handed over) and when messages queued while it was
+    busy (once it took the last)."""
+    got: list[str] = []
+    waits: list[bool] = []
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        receive = ws.receive
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            got.append(message["text"])
+            if message["text"].startswith("slow"):
+                await asyncio.sleep(0.2)  # busy: the next ones queue meanwhile
+            if message["text"] == "done":
+                await ws.send_text(str(len(got)))
+
+    async def receive_of(ws: WebSocket) -> Any:
+        taken = ws._receive()  # what the server hands the app: a future, not a coroutine
+        waits.append(isinstance(taken, asyncio.Future) and not asyncio.iscoroutine(taken))
+        return await taken
+
+    async def app_handler(ws: WebSocket) -> None:
+        ws.receive = lambda: receive_of(ws)  # type: ignore[method-assign]
+        await handler(ws)
+
+    async with serving(app_handler, deflate=False) as url:
+        async with connect(url, compression=None) as c:
+            sent = []
+            for i in range(30):
+                sent.append(f"m{i}")
+                await c.send(sent[-1])
+                if i % 10 == 0:
+                    await asyncio.sleep(0.05)  # the app waits for the next one
+            sent.append("slow")
+            await c.send("slow")
+            for i in range(40):  # queued while the app sleeps
+                sent.append(f"q{i}")
+                await c.send(sent[-1])
+            sent.append("done")
+            await c.send("done")
+            assert await asyncio.wait_for(c.recv(), 10) == str(len(sent))
+    assert got == sent
+    assert waits and all(waits)
+
+
+async def test_a_waiting_connection_holds_no_frame_for_receive() -> None:
+    """An idle connection's app waits on the server's ``receive`` future itself: no coroutine
+    of the protocol's (nor of the inbox's) sits between them."""
+    chains: list[list[str]] = []
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws._receive()  # (the events endpoint awaits the server's receive like this)
+
+    async with serving(handler, deflate=False) as url:
+        async with connect(url, compression=None):
+            await asyncio.sleep(0.2)
+            for task in asyncio.all_tasks():
+                chain, awaited = [], task.get_coro()
+                while asyncio.iscoroutine(awaited):
+                    chain.append(awaited.__qualname__)
+                    awaited = awaited.cr_await
+                if "test_a_waiting_connection_holds_no_frame_for_receive.<locals>.handler" in chain:
+                    chains.append([*chain, type(awaited).__name__])
+    assert len(chains) == 1, chains
+    *_, awaiting, awaited = chains[0]
+    assert awaiting == "test_a_waiting_connection_holds_no_frame_for_receive.<locals>.handler"
+    assert awaited in ("Future", "FutureIter"), chains  # (the C future's __await__)
