@@ -194,7 +194,9 @@ class Settings(BaseSettings):
     """Webhook requests in flight per subscription (never two of the same stream at once)."""
     dispatcher_window: int = Field(1000, ge=1, le=100_000)
     """Matching events a subscription may run ahead of its saved position (e.g. while one
-    stream waits for a retry); bounds memory and what a takeover must skip."""
+    stream waits for a retry); bounds memory and what a takeover must skip. Up to 4x as many
+    while they hold fewer streams than ``dispatcher_max_in_flight`` and reading finds new ones
+    (a log whose streams come in runs)."""
     dispatcher_max_connections: int = Field(100, ge=1, le=10_000)
     """Webhook requests in flight in one dispatcher replica, all subscriptions together."""
     webhook_timeout: float = Field(10.0, gt=0, le=300)
