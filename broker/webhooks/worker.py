@@ -502,9 +502,9 @@ class Worker:
             self._window.release(held)
             return
         self._save_at = time.monotonic() + SAVE_DELAY
+        self._unsaved_since = None
         # What this save records; lanes record more successes while it is on its way.
         done, self._new_done = self._new_done, []
-        self._unsaved_since = None
         finished, self._finished = self._finished, []
         redriven, self._redriven = self._redriven, []
         succeeded, self._succeeded = self._succeeded, False
