@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import cached_property, partial
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from broker import (
     Archive,
@@ -279,6 +281,15 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["Retry-After"],
         )
+    # X-Forwarded-For/-Proto from a trusted proxy, as uvicorn would apply them (it is told not
+    # to: ``server.server_config``). As uvicorn's outermost wrapper its frame stayed under every
+    # WebSocket for the connection's whole life (320 bytes); here it serves the HTTP stack,
+    # and the streaming endpoints, which read neither the client's address nor the scheme,
+    # skip it. Trusted: ``FORWARDED_ALLOW_IPS``, by default 127.0.0.1, uvicorn's own default.
+    app.add_middleware(
+        ProxyHeadersMiddleware,
+        trusted_hosts=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+    )
     for prefix in ("", "/api"):
         # Appends first, in the app's own route list (``lean.mount``): the router tries routes
         # in order, and an append is the most frequent request (no path of the others can be

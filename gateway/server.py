@@ -313,6 +313,7 @@ def server_config(app: Any, settings: Settings, port: int, **options: Any) -> uv
         http=bounded_protocol(settings),
         limit_concurrency=None,  # BoundedHttpProtocol applies settings.limit_concurrency
         log_config=None,
+        proxy_headers=False,  # (the pod's app applies them itself: app.create_app)
         **options,
     )
 
