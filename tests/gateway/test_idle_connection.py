@@ -12,8 +12,8 @@ import json
 from collections.abc import AsyncIterator
 
 import httpx
+import inprocess
 import pytest
-import uvicorn
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from websockets.asyncio.client import connect
 
@@ -32,24 +32,8 @@ async def pod(redis_url: str) -> AsyncIterator[str]:
     config = server_config(
         app, settings, port, ws=BatchingWebSocketProtocol, lifespan="on", access_log=False
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            assert not task.done(), "uvicorn did not start"
-            await asyncio.sleep(0.01)
+    async with inprocess.serving(config):
         yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-
-
-def chain_of(task: asyncio.Task[object]) -> list[str]:
-    chain, awaited = [], task.get_coro()
-    while asyncio.iscoroutine(awaited):
-        chain.append(awaited.__qualname__)
-        awaited = awaited.cr_await
-    return [*chain, type(awaited).__name__]
 
 
 async def test_an_idle_subscriber_waits_with_nothing_between_the_server_and_the_endpoint(
@@ -62,7 +46,7 @@ async def test_an_idle_subscriber_waits_with_nothing_between_the_server_and_the_
         await ws.send(json.dumps({"action": "subscribe", "eventFilter": "*"}))
         assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "subscribed"
         await asyncio.sleep(0.1)
-        chains = [c for c in map(chain_of, asyncio.all_tasks()) if "events_ws" in c]
+        chains = [c for c in map(inprocess.awaiting_chain, asyncio.all_tasks()) if "events_ws" in c]
     assert len(chains) == 1, chains
     run_asgi, endpoint, awaited = chains[0]
     assert run_asgi.endswith(".run_asgi") and endpoint == "events_ws", chains

@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import inprocess
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -65,26 +66,17 @@ Handler = Callable[[WebSocket], Awaitable[None]]
 async def serving(handler: Handler, *, deflate: bool, **config: Any) -> AsyncIterator[str]:
     app = Starlette(routes=[WebSocketRoute("/ws", handler)])
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            port=port,
-            ws=BatchingWebSocketProtocol,
-            ws_per_message_deflate=deflate,
-            log_config=None,
-            lifespan="off",
-            **config,
-        )
+    config = uvicorn.Config(
+        app,
+        port=port,
+        ws=BatchingWebSocketProtocol,
+        ws_per_message_deflate=deflate,
+        log_config=None,
+        lifespan="off",
+        **config,
     )
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            assert not task.done(), "uvicorn did not start"
-            await asyncio.sleep(0.01)
+    async with inprocess.serving(config):
         yield f"ws://127.0.0.1:{port}/ws"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 @pytest.mark.parametrize("deflate", [False, True], ids=["plain", "permessage-deflate"])
@@ -287,12 +279,9 @@ async def test_a_waiting_connection_holds_no_frame_for_receive() -> None:
         async with connect(url, compression=None):
             await asyncio.sleep(0.2)
             for task in asyncio.all_tasks():
-                chain, awaited = [], task.get_coro()
-                while asyncio.iscoroutine(awaited):
-                    chain.append(awaited.__qualname__)
-                    awaited = awaited.cr_await
+                chain = inprocess.awaiting_chain(task)
                 if "test_a_waiting_connection_holds_no_frame_for_receive.<locals>.handler" in chain:
-                    chains.append([*chain, type(awaited).__name__])
+                    chains.append(chain)
     assert len(chains) == 1, chains
     *_, awaiting, awaited = chains[0]
     assert awaiting == "test_a_waiting_connection_holds_no_frame_for_receive.<locals>.handler"
