@@ -29,9 +29,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port of 127.0.0.1 nothing listens on now. Under pytest-xdist a worker takes only the
+    ports of its own residue modulo the number of workers: the kernel may hand the same free
+    port to two workers before either server binds it, and a test then talks to another test's
+    pod (seen once in a full run: a webhook refused by a pod without the test's settings)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    mine = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    for _ in range(100 * workers):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port % workers == mine % workers:
+            return port
+    raise RuntimeError(f"no free port of residue {mine} modulo {workers}")
 
 
 def wait_for(
