@@ -226,9 +226,10 @@ async def test_every_message_arrives_in_order_whether_the_app_waits_or_is_busy()
 
     async def handler(ws: WebSocket) -> None:
         await ws.accept()
-        receive = ws.receive
         while True:
-            message = await receive()
+            taken = ws._receive()  # what the server hands the app: a future, not a coroutine
+            waits.append(isinstance(taken, asyncio.Future) and not asyncio.iscoroutine(taken))
+            message = await taken
             if message["type"] == "websocket.disconnect":
                 return
             got.append(message["text"])
@@ -237,16 +238,7 @@ async def test_every_message_arrives_in_order_whether_the_app_waits_or_is_busy()
             if message["text"] == "done":
                 await ws.send_text(str(len(got)))
 
-    async def receive_of(ws: WebSocket) -> Any:
-        taken = ws._receive()  # what the server hands the app: a future, not a coroutine
-        waits.append(isinstance(taken, asyncio.Future) and not asyncio.iscoroutine(taken))
-        return await taken
-
-    async def app_handler(ws: WebSocket) -> None:
-        ws.receive = lambda: receive_of(ws)  # type: ignore[method-assign]
-        await handler(ws)
-
-    async with serving(app_handler, deflate=False) as url:
+    async with serving(handler, deflate=False) as url:
         async with connect(url, compression=None) as c:
             sent = []
             for i in range(30):
