@@ -1,12 +1,15 @@
-"""Fixtures of the webhook tests: the gateway app in-process, receivers, dispatcher processes."""
+"""Fixtures of the webhook tests: a Redis client, the gateway app in-process, receivers,
+dispatcher processes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
+from broker import RedisConfig, connect
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.webhooks.support import (
@@ -19,6 +22,16 @@ from tests.webhooks.support import (
 STORE = "orders"
 LOOPBACK = "127.0.0.0/8"
 """The receivers of these tests listen on 127.0.0.1, which a deployment refuses unless allowed."""
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the private redis-server, emptied for the test."""
+    client = connect(RedisConfig(url=redis_url))
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ PostgreSQL, a real dispatcher process, a receiver on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,9 +17,7 @@ from broker import (
     Lifecycle,
     LifecycleOptions,
     NewEvent,
-    RedisConfig,
     StoreAdmin,
-    connect,
 )
 from broker.keys import StoreKeys
 from broker.webhooks import WebhookConfig, WebhookStore
@@ -32,15 +30,6 @@ STORE = "orders"
 EVENTS = 600
 STREAMS = 5
 OPTIONS = LifecycleOptions(copy_batch=500, trim_batch=500, delete_batch=500)
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = connect(RedisConfig(url=redis_url))
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def fill(log: EventLog, n: int) -> None:

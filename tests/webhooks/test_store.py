@@ -6,7 +6,6 @@ starts without the old subscriptions."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -29,14 +28,9 @@ STORE = "orders"
 CONFIG = WebhookConfig.build(event_filter="order.*", url="http://127.0.0.1:9/hook")
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = connect(RedisConfig(url=redis_url))
-    try:
-        await StoreAdmin(client).create(STORE)
-        yield client
-    finally:
-        await client.aclose()
+@pytest.fixture(autouse=True)
+async def orders(redis: aioredis.Redis) -> None:
+    await StoreAdmin(redis).create(STORE)
 
 
 async def test_outcomes_are_fenced_by_the_lease(redis: aioredis.Redis) -> None:

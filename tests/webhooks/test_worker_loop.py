@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
-from broker import EventLog, NewEvent, RedisConfig, StoreAdmin, connect
+from broker import EventLog, NewEvent, StoreAdmin
 from broker.webhooks import (
     Dispatcher,
     DispatcherOptions,
@@ -25,16 +24,6 @@ from tests.webhooks.support import Receiver
 
 STORE = "orders"
 EVENTS = 30
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = connect(RedisConfig(url=redis_url))
-    try:
-        await StoreAdmin(client).create(STORE)
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def saved(webhooks: WebhookStore, sub_id: str, position: int, seconds: float = 10) -> None:
@@ -57,6 +46,7 @@ async def test_a_trickle_turns_the_loop_once_per_save_not_per_event(
         await sleep(self)
 
     monkeypatch.setattr(Worker, "_sleep", counted)
+    await StoreAdmin(redis).create(STORE)
     receiver = Receiver().start()
     webhooks = WebhookStore(redis)
     made = await webhooks.create(STORE, WebhookConfig.build(event_filter="*", url=receiver.url))
