@@ -42,6 +42,8 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from gateway.process import settle_gc
+
 PREFIX = '{"type":"event","subscriptionId":"sub-1","event":'
 
 
@@ -154,10 +156,14 @@ app = Starlette(
 
 
 def serve(asgi: Starlette) -> None:
-    """Serve ``asgi`` on ``sys.argv[1]`` under deltagate's uvicorn settings (``_queued`` too)."""
+    """Serve ``asgi`` on ``sys.argv[1]`` under deltagate's uvicorn settings (``_queued`` and the
+    append ceiling too), with Python's collector set as a pod sets it (``settle_gc``): with the
+    defaults, the append ceiling spent ~11% more CPU per 100-event request than with the pod's
+    setting, a handicap the pod did not carry."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    settle_gc()
     uvicorn.run(
         asgi,
         host="127.0.0.1",

@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
+from gateway.process import settle_gc
+
 HEADERS = {
     "content-type": "application/json",
     "webhook-id": "5b8e6f0e-3c1a-4c53-9d55-3f2a1e7c9b10",
@@ -151,4 +153,5 @@ async def main(port: int, client: str, requests: int, concurrency: int, size: in
 
 if __name__ == "__main__":
     port, client, requests, concurrency, size = sys.argv[1:6]
+    settle_gc()  # as the dispatcher it is compared with sets it
     uvloop.run(main(int(port), client, int(requests), int(concurrency), int(size)))
