@@ -27,7 +27,8 @@ this FastAPI matches an included router's routes through two more layers per req
 ``AsyncExitStack``s for dependencies with ``yield``, which lean routes never have. A mounted lean
 route is a plain ``APIRoute`` in the app's list, described in OpenAPI as an included one would be,
 and its ASGI app calls the handler and sends its response; errors go to the app's exception
-handlers as from any route.
+handlers as from any route. The pod's app goes further and calls a lean route's ``handler``
+itself, past the middleware stack (``gateway.app.Gateway``).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class LeanRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
         if kwargs.get("max_body_size") is not None:
             raise TypeError(f"LeanRoute {path}: bodies are bounded by the handler, not FastAPI")
-        handler = self.get_route_handler()
+        handler = self.handler = self.get_route_handler()
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             response = await handler(Request(scope, receive, send))
