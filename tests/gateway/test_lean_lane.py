@@ -181,31 +181,37 @@ async def test_other_requests_still_take_the_stack(pair: Pair) -> None:
     assert pair.stacked == 3
 
 
+def appends_raise(pair: Pair, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """Every append of the pair's pod raises ``error`` (Redis gone, a bug)."""
+
+    async def raising(*args: Any, **kwargs: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(pair.app.state.runtime.log, "append", raising)
+
+
+APPEND = "/orders/streams/o-1"
+
+
 async def test_redis_unavailable_is_the_same_503(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def down(*args: Any, **kwargs: Any) -> None:
-        raise Unavailable("redis went away")
-
-    monkeypatch.setattr(pair.app.state.runtime.log, "append", down)
-    before = pair.app.state.runtime.metrics.redis_errors._value.get()
-    path = "/event-stores/orders/streams/o-1"
-    lane, stack = await pair.both(path, json={"events": [EVENT]}, headers=KEY)
+    appends_raise(pair, monkeypatch, Unavailable("redis went away"))
+    errors = pair.app.state.runtime.metrics.redis_errors
+    before = errors._value.get()
+    lane, stack = await pair.both(f"/event-stores{APPEND}", json={"events": [EVENT]}, headers=KEY)
     assert lane.status_code == 503
     assert comparable(lane) == comparable(stack)
-    assert pair.app.state.runtime.metrics.redis_errors._value.get() == before + 2
+    assert errors._value.get() == before + 2
+    assert pair.stacked == 1
 
 
 async def test_an_unhandled_error_is_the_contracts_500(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(*args: Any, **kwargs: Any) -> None:
-        raise Boom("a bug")
-
-    monkeypatch.setattr(pair.app.state.runtime.log, "append", broken)
+    appends_raise(pair, monkeypatch, Boom("a bug"))
     for prefix in PREFIXES:
-        path = f"{prefix}/orders/streams/o-1"
-        lane, stack = await pair.both(path, json={"events": [EVENT]}, headers=KEY)
+        lane, stack = await pair.both(prefix + APPEND, json={"events": [EVENT]}, headers=KEY)
         assert lane.status_code == 500
         assert lane.json() == {"error": "INTERNAL_ERROR", "message": "internal error"}
         assert "access-control-allow-origin" not in lane.headers
@@ -213,6 +219,4 @@ async def test_an_unhandled_error_is_the_contracts_500(
     assert pair.stacked == 2  # the stack's own requests
     async with pair.client(pair.app, raises=True) as raising:  # what the server would log
         with pytest.raises(Boom):
-            await raising.post(
-                "/event-stores/orders/streams/o-1", json={"events": [EVENT]}, headers=KEY
-            )
+            await raising.post(f"/event-stores{APPEND}", json={"events": [EVENT]}, headers=KEY)
