@@ -155,24 +155,18 @@ class Gateway(FastAPI):
         the app sets no body limit of its own (the handler bounds the body), a lean route has no
         dependency with ``yield``, and an append reads neither the client's address nor the
         scheme that ``ProxyHeadersMiddleware`` would rewrite."""
-        plain_send = send
-        cors = self._cors
-        if cors is not None:  # what the middleware does: its headers on the response
-            send = partial(cors.send, send=send, request_headers=Headers(scope=scope))
-        request = Request(scope, receive, send)
+        cors_send = self._with_cors(scope, send)
+        request = Request(scope, receive, cors_send)
         try:
             response = await route.handler(request)
         except Exception as exc:
             handler = self._handler_of(exc)
-            unhandled = handler is None
-            if handler is None:  # ServerErrorMiddleware's: outside the CORS headers, raised on
-                handler = self.exception_handlers.get(Exception, errors.unexpected)
+            if handler is None:
+                await self._unexpected(request, exc, send)
+                raise
             answer = handler(request, exc)
             response = await answer if inspect.isawaitable(answer) else answer
-            if unhandled:
-                await response(scope, receive, plain_send)
-                raise
-        await response(scope, receive, send)
+        await response(scope, receive, cors_send)
 
     def _handler_of(self, exc: Exception) -> Callable[[Request, Any], Any] | None:
         """The handler Starlette's ``ExceptionMiddleware`` would choose for ``exc``: by status
@@ -195,10 +189,7 @@ class Gateway(FastAPI):
 
     async def _sse(self, scope: Any, receive: Any, send: Any) -> None:
         response = await self._sse_response(scope, receive, send)
-        cors = self._cors
-        if cors is not None:  # what the middleware does: its headers on the response
-            send = partial(cors.send, send=send, request_headers=Headers(scope=scope))
-        await response(scope, receive, send)
+        await response(scope, receive, self._with_cors(scope, send))
 
     async def _sse_response(self, scope: Any, receive: Any, send: Any) -> Response:
         """The SSE endpoint's response (the request and what it parsed are not kept while it
@@ -208,8 +199,22 @@ class Gateway(FastAPI):
         try:
             return await sse.events_sse(request)
         except Exception as exc:
-            await (await errors.unexpected(request, exc))(scope, receive, send)
+            await self._unexpected(request, exc, send)
             raise
+
+    @staticmethod
+    async def _unexpected(request: Request, exc: Exception, send: Any) -> None:
+        """What ``ServerErrorMiddleware`` answers an error nothing handled: the app's handler of
+        ``Exception`` (``errors.unexpected``), sent outside the CORS headers; the caller raises
+        the error on for the server to log."""
+        await (await errors.unexpected(request, exc))(request.scope, request.receive, send)
+
+    def _with_cors(self, scope: Any, send: Any) -> Any:
+        """``send`` adding what the CORS middleware adds to a response, if the app has it."""
+        cors = self._cors
+        if cors is None:
+            return send
+        return partial(cors.send, send=send, request_headers=Headers(scope=scope))
 
     @cached_property
     def _cors(self) -> CORSMiddleware | None:
