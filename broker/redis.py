@@ -156,15 +156,17 @@ class _Pool(aioredis.BlockingConnectionPool):
 
 
 class _Client(aioredis.Redis):
-    """redis-py's client, with the ``Lane`` beside it (made at its first use, ``lane``) closed
-    with it."""
+    """redis-py's client, with the ``Lane``s beside it (made at their first use, ``lane`` and
+    ``bulk_lane``) closed with it."""
 
     lane: Lane | None = None
+    bulk: Lane | None = None
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        lane, self.lane = self.lane, None
-        if lane is not None:
-            await lane.aclose()
+        lanes, self.lane, self.bulk = (self.lane, self.bulk), None, None
+        for lane in lanes:
+            if lane is not None:
+                await lane.aclose()
         await super().aclose(close_connection_pool)
 
 
@@ -282,11 +284,13 @@ class Lane:
     A lost connection fails the calls on it (ConnectionError, TRANSIENT) and the next call
     connects again; a call without an answer within the timeout drops the connection, as
     redis-py does (its other calls cannot be told apart from it). Replies are decoded as the
-    clients of ``connect`` decode them (UTF-8). Calls share one connection, so none may block
-    (BLPOP, XREAD BLOCK, WAIT): every call behind it would wait too."""
+    clients of ``connect`` decode them (UTF-8), or not at all (``decode=False``: bytes, for
+    ``bulk_lane``). Calls share one connection, so none may block (BLPOP, XREAD BLOCK, WAIT):
+    every call behind it would wait too."""
 
-    def __init__(self, server: PlainServer) -> None:
+    def __init__(self, server: PlainServer, *, decode: bool = True) -> None:
         self._server = server
+        self._decode = decode
         self._conn: _LaneConnection | None = None
         self._connecting = asyncio.Lock()
 
@@ -318,7 +322,9 @@ class Lane:
                 except (TimeoutError, rex.ConnectionError):
                     conn.drop(f"no answer to a PING within {self._server.timeout:g} s")
             if conn is None or not conn.open:
-                conn = self._conn = await open_plain(self._server, _LaneConnection)
+                conn = self._conn = await open_plain(
+                    self._server, lambda: _LaneConnection(self._decode)
+                )
             return conn
 
     async def run_script(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
@@ -336,9 +342,9 @@ class Lane:
 
 
 class _LaneConnection(PlainConnection):
-    def __init__(self) -> None:
+    def __init__(self, decode: bool = True) -> None:
         super().__init__()
-        self._reader = hiredis.Reader(encoding="utf-8")
+        self._reader = hiredis.Reader(encoding="utf-8") if decode else hiredis.Reader()
         self._waiting: deque[asyncio.Future[Any]] = deque()
         self._out: list[bytes] = []
 
@@ -407,6 +413,20 @@ def lane(client: Any) -> Lane | None:
         return None
     client.lane = Lane(server)
     return client.lane
+
+
+def bulk_lane(client: Any) -> Lane | None:
+    """A second ``Lane`` beside ``client`` (one per client, closed with it), whose replies stay
+    bytes, for reads of thousands of entries at once (the archiver's pages, ``broker.archiver``):
+    not ``lane``'s connection, which carries every append, so a page's megabytes never hold an
+    append behind them. None where ``lane`` is None."""
+    if isinstance(client, _Client) and client.bulk is not None:
+        return client.bulk
+    server = plain_server(client)
+    if server is None:
+        return None
+    client.bulk = Lane(server, decode=False)
+    return client.bulk
 
 
 TRANSIENT = (rex.ConnectionError, rex.TimeoutError, ConnectionError, TimeoutError, OSError)

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 import redis.exceptions as rex
 
 from broker import EventLog, NewEvent, RedisConfig, StoreAdmin, Unavailable, connect
-from broker.redis import TRANSIENT, Lane, PlainServer, call, lane, load_script
+from broker.redis import TRANSIENT, Lane, PlainServer, bulk_lane, call, lane, load_script
 from tests.broker.conftest import MuteServer
 
 
@@ -30,8 +30,37 @@ def the_lane(client: aioredis.Redis) -> Lane:
 
 
 def test_only_a_plain_server_has_a_lane() -> None:
-    assert lane(connect(RedisConfig(url=None))) is None  # fakeredis: the embedded dev mode
-    assert lane(connect(RedisConfig(url="rediss://127.0.0.1:6390/0"))) is None
+    for url in (None, "rediss://127.0.0.1:6390/0"):  # fakeredis (the embedded dev mode), TLS
+        assert lane(connect(RedisConfig(url=url))) is None
+        assert bulk_lane(connect(RedisConfig(url=url))) is None
+
+
+async def test_the_bulk_lane_is_a_connection_of_its_own_whose_replies_stay_bytes(
+    redis_url: str,
+) -> None:
+    """The archiver's pages go over ``bulk_lane``: not the appends' connection, and nothing
+    decoded; both close with the client."""
+    client = connect(RedisConfig(url=redis_url))
+    try:
+        bulk = bulk_lane(client)
+        assert bulk is not None and bulk_lane(client) is bulk  # one per client
+        assert await bulk.execute("ECHO", "héllo") == "héllo".encode()
+        assert await the_lane(client).execute("ECHO", "héllo") == "héllo"
+        ids = {await bulk.execute("CLIENT", "ID"), await the_lane(client).execute("CLIENT", "ID")}
+        assert len(ids) == 2
+    finally:
+        await client.aclose()
+    assert client.lane is None and client.bulk is None  # type: ignore[attr-defined]
+    listed = connect(RedisConfig(url=redis_url))
+    try:
+        for _ in range(50):  # (Redis sees a close a moment later)
+            alive = {int(c["id"]) for c in await listed.client_list()}
+            if not ids & alive:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await listed.aclose()
+    assert not ids & alive  # both closed
 
 
 async def test_concurrent_calls_each_get_their_own_reply(client: aioredis.Redis) -> None:
