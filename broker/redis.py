@@ -419,7 +419,9 @@ def bulk_lane(client: Any) -> Lane | None:
     """A second ``Lane`` beside ``client`` (one per client, closed with it), whose replies stay
     bytes, for reads of thousands of entries at once (the archiver's pages, ``broker.archiver``):
     not ``lane``'s connection, which carries every append, so a page's megabytes never hold an
-    append behind them. None where ``lane`` is None."""
+    append behind them. None where ``lane`` is None. As on ``lane``, a reply must come whole
+    within the client's timeout (``DELTAGATE_REDIS_TIMEOUT``, 5 s), where redis-py bounded each
+    read: a page of 8 MiB (``LifecycleOptions.copy_bytes``) in 5 s needs 13 Mbit/s."""
     if isinstance(client, _Client) and client.bulk is not None:
         return client.bulk
     server = plain_server(client)
