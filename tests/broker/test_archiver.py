@@ -30,6 +30,7 @@ from broker.archiver import Held, Sizes, encode, summarize
 from broker.errors import Unavailable
 from broker.filters import Query
 from broker.keys import StoreKeys
+from broker.redis import _LaneConnection, bulk_lane, lane
 
 MiB = 1024 * 1024
 
@@ -386,6 +387,43 @@ async def test_an_archive_lost_mid_step_keeps_a_at_the_last_commit(
         assert (stats.events, stats.oldest, stats.newest) == (1000, 1, 1000)
     finally:
         await archive.close()
+
+
+async def test_redis_lost_under_a_page_read_keeps_a_at_the_last_commit(
+    real_redis: aioredis.Redis, archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pages' own connection (``bulk_lane``) lost while a page's XRANGE waits for its reply:
+    the step fails as a lost Redis (counted), after the pages before it committed; nothing is
+    left running, every event reads, and the next step connects again and copies the rest."""
+    lifecycle = await archiving(real_redis, EventLog(real_redis), archive, 1000, 300)
+    bulk = bulk_lane(real_redis)
+    assert bulk is not None and bulk is not lane(real_redis)
+    sent: list[str] = []
+    sending = _LaneConnection.send
+
+    def send(conn: _LaneConnection, command: tuple) -> asyncio.Future:
+        answer = sending(conn, command)
+        if command[0] == "XRANGE":
+            sent.append(command[2])
+            if len(sent) == 3:  # the third page's, before its reply came
+                conn.transport.abort()
+        return answer
+
+    monkeypatch.setattr(_LaneConnection, "send", send)
+    tasks = len(asyncio.all_tasks())
+    await lifecycle.run_once()
+    assert lifecycle.stats.errors == 1
+    assert len(asyncio.all_tasks()) == tasks
+    meta = StoreKeys("shop").meta
+    assert int(await real_redis.hget(meta, "archived")) == 600  # pages 1 and 2
+    assert await positions_read(real_redis, archive, 1000) == list(range(1, 1001))
+    for _ in range(10):
+        if not await lifecycle.run_once():
+            break
+    assert lifecycle.stats.errors == 1
+    assert int(await real_redis.hget(meta, "archived")) == 1000
+    assert sent[:4] == ["1-0", "301-0", "601-0", "601-0"]  # the lost read, read again
+    assert await positions_read(real_redis, archive, 1000) == list(range(1, 1001))
 
 
 OLD_LAYOUT = """
