@@ -400,6 +400,11 @@ class Encoder:
         self._first = first
         self._entries = entries
         self._rows = runs.Runs(archive_id)
+        self._pieces = runs.Pieces(archive_id)
+        self._streams: dict[bytes, int] = {}
+        """Events per stream of the blocks written (and types and tags they hold)."""
+        self._kinds: set[bytes] = set()
+        self._tags: set[bytes] = set()
         self._times: dict[bytes, int] = {}
         self._seconds: dict[bytes, int] = {}
         self._tails: dict[bytes, tuple[int, bytes]] = {}
@@ -462,8 +467,20 @@ class Encoder:
             position = self._first + start
             end = start + runs.block_start(position) + runs.BLOCK - position
             self._block(start, end)
+            self._write_block()
             start = end
             yield
+
+    def _write_block(self) -> None:
+        """The block's runs written as COPY rows, and counted in what the page holds, while
+        its entries are still in the cache (a page's rows written at its end, all at once,
+        held the loop for up to 7 ms)."""
+        streams, kinds, tags = self._streams, self._kinds, self._tags
+        for run in self._rows.take():
+            self._pieces.add(run)
+            streams[run.stream_id] = streams.get(run.stream_id, 0) + len(run.positions)
+            kinds.update(run.types)
+            tags.update(run.tags)
 
     def _block(self, start: int, end: int) -> None:
         at = self._first + start  # the position of entries[start]
@@ -537,17 +554,10 @@ class Encoder:
 
     def page(self) -> Page:
         """The page, once every block is encoded."""
-        streams: dict[bytes, int] = {}
-        kinds: set[bytes] = set()
-        tags: set[bytes] = set()
-        for run in self._rows.runs():
-            streams[run.stream_id] = streams.get(run.stream_id, 0) + len(run.positions)
-            kinds.update(run.types)
-            tags.update(run.tags)
         first, entries = self._first, self._entries
-        summary = Held(first, first + len(entries) - 1, streams, kinds, tags)
+        summary = Held(first, first + len(entries) - 1, self._streams, self._kinds, self._tags)
         created = self._created_of(entries[0][1][-1])
-        data = self._rows.chunks()
+        data = self._pieces.done()
         return Page(data, sum(map(len, data)), created, summary)
 
 

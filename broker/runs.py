@@ -195,26 +195,52 @@ class Runs:
         self._open = {}
 
     def runs(self) -> list[Run]:
-        """Every run added."""
+        """Every run added (since the last ``take``)."""
         self._close_block()
         return self._done
 
+    def take(self) -> list[Run]:
+        """Every run added since the last ``take``, given up: a maker that writes its rows as
+        it goes (``Pieces``) takes them block by block."""
+        done = self.runs()
+        self._done = []
+        return done
+
     def chunks(self, size: int = CHUNK) -> list[bytes]:
-        """Every run added, as one binary COPY in pieces of whole rows: each piece ends with
-        the row that brings its bodies to ``size`` bytes or more, the last holds what is left
-        (the first starts with the header, the last ends with the trailer)."""
-        pieces: list[bytes] = []
-        out = [HEADER]
-        held = 0
+        """Every run added, as one binary COPY in pieces (``Pieces``)."""
+        pieces = Pieces(self._store_id, size)
         for run in self.runs():
-            out += run.row(self._store_id)
-            held += sum(run.lengths)
-            if held >= size:
-                pieces.append(b"".join(out))
-                out, held = [], 0
-        out.append(TRAILER)
-        pieces.append(b"".join(out))
-        return pieces
+            pieces.add(run)
+        return pieces.done()
+
+
+class Pieces:
+    """Runs written as one binary COPY in pieces of whole rows, as they come: each piece ends
+    with the row that brings its bodies to ``size`` bytes or more, the last holds what is left
+    (the first starts with the header, the last ends with the trailer)."""
+
+    __slots__ = ("_held", "_out", "_pieces", "_size", "_store_id")
+
+    def __init__(self, store_id: int, size: int = CHUNK) -> None:
+        self._store_id = store_id
+        self._size = size
+        self._pieces: list[bytes] = []
+        self._out = [HEADER]
+        self._held = 0
+
+    def add(self, run: Run) -> None:
+        self._out += run.row(self._store_id)
+        self._held += sum(run.lengths)
+        if self._held >= self._size:
+            self._pieces.append(b"".join(self._out))
+            self._out, self._held = [], 0
+
+    def done(self) -> list[bytes]:
+        """The pieces, the last one ended."""
+        self._out.append(TRAILER)
+        self._pieces.append(b"".join(self._out))
+        self._out = []
+        return self._pieces
 
 
 def big_endian(code: str, values: Any) -> bytes:
