@@ -178,12 +178,15 @@ def test_a_page_is_copied_in_pieces_of_whole_runs() -> None:
     # A piece holds whole runs: at most one run (here up to 147 events) past the threshold.
     assert all(runs.CHUNK <= size < runs.CHUNK + 147 * 500 for size in sizes[:-1])
     whole = runs.Runs(7)
+    created = archiver._micros(b"2026-01-02T03:04:05.678Z", {})
     for n, (_, fields) in enumerate(entries, 1):
-        whole.add(n, fields[1], int(fields[5]), fields[3], 0, [], fields[7])
-    # The same rows joined from pieces of any size: one piece, or one per run.
+        whole.add(n, fields[1], int(fields[5]), fields[3], created, [], fields[7])
+    # The same rows joined from pieces of any size: one piece, or one per run; the encoder's,
+    # written block by block, are those of the rows added one event at a time.
     one, many = whole.chunks(size=1 << 40), whole.chunks(size=1)
     assert len(one) == 1 and len(many) == len(whole.runs()) + 1
-    assert b"".join(many) == one[0]
+    assert b"".join(many) == one[0] == b"".join(page.data)
+    assert page.held.streams == {b"s-%d" % k: len(range(k or 7, 5001, 7)) for k in range(7)}
 
 
 async def test_a_copy_that_lost_a_race_writes_nothing(archive: Archive) -> None:
