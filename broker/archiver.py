@@ -337,11 +337,7 @@ class _Pages:
         return asyncio.get_running_loop().create_task(self._xrange(after, count))
 
     async def _xrange(self, after: int, count: int) -> Any:
-        command = ("XRANGE", self._log_key, f"{after + 1}-0", "+", "COUNT", count)
-        bulk = bulk_lane(self._redis)
-        if bulk is not None:
-            return await call(bulk.execute(*command))
-        return await call(self._redis.execute_command(*command, **{NEVER_DECODE: True}))
+        return await log_entries(self._redis, self._log_key, after + 1, "+", count)
 
     async def next(self) -> Page | None:
         """The next page; None if Redis does not hold the next position (or holds a page with
@@ -368,6 +364,22 @@ class _Pages:
     async def close(self) -> None:
         fetch, self._fetch = self._fetch, None
         await discard(fetch)
+
+
+async def log_entries(
+    redis: Any, log_key: str, first: int, last: int | str, count: int | None = None
+) -> Any:
+    """A store's log entries from position ``first`` to ``last`` (``"+"``: the end), ``count``
+    at most, undecoded (``[id, fields]`` of bytes): over ``bulk_lane`` where the client has one,
+    else through redis-py. The lifecycle's every read of the log (a copy's pages, what a trim
+    is told of) goes through here."""
+    command: list[Any] = ["XRANGE", log_key, f"{first}-0", last if last == "+" else f"{last}-0"]
+    if count is not None:
+        command += ("COUNT", count)
+    bulk = bulk_lane(redis)
+    if bulk is not None:
+        return await call(bulk.execute(*command))
+    return await call(redis.execute_command(*command, **{NEVER_DECODE: True}))
 
 
 def encode(archive_id: int, first: int, entries: list[Any]) -> Page:

@@ -30,12 +30,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.client import NEVER_DECODE
-
 from . import codec
 from .aio import cancel_and_wait, discard
 from .archive import Archive
-from .archiver import Archiver, Held, summarize
+from .archiver import Archiver, Held, log_entries, summarize
 from .errors import BrokerError
 from .keys import STORE_REGISTRY, StoreKeys
 from .reader import LogReader
@@ -341,11 +339,7 @@ class Lifecycle:
                 last = min(upto - 1, low + most - 1)
                 if pages and low < pages[0].first <= last:
                     last = pages[0].first - 1  # up to where a page copied in this step starts
-                entries = await call(
-                    self._redis.execute_command(
-                        "XRANGE", k.log, f"{low}-0", f"{last}-0", **{NEVER_DECODE: True}
-                    )
-                )
+                entries = await log_entries(self._redis, k.log, low, last)
                 if len(entries) != last - low + 1 or int(entries[0][0].partition(b"-")[0]) != low:
                     # Moved meanwhile (another pod trimmed): the next round goes on from there.
                     return low, True

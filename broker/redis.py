@@ -417,7 +417,7 @@ def lane(client: Any) -> Lane | None:
 
 def bulk_lane(client: Any) -> Lane | None:
     """A second ``Lane`` beside ``client`` (one per client, closed with it), whose replies stay
-    bytes, for reads of thousands of entries at once (the archiver's pages, ``broker.archiver``):
+    bytes, for reads of thousands of entries at once (the lifecycle's, ``archiver.log_entries``):
     not ``lane``'s connection, which carries every append, so a page's megabytes never hold an
     append behind them. None where ``lane`` is None. As on ``lane``, a reply must come whole
     within the client's timeout (``DELTAGATE_REDIS_TIMEOUT``, 5 s), where redis-py bounded each
