@@ -274,7 +274,7 @@ class _Connection(PlainConnection):
     def data_received(self, data: bytes) -> None:
         reader = self._reader
         reader.feed(data)
-        self.heard = asyncio.get_running_loop().time()
+        self.heard = self.loop.time()
         self._pinged = 0.0
         try:
             while (reply := reader.gets()) is not False:
@@ -298,7 +298,7 @@ class _Connection(PlainConnection):
         self.transport.write(hiredis.pack_command(command))  # type: ignore[arg-type]  # (its stub: a 1-tuple)
 
     async def request(self, *command: str) -> Any:
-        self._answer = asyncio.get_running_loop().create_future()
+        self._answer = self.loop.create_future()
         self.send(*command)
         try:
             return await self._answer
@@ -316,7 +316,7 @@ class _Connection(PlainConnection):
         """Until a message arrives, the connection is lost, or ``seconds`` passed."""
         if not self.open:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self._waiter = waiter = loop.create_future()
         timer = loop.call_later(seconds, self._wake)
         try:
@@ -328,7 +328,7 @@ class _Connection(PlainConnection):
     def check_health(self, timeout: float) -> None:
         """PING a connection that was quiet for ``HEALTH_SECONDS``; drop one whose PING went
         unanswered for ``timeout`` (a peer gone without a word)."""
-        now = asyncio.get_running_loop().time()
+        now = self.loop.time()
         if self._pinged and now - self._pinged > timeout:
             self.drop(f"Redis did not answer a PING within {timeout:g} s")
         elif not self._pinged and now - self.heard > HEALTH_SECONDS:

@@ -11,8 +11,7 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal, TypeVar
@@ -219,11 +218,15 @@ class PlainConnection(asyncio.Protocol):
         self.open = False
         self.lost_because = f"the {self.what} was closed"
         self.heard = 0.0
+        self.loop = asyncio.get_running_loop()
+        """The loop it runs on, asked once: on Python 3.11 every ``asyncio.get_running_loop()``
+        is a ``getpid`` system call (CPython gh-100363, gone in 3.12), and a Redis call asked
+        for it five times (strace of a dispatcher: 2.9 ``getpid`` per delivery)."""
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.open = True
-        self.heard = asyncio.get_running_loop().time()
+        self.heard = self.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
@@ -299,12 +302,16 @@ class Lane:
         if conn is None or not conn.open or conn.quiet():
             conn = await self._connected()
         answer = conn.send(command)
+        # One timer on the answer, not an ``asyncio.timeout`` per call (a context, the current
+        # task and the loop asked for twice: a third of a Redis call's Python here).
+        timer = conn.loop.call_later(self._server.timeout, _expire, answer)
         try:
-            async with asyncio.timeout(self._server.timeout):
-                reply = await answer
+            reply = await answer
         except TimeoutError:
             conn.drop(f"Redis did not answer within {self._server.timeout:g} s")
             raise
+        finally:
+            timer.cancel()
         if isinstance(reply, hiredis.ReplyError):
             raise BaseParser.parse_error(str(reply))
         return reply
@@ -341,6 +348,11 @@ class Lane:
             conn.close()
 
 
+def _expire(answer: asyncio.Future[Any]) -> None:
+    if not answer.done():
+        answer.set_exception(TimeoutError())
+
+
 class _LaneConnection(PlainConnection):
     def __init__(self, decode: bool = True) -> None:
         super().__init__()
@@ -350,9 +362,7 @@ class _LaneConnection(PlainConnection):
 
     def quiet(self) -> bool:
         """Nothing asked and nothing heard for ``HEALTH_SECONDS``."""
-        return not self._waiting and asyncio.get_running_loop().time() - self.heard > (
-            HEALTH_SECONDS
-        )
+        return not self._waiting and self.loop.time() - self.heard > HEALTH_SECONDS
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -364,7 +374,7 @@ class _LaneConnection(PlainConnection):
     def data_received(self, data: bytes) -> None:
         reader, waiting = self._reader, self._waiting
         reader.feed(data)
-        self.heard = asyncio.get_running_loop().time()
+        self.heard = self.loop.time()
         try:
             while (reply := reader.gets()) is not False:
                 answer = waiting.popleft()
@@ -379,9 +389,9 @@ class _LaneConnection(PlainConnection):
         except TypeError as exc:  # (None, a bool...: what redis-py refuses too, as DataError)
             raise rex.DataError(str(exc)) from None
         if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.loop.call_soon(self._flush)
         self._out.append(packed)
-        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[Any] = self.loop.create_future()
         self._waiting.append(answer)
         return answer
 
@@ -434,11 +444,12 @@ def bulk_lane(client: Any) -> Lane | None:
 TRANSIENT = (rex.ConnectionError, rex.TimeoutError, ConnectionError, TimeoutError, OSError)
 
 
-@asynccontextmanager
-async def guarded() -> AsyncIterator[None]:
-    """Turn a lost or slow Redis inside the block into ``Unavailable``."""
+async def call(awaitable: Awaitable[T]) -> T:
+    """Await one Redis call, turning a lost or slow Redis into ``Unavailable`` (a full one into
+    ``StorageFull``). A plain ``try``, not a context manager: this wraps every Redis call, and
+    an ``asynccontextmanager`` cost an async generator and its hooks each time."""
     try:
-        yield
+        return await awaitable
     except rex.BusyLoadingError as exc:
         raise Unavailable("Redis is loading its data set") from exc
     except rex.OutOfMemoryError as exc:
@@ -448,12 +459,6 @@ async def guarded() -> AsyncIterator[None]:
         ) from exc
     except TRANSIENT as exc:
         raise Unavailable(f"Redis is unavailable: {exc.__class__.__name__}") from exc
-
-
-async def call(awaitable: Awaitable[T]) -> T:
-    """Await one Redis call, turning a lost or slow Redis into ``Unavailable``."""
-    async with guarded():
-        return await awaitable
 
 
 def load_script(client: Any, name: str, *libraries: str) -> Any:

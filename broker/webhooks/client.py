@@ -153,10 +153,15 @@ class Origin:
         self._open = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop it runs on, asked for once: on Python 3.11 ``asyncio.get_running_loop()``
+        is a ``getpid`` system call each time (CPython gh-100363)."""
 
     async def request(self, data: bytes, seconds: float) -> int:
         """Send ``data`` (a whole request) and return the answer's status within ``seconds``."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         conn = self._reuse(loop.time())
         if conn is None:

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,8 +92,13 @@ class Worker:
         self.stopping = False
         self._wake = asyncio.Event()
         self._reload = False
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(shared.options.max_in_flight)
+        self._loop = asyncio.get_running_loop()
+        self._handed: deque[Item] = deque()
         """Items handed to the lanes, not yet taken (at most ``max_in_flight``)."""
+        self._idle: deque[asyncio.Future[Item]] = deque()
+        """Lanes waiting for an item: each is handed the next one directly (``_launch``). Not an
+        ``asyncio.Queue``: its ``get`` asks for the running loop each time a lane waits, which on
+        Python 3.11 is a ``getpid`` system call (CPython gh-100363), about one per delivery."""
         self._lanes: list[asyncio.Task[None]] = []
         self._flying = 0
         """Items handed to the lanes whose outcome is not taken yet."""
@@ -127,9 +133,7 @@ class Worker:
         self._sub: WebhookSubscription | None = None
         self._target: Target | None = None
         self._fields: dict[str, Any] = {}
-        self.task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"webhook {self.store}/{self.id}"
-        )
+        self.task = self._loop.create_task(self._run(), name=f"webhook {self.store}/{self.id}")
 
     # -- controls ---------------------------------------------------------------------------
 
@@ -337,7 +341,13 @@ class Worker:
 
     def _launch(self, item: Item) -> None:
         self._hand(item)
-        self._queue.put_nowait(item)  # never full: at most max_in_flight are flying
+        idle = self._idle
+        while idle:
+            lane = idle.popleft()
+            if not lane.done():  # (a lane cancelled while it waited is skipped)
+                lane.set_result(item)
+                return
+        self._handed.append(item)
 
     def _hand(self, item: Item) -> None:
         """``item`` goes to a lane: it is flying from now on."""
@@ -351,9 +361,15 @@ class Worker:
         (no task per delivery). A success is recorded here and the lane goes straight on with
         the next ready event while a slot is free; anything else goes back to the loop."""
         assert self._target is not None
-        sender, target, queue = self.s.sender, self._target, self._queue
+        sender, target, handed = self.s.sender, self._target, self._handed
         while True:
-            item: Item | None = await queue.get()
+            item: Item | None
+            if handed:
+                item = handed.popleft()
+            else:
+                waiter: asyncio.Future[Item] = self._loop.create_future()
+                self._idle.append(waiter)
+                item = await waiter
             while item is not None:
                 outcome = await sender.deliver(target, item.event_id, item.body)
                 item = self._after(item, outcome)

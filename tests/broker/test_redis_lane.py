@@ -101,7 +101,7 @@ async def test_errors_are_redis_pys(client: aioredis.Redis) -> None:
     try:
         with pytest.raises(Exception, match="maxmemory") as full:
             await call(fast.execute("SET", "big", "y" * 1000))
-        assert full.type.__name__ == "StorageFull"  # broker.redis.guarded's mapping, as before
+        assert full.type.__name__ == "StorageFull"  # broker.redis.call's mapping, as before
     finally:
         await client.config_set("maxmemory", "0")
 
