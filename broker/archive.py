@@ -352,15 +352,24 @@ class Archive:
             return list(await conn.fetch(query, *args))
 
     async def stream(
-        self, store: int, stream_id: str, low: int, high: int, *, descending: bool = False
+        self,
+        store: int,
+        stream_id: str,
+        low: int,
+        high: int,
+        *,
+        descending: bool = False,
+        count: int | None = None,
     ) -> list[LoggedEvent]:
-        """One stream's events with stream positions in [low, high]. A stream's runs hold
-        consecutive stream positions, at most a block's worth each, so those holding ``low``
-        on start after ``low - BLOCK``."""
+        """One stream's events with stream positions in [low, high] (the first ``count`` of
+        them, when given). A stream's runs hold consecutive stream positions, at most a block's
+        worth each, so those holding ``low`` on start after ``low - BLOCK``; each holds at least
+        one, so ``count`` runs hold ``count`` events."""
         rows = await self._fetch(
             f"SELECT {RUN_COLUMNS} FROM deltagate_runs WHERE store_id = $1 AND stream_id = $2"
             " AND stream_position > $3 AND stream_position <= $4"
-            " AND stream_position + count > $5 ORDER BY stream_position",
+            " AND stream_position + count > $5 ORDER BY stream_position"
+            + ("" if count is None else f" LIMIT {int(count)}"),
             store,
             stream_id,
             low - runs.BLOCK,
@@ -373,6 +382,8 @@ class Archive:
             for e in runs.decode(row)
             if low <= e.stream_position <= high
         ]
+        if count is not None:
+            del events[count:]
         if descending:
             events.reverse()
         return events

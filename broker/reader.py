@@ -256,27 +256,43 @@ class LogReader:
         events = [entry_event(entry) for entry in reply[2:]]
         if version == 0 and not await self.exists(store):
             raise StoreNotFound(store)
-        truncated = None
-        if lo < offset:
+        if lo >= offset:
+            if direction == "backward":
+                events.reverse()
+            return StreamSlice(events, version)
+        # The window starts below what Redis holds: the archive has the rest, or history is gone.
+        forward = direction == "forward"
+        if forward:
+            # The first ``limit`` kept events from ``lo`` on: with history gone below them, not
+            # the window [lo, lo + limit), which may hold none of them.
+            top = offset - 1 if end is None else min(end, offset - 1)
+            cold = await self._stream_archived(store, stream_id, lo, top, count=limit)
+        else:
             cold = await self._stream_archived(store, stream_id, lo, min(hi, offset - 1))
-            first = _stream_position(cold[0]) if cold else offset
-            if first > lo:
-                truncated = first
+        first = _stream_position(cold[0]) if cold else offset
+        truncated = first if first > lo else None
+        if forward:
+            want = max(0, limit - len(cold))
+            last = offset + want - 1 if end is None else min(end, offset + want - 1)
+            if want and last > hi and offset < version:
+                reply = await call(self._read_stream(keys=keys, args=[offset, last, stream_id]))
+                events = [entry_event(entry) for entry in reply[2:]]
+            events = cold + events[:want]
+        else:
             events = cold + events
-        if direction == "backward":
             events.reverse()
         return StreamSlice(events, version, truncated)
 
     async def _stream_archived(
-        self, store: str, stream_id: str, lo: int, hi: int
+        self, store: str, stream_id: str, lo: int, hi: int, *, count: int | None = None
     ) -> list[LoggedEvent]:
-        if self.archive is None:
+        if self.archive is None or hi < lo:
             return []
         bounds = await self.bounds(store)
         archived = await self._archived(store, bounds.uid)
         if archived is None:
             return []
-        return await self.archive.stream(archived, stream_id, lo, hi)
+        return await self.archive.stream(archived, stream_id, lo, hi, count=count)
 
     async def list_streams(
         self,
@@ -477,7 +493,21 @@ class LogReader:
                 for e in part.events
                 if e.global_position >= low and (high is None or e.global_position <= high)
             ]
-            yield Slice(inside, None)
+            gone = None
+            if part.truncated_before is not None:
+                # The stream's history before its first kept event is gone: a query from below
+                # that event's globalPosition says so, as a query of the whole store does.
+                gone = next(
+                    (
+                        e.global_position
+                        for e in part.events
+                        if _stream_position(e) == part.truncated_before
+                    ),
+                    None,
+                )
+                if gone is not None and gone <= low:
+                    gone = None
+            yield Slice(inside, gone)
             last = part.events[-1].global_position
             if (direction == "forward" and high is not None and last > high) or (
                 direction == "backward" and last < low

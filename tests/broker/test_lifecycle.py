@@ -84,6 +84,29 @@ async def test_hot_retention_without_archive_deletes_and_reads_say_so(
     assert [e.global_position for e in part.events] == [41, 42, 43, 44, 45]
 
 
+async def test_a_page_that_starts_where_history_is_gone_holds_the_first_kept_events(
+    redis: aioredis.Redis, log: EventLog, stores: StoreAdmin
+) -> None:
+    """A limit is a number of events, not a window of positions: a stream read or a query of
+    one stream that starts before the first kept event gets the first ``limit`` kept events
+    (not an empty page that ends a client's paging), and says where history starts."""
+    await stores.create("shop", settings={"hotRetention": {"maxEvents": 10}})
+    await fill(log, "shop", 50, batch=5)
+    await settle(Lifecycle(redis, log, None, OPTIONS))
+    part = await log.read_stream("shop", "order-1", limit=3)
+    assert part.truncated_before == 5
+    assert [e.global_position for e in part.events] == [41, 42, 43]
+    part = await log.read_stream("shop", "order-1", start=2, end=6, limit=3)
+    assert [e.global_position for e in part.events] == [41, 42]  # stream positions 5 and 6
+    page = await log.query("shop", flt=Filter.parse("*", "order-1"), limit=3)
+    assert [e.global_position for e in page.events] == [41, 42, 43] and page.has_more
+    assert page.truncated_before == 41
+    assert page.stream_truncated_before == 5
+    page = await log.query("shop", flt=Filter.parse("*", "order-1"), from_position=42)
+    assert page.truncated_before is None  # (it starts after what is gone)
+    assert [e.global_position for e in page.events] == [42, 43, 44, 45]
+
+
 async def test_store_times_are_those_of_the_oldest_kept_and_the_newest_event(
     redis: aioredis.Redis, log: EventLog, stores: StoreAdmin
 ) -> None:
@@ -318,6 +341,19 @@ async def test_max_stream_size_deletes_the_oldest_everywhere(
     archive_id = await archive.store_id(info.uid, "shop")
     assert archive_id is not None
     assert (await archive.stats(archive_id)).oldest == info.oldest
+    # Each stream lost its oldest events, in the archive too: its reads start at its first
+    # kept event, whether it is archived or still in Redis.
+    for stream in (f"order-{i}" for i in range(STREAMS)):
+        everything = await log.read_stream("shop", stream, limit=1000)
+        kept = [e.global_position for e in everything.events]
+        assert kept == sorted(kept) and all(p >= info.oldest for p in kept)
+        if not kept:  # (all its events were older than the kept ones)
+            assert everything.truncated_before == everything.version
+            continue
+        part = await log.read_stream("shop", stream, limit=3)
+        assert [e.global_position for e in part.events] == kept[:3]
+        assert part.truncated_before == everything.truncated_before
+        assert part.truncated_before is not None and part.truncated_before > 0
 
 
 async def test_retention_period_deletes_old_events_everywhere(
