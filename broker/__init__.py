@@ -69,6 +69,7 @@ from .types import (
     StreamInfo,
     TimeStart,
     now_iso,
+    parse_instant,
     parse_start,
 )
 from .webhooks import (
@@ -172,6 +173,7 @@ __all__ = [
     "hash_secret",
     "nodes_info",
     "now_iso",
+    "parse_instant",
     "parse_networks",
     "parse_schedule",
     "parse_start",

@@ -40,8 +40,8 @@ MAX_ITEM_VALUES = 32
 MAX_TAGS = 64
 MAX_MATCH_BYTES = 8 * 1024
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-"""The characters a name may not hold (C0 controls and DEL)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""The characters a name may not hold (C0 controls, DEL and C1 controls)."""
 
 K = TypeVar("K")
 Matcher = Callable[[str], bool]

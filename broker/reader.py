@@ -403,8 +403,10 @@ class LogReader:
         if to_date is not None:
             # The first event created after the period, allowing for pods' clocks to disagree:
             # an event is stamped by the clock of the pod that appended it.
-            after = await self.first_at(store, to_date + CLOCK_SKEW) - 1
-            high = after if high is None else min(high, after)
+            if to_date < datetime.max.replace(tzinfo=to_date.tzinfo) - CLOCK_SKEW:
+                after = await self.first_at(store, to_date + CLOCK_SKEW) - 1
+                high = after if high is None else min(high, after)
+            # (else the end of time: nothing is created after it, every position may match)
         check = EventCheck(
             flt,
             event_id=event_id,

@@ -22,6 +22,22 @@ MAX_POSITION = 2**53
 """The largest position any request may name: JSON numbers are exact up to here in every client."""
 
 
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 date-time (or a date: its midnight; without an offset: UTC), in UTC.
+    ValueError for anything else, and for an instant UTC cannot hold (past the year 9999 once
+    its offset is taken off): such a time compared or moved later would overflow."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 date-time") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} lies outside the years 1 to 9999 in UTC") from None
+
+
 @dataclass(frozen=True, slots=True)
 class TimeStart:
     """Start at the first event created at or after ``moment`` (``position: {"time": ...}``)."""
@@ -34,11 +50,7 @@ class TimeStart:
         text = value.get("time") if isinstance(value, dict) and set(value) == {"time"} else None
         if not isinstance(text, str) or len(text) > 64:
             raise ValueError('a time position is {"time": "<ISO 8601 instant>"}')
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not an ISO 8601 time") from None
-        return cls(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+        return cls(parse_instant(text))
 
     @property
     def wire(self) -> dict[str, str]:

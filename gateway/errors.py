@@ -103,9 +103,44 @@ def validation_error(field: str, message: str) -> ApiError:
     )
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
+_WHERE = frozenset(("body", "query", "path", "header"))
+_TYPE_TAGS = frozenset(("int", "str", "float", "bool", "list", "dict", "bytes", "none", "tuple"))
+
+
+def _is_field(part: Any) -> bool:
+    """Whether a part of a pydantic error location names a field (or an index), not where the
+    request carried it (``body``) or which member of a union refused the value (``int``,
+    ``constrained-int``, ``literal['any',...]``, ``function-after[...]``): a client knows its
+    fields, not the validator's names for the shapes they may take."""
+    if not isinstance(part, str):
+        return True
+    return part not in _WHERE and part not in _TYPE_TAGS and not any(c in part for c in "-[")
+
+
+def validation_details(errors: Any) -> list[dict[str, str]]:
+    """Pydantic's errors as the contract's ``details``: one entry per bad field, named by its
+    path (``events.0.schemaVersion``), with every reason it was refused (each member of a
+    union says why it did not fit: joined with "or")."""
+    reasons: dict[str, list[str]] = {}
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        if loc and loc[0] in _WHERE:
+            # (a parameter's name comes first, whatever it looks like: ``Idempotency-Key``)
+            loc = loc[1:2] + tuple(p for p in loc[2:] if _is_field(p))
+        else:
+            loc = tuple(p for p in loc if _is_field(p))
+        path = ".".join(str(p) for p in loc) or "body"
+        messages = reasons.setdefault(path, [])
+        message = str(error.get("msg", "invalid"))
+        if message not in messages:
+            messages.append(message)
+    return [{"field": path, "message": " or ".join(msgs)} for path, msgs in reasons.items()]
+
+
+def invalid_request(details: list[dict[str, str]]) -> ApiError:
+    """One VALIDATION_ERROR listing each bad field (the message names the first five)."""
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+    return ApiError("VALIDATION_ERROR", summary or "invalid request", details)
 
 
 METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
@@ -144,12 +179,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:
-        details = [
-            {"field": _field_path(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
-            for e in exc.errors()
-        ]
-        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
-        return ApiError("VALIDATION_ERROR", summary or "invalid request", details).response()
+        return invalid_request(validation_details(exc.errors())).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

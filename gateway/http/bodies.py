@@ -42,7 +42,7 @@ from broker import (
     codec,
 )
 
-from ..errors import ApiError, validation_error
+from ..errors import ApiError, invalid_request, validation_details, validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -56,11 +56,14 @@ def _name(value: str, what: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+MAX_SCHEMA_VERSION = 2**53 - 1
+"""The largest integer every JSON reader (JavaScript's included) reads back exactly."""
 SchemaVersion = (
-    Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+    Annotated[StrictInt, Field(ge=-MAX_SCHEMA_VERSION, le=MAX_SCHEMA_VERSION)]
     | Annotated[StrictStr, Field(min_length=1, max_length=64)]
 )
-"""DeltaBase's are strings ("1.0.0"); integers are accepted too. Kept exactly as written."""
+"""DeltaBase's are strings ("1.0.0"); integers are accepted too, any that JSON readers keep
+exact. Kept exactly as written."""
 
 
 class EventIn(BaseModel):
@@ -174,7 +177,6 @@ class DcbQueryBody(BaseModel):
 # -- the fast reading of the append bodies ----------------------------------------------------
 
 VERSIONS = frozenset(("any", "no_stream", "stream_exists"))
-MAX_SCHEMA_VERSION = 1_000_000
 
 
 class AppendRequest(NamedTuple):
@@ -266,7 +268,7 @@ def _fast_events(events: Any) -> list[NewEvent] | None:
             return None
         version = event.get("schemaVersion", 1)
         if type(version) is int:
-            if not 1 <= version <= MAX_SCHEMA_VERSION:
+            if not -MAX_SCHEMA_VERSION <= version <= MAX_SCHEMA_VERSION:
                 return None
         elif type(version) is not str or not 1 <= len(version) <= 64:
             return None
@@ -414,12 +416,8 @@ def parse(model: type[M], value: Any) -> M:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        details = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-            for e in exc.errors(include_url=False, include_input=False)
-        ]
-        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
-        raise ApiError("VALIDATION_ERROR", summary, details) from None
+        details = validation_details(exc.errors(include_url=False, include_input=False))
+        raise invalid_request(details) from None
 
 
 def body_schema(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
@@ -481,4 +479,8 @@ def stream_id_of(value: str) -> str:
         raise validation_error(
             "streamId", f"'{DCB_STREAM}' is reserved for DCB events (POST .../events)"
         )
+    if "\ufffd" in checked:
+        # What bytes that are not UTF-8 become when the server decodes the path: %FF and %FE
+        # would both name the stream "\ufffd" and share it.
+        raise validation_error("streamId", "a stream id in a URL path must be UTF-8")
     return checked

@@ -7,6 +7,7 @@ dates, sort, paging) and answer shapes; split by route they would import each ot
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -37,10 +38,10 @@ from .params import (
     DATE,
     DECLARED_ONLY,
     IncludeCount,
+    Instant,
     Offset,
     SortDirection,
     descending,
-    moment,
     pagination,
 )
 
@@ -164,8 +165,8 @@ class EventFilters:
         transaction_id: Annotated[str | None, Query(alias="transactionId", **NAME)] = None,
         from_position: Annotated[int | None, Query(alias="fromPosition", **GLOBAL)] = None,
         to_position: Annotated[int | None, Query(alias="toPosition", **GLOBAL)] = None,
-        from_date: Annotated[str | None, Query(alias="fromDate", description=DATE)] = None,
-        to_date: Annotated[str | None, Query(alias="toDate", description=DATE)] = None,
+        from_date: Annotated[str | None, Query(alias="fromDate", description=DATE), Instant] = None,
+        to_date: Annotated[str | None, Query(alias="toDate", description=DATE), Instant] = None,
         sort_by: Annotated[
             Literal["globalPosition", "createdAt", "streamPosition"],
             Query(
@@ -183,8 +184,8 @@ class EventFilters:
         self.transaction_id = transaction_id
         self.from_position = from_position
         self.to_position = to_position
-        self.from_date = moment(from_date, "fromDate")
-        self.to_date = moment(to_date, "toDate")
+        self.from_date: datetime | None = from_date  # type: ignore[assignment]  # (Instant)
+        self.to_date: datetime | None = to_date  # type: ignore[assignment]  # (Instant)
         self.sort_by = sort_by
         self.sort_direction = sort_direction
         self.offset = offset
@@ -320,8 +321,12 @@ class StreamFilters:
         max_position: Annotated[
             int | None, Query(alias="maxPosition", ge=0, le=MAX_POSITION, description=LAST)
         ] = None,
-        from_date: Annotated[str | None, Query(alias="fromDate", description=STREAM_DATE)] = None,
-        to_date: Annotated[str | None, Query(alias="toDate", description=STREAM_DATE)] = None,
+        from_date: Annotated[
+            str | None, Query(alias="fromDate", description=STREAM_DATE), Instant
+        ] = None,
+        to_date: Annotated[
+            str | None, Query(alias="toDate", description=STREAM_DATE), Instant
+        ] = None,
         sort_by: Annotated[
             StreamOrder,
             Query(alias="sortBy", description="`createdAt` (default: creation order)"),
@@ -336,8 +341,8 @@ class StreamFilters:
         self.search = search
         self.min_position = min_position
         self.max_position = max_position
-        self.from_date = moment(from_date, "fromDate")
-        self.to_date = moment(to_date, "toDate")
+        self.from_date: datetime | None = from_date  # type: ignore[assignment]  # (Instant)
+        self.to_date: datetime | None = to_date  # type: ignore[assignment]  # (Instant)
         self.sort_by = sort_by
         self.descending = descending(sort_direction)
         self.limit = min(limit, MAX_LIMIT)

@@ -38,8 +38,8 @@ def test_only_a_plain_server_has_a_lane() -> None:
 async def test_the_bulk_lane_is_a_connection_of_its_own_whose_replies_stay_bytes(
     redis_url: str,
 ) -> None:
-    """The lifecycle's reads of the log go over ``bulk_lane``: not the appends' connection, and nothing
-    decoded; both close with the client."""
+    """The lifecycle's reads of the log go over ``bulk_lane``: not the appends' connection, and
+    nothing decoded; both close with the client."""
     client = connect(RedisConfig(url=redis_url))
     try:
         bulk = bulk_lane(client)

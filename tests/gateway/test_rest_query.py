@@ -120,6 +120,8 @@ def test_sort_by(client: TestClient, store: str) -> None:
         ({"toDate": "2024-13-01"}, "toDate", "ISO 8601"),
         ({"toDate": "2024-01-15T25:00:00Z"}, "toDate", "ISO 8601"),
         ({"fromDate": ""}, "fromDate", "ISO 8601"),
+        ({"toDate": "9999-12-31T23:00:00-14:00"}, "toDate", "years 1 to 9999"),
+        ({"fromDate": "0001-01-01T00:00:00+14:00"}, "fromDate", "years 1 to 9999"),
         ({"sortBy": "eventId"}, "sortBy", "globalPosition"),
         ({"sortBy": "createdat"}, "sortBy", "createdAt"),
         ({"sortBy": "streamPosition"}, "sortBy", "streamId"),
@@ -136,3 +138,26 @@ def test_bad_values_are_refused_by_name(
     )
     assert error_fields(result) == [field]
     assert says in result["message"]
+
+
+def test_every_bad_parameter_is_listed_dates_too(client: TestClient, store: str) -> None:
+    params = {"fromDate": "bad", "toDate": "worse", "limit": "0", "offset": "-1"}
+    result = assert_error(
+        client.get(f"/event-stores/{store}/events", params=params), 400, "VALIDATION_ERROR"
+    )
+    assert sorted(error_fields(result)) == ["fromDate", "limit", "offset", "toDate"]
+    result = assert_error(
+        client.get(f"/event-stores/{store}/streams", params=params), 400, "VALIDATION_ERROR"
+    )
+    assert sorted(error_fields(result)) == ["fromDate", "limit", "offset", "toDate"]
+
+
+@pytest.mark.parametrize("end", ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59.999999+00:00"])
+def test_a_to_date_at_the_end_of_time_bounds_nothing(
+    client: TestClient, store: str, base: str, end: str
+) -> None:
+    append(client, store, "order-1", {"type": "order.placed"})
+    for path in ("events", "streams/order-1/events"):
+        response = client.get(f"{base}/{store}/{path}", params={"toDate": end})
+        assert response.status_code == 200, response.text
+        assert [e["globalPosition"] for e in response.json()["events"]] == [1]
