@@ -4,8 +4,9 @@ createdAt, tags, schemaVersion (``scripts/import.lua``).
 
 A restore continues the store's log: into an empty store it starts wherever the export starts
 (positions before it are then history that is gone), and restarting an interrupted restore skips
-what the store already holds. Restored events are not announced live: subscribers get them from the
-log (a pod's feed notices the head moved within its poll interval).
+what the store already holds, once ``check`` has found it to be the same events (same positions,
+same eventIds). Restored events are not announced live: subscribers get them from the log (a pod's
+feed notices the head moved within its poll interval).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from . import codec
 from .errors import BrokerError
 from .keys import StoreKeys
-from .reader import keys_of
+from .reader import entry_event, keys_of
 from .redis import call, load_script
 
 REQUIRED = {
@@ -80,6 +81,30 @@ class Importer:
 
             raise StoreNotFound(store)
         return uid, int(head or 0)
+
+    async def check(self, store: str, events: Sequence[Any], first_line: int = 1) -> None:
+        """Check exported events at positions the store already holds: each must be the event
+        the store has there (same eventId), or the file is not this store's. Events no longer in
+        Redis (archived, or gone) are not compared; the store's last event always stays there.
+        Raises ImportRejected naming the line of the first event that differs."""
+        for i, event in enumerate(events):
+            _args(event, f"line {first_line + i}")
+        log = keys_of(store).log
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                at = f"{event['globalPosition']}-0"
+                pipe.xrange(log, at, at)
+            held = await call(pipe.execute())
+        for i, (event, entries) in enumerate(zip(events, held, strict=True)):
+            if not entries:
+                continue
+            there = codec.event_id_of(entry_event(entries[0]).json)
+            if there != event["eventId"]:
+                raise ImportRejected(
+                    f"line {first_line + i}: globalPosition {event['globalPosition']} holds "
+                    f"another event in the store (eventId {there}, not {event['eventId']}); "
+                    "import into an empty store, or resume an interrupted import"
+                )
 
     async def restore(
         self, store: str, uid: str, events: Sequence[Any], first_line: int = 1

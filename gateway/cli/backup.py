@@ -3,8 +3,8 @@
 ``export`` reads through a deployment's API (so the archive and Redis alike, in order) and can be
 resumed: given an ``--output`` file that already holds events, it continues after the last one.
 ``import`` writes to the deployment's Redis directly (like ``keys`` and ``apply``), keeping every
-position, id and time, and can be resumed too: what the store already holds is skipped. Both show
-progress on stderr.
+position, id and time, and can be resumed too: what the store already holds is skipped, once found
+to be the same events (a store holding other events is refused). Both show progress on stderr.
 """
 
 from __future__ import annotations
@@ -145,14 +145,15 @@ def export(
 
 def _batches(
     lines: Iterator[tuple[int, bytes]], after: int
-) -> Iterator[tuple[int, list[Any], int]]:
-    """(first line number, events, bytes read) in batches, skipping events at or below
-    ``after`` (an interrupted import resumed)."""
+) -> Iterator[tuple[int, list[Any], int, bool]]:
+    """(first line number, events, bytes read, held) in batches, each of events all at or below
+    ``after`` (held: the store has them already, an interrupted import resumed) or all above."""
     from broker import codec
 
     batch: list[Any] = []
     first = 0
     size = 0
+    held = False
     for number, raw in lines:
         if not raw.strip():
             continue
@@ -161,18 +162,19 @@ def _batches(
         except codec.JSONDecodeError as exc:
             usage(f"line {number}: not JSON ({exc})")
         position = event.get("globalPosition") if isinstance(event, dict) else None
-        if isinstance(position, int) and position <= after:
-            size += len(raw)
-            continue
+        old = isinstance(position, int) and position <= after
+        if batch and old != held:
+            yield first, batch, size, held
+            batch, size = [], 0
         if not batch:
-            first = number
+            first, held = number, old
         batch.append(event)
         size += len(raw)
         if len(batch) >= BATCH_EVENTS or size >= BATCH_BYTES:
-            yield first, batch, size
+            yield first, batch, size, held
             batch, size = [], 0
-    if batch or size:
-        yield first, batch, size
+    if batch:
+        yield first, batch, size, held
 
 
 def import_(
@@ -182,7 +184,8 @@ def import_(
     ] = None,
 ) -> None:
     """Restore exported events into a store, keeping positions, ids and times (on the
-    deployment's Redis: DELTAGATE_REDIS_URL). Resumable: events the store holds are skipped."""
+    deployment's Redis: DELTAGATE_REDIS_URL). Resumable: events the store holds are skipped
+    (checked to be the same events: same globalPosition, same eventId)."""
     from broker import Importer, StoreAdmin, StoreAlreadyExists, valid_store_name
 
     if not valid_store_name(store):
@@ -205,8 +208,10 @@ def import_(
             with _progress(total, "importing") as progress:
                 task = progress.add_task("import", total=total)
                 lines = enumerate(source, 1)
-                for first, events, size in _batches(lines, head):
-                    if events:
+                for first, events, size, held in _batches(lines, head):
+                    if held:
+                        await importer.check(store, events, first)
+                    else:
                         head = await importer.restore(store, uid, events, first)
                         imported += len(events)
                     progress.advance(task, size)

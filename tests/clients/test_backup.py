@@ -124,6 +124,72 @@ def test_import_refuses_what_does_not_continue_the_log(
     assert done.returncode == 2 and "line 1: not JSON" in done.stderr
 
 
+def test_an_import_starting_mid_stream_lists_its_streams(
+    pods: list[Pod], redis_url: str, tmp_path: Path
+) -> None:
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    fill(pod, 800)  # shelf-k: 1+100k..100+100k and 401+100k..500+100k
+    part = tmp_path / "part.ndjson"
+    done = cli("export", STORE, "--from", "451", "--output", str(part), "--url", pod.url)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in lines_of(part.read_text())]
+    done = cli("import", "copy", "--input", str(part), env={"DELTAGATE_REDIS_URL": redis_url})
+    assert done.returncode == 0, done.stderr
+
+    copy = httpx.get(f"{pod.url}/event-stores/copy").json()["statistics"]
+    assert (copy["totalStreams"], copy["headPosition"]) == (4, 800)
+    streams = httpx.get(f"{pod.url}/event-stores/copy/streams").json()["streams"]
+    first = {e["streamId"]: e for e in reversed(lines)}
+    last = {e["streamId"]: e for e in lines}
+    assert streams == [
+        {
+            "streamId": sid,
+            "streamPosition": 199,
+            "streamType": "shelf",
+            "createdAt": first[sid]["createdAt"],
+            "updatedAt": last[sid]["createdAt"],
+        }
+        for sid in ("shelf-0", "shelf-1", "shelf-2", "shelf-3")
+    ]
+    appended = httpx.post(
+        f"{pod.url}/event-stores/copy/streams/shelf-1",
+        json={
+            "events": [{"type": "book.lent", "data": {}}],
+            "options": {"expectedStreamVersion": 200},
+        },
+    )
+    assert appended.status_code == 201, appended.text
+    copy = httpx.get(f"{pod.url}/event-stores/copy").json()["statistics"]
+    assert copy["totalStreams"] == 4
+
+
+def test_import_refuses_a_store_holding_other_events(
+    pods: list[Pod], redis_url: str, tmp_path: Path
+) -> None:
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    fill(pod, 100)
+    exported = tmp_path / "books.ndjson"
+    done = cli("export", STORE, "--output", str(exported), "--url", pod.url)
+    assert done.returncode == 0, done.stderr
+    env = {"DELTAGATE_REDIS_URL": redis_url}
+    with httpx.Client(base_url=pod.url, timeout=10) as http:
+        for n in (3, 100):  # fewer events than the file, then as many
+            http.post("/event-stores", json={"name": f"other{n}"}).raise_for_status()
+            events = [{"type": "book.lent", "data": {"n": i}} for i in range(n)]
+            appended = http.post(f"/event-stores/other{n}/streams/shelf-0", json={"events": events})
+            assert appended.status_code == 201, appended.text
+            held = [http.get(f"/event-stores/other{n}{what}").json() for what in ("", "/events")]
+            done = cli("import", f"other{n}", "--input", str(exported), env=env)
+            assert done.returncode == 1, done.stderr
+            assert "line 1: globalPosition 1 holds another event in the store" in done.stderr
+            assert [http.get(f"/event-stores/other{n}{w}").json() for w in ("", "/events")] == held
+
+    done = cli("import", "copy", "--input", str(exported), env=env)
+    assert done.returncode == 0, done.stderr
+    done = cli("import", "copy", "--input", str(exported), env=env)  # the same events: nothing
+    assert done.returncode == 0 and "imported 0 event(s)" in done.stderr
+
+
 def test_doctor_says_what_to_fix(redis_url: str) -> None:
     admin = redis.Redis.from_url(redis_url)
     env = {"DELTAGATE_REDIS_URL": redis_url}
