@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,6 +53,9 @@ RESERVED_HEADERS = frozenset(
 """Headers deltagate sets itself or that describe the connection; a subscription may not set
 them, nor any ``webhook-*`` header (the signature's)."""
 RESERVED_PREFIX = "webhook-"
+NOT_IDNA = (
+    "has a host name IDNA cannot encode (an empty or too long label, or a character not allowed)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,10 @@ class WebhookConfig:
             else:
                 timeout = float(timeout_ms) / 1000  # type: ignore[arg-type]
         retry = RetryPolicy.parse(retry_policy or {}, prefix + "retryPolicy", bad)
+        if checked_url is not None:
+            why = unsendable(checked_url, checked_headers)
+            if why is not None:
+                bad(prefix + why[0], why[1])
         if subscriber_id is not None and (
             not isinstance(subscriber_id, str) or not 1 <= len(subscriber_id) <= 256
         ):
@@ -231,6 +239,11 @@ def _check_url(value: object, where: str, bad: Any, targets: TargetPolicy | None
     if port == 0:
         bad(where, "port 0 cannot be reached")
         return None
+    try:
+        host = request_host(host)  # (what is connected to is what is checked)
+    except UnicodeError:
+        bad(where, NOT_IDNA)
+        return None
     if host.startswith("[") or ":" in host:
         try:
             ipaddress.IPv6Address(host.strip("[]"))
@@ -246,6 +259,46 @@ def _check_url(value: object, where: str, bad: Any, targets: TargetPolicy | None
         )
         return None
     return value
+
+
+def request_host(host: str) -> str:
+    """A URL's host as requests name it (Host header, resolver, address checks): a name that
+    is not ASCII in IDNA's ASCII form (``bücher.example`` is ``xn--bcher-kva.example``; full-width
+    digits are ASCII ones, so a literal address can hide in them). UnicodeError when IDNA cannot
+    encode it."""
+    return host if host.isascii() else host.encode("idna").decode()
+
+
+def unsendable(url: str, headers: Iterable[tuple[str, str]]) -> tuple[str, str] | None:
+    """Why no request can be made of ``url`` and ``headers`` (None: one can), as (the field at
+    fault, what is wrong). ``WebhookConfig.build`` refuses such a config; the dispatcher asks
+    again of every stored one (``delivery.Target``), as a record stored before a check existed
+    must fail its attempts, not the worker. The checks that give finer messages at build run
+    first there (``_check_url``, ``_check_headers``)."""
+    try:
+        url.encode()
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as exc:  # (UnicodeEncodeError: a lone surrogate)
+        return "url", f"is not a valid URL: {exc}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "url", "must be an http:// or https:// URL with a host"
+    try:
+        request_host(parts.hostname)
+    except UnicodeError:
+        return "url", NOT_IDNA
+    for name, value in headers:
+        where = f"headers.{name}"
+        if not HEADER_NAME.fullmatch(name):
+            return where, "is not a valid header name"
+        if any(not (c == "\t" or " " <= c <= "~") for c in value):
+            return where, "must be printable ASCII"
+        if name.lower() == "authorization" and parts.username is not None:
+            return where, (
+                "cannot be given with a user:password@ in the url, which deltagate sends as "
+                "the authorization header: give one of them"
+            )
+    return None
 
 
 def shown_url(url: str) -> str:

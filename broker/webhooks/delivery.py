@@ -14,12 +14,12 @@ httpcore. ``Sender`` holds what the requests of one dispatcher replica share: th
 certificates loaded once), the address policy with its resolver (``targets.GuardedResolver``,
 the SSRF guard at every connection) and the bound on requests in flight; ``Target`` what one
 subscription's requests share: its connection pool (``Origin``), the fixed part of its requests'
-head (request line, host, user agent, the subscription's headers, content type) and timeout,
-built once per config, with the verdict on a literal address in its URL. Requests never go
-through a proxy from the environment (``HTTP(S)_PROXY`` are ignored): the address check must see
-the address actually connected to. A delivery's body is built once per event (``body``); only
-the timestamp and signature are made per attempt, as a retry minutes later needs a fresh
-timestamp for receivers that check it."""
+head (request line, host, user agent unless the subscription sets its own, the subscription's
+headers, content type) and timeout, built once per config, with the verdict on a literal address
+in its URL. Requests never go through a proxy from the environment (``HTTP(S)_PROXY`` are
+ignored): the address check must see the address actually connected to. A delivery's body is
+built once per event (``body``); only the timestamp and signature are made per attempt, as a
+retry minutes later needs a fresh timestamp for receivers that check it."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from .. import codec
 from .client import Origin
-from .config import HEADER_NAME, WebhookConfig
+from .config import WebhookConfig, request_host, unsendable
 from .signing import Signer
 from .targets import GuardedResolver, Resolver, TargetPolicy, literal_refusal
 
@@ -101,7 +101,8 @@ class Target:
         host = parts.hostname or ""
         self.refused = literal_refusal(host, sender.targets)
         """Why the URL's literal address may not be reached (checked once, not per request)."""
-        self.invalid = _unsendable(config)
+        why = unsendable(config.url, config.headers)
+        self.invalid = None if why is None else f"{why[0]} {why[1]}"
         """Why the URL or headers cannot be sent (a record stored before today's checks)."""
         self.sign = Signer(key)
         self.seconds = config.timeout or sender.timeout
@@ -109,12 +110,8 @@ class Target:
         if self.invalid is not None:
             return
         tls = parts.scheme == "https"
-        try:
-            name = host if host.isascii() else host.encode("idna").decode()
-            port = parts.port or (443 if tls else 80)
-        except ValueError as exc:  # (a port out of range, a name IDNA cannot spell)
-            self.invalid = str(exc)
-            return
+        name = request_host(host)  # (``unsendable`` saw that these can be made)
+        port = parts.port or (443 if tls else 80)
         shown_host = f"[{name}]" if ":" in name else name
         if port != (443 if tls else 80):
             shown_host = f"{shown_host}:{port}"
@@ -122,13 +119,11 @@ class Target:
             f"POST {quote(parts.path or '/', safe=_PATH_SAFE)}"
             f"{'?' + quote(parts.query, safe=_PATH_SAFE) if parts.query else ''} HTTP/1.1",
             f"host: {shown_host}",
-            f"user-agent: {USER_AGENT}",
         ]
+        if all(n.lower() != "user-agent" for n, _ in config.headers):
+            lines.append(f"user-agent: {USER_AGENT}")  # (a configured one replaces it)
         if parts.username is not None:
             credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            if any(n.lower() == "authorization" for n, _ in config.headers):
-                self.invalid = "credentials in the URL and an authorization header"
-                return
             lines.append(f"authorization: Basic {base64.b64encode(credentials.encode()).decode()}")
         lines.extend(f"{n}: {v}" for n, v in config.headers)
         lines.append("content-type: application/json\r\n")
@@ -220,20 +215,6 @@ class Sender:
             return Attempt("success", "", seconds)
         hint = " (redirects are not followed)" if 300 <= status < 400 else ""
         return Attempt("failure", f"HTTP {status}{hint}", seconds)
-
-
-def _unsendable(config: WebhookConfig) -> str | None:
-    """Why a stored config's URL or headers cannot be sent as they are checked today (None:
-    they can): a header name that is not a token, a value that is not printable ASCII."""
-    parts = urlsplit(config.url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"the URL {config.shown_url} is not an http(s) URL with a host"
-    for name, value in config.headers:
-        if not HEADER_NAME.fullmatch(name):
-            return f"header name {name!r} is not valid"
-        if any(not (c == "\t" or " " <= c <= "~") for c in value):
-            return f"header {name} is not printable ASCII"
-    return None
 
 
 def _log_failure(target: Target, kind: str, detail: str) -> None:

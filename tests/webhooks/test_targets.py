@@ -9,6 +9,7 @@ validation, or handed out by a stub resolver to a guard that refuses them before
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ from broker.webhooks import WebhookConfig, new_secret, secret_key
 from broker.webhooks.delivery import (
     CONNECTION_FAILED,
     INVALID_REQUEST,
+    USER_AGENT,
     Attempt,
     Sender,
     Target,
@@ -110,6 +112,9 @@ REFUSED_HOSTS = [h for a in REFUSED for h in hosts_for(a)] + [
     "127.0.0.1.",
     "0x7f.0.0.1.",
     "0251.0376.0251.0376",  # 169.254.169.254 in octal
+    "\uff11\uff12\uff17.\uff10.\uff10.\uff11",  # full-width digits: IDNA reads 127.0.0.1
+    "127\u30020\u30020\u30021",  # ideographic full stops: IDNA reads them as dots
+    "\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54",  # full-width localhost
 ]
 
 
@@ -210,6 +215,58 @@ def test_bad_headers_are_refused(api: TestClient, store: str) -> None:
         f"/event-stores/{store}/subscribe", json=sdk("https://h.example.com/", headers=fine)
     )
     assert response.status_code == 201, response.text
+
+
+UNSENDABLE = [
+    # (url, headers, the field named): each could never be sent, so none is accepted.
+    ("https://u:s3cr3t@h.example.com/in", {"Authorization": "Bearer t"}, "headers.Authorization"),
+    (
+        "https://u@h.example.com/in",
+        {"X-A": "x", "authorization": "Bearer t"},
+        "headers.authorization",
+    ),
+    ("https://ex\u00e4mple..com/in", None, "url"),  # an empty label
+    ("https://" + "\u00e4" * 64 + ".example.com/in", None, "url"),  # a label over 63
+    ("https://h.example.com:65536/in", None, "url"),
+]
+
+
+def test_what_could_never_be_sent_is_refused_at_create(api: TestClient, store: str) -> None:
+    for url, headers, field in UNSENDABLE:
+        config = {"url": url} if headers is None else {"url": url, "headers": headers}
+        for request, prefix in (
+            (sdk(**config), "subscriber.config."),
+            ({"id": "x", "eventFilter": "*", "subscriberType": "webhook", "webhook": config},
+             "webhook."),
+        ):  # fmt: skip
+            response = api.post(f"/event-stores/{store}/subscribe", json=request)
+            assert response.status_code == 400, (url, response.text)
+            found = response.json()
+            assert found["error"] == "INVALID_SUBSCRIPTION_CONFIG", found
+            assert [d["field"] for d in found["details"]] == [prefix + field], found
+            assert "s3cr3t" not in response.text
+    assert api.get(f"/event-stores/{store}/subscriptions").json()["totalCount"] == 0
+    # Each part alone can be sent (validation only: nothing is written).
+    for url, headers in (
+        ("https://u:s3cr3t@h.example.com/in", {"X-A": "x"}),
+        ("https://h.example.com/in", {"Authorization": "Bearer t"}),
+        ("https://b\u00fccher.example/in", {"X-A": "x"}),
+    ):
+        assert parse_subscription(sdk(url, headers=headers), targets=TargetPolicy())
+
+
+def test_a_config_file_url_that_is_not_unicode_is_refused() -> None:
+    # YAML's "\\udce9" escape gives a lone surrogate (JSON bodies cannot): it was accepted,
+    # then could be neither stored (the codec refuses it) nor sent.
+    from gateway.config_file import ConfigError, plan
+
+    webhook = {"url": "https://h.example.com/caf\udce9"}
+    subscription = {"id": "x", "eventFilter": "*", "subscriberType": "webhook", "webhook": webhook}
+    document = {"eventStores": [{"name": STORE, "subscriptions": [subscription]}]}
+    with pytest.raises(ConfigError) as refused:
+        plan(document, "test.yaml", targets=TargetPolicy())
+    (problem,) = refused.value.problems
+    assert problem.startswith("eventStores[0].subscriptions[0].webhook.url: is not a valid URL")
 
 
 def test_a_password_in_the_url_is_never_shown(api: TestClient, store: str) -> None:
@@ -356,17 +413,77 @@ async def test_last_error_is_no_port_scanner(send: Any) -> None:
         assert attempt.error == "HTTP 503", "an HTTP answer is reported"
 
 
-async def test_a_header_stored_before_the_checks_fails_the_attempt_not_the_worker() -> None:
-    # A record written before header values had to be ASCII: the attempt fails, nothing is
-    # sent, and the failure is recorded like any other (before, the worker itself died).
+async def test_a_config_stored_before_the_checks_fails_the_attempt_not_the_worker() -> None:
+    # Records written before today's checks (a header value that is not ASCII, credentials
+    # in the URL beside an authorization header, a host IDNA cannot encode, a port out of
+    # range): the attempt fails, nothing is sent, and the failure is recorded like any other
+    # (before, a header that is not ASCII made the worker itself die).
     async with serving(await http(200)) as server:
         sender = Sender(timeout=5, max_connections=1, targets=TargetPolicy.build("127.0.0.0/8"))
-        built = WebhookConfig.build(event_filter="*", url=f"http://127.0.0.1:{server.port}/")
-        old = dataclasses.replace(built, headers=(("X-Name", "caf\u00e9"),))
-        target = Target(sender, old, secret_key(new_secret()), max_in_flight=1)
+        here = f"127.0.0.1:{server.port}"
+        built = WebhookConfig.build(event_filter="*", url=f"http://{here}/")
+        for url, headers in (
+            (f"http://{here}/", (("X-Name", "caf\u00e9"),)),
+            (f"http://u:p@{here}/", (("Authorization", "Bearer t"),)),
+            (f"http://ex\u00e4mple..com:{server.port}/", ()),
+            ("http://127.0.0.1:65536/", ()),
+        ):
+            old = dataclasses.replace(built, url=url, headers=headers)
+            target = Target(sender, old, secret_key(new_secret()), max_in_flight=1)
+            try:
+                attempt = await sender.deliver(target, "e1", body({}, "{}"))
+            finally:
+                await target.close()
+            assert attempt.result == "failure" and attempt.error == INVALID_REQUEST, url
+        assert server.connections == 0
+
+
+async def test_one_user_agent_the_configured_one_if_any() -> None:
+    # Two user-agent fields make strict receivers (aiohttp) answer 400: a configured
+    # User-Agent, in any case, replaces deltagate's.
+    reply = await http(204)
+    async with serving(reply) as server:
+        sender = Sender(timeout=5, max_connections=1, targets=TargetPolicy.build("127.0.0.0/8"))
+        url = f"http://127.0.0.1:{server.port}/in"
+        for headers, expected in (
+            (None, USER_AGENT),
+            ({"User-Agent": "x/1"}, "x/1"),
+            ({"user-agent": "my-projection/2.0", "X-A": "a"}, "my-projection/2.0"),
+            ({"USER-AGENT": "x/1"}, "x/1"),
+        ):
+            config = WebhookConfig.build(event_filter="*", url=url, headers=headers)
+            target = Target(sender, config, secret_key(new_secret()), max_in_flight=1)
+            try:
+                attempt = await sender.deliver(target, "e1", body({}, "{}"))
+            finally:
+                await target.close()
+            assert attempt.result == "success", attempt
+            head = reply.heads.pop().decode()  # type: ignore[attr-defined]
+            agents = [
+                value.strip()
+                for name, _, value in (line.partition(":") for line in head.split("\r\n"))
+                if name.lower() == "user-agent"
+            ]
+            assert agents == [expected], head
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_auth() -> None:
+    reply = await http(204)
+    async with serving(reply) as server:
+        sender = Sender(timeout=5, max_connections=1, targets=TargetPolicy.build("127.0.0.0/8"))
+        url = f"http://hook-user:p%40ss@127.0.0.1:{server.port}/in"
+        config = WebhookConfig.build(event_filter="*", url=url)
+        target = Target(sender, config, secret_key(new_secret()), max_in_flight=1)
         try:
             attempt = await sender.deliver(target, "e1", body({}, "{}"))
         finally:
             await target.close()
-        assert attempt.result == "failure" and attempt.error == INVALID_REQUEST, attempt
-        assert server.connections == 0
+        assert attempt.result == "success", attempt
+        (head,) = reply.heads  # type: ignore[attr-defined]
+        basic = base64.b64encode(b"hook-user:p@ss").decode()
+        found = [
+            line
+            for line in head.decode().split("\r\n")
+            if line.lower().startswith("authorization:")
+        ]
+        assert found == [f"authorization: Basic {basic}"], head
