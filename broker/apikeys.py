@@ -112,7 +112,7 @@ class KeyStore:
             permissions=tuple(dict.fromkeys(permissions)),
             stores=tuple(dict.fromkeys(stores)) if stores else None,
             created_at=now,
-            expires_at=now + ttl_seconds if ttl_seconds else None,
+            expires_at=None if ttl_seconds is None else now + ttl_seconds,
             secret_hash=hash_secret(secret),
         )
         async with self._redis.pipeline(transaction=True) as pipe:

@@ -31,8 +31,10 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def parse_duration(text: str) -> int:
     match = DURATION.fullmatch(text.strip())
-    if not match:
-        usage(f"--expires takes a duration like 30d, 12h, 90m or 3600s, not {text!r}")
+    if not match or int(match.group(1)) == 0:
+        # (a lifetime of nothing would be a key that never works, or, read as "unset", one that
+        # never expires: neither is what was asked for)
+        usage(f"--expires takes a duration like 30d, 12h, 90m or 3600s (more than 0), not {text!r}")
     return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
 
 
@@ -83,7 +85,7 @@ def create(
     bad = [s for s in store_list or [] if not valid_store_name(s)]
     if bad:
         usage(f"invalid store name(s): {bad}")
-    ttl = parse_duration(expires) if expires else None
+    ttl = None if expires is None else parse_duration(expires)
     if not name.strip():
         usage("--name must not be empty")
     key, secret = with_keystore(lambda ks: ks.create(name, wanted, store_list, ttl))

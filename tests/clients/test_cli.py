@@ -271,6 +271,21 @@ def test_keys_create_never_widens_an_empty_store_list(redis_server: RedisServer)
     assert json.loads(everywhere.stdout)["stores"] is None
 
 
+def test_keys_create_refuses_a_lifetime_of_nothing(redis_server: RedisServer) -> None:
+    """`--expires 0d` once made a key that never expires (a zero read as "unset"): a lifetime of
+    nothing is a usage error, and no key is made; a real one sets expiresAt."""
+    env = {"DELTAGATE_REDIS_URL": redis_server.url}
+    redis_server.client().flushall()
+    base = ["keys", "create", "--name", "short", "--permissions", "read:events"]
+    for lifetime in ("0d", "0s", "0h", "00m"):
+        line = one_error_line(cli(*base, "--expires", lifetime, env=env), 2)
+        assert "--expires" in line, line
+    listed = cli("keys", "list", "--json", env=env)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout
+    made = cli(*base, "--expires", "1h", "--json", env=env)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["expiresAt"] is not None
+
 def test_demo_orders_generates_a_plausible_stream(pod: Pod) -> None:
     done = cli(
         "demo", "orders", "--rate", "200", "--count", "40", "--seed", "3", "--quiet", url=pod.url
