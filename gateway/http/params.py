@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import field_annotation_is_sequence
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
@@ -27,24 +28,43 @@ from broker import parse_instant
 from ..auth import API_KEY_PARAM
 from ..errors import ApiError, validation_error
 
-_declared: dict[int, frozenset[str]] = {}
+
+class Declared(frozenset[str]):
+    """The query parameters a route accepts (a set of names), and which of them may be given
+    more than once (``repeatable``: those whose values are a list, such as ``type``)."""
+
+    repeatable: frozenset[str]
+
+    def __new__(cls, names: set[str], repeatable: set[str]) -> Declared:
+        declared = super().__new__(cls, names)
+        declared.repeatable = frozenset(repeatable)
+        return declared
+
+
+_declared: dict[int, Declared] = {}
 """Per route (by identity: routes live as long as the app), the query parameters it declares."""
 
 
-def _query_names(dependant: Dependant) -> set[str]:
-    names = {param.alias for param in dependant.query_params}
+def _query_names(dependant: Dependant, repeatable: set[str]) -> set[str]:
+    names = set()
+    for param in dependant.query_params:
+        names.add(param.alias)
+        if field_annotation_is_sequence(param.field_info.annotation):
+            repeatable.add(param.alias)
     for sub in dependant.dependencies:
-        names |= _query_names(sub)
+        names |= _query_names(sub, repeatable)
     return names
 
 
-def declared_by(dependant: Dependant) -> frozenset[str]:
+def declared_by(dependant: Dependant) -> Declared:
     """The query parameters a route with this ``dependant`` accepts: those it (and its
     dependencies) declare, and the API key."""
-    return frozenset(_query_names(dependant) | {API_KEY_PARAM})
+    repeatable: set[str] = set()
+    names = _query_names(dependant, repeatable) | {API_KEY_PARAM}
+    return Declared(names, repeatable)
 
 
-def declared(route: APIRoute) -> frozenset[str]:
+def declared(route: APIRoute) -> Declared:
     """The query parameters ``route`` accepts: those it declares, and the API key."""
     names = _declared.get(id(route))
     if names is None:
@@ -52,10 +72,26 @@ def declared(route: APIRoute) -> frozenset[str]:
     return names
 
 
-def refuse_undeclared(request: Request, allowed: frozenset[str]) -> None:
-    """400 ``VALIDATION_ERROR`` naming each query parameter of ``request`` not in ``allowed``."""
-    unknown = list(dict.fromkeys(name for name in request.query_params if name not in allowed))
+def refuse_undeclared(request: Request, allowed: Declared) -> None:
+    """400 ``VALIDATION_ERROR`` naming each query parameter of ``request`` not in ``allowed``,
+    and each one given more than once that takes one value (``limit=1&limit=3`` would otherwise
+    keep one of them silently)."""
+    params = request.query_params
+    unknown = list(dict.fromkeys(name for name in params if name not in allowed))
     if not unknown:
+        repeated = [
+            name
+            for name in dict.fromkeys(params)
+            if name not in allowed.repeatable and len(params.getlist(name)) > 1
+        ]
+        if repeated:
+            raise ApiError(
+                "VALIDATION_ERROR",
+                f"query parameter{'s' if len(repeated) > 1 else ''} "
+                f"{', '.join(repr(name) for name in repeated)} given more than once "
+                "(each takes one value)",
+                [{"field": name, "message": "given more than once"} for name in repeated],
+            )
         return
     accepted = ", ".join(sorted(allowed - {API_KEY_PARAM})) or "none"
     message = f"unknown query parameter; this route accepts: {accepted}"

@@ -56,6 +56,24 @@ def test_several_unknown_parameters_are_all_named_once(client: TestClient, store
     assert error_fields(result) == ["zeta", "alpha"]  # reported before the bad limit
 
 
+def test_a_one_value_parameter_given_twice_is_refused_a_list_one_is_not(
+    client: TestClient, store: str
+) -> None:
+    """``limit=1&limit=3`` once kept the last value silently: each parameter that takes one
+    value is refused when repeated; ``type`` (a list) is repeated to give several."""
+    for url, repeated in (
+        (f"/event-stores/{store}/events?limit=1&limit=3", ["limit"]),
+        (f"/event-stores/{store}/streams/o-1?direction=forward&direction=backward", ["direction"]),
+        (f"/event-stores/{store}/subscriptions?eventFilter=a.*&eventFilter=b.*", ["eventFilter"]),
+        (f"/event-stores/{store}/events?offset=0&limit=1&offset=1&limit=2", ["offset", "limit"]),
+    ):
+        result = assert_error(client.get(url), 400, "VALIDATION_ERROR")
+        assert error_fields(result) == repeated, url
+    response = client.get(f"/event-stores/{store}/events?type=order.*&type=user.*")
+    assert response.status_code == 200, response.text
+    response = client.get(f"/event-stores/{store}/streams?streamType=a&streamType=b")
+    assert response.status_code == 200, response.text
+
 def test_the_api_key_parameter_is_accepted_everywhere(client: TestClient, store: str) -> None:
     for method, path, body in ROUTES:
         response = call(client, method, "/event-stores" + path, body, apiKey="dg_x")
