@@ -51,8 +51,9 @@ class ConditionFailed(BrokerError):
     code = "APPEND_CONDITION_FAILED"
 
     def __init__(self, positions: list[int], after: int | None) -> None:
+        after = after or 0  # (no ``after``: from the start, as DeltaBase's number says)
         super().__init__(
-            f"{len(positions)} event(s) match the append condition after position {after or 0}",
+            f"{len(positions)} event(s) match the append condition after position {after}",
             {"conflictingPositions": positions, "afterPosition": after},
         )
         self.positions = positions

@@ -103,7 +103,8 @@ class DcbConflict(BaseModel):
     message: str
     details: str
     conflictingPositions: list[int]
-    afterPosition: int | None
+    afterPosition: int
+    """The condition's ``after``; 0 when it gave none (from the start)."""
 
 
 class DcbQueryAnswer(BaseModel):

@@ -59,7 +59,7 @@ async def test_a_condition_fails_exactly_when_a_matching_event_follows_after(
     email_a = q({"types": ["user.registered"], "tags": ["email:a@x"]})
     with pytest.raises(ConditionFailed) as failed:
         await log.append_dcb(store, [ev("user.registered", "email:a@x")], condition=email_a)
-    assert (failed.value.positions, failed.value.after) == ([1], None)
+    assert (failed.value.positions, failed.value.after) == ([1], 0)  # (none given: from the start)
     # After position 1 nothing matches: the same condition lets the append through.
     ok = await log.append_dcb(store, [ev("x.y")], condition=email_a, after=1)
     assert ok.first_position == 4

@@ -57,6 +57,13 @@ def test_the_documented_dcb_flow_unique_usernames(client: TestClient, base: str)
     assert conflict["error"] == "Append condition failed"
     assert conflict["conflictingPositions"] == [1] and conflict["afterPosition"] == 0
     assert isinstance(conflict["details"], str)
+    # No ``after``: from the start, and the answer says so with a number, as DeltaBase's does.
+    unbounded = {
+        **REGISTER,
+        "condition": {"failIfEventsMatch": REGISTER["condition"]["failIfEventsMatch"]},
+    }
+    conflict = client.post(f"{url}/events", json=unbounded).json()
+    assert (conflict["conflictingPositions"], conflict["afterPosition"]) == ([1], 0)
     # After the position the reader saw, nothing conflicts: bob may register.
     bob: dict[str, Any] = {
         "events": [
