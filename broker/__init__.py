@@ -48,10 +48,10 @@ from .filters import (
     check_tags,
 )
 from .health import SAFE_POLICY, Memory, RedisWatch, nodes_info, policy_problem
-from .keys import valid_store_name
+from .keys import DCB_STREAM, valid_store_name
 from .lifecycle import Lifecycle, LifecycleOptions
 from .limits import RateLimiter
-from .log import DCB_STREAM, EventLog, LogLimits
+from .log import EventLog, LogLimits
 from .query import EventCheck, StreamCheck
 from .reader import Slice, StreamOrder, StreamSlice, check_version
 from .redis import RedisConfig, connect, ping

@@ -31,6 +31,7 @@ from .errors import (
     VersionConflict,
 )
 from .filters import Query
+from .keys import DCB_STREAM
 from .reader import LogReader, entry_event, keys_of
 from .redis import call, load_script, returns_raw_entries, run_script, sharded
 from .types import (
@@ -43,8 +44,6 @@ from .types import (
 
 SCAN_PAGE = 1000
 MAX_EVENT_BYTES = 1024 * 1024
-DCB_STREAM = "__dcb__"
-"""The reserved stream DCB appends go to; stream endpoints refuse it."""
 DCB_RETRIES = 20
 
 

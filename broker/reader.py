@@ -27,7 +27,7 @@ from . import codec
 from .archive import Archive
 from .errors import StoreNotFound, VersionConflict
 from .filters import Filter
-from .keys import StoreKeys, valid_store_name
+from .keys import DCB_STREAM, StoreKeys, valid_store_name
 from .query import EventCheck, StreamCheck
 from .redis import call, load_script
 from .types import Direction, ExpectedVersion, LoggedEvent, Page, StreamInfo
@@ -313,14 +313,23 @@ class LogReader:
         await self.head(store)
         check = where or StreamCheck()
         if check.keeps_all and sort_by == "createdAt":
-            total = await call(self._redis.zcard(k.streams))
-            page = self._redis.zrange(k.streams, offset, offset + limit - 1, desc=descending)
-            return await self._streams(k, await call(page)), total
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(k.streams)
+                pipe.zrank(k.streams, DCB_STREAM)
+                total, dcb = await call(pipe.execute())
+            start = offset
+            if dcb is not None:  # (the DCB stream is left out: the page slides past it)
+                total -= 1
+                if (total - dcb if descending else dcb) <= offset:
+                    start += 1
+            page = self._redis.zrange(k.streams, start, start + limit, desc=descending)
+            ids = [sid for sid in await call(page) if sid != DCB_STREAM][:limit]
+            return await self._streams(k, ids), total
         fields = check.reads_fields or sort_by in ("updatedAt", "streamPosition")
         kept: list[str] = []
         infos: list[StreamInfo] = []
         async for chunk in self._stream_ids(k, check.stream_id):
-            ids = [sid for sid in chunk if check.keeps_id(sid)]
+            ids = [sid for sid in chunk if sid != DCB_STREAM and check.keeps_id(sid)]
             if fields:
                 infos += [s for s in await self._streams(k, ids) if check.keeps(s)]
             else:

@@ -16,7 +16,7 @@ from typing import Any
 from . import codec
 from .archive import Archive
 from .errors import InvalidSettings, StoreAlreadyExists, StoreNotFound, Unavailable
-from .keys import STORE_REGISTRY, StoreKeys
+from .keys import DCB_STREAM, STORE_REGISTRY, StoreKeys
 from .reader import LogReader, entry_event, keys_of
 from .redis import call, load_script
 from .types import StoreInfo, now_iso
@@ -178,9 +178,10 @@ class StoreAdmin:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(k.meta)
             pipe.zcard(k.streams)
+            pipe.zscore(k.streams, DCB_STREAM)  # (not a stream a client may address: not counted)
             pipe.xrange(k.log, "-", "+", count=1)
             pipe.xrevrange(k.log, "+", "-", count=1)
-            meta, streams, first, last = await call(pipe.execute())
+            meta, streams, dcb, first, last = await call(pipe.execute())
         if not meta or "uid" not in meta:
             raise StoreNotFound(name)
         oldest = int(meta.get("oldest") or 1)
@@ -190,7 +191,7 @@ class StoreAdmin:
             settings=codec.loads(meta.get("settings") or "{}"),
             created_at=meta.get("createdAt", ""),
             head_position=int(meta.get("head") or 0),
-            total_streams=int(streams),
+            total_streams=int(streams) - (dcb is not None),
             uid=meta["uid"],
             low=int(meta.get("low") or 1),
             oldest=oldest,

@@ -166,3 +166,28 @@ def test_multi_stream_append_is_all_or_nothing(client: TestClient, base: str) ->
     replay = client.post(f"{url}/streams", json=body, headers={"Idempotency-Key": "k1"})
     assert replay.status_code == 201 and replay.json() == result
     assert client.get(f"{base}/{STORE}").json()["statistics"]["headPosition"] == 2
+
+
+def test_the_dcb_stream_is_neither_listed_nor_counted(client: TestClient, base: str) -> None:
+    """DCB events live in the reserved stream ``__dcb__``, which every stream endpoint refuses:
+    the stream list and the store's stream count leave it out too, at every page and order."""
+    url = make_store(client, base)
+    for i, stream in enumerate(["a-1", None, "b-1", "c-1"]):
+        if stream is None:
+            response = client.post(f"{url}/events", json={"events": [{"type": "X", "tags": ["t"]}]})
+        else:
+            response = client.post(f"{url}/streams/{stream}", json={"events": [{"type": f"T{i}"}]})
+        assert response.status_code == 201, response.text
+    assert client.get(url).json()["statistics"]["totalStreams"] == 3
+    for order in ("asc", "desc"):
+        for offset in range(4):
+            for limit in (1, 2, 3):
+                params = {"sortDirection": order, "offset": offset, "limit": limit}
+                listed = client.get(f"{url}/streams", params=params).json()
+                want = ["a-1", "b-1", "c-1"][:: 1 if order == "asc" else -1][
+                    offset : offset + limit
+                ]
+                assert [s["streamId"] for s in listed["streams"]] == want, params
+                assert listed["pagination"]["total"] == 3, params
+    listed = client.get(f"{url}/streams", params={"streamIdPattern": "*"}).json()
+    assert [s["streamId"] for s in listed["streams"]] == ["a-1", "b-1", "c-1"]
