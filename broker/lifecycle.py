@@ -251,7 +251,7 @@ class Lifecycle:
         if retention.period_days is not None:
             cutoff = time.time() - retention.period_days * 86400
             moment = datetime.fromtimestamp(cutoff, UTC)
-            bound = max(bound, await self._reader.first_at(store, moment))
+            bound = max(bound, await self._reader.first_kept_at(store, moment))
         if retention.max_bytes is not None:
             bound = max(bound, await self._size_bound(store, retention.max_bytes, oldest))
         return min(bound, head)
@@ -279,7 +279,7 @@ class Lifecycle:
             bound = max(bound, head - events + 1)
         if seconds is not None:
             moment = datetime.fromtimestamp(time.time() - seconds, UTC)
-            bound = max(bound, await self._reader.first_at(store, moment))
+            bound = max(bound, await self._reader.first_kept_at(store, moment))
         return bound
 
     async def _copy(

@@ -413,7 +413,7 @@ class LogReader:
             # The first event created after the period, allowing for pods' clocks to disagree:
             # an event is stamped by the clock of the pod that appended it.
             if to_date < datetime.max.replace(tzinfo=to_date.tzinfo) - CLOCK_SKEW:
-                after = await self.first_at(store, to_date + CLOCK_SKEW) - 1
+                after = await self.first_kept_at(store, to_date + CLOCK_SKEW) - 1
                 high = after if high is None else min(high, after)
             # (else the end of time: nothing is created after it, every position may match)
         check = EventCheck(
@@ -531,13 +531,34 @@ class LogReader:
     async def first_at(self, store: str, moment: datetime) -> int:
         """The position of the first event created at or after ``moment`` (head + 1 if none yet).
         The time index (one entry per second) narrows it down; at most a second of events is
-        read to find the exact one, in pages growing from a few events."""
+        read to find the exact one, in pages growing from a few events.
+
+        History that is gone counts: when the first such event kept is the oldest kept, and
+        history before it was deleted (retention), events as late as ``moment`` may have been
+        deleted with it, so the answer is 1, the start of the store: a subscription starting
+        there is told ``truncated``, a REST read carries ``truncatedBefore``, rather than
+        starting at the oldest kept event as if nothing had been asked of what is gone."""
+        found, oldest = await self._first_kept_at(store, moment)
+        return 1 if found == oldest > 1 else found
+
+    async def first_kept_at(self, store: str, moment: datetime) -> int:
+        """The position of the first kept event created at or after ``moment`` (head + 1 if
+        none yet): where an end (``toDate``) or retention's cut falls, not a start."""
+        return (await self._first_kept_at(store, moment))[0]
+
+    async def _first_kept_at(self, store: str, moment: datetime) -> tuple[int, int]:
+        """(the first kept position at or after ``moment``, the oldest kept position)."""
         k = keys_of(store)
         ms = int(moment.timestamp() * 1000)
         bucket = await call(
             self._redis.zrange(k.times, ms, "-inf", byscore=True, desc=True, offset=0, num=1)
         )
         bounds = await self.bounds(store)
+        return await self._scan_from(store, moment, bounds, bucket), bounds.oldest
+
+    async def _scan_from(
+        self, store: str, moment: datetime, bounds: Bounds, bucket: list[Any]
+    ) -> int:
         start = int(bucket[0]) if bucket else bounds.low
         if not bucket and self.archive is not None:
             archived = await self._archived(store, bounds.uid)

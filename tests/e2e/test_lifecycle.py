@@ -117,6 +117,20 @@ async def test_a_resume_into_trimmed_history_without_an_archive_is_told(
     await earliest.disconnect()
     response = httpx.get(f"{pod.url}/event-stores/{STORE}/events", params={"fromPosition": 1})
     assert response.json()["truncatedBefore"] == 501
+    # A start from a time before what is kept asked for history that is gone: told the same way
+    # (the events from that time on may have been deleted), also over REST with fromDate.
+    since = {"time": "2020-01-01T00:00:00Z"}
+    timed = await replay(pod, since)
+    assert [(t["requestedPosition"], t["earliestPosition"]) for t in timed.got.truncated] == [
+        (0, 501)
+    ]
+    assert timed.got.positions == list(range(501, 601))
+    await timed.disconnect()
+    response = httpx.get(
+        f"{pod.url}/event-stores/{STORE}/events", params={"fromDate": since["time"], "limit": 1}
+    )
+    assert response.json()["truncatedBefore"] == 501
+    assert [e["globalPosition"] for e in response.json()["events"]] == [501]
 
 
 async def test_archiving_survives_a_pod_killed_mid_copy_and_a_postgresql_restart(
