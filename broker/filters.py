@@ -139,9 +139,29 @@ def contains(value: Any, pattern: Any) -> bool:
             if key not in value or not contains(value[key], wanted):
                 return False
         return True
-    if isinstance(pattern, bool) or isinstance(value, bool):
-        return type(pattern) is type(value) and pattern == value
-    return bool(value == pattern)
+    return json_equal(value, pattern)
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values: Python's, but for booleans, which JSON does not take for numbers
+    (``true`` is not ``1``, also inside arrays and objects); 1 and 1.0 are one number."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, list):
+        return (
+            isinstance(b, list)
+            and len(a) == len(b)
+            and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+        )
+    if isinstance(a, dict):
+        return (
+            isinstance(b, dict)
+            and a.keys() == b.keys()
+            and all(json_equal(value, b[key]) for key, value in a.items())
+        )
+    if isinstance(b, list | dict):
+        return False
+    return bool(a == b)
 
 
 @dataclass(frozen=True, slots=True)

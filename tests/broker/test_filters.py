@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import time
 from itertools import product
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker import Content, Filter, FilterIndex, InvalidFilter, check_name
-from broker.filters import MAX_PATTERNS, MAX_WILDCARDS, compile_pattern
+from broker.filters import MAX_PATTERNS, MAX_WILDCARDS, compile_pattern, contains
 
 
 def glob(pattern: str, value: str) -> bool:
@@ -322,3 +323,26 @@ def test_filters_with_the_same_content_conditions_share_one_content_key() -> Non
     yes = Content.parse({"data": {"paid": True}})
     one_ = Content.parse({"data": {"paid": 1}})
     assert Filter.parse("*", content=yes).content_key != Filter.parse("*", content=one_).content_key
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern", "expected"),
+    [
+        ({"v": [1, 0]}, {"v": [True, False]}, False),
+        ({"v": [True, False]}, {"v": [1, 0]}, False),
+        ({"v": [True, False]}, {"v": [True, False]}, True),
+        ({"v": [{"k": 1}]}, {"v": [{"k": True}]}, False),
+        ({"v": [{"k": 1}]}, {"v": [{"k": 1}]}, True),
+        ({"v": [{"k": 1, "j": 2}]}, {"v": [{"k": 1}]}, False),  # arrays: equality, not containment
+        ({"v": [1, 2]}, {"v": [1.0, 2]}, True),  # one number
+        ({"v": {"k": [1]}}, {"v": {"k": [True]}}, False),
+        ({"flag": 1}, {"flag": True}, False),
+        ({"v": []}, {"v": {}}, False),
+    ],
+)
+def test_content_conditions_compare_as_json_inside_arrays_too(
+    value: Any, pattern: Any, expected: bool
+) -> None:
+    """``contains``: objects by containment, everything else by JSON's equality, where true is
+    not 1 at any depth (a plain ``==`` on arrays took [true, false] for [1, 0])."""
+    assert contains(value, pattern) is expected
