@@ -71,6 +71,8 @@ ADMIN = Principal("bootstrap admin key", frozenset({Permission.ALL}), key_id=Non
 
 
 API_KEY_PARAM = "apiKey"
+TOKEN_PARAMS = ("token", "authToken")
+"""The query parameters a browser token comes in (the first given counts)."""
 """The query parameter that may carry an API key (where a header cannot be set)."""
 
 
@@ -87,7 +89,7 @@ def presented_key(conn: HTTPConnection) -> str | None:
 
 
 def presented_token(conn: HTTPConnection) -> str | None:
-    return conn.query_params.get("token") or conn.query_params.get("authToken") or None
+    return next((t for t in map(conn.query_params.get, TOKEN_PARAMS) if t), None)
 
 
 def _principal_of(key: ApiKey) -> Principal:

@@ -13,7 +13,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from broker import BrokerError, StoreAlreadyExists, valid_store_name
 
-from ..auth import Permission, Principal, check
+from ..auth import API_KEY_PARAM, TOKEN_PARAMS, Permission, Principal, check
 from ..errors import CLOSE_CODE, ApiError
 from ..runtime import Runtime, runtime_of
 from . import protocol
@@ -28,6 +28,8 @@ async def _close_before_start(ws: WebSocket, code: int, reason: str) -> None:
 
 
 PATH = "/event-stores/{store}/events/ws"
+QUERY_PARAMS = frozenset((API_KEY_PARAM, *TOKEN_PARAMS, "filter"))
+"""What the upgrade request's query may name: credentials and the connect-time filter."""
 _PATH = re.compile(r"(?:/api)?/event-stores/([^/]+)/events/ws")
 
 
@@ -107,8 +109,20 @@ async def events_ws(ws: WebSocket, receive: Receive | None = None) -> None:
     rt.sessions.active.add(session)
     metrics.ws_connections.inc()
     try:
+        unknown = [name for name in dict.fromkeys(ws.query_params) if name not in QUERY_PARAMS]
+        if unknown:
+            # Never a silent superset: a misspelt ``filter`` would otherwise subscribe nothing
+            # without a word. Said as every bad message is (the connection stays open).
+            session.reply(
+                protocol.error(
+                    "VALIDATION_ERROR",
+                    f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+                    f"{', '.join(repr(name) for name in unknown)} "
+                    f"(this route accepts: {', '.join(sorted(QUERY_PARAMS))})",
+                )
+            )
         connect_filter = ws.query_params.get("filter")
-        if connect_filter:
+        if connect_filter is not None:  # (an empty one is one that cannot be parsed)
             try:
                 subscribe = protocol.parse_connect_filter(connect_filter)
             except protocol.ProtocolError as exc:

@@ -286,6 +286,7 @@ def test_keys_create_refuses_a_lifetime_of_nothing(redis_server: RedisServer) ->
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["expiresAt"] is not None
 
+
 def test_demo_orders_generates_a_plausible_stream(pod: Pod) -> None:
     done = cli(
         "demo", "orders", "--rate", "200", "--count", "40", "--seed", "3", "--quiet", url=pod.url

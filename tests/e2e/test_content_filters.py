@@ -97,11 +97,36 @@ async def test_a_filter_that_cannot_be_parsed_is_reported_then_everything_flows(
 ) -> None:
     (pod,) = spawn_pods(pods, redis_url, 1)
     append(pod, "o-0", [order("pending")])
-    client = await connected(pod, "?filter=" + quote("{not json"))
-    await client.wait(lambda: client.got.errors and client.got.subscribed, what="error, then all")
-    assert client.got.errors[0]["error"] == "VALIDATION_ERROR"
-    append(pod, "x-1", [{"type": "anything.else", "data": {}}])
-    await client.wait(lambda: client.got.positions == [2], what="all events")
+    for query in ("?filter=" + quote("{not json"), "?filter="):  # (empty: cannot be parsed)
+        client = await connected(pod, query)
+        await client.wait(
+            lambda c=client: c.got.errors and c.got.subscribed, what="error, then all"
+        )
+        assert client.got.errors[0]["error"] == "VALIDATION_ERROR"
+        head = int(
+            httpx.get(f"{pod.url}/event-stores/{STORE}").json()["statistics"]["headPosition"]
+        )
+        append(pod, "x-1", [{"type": "anything.else", "data": {}}])
+        await client.wait(lambda c=client, h=head: c.got.positions == [h + 1], what="all events")
+        await client.disconnect()
+
+
+async def test_an_unknown_query_parameter_is_reported_not_ignored(
+    pods: list[Pod], redis_url: str
+) -> None:
+    """Never a silent superset: a misspelt ``filter`` once subscribed nothing without a word.
+    It is reported as any bad message is, and the connection stays open."""
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    append(pod, "o-0", [order("pending")])
+    flt = quote(json.dumps({"type": "order.*"}))
+    client = await connected(pod, f"?filtr={flt}&eventFilter=x")
+    await client.wait(lambda: client.got.errors, what="the error")
+    (error,) = client.got.errors
+    assert error["error"] == "VALIDATION_ERROR"
+    assert "'filtr'" in error["message"] and "'eventFilter'" in error["message"]
+    await client.subscribe("order.*")
+    append(pod, "o-1", [order("shipped")])
+    await client.wait(lambda: client.got.positions == [2], what="the open connection's events")
     await client.disconnect()
 
 

@@ -74,6 +74,7 @@ def test_a_one_value_parameter_given_twice_is_refused_a_list_one_is_not(
     response = client.get(f"/event-stores/{store}/streams?streamType=a&streamType=b")
     assert response.status_code == 200, response.text
 
+
 def test_the_api_key_parameter_is_accepted_everywhere(client: TestClient, store: str) -> None:
     for method, path, body in ROUTES:
         response = call(client, method, "/event-stores" + path, body, apiKey="dg_x")
