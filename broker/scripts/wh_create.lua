@@ -6,7 +6,9 @@
 -- ARGV: 1 mode ('create' | 'upsert'), 2 id, 3 fingerprint, 4 config JSON,
 --       5 declared secret ('' = none declared), 6 generated secret (used when none is declared),
 --       7 now (ISO 8601), 8 now (epoch ms), 9 position ('latest' | 'earliest' | decimal),
---       10 record key prefix, then the key suffixes of one subscription
+--       10 start time ('' = none: a position from a time keeps the time, until the dispatcher
+--       read an event created at or after it, in startTime), 11 record key prefix, then the key
+--       suffixes of one subscription
 -- Returns {'nostore'} | {'created', id} | {'existing', id} | {'updated', id} | {'unchanged', id}
 --       | {'taken', id}
 -- The duplicate rule: a subscription whose fingerprint (filter, URL, headers) is already held
@@ -16,7 +18,7 @@
 -- Records made before epochs existed take the owner's uid as theirs first.
 local uid = redis.call('HGET', KEYS[1], 'uid')
 if not uid then return {'nostore'} end
-local prefix = ARGV[10]
+local prefix = ARGV[11]
 local owner = redis.call('GET', KEYS[2])
 if owner ~= uid then
   if owner then
@@ -59,6 +61,7 @@ if secret == '' then secret = ARGV[6] end
 redis.call('HSET', KEYS[5], 'id', id, 'config', config, 'secret', secret, 'fingerprint', fp,
   'createdAt', ARGV[7], 'updatedAt', ARGV[7], 'status', 'active', 'position', position, 'rev', 1,
   'epoch', uid)
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[5], 'startTime', ARGV[10]) end
 redis.call('ZADD', KEYS[3], ARGV[8], id)
 redis.call('HSET', KEYS[4], fp, id)
 return {'created', id}

@@ -6,7 +6,9 @@
 --       below it is finished), 3 '1' when a delivery succeeded (ends the failure streak),
 --       4 now (ISO 8601), then a count and that many globalPositions finished above position,
 --       then a count and that many eventIds whose retry counters are dropped, then a count and
---       that many redriven eventIds delivered (their dead letters are dropped)
+--       that many redriven eventIds delivered (their dead letters are dropped), then '1' when
+--       the start time was reached: an event created at or after it was read (startTime is
+--       dropped; position is at least the one before it)
 -- Returns 'ok' | 'lost' (another replica holds the lease) | 'gone' (the subscription was deleted)
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
@@ -42,4 +44,5 @@ if n > 0 then
   redis.call('ZREM', KEYS[5], unpack(ARGV, i + 1, i + n))
   redis.call('HDEL', KEYS[6], unpack(ARGV, i + 1, i + n))
 end
+if ARGV[i + n + 1] == '1' then redis.call('HDEL', KEYS[1], 'startTime') end
 return 'ok'

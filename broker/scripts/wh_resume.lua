@@ -3,7 +3,8 @@
 --
 -- KEYS: 1 store meta, 2 record, 3 lease, 4 attempts hash, 5 done zset
 -- ARGV: 1 now (ISO 8601), 2 position: 'keep' | 'latest' | 'earliest' | a decimal globalPosition
---       (the last position treated as processed)
+--       (the last position treated as processed), 3 start time ('' = none: a position from a
+--       time keeps the time in startTime; any other new position drops it)
 -- Returns {'ok', position} | {'gone'} (no such subscription) | {'nostore'} | {'ahead', head}
 -- 'keep' resumes where the subscription left off, except when its progress is not of the store's
 -- history as it is now (auto-paused for a rewind, or not yet noticed: another epoch, or beyond
@@ -32,6 +33,8 @@ redis.call('HSET', KEYS[2], 'status', 'active', 'statusChangedAt', ARGV[1], 'epo
 redis.call('HDEL', KEYS[2], 'statusReason', 'statusDetails', 'failingSince')
 if wanted ~= 'keep' then
   redis.call('HSET', KEYS[2], 'position', position)
+  if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], 'startTime', ARGV[3])
+  else redis.call('HDEL', KEYS[2], 'startTime') end
   redis.call('UNLINK', KEYS[3], KEYS[4], KEYS[5])
 end
 redis.call('HINCRBY', KEYS[2], 'rev', 1)

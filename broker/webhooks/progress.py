@@ -141,13 +141,17 @@ class ProgressStore:
         done: Sequence[int] = (),
         finished: Sequence[str] = (),
         redriven: Sequence[str] = (),
+        started: bool = False,
     ) -> str:
-        """Save progress, fenced by the lease: ``ok``, ``lost`` or ``gone``."""
+        """Save progress, fenced by the lease: ``ok``, ``lost`` or ``gone``. ``started``: an
+        event created at or after the record's ``startTime`` was read (the record drops it;
+        ``position`` is at least the one before that event)."""
         k = WebhookKeys(store)
         args: list[Any] = [token, position, "1" if succeeded else "0", now_iso()]
         for values in (done, finished, redriven):
             args.append(len(values))
             args.extend(values)
+        args.append("1" if started else "0")
         keys = [
             k.record(sub_id),
             k.lease(sub_id),

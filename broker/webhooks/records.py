@@ -10,7 +10,8 @@ carries the store's hash tag, so each script below runs in the store's slot:
     dg:{store}:wh:<id>          hash    config JSON, secret, status, statusReason, statusDetails
                                         (JSON: why an auto-pause for a rewind), epoch (the store
                                         uid its position belongs to), position
-                                        (lastProcessedEventGlobalPosition), lastError,
+                                        (lastProcessedEventGlobalPosition), startTime (a
+                                        start ``{"time": ...}`` not reached yet), lastError,
                                         lastErrorAt, lastSuccessAt, failingSince, rev, ...
     dg:{store}:wh:<id>:lease    string  the dispatcher replica delivering it (expires)
     dg:{store}:wh:<id>:attempts hash    eventId -> "globalPosition|failed attempts"
@@ -29,6 +30,7 @@ lease, so a replica that lost it can never move a subscription's progress).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from .. import codec
@@ -64,6 +66,12 @@ class WebhookSubscription:
     ``position-ahead``, ``position``, ``headPosition``, ``epoch``, ``subscriptionEpoch``)."""
     epoch: str | None = None
     """The store uid its position belongs to (set at creation and at every resume)."""
+    start_time: datetime | None = None
+    """Created or resumed from a time (``position: {"time": ...}``), and no event created at or
+    after it read yet: events after ``position`` created before it are passed over, not
+    delivered. The dispatcher drops it with the first save after it read the start (an event
+    created at or after it, matching or not); from there on the position alone says where to
+    go on."""
 
     @classmethod
     def from_record(
@@ -71,6 +79,7 @@ class WebhookSubscription:
     ) -> WebhookSubscription:
         since = record.get("failingSince")
         details = record.get("statusDetails")
+        start = record.get("startTime")
         return cls(
             store=store,
             id=record["id"],
@@ -90,6 +99,7 @@ class WebhookSubscription:
             store_id=store_id,
             status_details=codec.loads(details) if details else None,
             epoch=record.get("epoch") or None,
+            start_time=datetime.fromisoformat(start) if start else None,
         )
 
 

@@ -51,9 +51,9 @@ class WebhookStore:
         subscription with another config (or, upserting, ``config`` duplicates another id).
         """
         k = _keys(store)
+        start_time = ""  # (the record's startTime: none)
         if isinstance(position, TimeStart):
-            # The time index narrows it to a second, no scan of the log (reader.first_at).
-            position = await self._log.first_at(store, position.moment) - 1
+            position, start_time = await self._at_time(store, position)
         sub_id = sub_id or "sub_" + uuid.uuid4().hex
         generated = new_secret()
         reply = await call(
@@ -69,6 +69,7 @@ class WebhookStore:
                     now_iso(),
                     int(time.time() * 1000),
                     str(position),
+                    start_time,
                     k.record_prefix,
                     *WebhookKeys.SUFFIXES,
                 ],
@@ -167,8 +168,9 @@ class WebhookStore:
         same atomic step that writes it. Raises StoreNotFound, SubscriptionNotFound, or
         InvalidSubscriptionConfig for a position beyond the head."""
         k = _keys(store)
+        start_time = ""  # (the record's startTime: none)
         if isinstance(position, TimeStart):
-            position = await self._log.first_at(store, position.moment) - 1
+            position, start_time = await self._at_time(store, position)
         reply = await call(
             self._resume(
                 keys=[
@@ -178,7 +180,7 @@ class WebhookStore:
                     k.attempts(sub_id),
                     k.done(sub_id),
                 ],
-                args=[now_iso(), "keep" if position is None else str(position)],
+                args=[now_iso(), "keep" if position is None else str(position), start_time],
             )
         )
         if reply[0] == "nostore":
@@ -195,6 +197,15 @@ class WebhookStore:
                 ]
             )
         return await self.get(store, sub_id)
+
+    async def _at_time(self, store: str, start: TimeStart) -> tuple[int, str]:
+        """A start from a time: the position before the first event created at or after it (the
+        time index narrows it to a second, no scan of the log: ``reader.first_at``), the head
+        when there is none yet; and the time for the record to keep until the dispatcher read
+        an event created at or after it, so that the events appended meanwhile but created
+        before it (a time still ahead) are passed over, not delivered (``LogTail.start_time``)."""
+        found = await self._log.first_at(store, start.moment)
+        return found - 1, start.wire["time"]
 
     async def dead_letters(
         self, store: str, sub_id: str, *, offset: int = 0, limit: int = 100

@@ -14,6 +14,11 @@ subscription paused while retention trimmed Redis catches up from the archive, i
 deleted everywhere (retention past the archive, or no archive) is reported (``on_gone``) and
 skipped: the tail goes on from the earliest event that exists.
 
+A subscription that starts from a time (``position: {"time": ...}``) no event has reached yet
+starts at the head: until an event created at or after it is read (``start_time``), the events
+before it are passed over, matching or not, like events that do not match. Whether a start time
+is pending is checked once per read (a page, an announcement), not per event.
+
 The cursor belongs to one history of the store (its ``epoch``). Before reading, the store's head
 and epoch are read in one round trip; an announcement carries the epoch of its events. When the
 store was created again (another epoch) or the cursor lies beyond the head, the tail reads
@@ -23,7 +28,8 @@ operator resumes from a position of the history as it is now."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from .. import codec
 from ..errors import StoreNotFound
@@ -77,6 +83,10 @@ class LogTail:
         """The store uid the cursor belongs to (None: not known yet, taken at the first read)."""
         self.rewound = False
         """The store's history is no longer the cursor's: nothing more is read."""
+        self.start_time: datetime | None = None
+        """A start time not reached yet: events created before it are passed over. None once
+        an event created at or after it was read (the start): from there on, every event is
+        read as usual."""
 
     def poke(self) -> None:
         """New events may be in the log."""
@@ -88,6 +98,10 @@ class LogTail:
         room; False when the log must be read instead (the caller pokes)."""
         if epoch != self.epoch:
             return False  # another history (or not known yet): the read decides
+        if self.start_time is not None:
+            if events and events[0].global_position > self.cursor + 1:
+                return False  # a gap (one append's events are consecutive): the read decides
+            self._pass_early(events, self.start_time)
         for event in events:
             if event.global_position <= self.cursor:
                 continue
@@ -131,6 +145,8 @@ class LogTail:
                 # from the earliest event that exists.
                 self.on_gone(self.cursor + 1, gone - 1)
                 self.cursor = gone - 1
+            if self.start_time is not None:
+                self._pass_early(page, self.start_time)
             for event in page:
                 if event.global_position <= self.cursor:
                     continue  # an announcement got there during the read
@@ -140,6 +156,20 @@ class LogTail:
             self._new_streams = self._window.streams > streams
             if len(page) < want and rung == self._rung:
                 self._more = False
+
+    def _pass_early(self, events: Sequence[LoggedEvent], start: datetime) -> None:
+        """Move the cursor past the events created before ``start`` (the next ones after the
+        cursor), up to the first created at or after it: that one is the start, and the
+        condition is dropped. (Compared as ``reader.first_at`` compares, which found where
+        a start from a time begins.)"""
+        cutoff = start.timestamp()
+        for event in events:
+            if event.global_position <= self.cursor:
+                continue
+            if codec.created_at_of(event.json).timestamp() >= cutoff:
+                self.start_time = None
+                return
+            self.cursor = event.global_position
 
     def _add(self, event: LoggedEvent, flt: Filter) -> None:
         if flt.contents:

@@ -9,8 +9,11 @@ dead letter. Progress (``lastProcessedEventGlobalPosition``) is saved per batch 
 deliveries (``_save``, when ``_save_due``), with the positions finished ahead of it; a finished
 delivery holds its slot and its stream until saved, so a crash repeats at most ``max_in_flight``
 events, those in flight or finished since the last save, at most one per stream (never an older
-event of a stream after a newer one). Every write is fenced by the lease (``ProgressStore``):
-``lost`` or ``gone`` stops the worker at once.
+event of a stream after a newer one). Events read past without a delivery (they do not match, or
+precede a start time) move the saved progress too, nothing unfinished below them (``_passed_due``:
+once per loop turn, a save at most every ``SAVE_DELAY``, so within about a poll interval when
+idle), so ``lag`` tells how far behind the subscription really is. Every write is fenced by the
+lease (``ProgressStore``): ``lost`` or ``gone`` stops the worker at once.
 
 Size: ~520 lines: the window, the lanes, retries and the batched progress save share the
 worker's state (slots held until saved); split apart they would pass that state around.
@@ -110,9 +113,13 @@ class Worker:
         self._flush_at = max(1, shared.options.max_in_flight // 2)
         """Progress is saved once this many deliveries finished (``_save_due``)."""
         self._save_at = 0.0
+        """When a save may follow the last one without a delivery to record (monotonic)."""
         self._unsaved_since: float | None = None
         """When the first delivery the next save records finished (monotonic)."""
         self._window = Window()
+        self._record_start = False
+        """The record still holds a ``startTime``: the first save after the tail read an event
+        created at or after it drops it."""
         self._tail = LogTail(
             shared.log,
             self.store,
@@ -208,7 +215,7 @@ class Worker:
                         await self._reload_record()
                     await self._next_redrive()
                     self._start()
-                if self._save_due():
+                if self._save_due() or self._passed_due():
                     await self._save()
                 await self._sleep()
             while self._flying:
@@ -234,6 +241,8 @@ class Worker:
         self._apply(sub)
         self.position = self._tail.cursor = sub.position
         self._epoch = self._tail.epoch = sub.epoch
+        self._tail.start_time = sub.start_time
+        self._record_start = sub.start_time is not None
         self._window.resume(state.attempts, state.done)
         self._redrive_pending = state.redrive > 0
 
@@ -507,6 +516,22 @@ class Worker:
             return now >= self._hold_until()
         return self._unsaved >= self._flush_at
 
+    def _passed_due(self) -> bool:
+        """Nothing finished is unsaved, but the tail read past events that were not delivered
+        (they did not match, or came before a start time) with nothing unfinished below them:
+        the saved progress catches up with the cursor. Checked once per loop turn, not when a
+        delivery finishes; the loop turns at least once per poll interval, and such a save
+        follows the last save by ``SAVE_DELAY`` at least: never a save per event read. Not
+        while the subscription does not deliver (paused, or auto-paused for a rewind: what was
+        read may lie past the store's head now)."""
+        return (
+            not self._unsaved
+            and self._tail.cursor > self.position
+            and time.monotonic() >= self._save_at
+            and self._may_start()
+            and self._window.finished_below(self._tail.cursor) > self.position
+        )
+
     def _hold_until(self) -> float:
         since = self._unsaved_since
         return (since if since is not None else time.monotonic()) + HOLD_DELAY
@@ -518,8 +543,9 @@ class Worker:
         ``max_in_flight`` of them, at most one per stream."""
         position = self._window.finished_below(self._tail.cursor)
         held = self._window.take_held()
+        started = self._record_start and self._tail.start_time is None
         if position == self.position and not (
-            self._new_done or self._finished or self._redriven or self._succeeded
+            self._new_done or self._finished or self._redriven or self._succeeded or started
         ):
             self._unsaved = 0  # (a dead-lettered redrive: recorded when it was dead-lettered)
             self._unsaved_since = None
@@ -542,8 +568,11 @@ class Worker:
             done=[p for p in done if p > position],
             finished=finished,
             redriven=redriven,
+            started=started,
         )
         self._check(status)
+        if started:
+            self._record_start = False
         self._window.release(held)
         if redriven:
             self._redrive_pending = True

@@ -1,11 +1,14 @@
 """How far a subscription reads ahead (``LogTail``, real Redis): up to its window's size; past it,
 up to ``READ_AHEAD`` times that, only while the window holds fewer streams than requests may be
 in flight and reading still finds new ones (a log whose streams come in runs), never for a log of
-one stream."""
+one stream. A start time not reached yet passes over the events created before it, read from the
+log or announced."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
@@ -36,11 +39,15 @@ async def runs(log: EventLog, streams: int, run: int) -> None:
         await log.append(STORE, f"order-{s}", events)
 
 
-async def read(log: EventLog) -> Window:
-    window = Window()
-    tail = LogTail(
+def tail_of(log: EventLog, window: Window) -> LogTail:
+    return LogTail(
         log, STORE, window, size=SIZE, poll_interval=60, on_gone=lambda *_: None, streams=IN_FLIGHT
     )
+
+
+async def read(log: EventLog) -> Window:
+    window = Window()
+    tail = tail_of(log, window)
     for _ in range(10):  # (a round reads at most PAGES_PER_ROUND pages)
         await tail.fill(Filter.parse("*"))
     return window
@@ -65,3 +72,35 @@ async def test_runs_longer_than_the_read_ahead_stop_at_it(log: EventLog) -> None
     await runs(log, streams=3, run=1000)
     window = await read(log)
     assert len(window) <= READ_AHEAD * SIZE
+
+
+async def test_a_start_time_passes_over_the_events_created_before_it(log: EventLog) -> None:
+    start = datetime.now(UTC) + timedelta(milliseconds=50)
+    await log.append(STORE, "order-0", [NewEvent("order.placed", {"i": i}) for i in range(3)])
+    await asyncio.sleep(0.1)
+    await log.append(STORE, "order-1", [NewEvent("order.placed", {"i": i}) for i in range(2)])
+    events = (await log.after(STORE, 0, 10)).events
+    for how in ("read", "announced"):
+        window = Window()
+        tail = tail_of(log, window)
+        tail.start_time = start
+        if how == "read":
+            await tail.fill(Filter.parse("*"))
+        else:
+            tail.epoch = (await log.head_and_epoch(STORE))[1]
+            assert not tail.take(events[1:], Filter.parse("*"), tail.epoch), "a gap: read"
+            assert tail.cursor == 0
+            assert tail.take(events, Filter.parse("*"), tail.epoch)
+        assert tail.cursor == 5, how
+        assert tail.start_time is None, f"{how}: event 4 is the start"
+        assert len(window) == 2 and window.pop_ready().position == 4, how
+
+
+async def test_a_start_time_ahead_passes_over_every_event_read(log: EventLog) -> None:
+    await log.append(STORE, "order-0", [NewEvent("order.placed", {"i": i}) for i in range(3)])
+    window = Window()
+    tail = tail_of(log, window)
+    tail.start_time = datetime.now(UTC) + timedelta(hours=1)
+    await tail.fill(Filter.parse("*"))
+    assert tail.cursor == 3 and len(window) == 0
+    assert tail.start_time is not None, "not reached"
