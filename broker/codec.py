@@ -247,6 +247,20 @@ def created_at_of(event_json: str) -> datetime:
     return datetime.fromisoformat(created_at_text(event_json))
 
 
+def passed_before(events: Sequence[LoggedEvent], cursor: int, start: float) -> tuple[int, bool]:
+    """A start from a time (``start``, epoch seconds) not reached yet: of ``events`` (log order)
+    after ``cursor``, those created before it are passed over. The cursor past them, and
+    whether an event created at or after it came (the start: from there on every event counts).
+    Compared as ``reader.first_at`` compares, which found where such a start begins."""
+    for event in events:
+        if event.global_position <= cursor:
+            continue
+        if created_at_of(event.json).timestamp() >= start:
+            return cursor, True
+        cursor = event.global_position
+    return cursor, False
+
+
 class Announcement(NamedTuple):
     appended_at: float
     """Epoch seconds."""

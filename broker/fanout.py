@@ -29,7 +29,7 @@ from .keys import StoreKeys
 from .log import EventLog
 from .pages import PageReader
 from .pubsub import Listener
-from .reader import Slice
+from .reader import CLOCK_SKEW, Slice
 from .redis import call
 from .types import LoggedEvent, StartPosition, TimeStart
 
@@ -39,6 +39,12 @@ REPLAY_CHECKPOINT_INTERVAL = 1.0
 DEFAULT_MAX_QUEUED_BYTES = 128 * 1024 * 1024
 SMALL_PAGE = 50
 OVER_BUDGET_RECHECK = 0.1
+FUTURE_START_RECHECK = 0.2
+"""Seconds a subscription starting from a time still ahead waits before it looks again for
+events to pass over (or for the time to come)."""
+SKEW = CLOCK_SKEW.total_seconds()
+"""How far pods' clocks may disagree: a start from a time goes live only this long after it, so
+an event stamped by a slow clock before it is never delivered live."""
 SMALL_PAGE_CACHE_CHARS = 1024 * 1024
 
 Marker = Literal["caughtUp", "checkpoint"]
@@ -157,6 +163,7 @@ class LiveSubscription:
         "filter",
         "id",
         "sink",
+        "start_time",
         "state",
     )
 
@@ -172,6 +179,7 @@ class LiveSubscription:
         context: Any = None,
         *,
         from_earliest: bool = False,
+        start_time: float | None = None,
     ) -> None:
         self._fanout = fanout
         self.feed = feed
@@ -188,6 +196,10 @@ class LiveSubscription:
         self._last_marker = cursor
         self._last_marker_at = time.monotonic()
         self._catch_up: asyncio.Task[None] | None = None
+        self.start_time = start_time
+        """A start from a time still ahead (epoch seconds): the events read are passed over until
+        one created at or after it; the subscription goes live only once the time is past (by
+        ``CLOCK_SKEW``: pods' clocks stamp the events), never delivering one created before."""
         feed.subs.add(self)
 
     @property
@@ -234,6 +246,11 @@ class LiveSubscription:
             while self.state == "catching-up":
                 await self.sink.wait_room()
                 if self.cursor >= feed.seen:
+                    if self.start_time is not None and time.time() < self.start_time + SKEW:
+                        # A start still ahead: wait for events (the feed sees them) or the time.
+                        await asyncio.sleep(FUTURE_START_RECHECK)
+                        continue
+                    self.start_time = None
                     self._go_live()
                     return
                 if fanout.budget.over:
@@ -281,6 +298,10 @@ class LiveSubscription:
         pressed = False
         sent = 0
         i = 0
+        if self.start_time is not None:
+            self.cursor, reached = codec.passed_before(page, self.cursor, self.start_time)
+            if reached:
+                self.start_time = None
         while i < len(page):
             event = page[i]
             if (
@@ -457,7 +478,10 @@ class Fanout:
         if reset is not None:
             position = "earliest"
             self.stats.resets += 1
-        elif isinstance(position, TimeStart):
+        start_time = None
+        if reset is None and isinstance(position, TimeStart):
+            if position.moment.timestamp() > time.time():
+                start_time = position.moment.timestamp()  # (still ahead: passed over till then)
             try:
                 position = await self._log.first_at(store, position.moment) - 1
             except BaseException:
@@ -477,6 +501,7 @@ class Fanout:
             replaying,
             context,
             from_earliest=position == "earliest",
+            start_time=start_time,
         )
         if cursor >= feed.seen and not replaying:
             sub._go_live()

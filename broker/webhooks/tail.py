@@ -158,18 +158,11 @@ class LogTail:
                 self._more = False
 
     def _pass_early(self, events: Sequence[LoggedEvent], start: datetime) -> None:
-        """Move the cursor past the events created before ``start`` (the next ones after the
-        cursor), up to the first created at or after it: that one is the start, and the
-        condition is dropped. (Compared as ``reader.first_at`` compares, which found where
-        a start from a time begins.)"""
-        cutoff = start.timestamp()
-        for event in events:
-            if event.global_position <= self.cursor:
-                continue
-            if codec.created_at_of(event.json).timestamp() >= cutoff:
-                self.start_time = None
-                return
-            self.cursor = event.global_position
+        """Move the cursor past the events created before ``start``; the first created at or
+        after it is the start, and the condition is dropped (``codec.passed_before``)."""
+        self.cursor, reached = codec.passed_before(events, self.cursor, start.timestamp())
+        if reached:
+            self.start_time = None
 
     def _add(self, event: LoggedEvent, flt: Filter) -> None:
         if flt.contents:

@@ -4,6 +4,7 @@ millisecond boundaries."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -97,6 +98,36 @@ async def test_a_subscription_from_a_time_starts_at_that_event(
         )
         events = await sink.until(5)
         assert [e.global_position for e in events] == [3, 4, 5, 6, 7]
+    finally:
+        await fanout.close()
+
+
+async def test_a_start_still_ahead_passes_over_what_is_created_before_it(
+    redis: aioredis.Redis, log: EventLog, store: str
+) -> None:
+    """A time still ahead is no ``latest``: events appended after the subscribe but created
+    before the time are passed over (also by the catch-up that waits for it), the first created
+    at or after it is delivered, then everything after it."""
+    from tests.broker.test_fanout import Collector
+
+    fanout = Fanout(redis, log, poll_interval=60.0)
+    await fanout.start()
+    try:
+        sink = Collector()
+        start = datetime.now(UTC) + timedelta(seconds=1.5)
+        await fanout.subscribe(
+            store, Filter.parse("*"), sink, sub_id="t", position=TimeStart(start)
+        )
+        early = await log.append(store, "s-1", [NewEvent("early", {})])
+        await asyncio.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()) + 0.05)
+        late = await log.append(store, "s-1", [NewEvent("late", {}), NewEvent("later", {})])
+        events = await sink.until(2)
+        await asyncio.sleep(0.5)  # (nothing else comes)
+        assert [e.global_position for e in sink.events] == [
+            late.last_position - 1,
+            late.last_position,
+        ]
+        assert early.last_position < late.last_position - 1 and events
     finally:
         await fanout.close()
 
