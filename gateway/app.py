@@ -71,7 +71,8 @@ async def first_contact(redis: Any, attempts: int = 5) -> None:
 
 
 async def drain(app: FastAPI) -> None:
-    """SIGTERM: readiness off and new WebSockets and SSE streams refused at once, then every open
+    """SIGTERM: readiness off and new WebSockets and SSE streams refused at once (on connections
+    already open: new ones are refused from the signal on, ``process.serve``), then every open
     WebSocket closed with 1012 (and every SSE response ended) over the drain window. uvicorn then
     finishes in-flight requests."""
     rt: Runtime = app.state.runtime

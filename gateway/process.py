@@ -1,11 +1,15 @@
 """The one way deltagate runs a long-lived process (a gateway pod, a webhook dispatcher): an HTTP
 server (uvicorn) and, for the dispatcher, a main task, under one signal policy.
 
-- The first SIGTERM or SIGINT starts a drain: ``drain()`` runs (a pod: readiness off, new
-  WebSockets refused, open ones closed with 1012 after what was queued for them; a dispatcher:
-  in-flight deliveries finish, progress saved, leases released), at most ``drain_deadline``
-  seconds; then the server stops accepting, finishes its in-flight requests (uvicorn's graceful
-  shutdown) and the process exits 0.
+- The first SIGTERM or SIGINT starts a drain. A server that is the process' intake (no main
+  task: a pod) closes its listening sockets at once, so a new connection is refused (even from a
+  client that never asks ``/readyz``) while those already open go on; a dispatcher's server only
+  answers probes and metrics, and keeps listening so that they see the drain through. Then
+  ``drain()`` runs (a pod: readiness off, new WebSockets refused, open ones closed with 1012
+  after what was queued for them; a dispatcher: in-flight deliveries finish, progress saved,
+  leases released), at most ``drain_deadline`` seconds; then the server stops listening,
+  finishes the requests in flight on the connections still open (uvicorn's graceful shutdown)
+  and the process exits 0.
 - A second signal stops at once.
 - If the main task or the server ends on its own, that is a failure: the other is stopped and the
   process exits 1.
@@ -53,6 +57,14 @@ class Server(uvicorn.Server):
         yield
 
 
+def stop_listening(server: uvicorn.Server) -> None:
+    """Close ``server``'s listening sockets (none yet before it has started): new connections
+    are refused from now on, the open ones are untouched. uvicorn's shutdown closes them again,
+    which does nothing."""
+    for listener in getattr(server, "servers", ()):
+        listener.close()
+
+
 def run(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` to completion on uvloop (installed with uvicorn[standard]) when available."""
     try:
@@ -83,6 +95,8 @@ async def serve(
             server.force_exit = server.should_exit = True
             return
         log.info("signal received: draining", extra={"component": name, "signal": sig.name})
+        if main is None:  # the server is the intake: refuse new connections now
+            stop_listening(server)
         signalled.set()
 
     for sig in SIGNALS:

@@ -23,6 +23,7 @@ from broker import (
 )
 
 from .auth import Authenticator
+from .errors import ApiError
 from .heartbeats import Heartbeats
 from .metrics import Metrics
 from .settings import Settings
@@ -55,6 +56,15 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.sse_heartbeats = Heartbeats(self.settings.sse_heartbeat_seconds)
+
+    def refuse_unsafe_writes(self) -> None:
+        """503 ``UNAVAILABLE`` for a write (an append of any kind, a store's creation) while
+        Redis may evict what it adds: the problem ``/readyz`` names (a ``maxmemory-policy`` other
+        than ``noeviction``, and how to fix it), as the last sample (``RedisWatch``, every 5 s)
+        found it. A flag read, no Redis round trip; reads are not refused."""
+        problem = None if self.watch is None else self.watch.problem
+        if problem is not None:
+            raise ApiError("UNAVAILABLE", problem, headers={"Retry-After": "30"})
 
     async def store_exists(self, store: str) -> bool:
         """Whether a store exists, remembered for a few seconds when it does: a reconnect storm

@@ -337,7 +337,8 @@ def raise_open_files_limit() -> int:
 class MetricsServer:
     """``/metrics`` alone on ``DELTAGATE_METRICS_PORT``, next to the pod's main server, so the API's
     port (and so the Ingress) never exposes store names and positions. Started and stopped by the
-    pod's lifespan."""
+    pod's lifespan: it keeps listening through a drain, when the main port already refuses new
+    connections, so Prometheus sees the drain to its end."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         assert settings.metrics_port is not None

@@ -74,10 +74,19 @@ class RedisServer:
     and fsynced on every write, so a restart keeps what was acknowledged; without it (the
     benchmarks) nothing is persisted at all."""
 
-    def __init__(self, binary: str, directory: Path, *, appendonly: bool = True) -> None:
+    def __init__(
+        self,
+        binary: str,
+        directory: Path,
+        *,
+        appendonly: bool = True,
+        options: tuple[str, ...] = (),
+    ) -> None:
         self.binary = binary
         self.dir = directory
         self.appendonly = appendonly
+        self.options = options
+        """More redis-server options (``("--maxmemory-policy", "allkeys-lru")``)."""
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -113,6 +122,7 @@ class RedisServer:
                 str(self.dir),
                 "--loglevel",
                 "warning",
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
