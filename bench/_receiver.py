@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -58,9 +59,21 @@ class Sink:
     track: bool = False
     wanted: int = 0
     enough: asyncio.Event = field(default_factory=asyncio.Event)
+    mark: int = 0
+    """At this count (0: none) ``on_mark`` is called, with the time: where a measurement of the
+    steady state starts, past the start-up (connections opened, the subscription loaded)."""
+    on_mark: Callable[[float], None] | None = None
 
-    def reset(self, wanted: int, *, track: bool = False) -> None:
+    def reset(
+        self,
+        wanted: int,
+        *,
+        track: bool = False,
+        mark: int = 0,
+        on_mark: Callable[[float], None] | None = None,
+    ) -> None:
         self.count, self.wanted, self.track = 0, wanted, track
+        self.mark, self.on_mark = mark, on_mark
         self.body_bytes = 0
         self.arrived.clear()
         self.enough.clear()
@@ -70,6 +83,8 @@ class Sink:
         if not self.count:
             self.first = now
         self.count += 1
+        if self.count == self.mark and self.on_mark is not None:
+            self.on_mark(now)
         self.body_bytes += len(body)
         self.last = now
         if self.track:
