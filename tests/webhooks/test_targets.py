@@ -438,6 +438,16 @@ async def test_a_config_stored_before_the_checks_fails_the_attempt_not_the_worke
         assert server.connections == 0
 
 
+async def deliver_once(sender: Sender, config: WebhookConfig) -> None:
+    """One delivery of ``config`` through ``sender``, which must succeed."""
+    target = Target(sender, config, secret_key(new_secret()), max_in_flight=1)
+    try:
+        attempt = await sender.deliver(target, "e1", body({}, "{}"))
+    finally:
+        await target.close()
+    assert attempt.result == "success", attempt
+
+
 async def test_one_user_agent_the_configured_one_if_any() -> None:
     # Two user-agent fields make strict receivers (aiohttp) answer 400: a configured
     # User-Agent, in any case, replaces deltagate's.
@@ -451,13 +461,9 @@ async def test_one_user_agent_the_configured_one_if_any() -> None:
             ({"user-agent": "my-projection/2.0", "X-A": "a"}, "my-projection/2.0"),
             ({"USER-AGENT": "x/1"}, "x/1"),
         ):
-            config = WebhookConfig.build(event_filter="*", url=url, headers=headers)
-            target = Target(sender, config, secret_key(new_secret()), max_in_flight=1)
-            try:
-                attempt = await sender.deliver(target, "e1", body({}, "{}"))
-            finally:
-                await target.close()
-            assert attempt.result == "success", attempt
+            await deliver_once(
+                sender, WebhookConfig.build(event_filter="*", url=url, headers=headers)
+            )
             head = reply.heads.pop().decode()  # type: ignore[attr-defined]
             agents = [
                 value.strip()
@@ -472,13 +478,7 @@ async def test_credentials_in_the_url_are_sent_as_basic_auth() -> None:
     async with serving(reply) as server:
         sender = Sender(timeout=5, max_connections=1, targets=TargetPolicy.build("127.0.0.0/8"))
         url = f"http://hook-user:p%40ss@127.0.0.1:{server.port}/in"
-        config = WebhookConfig.build(event_filter="*", url=url)
-        target = Target(sender, config, secret_key(new_secret()), max_in_flight=1)
-        try:
-            attempt = await sender.deliver(target, "e1", body({}, "{}"))
-        finally:
-            await target.close()
-        assert attempt.result == "success", attempt
+        await deliver_once(sender, WebhookConfig.build(event_filter="*", url=url))
         (head,) = reply.heads  # type: ignore[attr-defined]
         basic = base64.b64encode(b"hook-user:p@ss").decode()
         found = [
