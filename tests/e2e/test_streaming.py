@@ -460,7 +460,7 @@ async def timed_append(pod: Pod, event_type: str) -> float:
 async def test_adversarial_pattern_in_a_query_does_not_stall_the_pod(redis_url, pods):
     (pod,) = spawn_pods(pods, redis_url, 1)
     async with httpx.AsyncClient(timeout=5) as http:
-        await append(http, pod, "evil", LONG_TYPES)  # positions 1 and 2; only 2 matches
+        await append(http, pod, "evil", LONG_TYPES, key="evil")  # positions 1, 2; only 2 matches
 
         async def query() -> httpx.Response:
             # A longer timeout than the other client's: what must not wait is that client.
@@ -482,7 +482,7 @@ async def test_adversarial_pattern_in_a_query_does_not_stall_the_pod(redis_url, 
 async def test_adversarial_pattern_in_a_subscription_does_not_stall_the_pod(redis_url, pods):
     (pod,) = spawn_pods(pods, redis_url, 1)
     async with httpx.AsyncClient(timeout=5) as http:
-        await append(http, pod, "evil", LONG_TYPES)
+        await append(http, pod, "evil", LONG_TYPES, key="evil")
     client = Client(pod.ws_url, STORE)
     await client.connect()
     await client.send(action="subscribe", eventFilter=EVIL, position="earliest")

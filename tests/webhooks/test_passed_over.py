@@ -88,19 +88,19 @@ def test_a_time_ahead_passes_over_the_events_created_before_it(
     api: TestClient, store: str, receivers: Make, dispatchers: Spawn, redis_server: RedisServer
 ) -> None:
     append(api, 2, streams=2)
-    start = datetime.now(UTC) + timedelta(seconds=2)
     receiver = receivers().start()
+    dispatchers(**STEADY_LEASE).wait_ready()  # (first: its start-up may take seconds on CI)
+    start = datetime.now(UTC) + timedelta(seconds=3)
     sub_id = subscribe(
         api, receiver, eventFilter="*", position={"time": start.isoformat().replace("+00:00", "Z")}
     )
     assert progress(api, sub_id) == 2, "the head: no event is created at or after the time yet"
-    dispatchers(**STEADY_LEASE).wait_ready()
     before = append(api, 4, streams=2, start=2)  # after the subscription, before its time
     assert datetime.fromisoformat(before[-1]["createdAt"]) < start, "(the host was too slow)"
     wait_for(lambda: progress(api, sub_id) == 6, timeout=10, what="progress past them")
     assert receiver.requests == 0
     assert start_time(redis_server, sub_id) is not None, "still ahead"
-    wait_for(lambda: datetime.now(UTC) >= start, timeout=5, what="the time")
+    wait_for(lambda: datetime.now(UTC) >= start, timeout=15, what="the time")
     after = append(api, 3, streams=2, start=6)
     assert datetime.fromisoformat(after[6]["createdAt"]) >= start
     wait_for(lambda: receiver.positions(sub_id) == {7, 8, 9}, timeout=15, what="events 7..9")
