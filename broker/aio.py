@@ -1,4 +1,4 @@
-"""Stopping the broker's background tasks."""
+"""Stopping the broker's background tasks, and the deadline of an awaited answer (``expire``)."""
 
 from __future__ import annotations
 
@@ -35,3 +35,11 @@ async def discard(task: asyncio.Task[Any] | None) -> None:
     await cancel_and_wait([task])
     if not task.cancelled():
         task.exception()
+
+
+def expire(future: asyncio.Future[Any]) -> None:
+    """A deadline's timer (``loop.call_at(deadline, expire, future)``): ``future`` fails with
+    ``TimeoutError`` unless it is done. One timer on the answer a caller awaits, rather than an
+    ``asyncio.timeout`` per call (a context, the current task, the loop asked for twice)."""
+    if not future.done():
+        future.set_exception(TimeoutError())

@@ -554,28 +554,23 @@ class LogReader:
             self._redis.zrange(k.times, ms, "-inf", byscore=True, desc=True, offset=0, num=1)
         )
         bounds = await self.bounds(store)
-        return await self._scan_from(store, moment, bounds, bucket), bounds.oldest
-
-    async def _scan_from(
-        self, store: str, moment: datetime, bounds: Bounds, bucket: list[Any]
-    ) -> int:
         start = int(bucket[0]) if bucket else bounds.low
         if not bucket and self.archive is not None:
             archived = await self._archived(store, bounds.uid)
             if archived is not None:
                 found = await self.archive.first_at(archived, moment)
                 if found is not None and found < bounds.low:
-                    return found
+                    return found, bounds.oldest
         start = max(start, bounds.oldest)
         cutoff = moment.timestamp()
         page = 16  # the event is usually near the second's start: read little first
         while True:
             piece = await self.after(store, start - 1, page)
             if not piece.events:
-                return start
+                return start, bounds.oldest
             for event in piece.events:
                 if codec.created_at_of(event.json).timestamp() >= cutoff:
-                    return event.global_position
+                    return event.global_position, bounds.oldest
             start = piece.events[-1].global_position + 1
             page = min(page * 4, SCAN_PAGE)
 

@@ -25,6 +25,7 @@ from redis.utils import HIREDIS_AVAILABLE
 if HIREDIS_AVAILABLE:
     import hiredis
 
+from .aio import expire
 from .errors import StorageFull, Unavailable
 
 log = logging.getLogger("deltagate.redis")
@@ -304,7 +305,7 @@ class Lane:
         answer = conn.send(command)
         # One timer on the answer, not an ``asyncio.timeout`` per call (a context, the current
         # task and the loop asked for twice: a third of a Redis call's Python here).
-        timer = conn.loop.call_later(self._server.timeout, _expire, answer)
+        timer = conn.loop.call_later(self._server.timeout, expire, answer)
         try:
             reply = await answer
         except TimeoutError:
@@ -346,11 +347,6 @@ class Lane:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
-
-
-def _expire(answer: asyncio.Future[Any]) -> None:
-    if not answer.done():
-        answer.set_exception(TimeoutError())
 
 
 class _LaneConnection(PlainConnection):

@@ -57,11 +57,11 @@ class Runtime:
     def __post_init__(self) -> None:
         self.sse_heartbeats = Heartbeats(self.settings.sse_heartbeat_seconds)
 
-    def refuse_unsafe_writes(self) -> None:
-        """503 ``UNAVAILABLE`` for a write (an append of any kind, a store's creation) while
-        Redis may evict what it adds: the problem ``/readyz`` names (a ``maxmemory-policy`` other
-        than ``noeviction``, and how to fix it), as the last sample (``RedisWatch``, every 5 s)
-        found it. A flag read, no Redis round trip; reads are not refused."""
+    def refuse_evicting_redis(self) -> None:
+        """503 ``UNAVAILABLE`` while Redis may evict what is written (a ``maxmemory-policy``
+        other than ``noeviction``, and how to fix it), as the last sample (``RedisWatch``, every
+        5 s) found it: the answer of ``/readyz`` and of every write (an append of any kind, a
+        store's creation); reads are not refused. A flag read, no Redis round trip."""
         problem = None if self.watch is None else self.watch.problem
         if problem is not None:
             raise ApiError("UNAVAILABLE", problem, headers={"Retry-After": "30"})

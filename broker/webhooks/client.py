@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable
 
 import httptools
 
+from ..aio import expire
+
 BODY_LIMIT = 64 * 1024
 """Answer body bytes read (then dropped) so a connection can be reused; past it, it is closed."""
 
@@ -124,11 +126,6 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
 
-def _expire(waiter: asyncio.Future[int]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
 class Origin:
     """Keep-alive connections to one ``scheme://host:port``: at most ``limit`` open, the most
     recently used reused first, those idle for ``idle_seconds`` closed. ``close()`` when done."""
@@ -169,7 +166,7 @@ class Origin:
                 conn = await self._open_one()
         waiter: asyncio.Future[int] = loop.create_future()
         conn.waiter, conn.status, conn.read, conn.reusable = waiter, 0, 0, False
-        timer = loop.call_at(deadline, _expire, waiter)
+        timer = loop.call_at(deadline, expire, waiter)
         try:
             assert conn.transport is not None
             conn.transport.write(data)

@@ -65,7 +65,7 @@ def stream_result(result: AppendResult) -> dict[str, Any]:
 
 async def _admit(request: Request, rt: Runtime, store: str) -> Any:
     """Who appends, within their rate, to a store that can exist, into a Redis that keeps it."""
-    rt.refuse_unsafe_writes()
+    rt.refuse_evicting_redis()
     principal = await require(request, Permission.WRITE, store)
     await rt.limits.hit(principal.key_id, "append")
     if not valid_store_name(store):

@@ -42,8 +42,7 @@ async def readyz(request: Request) -> Response:
         raise ApiError(
             "UNAVAILABLE", "Redis is not reachable", headers={"Retry-After": RETRY_AFTER_SECONDS}
         ) from None
-    if rt.watch is not None and rt.watch.problem is not None:
-        raise ApiError("UNAVAILABLE", rt.watch.problem, headers={"Retry-After": "30"})
+    rt.refuse_evicting_redis()  # (not ready: the words a write gets then)
     return Response(codec.dumps({"status": "ready"}), media_type="application/json")
 
 

@@ -22,6 +22,7 @@ from fastapi.dependencies.utils import field_annotation_is_sequence
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
+from starlette.datastructures import QueryParams
 
 from broker import parse_instant
 
@@ -74,33 +75,43 @@ def declared(route: APIRoute) -> Declared:
 
 def refuse_undeclared(request: Request, allowed: Declared) -> None:
     """400 ``VALIDATION_ERROR`` naming each query parameter of ``request`` not in ``allowed``,
-    and each one given more than once that takes one value (``limit=1&limit=3`` would otherwise
-    keep one of them silently)."""
-    params = request.query_params
+    and each one given more than once that takes one value (``query_problem``)."""
+    problem = query_problem(request.query_params, allowed, allowed.repeatable)
+    if problem is not None:
+        raise problem
+
+
+def query_problem(
+    params: QueryParams, allowed: frozenset[str], repeatable: frozenset[str] = frozenset()
+) -> ApiError | None:
+    """What is wrong with a query, as a ``VALIDATION_ERROR`` (None: nothing): the parameters
+    not in ``allowed``, each named, else those given more than once that are not
+    ``repeatable`` (``limit=1&limit=3`` would otherwise keep one of them silently). The one
+    check of every route's query: REST (``refuse_undeclared``), SSE and the WebSocket's upgrade."""
     unknown = list(dict.fromkeys(name for name in params if name not in allowed))
-    if not unknown:
-        repeated = [
-            name
-            for name in dict.fromkeys(params)
-            if name not in allowed.repeatable and len(params.getlist(name)) > 1
-        ]
-        if repeated:
-            raise ApiError(
-                "VALIDATION_ERROR",
-                f"query parameter{'s' if len(repeated) > 1 else ''} "
-                f"{', '.join(repr(name) for name in repeated)} given more than once "
-                "(each takes one value)",
-                [{"field": name, "message": "given more than once"} for name in repeated],
-            )
-        return
-    accepted = ", ".join(sorted(allowed - {API_KEY_PARAM})) or "none"
-    message = f"unknown query parameter; this route accepts: {accepted}"
-    raise ApiError(
-        "VALIDATION_ERROR",
-        f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
-        f"{', '.join(repr(name) for name in unknown)} (this route accepts: {accepted})",
-        [{"field": name, "message": message} for name in unknown],
-    )
+    if unknown:
+        accepted = ", ".join(sorted(allowed - {API_KEY_PARAM})) or "none"
+        message = f"unknown query parameter; this route accepts: {accepted}"
+        return ApiError(
+            "VALIDATION_ERROR",
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(name) for name in unknown)} (this route accepts: {accepted})",
+            [{"field": name, "message": message} for name in unknown],
+        )
+    repeated = [
+        name
+        for name in dict.fromkeys(params)
+        if name not in repeatable and len(params.getlist(name)) > 1
+    ]
+    if repeated:
+        return ApiError(
+            "VALIDATION_ERROR",
+            f"query parameter{'s' if len(repeated) > 1 else ''} "
+            f"{', '.join(repr(name) for name in repeated)} given more than once "
+            "(each takes one value)",
+            [{"field": name, "message": "given more than once"} for name in repeated],
+        )
+    return None
 
 
 async def _declared_only(request: Request) -> None:

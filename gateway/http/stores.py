@@ -61,7 +61,7 @@ def store_body(store: StoreInfo) -> dict[str, Any]:
     responses=answers(201, StoreOut, "The new store"),
 )
 async def create_store(request: Request, rt: RuntimeDep) -> Response:
-    rt.refuse_unsafe_writes()  # (a write like an append: not into a Redis that may evict it)
+    rt.refuse_evicting_redis()  # (a write like an append: not into a Redis that may evict it)
     principal = await require(request, Permission.MANAGE_STORES)
     body = parse(CreateStoreBody, await read_json(request, rt.settings.max_body_bytes))
     check(principal, Permission.MANAGE_STORES, body.name)

@@ -31,8 +31,9 @@ from broker import (
     codec,
 )
 
-from ..auth import API_KEY_PARAM, Principal
+from ..auth import API_KEY_PARAM, TOKEN_PARAMS, Principal
 from ..errors import ApiError, validation_error
+from ..http.params import query_problem
 from ..runtime import Runtime, runtime_of
 from ..server import ABORT_EXTENSION
 from ..ws import protocol
@@ -60,10 +61,11 @@ PARAMS = frozenset(
         "position",
         "epoch",
         API_KEY_PARAM,
-        "token",
-        "authToken",
+        *TOKEN_PARAMS,
     }
 )
+REPEATABLE = frozenset({"eventFilter"})
+"""Repeated for several patterns; every other parameter takes one value."""
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache, no-store"),
@@ -95,17 +97,9 @@ def _json_param(request: Request, name: str) -> Any:
 def parse_request(request: Request) -> Subscription:
     """The subscription a request asks for. Raises 400 ``VALIDATION_ERROR``."""
     params = request.query_params
-    unknown = list(dict.fromkeys(name for name in params if name not in PARAMS))
-    if unknown:
-        accepted = ", ".join(sorted(PARAMS))
-        raise ApiError(
-            "VALIDATION_ERROR",
-            f"unknown query parameter {', '.join(map(repr, unknown))} (accepted: {accepted})",
-            [{"field": n, "message": "unknown query parameter"} for n in unknown],
-        )
-    for name in PARAMS - {"eventFilter"}:
-        if len(params.getlist(name)) > 1:
-            raise validation_error(name, "given more than once")
+    problem = query_problem(params, PARAMS, REPEATABLE)
+    if problem is not None:
+        raise problem
     patterns: list[Any] | None = params.getlist("eventFilter") or None
     if patterns is not None and len(patterns) == 1 and patterns[0].startswith("["):
         patterns = _json_param(request, "eventFilter")  # a JSON list, as in a subscribe message

@@ -15,6 +15,7 @@ from broker import BrokerError, StoreAlreadyExists, valid_store_name
 
 from ..auth import API_KEY_PARAM, TOKEN_PARAMS, Permission, Principal, check
 from ..errors import CLOSE_CODE, ApiError
+from ..http.params import query_problem
 from ..runtime import Runtime, runtime_of
 from . import protocol
 from .session import Session
@@ -109,18 +110,11 @@ async def events_ws(ws: WebSocket, receive: Receive | None = None) -> None:
     rt.sessions.active.add(session)
     metrics.ws_connections.inc()
     try:
-        unknown = [name for name in dict.fromkeys(ws.query_params) if name not in QUERY_PARAMS]
-        if unknown:
+        problem = query_problem(ws.query_params, QUERY_PARAMS)
+        if problem is not None:
             # Never a silent superset: a misspelt ``filter`` would otherwise subscribe nothing
             # without a word. Said as every bad message is (the connection stays open).
-            session.reply(
-                protocol.error(
-                    "VALIDATION_ERROR",
-                    f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
-                    f"{', '.join(repr(name) for name in unknown)} "
-                    f"(this route accepts: {', '.join(sorted(QUERY_PARAMS))})",
-                )
-            )
+            session.reply(protocol.error(problem.code, problem.message))
         connect_filter = ws.query_params.get("filter")
         if connect_filter is not None:  # (an empty one is one that cannot be parsed)
             try:
