@@ -49,8 +49,8 @@ async def test_a_draining_pod_refuses_new_connections_and_finishes_open_ones(red
         pods,
         redis_url,
         1,
-        DELTAGATE_DRAIN_SECONDS="4",
-        DELTAGATE_GRACE_PERIOD="10",
+        DELTAGATE_DRAIN_SECONDS="10",
+        DELTAGATE_GRACE_PERIOD="20",
         DELTAGATE_METRICS_PORT=str(metrics_port),
     )
     async with httpx.AsyncClient(timeout=5) as http:
@@ -58,8 +58,9 @@ async def test_a_draining_pod_refuses_new_connections_and_finishes_open_ones(red
         assert made.status_code == 201, made.text
     with socket.create_connection(("127.0.0.1", pod.port), timeout=5) as kept:
         assert request(kept, f"/event-stores/{STORE}")[0] == 200
-        # Three WebSockets: their closes spread over the drain's 4 s (at 0, 1.3 and 2.7 s) keep
-        # the pod draining, and so the kept-alive connection open, while the test looks.
+        # Three WebSockets: their closes spread over the drain's 10 s (at 0, 3.3 and 6.7 s) keep
+        # the pod draining, and so the kept-alive connection open, while the test looks (a
+        # loaded CI host once took more than 2.7 s over the requests below).
         sockets = [Client(pod.ws_url, STORE) for _ in range(3)]
         for ws in sockets:
             await ws.connect()
@@ -79,11 +80,12 @@ async def test_a_draining_pod_refuses_new_connections_and_finishes_open_ones(red
         scraped = await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{metrics_port}/metrics")
         assert scraped.status_code == 200
         assert "deltagate_ws_connections" in scraped.text
-        assert sockets[-1].close_code is None, "the last WebSocket is still open"
+        # (which socket closes last is the pod's choice: one of them is still open)
+        assert any(ws.close_code is None for ws in sockets), "a WebSocket is still open"
         for ws in sockets:
-            await ws.wait(lambda ws=ws: ws.close_code is not None, timeout=10, what="1012 close")
+            await ws.wait(lambda ws=ws: ws.close_code is not None, timeout=20, what="1012 close")
             assert ws.close_code == 1012
             await ws.disconnect()
-    code = await asyncio.to_thread(pod.proc.wait, 15)
+    code = await asyncio.to_thread(pod.proc.wait, 30)
     assert code == 0, pod.log()
     assert refused(metrics_port)
