@@ -47,7 +47,14 @@ from .filters import (
     check_pattern,
     check_tags,
 )
-from .health import SAFE_POLICY, Memory, RedisWatch, nodes_info, policy_problem
+from .health import (
+    SAFE_POLICY,
+    Memory,
+    RedisWatch,
+    eviction_problem,
+    nodes_info,
+    policy_problem,
+)
 from .keys import DCB_STREAM, valid_store_name
 from .lifecycle import Lifecycle, LifecycleOptions
 from .limits import RateLimiter
@@ -170,6 +177,7 @@ __all__ = [
     "check_webhook_position",
     "codec",
     "connect",
+    "eviction_problem",
     "hash_secret",
     "nodes_info",
     "now_iso",

@@ -71,6 +71,14 @@ def policy_problem(policy: str) -> str:
     )
 
 
+async def eviction_problem(client: Any) -> str | None:
+    """What is wrong with Redis' eviction policy for a log (None: nothing), asked now: for a
+    command that writes without a pod's ``RedisWatch`` (``deltagate import``). Raises
+    Unavailable."""
+    policy = (await memory(client)).unsafe_policy
+    return None if policy is None else policy_problem(policy)
+
+
 class RedisWatch:
     """Samples Redis' memory every ``interval`` seconds; ``problem`` says what makes the pod
     not ready (None: nothing). ``start()``, then ``close()``."""

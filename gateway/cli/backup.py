@@ -23,6 +23,7 @@ from .common import (
     client_for,
     console,
     deployment_settings,
+    fail,
     run,
     usage,
     with_redis,
@@ -186,7 +187,13 @@ def import_(
     """Restore exported events into a store, keeping positions, ids and times (on the
     deployment's Redis: DELTAGATE_REDIS_URL). Resumable: events the store holds are skipped
     (checked to be the same events: same globalPosition, same eventId)."""
-    from broker import Importer, StoreAdmin, StoreAlreadyExists, valid_store_name
+    from broker import (
+        Importer,
+        StoreAdmin,
+        StoreAlreadyExists,
+        eviction_problem,
+        valid_store_name,
+    )
 
     if not valid_store_name(store):
         usage(f"invalid store name {store!r}")
@@ -196,6 +203,9 @@ def import_(
     total = input_file.stat().st_size if input_file is not None else None
 
     async def go(client: Any) -> tuple[int, int]:
+        problem = await eviction_problem(client)
+        if problem is not None:  # (what a pod refuses to write into too)
+            fail(f"not importing: {problem}")
         try:
             await StoreAdmin(client).create(store)
         except StoreAlreadyExists:

@@ -204,3 +204,32 @@ def test_doctor_says_what_to_fix(redis_url: str) -> None:
         assert "FAIL eviction policy" in done.stdout and "volatile-lru" in done.stdout
     finally:
         admin.config_set("maxmemory-policy", "noeviction")
+
+
+def test_import_refuses_a_redis_that_may_evict(redis_url: str, tmp_path: Path) -> None:
+    """Import writes the log as a pod does: not into a Redis that would evict it silently."""
+    admin = redis.Redis.from_url(redis_url)
+    exported = tmp_path / "one.ndjson"
+    event = {
+        "streamId": "shelf-0",
+        "streamPosition": 0,
+        "globalPosition": 1,
+        "eventId": "9b2f3c1e-2d4a-4f6b-8c7d-1e2f3a4b5c6d",
+        "type": "book.lent",
+        "data": {"n": 1},
+        "schemaVersion": 1,
+        "transactionId": "tx-1",
+        "createdAt": "2026-12-01T10:00:00.000Z",
+    }
+    exported.write_text(json.dumps(event) + "\n")
+    env = {"DELTAGATE_REDIS_URL": redis_url}
+    admin.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        done = cli("import", "evicting", "--input", str(exported), env=env)
+    finally:
+        admin.config_set("maxmemory-policy", "noeviction")
+    assert done.returncode == 1, done.stderr
+    assert "not importing" in done.stderr and "allkeys-lru" in done.stderr
+    assert admin.exists("dg:{evicting}:meta") == 0 and not admin.keys("*evicting*")
+    done = cli("import", "evicting", "--input", str(exported), env=env)
+    assert done.returncode == 0 and "imported 1 event(s)" in done.stderr, done.stderr
