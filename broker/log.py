@@ -418,11 +418,14 @@ class EventLog(LogReader):
         *,
         condition: Query | None = None,
         after: int | None = None,
+        idempotency_key: str | None = None,
         auto_create: bool = False,
     ) -> AppendResult:
         """A DCB append (docs/dcb.md): ``events`` go to the reserved stream ``__dcb__`` unless an
         event after ``after`` (all events when None) matches ``condition``; the check and the
-        append are one atomic step. Raises ConditionFailed with the matching positions."""
+        append are one atomic step. Raises ConditionFailed with the matching positions. With an
+        idempotency key seen in the last 24 h for this store, nothing is written and the first
+        append's result (or condition failure) comes back."""
         k = keys_of(store)
         if not events:
             raise ValueError("an append needs at least one event")
@@ -454,6 +457,7 @@ class EventLog(LogReader):
                 tail,
                 n,
                 tags,
+                self._limits.idempotency_ttl if idempotency_key else 0,
             ]
             script_keys = [
                 k.meta,
@@ -463,6 +467,7 @@ class EventLog(LogReader):
                 k.stream_updated,
                 k.times,
                 k.offsets,
+                k.idempotency(idempotency_key) if idempotency_key else k.meta,
             ]
             reply, replicas = await self._run(self._append_dcb, script_keys, args)
             kind = reply[0]
@@ -472,11 +477,31 @@ class EventLog(LogReader):
                 raise StoreNotFound(store)
             if kind == "conflict":
                 raise ConditionFailed([int(p) for p in reply[1:]], after)
+            if kind == "replay":
+                result = await self._dcb_replayed(store, reply[1])
+                self._check_replicas(replicas, True, result.last_position)
+                return result
             first, last, before = int(reply[1]), int(reply[2]), int(reply[3])
             self._check_replicas(replicas, False, last)
             version = before + (last - first + 1)
             return self._made(DCB_STREAM, first, last, version, txid, events, bodies, 0)
         raise Unavailable("the DCB condition could not be checked: retention kept moving events")
+
+    async def _dcb_replayed(self, store: str, record: str) -> AppendResult:
+        """The first outcome of a DCB append an idempotency key matched (its record: see
+        scripts/dcb_append.lua): its result, or its ConditionFailed again."""
+        kind, _, rest = record.partition("\x1f")
+        if kind == "C":
+            after, positions = rest.split("\x1f")
+            raise ConditionFailed([int(p) for p in positions.split(",")], int(after))
+        if kind != "D":
+            raise InvalidEvent(
+                "this idempotency key was used for another kind of append",
+                {"field": "idempotencyKey", "message": "used for another kind of append"},
+            )
+        txid, first, last, before = rest.split("\x1f")
+        version = str(int(before) + int(last) - int(first) + 1)
+        return await self._replayed(store, DCB_STREAM, first, last, version, txid)
 
     async def _check_archived(self, store: str, condition: Query, after: int) -> int:
         """Check the condition against archived events after ``after`` that Redis no longer

@@ -107,28 +107,32 @@ _WHERE = frozenset(("body", "query", "path", "header"))
 _TYPE_TAGS = frozenset(("int", "str", "float", "bool", "list", "dict", "bytes", "none", "tuple"))
 
 
-def _is_field(part: Any) -> bool:
+def _is_field(part: Any, where: frozenset[str] = _WHERE) -> bool:
     """Whether a part of a pydantic error location names a field (or an index), not where the
     request carried it (``body``) or which member of a union refused the value (``int``,
     ``constrained-int``, ``literal['any',...]``, ``function-after[...]``): a client knows its
     fields, not the validator's names for the shapes they may take."""
     if not isinstance(part, str):
         return True
-    return part not in _WHERE and part not in _TYPE_TAGS and not any(c in part for c in "-[")
+    return part not in where and part not in _TYPE_TAGS and not any(c in part for c in "-[")
 
 
-def validation_details(errors: Any) -> list[dict[str, str]]:
+def validation_details(errors: Any, *, located: bool = True) -> list[dict[str, str]]:
     """Pydantic's errors as the contract's ``details``: one entry per bad field, named by its
     path (``events.0.schemaVersion``), with every reason it was refused (each member of a
-    union says why it did not fit: joined with "or")."""
+    union says why it did not fit: joined with "or"). ``located``: FastAPI's errors, whose
+    paths start with where the request carried the value (``body``, ``query``...); a model's
+    own (``located=False``) start with its fields, which may be named ``query`` too (the DCB
+    query's body)."""
     reasons: dict[str, list[str]] = {}
+    where = _WHERE if located else frozenset()
     for error in errors:
         loc = tuple(error.get("loc", ()))
-        if loc and loc[0] in _WHERE:
+        if loc and loc[0] in where:
             # (a parameter's name comes first, whatever it looks like: ``Idempotency-Key``)
-            loc = loc[1:2] + tuple(p for p in loc[2:] if _is_field(p))
+            loc = loc[1:2] + tuple(p for p in loc[2:] if _is_field(p, where))
         else:
-            loc = tuple(p for p in loc if _is_field(p))
+            loc = tuple(p for p in loc if _is_field(p, where))
         path = ".".join(str(p) for p in loc) or "body"
         messages = reasons.setdefault(path, [])
         message = str(error.get("msg", "invalid"))

@@ -7,20 +7,31 @@
 -- check would miss what retention moved out meanwhile: then 'retry'.
 --
 -- KEYS: 1 meta, 2 log, 3 streams zset, 4 stream createdAt hash, 5 stream updatedAt hash,
---       6 time index zset, 7 stream offsets hash
+--       6 time index zset, 7 stream offsets hash, 8 idempotency key
 -- ARGV: 1 now (ISO 8601), 2 uid for auto-create ('' = must exist), 3 live channel, 4 publish
 --       command, 5 transactionId, 6 now in epoch ms, 7 stream index prefix, 8 type index prefix,
 --       9 tag index prefix, 10 the DCB stream id, 11 after (0: from the start), 12 checked up to
 --       (archived and checked by the caller; 0: none), 13 number of condition items m, then per
 --       item: types, tags; then the announcement's tail, the number of events, their tags
---       (lib/write.lua's events_of reads the events from the tail and the tags)
+--       (lib/write.lua's events_of reads the events from the tail and the tags), then the
+--       idempotency TTL seconds ('0' = no key)
 -- Returns {'ok', first, last, the DCB stream's version before} | {'conflict', position...} |
 -- {'retry'} (part of the range is no longer in Redis: check the archive, then again) | {'nostore'}
+-- | {'replay', record}. With an idempotency key, the outcome is recorded for a repeat of the
+-- request: 'D' US transactionId US first US last US version before, or, for a conflict,
+-- 'C' US after US the positions joined by ','.
 local MAX_CONFLICTS = 100
+local US = '\31'
 local meta = KEYS[1]
 local uid, head, tsec = open_store(meta, ARGV[1], ARGV[2])
 if not uid then return {'nostore'} end
 local m = tonumber(ARGV[13])
+local tail_at = 14 + 2 * m
+local ttl = tonumber(ARGV[tail_at + 3])
+if ttl > 0 then
+  local record = replay_record(KEYS[8], uid)
+  if record then return {'replay', record} end
+end
 if m > 0 then
   local after = math.max(tonumber(ARGV[11]), tonumber(ARGV[12]))
   local low = tonumber(redis.call('HGET', meta, 'low')) or 1
@@ -29,6 +40,10 @@ if m > 0 then
   if #found > 0 then
     local out = {'conflict'}
     for _, p in ipairs(found) do out[#out + 1] = p end
+    if ttl > 0 then
+      redis.call('SET', KEYS[8], uid .. '|C' .. US .. ARGV[11] .. US .. table.concat(found, ','),
+        'EX', ttl)
+    end
     return out
   end
 end
@@ -36,8 +51,11 @@ local s = {meta = meta, log = KEYS[2], streams = KEYS[3], created = KEYS[4], upd
   times = KEYS[6], offsets = KEYS[7], stream_prefix = ARGV[7], type_prefix = ARGV[8],
   tag_prefix = ARGV[9], channel = ARGV[3], publish = ARGV[4], uid = uid, now = ARGV[1],
   now_ms = ARGV[6], tsec = tsec, head = head}
-local tail_at = 14 + 2 * m
 local events = events_of(ARGV[tail_at], ARGV[tail_at + 2], tonumber(ARGV[tail_at + 1]))
 local version = stream_version(s, ARGV[10])
 local first, last = write_events(s, ARGV[10], version, events, ARGV[tail_at])
+if ttl > 0 then
+  redis.call('SET', KEYS[8],
+    uid .. '|D' .. US .. ARGV[5] .. US .. first .. US .. last .. US .. version, 'EX', ttl)
+end
 return {'ok', first, last, version}

@@ -83,6 +83,8 @@ class StreamsAppended(BaseModel):
     eventsWritten: int
     eventsAppended: int
     globalPosition: int
+    lastPosition: int
+    """The last event's globalPosition (DeltaBase's name for ``globalPosition`` here)."""
     streams: list[StreamAppended]
     events: list[EventOut]
 

@@ -158,6 +158,7 @@ async def append_streams(
         (stream_id_of(stream_id), events, "any" if expected is None else expected)
         for stream_id, events, expected in body.parts
     ]
+    _check_distinct(parts)
     key = _idempotency(idempotency_key if idempotency_key is not None else body.idempotency_key)
     started = time.perf_counter()
     results = await rt.log.append_streams(
@@ -170,6 +171,7 @@ async def append_streams(
         "eventsWritten": sum(r.events_written for r in results),
         "eventsAppended": sum(r.events_written for r in results),
         "globalPosition": results[-1].last_position,
+        "lastPosition": results[-1].last_position,
         "streams": [
             {k: v for k, v in stream_result(r).items() if k not in ("events", "transactionId")}
             for r in results
@@ -177,6 +179,20 @@ async def append_streams(
         "events": events_json(*(r.events for r in results)),
     }
     return json_response(codec.dumps(answer), 201)
+
+
+def _check_distinct(parts: list[tuple[str, Any, Any]]) -> None:
+    """Each stream once in an atomic append (as DeltaBase refuses it too): a second expected
+    version for a stream would be ambiguous."""
+    seen: set[str] = set()
+    for index, (stream_id, _, _) in enumerate(parts):
+        if stream_id in seen:
+            raise validation_error(
+                f"streams.{index}.streamId",
+                f"stream {stream_id!r} is already in this append: give each stream once, with "
+                "all of its events",
+            )
+        seen.add(stream_id)
 
 
 @router.post(
@@ -189,7 +205,12 @@ async def append_streams(
         **answers(409, DcbConflict, "The condition matched events after `after`"),
     },
 )
-async def append_dcb(store: str, request: Request, rt: RuntimeDep) -> Response:
+async def append_dcb(
+    store: str,
+    request: Request,
+    rt: RuntimeDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
     await _admit(request, rt, store)
     body = dcb_request(await read_json(request, rt.settings.max_body_bytes))
     _check_count(rt, len(body.events))
@@ -197,6 +218,7 @@ async def append_dcb(store: str, request: Request, rt: RuntimeDep) -> Response:
     if body.condition is not None:
         condition = body.condition.failIfEventsMatch.parsed("condition.failIfEventsMatch")
         after = body.condition.after
+    key = _idempotency(idempotency_key if idempotency_key is not None else body.idempotency_key)
     started = time.perf_counter()
     try:
         result = await rt.log.append_dcb(
@@ -204,6 +226,7 @@ async def append_dcb(store: str, request: Request, rt: RuntimeDep) -> Response:
             body.events,
             condition=condition,
             after=after,
+            idempotency_key=key,
             auto_create=rt.settings.auto_create,
         )
     except ConditionFailed as exc:

@@ -164,6 +164,9 @@ class DcbAppendBody(BaseModel):
 
     events: list[EventIn] = Field(min_length=1)
     condition: ConditionIn | None = None
+    idempotencyKey: StrictStr | None = Field(None, min_length=1, max_length=255)
+    """As the ``Idempotency-Key`` header (which wins): a repeat within 24 h appends nothing and
+    gets the first answer again."""
 
 
 class DcbQueryBody(BaseModel):
@@ -190,12 +193,28 @@ class AppendRequest(NamedTuple):
     @classmethod
     def of(cls, body: AppendBody) -> AppendRequest:
         options = body.options
-        expected = options.expectedStreamVersion if options is not None else None
         return cls(
             [e.new() for e in body.events],
-            body.expectedStreamVersion if expected is None else expected,
+            _one_version(
+                body.expectedStreamVersion,
+                options.expectedStreamVersion if options is not None else None,
+            ),
             options.idempotencyKey if options is not None else None,
         )
+
+
+def _one_version(top: Any, option: Any) -> Any:
+    """The expected version given at the top of an append's body or in its ``options`` (None:
+    neither); both, when they differ, is a 400 rather than one silently winning."""
+    if option is None:
+        return top
+    if top is not None and (top != option or type(top) is not type(option)):
+        raise validation_error(
+            "expectedStreamVersion",
+            f"options.expectedStreamVersion ({option!r}) contradicts expectedStreamVersion "
+            f"({top!r}): give one",
+        )
+    return option
 
 
 class StreamsRequest(NamedTuple):
@@ -220,10 +239,11 @@ class DcbRequest(NamedTuple):
 
     events: list[NewEvent]
     condition: ConditionIn | None
+    idempotency_key: str | None = None
 
     @classmethod
     def of(cls, body: DcbAppendBody) -> DcbRequest:
-        return cls([e.new() for e in body.events], body.condition)
+        return cls([e.new() for e in body.events], body.condition, body.idempotencyKey)
 
 
 def _version(value: Any) -> bool:
@@ -302,7 +322,7 @@ def fast_append(value: Any) -> AppendRequest | None:
     key = options.get("idempotencyKey")
     if (chosen is not None and not _version(chosen)) or not _key(key):
         return None
-    return AppendRequest(events, expected if chosen is None else chosen, key)
+    return AppendRequest(events, _one_version(expected, chosen), key)
 
 
 def fast_streams(value: Any) -> StreamsRequest | None:
@@ -336,13 +356,14 @@ def fast_dcb(value: Any) -> DcbRequest | None:
     if type(value) is not dict:
         return None
     events = _fast_events(value.get("events"))
-    if events is None:
+    key = value.get("idempotencyKey")
+    if events is None or not _key(key):
         return None
     condition = value.get("condition")
     if condition is None:
-        return DcbRequest(events, None)
+        return DcbRequest(events, None, key)
     try:
-        return DcbRequest(events, ConditionIn.model_validate(condition))
+        return DcbRequest(events, ConditionIn.model_validate(condition), key)
     except ValidationError:
         return None
 
@@ -416,7 +437,8 @@ def parse(model: type[M], value: Any) -> M:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        details = validation_details(exc.errors(include_url=False, include_input=False))
+        errors = exc.errors(include_url=False, include_input=False)
+        details = validation_details(errors, located=False)
         raise invalid_request(details) from None
 
 

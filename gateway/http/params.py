@@ -131,6 +131,22 @@ Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Matches to skip"
 IncludeCount = Annotated[
     bool, Query(alias="includeCount", description="Add `pagination.total`, every match counted")
 ]
+IncludeArchived = Annotated[
+    bool,
+    Query(
+        alias="includeArchived",
+        description="DeltaBase's: include archived streams. deltagate never archives a stream "
+        "(its PostgreSQL archive is storage every read crosses), so both values read the same",
+    ),
+]
+IncludeMetadata = Annotated[
+    bool,
+    Query(
+        alias="includeMetadata",
+        description="DeltaBase's: include each stream's metadata. deltagate keeps none beyond "
+        "the fields every stream carries, so both values list the same",
+    ),
+]
 SortDirection = Annotated[
     str | None,
     Query(

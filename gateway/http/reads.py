@@ -37,7 +37,9 @@ from .bodies import json_response, stream_id_of
 from .params import (
     DATE,
     DECLARED_ONLY,
+    IncludeArchived,
     IncludeCount,
+    IncludeMetadata,
     Instant,
     Offset,
     SortDirection,
@@ -178,6 +180,7 @@ class EventFilters:
         sort_direction: SortDirection = None,
         offset: Offset = 0,
         include_count: IncludeCount = False,
+        include_archived: IncludeArchived = False,  # (no archived streams: read the same)
     ) -> None:
         self.types = types
         self.event_id = event_id
@@ -335,6 +338,8 @@ class StreamFilters:
         limit: Annotated[int, Query(ge=1, le=MAX_POSITION, description="At most 1000")] = 100,
         offset: Offset = 0,
         include_count: IncludeCount = False,
+        include_archived: IncludeArchived = False,  # (no archived streams: list the same)
+        include_metadata: IncludeMetadata = False,  # (no stream metadata: list the same)
     ) -> None:
         self.stream_id = None if stream_id is None else checked(stream_id, "streamId")
         self.pattern = None if pattern is None else checked(pattern, "streamIdPattern", True)

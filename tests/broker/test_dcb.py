@@ -20,6 +20,7 @@ from broker import (
     Archive,
     ConditionFailed,
     EventLog,
+    InvalidEvent,
     Lifecycle,
     LifecycleOptions,
     NewEvent,
@@ -48,6 +49,42 @@ async def test_appends_without_a_condition_go_to_the_dcb_stream_with_their_tags(
     assert codec.event_of((await log.after(store, 0, 10)).events[0].json) == stored
     second = await log.append_dcb(store, [ev("user.renamed", "user:1")])
     assert second.stream_version == 2 and second.events[0].global_position == 2
+
+
+async def test_an_idempotency_key_repeats_the_first_outcome(log: EventLog, store: str) -> None:
+    """A DCB append repeated with its idempotency key writes nothing and gets the first outcome
+    back: the same result, or the same condition failure even once nothing would match; a key
+    used by another kind of append is refused."""
+    name = q({"types": ["user.registered"], "tags": ["username:alice"]})
+    first = await log.append_dcb(
+        store, [ev("user.registered", "username:alice")], condition=name, idempotency_key="k1"
+    )
+    again = await log.append_dcb(
+        store, [ev("user.registered", "username:alice")], condition=name, idempotency_key="k1"
+    )
+    assert again.replayed and not first.replayed
+    assert (again.first_position, again.last_position, again.transaction_id) == (
+        first.first_position,
+        first.last_position,
+        first.transaction_id,
+    )
+    assert again.stream_version == first.stream_version == 1
+    assert [e.json for e in again.events] == [e.json for e in first.events]
+    assert await log.head(store) == 1
+
+    with pytest.raises(ConditionFailed) as failed:
+        await log.append_dcb(store, [ev("user.registered")], condition=name, idempotency_key="k2")
+    assert (failed.value.positions, failed.value.after) == ([1], 0)
+    # Even with a condition that would pass now, the key answers what it answered first.
+    with pytest.raises(ConditionFailed) as failed:
+        await log.append_dcb(store, [ev("x.y")], idempotency_key="k2")
+    assert (failed.value.positions, failed.value.after) == ([1], 0)
+    assert await log.head(store) == 1
+
+    await log.append(store, "s-1", [ev("order.placed")], idempotency_key="stream-key")
+    with pytest.raises(InvalidEvent):
+        await log.append_dcb(store, [ev("x.y")], idempotency_key="stream-key")
+    assert await log.head(store) == 2
 
 
 async def test_a_condition_fails_exactly_when_a_matching_event_follows_after(

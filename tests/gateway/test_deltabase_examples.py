@@ -200,7 +200,7 @@ def test_query_events_with_filtering_options(client: TestClient, my_app: str) ->
         ({"sortBy": "streamPosition"}, "sortBy"),  # store-wide: needs streamId
         ({"sortDirection": "descending"}, "sortDirection"),
         ({"phase": "1"}, "phase"),
-        ({"includeArchived": "true"}, "includeArchived"),
+        ({"includeArchived": "perhaps"}, "includeArchived"),
         ({"typo": "user.created"}, "typo"),
     ],
 )
@@ -249,6 +249,21 @@ def test_query_streams_with_filtering_options(client: TestClient, my_app: str) -
     by_type = ok(client.get("/api/event-stores/my-app/stream-types/user/streams?sortBy=streamId"))
     assert [s["streamId"] for s in by_type["streams"]] == ["user-123", "user-456"]
 
+    # DeltaBase's includeArchived / includeMetadata: accepted, and change nothing here (no
+    # stream is ever archived; streams carry no metadata beyond their fields).
+    everything = ok(client.get(url))
     for name in ("includeArchived", "includeMetadata"):
-        response = client.get(url, params={name: "true"})
+        for value in ("true", "false"):
+            assert ok(client.get(url, params={name: value})) == everything
+        response = client.get(url, params={name: "perhaps"})
         assert error_fields(assert_error(response, 400, "VALIDATION_ERROR")) == [name]
+
+
+def test_include_archived_reads_every_event(client: TestClient, my_app: str) -> None:
+    """No stream is ever archived in deltagate: ``includeArchived`` either way reads the same
+    events (the PostgreSQL archive is crossed by every read, whatever the parameter)."""
+    for url in ("/api/event-stores/my-app/events", "/api/event-stores/my-app/streams/user-123/events"):
+        everything = ok(client.get(url))
+        assert everything["events"]
+        for value in ("true", "false", "1", "0"):
+            assert ok(client.get(url, params={"includeArchived": value})) == everything

@@ -120,6 +120,28 @@ def test_expected_stream_version(
     assert head(client, store) == before
 
 
+@pytest.mark.parametrize(
+    ("top", "option", "ok"),
+    [(1, 7, False), ("any", 0, False), (0, "no_stream", False), (1, 1, True), ("any", "any", True)],
+)
+def test_an_expected_version_given_twice_must_agree(
+    client: TestClient, store: str, top: Any, option: Any, ok: bool
+) -> None:
+    """``expectedStreamVersion`` at the top and in ``options``: the same value is that value;
+    two different ones are a 400, never one of them silently."""
+    assert append(client, store, "v-1").status_code == 201
+    before = head(client, store)
+    response = append(
+        client, store, "v-1", expectedStreamVersion=top, options={"expectedStreamVersion": option}
+    )
+    if ok:
+        assert response.status_code == 201, response.text
+        return
+    error = assert_error(response, 400, "VALIDATION_ERROR")
+    assert [d["field"] for d in error["details"]] == ["expectedStreamVersion"]
+    assert head(client, store) == before
+
+
 def test_idempotency_key_header_replays(client: TestClient, store: str, base: str) -> None:
     url = f"{base}/{store}/streams/order-1"
     payload = {"events": [{"type": "t", "data": {"n": 1}}, {"type": "t", "data": {"n": 2}}]}

@@ -109,6 +109,23 @@ def test_dcb_bad_input(client: TestClient, base: str) -> None:
     )
 
 
+def test_query_errors_name_the_fields_as_written(client: TestClient, base: str) -> None:
+    """The body's ``query`` field is named ``query`` (not taken for the URL's query string)."""
+    url = make_store(client, base)
+    item = {"types": ["A"]}
+    cases = [
+        ({}, ["query"]),
+        ({"querry": {"items": [item]}}, ["query"]),
+        ({"query": {}}, ["query.items"]),
+        ({"query": {"items": [{"types": ["A"], "tagz": ["x"]}]}}, ["query.items.0.tagz"]),
+        ({"query": {"items": [item], "extra": 1}}, ["query.extra"]),
+        ({"query": {"items": [item]}, "after": -1}, ["after"]),
+    ]
+    for body, fields in cases:
+        error = assert_error(client.post(f"{url}/query", json=body), 400, "VALIDATION_ERROR")
+        assert [d["field"] for d in error["details"]] == fields, body
+
+
 def test_stream_appends_carry_tags_and_string_schema_versions(
     client: TestClient, base: str
 ) -> None:
@@ -161,6 +178,7 @@ def test_multi_stream_append_is_all_or_nothing(client: TestClient, base: str) ->
     assert done.status_code == 201, done.text
     result = done.json()
     assert [s["streamId"] for s in result["streams"]] == ["order-123", "customer-456"]
+    assert result["lastPosition"] == result["globalPosition"] == 2  # (DeltaBase's guide reads it)
     assert {e["transactionId"] for e in result["events"]} == {result["transactionId"]}
     assert [e["globalPosition"] for e in result["events"]] == [1, 2]
     replay = client.post(f"{url}/streams", json=body, headers={"Idempotency-Key": "k1"})
@@ -191,3 +209,40 @@ def test_the_dcb_stream_is_neither_listed_nor_counted(client: TestClient, base: 
                 assert listed["pagination"]["total"] == 3, params
     listed = client.get(f"{url}/streams", params={"streamIdPattern": "*"}).json()
     assert [s["streamId"] for s in listed["streams"]] == ["a-1", "b-1", "c-1"]
+
+
+def test_multi_stream_append_names_each_stream_once(client: TestClient, base: str) -> None:
+    """A stream given twice is refused (its expected version would be ambiguous), whatever the
+    versions say, and nothing is written."""
+    url = make_store(client, base)
+    part = {"streamId": "d-1", "events": [{"type": "t", "data": {}}]}
+    for expected in (None, "no_stream"):
+        parts = [dict(part), {"streamId": "e-1", "events": part["events"]}, dict(part)]
+        if expected is not None:
+            for p in parts:
+                p["expectedStreamVersion"] = expected
+        refused = client.post(f"{url}/streams", json={"streams": parts})
+        error = assert_error(refused, 400, "VALIDATION_ERROR")
+        assert [d["field"] for d in error["details"]] == ["streams.2.streamId"]
+    assert client.get(f"{base}/{STORE}").json()["statistics"]["headPosition"] == 0
+
+
+def test_a_dcb_append_repeated_with_its_idempotency_key_appends_nothing(
+    client: TestClient, base: str
+) -> None:
+    """``Idempotency-Key`` (or the body's ``idempotencyKey``) on a DCB append, as on the other
+    appends: the repeat gets the first answer, status and body, and writes nothing."""
+    url = make_store(client, base)
+    done = client.post(f"{url}/events", json=REGISTER, headers={"Idempotency-Key": "dk"})
+    assert done.status_code == 201, done.text
+    again = client.post(f"{url}/events", json=REGISTER, headers={"Idempotency-Key": "dk"})
+    assert again.status_code == 201 and again.json() == done.json()
+    refused = client.post(f"{url}/events", json={**REGISTER, "idempotencyKey": "dk2"})
+    conflict = refused.json()
+    assert refused.status_code == 409 and conflict["conflictingPositions"] == [1]
+    unconditional = {"events": REGISTER["events"], "idempotencyKey": "dk2"}
+    repeated = client.post(f"{url}/events", json=unconditional)
+    assert repeated.status_code == 409 and repeated.json() == conflict
+    assert client.get(f"{base}/{STORE}").json()["statistics"]["totalEvents"] == 1
+    bad = client.post(f"{url}/events", json={**REGISTER, "idempotencyKey": ""})
+    assert_error(bad, 400, "VALIDATION_ERROR")

@@ -198,7 +198,8 @@ def test_streams_of_one_type(client: TestClient, store: str, streams: list[dict[
         ({"streamIdPattern": "a\u0001"}, "streamIdPattern"),
         ({"includeCount": "perhaps"}, "includeCount"),
         ({"type": "order.*"}, "type"),
-        ({"includeMetadata": "true"}, "includeMetadata"),
+        ({"includeMetadata": "perhaps"}, "includeMetadata"),
+        ({"includeArchived": "perhaps"}, "includeArchived"),
     ],
 )
 def test_bad_list_options(
