@@ -7,6 +7,7 @@ import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
 from contextlib import asynccontextmanager
 from functools import cached_property, partial
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from broker import (
     Archive,
+    BrokerError,
     Dispatcher,
     EventLog,
     Fanout,
@@ -51,6 +53,10 @@ from .ws import endpoint
 from .ws.sessions import Sessions
 
 log = logging.getLogger("deltagate.app")
+
+STARTUP_ERRORS = (config_file.ConfigError, BrokerError, OSError)
+"""What fails a pod's start for a reason its operator can fix, said in one line
+(``Gateway._startup_words``)."""
 F = TypeVar("F", bound=Callable[..., Any])
 
 READY_TIMEOUT = 1.0
@@ -146,7 +152,23 @@ class Gateway(FastAPI):
                     scope["app"] = self
                     scope["path_params"] = {"store": store}
                     return self._sse(scope, receive, send)
+        elif kind == "lifespan":
+            return super().__call__(scope, receive, self._startup_words(send))
         return super().__call__(scope, receive, send)
+
+    def _startup_words(self, send: Any) -> Any:
+        """The server's ``send`` for the lifespan, telling a start that failed for a reason an
+        operator can fix (``STARTUP_ERRORS``: a config file Redis refuses, Redis or the archive
+        unreachable, a port taken) in one line rather than the traceback Starlette puts in the
+        message; any other failure keeps its traceback (a bug to report)."""
+
+        async def words(message: Any) -> None:
+            problem = getattr(self.state, "startup_problem", None)
+            if message["type"] == "lifespan.startup.failed" and problem is not None:
+                message = {**message, "message": f"the pod could not start: {problem}"}
+            await send(message)
+
+        return words
 
     async def _lean(self, route: lean.LeanRoute, scope: Any, receive: Any, send: Any) -> None:
         """An append (a ``LeanRoute``, all POSTs) served as the stack would serve it: its errors
@@ -232,6 +254,16 @@ def create_app(settings: Settings, *, redis: Any = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(pod(app))
+            except STARTUP_ERRORS as exc:
+                app.state.startup_problem = str(exc) or type(exc).__name__
+                raise
+            yield
+
+    @asynccontextmanager
+    async def pod(app: FastAPI) -> AsyncIterator[None]:
         client = redis if redis is not None else connect(settings.redis)
         archive = (
             None

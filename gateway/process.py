@@ -77,6 +77,24 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
+class DidNotStart(Exception):
+    """The server's app failed to start (uvicorn said why in its log)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the server did not start (status {status})")
+        self.status = status
+
+
+async def _serve_http(server: Server) -> None:
+    """``server.serve()``, whose ``SystemExit`` for an app that failed to start (uvicorn's way
+    of ending its own command) becomes ``DidNotStart``: a task's SystemExit would leave the
+    event loop at once, with a "never retrieved" traceback, before ``serve`` could stop."""
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        raise DidNotStart(exc.code if isinstance(exc.code, int) and exc.code else 1) from None
+
+
 async def serve(
     server: Server,
     *,
@@ -101,7 +119,7 @@ async def serve(
 
     for sig in SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
-    web = loop.create_task(server.serve(), name=f"{name} http")
+    web = loop.create_task(_serve_http(server), name=f"{name} http")
     work = loop.create_task(main, name=name) if main is not None else None
     stop = loop.create_task(signalled.wait(), name=f"{name} signals")
     status = 0
@@ -117,7 +135,11 @@ async def serve(
             status = 1
             ended = work if work is not None and work.done() else web
             exc = None if ended.cancelled() else ended.exception()
-            log.error(f"{ended.get_name()} ended on its own; stopping", exc_info=exc)
+            if isinstance(exc, DidNotStart):
+                log.error("the server did not start; stopping", extra={"component": name})
+                status = exc.status
+            else:
+                log.error(f"{ended.get_name()} ended on its own; stopping", exc_info=exc)
         server.should_exit = True
         if work is not None and not work.done():
             await asyncio.wait({work}, timeout=drain_deadline)

@@ -311,3 +311,53 @@ def test_demo_orders_generates_a_plausible_stream(pod: Pod) -> None:
     assert {"order.placed", "order.shipped", "order.delivered"} <= set(status.values()) | {
         e["type"] for e in events
     }
+
+
+def test_a_pod_refuses_a_bad_start_in_words(redis_server: RedisServer, tmp_path: Any) -> None:
+    """``deltagate serve`` and ``deltagate dispatcher`` with settings or a ``--config`` file
+    they cannot use: an ``error:`` line per problem and exit 2, never a traceback (checked
+    before anything starts)."""
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "eventStores": [
+                    {
+                        "name": "cfg",
+                        "subscriptions": [
+                            {
+                                "id": "a",
+                                "eventFilter": "x",
+                                "subscriberType": "webhook",
+                                "webhook": {"url": "https://example.com/x", "timeout": 0},
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"eventStores": [')
+    redis_url = redis_server.url
+    port = str(free_port())
+    cases: list[tuple[list[str], dict[str, str], str]] = [
+        (["serve", "--port", port, "--config", str(bad)], {}, "webhook.timeout"),
+        (["serve", "--port", port, "--config", str(broken)], {}, "not valid JSON"),
+        (["serve", "--port", port, "--config", str(tmp_path / "none.json")], {}, "cannot read"),
+        (["serve", "--port", port], {"DELTAGATE_REDIS_URL": "http://x"}, "redis_url"),
+        (["serve", "--port", port], {"DELTAGATE_REDIS_URL": "redis://h:port/0"}, "redis_url"),
+        (["dispatcher"], {"DELTAGATE_REDIS_URL": "http://x"}, "redis_url"),
+        (
+            ["serve", "--port", port],
+            {"DELTAGATE_REDIS_URL": redis_url, "DELTAGATE_ADMIN_KEY_FILE": "/nonexistent"},
+            "admin_key_file",
+        ),
+    ]
+    for args, env, text in cases:
+        done = cli(*args, env=env)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "Traceback" not in done.stderr, (args, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert lines and all(line.startswith("error: ") for line in lines), (args, lines)
+        assert any(text in line for line in lines), (args, lines)

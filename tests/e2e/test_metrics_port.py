@@ -54,4 +54,6 @@ def test_a_pod_whose_metrics_port_is_taken_does_not_start(redis_url, pods):
         pods.append(pod)
         pod.start(wait_ready=False)
         assert pod.proc is not None and pod.proc.wait(20) != 0
-        assert "Address already in use" in pod.log()
+        log = pod.log()
+        assert "the pod could not start" in log and "Address already in use" in log
+        assert "Traceback" not in log and "never retrieved" not in log  # said in words
