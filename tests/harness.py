@@ -245,7 +245,11 @@ class ServerProcess:
                 self.argv(), env=self.env, stdout=log, stderr=log, cwd=ROOT
             )
         if wait_ready:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.kill()  # (never left running, unowned, to fail a later test when collected)
+                raise
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> Self:
