@@ -220,13 +220,23 @@ class Lifecycle:
         state.head, state.low, state.oldest, state.archived = head, low, oldest, archived
         if head == 0:
             return False
-        bound = await self._retention_bound(store, retention, head, oldest)
+        bound, partial = await self._retention_bound(store, retention, head, oldest)
         hot = await self._hot_bound(store, retention, head)
-        more = False
+        more = partial
+        if self._archive is not None and low < bound and archived < bound - 1:
+            # Retention deletes events that were never archived: they leave Redis first, counted
+            # as gone for good while ``archived`` still says they were never copied. The copy
+            # starts past them (``Archiver.copy``) and moves ``archived`` over them: trimmed
+            # after it, they would look archived, and their bytes would stay counted (each step
+            # then deleting more to make up for bytes that are no longer there).
+            low, trimmed_all = await self._trim_redis(store, uid, bound, hot, [])
+            state.low = low
+            if low < bound:
+                return True  # (the next step goes on; nothing is copied past them before)
         if self._archive is not None:
             archived, copied_all, copied = await self._copy(store, uid, archived, bound, head, hot)
             state.archived = archived
-            more = not copied_all
+            more = more or not copied_all
         else:
             copied = []
         low, trimmed_all = await self._trim_redis(store, uid, bound, hot, copied)
@@ -245,30 +255,34 @@ class Lifecycle:
 
     async def _retention_bound(
         self, store: str, retention: Retention, head: int, oldest: int
-    ) -> int:
-        """R: positions below it are deleted everywhere (never the head)."""
-        bound = oldest
+    ) -> tuple[int, bool]:
+        """R: positions below it are deleted everywhere (never the head); and whether R is only
+        part of the way (the size limit is sought a page at a time: the next step goes on)."""
+        bound, partial = oldest, False
         if retention.period_days is not None:
             cutoff = time.time() - retention.period_days * 86400
             moment = datetime.fromtimestamp(cutoff, UTC)
             bound = max(bound, await self._reader.first_kept_at(store, moment))
         if retention.max_bytes is not None:
-            bound = max(bound, await self._size_bound(store, retention.max_bytes, oldest))
-        return min(bound, head)
+            by_size, partial = await self._size_bound(store, retention.max_bytes, oldest)
+            bound = max(bound, by_size)
+        return min(bound, head), partial and bound < head
 
-    async def _size_bound(self, store: str, limit: int, oldest: int) -> int:
-        """The first position to keep so the log's JSON is at most ``limit`` bytes (one page
-        of the oldest events at a time: later steps go on)."""
+    async def _size_bound(self, store: str, limit: int, oldest: int) -> tuple[int, bool]:
+        """The first position to keep so the log's JSON is at most ``limit`` bytes, and whether
+        more must go after it (one page of the oldest events at a time: later steps go on)."""
         total = int(await call(self._redis.hget(StoreKeys(store).meta, "bytes")) or 0)
         excess = total - limit
         if excess <= 0:
-            return oldest
+            return oldest, False
         piece = await self._reader.after(store, oldest - 1, self.options.delete_batch)
         for event in piece.events:
             excess -= body_size(event.json)
             if excess <= 0:
-                return event.global_position + 1
-        return piece.events[-1].global_position + 1 if piece.events else oldest
+                return event.global_position + 1, False
+        if not piece.events:
+            return oldest, False
+        return piece.events[-1].global_position + 1, True
 
     async def _hot_bound(self, store: str, retention: Retention, head: int) -> int:
         """Positions below it may leave Redis (if archived, or with no archive at all)."""

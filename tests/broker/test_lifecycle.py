@@ -356,6 +356,29 @@ async def test_max_stream_size_deletes_the_oldest_everywhere(
         assert part.truncated_before is not None and part.truncated_before > 0
 
 
+async def test_a_size_limit_met_before_archiving_keeps_the_newest_up_to_it(
+    redis: aioredis.Redis, archived_log: EventLog, archive: Archive
+) -> None:
+    """Events past ``maxStreamSizeBytes`` before they were ever archived leave for good, and
+    their bytes leave the store's count with them: the log keeps the newest events up to the
+    limit (the copy, starting past them, must not make them look archived)."""
+    log = archived_log
+    stores = StoreAdmin(redis, archive)
+    await stores.create("shop")
+    await redis.hset(StoreKeys("shop").meta, "settings", '{"maxStreamSizeBytes": 17000}')
+    await fill(log, "shop", 1000)
+    await settle(Lifecycle(redis, log, archive, OPTIONS))
+    info = await stores.get("shop")
+    kept = [e async for p in log.scan("shop") for e in p.events]
+    assert [e.global_position for e in kept] == list(range(info.oldest, 1001))
+    sizes = [lifecycle_module.body_size(e.json) for e in kept]
+    # The count is true, and as many of the newest events are kept as fit (about 63 of ~270
+    # bytes; with the bytes of events deleted unarchived left counted, all but one went).
+    assert info.bytes == sum(sizes) <= 17000 < sum(sizes) + max(sizes)
+    archive_id = await archive.store_id(info.uid, "shop")
+    assert archive_id is not None and (await archive.stats(archive_id)).oldest >= info.oldest
+
+
 async def test_retention_period_deletes_old_events_everywhere(
     redis: aioredis.Redis, archived_log: EventLog, archive: Archive
 ) -> None:
