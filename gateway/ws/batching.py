@@ -22,7 +22,9 @@ connection's scope (one reference per connection, no per-connection dict of boun
 - ``buffered()``: the bytes the transport holds; ``abort_connection``: cut a stalled client.
 
 Its keep-alive pings (uvicorn's ``ws_ping_interval`` and ``ws_ping_timeout``) go from one wheel
-per loop and interval (``gateway.heartbeats``), not a timer handle per connection.
+per loop and interval (``gateway.heartbeats``), not a timer handle per connection; a pong's
+deadline starts again while the ping still waits behind data the peer is reading
+(``keepalive_timeout``).
 
 A session uses them when present and sends message by message through ASGI otherwise (another
 server, the test client).
@@ -32,7 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +55,30 @@ _SHORT = struct.Struct("!BB").pack
 _MEDIUM = struct.Struct("!BBH").pack
 _LONG = struct.Struct("!BBQ").pack
 _OPEN = State.OPEN  # looked up once: an enum member's lookup is not free, and this is per write
+
+
+_TCP_INFO_ACKED = 120
+"""Offset of ``tcpi_bytes_acked`` (u64) in Linux's ``struct tcp_info`` (since 4.1)."""
+_PING_FRAME = 6
+"""Bytes of a keep-alive ping's frame (2 of header, a 4-byte payload): a peer whose TCP only
+acknowledged the ping itself has read nothing."""
+
+
+def _socket_of(transport: Any) -> Any:
+    return transport.get_extra_info("socket")
+
+
+def _acked(transport: Any) -> int | None:
+    """The bytes of the connection the peer has acknowledged (None: not a Linux TCP socket)."""
+    try:
+        info = _socket_of(transport).getsockopt(
+            socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_ACKED + 8
+        )
+    except (AttributeError, OSError):
+        return None
+    if len(info) < _TCP_INFO_ACKED + 8:
+        return None
+    return int.from_bytes(info[_TCP_INFO_ACKED : _TCP_INFO_ACKED + 8], sys.byteorder)
 
 
 def text_frame_header(length: int) -> bytes:
@@ -140,6 +168,7 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
         "initial_response",
         "last_ping_rtt",
         "pending_ping_payload",
+        "ping_mark",
         "ping_sent_at",
         "ping_slot",
         "ping_timer",
@@ -159,6 +188,10 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
         self.writable = Flag()  # type: ignore[assignment]
         self.ping_slot: int | None = None
         """Its slot in the loop's ping wheel (``_pings``), while it is in it."""
+        self.ping_mark: int | None = None
+        """While a ping waits for its pong: the bytes of the connection the peer had
+        acknowledged when it was sent or its deadline last started again (None: TCP does not
+        say, not a Linux TCP socket)."""
 
     def receive(self) -> asyncio.Future[Any]:  # type: ignore[override]
         """The ASGI ``receive``: a future (uvicorn's is a coroutine, a frame each connection
@@ -187,7 +220,31 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.pending_ping_payload is None:
             self.send_keepalive_ping()
 
+    def send_keepalive_ping(self) -> None:
+        super().send_keepalive_ping()
+        self.ping_mark = _acked(self.transport) if self.pending_ping_payload else None
+
+    def keepalive_timeout(self) -> None:
+        """The pong is late. A reader working through a backlog (a long replay read at its own
+        pace) reads the ping only after what was queued before it, ours and the kernels', long
+        after the deadline: it cannot answer what it has not read. TCP tells how far it reads:
+        the bytes it acknowledges grow as its application frees its receive buffer. While they
+        grow by more than a ping's frame, the deadline starts again; a peer that acknowledged
+        nothing more is cut as uvicorn cuts it (a slow reader's own bounds are the session's:
+        demotion, then 4008)."""
+        acked_before = self.ping_mark
+        if acked_before is not None and not self.close_sent and not self.transport.is_closing():
+            acked = _acked(self.transport)
+            if acked is not None and acked > acked_before + _PING_FRAME:
+                self.ping_mark = acked
+                assert self.ping_timeout is not None
+                self.pong_timer = self.loop.call_later(self.ping_timeout, self.keepalive_timeout)
+                return
+        self.ping_mark = None
+        super().keepalive_timeout()
+
     def stop_keepalive(self) -> None:
+        self.ping_mark = None
         if self.ping_slot is not None:
             assert self.ping_interval is not None
             _pings(self.ping_interval).discard(self, self.ping_slot)

@@ -216,6 +216,40 @@ async def test_a_client_that_never_answers_a_ping_is_closed() -> None:
     assert int.from_bytes(received[close + 2 : close + 4], "big") == 1011  # keepalive timeout
 
 
+async def test_a_reader_working_through_a_backlog_is_not_taken_for_dead() -> None:
+    """A client reading a long backlog at its own pace gets the server's ping only after what
+    was queued before it, long after the pong deadline: while it keeps reading, the deadline
+    starts again, and every message arrives on the open connection (uvicorn alone cut it,
+    mid-replay, as if it were dead)."""
+    frame = text_frame("x" * 16_384)
+    count = 600  # ~10 MB: more than the kernel's buffers on both sides hold
+    protocols: list[Any] = []
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        protocol = ws.scope["extensions"][EXTENSION]
+        protocols.append(protocol)
+        for _ in range(count):
+            while not protocol.write_frames([frame]):
+                if protocol.disconnected or protocol.close_sent:
+                    return
+                await protocol.writable.wait()
+        await ws.send_text("done")
+        await ws.receive()
+
+    async with serving(handler, deflate=False, ws_ping_interval=PING, ws_ping_timeout=PING) as url:
+        async with connect(url, compression=None, ping_interval=None, max_size=None) as client:
+            got = 0
+            while (message := await asyncio.wait_for(client.recv(), 10)) != "done":
+                got += 1
+                if got % 10 == 0:
+                    await asyncio.sleep(0.03)  # ~300 messages/s: about 2 s behind at the end
+            assert got == count
+            (protocol,) = protocols
+            assert protocol.last_ping_rtt > PING  # a pong came, later than the first deadline
+            assert client.state.name == "OPEN"
+
+
 async def test_every_message_arrives_in_order_whether_the_app_waits_or_is_busy() -> None:
     """uvicorn reads one message at a time: it pauses reading after each and resumes once the
     app has taken every one. ``receive`` hands out a future: when the app already waits for it
