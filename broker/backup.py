@@ -5,7 +5,8 @@ createdAt, tags, schemaVersion (``scripts/import.lua``).
 A restore continues the store's log: into an empty store it starts wherever the export starts
 (positions before it are then history that is gone), and restarting an interrupted restore skips
 what the store already holds, once ``check`` has found it to be the same events (same positions,
-same eventIds). Restored events are not announced live: subscribers get them from the log (a pod's
+same eventIds, in Redis or in the archive); a store that holds events the file does not start
+with is refused (``check_start``). Restored events are not announced live: subscribers get them from the log (a pod's
 feed notices the head moved within its poll interval).
 """
 
@@ -18,8 +19,12 @@ from typing import Any
 from . import codec
 from .errors import BrokerError
 from .keys import StoreKeys
-from .reader import entry_event, keys_of
+from .archive import Archive
+from .reader import LogReader, keys_of
 from .redis import call, load_script
+
+PAGE = 1000
+"""Events read at a time to compare a file with the store."""
 
 REQUIRED = {
     "globalPosition": int,
@@ -69,8 +74,13 @@ def _args(event: Any, where: str) -> list[Any]:
 
 
 class Importer:
-    def __init__(self, redis: Any) -> None:
+    """Restores exported events into a store. ``archive``: the deployment's, to compare the
+    file with the events the store keeps there (without it, a file whose events the store holds
+    only in the archive cannot be checked, and is refused)."""
+
+    def __init__(self, redis: Any, archive: Archive | None = None) -> None:
         self._redis = redis
+        self._reader = LogReader(redis, archive)
         self._import = load_script(redis, "import")
 
     async def head(self, store: str) -> tuple[str, int]:
@@ -82,24 +92,52 @@ class Importer:
             raise StoreNotFound(store)
         return uid, int(head or 0)
 
+    @staticmethod
+    def check_start(head: int, first: Any, line: int) -> None:
+        """The file's first event, for a store whose head is ``head`` when the import starts: a
+        store that holds events already takes a file only if the file holds them too (an
+        interrupted import resumed: ``check`` then compares them), never one that starts after
+        them (another store's events would follow its own)."""
+        position = first.get("globalPosition") if isinstance(first, dict) else None
+        if head and isinstance(position, int) and position > head:
+            raise ImportRejected(
+                f"line {line}: the store holds {head} event(s) already and the file starts at "
+                f"globalPosition {position}, after them: import into an empty store, or resume "
+                "an interrupted import with the same file"
+            )
+
     async def check(self, store: str, events: Sequence[Any], first_line: int = 1) -> None:
         """Check exported events at positions the store already holds: each must be the event
-        the store has there (same eventId), or the file is not this store's. Events no longer in
-        Redis (archived, or gone) are not compared; the store's last event always stays there.
-        Raises ImportRejected naming the line of the first event that differs."""
+        the store has there (same eventId), in Redis or in the archive, or the file is not this
+        store's. Positions whose events retention deleted are not compared. Raises
+        ImportRejected naming the line of the first event that differs, or that is in the
+        archive when the importer has none to compare with."""
         for i, event in enumerate(events):
             _args(event, f"line {first_line + i}")
-        log = keys_of(store).log
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                at = f"{event['globalPosition']}-0"
-                pipe.xrange(log, at, at)
-            held = await call(pipe.execute())
-        for i, (event, entries) in enumerate(zip(events, held, strict=True)):
-            if not entries:
-                continue
-            there = codec.event_id_of(entry_event(entries[0]).json)
-            if there != event["eventId"]:
+        bounds = await self._reader.bounds(store)
+        kept = [e["globalPosition"] for e in events if e["globalPosition"] >= bounds.oldest]
+        held: dict[int, str] = {}
+        if kept:
+            low, high = min(kept), max(kept)
+            if low < bounds.low and self._reader.archive is None:
+                line = first_line + next(
+                    i for i, e in enumerate(events) if e["globalPosition"] == low
+                )
+                raise ImportRejected(
+                    f"line {line}: the store keeps globalPosition {low} in its archive; set "
+                    "DELTAGATE_ARCHIVE_URL so that the import can check it is the same event"
+                )
+            cursor = low - 1
+            while cursor < high:
+                piece = await self._reader.after(store, cursor, min(PAGE, high - cursor), high)
+                if not piece.events:
+                    break
+                for logged in piece.events:
+                    held[logged.global_position] = codec.event_id_of(logged.json)
+                cursor = piece.events[-1].global_position
+        for i, event in enumerate(events):
+            there = held.get(event["globalPosition"])
+            if there is not None and there != event["eventId"]:
                 raise ImportRejected(
                     f"line {first_line + i}: globalPosition {event['globalPosition']} holds "
                     f"another event in the store (eventId {there}, not {event['eventId']}); "

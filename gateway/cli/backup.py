@@ -188,6 +188,7 @@ def import_(
     deployment's Redis: DELTAGATE_REDIS_URL). Resumable: events the store holds are skipped
     (checked to be the same events: same globalPosition, same eventId)."""
     from broker import (
+        Archive,
         Importer,
         StoreAdmin,
         StoreAlreadyExists,
@@ -210,7 +211,10 @@ def import_(
             await StoreAdmin(client).create(store)
         except StoreAlreadyExists:
             pass
-        importer = Importer(client)
+        archive = None
+        if settings.archive_url is not None:
+            archive = Archive(settings.archive_url, seconds=settings.archive_timeout)
+        importer = Importer(client, archive)
         uid, head = await importer.head(store)
         source = input_file.open("rb") if input_file is not None else sys.stdin.buffer
         imported = 0
@@ -218,7 +222,9 @@ def import_(
             with _progress(total, "importing") as progress:
                 task = progress.add_task("import", total=total)
                 lines = enumerate(source, 1)
-                for first, events, size, held in _batches(lines, head):
+                for number, (first, events, size, held) in enumerate(_batches(lines, head)):
+                    if number == 0:
+                        importer.check_start(head, events[0], first)
                     if held:
                         await importer.check(store, events, first)
                     else:
@@ -228,6 +234,8 @@ def import_(
         finally:
             if source is not sys.stdin.buffer:
                 source.close()
+            if archive is not None:
+                await archive.close()
         return imported, head
 
     imported, head = with_redis(settings, go)

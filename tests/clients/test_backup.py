@@ -233,3 +233,53 @@ def test_import_refuses_a_redis_that_may_evict(redis_url: str, tmp_path: Path) -
     assert admin.exists("dg:{evicting}:meta") == 0 and not admin.keys("*evicting*")
     done = cli("import", "evicting", "--input", str(exported), env=env)
     assert done.returncode == 0 and "imported 1 event(s)" in done.stderr, done.stderr
+
+
+def test_import_compares_with_what_the_store_keeps_anywhere(
+    pods: list[Pod], redis_url: str, archive_url: str, tmp_path: Path
+) -> None:
+    """A store that holds events takes a file only if the file holds them too (a resumed
+    import): a file starting after its head is refused, and a file whose overlap the store keeps
+    in its archive only is compared there (refused when it differs, or when the import has no
+    archive to compare with), never imported as "nothing to do"."""
+    (pod,) = spawn_pods(
+        pods, redis_url, 1, DELTAGATE_ARCHIVE_URL=archive_url, DELTAGATE_LIFECYCLE_INTERVAL="0.1"
+    )
+    fill(pod, 100)  # the source: STORE, positions 1..100
+    exported = tmp_path / "books.ndjson"
+    done = cli("export", STORE, "--output", str(exported), "--url", pod.url)
+    assert done.returncode == 0, done.stderr
+    lines = lines_of(exported.read_text())
+    env = {"DELTAGATE_REDIS_URL": redis_url}
+    with httpx.Client(base_url=pod.url, timeout=10) as http:
+        # A: a store of 3 events of its own; a file starting at 4 would merely "continue" it.
+        http.post("/event-stores", json={"name": "mine"}).raise_for_status()
+        own = [{"type": "book.lent", "data": {"n": i}} for i in range(3)]
+        http.post("/event-stores/mine/streams/mine-1", json={"events": own}).raise_for_status()
+        done = cli("import", "mine", env=env, stdin="\n".join(lines[3:10]) + "\n")
+        assert done.returncode == 1, done.stderr
+        assert "line 1: the store holds 3 event(s) already" in done.stderr
+        assert http.get("/event-stores/mine").json()["statistics"]["headPosition"] == 3
+
+        # B: a store of 10 events of its own, 9 of them in the archive only.
+        settings = {"hotRetention": {"maxEvents": 1}}
+        http.post("/event-stores", json={"name": "cold", "settings": settings}).raise_for_status()
+        ten = [{"type": "book.lent", "data": {"n": i}} for i in range(10)]
+        http.post("/event-stores/cold/streams/c-1", json={"events": ten}).raise_for_status()
+        admin = redis.Redis.from_url(redis_url)
+        wait_for(lambda: admin.xlen("dg:{cold}:log") == 1, timeout=30, what="archiving")
+        eight = "\n".join(lines[:8]) + "\n"
+        done = cli("import", "cold", env=env, stdin=eight)  # no archive to compare with
+        assert done.returncode == 1, done.stderr
+        assert "line 1: the store keeps globalPosition 1 in its archive" in done.stderr
+        done = cli("import", "cold", env={**env, "DELTAGATE_ARCHIVE_URL": archive_url}, stdin=eight)
+        assert done.returncode == 1, done.stderr
+        assert "line 1: globalPosition 1 holds another event in the store" in done.stderr
+
+    # The store's own export, imported back into it with the archive: the same events, nothing
+    # to do (a resumed import that had finished).
+    own_export = cli("export", "cold", "--url", pod.url)
+    done = cli(
+        "import", "cold", env={**env, "DELTAGATE_ARCHIVE_URL": archive_url}, stdin=own_export.stdout
+    )
+    assert done.returncode == 0 and "imported 0 event(s)" in done.stderr, done.stderr
