@@ -131,6 +131,12 @@ class LogReader:
             raise StoreNotFound(store)
         return Bounds(uid, int(low or 1), int(oldest or 1))
 
+    async def gone_before(self, store: str, after: int) -> int | None:
+        """For a read of the events after ``after``: the oldest position the store keeps, when
+        history the read would start in is gone (``truncatedBefore``); else None."""
+        oldest = (await self.bounds(store)).oldest
+        return oldest if after + 1 < oldest else None
+
     async def _archived(self, store: str, uid: str) -> int | None:
         """The archive's id of this incarnation of ``store`` (None: nothing archived)."""
         if self.archive is None:
@@ -497,6 +503,12 @@ class LogReader:
                 # The stream as of this version: later pages leave out what is appended meanwhile.
                 top = part.version - 1
                 last_wanted = top if last_wanted is None else min(last_wanted, top)
+                if not part.events and part.truncated_before is not None:
+                    # Every event the stream had is gone: the query still says history before
+                    # the store's oldest kept position is (when it starts below it).
+                    gone = await self.gone_before(store, low - 1)
+                    if gone is not None:
+                        yield Slice([], gone)
             if not part.events:
                 return
             inside = [

@@ -112,6 +112,8 @@ class DcbConflict(BaseModel):
 class DcbQueryAnswer(BaseModel):
     events: list[EventOut]
     lastPosition: int
+    truncatedBefore: int | None = None
+    """The oldest position kept, when history after ``after`` is gone (retention)."""
 
 
 class StreamRead(BaseModel):

@@ -265,7 +265,10 @@ async def query_dcb(store: str, request: Request, rt: RuntimeDep) -> Response:
     await require(request, Permission.READ, store)
     body = parse(DcbQueryBody, await read_json(request, rt.settings.max_body_bytes))
     query = body.query.parsed("query")
-    events, last = await rt.log.dcb_query(store, query, after=body.after or 0, limit=body.limit)
-    return json_response(
-        codec.json_object({"lastPosition": last}, events=codec.events_array(events))
-    )
+    after = body.after or 0
+    events, last = await rt.log.dcb_query(store, query, after=after, limit=body.limit)
+    fields: dict[str, Any] = {"lastPosition": last}
+    gone = await rt.log.gone_before(store, after)
+    if gone is not None:
+        fields["truncatedBefore"] = gone  # (history the query would start in is gone)
+    return json_response(codec.json_object(fields, events=codec.events_array(events)))

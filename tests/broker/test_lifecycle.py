@@ -82,6 +82,14 @@ async def test_hot_retention_without_archive_deletes_and_reads_say_so(
     assert part.version == 10  # order-1 got positions 6..10 and 41..45
     assert part.truncated_before == 5
     assert [e.global_position for e in part.events] == [41, 42, 43, 44, 45]
+    # A stream all of whose events are gone (order-3: 16..20): its query says so too.
+    gone = await log.query("shop", flt=Filter.parse("*", "order-3"))
+    assert (gone.events, gone.truncated_before) == ([], 41)
+    later = await log.query("shop", flt=Filter.parse("*", "order-3"), from_position=41)
+    assert (later.events, later.truncated_before) == ([], None)
+    # What the DCB query answers with (``gone_before``: a read after ``after``).
+    assert await log.gone_before("shop", 0) == 41
+    assert await log.gone_before("shop", 40) is None
 
 
 async def test_a_page_that_starts_where_history_is_gone_holds_the_first_kept_events(

@@ -117,6 +117,12 @@ async def test_a_resume_into_trimmed_history_without_an_archive_is_told(
     await earliest.disconnect()
     response = httpx.get(f"{pod.url}/event-stores/{STORE}/events", params={"fromPosition": 1})
     assert response.json()["truncatedBefore"] == 501
+    # The DCB query is a read too: from before what is kept, it says so.
+    query = {"query": {"items": [{"types": ["nothing.matches"]}]}}
+    response = httpx.post(f"{pod.url}/event-stores/{STORE}/query", json=query)
+    assert response.json() == {"lastPosition": 0, "truncatedBefore": 501, "events": []}
+    response = httpx.post(f"{pod.url}/event-stores/{STORE}/query", json={**query, "after": 500})
+    assert response.json() == {"lastPosition": 500, "events": []}
     # A start from a time before what is kept asked for history that is gone: told the same way
     # (the events from that time on may have been deleted), also over REST with fromDate.
     since = {"time": "2020-01-01T00:00:00Z"}
