@@ -420,7 +420,8 @@ class UpdateStoreBody(BaseModel):
 
 
 class TokenBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # A misspelt narrowing field (``streamID``) would mint a token for the whole store.
+    model_config = ConfigDict(extra="forbid")
 
     ttlSeconds: StrictInt = Field(300, ge=1, le=3600)
     eventFilter: StrictStr | list[StrictStr] | None = None

@@ -259,6 +259,15 @@ def test_too_many_wildcards_in_a_token_filter(client: TestClient, store: str) ->
     assert "more than 16 '*' wildcards" in result["message"]
 
 
+def test_a_token_body_names_no_field_it_would_ignore(client: TestClient, store: str) -> None:
+    """A misspelt narrowing field is refused, never a token for the whole store."""
+    url = f"/event-stores/{store}/ws-tokens"
+    response = client.post(url, json={"streamID": "order-7", "eventFilters": "order.*"})
+    result = assert_error(response, 400, "VALIDATION_ERROR")
+    assert sorted(error_fields(result)) == ["eventFilters", "streamID"]
+    assert client.post(url, json={"streamId": "order-7", "eventFilter": "order.*"}).status_code == 201
+
+
 def test_unknown_routes_and_methods(client: TestClient, store: str) -> None:
     assert_error(client.get("/no/such/route"), 404, "NOT_FOUND")
     response = client.put(f"/event-stores/{store}")
