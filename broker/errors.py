@@ -50,14 +50,24 @@ class ConditionFailed(BrokerError):
 
     code = "APPEND_CONDITION_FAILED"
 
-    def __init__(self, positions: list[int], after: int | None) -> None:
+    def __init__(self, positions: list[int], after: int | None, head: int | None = None) -> None:
         after = after or 0  # (no ``after``: from the start, as DeltaBase's number says)
-        super().__init__(
-            f"{len(positions)} event(s) match the append condition after position {after}",
-            {"conflictingPositions": positions, "afterPosition": after},
-        )
+        if head is not None:
+            # ``after`` lies past the store's head: a position of another history (the store
+            # was created again, or lost writes), for which the condition cannot be checked.
+            super().__init__(
+                f"after ({after}) is past the store's head ({head}): it is no position of this "
+                "store's history; query again and decide on what it holds",
+                {"conflictingPositions": positions, "afterPosition": after, "headPosition": head},
+            )
+        else:
+            super().__init__(
+                f"{len(positions)} event(s) match the append condition after position {after}",
+                {"conflictingPositions": positions, "afterPosition": after},
+            )
         self.positions = positions
         self.after = after
+        self.head = head
 
 
 class EventTooLarge(BrokerError):

@@ -477,6 +477,8 @@ class EventLog(LogReader):
                 raise StoreNotFound(store)
             if kind == "conflict":
                 raise ConditionFailed([int(p) for p in reply[1:]], after)
+            if kind == "ahead":
+                raise ConditionFailed([], after, head=int(reply[1]))
             if kind == "replay":
                 result = await self._dcb_replayed(store, reply[1])
                 self._check_replicas(replicas, True, result.last_position)

@@ -17,7 +17,7 @@
 --       idempotency TTL seconds ('0' = no key)
 -- Returns {'ok', first, last, the DCB stream's version before} | {'conflict', position...} |
 -- {'retry'} (part of the range is no longer in Redis: check the archive, then again) | {'nostore'}
--- | {'replay', record}. With an idempotency key, the outcome is recorded for a repeat of the
+-- | {'replay', record} | {'ahead', head} (``after`` is past the store's head). With an idempotency key, the outcome is recorded for a repeat of the
 -- request: 'D' US transactionId US first US last US version before, or, for a conflict,
 -- 'C' US after US the positions joined by ','.
 local MAX_CONFLICTS = 100
@@ -31,6 +31,11 @@ local ttl = tonumber(ARGV[tail_at + 3])
 if ttl > 0 then
   local record = replay_record(KEYS[8], uid)
   if record then return {'replay', record} end
+end
+if m > 0 and tonumber(ARGV[11]) > head then
+  -- A position this store never had (a recreated store, a failover that lost writes): the
+  -- condition cannot hold for history the caller knows and the store does not.
+  return {'ahead', head}
 end
 if m > 0 then
   local after = math.max(tonumber(ARGV[11]), tonumber(ARGV[12]))

@@ -231,18 +231,16 @@ async def append_dcb(
         )
     except ConditionFailed as exc:
         # DeltaBase's shape: the error is the sentence, the positions beside it.
-        return json_response(
-            codec.dumps(
-                {
-                    "error": "Append condition failed",
-                    "message": exc.message,
-                    "details": exc.message,
-                    "conflictingPositions": exc.positions,
-                    "afterPosition": exc.after,
-                }
-            ),
-            409,
-        )
+        failed: dict[str, Any] = {
+            "error": "Append condition failed",
+            "message": exc.message,
+            "details": exc.message,
+            "conflictingPositions": exc.positions,
+            "afterPosition": exc.after,
+        }
+        if exc.head is not None:
+            failed["headPosition"] = exc.head  # (``after`` is past it: another history's)
+        return json_response(codec.dumps(failed), 409)
     await _appended(rt, store, [result], started)
     answer = {
         "success": True,

@@ -246,3 +246,22 @@ def test_a_dcb_append_repeated_with_its_idempotency_key_appends_nothing(
     assert client.get(f"{base}/{STORE}").json()["statistics"]["totalEvents"] == 1
     bad = client.post(f"{url}/events", json={**REGISTER, "idempotencyKey": ""})
     assert_error(bad, 400, "VALIDATION_ERROR")
+
+
+def test_an_after_past_the_head_is_another_historys_and_fails_the_condition(
+    client: TestClient, base: str
+) -> None:
+    """``after`` beyond the store's head (a position from before the store was created again,
+    or from writes a failover lost) cannot be checked: 409, the head named, nothing written."""
+    url = make_store(client, base)
+    assert client.post(f"{url}/events", json=REGISTER).status_code == 201  # position 1
+    stale = {**REGISTER, "condition": {**REGISTER["condition"], "after": 99}}
+    refused = client.post(f"{url}/events", json=stale)
+    assert refused.status_code == 409, refused.text
+    body = refused.json()
+    assert body["error"] == "Append condition failed"
+    assert (body["conflictingPositions"], body["afterPosition"], body["headPosition"]) == ([], 99, 1)
+    assert "past the store's head" in body["message"]
+    assert client.get(f"{base}/{STORE}").json()["statistics"]["headPosition"] == 1
+    at_head = {**REGISTER, "condition": {"failIfEventsMatch": {"items": [{"types": ["X"]}]}, "after": 1}}
+    assert client.post(f"{url}/events", json=at_head).status_code == 201
