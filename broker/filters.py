@@ -285,6 +285,8 @@ class Filter:
     contents: tuple[Content, ...] = ()
     """Content conditions, all of which an event must meet (a subscription's own, and a browser
     token's limits): checked on the decoded event, only for filters that have any."""
+    listed: bool = field(default=False, compare=False)
+    """The client gave its patterns as a list (even of one): ``wire`` answers with a list."""
     matchers: tuple[Matcher, ...] = field(init=False, repr=False, compare=False)
     """``compile_pattern`` of each pattern, in order: built once with the filter."""
     content_key: str = field(init=False, repr=False, compare=False)
@@ -303,6 +305,7 @@ class Filter:
         """Validate a client's ``eventFilter`` (a pattern or a list of them) and ``streamId``,
         with optional content conditions. Without an ``eventFilter`` (None) a content query's
         types stand for it."""
+        listed = isinstance(patterns, list)
         if patterns is None and content is not None and content.query is not None:
             patterns = list(content.query.patterns)
         if isinstance(patterns, str):
@@ -315,13 +318,13 @@ class Filter:
             raise InvalidFilter(f"eventFilter holds more than {MAX_PATTERNS} patterns")
         checked = tuple(dict.fromkeys(check_pattern(p) for p in items))
         sid = None if stream_id is None else check_name(stream_id, "streamId")
-        return cls(checked, sid, (content,) if content else ())
+        return cls(checked, sid, (content,) if content else (), listed)
 
     def within(self, limit: Content | None) -> Filter:
         """This filter with a further content condition (a browser token's limit) added."""
         if not limit:
             return self
-        return Filter(self.patterns, self.stream_id, (*self.contents, limit))
+        return Filter(self.patterns, self.stream_id, (*self.contents, limit), self.listed)
 
     def accepts(self, event: dict[str, Any]) -> bool:
         """The content conditions, on the decoded event (the caller checked ``matches``)."""
@@ -349,8 +352,8 @@ class Filter:
 
     @property
     def wire(self) -> str | list[str]:
-        """The filter as a client wrote it: one pattern, or a list."""
-        return self.patterns[0] if len(self.patterns) == 1 else list(self.patterns)
+        """The filter as a client wrote it: one pattern, or a list (of one, if so given)."""
+        return self.patterns[0] if len(self.patterns) == 1 and not self.listed else list(self.patterns)
 
 
 class _Patterns(Generic[K]):

@@ -200,6 +200,7 @@ class WebhookConfig:
                 tuple([patterns] if isinstance(patterns, str) else patterns),
                 value.get("streamId"),
                 (content,) if content else (),
+                isinstance(patterns, list),
             ),
             value["url"],
             tuple(value.get("headers", {}).items()),

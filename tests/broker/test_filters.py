@@ -100,6 +100,10 @@ def test_parse() -> None:
     many = Filter.parse(["a", "b", "a"], "s-1")
     assert many.patterns == ("a", "b") and many.stream_id == "s-1" and many.wire == ["a", "b"]
     assert Filter.parse(["x"] * MAX_PATTERNS).patterns == ("x",)
+    # A list of one is answered as a list, as the client wrote it; it is the same filter.
+    listed = Filter.parse(["order.*"])
+    assert listed.wire == ["order.*"] and listed == one and hash(listed) == hash(one)
+    assert listed.within(Content.parse({"data": {"a": 1}}, None)).wire == ["order.*"]
     assert Filter.parse("*a" * MAX_WILDCARDS).matches("s", "a" * MAX_WILDCARDS)
 
 

@@ -90,6 +90,14 @@ def test_create_with_either_form_and_the_duplicate_rule(
     taken = config_form()
     taken["eventFilter"] = ["order.cancelled"]
     error(api.post(f"{base}/{store}/subscribe", json=taken), 400, "INVALID_SUBSCRIPTION_CONFIG")
+    # A list of one pattern is answered (and kept) as a list, as it was given.
+    one = config_form()
+    one["id"], one["eventFilter"] = "one-pattern", ["order.refunded"]
+    made = api.post(f"{base}/{store}/subscribe", json=one)
+    assert made.status_code == 201 and made.json()["eventFilter"] == ["order.refunded"]
+    got = api.get(f"{base}/{store}/subscriptions/one-pattern").json()
+    assert got["eventFilter"] == ["order.refunded"]
+    api.delete(f"{base}/{store}/subscriptions/one-pattern").raise_for_status()
 
     listing = api.get(f"{base}/{store}/subscriptions").json()
     assert listing["totalCount"] == 2
