@@ -30,7 +30,7 @@ from broker import (
 )
 
 from ..auth import Permission, require
-from ..errors import ApiError
+from ..errors import ApiError, validation_error
 from ..runtime import Runtime, RuntimeDep
 from .bodies import json_response, parse, read_json, read_optional_json
 from .params import DECLARED_ONLY, Offset
@@ -278,6 +278,9 @@ async def resume(store: str, sub_id: str, request: Request, rt: RuntimeDep) -> R
         position = (
             None if body.get("position") is None else check_webhook_position(body["position"])
         )
+    except InvalidSubscriptionConfig as exc:  # (a malformed field: as a create answers it)
+        raise validation_error("position", exc.message) from None
+    try:
         sub = await rt.webhooks.resume(store, sub_id, position)
     except InvalidSubscriptionConfig as exc:
         raise ApiError(exc.code, exc.message, exc.problems) from None

@@ -174,6 +174,9 @@ def test_pause_resume_and_dead_letter_routes(api: TestClient, store: str) -> Non
     assert paused["status"] == "paused" and paused["statusReason"] == "deploying the projection"
     assert api.post(f"{path}/pause").json()["statusReason"] == "paused through the API"
     error(api.post(f"{path}/pause", json={"why": "x"}), 400, "VALIDATION_ERROR")
+    for bad in ("yesterday", -1, True, {"time": "not a time"}):  # answered as a create would
+        refused = error(api.post(f"{path}/resume", json={"position": bad}), 400, "VALIDATION_ERROR")
+        assert [d["field"] for d in refused["details"]] == ["position"], bad
     resumed = api.post(f"{path}/resume").json()
     assert resumed["status"] == "active" and resumed["statusReason"] is None
     assert api.get(f"{path}/dead-letters").json() == {"deadLetters": [], "totalCount": 0}
