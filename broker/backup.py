@@ -6,8 +6,8 @@ A restore continues the store's log: into an empty store it starts wherever the 
 (positions before it are then history that is gone), and restarting an interrupted restore skips
 what the store already holds, once ``check`` has found it to be the same events (same positions,
 same eventIds, in Redis or in the archive); a store that holds events the file does not start
-with is refused (``check_start``). Restored events are not announced live: subscribers get them from the log (a pod's
-feed notices the head moved within its poll interval).
+with is refused (``check_start``). Restored events are not announced live: subscribers get them
+from the log (a pod's feed notices the head moved within its poll interval).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from . import codec
+from .archive import Archive
 from .errors import BrokerError
 from .keys import StoreKeys
-from .archive import Archive
 from .reader import LogReader, keys_of
 from .redis import call, load_script
 

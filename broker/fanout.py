@@ -479,7 +479,7 @@ class Fanout:
             position = "earliest"
             self.stats.resets += 1
         start_time = None
-        if reset is None and isinstance(position, TimeStart):
+        if isinstance(position, TimeStart):  # (a reset made it "earliest" above)
             if position.moment.timestamp() > time.time():
                 start_time = position.moment.timestamp()  # (still ahead: passed over till then)
             try:

@@ -353,7 +353,9 @@ class Filter:
     @property
     def wire(self) -> str | list[str]:
         """The filter as a client wrote it: one pattern, or a list (of one, if so given)."""
-        return self.patterns[0] if len(self.patterns) == 1 and not self.listed else list(self.patterns)
+        return (
+            self.patterns[0] if len(self.patterns) == 1 and not self.listed else list(self.patterns)
+        )
 
 
 class _Patterns(Generic[K]):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-import contextlib
 from contextlib import asynccontextmanager
 from functools import cached_property, partial
 from typing import Any, TypeVar

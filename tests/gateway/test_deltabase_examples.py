@@ -262,7 +262,10 @@ def test_query_streams_with_filtering_options(client: TestClient, my_app: str) -
 def test_include_archived_reads_every_event(client: TestClient, my_app: str) -> None:
     """No stream is ever archived in deltagate: ``includeArchived`` either way reads the same
     events (the PostgreSQL archive is crossed by every read, whatever the parameter)."""
-    for url in ("/api/event-stores/my-app/events", "/api/event-stores/my-app/streams/user-123/events"):
+    for url in (
+        "/api/event-stores/my-app/events",
+        "/api/event-stores/my-app/streams/user-123/events",
+    ):
         everything = ok(client.get(url))
         assert everything["events"]
         for value in ("true", "false", "1", "0"):

@@ -265,7 +265,9 @@ def test_a_token_body_names_no_field_it_would_ignore(client: TestClient, store: 
     response = client.post(url, json={"streamID": "order-7", "eventFilters": "order.*"})
     result = assert_error(response, 400, "VALIDATION_ERROR")
     assert sorted(error_fields(result)) == ["eventFilters", "streamID"]
-    assert client.post(url, json={"streamId": "order-7", "eventFilter": "order.*"}).status_code == 201
+    assert (
+        client.post(url, json={"streamId": "order-7", "eventFilter": "order.*"}).status_code == 201
+    )
 
 
 def test_unknown_routes_and_methods(client: TestClient, store: str) -> None:

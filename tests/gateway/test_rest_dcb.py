@@ -260,8 +260,15 @@ def test_an_after_past_the_head_is_another_historys_and_fails_the_condition(
     assert refused.status_code == 409, refused.text
     body = refused.json()
     assert body["error"] == "Append condition failed"
-    assert (body["conflictingPositions"], body["afterPosition"], body["headPosition"]) == ([], 99, 1)
+    assert (body["conflictingPositions"], body["afterPosition"], body["headPosition"]) == (
+        [],
+        99,
+        1,
+    )
     assert "past the store's head" in body["message"]
     assert client.get(f"{base}/{STORE}").json()["statistics"]["headPosition"] == 1
-    at_head = {**REGISTER, "condition": {"failIfEventsMatch": {"items": [{"types": ["X"]}]}, "after": 1}}
+    at_head = {
+        **REGISTER,
+        "condition": {"failIfEventsMatch": {"items": [{"types": ["X"]}]}, "after": 1},
+    }
     assert client.post(f"{url}/events", json=at_head).status_code == 201

@@ -240,7 +240,7 @@ async def test_a_reader_working_through_a_backlog_is_not_taken_for_dead() -> Non
     async with serving(handler, deflate=False, ws_ping_interval=PING, ws_ping_timeout=PING) as url:
         async with connect(url, compression=None, ping_interval=None, max_size=None) as client:
             got = 0
-            while (message := await asyncio.wait_for(client.recv(), 10)) != "done":
+            while await asyncio.wait_for(client.recv(), 10) != "done":
                 got += 1
                 if got % 10 == 0:
                     await asyncio.sleep(0.03)  # ~300 messages/s: about 2 s behind at the end
