@@ -83,7 +83,15 @@ def _check_count(rt: Runtime, count: int) -> None:
         raise validation_error("events", f"at most {limit} events per append")
 
 
-def _idempotency(key: str | None) -> str | None:
+def _idempotency(header: str | None, body: str | None) -> str | None:
+    """The append's idempotency key: the ``Idempotency-Key`` header or the body's; both, when
+    they differ, is a 400 (a retry sending only one of them would append again)."""
+    if header is not None and body is not None and header != body:
+        raise validation_error(
+            "Idempotency-Key",
+            f"the header ({header!r}) and the body's idempotencyKey ({body!r}) differ: give one",
+        )
+    key = header if header is not None else body
     if key is not None and not 1 <= len(key) <= 255:
         raise validation_error("Idempotency-Key", "must be 1 to 255 characters")
     return key
@@ -108,7 +116,7 @@ async def _append(
     stream_id = stream_id_of(stream_id)
     body = append_request(await read_json(request, rt.settings.max_body_bytes))
     _check_count(rt, len(body.events))
-    key = _idempotency(idempotency_key if idempotency_key is not None else body.idempotency_key)
+    key = _idempotency(idempotency_key, body.idempotency_key)
     started = time.perf_counter()
     result = await rt.log.append(
         store,
@@ -159,7 +167,7 @@ async def append_streams(
         for stream_id, events, expected in body.parts
     ]
     _check_distinct(parts)
-    key = _idempotency(idempotency_key if idempotency_key is not None else body.idempotency_key)
+    key = _idempotency(idempotency_key, body.idempotency_key)
     started = time.perf_counter()
     results = await rt.log.append_streams(
         store, parts, idempotency_key=key, auto_create=rt.settings.auto_create
@@ -218,7 +226,7 @@ async def append_dcb(
     if body.condition is not None:
         condition = body.condition.failIfEventsMatch.parsed("condition.failIfEventsMatch")
         after = body.condition.after
-    key = _idempotency(idempotency_key if idempotency_key is not None else body.idempotency_key)
+    key = _idempotency(idempotency_key, body.idempotency_key)
     started = time.perf_counter()
     try:
         result = await rt.log.append_dcb(

@@ -128,6 +128,16 @@ declare."""
 # -- what several routes share ---------------------------------------------------------------
 
 Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Matches to skip")]
+Confirm = Annotated[
+    str | None,
+    Query(max_length=16, description="`true` to confirm; anything else is not a confirmation"),
+]
+
+
+def confirmed(value: str | None) -> bool:
+    """A destructive request's ``confirm``: exactly ``true`` (not ``yes``, ``1`` or ``on``,
+    which a boolean parameter would take for it)."""
+    return value == "true"
 IncludeCount = Annotated[
     bool, Query(alias="includeCount", description="Add `pagination.total`, every match counted")
 ]

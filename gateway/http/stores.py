@@ -22,7 +22,7 @@ from .bodies import (
     read_json,
     read_optional_json,
 )
-from .params import DECLARED_ONLY, Offset
+from .params import DECLARED_ONLY, Confirm, Offset, confirmed
 
 router = APIRouter(tags=["event stores"], dependencies=[DECLARED_ONLY])
 
@@ -134,10 +134,10 @@ async def update_store(store: str, request: Request, rt: RuntimeDep) -> Response
     responses=answers(200, Deleted, "Deleted"),
 )
 async def delete_store(
-    store: str, request: Request, rt: RuntimeDep, confirm: bool = False
+    store: str, request: Request, rt: RuntimeDep, confirm: Confirm = None
 ) -> Response:
     await require(request, Permission.MANAGE_STORES, store)
-    if not confirm:
+    if not confirmed(confirm):
         raise ApiError(
             "CONFIRMATION_REQUIRED",
             "deleting a store removes all its events; repeat with ?confirm=true",

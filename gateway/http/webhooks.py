@@ -33,7 +33,7 @@ from ..auth import Permission, require
 from ..errors import ApiError, validation_error
 from ..runtime import Runtime, RuntimeDep
 from .bodies import json_response, parse, read_json, read_optional_json
-from .params import DECLARED_ONLY, Offset
+from .params import DECLARED_ONLY, Confirm, Offset, confirmed
 
 router = APIRouter(tags=["webhook subscriptions"], dependencies=[DECLARED_ONLY])
 """Every route refuses the query parameters it does not declare (``params.DECLARED_ONLY``)."""
@@ -211,10 +211,10 @@ async def list_subscriptions(
 
 @router.delete("/event-stores/{store}/subscriptions", summary="Delete every webhook subscription")
 async def delete_subscriptions(
-    store: str, request: Request, rt: RuntimeDep, confirm: bool = False
+    store: str, request: Request, rt: RuntimeDep, confirm: Confirm = None
 ) -> Response:
     await require(request, Permission.MANAGE_SUBSCRIPTIONS, store)
-    if not confirm:
+    if not confirmed(confirm):
         raise ApiError(
             "CONFIRMATION_REQUIRED",
             "this deletes every subscription of the store; repeat with ?confirm=true",

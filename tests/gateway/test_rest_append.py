@@ -164,6 +164,19 @@ def test_idempotency_key_header_replays(client: TestClient, store: str, base: st
     assert different.status_code == 201
     assert different.json()["globalPosition"] == 4
 
+    # The header and the body's key: the same is that key; two different ones are a 400 (a
+    # retry sending only the body's would append again), nothing appended.
+    keyed = {**payload, "options": {"idempotencyKey": "xyz"}}
+    assert client.post(url, json=keyed, headers={"Idempotency-Key": "xyz"}).json() == (
+        different.json()
+    )
+    keyed = {**payload, "options": {"idempotencyKey": "A"}}
+    refused = client.post(url, json=keyed, headers={"Idempotency-Key": "B"})
+    assert [d["field"] for d in assert_error(refused, 400, "VALIDATION_ERROR")["details"]] == [
+        "Idempotency-Key"
+    ]
+    assert head(client, store) == 4
+
 
 def test_idempotency_key_option_replays(client: TestClient, store: str) -> None:
     payload = {"events": [{"type": "t", "data": {}}], "options": {"idempotencyKey": "opt-1"}}

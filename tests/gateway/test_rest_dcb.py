@@ -246,6 +246,9 @@ def test_a_dcb_append_repeated_with_its_idempotency_key_appends_nothing(
     assert client.get(f"{base}/{STORE}").json()["statistics"]["totalEvents"] == 1
     bad = client.post(f"{url}/events", json={**REGISTER, "idempotencyKey": ""})
     assert_error(bad, 400, "VALIDATION_ERROR")
+    both = {**REGISTER, "idempotencyKey": "dk3"}
+    bad = client.post(f"{url}/events", json=both, headers={"Idempotency-Key": "dk4"})
+    assert_error(bad, 400, "VALIDATION_ERROR")  # two keys that differ: give one
 
 
 def test_an_after_past_the_head_is_another_historys_and_fails_the_condition(

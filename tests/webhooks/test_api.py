@@ -162,6 +162,9 @@ def test_get_delete_and_not_found(api: TestClient, store: str) -> None:
     # Deleting them all needs a confirmation.
     api.post(f"/event-stores/{store}/subscribe", json=sdk_form())
     error(api.delete(f"/event-stores/{store}/subscriptions"), 400, "CONFIRMATION_REQUIRED")
+    for value in ("yes", "1", "on"):
+        refused = api.delete(f"/event-stores/{store}/subscriptions?confirm={value}")
+        error(refused, 400, "CONFIRMATION_REQUIRED")
     everything = api.delete(f"/event-stores/{store}/subscriptions?confirm=true").json()
     assert everything["deleted"] == 1
     assert api.get(f"/event-stores/{store}/subscriptions").json()["totalCount"] == 0
