@@ -138,6 +138,8 @@ def confirmed(value: str | None) -> bool:
     """A destructive request's ``confirm``: exactly ``true`` (not ``yes``, ``1`` or ``on``,
     which a boolean parameter would take for it)."""
     return value == "true"
+
+
 IncludeCount = Annotated[
     bool, Query(alias="includeCount", description="Add `pagination.total`, every match counted")
 ]
