@@ -9,9 +9,10 @@ import sys
 import typer
 
 from . import backup, demo, doctor, events, keys, serve, stores, webhooks
-from .common import Command
+from .common import Command, Group
 
 app = typer.Typer(
+    cls=Group,  # (its usage errors one line too, as its sub-commands')
     help="deltagate: a DeltaBase-compatible event store with live WebSocket streaming.",
     no_args_is_help=True,
     add_completion=False,

@@ -9,6 +9,7 @@ to be the same events (a store holding other events is refused). Both show progr
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,6 +193,7 @@ def import_(
         Importer,
         StoreAdmin,
         StoreAlreadyExists,
+        StoreNotFound,
         eviction_problem,
         valid_store_name,
     )
@@ -207,15 +209,16 @@ def import_(
         problem = await eviction_problem(client)
         if problem is not None:  # (what a pod refuses to write into too)
             fail(f"not importing: {problem}")
-        try:
-            await StoreAdmin(client).create(store)
-        except StoreAlreadyExists:
-            pass
+        admin = StoreAdmin(client)
         archive = None
         if settings.archive_url is not None:
             archive = Archive(settings.archive_url, seconds=settings.archive_timeout)
         importer = Importer(client, archive)
-        uid, head = await importer.head(store)
+        made = False
+        try:
+            uid, head = await importer.head(store)
+        except StoreNotFound:
+            uid, head = "", 0  # made with the first write: a file refused leaves no store
         source = input_file.open("rb") if input_file is not None else sys.stdin.buffer
         imported = 0
         try:
@@ -227,9 +230,20 @@ def import_(
                         importer.check_start(head, events[0], first)
                     if held:
                         await importer.check(store, events, first)
-                    else:
+                        progress.advance(task, size)
+                        continue
+                    if not uid:
+                        with contextlib.suppress(StoreAlreadyExists):
+                            await admin.create(store)
+                            made = True
+                        uid, head = await importer.head(store)
+                    try:
                         head = await importer.restore(store, uid, events, first)
-                        imported += len(events)
+                    except BaseException:
+                        if made and not imported:
+                            await admin.delete(store)  # (nothing of the file went in)
+                        raise
+                    imported += len(events)
                     progress.advance(task, size)
         finally:
             if source is not sys.stdin.buffer:

@@ -69,6 +69,13 @@ async def _admit(request: Request, rt: Runtime, store: str) -> Any:
     principal = await require(request, Permission.WRITE, store)
     await rt.limits.hit(principal.key_id, "append")
     if not valid_store_name(store):
+        if rt.settings.auto_create:
+            # Where an append would create the store, say why this one cannot be.
+            raise validation_error(
+                "store",
+                f"'{store}' cannot be an event store's name: 3 to 63 characters of a-z, 0-9, "
+                "'_' and '-'",
+            )
         raise ApiError(
             "EVENT_STORE_NOT_FOUND",
             f"event store '{store}' does not exist",

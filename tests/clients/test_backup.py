@@ -122,6 +122,11 @@ def test_import_refuses_what_does_not_continue_the_log(
     assert done.returncode == 1 and "line 1: globalPosition is missing" in done.stderr
     done = cli("import", "bad", env=env, stdin="not json\n")
     assert done.returncode == 2 and "line 1: not JSON" in done.stderr
+    done = cli("import", "bad", env=env, stdin=lines[0] + "\nnot json\n")
+    assert done.returncode == 2 and "line 2: not JSON" in done.stderr
+    # A refused file leaves no store behind (nothing half-written: not even an empty store).
+    for name in ("gappy", "bad"):
+        assert httpx.get(f"{pod.url}/event-stores/{name}").status_code == 404, name
 
 
 def test_an_import_starting_mid_stream_lists_its_streams(

@@ -221,6 +221,8 @@ def test_errors_are_one_line_with_meaningful_exit_codes(pod: Pod) -> None:
     cases: list[tuple[list[str], str | None, str | None, int, str]] = [
         # Bad usage: exit 2.
         (["tail", "orders", "--bogus"], pod.url, None, 2, "--bogus"),
+        (["bogus"], pod.url, None, 2, "No such command 'bogus'"),  # at the top level too
+        (["--bogus", "stores"], pod.url, None, 2, "--bogus"),
         (["tail", "orders", "--from", "yesterday"], pod.url, None, 2, "--from"),
         (["tail"], pod.url, None, 2, "Missing argument"),
         (["append", "orders", "s", "{not json"], pod.url, None, 2, "invalid JSON"),

@@ -12,6 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_support import PREFIXES, TestClient, assert_error, error_fields, head
 
+from gateway.app import create_app
+from gateway.settings import Settings
+
 MiB = 1024 * 1024
 
 
@@ -340,3 +343,26 @@ def test_fuzzed_bodies_never_500(client: TestClient, store: str, payload: Any) -
     else:
         assert_error(response, response.status_code, response.json()["error"])
         assert head(client, store) == before
+
+
+def test_where_appends_create_stores_a_name_that_cannot_be_one_is_a_400(redis_url: str) -> None:
+    """With stores created on first use (the dev mode), an append to a name no store can have
+    says why (a 404 would send its author looking for a missing store); without, it is unknown."""
+    for creating, status, code in (
+        (True, 400, "VALIDATION_ERROR"),
+        (False, 404, "EVENT_STORE_NOT_FOUND"),
+    ):
+        config = Settings(redis_url=redis_url, auth="disabled", auto_create_stores=creating)
+        with TestClient(create_app(config)) as client:
+            for name in ("rs", "Orders", "a" * 64):
+                response = client.post(
+                    f"/event-stores/{name}/streams/o-1", json={"events": [{"type": "x"}]}
+                )
+                result = assert_error(response, status, code)
+                if creating:
+                    assert error_fields(result) == ["store"] and "3 to 63" in result["message"]
+            if creating:
+                made = client.post(
+                    "/event-stores/rs2/streams/o-1", json={"events": [{"type": "x"}]}
+                )
+                assert made.status_code == 201
