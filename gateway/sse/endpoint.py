@@ -100,12 +100,15 @@ def parse_request(request: Request) -> Subscription:
     problem = query_problem(params, PARAMS, REPEATABLE)
     if problem is not None:
         raise problem
-    patterns: list[Any] | None = params.getlist("eventFilter") or None
-    if patterns is not None and len(patterns) == 1 and patterns[0].startswith("["):
-        patterns = _json_param(request, "eventFilter")  # a JSON list, as in a subscribe message
+    patterns: str | list[Any] | None = params.getlist("eventFilter") or None
+    if patterns is not None and len(patterns) == 1:
+        # One pattern is a pattern (answered as one), a JSON list a list, as in a subscribe
+        # message; repeated, the parameter is a list.
+        one = patterns[0]
+        patterns = _json_param(request, "eventFilter") if one.startswith("[") else one
     match, query = _json_param(request, "match"), _json_param(request, "query")
     if patterns is None and query is None:
-        patterns = ["*"]
+        patterns = "*"
     try:
         flt = protocol.parse_filter(patterns, params.get("streamId"), match=match, query=query)
     except protocol.ProtocolError as exc:
