@@ -232,7 +232,9 @@ class Lifecycle:
             low, trimmed_all = await self._trim_redis(store, uid, bound, hot, [])
             state.low = low
             if low < bound:
-                return True  # (the next step goes on; nothing is copied past them before)
+                # Nothing is copied past them before they are gone: the next step goes on (at
+                # once if this one ran out of its budget; a round later if the trim was refused).
+                return partial or not trimmed_all
         if self._archive is not None:
             archived, copied_all, copied = await self._copy(store, uid, archived, bound, head, hot)
             state.archived = archived
