@@ -356,8 +356,9 @@ def test_a_pod_refuses_a_bad_start_in_words(redis_server: RedisServer, tmp_path:
             "admin_key_file",
         ),
     ]
-    for args, env, text in cases:
-        done = cli(*args, env=env)
+    with ThreadPoolExecutor(4) as pool:  # each case is a process start: run a few at once
+        runs = list(pool.map(lambda c: cli(*c[0], env=c[1]), cases))
+    for (args, _, text), done in zip(cases, runs, strict=True):
         assert done.returncode == 2, (args, done.stderr)
         assert "Traceback" not in done.stderr, (args, done.stderr)
         lines = done.stderr.strip().splitlines()
