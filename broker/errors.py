@@ -52,19 +52,20 @@ class ConditionFailed(BrokerError):
 
     def __init__(self, positions: list[int], after: int | None, head: int | None = None) -> None:
         after = after or 0  # (no ``after``: from the start, as DeltaBase's number says)
+        details: dict[str, int | list[int]] = {
+            "conflictingPositions": positions,
+            "afterPosition": after,
+        }
+        message = f"{len(positions)} event(s) match the append condition after position {after}"
         if head is not None:
             # ``after`` lies past the store's head: a position of another history (the store
             # was created again, or lost writes), for which the condition cannot be checked.
-            super().__init__(
+            details["headPosition"] = head
+            message = (
                 f"after ({after}) is past the store's head ({head}): it is no position of this "
-                "store's history; query again and decide on what it holds",
-                {"conflictingPositions": positions, "afterPosition": after, "headPosition": head},
+                "store's history; query again and decide on what it holds"
             )
-        else:
-            super().__init__(
-                f"{len(positions)} event(s) match the append condition after position {after}",
-                {"conflictingPositions": positions, "afterPosition": after},
-            )
+        super().__init__(message, details)
         self.positions = positions
         self.after = after
         self.head = head

@@ -40,6 +40,12 @@ class Memory:
         return next((p for p in self.policies if p != SAFE_POLICY), None)
 
     @property
+    def problem(self) -> str | None:
+        """What makes this Redis unsafe for the log, in words (None: nothing)."""
+        policy = self.unsafe_policy
+        return None if policy is None else policy_problem(policy)
+
+    @property
     def headroom(self) -> float | None:
         """The share of ``maxmemory`` still free (None without a limit)."""
         return None if not self.limit else max(0.0, 1.0 - self.used / self.limit)
@@ -75,8 +81,7 @@ async def eviction_problem(client: Any) -> str | None:
     """What is wrong with Redis' eviction policy for a log (None: nothing), asked now: for a
     command that writes without a pod's ``RedisWatch`` (``deltagate import``). Raises
     Unavailable."""
-    policy = (await memory(client)).unsafe_policy
-    return None if policy is None else policy_problem(policy)
+    return (await memory(client)).problem
 
 
 class RedisWatch:
@@ -102,8 +107,7 @@ class RedisWatch:
 
     async def sample(self) -> None:
         self.memory = await memory(self._client)
-        policy = self.memory.unsafe_policy
-        problem = None if policy is None else policy_problem(policy)
+        problem = self.memory.problem
         if problem != self.problem and problem is not None:
             log.error("redis is not safe for the log", extra={"problem": problem})
         self.problem = problem

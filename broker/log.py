@@ -266,10 +266,7 @@ class EventLog(LogReader):
             first_expected, current, first_stream = rest.split("|", 2)
             raise VersionConflict(first_stream, _expected_of(first_expected), int(current))
         if status != "201":
-            raise InvalidEvent(
-                "this idempotency key was used for another kind of append",
-                {"field": "idempotencyKey", "message": "used for another kind of append"},
-            )
+            raise _other_kind()
         first_s, last_s, version_s, first_txid, first_stream = rest.split("|", 4)
         return await self._replayed(store, first_stream, first_s, last_s, version_s, first_txid)
 
@@ -396,10 +393,7 @@ class EventLog(LogReader):
             _, stream_id, expected, current = record.split("\x1f", 3)
             raise VersionConflict(stream_id, _expected_of(expected), int(current))
         if not record.startswith("M\x1f"):
-            raise InvalidEvent(
-                "this idempotency key was used for another kind of append",
-                {"field": "idempotencyKey", "message": "used for another kind of append"},
-            )
+            raise _other_kind()
         first_txid, *streams = record[2:].split("\x1e")
         out = []
         for item in streams:
@@ -497,10 +491,7 @@ class EventLog(LogReader):
             after, positions = rest.split("\x1f")
             raise ConditionFailed([int(p) for p in positions.split(",")], int(after))
         if kind != "D":
-            raise InvalidEvent(
-                "this idempotency key was used for another kind of append",
-                {"field": "idempotencyKey", "message": "used for another kind of append"},
-            )
+            raise _other_kind()
         txid, first, last, before = rest.split("\x1f")
         version = str(int(before) + int(last) - int(first) + 1)
         return await self._replayed(store, DCB_STREAM, first, last, version, txid)
@@ -553,6 +544,15 @@ class EventLog(LogReader):
             events += [entry_event(entry) for entry in reply[2:]]
         events = events[:limit]
         return events, events[-1].global_position if events else after
+
+
+def _other_kind() -> InvalidEvent:
+    """An idempotency key whose record is another kind of append's (stream, several streams,
+    DCB: they share the store's keys)."""
+    return InvalidEvent(
+        "this idempotency key was used for another kind of append",
+        {"field": "idempotencyKey", "message": "used for another kind of append"},
+    )
 
 
 def _items_args(query: Query) -> list[str]:

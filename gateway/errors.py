@@ -103,6 +103,14 @@ def validation_error(field: str, message: str) -> ApiError:
     )
 
 
+def one_of(name: str, value: Any, alias: str, other: Any) -> Any:
+    """A value two names may give (DeltaBase's and deltagate's, a header and a body field);
+    given both, they must agree: a 400 naming ``name`` rather than one silently winning."""
+    if value is not None and other is not None and value != other:
+        raise validation_error(name, f"{value} contradicts {alias}={other} (the same option)")
+    return value if value is not None else other
+
+
 _WHERE = frozenset(("body", "query", "path", "header"))
 _TYPE_TAGS = frozenset(("int", "str", "float", "bool", "list", "dict", "bytes", "none", "tuple"))
 

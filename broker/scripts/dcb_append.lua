@@ -17,8 +17,8 @@
 --       idempotency TTL seconds ('0' = no key)
 -- Returns {'ok', first, last, the DCB stream's version before} | {'conflict', position...} |
 -- {'retry'} (part of the range is no longer in Redis: check the archive, then again) | {'nostore'}
--- | {'replay', record} | {'ahead', head} (``after`` is past the store's head). With an idempotency key, the outcome is recorded for a repeat of the
--- request: 'D' US transactionId US first US last US version before, or, for a conflict,
+-- | {'replay', record} | {'ahead', head} (``after`` is past the store's head). With an
+-- idempotency key, the outcome is recorded for a repeat of the request: 'D' US transactionId US first US last US version before, or, for a conflict,
 -- 'C' US after US the positions joined by ','.
 local MAX_CONFLICTS = 100
 local US = '\31'

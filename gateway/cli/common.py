@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -48,6 +49,25 @@ def fail(message: str, code: int = FAILED) -> NoReturn:
 
 def usage(message: str) -> NoReturn:
     fail(message, USAGE)
+
+
+def config_refused(exc: Any) -> NoReturn:
+    """A config file that cannot be applied (``config_file.ConfigError``): an ``error:`` line
+    per problem, and the usage exit."""
+    for problem in exc.problems[:-1]:
+        typer.echo(f"error: {problem}", err=True)
+    usage(exc.problems[-1])
+
+
+def planned_config(path: Path, targets: Any) -> Any:
+    """The plans of a config file, the whole file checked before anything is applied
+    (``deltagate apply``, ``deltagate serve --config``); refused with ``config_refused``."""
+    from ..config_file import ConfigError, load, plan
+
+    try:
+        return plan(load(path), str(path), targets=targets)
+    except ConfigError as exc:
+        config_refused(exc)
 
 
 def _usage_exit(exc: Any) -> NoReturn:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from .common import run, settings_from, usage
+from .common import planned_config, run, settings_from
 
 BANNER = """
 +------------------------------------------------------------------------------+
@@ -49,7 +49,7 @@ def serve(
     )
     logs.configure(settings.log_level, settings.log_json)
     if settings.config is not None:
-        check_config(settings.config, settings.webhook_targets)
+        planned_config(settings.config, settings.webhook_targets)  # (as apply checks it)
     if settings.embedded:
         auth = (
             "Auth is ENABLED (DELTAGATE_AUTH=enabled)."
@@ -90,17 +90,3 @@ def serve(
         )
     )
     raise typer.Exit(status)
-
-
-def check_config(path: Path, targets: Any) -> None:
-    """The whole ``--config`` file checked before the pod starts, as ``deltagate apply`` checks
-    it: a bad file is one line per problem and exit 2, not a failed start. (What needs Redis to
-    know, a subscription id taken by another one, fails the start, still in words.)"""
-    from ..config_file import ConfigError, load, plan
-
-    try:
-        plan(load(path), str(path), targets=targets)
-    except ConfigError as exc:
-        for problem in exc.problems[:-1]:
-            typer.echo(f"error: {problem}", err=True)
-        usage(exc.problems[-1])

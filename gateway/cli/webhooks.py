@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from .common import deployment_settings, print_json, run, usage, with_redis
+from .common import (
+    config_refused,
+    deployment_settings,
+    planned_config,
+    print_json,
+    run,
+    with_redis,
+)
 
 
 def dispatcher() -> None:
@@ -31,18 +38,15 @@ def apply(
 ) -> None:
     """Create the stores and webhook subscriptions FILE declares (idempotent: nothing is
     created twice, changed subscriptions are updated in place, nothing is deleted)."""
-    from ..config_file import ConfigError, load, plan
+    from ..config_file import ConfigError
     from ..config_file import apply as apply_plans
 
     settings = deployment_settings("apply")
+    plans = planned_config(file, settings.webhook_targets)  # (checked before Redis is asked)
     try:
-        # The whole file is checked before Redis is asked.
-        plans = plan(load(file), str(file), targets=settings.webhook_targets)
         done = with_redis(settings, lambda client: apply_plans(client, plans))
     except ConfigError as exc:
-        for problem in exc.problems[:-1]:
-            typer.echo(f"error: {problem}", err=True)
-        usage(exc.problems[-1])
+        config_refused(exc)
     lines = [
         {
             "eventStoreName": d.store,

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from broker import AppendResult, ConditionFailed, LoggedEvent, codec, valid_store_name
 
 from ..auth import Permission, require
-from ..errors import ApiError, validation_error
+from ..errors import ApiError, one_of, validation_error
 from ..runtime import Runtime, RuntimeDep
 from .answers import (
     Appended,
@@ -91,14 +91,9 @@ def _check_count(rt: Runtime, count: int) -> None:
 
 
 def _idempotency(header: str | None, body: str | None) -> str | None:
-    """The append's idempotency key: the ``Idempotency-Key`` header or the body's; both, when
-    they differ, is a 400 (a retry sending only one of them would append again)."""
-    if header is not None and body is not None and header != body:
-        raise validation_error(
-            "Idempotency-Key",
-            f"the header ({header!r}) and the body's idempotencyKey ({body!r}) differ: give one",
-        )
-    key = header if header is not None else body
+    """The append's idempotency key: the ``Idempotency-Key`` header or the body's; both must
+    agree (a retry sending only one of them would otherwise append again)."""
+    key = one_of("Idempotency-Key", header, "idempotencyKey", body)
     if key is not None and not 1 <= len(key) <= 255:
         raise validation_error("Idempotency-Key", "must be 1 to 255 characters")
     return key

@@ -42,7 +42,7 @@ from broker import (
     codec,
 )
 
-from ..errors import ApiError, invalid_request, validation_details, validation_error
+from ..errors import ApiError, invalid_request, one_of, validation_details, validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -204,17 +204,9 @@ class AppendRequest(NamedTuple):
 
 
 def _one_version(top: Any, option: Any) -> Any:
-    """The expected version given at the top of an append's body or in its ``options`` (None:
-    neither); both, when they differ, is a 400 rather than one silently winning."""
-    if option is None:
-        return top
-    if top is not None and (top != option or type(top) is not type(option)):
-        raise validation_error(
-            "expectedStreamVersion",
-            f"options.expectedStreamVersion ({option!r}) contradicts expectedStreamVersion "
-            f"({top!r}): give one",
-        )
-    return option
+    """The expected version at the top of an append's body or in its ``options`` (None:
+    neither); both must agree."""
+    return one_of("expectedStreamVersion", top, "options.expectedStreamVersion", option)
 
 
 class StreamsRequest(NamedTuple):

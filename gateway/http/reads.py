@@ -29,7 +29,7 @@ from broker import (
 )
 
 from ..auth import Permission, require
-from ..errors import validation_error
+from ..errors import one_of, validation_error
 from ..runtime import Runtime, RuntimeDep
 from .answers import EventsPage, StreamEventsPage, StreamsPage, answers
 from .answers import StreamRead as StreamReadAnswer
@@ -59,13 +59,6 @@ LAST = "streamPosition of the stream's last event, inclusive"
 STREAM_DATE = "The stream's creation; " + DATE
 STREAM: dict[str, Any] = {"ge": 0, "le": MAX_POSITION, "description": "streamPosition, inclusive"}
 MAX_LIMIT = 1000
-
-
-def one_of(name: str, value: int | None, alias: str, other: int | None) -> int | None:
-    """A value two names may give (DeltaBase's and deltagate's); given twice, they must agree."""
-    if value is not None and other is not None and value != other:
-        raise validation_error(name, f"{value} contradicts {alias}={other} (the same option)")
-    return value if value is not None else other
 
 
 def expected_version(value: str | None) -> ExpectedVersion:
