@@ -1,6 +1,6 @@
 """The ceiling of a webhook delivery: a bare keep-alive POST loop, in a process of its own.
 
-    python bench/_post_loop.py PORT CLIENT REQUESTS CONCURRENCY BODY_BYTES
+    python bench/_post_loop.py PORT CLIENT REQUESTS CONCURRENCY BODY_BYTES [RATE]
 
 Not a benchmark itself (``run.py`` skips modules whose name starts with ``_``); run by
 ``bench/webhooks.py`` against the same receiver as the dispatcher. ``CONCURRENCY`` tasks, each
@@ -8,6 +8,9 @@ with one keep-alive HTTP/1.1 connection, POST a pre-built body of ``BODY_BYTES``
 size) with a delivery's headers (content-type, webhook-id, -timestamp, -signature; nothing is
 signed here) until ``REQUESTS`` are answered, then print one JSON line: requests, seconds and
 this process's CPU seconds over them (the connections are opened before the clocks start).
+With ``RATE``, requests start no faster than ``RATE`` per second (request k at k / RATE seconds
+after the start, or as soon after as a connection is free): the loop's CPU per request at the
+rate another sender (the dispatcher) reached, rather than flat out.
 
 ``CLIENT`` is the HTTP client: ``deltagate`` (the dispatcher's own, ``broker/webhooks/client.py``,
 used as ``delivery.Target`` uses it), ``raw`` (asyncio streams, parsing just the status line and
@@ -133,7 +136,9 @@ async def ours(port: int, body: bytes) -> tuple[Post, Callable[[], Awaitable[Non
 CLIENTS = {"deltagate": ours, "raw": raw, "httpcore": with_httpcore, "aiohttp": with_aiohttp}
 
 
-async def main(port: int, client: str, requests: int, concurrency: int, size: int) -> None:
+async def main(
+    port: int, client: str, requests: int, concurrency: int, size: int, rate: float
+) -> None:
     body = b'{"event":"' + b"x" * max(0, size - 12) + b'"}'
     conns = [await CLIENTS[client](port, body) for _ in range(concurrency)]
     left = [requests]
@@ -141,6 +146,10 @@ async def main(port: int, client: str, requests: int, concurrency: int, size: in
     async def loop(post: Post) -> None:
         while left[0] > 0:
             left[0] -= 1
+            if rate:
+                pause = started + (requests - left[0] - 1) / rate - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
             await post()
 
     cpu, started = time.process_time(), time.monotonic()
@@ -153,5 +162,6 @@ async def main(port: int, client: str, requests: int, concurrency: int, size: in
 
 if __name__ == "__main__":
     port, client, requests, concurrency, size = sys.argv[1:6]
+    rate = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     settle_gc()  # as the dispatcher it is compared with sets it
-    uvloop.run(main(int(port), client, int(requests), int(concurrency), int(size)))
+    uvloop.run(main(int(port), client, int(requests), int(concurrency), int(size), rate))
