@@ -52,6 +52,9 @@ the same HTTP client as the dispatcher (its own, broker/webhooks/client.py), at 
 per request. ``raw`` (asyncio streams, the floor of a POST from Python), aiohttp and httpcore are
 shown beside it: the price of a client library, and why this one."""
 GOAL_RATIO = 2.0
+STEADY_SUBSCRIPTIONS = 10
+STEADY_RATE = 200
+"""Issue 15's example of a steady load: a store with 10 subscriptions at 200 events/s."""
 READY_SECONDS = 20.0
 WARMUP_FRACTION = 10
 """The first tenth of a run's deliveries is its start-up (the subscriptions found and loaded, the
@@ -218,6 +221,54 @@ async def latency(ctx: Context, redis: aioredis.Redis, port: int, sink: Sink) ->
         dispatcher.stop(timeout=30)
 
 
+@dataclass
+class Steady:
+    deliveries: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def us(self) -> float:
+        return self.cpu_seconds / max(self.deliveries, 1) * 1e6
+
+
+async def steady(ctx: Context, redis: aioredis.Redis, port: int, sink: Sink) -> Steady:
+    """``STEADY_SUBSCRIPTIONS`` subscriptions (filter ``*``) of one store, one event per append
+    at ``STEADY_RATE``/s: the dispatcher's CPU per delivery in the measured span."""
+    log = await fresh_store(redis)
+    dispatcher = deltagate(ctx, "dispatcher", LOOPBACK_HOOKS)
+    try:
+        await launch(dispatcher)
+        store = WebhookStore(redis)
+        for k in range(STEADY_SUBSCRIPTIONS):
+            config = WebhookConfig.build(event_filter="*", url=f"http://127.0.0.1:{port}/t/{k}")
+            await store.create(STORE, config)
+        sink.reset(STEADY_SUBSCRIPTIONS)  # every subscription delivers: the steady state
+        await log.append(STORE, "probe", [NewEvent("probe.sent", {"seq": -1})])
+        await sink.wait(READY_SECONDS)
+        if sink.count < STEADY_SUBSCRIPTIONS:
+            raise RuntimeError(f"{sink.count} of {STEADY_SUBSCRIPTIONS} subscriptions delivered")
+        warmup = int(STEADY_RATE * ctx.warmup)
+        total = warmup + int(STEADY_RATE * ctx.duration * 2)
+        sink.reset(STEADY_SUBSCRIPTIONS * total)
+        cpu_before, counted, since = 0.0, 0, 0.0
+        started = time.perf_counter()
+        for seq in range(total):
+            pause = started + seq / STEADY_RATE - time.perf_counter()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            if seq == warmup:
+                cpu_before, counted = process_cpu(dispatcher.pid), sink.count
+                since = time.perf_counter()
+            event = NewEvent("order.placed", {"seq": seq, "orderId": f"ord-{seq}"})
+            await log.append(STORE, f"order-{seq % STREAMS}", [event])
+        await sink.wait(10)
+        cpu = process_cpu(dispatcher.pid) - cpu_before
+        return Steady(sink.count - counted, time.perf_counter() - since, cpu)
+    finally:
+        dispatcher.stop(timeout=30)
+
+
 async def main(ctx: Context) -> str:
     redis = connect(RedisConfig(url=f"redis://127.0.0.1:{ctx.redis_port}/0"))
     sink = Sink()
@@ -228,6 +279,7 @@ async def main(ctx: Context) -> str:
     per_sub = 2000 if ctx.quick else 20_000  # (CPU is read in 10 ms ticks: ~1 s of it)
     one, ten, loops = [], [], {c: [] for c in loop_clients()}
     paced: list[Loop] = []
+    steadies: list[Steady] = []
     try:
         # Alternating: the dispatcher, then each POST loop, then again.
         for _ in range(ctx.repeats):
@@ -239,13 +291,14 @@ async def main(ctx: Context) -> str:
             sink.reset(per_sub)
             paced.append(await post_loop(ctx, port, CHOSEN, per_sub, body, one[-1].rate))
             ten.append(await throughput_run(ctx, redis, port, sink, 10, per_sub // 5))
+            steadies.append(await steady(ctx, redis, port, sink))
         live = await latency(ctx, redis, port, sink)
         await redis.flushall()
     finally:
         server.close()
         await server.wait_closed()
         await redis.aclose()
-    return report(ctx, [middle(one), middle(ten)], live, loops, paced, body)
+    return report(ctx, [middle(one), middle(ten)], live, loops, paced, steadies, body)
 
 
 def ceiling(
@@ -294,12 +347,32 @@ def ceiling(
     ]
 
 
+def steady_section(ctx: Context, runs: list[Steady]) -> list[str]:
+    us = Spread.of([r.us for r in runs])
+    cores = Spread.of([r.cpu_seconds / r.seconds * 100 for r in runs if r.seconds])
+    return [
+        f"### A steady load: {STEADY_SUBSCRIPTIONS} subscriptions at {STEADY_RATE} events/s",
+        f"Issue 15's example of a store's steady load: {STEADY_SUBSCRIPTIONS} subscriptions "
+        f"(filter `*`, each its own URL) of one store, one event per append at {STEADY_RATE}/s "
+        f"({num(STEADY_SUBSCRIPTIONS * STEADY_RATE)} deliveries/s); {ctx.warmup:g} s "
+        f"unmeasured, then {2 * ctx.duration:g} s, once after each 10-subscription run above. "
+        "Each event is delivered on its own here, not in the batches of a catch-up: every "
+        "delivery pays its own wake-ups (the announcement, the answer, the save of progress "
+        "after it), so CPU per delivery is several times the catch-up's.",
+        table(
+            ["deliveries/s", "dispatcher CPU per delivery (us)", "dispatcher cores used (%)"],
+            [[num(STEADY_SUBSCRIPTIONS * STEADY_RATE), us.text(0, bold=True), cores.text(1)]],
+        ),
+    ]
+
+
 def report(
     ctx: Context,
     rows: list[Throughput],
     live: Latency,
     loops: dict[str, list[Loop]],
     paced: list[Loop],
+    steadies: list[Steady],
     body: int,
 ) -> str:
     flat = table(
@@ -367,5 +440,6 @@ def report(
             steady,
             f"**{verdict(met)}**: p99 **{p99:.1f} ms** with {lost} events not received "
             f"(goal: p99 < {GOAL_P99_MS:g} ms, none lost).",
+            *steady_section(ctx, steadies),
         ]
     )
