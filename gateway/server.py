@@ -15,6 +15,11 @@ slower h11 parser), so ``BoundedHttpProtocol`` adds them to its httptools protoc
   the oldest that sent part of a head, or else the oldest that sent nothing for ``MIN_WAIT``
   seconds (a burst of fresh connections not read yet is never cut), so slow clients cannot use up
   the pod's file descriptors and lock out the next ``/healthz``;
+- at most ``MAX_PIPELINED`` requests wait behind the one being answered on a connection (HTTP/1.1
+  pipelining): uvicorn queues each pipelined request (about 1.6 KB) and reads on after every
+  answer, so a client that sends requests without reading the answers would make the pod parse
+  and hold them without end (400,000 ``GET /healthz`` in 13.6 MB grew a pod by 650 MiB and took
+  30 s of its CPU); one more closes the connection;
 - ``limit_concurrency``, counted as uvicorn counts it (open connections, WebSockets included, and
   requests in flight), but a request or a WebSocket upgrade (uvicorn lets those through) that
   would pass it gets the contract's 503 ``UNAVAILABLE`` with ``Retry-After``, and the probes are
@@ -51,6 +56,9 @@ MIN_WAIT = 1.0
 PROBES = frozenset({b"/healthz", b"/readyz", b"/metrics"})
 """Paths answered even past ``limit_concurrency``: a busy pod is not restarted for it."""
 WARN_EVERY = 10.0
+MAX_PIPELINED = 32
+"""Requests a connection may have queued behind the one being answered (HTTP/1.1 pipelining;
+browsers never pipeline, and clients that do send a few ahead)."""
 ABORT_EXTENSION = "deltagate.abort"
 """In an HTTP request's scope ``extensions``: a callable that closes the connection at once."""
 OVERLOADED = ApiError(
@@ -91,6 +99,10 @@ class Flag:
             self._waiters = []
         self._waiters.append(waiter)
         await waiter
+
+
+class PipelinedTooDeep(Exception):
+    """Raised from the parser's callback to stop it: the rest of the read is not parsed."""
 
 
 class _Pipeline(list[Any]):
@@ -166,6 +178,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         "scope",
         "server",
         "timeout_keep_alive_task",
+        "too_deep",
         "url",
     )
 
@@ -176,6 +189,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         self.deadline: asyncio.TimerHandle | None = None
         self.pipeline = _Pipeline()  # type: ignore[assignment]
+        self.too_deep = False
 
     # -- the head of each request: begun, counted, finished ------------------------------------
 
@@ -265,6 +279,16 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_ends()
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and not cycle.response_complete
+            and len(self.pipeline) >= MAX_PIPELINED
+        ):
+            # One more queued request: stop parsing (the parser raises, and uvicorn answers a
+            # parser error with a 400 and a close: ``send_400_response`` closes instead).
+            self.too_deep = True
+            raise PipelinedTooDeep()
         # What ASGI cannot say: drop this connection now. A streaming response (SSE) whose
         # client stopped reading cannot end itself (ending waits for the client to read), and
         # close() would wait to flush: abort() drops the connection and its buffer.
@@ -280,6 +304,18 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self.cycle is not before:  # a request (not an upgrade): its task has not run yet,
             # and the parser sets this (at the request's end) only after this returns
             self.cycle.message_event = Flag(is_set=False)  # type: ignore[assignment]
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.too_deep:
+            super().send_400_response(msg)
+            return
+        log.info(
+            "closing a connection: too many pipelined requests",
+            extra={"client": self.client, "limit": MAX_PIPELINED},
+        )
+        # The answers to the requests before it are not all written yet: no answer to this one
+        # can be told apart from theirs, so the connection just ends.
+        self.transport.close()
 
     def handle_websocket_upgrade(self) -> None:
         if not self._overloaded():

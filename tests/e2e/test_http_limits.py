@@ -218,3 +218,51 @@ async def test_past_limit_concurrency_requests_get_503_but_probes_answer(redis_u
         for ws in sockets:
             await ws.close()
     wait_for(lambda: httpx.get(pod.url + "/event-stores").status_code == 200, timeout=5)
+
+
+def read_to_end(sock: socket.socket, within: float) -> tuple[bytes, bool]:
+    """What the server sent on ``sock`` until it closed it (True) or ``within`` passed (False)."""
+    got = bytearray()
+    deadline = time.monotonic() + within
+    sock.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            return bytes(got), True
+        if not chunk:
+            return bytes(got), True
+        got += chunk
+    return bytes(got), False
+
+
+def test_pipelined_requests_are_answered_up_to_a_bound_then_the_connection_closes(
+    redis_url, pods
+):
+    """HTTP/1.1 pipelining works for a client that sends a few requests ahead; one that sends
+    thousands without reading the answers no longer makes the pod queue them all (each was
+    parsed and held, ~1.6 KB, the pod's memory growing without end): past
+    ``MAX_PIPELINED`` waiting behind the one being answered, the connection closes."""
+    from gateway.server import MAX_PIPELINED
+
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    request = b"GET /healthz HTTP/1.1\r\nHost: pod\r\n\r\n"
+    with connect(pod) as sock:
+        sock.sendall(request * 10)
+        got = b""
+        sock.settimeout(5)
+        while got.count(b"HTTP/1.1 200 ") < 10:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {got.count(b'HTTP/1.1 200 ')} answers"
+            got += chunk
+        assert open_now(sock)
+
+    with connect(pod) as sock:
+        sock.sendall(request * 2000)  # 74 KB: the socket's buffers take it whole
+        got, closed = read_to_end(sock, within=20)
+    answers = got.count(b"HTTP/1.1 200 ")
+    assert closed, f"still open after {answers} answers"
+    assert answers <= MAX_PIPELINED + 1, answers
+    assert httpx.get(pod.url + "/healthz").status_code == 200
