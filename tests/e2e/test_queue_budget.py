@@ -93,3 +93,66 @@ async def test_stalled_readers_stay_within_the_pods_budget(redis_url, pods):
     await live.disconnect()
     for ws in stalled:
         ws.transport.abort()
+
+
+def ping_flood(port: int, limit: int, stall: float) -> tuple[int, bool]:
+    """A raw WebSocket client that sends 125-byte PINGs as fast as the pod takes them and reads
+    nothing (a small receive buffer): the bytes it got to send, and whether sending stalled for
+    ``stall`` seconds before ``limit`` bytes went."""
+    import base64
+    import os
+    import select
+    import time
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /event-stores/{STORE}/events/ws HTTP/1.1\r\nHost: pod\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    mask = b"\x01\x02\x03\x04"
+    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"p" * 125))
+    frames = memoryview((b"\x89\xfd" + mask + payload) * 512)
+    sock.setblocking(False)
+    sent, last = 0, time.monotonic()
+    try:
+        while sent < limit:
+            select.select([], [sock], [], 0.2)
+            try:  # (a partial send goes on from where it stopped: frames stay whole)
+                n = sock.send(frames[sent % len(frames) :])
+            except BlockingIOError:
+                n = 0
+            if n:
+                sent, last = sent + n, time.monotonic()
+            elif time.monotonic() - last > stall:
+                return sent, True
+        return sent, False
+    finally:
+        sock.close()
+
+
+async def test_a_peer_that_sends_pings_and_reads_nothing_is_not_read_on(redis_url, pods):
+    """uvicorn writes a pong for every ping at once, whatever the transport holds: a client
+    that sent pings without reading grew a pod by hundreds of MiB (its pongs), outside the
+    queued-bytes budget. Above the transport's high-water mark the pod stops reading it, so its
+    sending stalls within a few MiB (the kernel's buffers) and the pod's memory stays put."""
+    from tests.e2e.test_http_limits import rss_mib
+
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    async with httpx.AsyncClient(timeout=30) as http:
+        await append(http, pod, "warm", [{"type": "warm.up", "data": {}}])  # the store exists
+    before = rss_mib(pod.pid)
+    sent, stalled = await asyncio.to_thread(ping_flood, pod.port, 128 << 20, 3.0)
+    assert stalled, f"{sent >> 20} MiB of pings went without the pod pausing"
+    assert sent < 24 << 20, sent
+    assert rss_mib(pod.pid) - before < 48
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert (await http.get(pod.url + "/healthz")).status_code == 200
