@@ -39,6 +39,10 @@ MAX_QUERY_ITEMS = 32
 MAX_ITEM_VALUES = 32
 MAX_TAGS = 64
 MAX_MATCH_BYTES = 8 * 1024
+MAX_MATCH_DEPTH = 32
+"""Levels of objects and arrays in a ``match`` (itself the first). Content conditions nest a few
+levels; a thousand-deep one overflowed Python's recursion in every place that walks it (its size
+check, a webhook's fingerprint) and answered 500."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 """The characters a name may not hold (C0 controls, DEL and C1 controls)."""
@@ -126,6 +130,24 @@ def check_tags(value: object, what: str = "tags") -> tuple[str, ...]:
     if len(value) > MAX_TAGS:
         raise InvalidFilter(f"{what} holds more than {MAX_TAGS} tags")
     return tuple(dict.fromkeys(check_tag(t, f"{what}[{i}]") for i, t in enumerate(value)))
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests dicts and lists more than ``limit`` levels (walked without
+    recursion: it may be deep enough to overflow Python's)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def contains(value: Any, pattern: Any) -> bool:
@@ -254,6 +276,10 @@ class Content:
                 part = match.get(name)
                 if part is not None and not isinstance(part, dict):
                     raise InvalidFilter(f"{what}.{name} must be an object")
+            if _deeper_than(match, MAX_MATCH_DEPTH):
+                raise InvalidFilter(
+                    f"{what} nests objects and arrays deeper than {MAX_MATCH_DEPTH} levels"
+                )
             if len(repr(match)) > MAX_MATCH_BYTES:
                 raise InvalidFilter(f"{what} is larger than {MAX_MATCH_BYTES} bytes")
             data, metadata = match.get("data"), match.get("metadata")

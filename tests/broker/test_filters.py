@@ -350,3 +350,20 @@ def test_content_conditions_compare_as_json_inside_arrays_too(
     """``contains``: objects by containment, everything else by JSON's equality, where true is
     not 1 at any depth (a plain ``==`` on arrays took [true, false] for [1, 0])."""
     assert contains(value, pattern) is expected
+
+
+def test_a_match_may_nest_up_to_its_depth_limit() -> None:
+    """The match object is the first level; objects and arrays inside count alike."""
+    from broker.filters import MAX_MATCH_DEPTH
+
+    def nested(levels: int) -> dict[str, object]:
+        inner: object = 1
+        for k in range(levels - 2):  # (the match and its "data" are two levels)
+            inner = {"a": inner} if k % 2 else [inner]
+        return {"data": {"a": inner}}
+
+    assert Content.parse(nested(MAX_MATCH_DEPTH)).data is not None
+    with pytest.raises(InvalidFilter, match=f"deeper than {MAX_MATCH_DEPTH} levels"):
+        Content.parse(nested(MAX_MATCH_DEPTH + 1))
+    with pytest.raises(InvalidFilter, match="deeper than"):
+        Content.parse(nested(5000))  # no RecursionError on the way

@@ -160,3 +160,50 @@ async def test_a_token_content_limit_holds_for_every_subscription(
     await client.wait(lambda: len(client.got.events) == 3, what="the token's share")
     assert client.got.positions == [1, 3, 5]
     await client.disconnect()
+
+
+async def test_a_match_nested_too_deep_is_refused_everywhere_not_a_500(
+    pods: list[Pod], redis_url: str
+) -> None:
+    """A ``match`` nested hundreds of levels overflowed Python's recursion where it is walked
+    (its size check, a webhook's fingerprint): 500 over HTTP, close 1011 on a WebSocket. It is
+    refused where it is read, as any bad filter is: 400, or an error message on an open socket."""
+    from broker.filters import MAX_MATCH_DEPTH
+
+    (pod,) = spawn_pods(pods, redis_url, 1, DELTAGATE_WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8")
+    append(pod, "o-0", [order("pending")])
+    client = await connected(pod)
+    json_body = {"content-type": "application/json"}
+    for depth in (MAX_MATCH_DEPTH, 300, 1000):  # levels inside "data" (the match is one more)
+        match = '{"data":' + '{"a":' * depth + "1" + "}" * depth + "}"
+        hook = (
+            '{"eventFilter":"*","subscriber":{"type":"webhook","config":'
+            '{"url":"http://127.0.0.1:9/hook"}},"match":' + match + "}"
+        )
+        answers = [
+            httpx.post(
+                f"{pod.url}/event-stores/{STORE}/ws-tokens",
+                content='{"match":' + match + "}",
+                headers=json_body,
+            ),
+            httpx.post(f"{pod.url}/event-stores/{STORE}/subscribe", content=hook, headers=json_body),
+            httpx.get(f"{pod.url}/event-stores/{STORE}/events/sse?match={quote(match)}&position=x"),
+        ]
+        for answer in answers:
+            assert answer.status_code == 400, (depth, answer.request.url, answer.text[:300])
+            body = answer.json()
+            # (a webhook's answers DeltaBase's code for a bad subscription)
+            assert body["error"] in ("VALIDATION_ERROR", "INVALID_SUBSCRIPTION_CONFIG"), body
+            assert f"deeper than {MAX_MATCH_DEPTH}" in json.dumps(body), body
+        await client.ws.send(
+            '{"action":"subscribe","subscriptionId":"deep-%d","eventFilter":"*","match":%s}'
+            % (depth, match)
+        )
+        await client.wait(lambda d=depth: len(client.got.errors) >= 1, what="the error")
+        error = client.got.errors.pop()
+        assert error["error"] == "VALIDATION_ERROR", error
+        assert f"deeper than {MAX_MATCH_DEPTH}" in error["message"], error
+    await client.subscribe("order.*")
+    append(pod, "o-1", [order("shipped")])
+    await client.wait(lambda: client.got.positions == [2], what="the open connection's events")
+    await client.disconnect()
