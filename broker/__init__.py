@@ -33,6 +33,7 @@ from .errors import (
     StoreAlreadyExists,
     StoreNotFound,
     SubscriptionNotFound,
+    TooManyPatterns,
     Unavailable,
     VersionConflict,
 )
@@ -163,6 +164,7 @@ __all__ = [
     "SubscriptionRequest",
     "TargetPolicy",
     "TimeStart",
+    "TooManyPatterns",
     "Unavailable",
     "VersionConflict",
     "WebhookConfig",

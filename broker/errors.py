@@ -96,6 +96,13 @@ class InvalidFilter(ValueError):
     error of the field it came from."""
 
 
+class TooManyPatterns(BrokerError):
+    """A subscription would take a store's live feed on this pod past its distinct
+    multi-wildcard patterns (``fanout.MAX_COMPLEX_PATTERNS``)."""
+
+    code = "LIMIT_EXCEEDED"
+
+
 # -- Redis ----------------------------------------------------------------------------------------
 
 

@@ -138,12 +138,9 @@ def _deeper_than(value: Any, limit: int) -> bool:
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
+        if not isinstance(item, dict | list):
             continue
+        children = item.values() if isinstance(item, dict) else item
         if depth > limit:
             return True
         stack.extend((child, depth + 1) for child in children)
@@ -319,6 +316,11 @@ class Filter:
     """The content conditions as text: filters with the same one accept the same events, so the
     fan-out decides it once per event for all of them (empty: no content conditions)."""
 
+    @property
+    def complex_patterns(self) -> frozenset[str]:
+        """Its patterns the fan-out matches event by event (``is_complex``)."""
+        return frozenset(filter(is_complex, self.patterns))
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "matchers", tuple(map(compile_pattern, self.patterns)))
         key = repr([(c.data, c.metadata, c.query) for c in self.contents]) if self.contents else ""
@@ -384,14 +386,29 @@ class Filter:
         )
 
 
+def is_complex(pattern: str) -> bool:
+    """Whether ``pattern`` is matched by its matcher, event by event: neither exact, ``head*``
+    nor ``*tail`` (those the index finds with a dict lookup)."""
+    stars = pattern.count("*")
+    return stars > 1 or (stars == 1 and not pattern.endswith("*") and not pattern.startswith("*"))
+
+
+MEMO_TYPES = 256
+"""Event types whose complex-pattern verdicts ``_Patterns`` remembers (a log holds few types)."""
+
+
 class _Patterns(Generic[K]):
-    """Keys indexed by pattern shape: exact, ``head*``, ``*tail``, anything else."""
+    """Keys indexed by pattern shape: exact, ``head*``, ``*tail``, anything else (complex: each
+    distinct one matched once per event type, whatever the number of keys holding it, and its
+    verdicts for recent types remembered until the complex patterns change)."""
 
     def __init__(self) -> None:
         self.exact: dict[str, set[K]] = {}
         self.prefix: dict[int, dict[str, set[K]]] = {}  # "order.*" -> {6: {"order.": keys}}
         self.suffix: dict[int, dict[str, set[K]]] = {}  # "*.created" -> {8: {".created": keys}}
-        self.complex: dict[K, list[Matcher]] = {}
+        self.complex: dict[str, tuple[Matcher, set[K]]] = {}
+        self._memo: dict[str, set[K]] = {}
+        """Event type -> the keys its complex patterns match (cleared when they change)."""
 
     def __bool__(self) -> bool:
         return bool(self.exact or self.prefix or self.suffix or self.complex)
@@ -404,10 +421,18 @@ class _Patterns(Generic[K]):
             _toggle_sized(self.prefix, pattern[:-1], key, add)
         elif stars == 1 and pattern.startswith("*"):
             _toggle_sized(self.suffix, pattern[1:], key, add)
-        elif add:
-            self.complex.setdefault(key, []).append(match)
         else:
-            self.complex.pop(key, None)
+            self._memo.clear()
+            held = self.complex.get(pattern)
+            if add:
+                if held is None:
+                    self.complex[pattern] = (match, {key})
+                else:
+                    held[1].add(key)
+            elif held is not None:
+                held[1].discard(key)
+                if not held[1]:
+                    del self.complex[pattern]
 
     def collect(self, event_type: str, into: set[K]) -> None:
         hit = self.exact.get(event_type)
@@ -424,11 +449,21 @@ class _Patterns(Generic[K]):
                 hit = by_tail.get(event_type[size - length :])
                 if hit:
                     into |= hit
-        for key, matchers in self.complex.items():
-            for match in matchers:
+        if self.complex:
+            into |= self._complex_hits(event_type)
+
+    def _complex_hits(self, event_type: str) -> set[K]:
+        memo = self._memo
+        hits = memo.get(event_type)
+        if hits is None:
+            hits = set()
+            for match, keys in self.complex.values():
                 if match(event_type):
-                    into.add(key)
-                    break
+                    hits |= keys
+            if len(memo) >= MEMO_TYPES:
+                memo.clear()
+            memo[event_type] = hits
+        return hits
 
 
 class FilterIndex(Generic[K]):
@@ -463,6 +498,10 @@ class FilterIndex(Generic[K]):
             patterns.place(key, pattern, match, add=False)
         if not patterns:
             del self._by_stream[flt.stream_id]
+
+    def complex_patterns(self) -> int:
+        """Distinct complex patterns held (per stream: matched once per event of that stream)."""
+        return sum(len(patterns.complex) for patterns in self._by_stream.values())
 
     def match(self, stream_id: str, event_type: str) -> set[K]:
         found: set[K] = set()

@@ -184,3 +184,41 @@ async def test_a_cursor_a_stale_shared_head_read_does_not_hold_is_not_ahead(
     assert made.reset is None and made.head == 2
     ahead = await fanout.subscribe(store, Filter.parse("*"), Collector(), sub_id="x", position=3)
     assert ahead.reset == "position-ahead"
+
+
+async def test_a_stores_distinct_complex_patterns_on_a_pod_are_bounded(
+    fanout: Fanout, log: EventLog, store: str
+) -> None:
+    """Each distinct complex pattern (``a*b``, several ``*``) costs a match per event type, so
+    a store's subscriptions on a pod hold at most ``MAX_COMPLEX_PATTERNS`` of them: one more is
+    refused (LIMIT_EXCEEDED); shared patterns, ``prefix.*`` and ``*.suffix`` do not count, and
+    closing a subscription gives its patterns back."""
+    from broker import TooManyPatterns
+    from broker.fanout import MAX_COMPLEX_PATTERNS
+
+    await log.append(store, "s-0", [NewEvent("x.1.y", {})])
+    sink = Collector()
+    per = 32  # patterns per filter (the most a filter takes)
+    subs = []
+    for k in range(MAX_COMPLEX_PATTERNS // per):
+        patterns = [f"t{k}.{j}.*.x*" for j in range(per)]
+        made = await fanout.subscribe(store, Filter.parse(patterns), sink, sub_id=f"s{k}")
+        subs.append(made.sub)
+    shared = await fanout.subscribe(
+        store, Filter.parse(["t0.0.*.x*", "a.*", "*.b"]), sink, sub_id="x"
+    )
+    refused = 0
+    for flt in (Filter.parse("new.*.one*"), Filter.parse(["t0.0.*.x*", "new.*.one*"])):
+        try:
+            await fanout.subscribe(store, flt, sink, sub_id="over")
+        except TooManyPatterns as exc:
+            assert exc.code == "LIMIT_EXCEEDED"
+            refused += 1
+    assert refused == 2
+    await subs[0].close()
+    await shared.sub.close()  # (t0.0.*.x* was held twice: it is free only now)
+    made = await fanout.subscribe(store, Filter.parse("new.*.one*"), sink, sub_id="fits")
+    await log.append(store, "s-1", [NewEvent("new.x.one.y", {}), NewEvent("t1.3.a.xz", {})])
+    got = await sink.until(2)
+    assert [e.type for e in got] == ["new.x.one.y", "t1.3.a.xz"]
+    await made.sub.close()

@@ -367,3 +367,24 @@ def test_a_match_may_nest_up_to_its_depth_limit() -> None:
         Content.parse(nested(MAX_MATCH_DEPTH + 1))
     with pytest.raises(InvalidFilter, match="deeper than"):
         Content.parse(nested(5000))  # no RecursionError on the way
+
+
+def test_complex_patterns_are_matched_once_per_type_and_remembered_until_they_change() -> None:
+    """Keys sharing a complex pattern are found by one match of it; a type's verdicts are kept
+    and dropped as soon as a complex pattern is added or removed."""
+    index: FilterIndex[str] = FilterIndex()
+    for k in range(50):
+        index.add(f"k{k}", Filter.parse("a*b*c"))
+    index.add("other", Filter.parse(["x*y*z", "order.*"]))
+    assert index.complex_patterns() == 2
+    assert index.match("s", "a-b-c") == {f"k{k}" for k in range(50)}
+    assert index.match("s", "a-b-c") == {f"k{k}" for k in range(50)}  # remembered
+    index.add("late", Filter.parse("a*-*c"))
+    assert index.match("s", "a-b-c") == {f"k{k}" for k in range(50)} | {"late"}
+    for k in range(50):
+        index.remove(f"k{k}")
+    assert index.match("s", "a-b-c") == {"late"}
+    assert index.match("s", "x1y2z") == {"other"}
+    index.remove("other")
+    assert index.match("s", "x1y2z") == set()
+    assert index.complex_patterns() == 1

@@ -207,3 +207,31 @@ async def test_a_match_nested_too_deep_is_refused_everywhere_not_a_500(
     append(pod, "o-1", [order("shipped")])
     await client.wait(lambda: client.got.positions == [2], what="the open connection's events")
     await client.disconnect()
+
+
+async def test_a_subscription_past_the_pods_complex_patterns_gets_limit_exceeded(
+    pods: list[Pod], redis_url: str
+) -> None:
+    """A store's subscriptions on a pod hold at most ``MAX_COMPLEX_PATTERNS`` distinct complex
+    patterns: over the WebSocket one more is an ``error`` LIMIT_EXCEEDED and the connection goes
+    on; over SSE a 400 in the contract's format."""
+    from broker.fanout import MAX_COMPLEX_PATTERNS
+
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    append(pod, "o-0", [order("pending")])
+    client = await connected(pod)
+    for k in range(MAX_COMPLEX_PATTERNS // 32):
+        await client.subscribe([f"t{k}.{j}.*.x*" for j in range(32)])
+    await client.wait(lambda: len(client.got.subscribed) == MAX_COMPLEX_PATTERNS // 32)
+    await client.send(action="subscribe", subscriptionId="over", eventFilter="one.*.more*")
+    await client.wait(lambda: client.got.errors, what="the error")
+    (error,) = client.got.errors
+    assert error["error"] == "LIMIT_EXCEEDED" and error["subscriptionId"] == "over", error
+    answer = httpx.get(
+        f"{pod.url}/event-stores/{STORE}/events/sse?eventFilter={quote('one.*.more*')}"
+    )
+    assert answer.status_code == 400 and answer.json()["error"] == "LIMIT_EXCEEDED", answer.text
+    await client.subscribe("order.*")  # not complex: still fine
+    append(pod, "o-1", [order("shipped")])
+    await client.wait(lambda: 2 in client.got.positions, what="the open connection's events")
+    await client.disconnect()
