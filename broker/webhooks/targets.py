@@ -39,6 +39,10 @@ LOOPBACK: tuple[Network, ...] = (
 )
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
+IETF_PROTOCOL = ipaddress.ip_network("192.0.0.0/24")
+"""IANA's IETF protocol assignments: not globally reachable, but for 192.0.0.9 and 192.0.0.10
+(``IETF_REACHABLE``). Python 3.11's ``is_global`` takes the rest for global (3.12.4 does not)."""
+IETF_REACHABLE = frozenset(map(ipaddress.ip_address, ("192.0.0.9", "192.0.0.10")))
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 
 
@@ -70,6 +74,8 @@ def _kind(ip: IPAddress) -> str | None:
         return "a multicast address"
     if isinstance(ip, ipaddress.IPv4Address) and ip in CGNAT:
         return "a shared (CGNAT) address"
+    if isinstance(ip, ipaddress.IPv4Address) and ip in IETF_PROTOCOL and ip not in IETF_REACHABLE:
+        return "an address that is not globally routable"
     if str(ip) == "fd00:ec2::254":
         return "a cloud metadata address"
     if ip.is_reserved or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local):
