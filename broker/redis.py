@@ -455,6 +455,18 @@ async def call(awaitable: Awaitable[T]) -> T:
         ) from exc
     except TRANSIENT as exc:
         raise Unavailable(f"Redis is unavailable: {exc.__class__.__name__}") from exc
+    except rex.ResponseError as exc:
+        if busy(exc):
+            raise Unavailable("Redis is busy running a script: retry shortly") from exc
+        raise
+
+
+def busy(exc: rex.ResponseError) -> bool:
+    """Whether Redis refused a command with BUSY: a script (anyone's) has run past
+    ``busy-reply-threshold`` and Redis answers nothing else until it ends. redis-py has no class
+    for it (a plain ResponseError, its text prefixed with the command when in a pipeline)."""
+    text = str(exc)
+    return text.startswith("BUSY ") or "caused error: ('BUSY " in text
 
 
 def load_script(client: Any, name: str, *libraries: str) -> Any:

@@ -30,7 +30,7 @@ class Metrics:
         )
         self.redis_errors = Counter(
             "deltagate_redis_errors_total",
-            "Redis calls that failed (unreachable or timed out)",
+            "Redis calls that failed (unreachable, timed out, or busy running a script)",
             registry=r,
         )
         self.ws_connections = Gauge(
