@@ -170,7 +170,9 @@ class DcbAppendBody(BaseModel):
 
 
 class DcbQueryBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Every field selects events: a misspelt ``after`` would read from the start, and a made-up
+    # filter (``match``) would answer events it was never applied to.
+    model_config = ConfigDict(extra="forbid")
 
     query: QueryIn
     after: Annotated[StrictInt, Field(ge=0, le=MAX_POSITION)] | None = None

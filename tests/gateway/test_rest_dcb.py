@@ -110,16 +110,20 @@ def test_dcb_bad_input(client: TestClient, base: str) -> None:
 
 
 def test_query_errors_name_the_fields_as_written(client: TestClient, base: str) -> None:
-    """The body's ``query`` field is named ``query`` (not taken for the URL's query string)."""
+    """The body's ``query`` field is named ``query`` (not taken for the URL's query string); a
+    field the body does not have is named too (a black-box probe's made-up ``match`` got 200)."""
     url = make_store(client, base)
     item = {"types": ["A"]}
     cases = [
         ({}, ["query"]),
-        ({"querry": {"items": [item]}}, ["query"]),
+        ({"querry": {"items": [item]}}, ["query", "querry"]),
         ({"query": {}}, ["query.items"]),
         ({"query": {"items": [{"types": ["A"], "tagz": ["x"]}]}}, ["query.items.0.tagz"]),
         ({"query": {"items": [item], "extra": 1}}, ["query.extra"]),
         ({"query": {"items": [item]}, "after": -1}, ["after"]),
+        # A field the body does not have is refused, never a filter silently not applied.
+        ({"query": {"items": [item]}, "match": {"data": {"a": 1}}}, ["match"]),
+        ({"query": {"items": [item]}, "afterPosition": 3}, ["afterPosition"]),
     ]
     for body, fields in cases:
         error = assert_error(client.post(f"{url}/query", json=body), 400, "VALIDATION_ERROR")
