@@ -3,7 +3,15 @@
 -- proportion to the indexed positions after `after` that could match, never a scan of the log:
 -- a binary search finds where `after` falls in a list, then only what follows is read.
 --
+-- Bounded: one call examines at most `budget` candidates (positions taken from an index list,
+-- each checked against its log entry when the lists alone do not decide it), plus one per item,
+-- and says how far it got. Besides, per list it walks: one binary search and reads of at most
+-- CHUNK positions, no more than the item's share of the budget asks. Redis runs one script at a time and serves no one meanwhile, so the
+-- caller (broker/log.py, whose DCB_BUDGET is the budget) goes on from there in another call.
+--
 -- Items arrive in ARGV as: types joined by US (types may hold commas), tags joined by ','.
+
+local CHUNK = 100
 
 local function first_after(key, after)
   local lo, hi = 0, redis.call('LLEN', key)
@@ -51,53 +59,91 @@ local function entry_matches(log, p, item)
   return true
 end
 
--- Up to `limit` positions after `after` that match `item`, ascending.
-local function item_positions(log, type_prefix, tag_prefix, item, after, limit)
-  local out = {}
-  if #item.tags > 0 then
-    -- Walk the shortest of the item's tag lists; check each candidate's type and other tags.
-    local best, best_len = nil, nil
-    for _, tag in ipairs(item.tags) do
-      local n = redis.call('LLEN', tag_prefix .. tag)
-      if best == nil or n < best_len then best, best_len = tag_prefix .. tag, n end
-    end
-    local index = first_after(best, after)
-    while #out < limit and index < best_len do
-      for _, p in ipairs(redis.call('LRANGE', best, index, index + 99)) do
-        if entry_matches(log, p, item) then
-          out[#out + 1] = tonumber(p)
-          if #out >= limit then break end
-        end
-      end
-      index = index + 100
-    end
-    return out
+-- Where an item's candidates come from: its shortest tag list, or the lists of its types (OR
+-- within an item: their union), whichever holds fewer positions; their total length; and whether
+-- each candidate must be checked against its log entry (not when types alone decide).
+local function sources(type_prefix, tag_prefix, item)
+  local type_keys, type_len = {}, 0
+  for i, t in ipairs(item.types) do
+    type_keys[i] = type_prefix .. t
+    type_len = type_len + redis.call('LLEN', type_keys[i])
   end
-  -- Types alone: every position in their lists after `after` matches.
-  for _, t in ipairs(item.types) do
-    local key = type_prefix .. t
-    local index = first_after(key, after)
-    for _, p in ipairs(redis.call('LRANGE', key, index, index + limit - 1)) do
-      out[#out + 1] = tonumber(p)
-    end
+  if #item.tags == 0 then return type_keys, type_len, false end
+  local best, best_len = nil, nil
+  for _, tag in ipairs(item.tags) do
+    local n = redis.call('LLEN', tag_prefix .. tag)
+    if best == nil or n < best_len then best, best_len = tag_prefix .. tag, n end
   end
-  table.sort(out)
-  while #out > limit do table.remove(out) end
-  return out
+  if #item.types > 0 and type_len < best_len then return type_keys, type_len, true end
+  return {best}, best_len, true
 end
 
--- Up to `limit` positions after `after` matching any item, ascending, without repeats.
-local function query_positions(log, type_prefix, tag_prefix, items, after, limit)
-  local seen, all = {}, {}
-  for _, item in ipairs(items) do
-    for _, p in ipairs(item_positions(log, type_prefix, tag_prefix, item, after, limit)) do
-      if not seen[p] then
-        seen[p] = true
-        all[#all + 1] = p
-      end
+-- Cursors over the positions after `after` in the lists `keys`, read `chunk` at a time.
+local function cursors(keys, after, chunk)
+  local lists = {}
+  for i, key in ipairs(keys) do
+    lists[i] = {key = key, index = first_after(key, after), buf = {}, at = 1, chunk = chunk}
+  end
+  return lists
+end
+
+-- The lowest next position of the lists, taken (nil: none left). Lists of different types hold
+-- different positions (an event has one type), and the lowest first merges them ascending.
+local function take(lists)
+  local best, lowest = nil, nil
+  for _, list in ipairs(lists) do
+    if list.at > #list.buf and not list.done then
+      list.buf = redis.call('LRANGE', list.key, list.index, list.index + list.chunk - 1)
+      list.index, list.at, list.done = list.index + #list.buf, 1, #list.buf < list.chunk
+    end
+    local p = tonumber(list.buf[list.at])
+    if p and (lowest == nil or p < lowest) then best, lowest = list, p end
+  end
+  if best then best.at = best.at + 1 end
+  return lowest
+end
+
+-- One item's matches in (after, bound], at most `limit`, ascending, examining at most `budget`
+-- candidates (at least one); and how far the item is decided: `bound` when its candidates ran
+-- out, else the last position examined (the limit reached, or the budget spent).
+local function walk(log, plan, after, bound, limit, budget)
+  local lists, found, spent = cursors(plan.keys, after, math.min(CHUNK, budget + 1)), {}, 0
+  while true do
+    local p = take(lists)
+    if p == nil or p > bound then return found, bound, spent end
+    if spent >= budget then return found, p - 1, spent end
+    spent = spent + 1
+    if not plan.check or entry_matches(log, p, plan.item) then
+      found[#found + 1] = p
+      if #found >= limit then return found, p, spent end
     end
   end
+end
+
+-- Up to `limit` positions matching any item, ascending, without repeats, all in (after,
+-- reached]; and `reached`: everything in (after, reached] was examined (`head` when the whole
+-- range was). Items with the fewest candidates go first, each with an even share of what is
+-- left of `budget`, so a short item leaves the rest to a long one; an item that stops early
+-- lowers `reached` for those after it, which then walk no further.
+local function query_positions(log, type_prefix, tag_prefix, items, after, head, limit, budget)
+  local plans = {}
+  for i, item in ipairs(items) do
+    local keys, size, check = sources(type_prefix, tag_prefix, item)
+    plans[i] = {item = item, keys = keys, size = size, check = check}
+  end
+  table.sort(plans, function(a, b) return a.size < b.size end)
+  local reached, left, all = math.max(head, after), budget, {}
+  for i, plan in ipairs(plans) do
+    local share = math.max(1, math.floor(left / (#plans - i + 1)))
+    local found, upto, spent = walk(log, plan, after, reached, limit, share)
+    left, reached = left - spent, math.min(reached, upto)
+    for _, p in ipairs(found) do all[#all + 1] = p end
+  end
   table.sort(all)
-  while #all > limit do table.remove(all) end
-  return all
+  local out = {}
+  for _, p in ipairs(all) do
+    if p > reached or #out >= limit then break end
+    if p ~= out[#out] then out[#out + 1] = p end
+  end
+  return out, reached
 end
