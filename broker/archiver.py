@@ -31,6 +31,7 @@ PostgreSQL took turns):
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -45,8 +46,11 @@ from redis.client import NEVER_DECODE
 from . import codec, runs
 from .aio import discard
 from .archive import Archive, CopyConflict
-from .keys import StoreKeys
+from .errors import Unavailable
+from .keys import ARCHIVE_FORGET, StoreKeys
 from .redis import bulk_lane, call, load_script
+
+log = logging.getLogger("deltagate.lifecycle")
 
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -224,7 +228,7 @@ class Archiver:
                     await call(self._mark(keys=[meta], args=[uid, "archived", held.last, 0]))
                 )
                 if marked < 0:  # deleted or re-created while we copied: those rows are no one's
-                    await self._archive.forget(uid)
+                    await forget(self._redis, self._archive, uid)
                     self._highest.pop(uid, None)
                     return archived, True, []
                 archived = marked
@@ -615,3 +619,32 @@ def _parse(text: bytes) -> int:
 
 def _age(micros: int) -> float:
     return max(0.0, time.time() - (EPOCH.timestamp() + micros / 1e6))
+
+
+async def forget(redis: Any, archive: Archive, uid: str) -> bool:
+    """Delete the archived events of a deleted store (incarnation ``uid``). The intent is
+    recorded first (``ARCHIVE_FORGET``): when the archive does not answer, or the process dies
+    on the way, the lifecycle deletes them later (``forget_pending``), so a deleted store's
+    events never stay in the archive for good. True if they are gone now."""
+    await call(redis.sadd(ARCHIVE_FORGET, uid))
+    try:
+        await archive.forget(uid)
+    except Unavailable as exc:
+        log.warning(
+            "archived events of a deleted store are deleted once the archive answers",
+            extra={"uid": uid, "error": exc.message},
+        )
+        return False
+    await call(redis.srem(ARCHIVE_FORGET, uid))
+    return True
+
+
+async def forget_pending(redis: Any, archive: Archive, limit: int = 10) -> int:
+    """Delete the archived events of up to ``limit`` stores whose deletion the archive missed;
+    how many were. Raises Unavailable while it does not answer."""
+    done = 0
+    for uid in await call(redis.srandmember(ARCHIVE_FORGET, limit)):
+        await archive.forget(uid)
+        await call(redis.srem(ARCHIVE_FORGET, uid))
+        done += 1
+    return done

@@ -14,6 +14,9 @@ PREFIX = "dg"
 STORE_NAME = re.compile(r"^[a-z0-9_-]{3,63}$")
 
 STORE_REGISTRY = f"{PREFIX}:stores"
+ARCHIVE_FORGET = f"{PREFIX}:archive:forget"
+"""Uids of deleted stores whose archived events are still to be deleted: the archive did not
+answer when they were (``archiver.forget``); the lifecycle deletes them later, on any pod."""
 DCB_STREAM = "__dcb__"
 """The reserved stream DCB appends go to: stream endpoints refuse it, and the stream list and the
 store's stream count leave it out (DeltaBase: an implementation detail)."""

@@ -33,7 +33,7 @@ from typing import Any
 from . import codec
 from .aio import cancel_and_wait, discard
 from .archive import Archive
-from .archiver import Archiver, Held, log_entries, summarize
+from .archiver import Archiver, Held, forget_pending, log_entries, summarize
 from .errors import BrokerError
 from .keys import STORE_REGISTRY, StoreKeys
 from .reader import LogReader
@@ -161,6 +161,15 @@ class Lifecycle:
         names = list(await call(self._redis.smembers(STORE_REGISTRY)))
         random.shuffle(names)  # pods racing for leases spread over the stores
         busy = False
+        if self._archive is not None:
+            try:
+                await forget_pending(self._redis, self._archive)
+            except BrokerError as exc:
+                self.stats.errors += 1
+                log.warning(
+                    "archived events of deleted stores wait for the archive",
+                    extra={"error": exc.message},
+                )
         for name in names:
             try:
                 if await self._wanted(name) and await self._lease(name):

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import codec
 from .archive import Archive
+from .archiver import forget
 from .errors import InvalidSettings, StoreAlreadyExists, StoreNotFound, Unavailable
 from .keys import DCB_STREAM, STORE_REGISTRY, StoreKeys
 from .reader import LogReader, entry_event, keys_of
@@ -112,6 +113,10 @@ def check_settings(settings: object) -> dict[str, Any]:
     return settings
 
 
+OLDEST_TIMES_KEPT = 1024
+"""Stores whose oldest archived event's time one ``StoreAdmin`` remembers."""
+
+
 class StoreAdmin:
     def __init__(self, redis: Any, archive: Archive | None = None) -> None:
         self._redis = redis
@@ -120,6 +125,8 @@ class StoreAdmin:
         self._create = load_script(redis, "create_store")
         self._update = load_script(redis, "update_store")
         self._delete = load_script(redis, "delete_store")
+        self._oldest_times: dict[tuple[str, int], str] = {}
+        """(uid, oldest position) -> that event's ``createdAt``, read once from the archive."""
 
     async def create(
         self, name: str, *, description: str | None = None, settings: dict | None = None
@@ -197,20 +204,32 @@ class StoreAdmin:
             oldest=oldest,
             archived=int(meta.get("archived") or 0),
             bytes=int(meta.get("bytes") or 0),
-            oldest_at=await self._oldest_at(name, oldest, first),
+            oldest_at=await self._oldest_at(name, meta["uid"], oldest, first),
             newest_at=codec.created_at_text(entry_event(last[0]).json) if last else None,
         )
 
-    async def _oldest_at(self, name: str, oldest: int, first: list) -> str | None:
+    async def _oldest_at(self, name: str, uid: str, oldest: int, first: list) -> str | None:
         """``createdAt`` of the oldest event kept: Redis's first entry, unless retention moved the
-        oldest ones to the archive (then one read there)."""
+        oldest ones to the archive (then one read there, remembered for that position). While
+        the archive does not answer, unknown (None): a store's info and the store list do not
+        need archived events, and do not fail for them."""
         if not first:
             return None
         event = entry_event(first[0])
-        if event.global_position > oldest:
+        if event.global_position <= oldest:
+            return codec.created_at_text(event.json)
+        known = self._oldest_times.get((uid, oldest))
+        if known is not None:
+            return known
+        try:
             archived = (await self._reader.after(name, oldest - 1, 1)).events
-            event = archived[0] if archived else event
-        return codec.created_at_text(event.json)
+        except Unavailable:
+            return None
+        at = codec.created_at_text((archived[0] if archived else event).json)
+        if len(self._oldest_times) >= OLDEST_TIMES_KEPT:
+            self._oldest_times.clear()
+        self._oldest_times[uid, oldest] = at
+        return at
 
     async def list(self) -> list[StoreInfo]:
         """Every store, by name."""
@@ -242,7 +261,8 @@ class StoreAdmin:
         return stores, len(names)
 
     async def delete(self, name: str) -> None:
-        """Delete the store and every event of it, in Redis and in the archive."""
+        """Delete the store and every event of it, in Redis and in the archive (later, if the
+        archive does not answer now: ``archiver.forget``)."""
         k = keys_of(name)
         uid = await call(
             self._delete(
@@ -263,4 +283,6 @@ class StoreAdmin:
         if not uid:
             raise StoreNotFound(name)
         if self._archive is not None:
-            await self._archive.forget(uid)
+            # The store is gone (its name may be used again at once); its archived events go
+            # now, or, if the archive does not answer, once it does (the lifecycle's round).
+            await forget(self._redis, self._archive, uid)

@@ -405,6 +405,93 @@ async def test_retention_period_deletes_old_events_everywhere(
     assert (piece.truncated_before, [e.global_position for e in piece.events]) == (301, [301])
 
 
+class ForgetfulArchive(Archive):
+    """An archive that refuses to delete a store's events while ``down``."""
+
+    down = False
+
+    async def forget(self, uid: str, batch: int = 50_000) -> None:
+        if self.down:
+            raise Unavailable("the archive refused: test")
+        await super().forget(uid, batch)
+
+
+async def test_a_store_deleted_while_the_archive_is_down_loses_its_archive_later(
+    redis: aioredis.Redis, archive_url: str
+) -> None:
+    """The delete answered 503 after the store had left Redis, and its archived events stayed
+    for good (a retry found no store). Now the store goes at once and its archived events as
+    soon as the archive answers: the intent is recorded, and a lifecycle round carries it out."""
+    from broker.keys import ARCHIVE_FORGET
+
+    archive = ForgetfulArchive(archive_url)
+    try:
+        log = EventLog(redis, archive=archive)
+        stores = StoreAdmin(redis, archive)
+        await stores.create("shop", settings={"hotRetention": {"maxEvents": 5}})
+        await fill(log, "shop", 200)
+        lifecycle = Lifecycle(redis, log, archive, OPTIONS)
+        await settle(lifecycle)
+        uid = (await stores.get("shop")).uid
+        archive.down = True
+        await stores.delete("shop")  # answered: the store is gone
+        assert await stores.page() == ([], 0)
+        assert await archive.store_id(uid, "shop") is not None
+        assert await redis.smembers(ARCHIVE_FORGET) == {uid}
+        await lifecycle.run_once()  # still down: it waits, counted
+        assert lifecycle.stats.errors == 1 and await archive.store_id(uid, "shop") is not None
+        archive.down = False
+        await lifecycle.run_once()
+        assert await redis.smembers(ARCHIVE_FORGET) == set()
+        fresh = Archive(archive_url)  # a cold cache: ask PostgreSQL itself
+        try:
+            assert await fresh.store_id(uid, "shop") is None
+        finally:
+            await fresh.close()
+    finally:
+        await archive.close()
+
+
+class UnreadableArchive(Archive):
+    """An archive whose events cannot be read while ``down``."""
+
+    down = False
+
+    async def after(self, *args: object, **kwargs: object) -> list[str]:  # type: ignore[override]
+        if self.down:
+            raise Unavailable("the archive refused: test")
+        return await super().after(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_store_info_and_the_list_answer_while_the_archive_is_down(
+    redis: aioredis.Redis, archive_url: str
+) -> None:
+    """A store's statistics need no archived event but the oldest one's time: with the archive
+    down that time is unknown (None, or what was read before), and neither the store nor the
+    list of every store answers 503 for it."""
+    archive = UnreadableArchive(archive_url)
+    try:
+        log = EventLog(redis, archive=archive)
+        stores = StoreAdmin(redis, archive)
+        await stores.create("shop", settings={"hotRetention": {"maxEvents": 5}})
+        await stores.create("other")
+        await fill(log, "shop", 200)
+        await log.append("other", "s", [event(0)])
+        await settle(Lifecycle(redis, log, archive, OPTIONS))
+        archive.down = True
+        cold = StoreAdmin(redis, archive)  # (nothing read before)
+        info = await cold.get("shop")
+        assert (info.oldest, info.oldest_at, info.total_events) == (1, None, 200)
+        assert [s.name for s in (await cold.page())[0]] == ["other", "shop"]
+        archive.down = False
+        oldest_at = (await stores.get("shop")).oldest_at
+        assert oldest_at is not None
+        archive.down = True
+        assert (await stores.get("shop")).oldest_at == oldest_at  # remembered
+    finally:
+        await archive.close()
+
+
 async def test_deleting_a_store_deletes_its_archive(
     redis: aioredis.Redis, archived_log: EventLog, archive: Archive
 ) -> None:
