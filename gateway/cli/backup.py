@@ -102,9 +102,9 @@ def export(
     from broker import codec
 
     start = from_position
-    if start is None and output is not None:
-        last = _last_position(output)
-        start = None if last is None else last + 1
+    held = None if output is None else _last_position(output)
+    if start is None and held is not None:
+        start = held + 1
     start = start or 1
     err = console(stderr=True)
 
@@ -122,10 +122,15 @@ def export(
                         page = await client.query(
                             store, from_position=cursor, to_position=top, limit=PAGE
                         )
-                        if page.get("truncatedBefore") and written == 0:
+                        gone = page.get("truncatedBefore")
+                        if gone and int(gone) > cursor:
+                            if written or held is not None:
+                                # A hole in the file: not a backup anyone could restore.
+                                _overtaken(err, cursor, int(gone), output, written)
+                                raise typer.Exit(1)
                             err.print(
-                                f"history before {page['truncatedBefore']} is gone (retention);"
-                                " exporting what is kept",
+                                f"history before {gone} is gone (retention); exporting what is"
+                                " kept",
                                 style="yellow",
                             )
                         events = page["events"]
@@ -143,6 +148,18 @@ def export(
 
     written = run(go)
     err.print(f"exported {written} event(s) of '{store}'", style="dim")
+
+
+def _overtaken(err: Any, cursor: int, gone: int, output: Path | None, written: int) -> None:
+    where = "the output" if output is None else str(output)
+    err.print(
+        f"retention deleted events {cursor}..{gone - 1} before they were exported: {where} "
+        f"stops at {cursor - 1} (what it holds restores as it is), and the store's history no "
+        "longer has what would follow. Export again into a new file for a whole backup of what "
+        "the store keeps now; for a store whose retention moves this fast, back up the archive "
+        f"(docs/operations.md, Backups). Exported {written} event(s) this time.",
+        style="red",
+    )
 
 
 def _batches(

@@ -288,3 +288,57 @@ def test_import_compares_with_what_the_store_keeps_anywhere(
         "import", "cold", env={**env, "DELTAGATE_ARCHIVE_URL": archive_url}, stdin=own_export.stdout
     )
     assert done.returncode == 0 and "imported 0 event(s)" in done.stderr, done.stderr
+
+
+class OvertakenStore:
+    """A stand-in for the REST client: a store of 300 events whose retention deletes 101..200
+    while an export reads it (the second page starts at 201, with ``truncatedBefore``)."""
+
+    def __init__(self) -> None:
+        self.reads: list[int] = []
+
+    async def __aenter__(self) -> OvertakenStore:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    async def get_store(self, store: str) -> dict[str, object]:
+        return {"statistics": {"headPosition": 300}}
+
+    async def query(self, store: str, *, from_position: int, **_: object) -> dict[str, object]:
+        self.reads.append(from_position)
+        first = from_position if from_position <= 100 else 201
+        last = 100 if from_position <= 100 else 300
+        page: dict[str, object] = {
+            "events": [{"globalPosition": p, "type": "t"} for p in range(first, last + 1)]
+        }
+        if first > from_position:
+            page["truncatedBefore"] = first
+        return page
+
+
+def test_an_export_overtaken_by_retention_stops_at_the_hole(monkeypatch, tmp_path: Path) -> None:
+    """Events deleted between two pages once left a hole in the file (exit 0, no word), which
+    ``import`` then refused. The export stops before the hole with exit 1 and says why, the file
+    a whole prefix; continuing that file cannot step over the hole either."""
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+    from gateway.cli import backup as backup_module
+
+    monkeypatch.setattr(backup_module, "PAGE", 100)
+    monkeypatch.setattr(backup_module, "client_for", lambda url, key: OvertakenStore())
+    out = tmp_path / "backup.jsonl"
+    for _ in range(2):  # a fresh export, then one continuing the file
+        result = CliRunner().invoke(app, ["export", STORE, "-o", str(out)])
+        assert result.exit_code == 1, result.output
+        assert "retention deleted events 101..200" in result.output, result.output
+        positions = [json.loads(line)["globalPosition"] for line in lines_of(out.read_text())]
+        assert positions == list(range(1, 101))
+    # A store whose history was already gone when the export started: what is kept, exit 0.
+    fresh = tmp_path / "from-101.jsonl"
+    result = CliRunner().invoke(app, ["export", STORE, "--from", "101", "-o", str(fresh)])
+    assert result.exit_code == 0, result.output
+    positions = [json.loads(line)["globalPosition"] for line in lines_of(fresh.read_text())]
+    assert positions == list(range(201, 301))
