@@ -238,9 +238,7 @@ def read_to_end(sock: socket.socket, within: float) -> tuple[bytes, bool]:
     return bytes(got), False
 
 
-def test_pipelined_requests_are_answered_up_to_a_bound_then_the_connection_closes(
-    redis_url, pods
-):
+def test_pipelined_requests_are_answered_up_to_a_bound_then_the_connection_closes(redis_url, pods):
     """HTTP/1.1 pipelining works for a client that sends a few requests ahead; one that sends
     thousands without reading the answers no longer makes the pod queue them all (each was
     parsed and held, ~1.6 KB, the pod's memory growing without end): past

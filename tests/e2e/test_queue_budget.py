@@ -109,11 +109,11 @@ def ping_flood(port: int, limit: int, stall: float) -> tuple[int, bool]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
     sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
+    upgrade = (
         f"GET /event-stores/{STORE}/events/ws HTTP/1.1\r\nHost: pod\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        .encode()
     )
+    sock.sendall(upgrade.encode())
     head = b""
     while b"\r\n\r\n" not in head:
         head += sock.recv(4096)
