@@ -528,27 +528,14 @@ class EventLog(LogReader):
         which cannot make a match): the atomic step then checks only what lies above. Returns
         how far the check got with nothing matching, and the first matches after ``after`` (at
         most MAX_CONFLICTS; any fails the append)."""
-        k = keys_of(store)
         items = _items_args(condition)
         cursor, found = await self._archived_matches(store, condition, max(after, checked))
         if found:
             return cursor, found  # archived matches alone fail the append (as they always did)
         goal: int | None = None
         while len(found) < MAX_CONFLICTS:
-            head, low, reached, *positions = await call(
-                self._dcb_query(
-                    keys=[k.meta, k.log],
-                    args=[
-                        k.type_prefix,
-                        k.tag_prefix,
-                        cursor,
-                        MAX_CONFLICTS - len(found),
-                        DCB_BUDGET,
-                        0,
-                        len(items) // 2,
-                        *items,
-                    ],
-                )
+            head, low, reached, *positions = await self._dcb_call(
+                store, items, cursor, MAX_CONFLICTS - len(found), entries=False
             )
             if int(low) - 1 > cursor:
                 if found:
@@ -609,29 +596,38 @@ class EventLog(LogReader):
                 return events, events[-1].global_position if events else after
         raise Unavailable("the DCB query could not be read: retention kept moving events")
 
+    async def _dcb_call(
+        self, store: str, items: list[str], after: int, limit: int, *, entries: bool
+    ) -> list[Any]:
+        """One call of scripts/dcb_query.lua: [head, low, reached, match...], at most ``limit``
+        matches after ``after``, each its log entry (``entries``) or its position."""
+        k = keys_of(store)
+        return await call(
+            self._dcb_query(
+                keys=[k.meta, k.log],
+                args=[
+                    k.type_prefix,
+                    k.tag_prefix,
+                    after,
+                    limit,
+                    DCB_BUDGET,
+                    1 if entries else 0,
+                    len(items) // 2,
+                    *items,
+                ],
+            )
+        )
+
     async def _redis_matches(
         self, store: str, items: list[str], after: int, limit: int, events: list[LoggedEvent]
     ) -> bool:
         """Add to ``events`` Redis's events after ``after`` matching ``items`` until there are
         ``limit``, reading on from where each call stopped. False if retention moved events past
         the one read from meanwhile (``events`` then misses some)."""
-        k = keys_of(store)
         cursor = after
         while len(events) < limit:
-            head, low, reached, *entries = await call(
-                self._dcb_query(
-                    keys=[k.meta, k.log],
-                    args=[
-                        k.type_prefix,
-                        k.tag_prefix,
-                        cursor,
-                        limit - len(events),
-                        DCB_BUDGET,
-                        1,
-                        len(items) // 2,
-                        *items,
-                    ],
-                )
+            head, low, reached, *entries = await self._dcb_call(
+                store, items, cursor, limit - len(events), entries=True
             )
             if int(low) - 1 > cursor:
                 return False
