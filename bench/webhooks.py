@@ -12,9 +12,11 @@ one clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -33,7 +35,7 @@ from _common import (
 from _receiver import Receiver, Sink
 
 from broker import EventLog, NewEvent, RedisConfig, StoreAdmin, WebhookConfig, WebhookStore, connect
-from tests.harness import free_port
+from tests.harness import DeltagateProcess, free_port
 
 STORE = "bench"
 LOOPBACK_HOOKS = {"DELTAGATE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
@@ -178,47 +180,69 @@ class Latency:
         return percentile(self.latencies_ms, q)
 
 
-async def latency(ctx: Context, redis: aioredis.Redis, port: int, sink: Sink) -> Latency:
+@contextlib.asynccontextmanager
+async def delivering(
+    ctx: Context, redis: aioredis.Redis, port: int, sink: Sink, subs: int, path: str
+) -> AsyncIterator[tuple[EventLog, DeltagateProcess]]:
+    """A fresh store with ``subs`` subscriptions (filter ``*``, each its own URL) and a
+    dispatcher delivering every one of them: the steady state, reached with one probe event
+    outside any measured sequence (it finds new subscriptions within its poll interval)."""
     log = await fresh_store(redis)
     dispatcher = deltagate(ctx, "dispatcher", LOOPBACK_HOOKS)
     try:
         await launch(dispatcher)
-        config = WebhookConfig.build(event_filter="*", url=f"http://127.0.0.1:{port}/live")
-        await WebhookStore(redis).create(STORE, config)
-        # Steady state only: wait until the dispatcher delivers (it finds new subscriptions
-        # within its poll interval), with one probe event outside the measured sequence.
-        sink.reset(1)
+        store = WebhookStore(redis)
+        for k in range(subs):
+            url = f"http://127.0.0.1:{port}/{path}/{k}"
+            await store.create(STORE, WebhookConfig.build(event_filter="*", url=url))
+        sink.reset(subs)
         await log.append(STORE, "probe", [NewEvent("probe.sent", {"seq": -1})])
         await sink.wait(READY_SECONDS)
-        if not sink.count:
-            raise RuntimeError("the dispatcher delivered nothing")
+        if sink.count < subs:
+            raise RuntimeError(f"{sink.count} of {subs} subscriptions delivered")
+        yield log, dispatcher
+    finally:
+        dispatcher.stop(timeout=30)
+
+
+async def paced(log: EventLog, rate: int, total: int, before: Callable[[int], None]) -> None:
+    """``total`` one-event appends at ``rate``/s, round robin over the streams; ``before(seq)``
+    just before each."""
+    started = time.perf_counter()
+    for seq in range(total):
+        pause = started + seq / rate - time.perf_counter()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        before(seq)
+        event = NewEvent("order.placed", {"seq": seq, "orderId": f"ord-{seq}"})
+        await log.append(STORE, f"order-{seq % STREAMS}", [event])
+
+
+async def latency(ctx: Context, redis: aioredis.Redis, port: int, sink: Sink) -> Latency:
+    async with delivering(ctx, redis, port, sink, 1, "live") as (log, dispatcher):
         warmup = int(RATE * ctx.warmup)
         total = warmup + int(RATE * ctx.duration * 2)  # a longer window than the other phases
         sink.reset(total, track=True)
         sent: dict[int, float] = {}
-        cpu_before = 0.0
-        started = time.perf_counter()
-        for seq in range(total):
-            due = started + seq / RATE
-            pause = due - time.perf_counter()
-            if pause > 0:
-                await asyncio.sleep(pause)
+        cpu_before = [0.0]
+
+        def before(seq: int) -> None:
             if seq == warmup:
-                cpu_before = process_cpu(dispatcher.pid)
+                cpu_before[0] = process_cpu(dispatcher.pid)
             sent[seq] = time.perf_counter()
-            event = NewEvent("order.placed", {"seq": seq, "orderId": f"ord-{seq}"})
-            await log.append(STORE, f"order-{seq % STREAMS}", [event])
-        await sink.wait(10)
+
+        try:
+            await paced(log, RATE, total, before)
+            await sink.wait(10)
+        finally:
+            sink.track = False
         measured = range(warmup, total)
-        cpu = process_cpu(dispatcher.pid) - cpu_before
+        cpu = process_cpu(dispatcher.pid) - cpu_before[0]
         latencies = sorted(
             (sink.arrived[s] - sent[s]) * 1000 for s in measured if s in sink.arrived
         )
         got = sum(1 for s in measured if s in sink.arrived)
         return Latency(len(measured), got, latencies, cpu / max(got, 1) * 1e6)
-    finally:
-        sink.track = False
-        dispatcher.stop(timeout=30)
 
 
 @dataclass
@@ -235,38 +259,20 @@ class Steady:
 async def steady(ctx: Context, redis: aioredis.Redis, port: int, sink: Sink) -> Steady:
     """``STEADY_SUBSCRIPTIONS`` subscriptions (filter ``*``) of one store, one event per append
     at ``STEADY_RATE``/s: the dispatcher's CPU per delivery in the measured span."""
-    log = await fresh_store(redis)
-    dispatcher = deltagate(ctx, "dispatcher", LOOPBACK_HOOKS)
-    try:
-        await launch(dispatcher)
-        store = WebhookStore(redis)
-        for k in range(STEADY_SUBSCRIPTIONS):
-            config = WebhookConfig.build(event_filter="*", url=f"http://127.0.0.1:{port}/t/{k}")
-            await store.create(STORE, config)
-        sink.reset(STEADY_SUBSCRIPTIONS)  # every subscription delivers: the steady state
-        await log.append(STORE, "probe", [NewEvent("probe.sent", {"seq": -1})])
-        await sink.wait(READY_SECONDS)
-        if sink.count < STEADY_SUBSCRIPTIONS:
-            raise RuntimeError(f"{sink.count} of {STEADY_SUBSCRIPTIONS} subscriptions delivered")
+    async with delivering(ctx, redis, port, sink, STEADY_SUBSCRIPTIONS, "t") as (log, dispatcher):
         warmup = int(STEADY_RATE * ctx.warmup)
         total = warmup + int(STEADY_RATE * ctx.duration * 2)
         sink.reset(STEADY_SUBSCRIPTIONS * total)
-        cpu_before, counted, since = 0.0, 0, 0.0
-        started = time.perf_counter()
-        for seq in range(total):
-            pause = started + seq / STEADY_RATE - time.perf_counter()
-            if pause > 0:
-                await asyncio.sleep(pause)
+        mark = [0.0, 0, 0.0]  # at the warm-up's end: dispatcher CPU, deliveries, time
+
+        def before(seq: int) -> None:
             if seq == warmup:
-                cpu_before, counted = process_cpu(dispatcher.pid), sink.count
-                since = time.perf_counter()
-            event = NewEvent("order.placed", {"seq": seq, "orderId": f"ord-{seq}"})
-            await log.append(STORE, f"order-{seq % STREAMS}", [event])
+                mark[:] = [process_cpu(dispatcher.pid), sink.count, time.perf_counter()]
+
+        await paced(log, STEADY_RATE, total, before)
         await sink.wait(10)
-        cpu = process_cpu(dispatcher.pid) - cpu_before
-        return Steady(sink.count - counted, time.perf_counter() - since, cpu)
-    finally:
-        dispatcher.stop(timeout=30)
+        cpu = process_cpu(dispatcher.pid) - mark[0]
+        return Steady(sink.count - int(mark[1]), time.perf_counter() - mark[2], cpu)
 
 
 async def main(ctx: Context) -> str:

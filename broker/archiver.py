@@ -628,23 +628,26 @@ async def forget(redis: Any, archive: Archive, uid: str) -> bool:
     events never stay in the archive for good. True if they are gone now."""
     await call(redis.sadd(ARCHIVE_FORGET, uid))
     try:
-        await archive.forget(uid)
+        await _forget_recorded(redis, archive, uid)
     except Unavailable as exc:
         log.warning(
             "archived events of a deleted store are deleted once the archive answers",
             extra={"uid": uid, "error": exc.message},
         )
         return False
-    await call(redis.srem(ARCHIVE_FORGET, uid))
     return True
 
 
 async def forget_pending(redis: Any, archive: Archive, limit: int = 10) -> int:
     """Delete the archived events of up to ``limit`` stores whose deletion the archive missed;
     how many were. Raises Unavailable while it does not answer."""
-    done = 0
-    for uid in await call(redis.srandmember(ARCHIVE_FORGET, limit)):
-        await archive.forget(uid)
-        await call(redis.srem(ARCHIVE_FORGET, uid))
-        done += 1
-    return done
+    uids = await call(redis.srandmember(ARCHIVE_FORGET, limit))
+    for uid in uids:
+        await _forget_recorded(redis, archive, uid)
+    return len(uids)
+
+
+async def _forget_recorded(redis: Any, archive: Archive, uid: str) -> None:
+    """Delete what ``ARCHIVE_FORGET`` records for ``uid``, then the record."""
+    await archive.forget(uid)
+    await call(redis.srem(ARCHIVE_FORGET, uid))

@@ -316,13 +316,12 @@ class Filter:
     """The content conditions as text: filters with the same one accept the same events, so the
     fan-out decides it once per event for all of them (empty: no content conditions)."""
 
-    @property
-    def complex_patterns(self) -> frozenset[str]:
-        """Its patterns the fan-out matches event by event (``is_complex``)."""
-        return frozenset(filter(is_complex, self.patterns))
+    complex_patterns: frozenset[str] = field(init=False, repr=False, compare=False)
+    """Its patterns the fan-out matches event by event (``is_complex``): built once."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "matchers", tuple(map(compile_pattern, self.patterns)))
+        object.__setattr__(self, "complex_patterns", frozenset(filter(is_complex, self.patterns)))
         key = repr([(c.data, c.metadata, c.query) for c in self.contents]) if self.contents else ""
         object.__setattr__(self, "content_key", key)
 
@@ -414,25 +413,27 @@ class _Patterns(Generic[K]):
         return bool(self.exact or self.prefix or self.suffix or self.complex)
 
     def place(self, key: K, pattern: str, match: Matcher, *, add: bool) -> None:
-        stars = pattern.count("*")
-        if stars == 0:
+        if "*" not in pattern:
             _toggle(self.exact, pattern, key, add)
-        elif stars == 1 and pattern.endswith("*"):
+        elif is_complex(pattern):
+            self._place_complex(key, pattern, match, add)
+        elif pattern.endswith("*"):
             _toggle_sized(self.prefix, pattern[:-1], key, add)
-        elif stars == 1 and pattern.startswith("*"):
-            _toggle_sized(self.suffix, pattern[1:], key, add)
         else:
-            self._memo.clear()
-            held = self.complex.get(pattern)
-            if add:
-                if held is None:
-                    self.complex[pattern] = (match, {key})
-                else:
-                    held[1].add(key)
-            elif held is not None:
-                held[1].discard(key)
-                if not held[1]:
-                    del self.complex[pattern]
+            _toggle_sized(self.suffix, pattern[1:], key, add)
+
+    def _place_complex(self, key: K, pattern: str, match: Matcher, add: bool) -> None:
+        self._memo.clear()
+        held = self.complex.get(pattern)
+        if add:
+            if held is None:
+                self.complex[pattern] = (match, {key})
+            else:
+                held[1].add(key)
+        elif held is not None:
+            held[1].discard(key)
+            if not held[1]:
+                del self.complex[pattern]
 
     def collect(self, event_type: str, into: set[K]) -> None:
         hit = self.exact.get(event_type)
