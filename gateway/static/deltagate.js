@@ -16,9 +16,9 @@
 // In Node 20 pass the `ws` package: `{ baseUrl: 'http://127.0.0.1:8787', WebSocket: require('ws') }`.
 //
 // `transport: 'sse'` uses Server-Sent Events instead (the browser's EventSource, one stream per
-// subscription; for proxies that strip WebSocket upgrades): the browser resumes a dropped stream
-// by itself with Last-Event-ID, and this client, on top, resumes streams the browser gave up on
-// (an expired token: with `getToken` it fetches a fresh one) and drops anything seen already.
+// subscription; for proxies that strip WebSocket upgrades): this client reopens a dropped stream
+// itself, from its cursor and the store's epoch (with `getToken`, with a fresh token), and drops
+// anything seen already.
 //
 // With `getToken`, a WebSocket's token is refreshed over the open socket before it expires
 // (`{"action": "refresh"}`), so short-lived tokens never force a reconnect. `getToken` may return
@@ -319,7 +319,7 @@ export class DeltaBaseWebSocket {
       ws = headers ? new this.WebSocket(url, [], { headers }) : new this.WebSocket(url);
     } catch (error) {
       this._opening = false;
-      this._report('connect', error);
+      this._report('connect', error, true);
       this._scheduleReconnect();
       return;
     }
@@ -368,7 +368,11 @@ export class DeltaBaseWebSocket {
       this._stopHeartbeat();
       if (openedAt && Date.now() - openedAt >= this.options.stableAfter) this.reconnectAttempts = 0;
       if (event && event.code && event.code !== 1000 && event.code !== 1005 && event.code !== 1006) {
-        this._report('close', new Error(`closed ${event.code} ${event.reason || ''}`.trim()));
+        // A refusal (4001 unauthorized, 4003 forbidden, 4004 no such store...) is logged by
+        // default: retrying cannot fix it, and silence would leave a page waiting unexplained.
+        // A draining pod (1012) or one going away (1001) is routine: only onError hears of it.
+        const routine = event.code === 1012 || event.code === 1001;
+        this._report('close', new Error(`closed ${event.code} ${event.reason || ''}`.trim()), routine);
       }
       if (this._wanted) this._scheduleReconnect(event && event.code);
       else this._setState('closed');
@@ -503,7 +507,7 @@ export class DeltaBaseWebSocket {
     try {
       source = new this.EventSource(url);
     } catch (error) {
-      this._report('connect', error);
+      this._report('connect', error, true);
       this._reopenSource(sub);
       return;
     }
@@ -516,14 +520,15 @@ export class DeltaBaseWebSocket {
     };
     source.onerror = () => {
       if (!mine()) return;
-      // CONNECTING: the browser reconnects by itself, with Last-Event-ID. CLOSED: it gave up
-      // (an error answer, e.g. an expired token): start again with a fresh token.
-      if (source.readyState === 2) {
-        this._closeSource(sub);
-        this._reopenSource(sub);
-      } else {
-        this._setState('reconnecting');
-      }
+      // The stream dropped (CONNECTING) or the browser gave up on it (CLOSED: an error answer,
+      // e.g. an expired token). Either way this client reopens it, rather than letting the
+      // browser reconnect by itself: the browser would send Last-Event-ID with this stream's
+      // first URL, which carries no epoch when the cursor was unknown then, so a re-created
+      // store (a restarted dev server) would not be told apart and its first events skipped.
+      // Reopened, the URL carries the cursor and its epoch (and a fresh token), as a WebSocket
+      // subscribe does.
+      this._closeSource(sub);
+      this._reopenSource(sub);
     };
     const on = (kind, handle) =>
       source.addEventListener(kind, (message) => {
@@ -542,8 +547,8 @@ export class DeltaBaseWebSocket {
       on(kind, (data) => this._handle({ ...data, type: kind, subscriptionId: sub.id }));
     }
     on('close', (data) => {
-      // The server ends the stream: a drain (the browser reconnects elsewhere by itself), or
-      // credentials that ran out (4001): reconnect now with a fresh token.
+      // The server ends the stream: a drain (reopened elsewhere after the error that follows),
+      // or credentials that ran out (4001): reopen now with a fresh token.
       if (data.code === 4001) {
         this._closeSource(sub);
         this._reopenSource(sub, 0);
@@ -625,14 +630,15 @@ export class DeltaBaseWebSocket {
     }
   }
 
-  _report(where, error) {
+  /** Hand a problem to `onError`, or log it (the default) unless it is `routine`. */
+  _report(where, error, routine = false) {
     if (typeof this.options.onError === 'function') {
       try {
         this.options.onError(error, where);
       } catch {
         // an error handler that throws has nowhere else to go
       }
-    } else if (where !== 'close' && where !== 'connect') {
+    } else if (!routine) {
       console.warn(`deltagate (${where}):`, error && error.message ? error.message : error);
     }
   }

@@ -213,6 +213,58 @@ async def test_balance_page(chromium: str, redis_url: str, pods, artifacts: Path
             await browser.close()
 
 
+async def test_the_order_page_works_with_a_browser_token_alone(
+    chromium: str, redis_url: str, pods
+) -> None:
+    """As the guide advises, the page gets a short-lived token, not an API key. A token opens
+    the live stream only (the REST read answers 401): the page replays the history over the
+    stream instead, then goes on live."""
+    from playwright.async_api import async_playwright
+
+    admin = {"X-API-Key": "admin-key-for-the-token-page-0123456789"}
+    (pod,) = spawn_pods(
+        pods,
+        redis_url,
+        1,
+        DELTAGATE_AUTH="enabled",
+        DELTAGATE_ADMIN_KEY=admin["X-API-Key"],
+        DELTAGATE_TOKEN_SECRET="token-secret-for-the-demo-page-0123456789",
+        **FAST,
+    )
+    for i in range(3):
+        appended = httpx.post(
+            f"{pod.url}/event-stores/orders/streams/order-{i}",
+            json={"events": [placed(f"order-{i}")]},
+            headers=admin,
+        )
+        assert appended.status_code == 201, appended.text
+    minted = httpx.post(f"{pod.url}/event-stores/orders/ws-tokens", json={}, headers=admin)
+    assert minted.status_code == 201, minted.text
+    token = minted.json()["token"]
+    assert httpx.get(f"{pod.url}/event-stores/orders/events").status_code == 401  # a page's read
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
+            await page.goto(f"{pod.url}/demo/orders?token={token}")
+            await until(page, "window.orderDashboard?.state === 'open'", 10)
+            await until(page, "document.querySelectorAll('#orders tr').length === 3", 10)
+            appended = httpx.post(
+                f"{pod.url}/event-stores/orders/streams/order-9",
+                json={"events": [placed("order-9")]},
+                headers=admin,
+            )
+            assert appended.status_code == 201, appended.text
+            await page.locator('tr[data-order-id="order-9"]').wait_for(timeout=10_000)
+            assert await page.locator("#error").is_hidden()
+            assert await page.evaluate("window.orderDashboard.anomalies") == 0
+            assert not problems, problems
+        finally:
+            await browser.close()
+
+
 async def test_a_restarted_dev_server_resets_the_page_which_shows_the_new_orders(
     chromium: str, pods, proxies, artifacts: Path
 ) -> None:
@@ -249,6 +301,8 @@ async def test_a_restarted_dev_server_resets_the_page_which_shows_the_new_orders
             )
             assert shown == ["new-0", "new-1"]
             assert await page.evaluate("window.orderDashboard.anomalies") == 0
+            # What the page counts as applied is the new history's, not both histories'.
+            assert await page.evaluate("window.orderDashboard.positions") == [1, 2]
             await add(restarted.url, "new-2", placed("new-2", "customer-new", 1))
             await page.locator('tr[data-order-id="new-2"]').wait_for(timeout=5000)
             await page.screenshot(path=str(artifacts / "demo-orders-reset.png"), full_page=True)

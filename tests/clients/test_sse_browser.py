@@ -101,11 +101,13 @@ async () => {
   const { DeltaBaseWebSocket } = await import('/client/deltagate.js');
   window.seen = [];
   window.states = [];
+  window.resets = [];
   const client = new DeltaBaseWebSocket(
     'STORE', null, (event) => window.seen.push(event.globalPosition),
     {
       transport: 'sse', initialDelay: 100, maxDelay: 500,
       onStateChange: (s) => window.states.push(s),
+      onReset: (msg) => window.resets.push(msg),
     },
   );
   client.subscribe('order.*', undefined, 'earliest');
@@ -135,6 +137,35 @@ async def test_js_client_over_sse_survives_a_killed_pod(
         await asyncio.sleep(0.3)
         assert await page.evaluate("window.seen") == want, "lost or doubled events"
         assert "reconnecting" in await page.evaluate("window.states")
+        await page.evaluate("window.client.disconnect()")
+        assert not problems, problems
+
+
+async def test_js_client_over_sse_resets_when_the_dev_server_restarts(
+    chromium: str, pods, proxies
+) -> None:
+    """The client's first stream asked for `earliest` (no cursor, so no epoch in its URL). A
+    restarted dev server has a new, longer history: had the browser reconnected by itself with
+    that URL and Last-Event-ID, the server could not tell the histories apart and the new store's
+    first events would be skipped. The client reopens the stream with the epoch: `reset`, then
+    the new history from its start."""
+    dev = Pod({"DELTAGATE_AUTH": "disabled", **FAST}).start()  # embedded: no Redis URL
+    pods.append(dev)
+    proxy = Proxy(dev.port).start()
+    proxies.append(proxy)
+    await add(dev.url, 3, 1)  # order events at positions 1 and 2
+    async with opened(chromium, proxy.url) as (page, problems):
+        await page.evaluate(CLIENT)
+        await until(page, "window.seen.length === 2", 10)
+        dev.stop()
+        restarted = Pod({"DELTAGATE_AUTH": "disabled", **FAST}, port=dev.port).start()
+        pods.append(restarted)
+        await add(restarted.url, 6, 1)  # positions 1..6, order events at 1, 2, 4, 5
+        await until(page, "window.resets.length === 1", 20)
+        await until(page, "window.seen.length >= 6", 10)
+        await asyncio.sleep(0.3)
+        assert await page.evaluate("window.seen") == [1, 2, 1, 2, 4, 5]
+        assert await page.evaluate("window.resets[0].reason") == "store-recreated"
         await page.evaluate("window.client.disconnect()")
         assert not problems, problems
 

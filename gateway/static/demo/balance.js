@@ -25,12 +25,16 @@ export class AccountBalanceMonitor {
   }
 
   async initialize() {
-    const { events } = await loadEvents(this.store, {
-      type: 'money.*',
-      streamId: this.accountId,
-      apiKey: this.apiKey,
-    });
-    for (const event of events) this.apply(event);
+    // The history over REST, unless the page has a browser token only (`?token=`): a token
+    // opens the live stream, not the REST API, so the stream replays the account instead.
+    if (this.apiKey || !this.token) {
+      const { events } = await loadEvents(this.store, {
+        type: 'money.*',
+        streamId: this.accountId,
+        apiKey: this.apiKey,
+      });
+      for (const event of events) this.apply(event);
+    }
     this.onBalanceChange(this);
     this.wsClient = new DeltaBaseWebSocket(this.store, this.apiKey, (event) => this.handleEvent(event), {
       token: this.token,

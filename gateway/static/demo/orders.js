@@ -22,12 +22,16 @@ export class OrderDashboard {
   }
 
   async initialize() {
-    // 1. Everything so far, over REST (a store that does not exist yet is simply empty).
-    const { events } = await loadEvents(this.store, {
-      type: 'order.*',
-      apiKey: this.apiKey,
-    });
-    for (const event of events) this.apply(event);
+    // 1. Everything so far, over REST (a store that does not exist yet is simply empty). A
+    // browser token (`?token=`) opens only the live stream, not the REST API: then the stream
+    // replays the store from its start instead, which comes to the same.
+    if (this.apiKey || !this.token) {
+      const { events } = await loadEvents(this.store, {
+        type: 'order.*',
+        apiKey: this.apiKey,
+      });
+      for (const event of events) this.apply(event);
+    }
     this.notifyUpdate();
     // 2. Live from the last position read: nothing missed in between, nothing twice.
     this.wsClient = new DeltaBaseWebSocket(this.store, this.apiKey, (event) => this.handleEvent(event), {
@@ -37,6 +41,7 @@ export class OrderDashboard {
         // replay that follows rebuilds the dashboard from its first event.
         this.orders.clear();
         this.lastPosition = 0;
+        this.positions = [];
         this.resets += 1;
         this.notifyUpdate();
       },

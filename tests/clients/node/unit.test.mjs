@@ -335,6 +335,34 @@ test('a subscription the server refuses is not retried', async () => {
   client.disconnect();
 });
 
+test('without onError, refusals are logged and routine closes are not', async () => {
+  const warned = [];
+  const warn = console.warn;
+  console.warn = (...args) => warned.push(args.join(' '));
+  try {
+    const { client } = make({ onError: undefined });
+    client.subscribe('order.*');
+    client.connect();
+    await tick();
+    last().open();
+    last().drop(4004); // no such event store: retrying will not help, so say so
+    await tick(20);
+    assert.equal(warned.length, 1, warned.join('\n'));
+    assert.match(warned[0], /close.*4004/);
+    last().open();
+    last().drop(1012); // a draining pod: routine
+    await tick(20);
+    last().open();
+    last().drop(1006); // a dropped connection: routine, and reconnected
+    await tick(20);
+    assert.equal(FakeSocket.all.length, 4);
+    assert.equal(warned.length, 1, warned.join('\n'));
+    client.disconnect();
+  } finally {
+    console.warn = warn;
+  }
+});
+
 test('a subscription refused for now is asked for again', async () => {
   const { client, seen } = make();
   const id = client.subscribe('*', undefined, 'earliest');
@@ -527,30 +555,39 @@ test("transport 'sse': one EventSource per subscription, events once, resumed af
   source.emit('event', event(1, 'order.placed', 'o-1'), '1');
   source.emit('event', event(2, 'order.placed', 'o-1'), '2');
   source.emit('caughtUp', { globalPosition: 2 }, '2');
-  // The browser reconnects by itself (CONNECTING) and may replay: nothing twice.
+  // The stream drops (CONNECTING: the browser would reconnect by itself, with this first URL,
+  // which has no epoch): the client reopens it instead, from the cursor, with the epoch.
   source.fail(0);
-  source.open();
-  source.emit('event', event(2, 'order.placed', 'o-1'), '2');
-  source.emit('event', event(3, 'order.placed', 'o-1'), '3');
+  assert.ok(source.closed, 'the browser is not left to reconnect with the first URL');
+  await tick(20);
+  assert.equal(FakeEventSource.all.length, 2);
+  const resumed = new URL(FakeEventSource.all[1].url);
+  assert.equal(resumed.searchParams.get('position'), '2');
+  assert.equal(resumed.searchParams.get('epoch'), 'ep');
+  assert.equal(resumed.searchParams.get('token'), 'tok-2');
+  const second = FakeEventSource.all[1];
+  second.open();
+  second.emit('event', event(2, 'order.placed', 'o-1'), '2'); // a replay: nothing twice
+  second.emit('event', event(3, 'order.placed', 'o-1'), '3');
   assert.deepEqual(seen, [1, 2, 3]);
   assert.deepEqual(client.positions(), { [id]: 3 });
   // It gives up (CLOSED, e.g. an expired token): a new one, with a fresh token, from the cursor.
-  source.fail(2);
+  second.fail(2);
   await tick(20);
-  assert.equal(FakeEventSource.all.length, 2);
-  const again = new URL(FakeEventSource.all[1].url);
+  assert.equal(FakeEventSource.all.length, 3);
+  const again = new URL(FakeEventSource.all[2].url);
   assert.equal(again.searchParams.get('position'), '3');
   assert.equal(again.searchParams.get('epoch'), 'ep');
-  assert.equal(again.searchParams.get('token'), 'tok-2');
-  assert.ok(source.closed);
-  FakeEventSource.all[1].open();
+  assert.equal(again.searchParams.get('token'), 'tok-3');
+  assert.ok(second.closed);
+  FakeEventSource.all[2].open();
   assert.ok(states.includes('open') && states.includes('reconnecting'));
   // The server says the credentials ran out: reconnect at once with a fresh token.
-  FakeEventSource.all[1].emit('close', { code: 4001, reason: 'token expired' });
+  FakeEventSource.all[2].emit('close', { code: 4001, reason: 'token expired' });
   await tick(20);
-  assert.equal(new URL(FakeEventSource.all[2].url).searchParams.get('token'), 'tok-3');
+  assert.equal(new URL(FakeEventSource.all[3].url).searchParams.get('token'), 'tok-4');
   client.unsubscribe(['order.*', 'user.created'], 'o-1');
-  assert.ok(FakeEventSource.all[2].closed);
+  assert.ok(FakeEventSource.all[3].closed);
   client.disconnect();
 });
 
