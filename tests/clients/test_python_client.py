@@ -223,6 +223,51 @@ async def test_follow_false_stops_at_the_head_and_errors_are_final(
         assert bad_filter.value.code == "VALIDATION_ERROR"
 
 
+def _open_streams(metrics: str) -> float:
+    return sum(
+        float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith(("deltagate_ws_connections ", "deltagate_sse_connections "))
+    )
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_a_break_out_of_async_for_closes_the_connection(
+    redis_url: str, pods, transport
+) -> None:
+    """The documented loop without ``async with``: each ``break`` closes its connection at
+    once, cleanly (no task fails), and a later loop over the same subscriber resumes after its
+    cursor. The server's reason for a refusal reaches the error."""
+    (pod,) = spawn_pods(pods, redis_url, 1, **FAST, DELTAGATE_AUTO_CREATE_STORES="false")
+    failures: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: failures.append(context))
+    async with DeltaGateClient(pod.url) as client:
+        await client.create_store("pybreak")
+        for i in range(3):
+            await client.append("pybreak", "s", [{"type": "t.x", "data": {"i": i}}])
+        subscriber = client.subscribe(
+            "*", store="pybreak", position="earliest", transport=transport
+        )
+        firsts = []
+        for _ in range(3):
+            async for event in subscriber:
+                firsts.append(event["globalPosition"])
+                break
+        assert firsts == [1, 2, 3]  # each loop resumed after the cursor
+        for _ in range(100):
+            if _open_streams((await client.http.get(f"{pod.url}/metrics")).text) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert _open_streams((await client.http.get(f"{pod.url}/metrics")).text) == 0
+        with pytest.raises(DeltaGateError) as no_store:
+            async for _ in client.subscribe("*", store="nosuchstore", transport=transport):
+                pass
+        assert no_store.value.code == "EVENT_STORE_NOT_FOUND"
+        assert "nosuchstore" in no_store.value.message, no_store.value.message
+    await asyncio.sleep(0.2)
+    assert not failures, failures
+
+
 async def test_a_store_recreated_under_a_subscriber_is_a_reset_then_its_new_history(
     redis_url: str, pods
 ) -> None:

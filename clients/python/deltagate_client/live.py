@@ -24,6 +24,7 @@ import logging
 import random
 import secrets
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from datetime import datetime
 from types import TracebackType
@@ -138,6 +139,12 @@ def _valid_position(position: object) -> bool:
 _sub_ids = itertools.count(1)
 
 
+async def _nothing() -> AsyncGenerator[Event, None]:
+    """The iteration of a closed subscriber."""
+    return
+    yield
+
+
 class Subscriber:
     """``async for event in subscription``; an async context manager whose exit closes the
     connection. ``cursor`` is the last globalPosition seen (None: not known yet)."""
@@ -207,14 +214,26 @@ class Subscriber:
         self.id = f"py-{secrets.token_hex(3)}-{next(_sub_ids)}"
         self.state: State = "closed"
         self.attempts = 0
-        self._events: AsyncGenerator[Event, None] | None = None
+        self._events: AsyncGenerator[Event, None] | None = None  # of ``anext(subscriber)``
+        self._iterations: weakref.WeakSet[AsyncGenerator[Event, None]] = weakref.WeakSet()
+        """The iterations of ``async for`` loops, closed by ``aclose()`` (held by the loops)."""
         self._closed = False
         self._code: int | None = None  # how the last connection ended (a close code)
+        self._reason = ""  # and the server's reason for it
 
     # -- iteration -------------------------------------------------------------------------------
 
-    def __aiter__(self) -> Subscriber:
-        return self
+    def __aiter__(self) -> AsyncIterator[Event]:
+        # Each ``async for`` gets an iteration of its own, resumed from the cursor. Only the loop
+        # holds it: a ``break`` (without ``async with`` or ``aclose()``) drops it at once, and
+        # asyncio closes it and its connection then. Were it held here, it and this subscriber
+        # would form a cycle, which the garbage collector frees later, closing the iteration
+        # and its connection in two tasks, the second failing ("already running").
+        if self._closed:
+            return _nothing()
+        events = self._run()
+        self._iterations.add(events)
+        return events
 
     async def __anext__(self) -> Event:
         if self._closed:
@@ -238,8 +257,8 @@ class Subscriber:
         """Close the connection and end the iteration. Safe to call twice."""
         self._closed = True
         events, self._events = self._events, None
-        if events is not None:
-            await events.aclose()
+        for iteration in [*self._iterations, *([events] if events is not None else [])]:
+            await iteration.aclose()
         self._set_state("closed")
 
     def _set_state(self, state: State) -> None:
@@ -265,7 +284,7 @@ class Subscriber:
         self._set_state("connecting")
         try:
             while True:
-                self._code = None
+                self._code, self._reason = None, ""
                 once = self._sse_once() if self.transport == "sse" else self._ws_once()
                 try:
                     async with contextlib.aclosing(once) as events:
@@ -276,7 +295,8 @@ class Subscriber:
                 except _Retry as exc:
                     log.info("refused for now (%s); retrying", exc)
                 except ConnectionClosed as exc:
-                    self._code = exc.rcvd.code if exc.rcvd is not None else None
+                    if exc.rcvd is not None:
+                        self._code, self._reason = exc.rcvd.code, exc.rcvd.reason
                 except InvalidStatus as exc:
                     status = exc.response.status_code
                     if status in (401, 403, 404) and not (status == 401 and self.get_token):
@@ -290,8 +310,9 @@ class Subscriber:
                 code = self._code
                 # An expired token is no reason to stop when a fresh one can be had.
                 if code in PERMANENT_CLOSE and not (code == 4001 and self.get_token):
+                    why = f": {self._reason}" if self._reason else ""
                     raise DeltaGateError(
-                        PERMANENT_CLOSE[code], f"the server closed the connection with {code}"
+                        PERMANENT_CLOSE[code], f"the server closed the connection with {code}{why}"
                     )
                 if self.max_attempts is not None and self.attempts >= self.max_attempts:
                     raise DeltaGateError(
@@ -355,7 +376,7 @@ class Subscriber:
                     refresher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await refresher
-            self._code = ws.close_code
+            self._code, self._reason = ws.close_code, ws.close_reason or ""
 
     async def _refresh(self, ws: Any, expires: float) -> None:
         """Send a fresh token over the open socket a while before each one expires. A failure
@@ -426,8 +447,8 @@ class Subscriber:
                 except ValueError:
                     log.warning("ignoring an SSE message that is not JSON")
                     continue
-                if kind == "close":
-                    self._code = payload.get("code")  # the stream ends next
+                if kind == "close":  # the stream ends next
+                    self._code, self._reason = payload.get("code"), str(payload.get("reason", ""))
                     continue
                 if kind == "event":
                     message = {"type": "event", "subscriptionId": self.id, "event": payload}
