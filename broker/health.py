@@ -18,7 +18,7 @@ from typing import Any
 
 from .aio import cancel_and_wait
 from .errors import BrokerError
-from .redis import TRANSIENT, call
+from .redis import TRANSIENT, call, sharded
 
 log = logging.getLogger("deltagate.health")
 
@@ -52,8 +52,11 @@ class Memory:
 
 
 async def nodes_info(client: Any, section: str) -> list[dict[str, Any]]:
-    """INFO ``section`` of one server, or of every node of a Cluster. Raises Unavailable."""
-    reply = await call(client.info(section))
+    """INFO ``section`` of one server, or of every node of a Cluster (replicas too: one may
+    become a master). Raises Unavailable."""
+    # A Cluster client sends INFO to one node unless told otherwise.
+    where = {"target_nodes": client.ALL_NODES} if sharded(client) else {}
+    reply = await call(client.info(section, **where))
     if isinstance(reply, dict) and reply and all(isinstance(v, dict) for v in reply.values()):
         return list(reply.values())
     return [reply]

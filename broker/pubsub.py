@@ -30,21 +30,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
 from typing import Any, Protocol
 
 import hiredis
+import redis.exceptions as rex
 
 from .aio import cancel_and_wait
 from .errors import Unavailable
 from .redis import (
+    CLUSTER_MOVING,
     HEALTH_SECONDS,
     TRANSIENT,
     PlainConnection,
     PlainServer,
     call,
+    cluster_server,
     open_plain,
     plain_server,
     sharded,
@@ -77,6 +81,7 @@ class Listener:
         self._tick_interval = tick_interval
         self._name = name
         self._sharded = sharded(redis)
+        """Whether ``_pubsub`` is redis-py's Cluster pub/sub (its shard-channel methods)."""
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -85,11 +90,19 @@ class Listener:
         self.reconnects = 0
 
     async def start(self) -> None:
-        server = None if self._sharded else plain_server(self._redis)
-        if server is not None:
-            self._pubsub = LeanPubSub(server)
+        if self._sharded:
+            template = cluster_server(self._redis)
+            if template is not None:
+                self._pubsub = ShardedPubSub(self._redis, template)
+                self._sharded = False  # (it speaks LeanPubSub's interface)
+            else:
+                self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         else:
-            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            server = plain_server(self._redis)
+            if server is not None:
+                self._pubsub = LeanPubSub(server)
+            else:
+                self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
 
     async def close(self) -> None:
@@ -282,8 +295,7 @@ class _Connection(PlainConnection):
                     self.messages.append(reply)
                 elif self._answer is not None and not self._answer.done():
                     self._answer.set_result(reply)
-                elif isinstance(reply, hiredis.ReplyError):
-                    self.drop(f"Redis refused a pub/sub command: {reply}")
+                elif not self.unasked(reply):
                     return
         except hiredis.ProtocolError as exc:
             self.drop(f"not a Redis reply on the pub/sub connection: {exc}")
@@ -293,6 +305,14 @@ class _Connection(PlainConnection):
             self.transport.pause_reading()
         if self.messages:
             self._wake()
+
+    def unasked(self, reply: Any) -> bool:
+        """A reply no one waits for (a subscription's confirmation, a PONG); False when it
+        ended the connection (Redis refused a command)."""
+        if isinstance(reply, hiredis.ReplyError):
+            self.drop(f"Redis refused a pub/sub command: {reply}")
+            return False
+        return True
 
     def send(self, *command: str) -> None:
         self.transport.write(hiredis.pack_command(command))  # type: ignore[arg-type]  # (its stub: a 1-tuple)
@@ -343,3 +363,154 @@ class _Connection(PlainConnection):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+class ShardedPubSub:
+    """Shard channels on a Redis Cluster, with ``LeanPubSub``'s interface: one connection of our
+    own to each master that owns a subscribed channel's slot, each channel subscribed with
+    SSUBSCRIBE where its slot is, and ``get_message`` waiting on all of them at once.
+
+    redis-py's Cluster pub/sub waits on its nodes one after the other (``timeout`` each), so a
+    message on one shard waited for the others' timeouts: about a second, the listener's tick,
+    where one server answers in milliseconds. And after a master died it lost its connection
+    object for good ("pubsub connection not set"), leaving the listener deaf until its restart.
+
+    A lost connection, a refused SSUBSCRIBE (MOVED: the slot is elsewhere now) or a channel
+    Redis unsubscribed by itself (its slot migrated) raises ``ConnectionError`` once; the next
+    call reads the slot map again, connects to the masters that own the channels now and
+    subscribes them all. Messages published meanwhile are lost, as pub/sub's always may be: the
+    owner repairs from the log on its next ``tick``."""
+
+    def __init__(self, client: Any, template: PlainServer) -> None:
+        self._client = client
+        self._template = template
+        self.channels: set[str] = set()
+        self._conns: dict[tuple[str, int], _ShardConnection] = {}
+        self._where: dict[str, tuple[str, int]] = {}
+        """The master each subscribed channel was subscribed at."""
+        self._bell = asyncio.Event()
+        self._broken: str | None = "not connected yet"
+        """Why the connections must be made again (None: they are up)."""
+        self._mapped = False
+        """Whether the client's slot map was read for this (a reconnect reads it again)."""
+        self._turn = 0
+
+    @property
+    def subscribed(self) -> bool:
+        return bool(self.channels)
+
+    async def subscribe(self, *channels: str) -> None:
+        fresh = [c for c in channels if c not in self.channels]
+        self.channels.update(channels)
+        if fresh and self._broken is None:
+            try:
+                await self._place(fresh)
+            except (*TRANSIENT, *CLUSTER_MOVING, rex.RedisClusterException) as exc:
+                self._break(f"subscribing failed: {exc!r}")
+        self._bell.set()
+
+    async def unsubscribe(self, *channels: str) -> None:
+        self.channels.difference_update(channels)
+        for channel in channels:
+            conn = self._conns.get(self._where.pop(channel, ("", 0)))
+            if conn is not None and conn.open:
+                conn.send("SUNSUBSCRIBE", channel)
+
+    async def get_message(
+        self,
+        ignore_subscribe_messages: bool = True,
+        timeout: float = 0.0,  # noqa: ASYNC109 (redis-py's PubSub.get_message, which Listener calls)
+    ) -> dict[str, Any] | None:
+        """The next message of a subscribed channel on any shard, waiting up to ``timeout``
+        seconds (None: none came)."""
+        if self._broken is not None:
+            await self._reconnect()
+        message = self._take()
+        if message is None:
+            self._bell.clear()
+            conns = list(self._conns.values())
+            for conn in conns:
+                if conn.open:
+                    conn.check_health(self._template.timeout)
+            if all(conn.open for conn in conns):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._bell.wait(), timeout)
+            message = self._take()
+        if message is None:
+            lost = next((conn for conn in self._conns.values() if not conn.open), None)
+            if lost is not None:
+                self._break(lost.lost_because)
+                raise ConnectionError(lost.lost_because)
+            return None
+        kind, channel, data = message
+        return {"type": kind, "pattern": None, "channel": channel, "data": data}
+
+    async def aclose(self) -> None:
+        self._break("closed")
+
+    def _take(self) -> list[str] | None:
+        """The next message read, taking the shards in turn."""
+        conns = [conn for conn in self._conns.values() if conn.messages]
+        if not conns:
+            return None
+        self._turn += 1
+        return conns[self._turn % len(conns)].take()
+
+    def _break(self, why: str) -> None:
+        self._broken = why
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+        self._where.clear()
+
+    async def _reconnect(self) -> None:
+        """Read the slot map again, then subscribe every channel where its slot is now."""
+        try:
+            if self._mapped:
+                await call(self._client.nodes_manager.initialize())
+            else:
+                await call(self._client.initialize())  # (reads the map, the first time)
+                self._mapped = True
+            self._broken = None
+            await self._place(sorted(self.channels))
+        except (*TRANSIENT, *CLUSTER_MOVING, rex.RedisClusterException) as exc:
+            self._break(f"reconnecting failed: {exc!r}")
+            raise ConnectionError(self._broken) from exc
+
+    async def _place(self, channels: list[str]) -> None:
+        """SSUBSCRIBE each channel at the master that owns its slot (one command each: a
+        command's channels must share a slot)."""
+        for channel in channels:
+            node = self._client.get_node_from_key(channel)
+            where = (node.host, int(node.port))
+            conn = self._conns.get(where)
+            if conn is None or not conn.open:
+                server = dataclasses.replace(self._template, host=where[0], port=where[1])
+                conn = await open_plain(server, lambda: _ShardConnection(self.channels, self._bell))
+                self._conns[where] = conn
+            conn.send("SSUBSCRIBE", channel)
+            self._where[channel] = where
+
+
+class _ShardConnection(_Connection):
+    """A ``ShardedPubSub`` connection to one master: it rings the shared bell, and a channel
+    Redis unsubscribes by itself (its slot migrated to another master) ends it."""
+
+    what = "shard pub/sub connection"
+
+    def __init__(self, wanted: set[str], bell: asyncio.Event) -> None:
+        super().__init__()
+        self._wanted = wanted
+        self._bell = bell
+
+    def unasked(self, reply: Any) -> bool:
+        if type(reply) is list and len(reply) == 3 and reply[0] == "sunsubscribe":
+            if reply[1] in self._wanted:  # not ours (we forget a channel before SUNSUBSCRIBE)
+                self.drop(f"Redis unsubscribed {reply[1]}: its slot moved to another master")
+                return False
+            return True
+        return super().unasked(reply)
+
+    def _wake(self) -> None:
+        super()._wake()
+        self._bell.set()

@@ -205,6 +205,27 @@ def plain_server(client: Any) -> PlainServer | None:
     )
 
 
+def cluster_server(client: Any) -> PlainServer | None:
+    """How to reach a node of ``client``'s Redis Cluster over plain TCP (give it the node's
+    ``host`` and ``port`` with ``dataclasses.replace``), as ``plain_server`` does for one server;
+    None when ``client`` is no Cluster client or its nodes need more (TLS, a credential
+    provider)."""
+    if not HIREDIS_AVAILABLE or not sharded(client):
+        return None
+    kwargs = client.connection_kwargs
+    if kwargs.get("credential_provider") is not None:
+        return None
+    if kwargs.get("connection_class", aioredis.Connection) is not aioredis.Connection:
+        return None  # (SSLConnection)
+    return PlainServer(
+        host="",
+        port=0,
+        username=kwargs.get("username"),
+        password=kwargs.get("password"),
+        timeout=float(kwargs.get("socket_connect_timeout") or 5.0),
+    )
+
+
 class PlainConnection(asyncio.Protocol):
     """A connection of our own to one Redis server (``open_plain``): its transport, whether it
     is open, when it last heard from Redis and why it ended. A subclass parses what comes
@@ -438,6 +459,14 @@ def bulk_lane(client: Any) -> Lane | None:
 
 
 TRANSIENT = (rex.ConnectionError, rex.TimeoutError, ConnectionError, TimeoutError, OSError)
+CLUSTER_MOVING = (
+    rex.ClusterError,  # "TTL exhausted": redirected too often, the slot map still moving
+    rex.ClusterDownError,
+    rex.TryAgainError,
+    rex.AskError,  # (and MovedError) past redis-py's own redirections
+    rex.SlotNotCoveredError,
+)
+"""A Redis Cluster in a failover or a resharding: as unavailable as a lost server, for now."""
 
 
 async def call(awaitable: Awaitable[T]) -> T:
@@ -455,10 +484,54 @@ async def call(awaitable: Awaitable[T]) -> T:
         ) from exc
     except TRANSIENT as exc:
         raise Unavailable(f"Redis is unavailable: {exc.__class__.__name__}") from exc
+    except CLUSTER_MOVING as exc:
+        raise Unavailable(f"the Redis Cluster is moving: {exc.__class__.__name__}") from exc
     except rex.ResponseError as exc:
         if busy(exc):
             raise Unavailable("Redis is busy running a script: retry shortly") from exc
         raise
+    except (AttributeError, RuntimeError) as exc:
+        if not _inside_redis_py(exc):
+            raise
+        # redis-py's Cluster client, when a node dies under concurrent calls, can use a
+        # connection another call is closing ("'NoneType' object has no attribute
+        # 'writelines'", "the handler is closed"): the node is gone, nothing was sent.
+        raise Unavailable(f"Redis is unavailable: {exc.__class__.__name__}") from exc
+
+
+def _inside_redis_py(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised in redis-py's own code (its innermost frame)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_globals.get("__name__", "").startswith("redis.")
+
+
+async def run_scripts(
+    client: Any, script: Any, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+) -> list[Any]:
+    """Run ``script`` once per ``(keys, args)`` of ``calls``: each call's reply or its error,
+    unless Redis is lost for all of them at once (raised: ``Unavailable``). On the client's
+    ``Lane`` they go as one write; on a Redis Cluster, whose pipelines refuse scripts, each on
+    its own (to its key's shard); elsewhere as EVALSHAs in one pipeline, not registered with it
+    (redis-py would ask SCRIPT EXISTS first, a round trip each time), and only after Redis lost
+    the script (a restart) one at a time again."""
+    if len(calls) == 1 or lane(client) is not None or sharded(client):
+        return await asyncio.gather(
+            *(call(run_script(client, script, keys, args)) for keys, args in calls),
+            return_exceptions=True,
+        )
+    async with client.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = await call(pipe.execute(raise_on_error=False))
+    for i, result in enumerate(results):
+        if isinstance(result, rex.NoScriptError):
+            keys, args = calls[i]
+            results[i] = await call(script(keys=keys, args=args))
+    return list(results)
 
 
 def busy(exc: rex.ResponseError) -> bool:

@@ -36,7 +36,7 @@ from ..errors import BrokerError
 from ..keys import WEBHOOK_DISPATCHERS, StoreKeys, WebhookKeys
 from ..log import EventLog
 from ..pubsub import Listener
-from ..redis import call, load_script
+from ..redis import call, load_script, run_scripts
 from .delivery import Sender
 from .options import DispatcherOptions, DispatchObserver, Unobserved
 from .progress import ProgressStore
@@ -303,23 +303,23 @@ class Dispatcher:
             return
         started = time.monotonic()
         ttl_ms = int(self.options.lease_seconds * 1000)
+        renewals = [
+            ([WebhookKeys(w.store).lease(w.id)], ["renew", self.replica, ttl_ms]) for w in workers
+        ]
+        held: list[Any]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for w in workers:
-                    await self._lease(  # queues it on the pipeline
-                        keys=[WebhookKeys(w.store).lease(w.id)],
-                        args=["renew", self.replica, ttl_ms],
-                        client=pipe,
-                    )
-                held = await call(pipe.execute())
-        except BrokerError:
-            # Cannot tell: stop whatever may no longer be ours.
-            for w in workers:
+            held = await run_scripts(self._redis, self._lease, renewals)
+        except BrokerError as exc:
+            held = [exc] * len(workers)
+        failed = None
+        for w, answer in zip(workers, held, strict=True):
+            if isinstance(answer, Exception):
+                # Cannot tell (Redis, or this lease's shard, unreachable): stop the worker once
+                # the lease may no longer be ours.
+                failed = failed or answer
                 if time.monotonic() >= w.valid_until:
                     w.task.cancel()
-            raise
-        for w, ok in zip(workers, held, strict=True):
-            if ok:
+            elif answer:
                 w.valid_until = started + self.options.lease_seconds
             elif not w.task.done():
                 log.info(
@@ -327,6 +327,8 @@ class Dispatcher:
                     extra={"store": w.store, "subscription": w.id},
                 )
                 w.task.cancel()
+        if failed is not None:
+            raise failed
 
     async def _release(self, refs: list[Ref]) -> None:
         for ref in refs:

@@ -15,13 +15,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError
-
 from .. import codec
 from ..aio import cancel_and_wait
 from ..errors import Unavailable
 from ..keys import STORE_REGISTRY, WebhookKeys, valid_store_name
-from ..redis import call, lane, load_script, run_script
+from ..redis import call, load_script, run_script, run_scripts
 from ..types import now_iso
 from .records import DeliveryState, WebhookSubscription
 
@@ -218,26 +216,8 @@ class ProgressStore:
             self._saves = []
 
     async def _send(self, batch: list[tuple[list[str], list[Any], Any]]) -> list[Any]:
-        """Run the saves' script, each save's reply or error. On the client's ``Lane`` (one Redis
-        server over plain TCP) they go as one write. Elsewhere one save goes alone (the script
-        object loads the script if Redis lost it); several go as EVALSHAs in one pipeline, not
-        registered with it (redis-py would ask SCRIPT EXISTS first, a round trip each time), and
-        only after Redis lost the script (a restart) one at a time again."""
-        script = self._progress
-        if len(batch) == 1 or lane(self._redis) is not None:  # (a Lane pipelines them itself)
-            return await asyncio.gather(
-                *(call(run_script(self._redis, script, keys, args)) for keys, args, _ in batch),
-                return_exceptions=True,
-            )
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            results = await call(pipe.execute(raise_on_error=False))
-        for i, result in enumerate(results):
-            if isinstance(result, NoScriptError):
-                keys, args, _ = batch[i]
-                results[i] = await call(script(keys=keys, args=args))
-        return list(results)
+        """Run the saves' script, each save's reply or error (``run_scripts``)."""
+        return await run_scripts(self._redis, self._progress, [(k, a) for k, a, _ in batch])
 
     async def failed(
         self,

@@ -8,6 +8,7 @@ import random
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -213,5 +214,179 @@ def test_a_dispatcher_on_the_cluster_hears_appends_without_waiting_for_its_poll(
         assert receiver.bad_signatures == 0
     finally:
         if dispatcher is not None:
+            dispatcher.stop(10)
+        receiver.stop()
+
+
+def _owner(nodes: RedisCluster, key: str) -> str:
+    return nodes.get_node_from_key(key).name  # type: ignore[no-any-return]
+
+
+def _stores_on_every_shard(nodes: RedisCluster, prefix: str, count: int) -> list[str]:
+    """``count`` store names per master (so that any test of them spans every shard)."""
+    by_owner: dict[str, list[str]] = {}
+    i = 0
+    while len(by_owner) < len(nodes.get_primaries()) or min(map(len, by_owner.values())) < count:
+        name = f"{prefix}-{i}"
+        by_owner.setdefault(_owner(nodes, StoreKeys(name).channel), []).append(name)
+        i += 1
+    return [name for names in by_owner.values() for name in names[:count]]
+
+
+async def test_live_events_from_every_shard_arrive_without_the_poll(cluster, pods, redis_url):
+    """A pod listening to channels on several shards hears each at once: with the poll at a
+    minute, only pub/sub can bring an event. (redis-py's Cluster pub/sub waited on its shards'
+    connections in turn, its whole timeout each: an event on the second waited for the poll.)"""
+    nodes = RedisCluster(host="127.0.0.1", port=cluster[0], decode_responses=True)
+    stores = _stores_on_every_shard(nodes, "heard", 1)
+    nodes.close()
+    url = f"redis://127.0.0.1:{cluster[0]}/0"
+    (pod,) = spawn_pods(pods, url, 1, DELTAGATE_REDIS_MODE="cluster", DELTAGATE_POLL_INTERVAL="60")
+    clients = {}
+    for store in stores:
+        clients[store] = client = Client(pod.ws_url, store)
+        await client.connect()
+        await client.subscribe("*", "latest")
+    async with httpx.AsyncClient(timeout=10) as http:
+        for round_ in range(3):
+            for store in stores:
+                r = await http.post(
+                    f"{pod.url}/event-stores/{store}/streams/s",
+                    json={"events": [{"type": "t.x", "data": {"round": round_}}]},
+                )
+                assert r.status_code == 201, r.text
+                client = clients[store]
+                await client.wait(lambda c=client, n=round_ + 1: len(c.got.events) >= n, 10, store)
+    for client in clients.values():
+        assert client.got.positions == [1, 2, 3]
+        await client.disconnect()
+
+
+async def test_a_migrated_slot_moves_the_live_channel_with_it(cluster, pods, redis_url):
+    """Resharding moves a store's slot (its log and its shard channel) to another master:
+    Redis unsubscribes the pod there, which subscribes again where the slot is now, and the
+    store's next events arrive without the poll."""
+    nodes = RedisCluster(host="127.0.0.1", port=cluster[0], decode_responses=True)
+    store = "moving-shop"
+    url = f"redis://127.0.0.1:{cluster[0]}/0"
+    (pod,) = spawn_pods(pods, url, 1, DELTAGATE_REDIS_MODE="cluster", DELTAGATE_POLL_INTERVAL="60")
+    client = Client(pod.ws_url, store)
+    await client.connect()
+    await client.subscribe("*", "earliest")
+    async with httpx.AsyncClient(timeout=10) as http:
+
+        async def append(n: int) -> None:
+            r = await http.post(
+                f"{pod.url}/event-stores/{store}/streams/s",
+                json={"events": [{"type": "t.x", "data": {"n": n}}]},
+            )
+            assert r.status_code == 201, r.text
+
+        await append(1)
+        await client.wait(lambda: len(client.got.events) == 1, 10, "before the move")
+        channel = StoreKeys(store).channel
+        slot = nodes.keyslot(channel)
+        source = nodes.get_node_from_key(channel)
+        target = next(n for n in nodes.get_primaries() if n.name != source.name)
+        src = redis.Redis(host=source.host, port=source.port, decode_responses=True)
+        dst = redis.Redis(host=target.host, port=target.port, decode_responses=True)
+        src_id, dst_id = src.cluster("myid"), dst.cluster("myid")
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
+        for node in nodes.get_primaries():
+            redis.Redis(host=node.host, port=node.port).execute_command(
+                "CLUSTER", "SETSLOT", slot, "NODE", dst_id
+            )
+        src.close()
+
+        def listening_there() -> bool:
+            _, count = dst.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+            return int(count) >= 1
+
+        wait_for(listening_there, timeout=30, what="the pod on the channel's new master")
+        dst.close()
+        await append(2)
+        await client.wait(lambda: len(client.got.events) == 2, 10, "after the move")
+    assert client.got.positions == [1, 2]
+    await client.disconnect()
+    nodes.close()
+
+
+async def test_an_evicting_policy_on_any_node_makes_pods_unready(cluster, pods, redis_url):
+    """Not only the node the URL names: every node's maxmemory-policy counts."""
+    url = f"redis://127.0.0.1:{cluster[0]}/0"
+    (pod,) = spawn_pods(pods, url, 1, DELTAGATE_REDIS_MODE="cluster")
+    other = redis.Redis(host="127.0.0.1", port=cluster[2])
+    other.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+
+        def refused() -> bool:
+            r = httpx.get(f"{pod.url}/readyz")
+            return r.status_code == 503 and "allkeys-lru" in r.text
+
+        wait_for(refused, timeout=20, what="the pod to refuse the evicting node")
+    finally:
+        other.config_set("maxmemory-policy", "noeviction")
+        other.close()
+    wait_for(
+        lambda: httpx.get(f"{pod.url}/readyz").status_code == 200, timeout=20, what="ready again"
+    )
+
+
+def test_dispatchers_on_the_cluster_keep_their_leases_and_deliver_everything(
+    cluster, pods, redis_url
+):
+    """Leases are renewed and progress saved together for several subscriptions: on a
+    Cluster, whose pipelines refuse scripts, each goes to its own shard. (Renewals in a
+    pipeline failed there: leases lapsed, deliveries stalled and repeated.)"""
+    from tests.webhooks.support import DispatcherProcess, Receiver
+
+    nodes = RedisCluster(host="127.0.0.1", port=cluster[0], decode_responses=True)
+    stores = _stores_on_every_shard(nodes, "leased", 2)
+    nodes.close()
+    url = f"redis://127.0.0.1:{cluster[0]}/0"
+    loopback = {
+        "DELTAGATE_REDIS_MODE": "cluster",
+        "DELTAGATE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+    }
+    (pod,) = spawn_pods(pods, url, 1, **loopback)
+    receiver = Receiver().start()
+    dispatchers: list[DispatcherProcess] = []
+    try:
+        subs = {}
+        for store in stores:
+            assert httpx.post(f"{pod.url}/event-stores", json={"name": store}).status_code == 201
+            made = httpx.post(
+                f"{pod.url}/event-stores/{store}/subscribe",
+                json={
+                    "eventFilter": "*",
+                    "subscriber": {"type": "webhook", "config": {"url": receiver.url}},
+                },
+            )
+            assert made.status_code == 201, made.text
+            subs[store] = made.json()["subscriptionId"]
+            receiver.secrets[subs[store]] = made.json()["signingSecret"]
+        lease = {**loopback, "DELTAGATE_DISPATCHER_LEASE_SECONDS": "1"}
+        dispatchers = [DispatcherProcess(url, lease).start() for _ in range(2)]
+        for n in range(20):  # over several lease periods
+            for store in stores:
+                r = httpx.post(
+                    f"{pod.url}/event-stores/{store}/streams/s-{n % 3}",
+                    json={"events": [{"type": "order.placed", "data": {"n": n}}]},
+                )
+                assert r.status_code == 201, r.text
+            time.sleep(0.25)
+        for store, sub_id in subs.items():
+            wait_for(
+                lambda s=sub_id: receiver.positions(s) == set(range(1, 21)),
+                timeout=30,
+                what=f"every event of {store}",
+            )
+        for dispatcher in dispatchers:
+            assert "dispatcher error" not in dispatcher.log(), dispatcher.log()
+    finally:
+        for dispatcher in dispatchers:
             dispatcher.stop(10)
         receiver.stop()
