@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 import redis.exceptions as rex
 from redis._parsers.base import BaseParser
 from redis.connection import HiredisRespSerializer
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.utils import HIREDIS_AVAILABLE
 
 if HIREDIS_AVAILABLE:
@@ -126,6 +127,10 @@ def _client(config: RedisConfig) -> aioredis.Redis:
         health_check_interval=HEALTH_SECONDS,
         max_connections=config.max_connections,
         timeout=config.timeout,
+        # Off, as they are on a plain Redis: "auto" (redis-py's default) also skips the pool's
+        # check that a connection it hands out is still open, so after a Redis restart every
+        # pooled connection failed one call (a 503 on a ready pod) before it was replaced.
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
     )
     return _Client.from_pool(pool)
 

@@ -44,3 +44,29 @@ async def test_a_call_after_close_fails_and_opens_nothing(redis_url: str) -> Non
         with pytest.raises(rex.ConnectionError, match="closed"):
             await pipe.execute()
     assert open_connections(client) == []
+
+
+async def test_pooled_connections_redis_dropped_are_replaced_before_use(redis_url: str) -> None:
+    """Connections Redis closed while they sat in the pool (a restart, CLIENT KILL, a
+    failover) are opened again when handed out, not used to fail a call each. (redis-py's
+    default "auto" maintenance notifications skipped that check: after a Redis restart a pod
+    answered 503 on every stale connection while it said it was ready.)"""
+    import redis
+
+    admin = redis.Redis.from_url(redis_url)
+    before = {c["id"] for c in admin.client_list()}
+    client = connect(RedisConfig(url=redis_url))
+    try:
+        await asyncio.gather(*(call(client.get("k")) for _ in range(20)))
+        ours = [c["id"] for c in admin.client_list() if c["id"] not in before]
+        assert len(ours) >= 10  # (the pool opened a connection per concurrent call)
+        for client_id in ours:
+            admin.client_kill_filter(_id=client_id)
+        await asyncio.sleep(0.2)  # their EOF has arrived
+        answers = await asyncio.gather(
+            *(call(client.get("k")) for _ in range(20)), return_exceptions=True
+        )
+        assert [a for a in answers if isinstance(a, Exception)] == []
+    finally:
+        await client.aclose()
+        admin.close()
