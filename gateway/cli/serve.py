@@ -65,6 +65,12 @@ def serve(
             extra={"open_files_limit": open_files},
         )
     app = create_app(settings)
+    # SIGTERM to exit within DELTAGATE_GRACE_PERIOD, whatever the clients do: the drain (the
+    # WebSocket closes spread over DELTAGATE_DRAIN_SECONDS, then up to 5 s for the last to
+    # flush), then uvicorn's wait for what is still open (a client that stopped reading never
+    # finishes its close), then a second for the shutdown itself. (The two waits were each
+    # bounded, but not their sum: 35 s of a 30 s grace with a stalled client.)
+    drain_deadline = min(settings.drain_seconds + 5, max(1.0, settings.grace_period - 2))
     server = process.Server(
         server_config(
             app,
@@ -73,7 +79,7 @@ def serve(
             ws=BatchingWebSocketProtocol,  # uvicorn's websockets-sansio + batched sends
             ws_max_size=settings.max_ws_message_bytes,
             ws_per_message_deflate=settings.ws_compression,
-            timeout_graceful_shutdown=max(1, int(settings.grace_period - settings.drain_seconds)),
+            timeout_graceful_shutdown=max(1, int(settings.grace_period - drain_deadline - 1)),
             lifespan="on",
             # No access lines (docs/operations.md), and said so to uvicorn: with it on, every
             # request computed the line's client address and quoted path before the logger
@@ -86,7 +92,7 @@ def serve(
             server,
             name="gateway",
             drain=lambda: drain(app),
-            drain_deadline=settings.drain_seconds + 5,
+            drain_deadline=drain_deadline,
         )
     )
     raise typer.Exit(status)

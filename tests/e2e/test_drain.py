@@ -54,3 +54,28 @@ async def test_sigterm_drains_and_clients_resume_elsewhere(redis_url, pods):
         await asyncio.sleep(0.1)
         assert_exact(client, entries, Filter.parse("*"), 0)
         await client.disconnect()
+
+
+async def test_a_client_that_stopped_reading_does_not_hold_the_exit_past_the_grace(redis_url, pods):
+    """A WebSocket whose client reads nothing never completes its close: the process still
+    exits 0 within DELTAGATE_GRACE_PERIOD (the drain and uvicorn's wait for open connections
+    each had a bound, but their sum was over the grace)."""
+    from tests.e2e.test_queue_budget import stalled_socket
+
+    (pod,) = spawn_pods(pods, redis_url, 1, DELTAGATE_DRAIN_SECONDS="1", DELTAGATE_GRACE_PERIOD="6")
+    blob = "x" * 4000
+    async with httpx.AsyncClient(timeout=10) as http:
+        for i in range(6):  # ~6 MB: far more than the stalled client's buffers take
+            await append(http, pod, f"s-{i}", [{"type": "a.b", "data": {"b": blob}}] * 250)
+    stalled = await stalled_socket(pod.ws_url, pod.port)
+    await asyncio.sleep(1)  # its replay fills what the kernel and the transport hold
+    started = time.monotonic()
+    pod.signal(signal.SIGTERM)
+    assert pod.proc is not None
+    code = await asyncio.get_running_loop().run_in_executor(None, pod.proc.wait, 30)
+    elapsed = time.monotonic() - started
+    assert code == 0, pod.log()
+    # The bound under test is the grace itself (6 s), with a second for the interpreter's own
+    # start-up of the exit: the old sum was 1 + 5 (drain) + 5 (uvicorn) = 11 s.
+    assert elapsed < 7, f"exit took {elapsed:.1f}s, past the 6 s grace period"
+    stalled.transport.abort()
