@@ -128,6 +128,7 @@ class Feed:
         "epoch",
         "index",
         "keys",
+        "last",
         "live",
         "patterns",
         "ready",
@@ -143,6 +144,8 @@ class Feed:
         self.seen = 0
         self.epoch = ""
         """The store's epoch ``seen`` belongs to."""
+        self.last: LoggedEvent | None = None
+        """The event at ``seen``, when the feed delivered it (``Fanout._verify``)."""
         self.subs: set[LiveSubscription] = set()
         """Every subscription of the feed, live or catching up."""
         self.patterns: dict[str, int] = {}
@@ -436,6 +439,8 @@ class Fanout:
         self._next_checkpoint = 0.0
         self._on_latency = on_latency
         self._listener = Listener(redis, self, tick_interval=poll_interval, name="fanout listener")
+        self._verified_at = 0
+        """The listener's reconnects when the feeds' histories were last verified."""
         self.stats = FanoutStats()
 
     @property
@@ -605,7 +610,13 @@ class Fanout:
     # -- what the listener hands over (in its task) ------------------------------------------
 
     async def tick(self) -> None:
-        """Every poll interval: repair feeds from the log, drop idle ones, send checkpoints."""
+        """Every poll interval: repair feeds from the log, drop idle ones, send checkpoints.
+        After the pub/sub connection was lost (Redis restarted, failed over...), first check
+        that each feed's history is still the store's."""
+        reconnects = self._listener.reconnects
+        if reconnects != self._verified_at:
+            await self._verify_histories()
+            self._verified_at = reconnects
         await self._poll()
         now = time.monotonic()
         if now >= self._next_checkpoint:
@@ -672,6 +683,23 @@ class Fanout:
             elif int(head or 0) > feed.seen:
                 await self._repair(feed, int(head or 0))
 
+    async def _verify_histories(self) -> None:
+        """Reset each feed whose last delivered event is no longer the store's event at that
+        position: Redis lost its last writes (a restart from an older snapshot, a failover to a
+        replica behind) and new appends took those positions again. ``_poll`` sees a head below
+        the feed's; this sees the writers that got past it before the first poll, whose events
+        the feed would otherwise take for ones it delivered, and skip."""
+        for feed in list(self._feeds.values()):
+            last = feed.last
+            if last is None or not feed.ready.done():
+                continue
+            now = await self._log.after(feed.store, feed.seen - 1, 1)
+            there = now.events[0] if now.events else None
+            if there is None or there.global_position != feed.seen:
+                continue  # gone or not there yet: _poll tells (a head below the feed's)
+            if codec.event_id_of(there.json) != codec.event_id_of(last.json):
+                await self._reset_feed(feed, "position-ahead")
+
     async def verify(self, feed: Feed) -> bool:
         """Reset the feed if the store's history is not the one it follows; True if it did."""
         head, epoch = await self._log.head_and_epoch(feed.store)
@@ -691,7 +719,7 @@ class Fanout:
             "store history changed under its subscribers; they start again from earliest",
             extra={"store": feed.store, "reason": reason, "seen": feed.seen, "head": head},
         )
-        feed.seen, feed.epoch = head, epoch
+        feed.seen, feed.epoch, feed.last = head, epoch, None
         self._pages.forget(feed.store)
         self._small_pages.forget(feed.store)
         for sub in list(feed.subs):
@@ -732,6 +760,8 @@ class Fanout:
                         sub.cursor = position
                     delivered += 1
             feed.seen = position
+        if events:
+            feed.last = events[-1]
         self.stats.delivered_live += delivered
 
     def _checkpoints(self, now: float) -> None:
