@@ -13,7 +13,7 @@ session. Webhooks follow the same log through ``webhooks.Dispatcher`` (the ``web
 
 from . import codec
 from .aio import cancel_and_wait
-from .apikeys import ApiKey, KeyStore, hash_secret
+from .apikeys import MAX_KEY_TTL_SECONDS, ApiKey, KeyStore, hash_secret
 from .archive import Archive
 from .backup import Importer, ImportRejected
 from .budget import FLOOR as BUDGET_FLOOR
@@ -101,6 +101,7 @@ from .webhooks import parse as parse_subscription
 __all__ = [
     "BUDGET_FLOOR",
     "DCB_STREAM",
+    "MAX_KEY_TTL_SECONDS",
     "MAX_POSITION",
     "SAFE_POLICY",
     "SUBSCRIPTION_REQUEST_SCHEMA",

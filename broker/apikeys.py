@@ -21,6 +21,9 @@ from .keys import API_KEY_BY_HASH, API_KEYS, API_KEYS_LAST_USED
 from .redis import call
 
 KEY_PREFIX = "dg_"
+MAX_KEY_TTL_SECONDS = 36500 * 86400
+"""The longest lifetime a key may be given (100 years): its expiry stays a date every reader can
+show (``datetime`` ends at the year 9999)."""
 
 
 def hash_secret(secret: str) -> str:
@@ -30,7 +33,13 @@ def hash_secret(secret: str) -> str:
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    try:
+        moment = datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):
+        # Past datetime's range (a key stored before lifetimes were bounded): the range's end
+        # (or start) says as much, where failing would fail the whole listing.
+        moment = (datetime.max if ts > 0 else datetime.min).replace(tzinfo=UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +112,10 @@ class KeyStore:
         stores: list[str] | None = None,
         ttl_seconds: float | None = None,
     ) -> tuple[ApiKey, str]:
-        """A new key and its secret (shown once; only its hash is kept)."""
+        """A new key and its secret (shown once; only its hash is kept). A lifetime above
+        ``MAX_KEY_TTL_SECONDS`` is a ValueError, nothing stored."""
+        if ttl_seconds is not None and not 0 < ttl_seconds <= MAX_KEY_TTL_SECONDS:
+            raise ValueError(f"a key's lifetime is 1 to {MAX_KEY_TTL_SECONDS} seconds")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         now = time.time()
         key = ApiKey(

@@ -30,12 +30,17 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str) -> int:
+    from broker import MAX_KEY_TTL_SECONDS
+
     match = DURATION.fullmatch(text.strip())
     if not match or int(match.group(1)) == 0:
         # (a lifetime of nothing would be a key that never works, or, read as "unset", one that
         # never expires: neither is what was asked for)
         usage(f"--expires takes a duration like 30d, 12h, 90m or 3600s (more than 0), not {text!r}")
-    return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_KEY_TTL_SECONDS:
+        usage(f"--expires is at most {MAX_KEY_TTL_SECONDS // 86400}d (100 years), not {text!r}")
+    return seconds
 
 
 def split_csv(text: str | None) -> list[str]:

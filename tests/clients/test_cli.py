@@ -289,6 +289,36 @@ def test_keys_create_refuses_a_lifetime_of_nothing(redis_server: RedisServer) ->
     assert json.loads(made.stdout)["expiresAt"] is not None
 
 
+def test_keys_create_refuses_a_lifetime_past_the_calendar(redis_server: RedisServer) -> None:
+    """`--expires 3000000d` once stored a key whose expiry is past datetime's range: `--json`
+    then failed with a traceback after storing it, and `keys list` failed for every key. Such a
+    lifetime is a usage error before anything is stored, and a listing shows an expiry already
+    stored out of range instead of failing."""
+    from broker import ApiKey
+    from broker.keys import API_KEYS
+
+    env = {"DELTAGATE_REDIS_URL": redis_server.url}
+    redis_server.client().flushall()
+    base = ["keys", "create", "--name", "forever", "--permissions", "read:events"]
+    for lifetime in ("3000000d", "36501d", "5300w"):
+        line = one_error_line(cli(*base, "--expires", lifetime, "--json", env=env), 2)
+        assert "--expires" in line and "36500d" in line, line
+    listed = cli("keys", "list", "--json", env=env)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout
+    made = cli(*base, "--expires", "36500d", "--json", env=env)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["expiresAt"].startswith("2")
+
+    old = ApiKey("0ld0ld0ld0ld", "old", ("read:events",), None, 1.0, 3e11, "0" * 64)
+    redis_server.client().hset(API_KEYS, old.id, old.encode())
+    rows = cli("keys", "list", "--json", env=env)
+    assert rows.returncode == 0, rows.stderr
+    expiries = {r["name"]: r["expiresAt"] for r in json.loads(rows.stdout)}
+    assert expiries["old"] == "9999-12-31T23:59:59Z", expiries
+    table = cli("keys", "list", env=env)
+    assert table.returncode == 0 and "9999-12-31" in table.stdout, table.stderr
+
+
 def test_demo_orders_generates_a_plausible_stream(pod: Pod) -> None:
     done = cli(
         "demo", "orders", "--rate", "200", "--count", "40", "--seed", "3", "--quiet", url=pod.url
