@@ -1,7 +1,8 @@
 """``deltagate export`` and ``deltagate import``: a store's events as one JSON event per line.
 
 ``export`` reads through a deployment's API (so the archive and Redis alike, in order) and can be
-resumed: given an ``--output`` file that already holds events, it continues after the last one.
+resumed: given an ``--output`` file that already holds events, it continues after the last one,
+once that file's last and first events are found to be the store's own (same position, same id).
 ``import`` writes to the deployment's Redis directly (like ``keys`` and ``apply``), keeping every
 position, id and time, and can be resumed too: what the store already holds is skipped, once found
 to be the same events (a store holding other events is refused). Both show progress on stderr.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -55,32 +57,88 @@ def _progress(total: float | None, what: str) -> Any:
     )
 
 
-def _last_position(path: Path) -> int | None:
-    """The globalPosition of the last complete line of an earlier export (a partial last line,
-    from an export that was cut short, is removed)."""
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """What an earlier export left in ``--output``: its first and last complete lines' events
+    (globalPosition, eventId; None when it holds no complete line), and how many bytes its
+    complete lines take (a line cut short after them, from an export that was interrupted, is
+    dropped before continuing)."""
+
+    first: tuple[int, str] | None
+    last: tuple[int, str] | None
+    whole: int
+    size: int
+
+    @property
+    def next_position(self) -> int:
+        return 1 if self.last is None else self.last[0] + 1
+
+
+def _exported(raw: bytes, path: Path, which: str) -> tuple[int, str]:
+    """(globalPosition, eventId) of one line of an earlier export."""
     from broker import codec
 
+    try:
+        event = codec.loads(raw)
+        position, event_id = event["globalPosition"], event["eventId"]
+    except (ValueError, KeyError, TypeError):
+        position = event_id = None
+    if not isinstance(position, int) or not isinstance(event_id, str):
+        usage(f"{path} does not {which} with an exported event; give another --output")
+    return position, event_id
+
+
+def _held(path: Path) -> _Held | None:
+    """What ``path`` holds of an earlier export, read without changing it (None: nothing)."""
     if not path.exists() or path.stat().st_size == 0:
         return None
-    with path.open("rb+") as out:
-        size = out.seek(0, 2)
-        tail = b""
-        while size > 0 and tail.count(b"\n") < 2:
-            step = min(size, 64 * 1024)
-            size -= step
-            out.seek(size)
-            tail = out.read(step) + tail
-        if not tail.endswith(b"\n"):
-            keep = tail.rfind(b"\n") + 1
-            out.truncate(size + keep)
-            tail = tail[:keep]
-        lines = tail.splitlines()
-    if not lines:
-        return None
-    try:
-        return int(codec.loads(lines[-1])["globalPosition"])
-    except (ValueError, KeyError, TypeError):
-        usage(f"{path} does not end with an exported event; give --from or another --output")
+    with path.open("rb") as held:
+        first = held.readline()
+        size = held.seek(0, 2)
+        tail, start = b"", size
+        while start > 0 and tail.count(b"\n") < 2:  # (the last complete line, whole)
+            step = min(start, 64 * 1024)
+            start -= step
+            held.seek(start)
+            tail = held.read(step) + tail
+    whole = start + tail.rfind(b"\n") + 1
+    if whole == 0:  # only a line cut short: nothing to check, nothing to keep
+        return _Held(None, None, 0, size)
+    last = tail[: whole - start - 1].rsplit(b"\n", 1)[-1]
+    return _Held(_exported(first, path, "start"), _exported(last, path, "end"), whole, size)
+
+
+async def _check_held(client: Any, store: str, held: _Held, path: Path) -> None:
+    """An export is continued only into a file of the same store's events: the events of the
+    file's last line (and first line, unless retention has deleted it since) must be the
+    store's, same globalPosition, same eventId. Otherwise it is refused, the file untouched:
+    continuing another store's file would append to it (or add nothing) and look like a
+    backup."""
+    checks = [("last", held.last)]
+    if held.first != held.last:
+        checks.append(("first", held.first))
+    for which, line in checks:
+        if line is None:
+            continue
+        position, event_id = line
+        page = await client.query(store, from_position=position, to_position=position, limit=1)
+        found = [e for e in page["events"] if e.get("globalPosition") == position]
+        if found and found[0].get("eventId") == event_id:
+            continue
+        gone = int(page.get("truncatedBefore") or 0) > position
+        if which == "first" and gone:
+            continue  # (retention since the file was begun: its last line vouches for it)
+        if gone:
+            now = "is gone from the store"
+        elif found:
+            now = f"is {found[0].get('eventId')}"
+        else:
+            now = "is not in the store"
+        fail(
+            f"{path} is not an export of '{store}': its {which} line is event {event_id} at "
+            f"globalPosition {position}, and the store's event there {now}. Nothing was "
+            "written; give another --output (or remove the file) for a new export"
+        )
 
 
 def export(
@@ -101,16 +159,21 @@ def export(
     """Write a store's events, one JSON event per line, oldest first (archive and Redis alike)."""
     from broker import codec
 
+    held = None if output is None else _held(output)
     start = from_position
-    held = None if output is None else _last_position(output)
     if start is None and held is not None:
-        start = held + 1
+        start = held.next_position
     start = start or 1
     err = console(stderr=True)
 
     async def go() -> int:
         async with client_for(url, api_key) as client:
             head = int((await client.get_store(store))["statistics"]["headPosition"])
+            if held is not None and output is not None:
+                await _check_held(client, store, held, output)
+                if held.whole < held.size:
+                    with output.open("rb+") as cut:
+                        cut.truncate(held.whole)
             top = head if to_position is None else min(head, to_position)
             out: IO[str] = sys.stdout if output is None else output.open("a", encoding="utf-8")
             written = 0

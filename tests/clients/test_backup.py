@@ -290,6 +290,51 @@ def test_import_compares_with_what_the_store_keeps_anywhere(
     assert done.returncode == 0 and "imported 0 event(s)" in done.stderr, done.stderr
 
 
+def test_export_continues_only_a_file_of_the_same_store(
+    pods: list[Pod], redis_url: str, tmp_path: Path
+) -> None:
+    """An ``--output`` that already held lines was continued after its last line without a look
+    at whose events they were: another store's file got this store's later events appended (or
+    nothing, exit 0). The file's last and first lines must be this store's events (same
+    globalPosition, same eventId); otherwise exit 1, the file untouched."""
+    (pod,) = spawn_pods(pods, redis_url, 1)
+    fill(pod, 100)
+    with httpx.Client(base_url=pod.url, timeout=10) as http:
+        for n in (40, 110):
+            events = [{"type": "other.thing", "data": {"i": i}} for i in range(n)]
+            done = http.post(f"/event-stores/other{n}/streams/s", json={"events": events})
+            assert done.status_code == 201, done.text
+    files = {}
+    for name in ("other40", "other110", STORE):
+        files[name] = tmp_path / f"{name}.ndjson"
+        done = cli("export", name, "--output", str(files[name]), "--url", pod.url)
+        assert done.returncode == 0, done.stderr
+    books = lines_of(files[STORE].read_text())
+    mixed = tmp_path / "mixed.ndjson"  # this store's lines but for the first
+    mixed.write_text("\n".join([lines_of(files["other40"].read_text())[0], *books[1:50]]) + "\n")
+    cut = tmp_path / "cut.ndjson"  # another store's, cut short as an interrupted export
+    cut.write_bytes(files["other40"].read_bytes() + b'{"globalPosition": 41, "eve')
+    for path, which, position in [
+        (files["other40"], "last", 40),  # appended this store's 41..100
+        (files["other110"], "last", 110),  # exported nothing, exit 0
+        (mixed, "first", 1),
+        (cut, "last", 40),
+    ]:
+        before = path.read_bytes()
+        done = cli("export", STORE, "--output", str(path), "--url", pod.url)
+        assert done.returncode == 1, (path.name, done.stderr)
+        assert f"is not an export of '{STORE}': its {which} line" in done.stderr, done.stderr
+        assert f"at globalPosition {position}" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        assert path.read_bytes() == before, path.name
+    # The store's own file, cut short: continued (the cut line dropped), as before.
+    own = tmp_path / "own.ndjson"
+    own.write_text("\n".join(books[:60]) + "\n" + books[60][:30])
+    done = cli("export", STORE, "--output", str(own), "--url", pod.url)
+    assert done.returncode == 0, done.stderr
+    assert own.read_text() == files[STORE].read_text()
+
+
 class OvertakenStore:
     """A stand-in for the REST client: a store of 300 events whose retention deletes 101..200
     while an export reads it (the second page starts at 201, with ``truncatedBefore``)."""
@@ -311,7 +356,10 @@ class OvertakenStore:
         first = from_position if from_position <= 100 else 201
         last = 100 if from_position <= 100 else 300
         page: dict[str, object] = {
-            "events": [{"globalPosition": p, "type": "t"} for p in range(first, last + 1)]
+            "events": [
+                {"globalPosition": p, "eventId": f"e{p}", "type": "t"}
+                for p in range(first, last + 1)
+            ]
         }
         if first > from_position:
             page["truncatedBefore"] = first
