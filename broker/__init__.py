@@ -59,7 +59,7 @@ from .health import (
 from .keys import DCB_STREAM, valid_store_name
 from .lifecycle import Lifecycle, LifecycleOptions
 from .limits import RateLimiter
-from .log import EventLog, LogLimits
+from .log import MAX_IDEMPOTENCY_TTL, EventLog, LogLimits
 from .query import EventCheck, StreamCheck
 from .reader import Slice, StreamOrder, StreamSlice, check_version
 from .redis import RedisConfig, connect, ping
@@ -101,6 +101,7 @@ from .webhooks import parse as parse_subscription
 __all__ = [
     "BUDGET_FLOOR",
     "DCB_STREAM",
+    "MAX_IDEMPOTENCY_TTL",
     "MAX_KEY_TTL_SECONDS",
     "MAX_POSITION",
     "SAFE_POLICY",

@@ -103,10 +103,23 @@ class Fresh(NamedTuple):
     """One id per event of the append, in order: canonical UUID text, 36 bytes each."""
 
 
+MAX_IDEMPOTENCY_TTL = 30 * 86400
+"""The longest an idempotency key may be remembered (30 days). The append scripts set its record
+after writing the events (the record holds their positions), so Redis must never refuse that
+``SET ... EX``: a TTL it cannot take (past its integer range, or a float) would fail the script
+half-way, the events written and the key not recorded (a 500, and a retry appending them again).
+Checked here, where the limits are built, before any script runs."""
+
+
 @dataclass(frozen=True, slots=True)
 class LogLimits:
     max_event_bytes: int = MAX_EVENT_BYTES
     idempotency_ttl: int = 24 * 3600
+
+    def __post_init__(self) -> None:
+        ttl = self.idempotency_ttl
+        if not isinstance(ttl, int) or not 1 <= ttl <= MAX_IDEMPOTENCY_TTL:
+            raise ValueError(f"idempotency_ttl is 1 to {MAX_IDEMPOTENCY_TTL} seconds, not {ttl!r}")
 
 
 class EventLog(LogReader):

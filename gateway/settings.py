@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.connection import parse_url
 
 from broker import (
+    MAX_IDEMPOTENCY_TTL,
     DispatcherOptions,
     LifecycleOptions,
     LogLimits,
@@ -68,7 +69,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * MiB, ge=1024)
     max_ws_message_bytes: int = Field(64 * 1024, ge=256)
     max_subscriptions_per_connection: int = Field(100, ge=1)
-    idempotency_ttl_seconds: int = Field(24 * 3600, ge=1)
+    idempotency_ttl_seconds: int = Field(24 * 3600, ge=1, le=MAX_IDEMPOTENCY_TTL)
+    """How long an append's idempotency key is remembered (at most 30 days: see
+    ``broker.MAX_IDEMPOTENCY_TTL``)."""
 
     ws_send_queue: int = Field(1024, ge=16)
     """Frames a connection may have queued before it is demoted to reading from the log."""

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from broker import (
+    MAX_IDEMPOTENCY_TTL,
     EventLog,
     EventTooLarge,
     Filter,
@@ -194,6 +195,20 @@ async def test_idempotent_retry_returns_the_first_result(log: EventLog, store: s
     fresh = await log.append(store, "s", [ev(n=3)], idempotency_key="k2")
     assert not fresh.replayed and fresh.first_position == 3
     assert await log.head(store) == 3
+
+
+async def test_the_idempotency_ttl_is_one_redis_takes(redis: Any, store: str) -> None:
+    """A TTL Redis refuses (99999999999999999 s reached the script as 1e+17) failed the append
+    script after it had written the events: a 500, and a retry with the same key appended them
+    again. Limits past 30 days are refused when they are built; the longest one works."""
+    for ttl in (0, MAX_IDEMPOTENCY_TTL + 1, 99999999999999999):
+        with pytest.raises(ValueError, match="idempotency_ttl"):
+            LogLimits(idempotency_ttl=ttl)
+    log = EventLog(redis, limits=LogLimits(idempotency_ttl=MAX_IDEMPOTENCY_TTL))
+    first = await log.append(store, "s", [ev(n=1)], idempotency_key="long")
+    again = await log.append(store, "s", [ev(n=1)], idempotency_key="long")
+    assert again.replayed and again.last_position == first.last_position == 1
+    assert await log.head(store) == 1
 
 
 async def test_a_first_conflict_is_replayed_as_that_conflict(log: EventLog, store: str) -> None:
