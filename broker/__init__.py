@@ -63,7 +63,7 @@ from .log import MAX_IDEMPOTENCY_TTL, EventLog, LogLimits
 from .query import EventCheck, StreamCheck
 from .reader import Slice, StreamOrder, StreamSlice, check_version
 from .redis import RedisConfig, connect, ping
-from .stores import StoreAdmin, check_settings
+from .stores import MAX_HOT_SECONDS, StoreAdmin, check_settings
 from .types import (
     MAX_POSITION,
     AppendResult,
@@ -101,6 +101,7 @@ from .webhooks import parse as parse_subscription
 __all__ = [
     "BUDGET_FLOOR",
     "DCB_STREAM",
+    "MAX_HOT_SECONDS",
     "MAX_IDEMPOTENCY_TTL",
     "MAX_KEY_TTL_SECONDS",
     "MAX_POSITION",

@@ -23,6 +23,9 @@ from .redis import call, load_script
 from .types import StoreInfo, now_iso
 
 MAX_DAYS = 36_500
+MAX_HOT_SECONDS = MAX_DAYS * 86400
+"""The longest ``hotRetention.maxAgeSeconds`` (a store's, or the deployment's default): 100
+years, so that "now minus it" is still a date (``broker.lifecycle`` reads the log from it)."""
 UPDATE_ATTEMPTS = 50
 MAX_COUNT = 2**53
 
@@ -102,7 +105,7 @@ def check_settings(settings: object) -> dict[str, Any]:
             if events is not None and not _number(events, integer=True, low=1, high=MAX_COUNT):
                 bad("hotRetention.maxEvents", "a whole number, at least 1")
             age = hot.get("maxAgeSeconds")
-            if age is not None and not _number(age, integer=False, low=1, high=MAX_DAYS * 86400):
+            if age is not None and not _number(age, integer=False, low=1, high=MAX_HOT_SECONDS):
                 bad("hotRetention.maxAgeSeconds", "a number of seconds, at least 1")
     if problems:
         raise InvalidSettings(problems)

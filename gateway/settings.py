@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.connection import parse_url
 
 from broker import (
+    MAX_HOT_SECONDS,
     MAX_IDEMPOTENCY_TTL,
     DispatcherOptions,
     LifecycleOptions,
@@ -24,10 +25,17 @@ from broker import (
 MiB = 1024 * 1024
 DEFAULT_HOT_SECONDS = 86400.0
 """With an archive, events older than a day leave Redis unless a store says otherwise."""
+MAX_SHUTDOWN_SECONDS = 86400.0
+"""The longest drain and grace period: a day (their deadlines must stay numbers the event loop
+and uvicorn can wait for)."""
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DELTAGATE_", extra="ignore", frozen=True)
+    # allow_inf_nan=False: no float setting takes inf or nan (they passed every bound, then
+    # failed where the pod used them: int(inf) in the drain's deadline, a date an infinity ago).
+    model_config = SettingsConfigDict(
+        env_prefix="DELTAGATE_", extra="ignore", frozen=True, allow_inf_nan=False
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
@@ -96,9 +104,9 @@ class Settings(BaseSettings):
     checkpoint_interval: float = Field(5.0, gt=0)
     poll_interval: float = Field(1.0, gt=0, le=60)
     """How often each pod compares its feeds with the stores' heads (repairs lost pub/sub)."""
-    drain_seconds: float = Field(10.0, ge=0)
+    drain_seconds: float = Field(10.0, ge=0, le=MAX_SHUTDOWN_SECONDS)
     """SIGTERM spreads the closing of WebSockets over this window."""
-    grace_period: float = Field(30.0, gt=0)
+    grace_period: float = Field(30.0, gt=0, le=MAX_SHUTDOWN_SECONDS)
 
     # -- data lifecycle (docs/lifecycle.md) ----------------------------------------------------
 
@@ -110,9 +118,9 @@ class Settings(BaseSettings):
     """Seconds between rounds of retention and archiving when there is nothing to catch up."""
     hot_retention_max_events: int | None = Field(None, ge=1)
     """Default hotRetention.maxEvents for stores that set none."""
-    hot_retention_max_age_seconds: float | None = Field(None, ge=1)
-    """Default hotRetention.maxAgeSeconds for stores that set none. With an archive and neither
-    default set: one day."""
+    hot_retention_max_age_seconds: float | None = Field(None, ge=1, le=MAX_HOT_SECONDS)
+    """Default hotRetention.maxAgeSeconds for stores that set none (bounded as a store's own).
+    With an archive and neither default set: one day."""
 
     # -- the HTTP server (gateway/server.py): what a client reaching a pod directly may hold ----
 
@@ -225,9 +233,9 @@ class Settings(BaseSettings):
     """Default delays (seconds, comma-separated) after each failed attempt, each the ceiling of
     a random "full jitter" delay; attempts = entries + 1. A subscription's ``retryPolicy``
     overrides it."""
-    webhook_auto_pause_seconds: float = Field(5 * 24 * 3600.0, ge=0)
+    webhook_auto_pause_seconds: float = Field(5 * 24 * 3600.0, ge=0, le=3650 * 86400.0)
     """A subscription whose endpoint has failed every attempt for this long is auto-paused
-    (0: never)."""
+    (0: never; at most ten years, whose milliseconds the scripts still count exactly)."""
     webhook_dead_letter_limit: int = Field(10_000, ge=1)
     """Dead letters kept per subscription; past it the oldest are dropped."""
     webhook_allowed_networks: str = ""

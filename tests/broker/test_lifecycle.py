@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from broker import (
+    MAX_HOT_SECONDS,
     Archive,
     EventLog,
     Filter,
@@ -90,6 +91,19 @@ async def test_hot_retention_without_archive_deletes_and_reads_say_so(
     # What the DCB query answers with (``gone_before``: a read after ``after``).
     assert await log.gone_before("shop", 0) == 41
     assert await log.gone_before("shop", 40) is None
+
+
+async def test_the_longest_hot_age_is_a_round_that_keeps_everything(
+    redis: aioredis.Redis, log: EventLog, stores: StoreAdmin
+) -> None:
+    """A deployment default of 99999999999 s failed every round (no date lies that long ago):
+    it is now refused as a setting, and the longest age allowed, MAX_HOT_SECONDS (also the
+    bound of a store's own), is a round that works and keeps every event."""
+    await stores.create("shop")
+    await fill(log, "shop", 20, batch=5)
+    options = LifecycleOptions(hot_seconds=MAX_HOT_SECONDS)
+    await settle(Lifecycle(redis, log, None, options))
+    assert await redis.xlen(StoreKeys("shop").log) == 20
 
 
 async def test_a_page_that_starts_where_history_is_gone_holds_the_first_kept_events(

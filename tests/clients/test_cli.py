@@ -380,6 +380,15 @@ def test_a_pod_refuses_a_bad_start_in_words(redis_server: RedisServer, tmp_path:
         (["serve", "--port", port], {"DELTAGATE_REDIS_URL": "http://x"}, "redis_url"),
         (["serve", "--port", port], {"DELTAGATE_REDIS_URL": "redis://h:port/0"}, "redis_url"),
         (["dispatcher"], {"DELTAGATE_REDIS_URL": "http://x"}, "redis_url"),
+        # inf passed every bound, then int(inf) failed the start with a traceback
+        (["serve", "--port", port], {"DELTAGATE_GRACE_PERIOD": "inf"}, "grace_period"),
+        (["serve", "--port", port], {"DELTAGATE_DRAIN_SECONDS": "inf"}, "drain_seconds"),
+        (["dispatcher"], {"DELTAGATE_GRACE_PERIOD": "nan"}, "grace_period"),
+        (
+            ["serve", "--port", port],
+            {"DELTAGATE_HOT_RETENTION_MAX_AGE_SECONDS": "99999999999"},
+            "hot_retention_max_age_seconds",
+        ),
         (
             ["serve", "--port", port],
             {"DELTAGATE_REDIS_URL": redis_url, "DELTAGATE_ADMIN_KEY_FILE": "/nonexistent"},

@@ -27,3 +27,43 @@ def test_the_idempotency_ttl_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None
         )
     monkeypatch.setenv("DELTAGATE_IDEMPOTENCY_TTL_SECONDS", "2592000")
     assert Settings().log_limits.idempotency_ttl == 2592000
+
+
+def test_no_float_setting_takes_inf_or_nan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DELTAGATE_GRACE_PERIOD=inf and DELTAGATE_DRAIN_SECONDS=inf passed their bounds, then
+    ``deltagate serve`` failed with an OverflowError (int(inf)) before it served. Every float
+    setting, by one rule."""
+    floats = [
+        name
+        for name, field in Settings.model_fields.items()
+        if float in (field.annotation, *getattr(field.annotation, "__args__", ()))
+    ]
+    assert {"grace_period", "drain_seconds", "hot_retention_max_age_seconds"} <= set(floats)
+    for name in floats:
+        for value in ("inf", "-inf", "nan", "Infinity"):
+            assert name in refused(monkeypatch, f"DELTAGATE_{name.upper()}", value), (name, value)
+
+
+def test_durations_a_later_use_cannot_take_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DELTAGATE_HOT_RETENTION_MAX_AGE_SECONDS=99999999999 was accepted, then every round of
+    the lifecycle failed (a date that long ago is no date). It is bounded as a store's
+    ``hotRetention.maxAgeSeconds`` is, by the same constant."""
+    from broker import MAX_HOT_SECONDS, InvalidSettings, check_settings
+
+    cases = {
+        "DELTAGATE_HOT_RETENTION_MAX_AGE_SECONDS": ("99999999999", MAX_HOT_SECONDS),
+        "DELTAGATE_GRACE_PERIOD": ("1e300", 86400),
+        "DELTAGATE_DRAIN_SECONDS": ("1e300", 86400),
+    }
+    for name, (absurd, most) in cases.items():
+        assert name.removeprefix("DELTAGATE_").lower() in refused(monkeypatch, name, absurd)
+        refused(monkeypatch, name, str(most + 1))
+        monkeypatch.setenv(name, str(most))
+        Settings()
+        monkeypatch.delenv(name)
+    check_settings({"hotRetention": {"maxAgeSeconds": MAX_HOT_SECONDS}})
+    with pytest.raises(InvalidSettings):
+        check_settings({"hotRetention": {"maxAgeSeconds": MAX_HOT_SECONDS + 1}})
+    monkeypatch.setenv("DELTAGATE_HOT_RETENTION_MAX_AGE_SECONDS", str(MAX_HOT_SECONDS))
+    monkeypatch.setenv("DELTAGATE_ARCHIVE_URL", "postgresql://127.0.0.1/x")
+    assert Settings().lifecycle_options.hot_seconds == MAX_HOT_SECONDS
