@@ -136,13 +136,19 @@ class Settings(BaseSettings):
     """Open connections (WebSockets included) plus requests in flight on one pod; past it new
     requests and WebSockets get 503 (the probes never). 0: no limit."""
 
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Any case (``INFO`` too); anything else is refused here, not by ``logging`` at the start."""
     log_json: bool = True
 
     @field_validator("redis_url", "archive_url", "metrics_port", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("redis_url")
     @classmethod

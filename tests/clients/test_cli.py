@@ -384,6 +384,8 @@ def test_a_pod_refuses_a_bad_start_in_words(redis_server: RedisServer, tmp_path:
         (["serve", "--port", port], {"DELTAGATE_GRACE_PERIOD": "inf"}, "grace_period"),
         (["serve", "--port", port], {"DELTAGATE_DRAIN_SECONDS": "inf"}, "drain_seconds"),
         (["dispatcher"], {"DELTAGATE_GRACE_PERIOD": "nan"}, "grace_period"),
+        (["serve", "--port", port], {"DELTAGATE_LOG_LEVEL": "verbose"}, "log_level"),
+        (["dispatcher"], {"DELTAGATE_LOG_LEVEL": "verbose"}, "log_level"),
         (
             ["serve", "--port", port],
             {"DELTAGATE_HOT_RETENTION_MAX_AGE_SECONDS": "99999999999"},

@@ -67,3 +67,13 @@ def test_durations_a_later_use_cannot_take_are_refused(monkeypatch: pytest.Monke
     monkeypatch.setenv("DELTAGATE_HOT_RETENTION_MAX_AGE_SECONDS", str(MAX_HOT_SECONDS))
     monkeypatch.setenv("DELTAGATE_ARCHIVE_URL", "postgresql://127.0.0.1/x")
     assert Settings().lifecycle_options.hot_seconds == MAX_HOT_SECONDS
+
+
+def test_the_log_level_is_one_of_the_documented(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DELTAGATE_LOG_LEVEL=verbose was accepted, then ``serve`` and ``dispatcher`` failed at
+    ``logging``'s ``ValueError: Unknown level`` with a traceback."""
+    for value in ("verbose", "trace", "", "critical"):
+        assert "log_level" in refused(monkeypatch, "DELTAGATE_LOG_LEVEL", value)
+    for value, level in (("debug", "debug"), ("WARNING", "warning"), (" Error ", "error")):
+        monkeypatch.setenv("DELTAGATE_LOG_LEVEL", value)
+        assert Settings().log_level == level
