@@ -29,6 +29,7 @@ from .errors import (
     InvalidSubscriptionConfig,
     NotReplicated,
     RateLimited,
+    RedisRefused,
     StorageFull,
     StoreAlreadyExists,
     StoreNotFound,
@@ -62,7 +63,7 @@ from .limits import RateLimiter
 from .log import MAX_IDEMPOTENCY_TTL, EventLog, LogLimits
 from .query import EventCheck, StreamCheck
 from .reader import Slice, StreamOrder, StreamSlice, check_version
-from .redis import RedisConfig, connect, ping
+from .redis import RedisConfig, connect, first_contact, ping
 from .stores import MAX_HOT_SECONDS, StoreAdmin, check_settings
 from .types import (
     MAX_POSITION,
@@ -147,6 +148,7 @@ __all__ = [
     "RateLimited",
     "RateLimiter",
     "RedisConfig",
+    "RedisRefused",
     "RedisWatch",
     "Reset",
     "Result",
@@ -183,6 +185,7 @@ __all__ = [
     "codec",
     "connect",
     "eviction_problem",
+    "first_contact",
     "hash_secret",
     "nodes_info",
     "now_iso",

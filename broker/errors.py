@@ -113,6 +113,13 @@ class Unavailable(BrokerError):
     temporary = True
 
 
+class RedisRefused(BrokerError):
+    """Redis answered a new connection's set-up with an error (a database index it does not
+    have, say): no retry helps, the settings must change."""
+
+    code = "REDIS_REFUSED"
+
+
 class StorageFull(BrokerError):
     """Redis is at ``maxmemory`` (policy ``noeviction``) and refuses writes: nothing was written.
     Retrying helps once retention or the operator made room."""

@@ -27,7 +27,7 @@ if HIREDIS_AVAILABLE:
     import hiredis
 
 from .aio import expire
-from .errors import StorageFull, Unavailable
+from .errors import RedisRefused, StorageFull, Unavailable
 
 log = logging.getLogger("deltagate.redis")
 T = TypeVar("T")
@@ -555,6 +555,24 @@ def load_script(client: Any, name: str, *libraries: str) -> Any:
     parts = [scripts.joinpath(f"lib/{lib}.lua").read_text() for lib in libraries]
     parts.append(scripts.joinpath(f"{name}.lua").read_text())
     return client.register_script("\n".join(parts))
+
+
+async def first_contact(client: Any, attempts: int = 5, seconds: float = 1.0) -> None:
+    """Try Redis a few times at a process' start, saying so each time; the process starts
+    either way and reports not-ready until Redis answers. A Redis that answers with an error
+    (``DB index is out of range`` for a URL's ``/99``) is ``RedisRefused``: the start fails in
+    words, where the process would otherwise fail on it at every call."""
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            await ping(client, seconds)
+            return
+        except Unavailable as exc:
+            log.warning("redis not reachable yet", extra={"attempt": attempt, "error": str(exc)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        except rex.ResponseError as exc:
+            raise RedisRefused(f"Redis refused the connection: {exc}") from None
 
 
 async def ping(client: Any, seconds: float) -> None:

@@ -33,10 +33,9 @@ from broker import (
     RateLimiter,
     RedisWatch,
     StoreAdmin,
-    Unavailable,
     WebhookStore,
     connect,
-    ping,
+    first_contact,
 )
 
 from . import __version__, config_file, errors, openapi, process
@@ -58,22 +57,6 @@ STARTUP_ERRORS = (config_file.ConfigError, BrokerError, OSError)
 """What fails a pod's start for a reason its operator can fix, said in one line
 (``Gateway._startup_words``)."""
 F = TypeVar("F", bound=Callable[..., Any])
-
-READY_TIMEOUT = 1.0
-
-
-async def first_contact(redis: Any, attempts: int = 5) -> None:
-    """Try Redis a few times at start, saying so each time; the pod starts either way and
-    reports not-ready until Redis answers."""
-    delay = 0.2
-    for attempt in range(1, attempts + 1):
-        try:
-            await ping(redis, READY_TIMEOUT)
-            return
-        except Unavailable as exc:
-            log.warning("redis not reachable yet", extra={"attempt": attempt, "error": str(exc)})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
 
 async def drain(app: FastAPI) -> None:

@@ -110,9 +110,7 @@ class Authenticator:
             settings.token_secret.get_secret_value() if settings.token_secret else None
         )
         self._metrics = metrics
-        admin = settings.admin_key.get_secret_value() if settings.admin_key else None
-        if admin is None and settings.admin_key_file is not None:
-            admin = settings.admin_key_file.read_text().strip() or None
+        admin = settings.admin_secret
         self._admin_hash = hash_secret(admin) if admin else None
         self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
 

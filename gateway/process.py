@@ -77,6 +77,11 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
+START_FAILED = 3
+"""The exit status of a process that could not start for a reason its operator can fix
+(uvicorn's own for an app whose start failed, which a pod's is)."""
+
+
 class DidNotStart(Exception):
     """The server's app failed to start (uvicorn said why in its log)."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.connection import parse_url
 
@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     """Default: enabled with a Redis URL, disabled in the embedded dev mode."""
     admin_key: SecretStr | None = None
     admin_key_file: Path | None = None
+    """Read once, with the settings (``admin_secret``): a file that cannot be read, is not UTF-8
+    text or holds no key is a settings error, as a missing one is (whoever names a key file
+    means a key: an empty one must not start a pod without it)."""
+    _file_admin_key: str | None = PrivateAttr(None)
     token_secret: SecretStr | None = None
     allowed_origins: str = ""
     """Comma-separated Origins allowed for WebSocket upgrades and CORS; empty: any."""
@@ -165,6 +169,29 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
         return value
+
+    @model_validator(mode="after")
+    def _read_admin_key_file(self) -> Settings:
+        path = self.admin_key_file
+        if path is not None:
+            where = f"DELTAGATE_ADMIN_KEY_FILE {path}"
+            try:
+                key = path.read_bytes().decode("utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"{where}: cannot read it: {exc.strerror or exc}") from None
+            except UnicodeDecodeError:
+                raise ValueError(f"{where}: not UTF-8 text") from None
+            if not key:
+                raise ValueError(f"{where}: holds no key (empty)")
+            self._file_admin_key = key
+        return self
+
+    @property
+    def admin_secret(self) -> str | None:
+        """The bootstrap key: ``DELTAGATE_ADMIN_KEY``, else the key file's."""
+        if self.admin_key is not None and self.admin_key.get_secret_value():
+            return self.admin_key.get_secret_value()
+        return self._file_admin_key
 
     @field_validator("archive_url")
     @classmethod

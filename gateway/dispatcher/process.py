@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from broker import Archive, Dispatcher, codec, connect
+from broker import Archive, Dispatcher, RedisRefused, codec, connect, first_contact
 
 from .. import process
 from ..settings import Settings
@@ -35,7 +35,13 @@ async def serve_dispatcher(settings: Settings) -> int:
         else Archive(settings.archive_url, seconds=settings.archive_timeout)
     )
     try:
-        # No wait for Redis here: until it answers, /readyz says so and every retry is logged.
+        # One try of Redis, no wait: until it answers, /readyz says so and every retry is
+        # logged. One that refuses the connection (a DB index it lacks) fails the start.
+        try:
+            await first_contact(client, attempts=1)
+        except RedisRefused as exc:
+            log.error(f"the dispatcher could not start: {exc}")
+            return process.START_FAILED
         metrics = DispatcherMetrics()
         engine = Dispatcher(client, settings.dispatcher_options, observer=metrics, archive=archive)
         metrics.observe(engine)

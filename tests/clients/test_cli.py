@@ -371,6 +371,10 @@ def test_a_pod_refuses_a_bad_start_in_words(redis_server: RedisServer, tmp_path:
     )
     broken = tmp_path / "broken.json"
     broken.write_text('{"eventStores": [')
+    latin = tmp_path / "latin.key"
+    latin.write_bytes(b"caf\xe9-key\n")
+    empty = tmp_path / "empty.key"
+    empty.write_text(" \n")
     redis_url = redis_server.url
     port = str(free_port())
     cases: list[tuple[list[str], dict[str, str], str]] = [
@@ -396,6 +400,18 @@ def test_a_pod_refuses_a_bad_start_in_words(redis_server: RedisServer, tmp_path:
             {"DELTAGATE_REDIS_URL": redis_url, "DELTAGATE_ADMIN_KEY_FILE": "/nonexistent"},
             "admin_key_file",
         ),
+        # A key file that is not UTF-8 failed the start with a traceback; an empty one started
+        # a pod without the admin key its operator meant to set.
+        (
+            ["serve", "--port", port],
+            {"DELTAGATE_REDIS_URL": redis_url, "DELTAGATE_ADMIN_KEY_FILE": str(latin)},
+            f"DELTAGATE_ADMIN_KEY_FILE {latin}: not UTF-8 text",
+        ),
+        (
+            ["serve", "--port", port],
+            {"DELTAGATE_REDIS_URL": redis_url, "DELTAGATE_ADMIN_KEY_FILE": str(empty)},
+            f"DELTAGATE_ADMIN_KEY_FILE {empty}: holds no key",
+        ),
     ]
     with ThreadPoolExecutor(4) as pool:  # each case is a process start: run a few at once
         runs = list(pool.map(lambda c: cli(*c[0], env=c[1]), cases))
@@ -405,3 +421,22 @@ def test_a_pod_refuses_a_bad_start_in_words(redis_server: RedisServer, tmp_path:
         lines = done.stderr.strip().splitlines()
         assert lines and all(line.startswith("error: ") for line in lines), (args, lines)
         assert any(text in line for line in lines), (args, lines)
+
+
+def test_a_redis_that_refuses_the_connection_fails_the_start_in_words(
+    redis_server: RedisServer,
+) -> None:
+    """A DELTAGATE_REDIS_URL whose database the server lacks (``/99``) failed ``serve``'s start
+    with a traceback and left ``dispatcher`` logging one every second: both now say it in a
+    line and exit 3, as a start that failed for a reason the operator can fix."""
+    env = {
+        "DELTAGATE_REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/99",
+        "DELTAGATE_DISPATCHER_PORT": str(free_port()),
+    }
+    for command in (["serve", "--port", str(free_port())], ["dispatcher"]):
+        done = cli(*command, env=env)
+        assert done.returncode == 3, (command, done.stderr)
+        assert "could not start: Redis refused the connection: DB index is out of range" in (
+            done.stderr
+        ), done.stderr
+        assert "Traceback" not in done.stderr, done.stderr

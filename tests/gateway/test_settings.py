@@ -4,6 +4,8 @@ by a failure once the pod runs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -77,3 +79,32 @@ def test_the_log_level_is_one_of_the_documented(monkeypatch: pytest.MonkeyPatch)
     for value, level in (("debug", "debug"), ("WARNING", "warning"), (" Error ", "error")):
         monkeypatch.setenv("DELTAGATE_LOG_LEVEL", value)
         assert Settings().log_level == level
+
+
+def test_the_admin_key_file_is_read_with_the_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A key file read only when the pod started failed it with a traceback when it was not
+    UTF-8 or could not be read, and an empty one started a pod without an admin key. It is read
+    with the settings: each of those is a settings error naming the file."""
+    latin, empty, good = tmp_path / "latin", tmp_path / "empty", tmp_path / "good"
+    latin.write_bytes(b"caf\xe9\n")
+    empty.write_text("\n\t \n")
+    good.write_text("dg_from_a_file\n")
+    for path, words in ((latin, "not UTF-8 text"), (empty, "holds no key")):
+        assert f"DELTAGATE_ADMIN_KEY_FILE {path}: {words}" in refused(
+            monkeypatch, "DELTAGATE_ADMIN_KEY_FILE", str(path)
+        )
+
+    def unreadable(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as patched:  # (root reads any file: chmod would prove nothing)
+        patched.setattr(Path, "read_bytes", unreadable)
+        assert "cannot read it: Permission denied" in refused(
+            patched, "DELTAGATE_ADMIN_KEY_FILE", str(good)
+        )
+    monkeypatch.setenv("DELTAGATE_ADMIN_KEY_FILE", str(good))
+    assert Settings().admin_secret == "dg_from_a_file"
+    monkeypatch.setenv("DELTAGATE_ADMIN_KEY", "dg_from_the_environment")
+    assert Settings().admin_secret == "dg_from_the_environment"
