@@ -145,6 +145,12 @@ async def serve(
                 status = exc.status
             else:
                 log.error(f"{ended.get_name()} ended on its own; stopping", exc_info=exc)
+            if work is not None and not work.done():
+                # The main task runs on without the server (a dispatcher whose status port is
+                # taken): it is asked to stop as a signal would, rather than waited for until
+                # the deadline, which it would never meet by itself.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(drain(), drain_deadline)
         server.should_exit = True
         if work is not None and not work.done():
             await asyncio.wait({work}, timeout=drain_deadline)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -440,3 +442,21 @@ def test_a_redis_that_refuses_the_connection_fails_the_start_in_words(
             done.stderr
         ), done.stderr
         assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_dispatcher_whose_port_is_taken_stops_at_once(redis_server: RedisServer) -> None:
+    """A dispatcher whose status port was taken said "the server did not start; stopping",
+    then waited out DELTAGATE_GRACE_PERIOD (30 s) for its main task before exiting 3: that
+    task is now asked to stop as a signal would, and it has nothing to drain yet."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        env = {
+            "DELTAGATE_REDIS_URL": redis_server.url,
+            "DELTAGATE_DISPATCHER_PORT": str(taken.getsockname()[1]),
+            "DELTAGATE_GRACE_PERIOD": "25",
+        }
+        started = time.monotonic()
+        done = cli("dispatcher", env=env)
+        took = time.monotonic() - started
+    assert done.returncode == 3, done.stderr
+    assert "the server did not start" in done.stderr, done.stderr
+    assert took < 10, f"{took:.1f} s"
