@@ -121,3 +121,13 @@ def test_operations_doc_covers_settings_and_metrics() -> None:
     assert not missing_metrics, f"docs/operations.md does not document {missing_metrics}"
     for phrase in ("appendfsync everysec", "appendfsync always", "/healthz", "/readyz", "1012"):
         assert phrase in text, f"docs/operations.md should mention {phrase!r}"
+
+
+def test_the_durability_section_tells_of_waiting_for_replicas() -> None:
+    """It said "this version has no setting that makes appends wait for replicas" while the
+    settings table documented DELTAGATE_APPEND_WAIT_REPLICAS, which does that."""
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    durability = doc.split("\n## Durability\n", 1)[1].split("\n## ", 1)[0]
+    assert "no setting that makes appends" not in durability
+    assert "`DELTAGATE_APPEND_WAIT_REPLICAS`" in durability
+    assert "`DELTAGATE_APPEND_WAIT_TIMEOUT_MS`" in durability
