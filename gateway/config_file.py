@@ -57,10 +57,12 @@ STORE_FIELDS = {"name", "description", "settings", "subscriptions"}
 
 
 class ConfigError(Exception):
-    """A config file that cannot be applied; ``problems`` says where and why."""
+    """A config file that cannot be applied: ``where`` (the file, ``config file PATH``, or the
+    subscription Redis refused), ``problems`` what is wrong there (each says where in it)."""
 
-    def __init__(self, path: str, problems: list[str]) -> None:
-        super().__init__(f"{path}: " + "; ".join(problems))
+    def __init__(self, where: str, problems: list[str]) -> None:
+        super().__init__(f"{where}: " + "; ".join(problems))
+        self.where = where
         self.problems = problems
 
 
@@ -84,9 +86,19 @@ class Applied:
     """A new subscription's signing secret (shown once) when the file did not declare one."""
 
 
+def named(path: Path) -> str:
+    """How errors name a config file."""
+    return f"config file {path}"
+
+
+def checked(path: Path, *, targets: TargetPolicy) -> list[StorePlan]:
+    """The plans of the file at ``path``, the whole file checked (``load``, then ``plan``)."""
+    return plan(load(path), named(path), targets=targets)
+
+
 def load(path: Path, environ: dict[str, str] | None = None) -> Any:
     """The file's document, with ``${NAME}`` expanded. Raises ConfigError."""
-    where = str(path)
+    where = named(path)
     try:
         text = path.read_text()
     except OSError as exc:
@@ -132,8 +144,15 @@ def plan(document: Any, where: str = "config", *, targets: TargetPolicy) -> list
     names: set[str] = set()
     for i, entry in enumerate(stores):
         at = f"eventStores[{i}]"
-        if not isinstance(entry, dict) or not set(entry) <= STORE_FIELDS or "name" not in entry:
+        if not isinstance(entry, dict):
             problems.append(f"{at}: must be {{name, description?, settings?, subscriptions?}}")
+            continue
+        unknown = sorted(str(field) for field in set(entry) - STORE_FIELDS)
+        if unknown or "name" not in entry:
+            what = f"unknown field(s) {', '.join(unknown)}" if unknown else "no name"
+            problems.append(
+                f"{at}: {what}; a store is {{name, description?, settings?, subscriptions?}}"
+            )
             continue
         name, description = entry["name"], entry.get("description")
         if not isinstance(name, str) or not valid_store_name(name):
@@ -214,7 +233,7 @@ async def apply(redis: Any, plans: list[StorePlan]) -> list[Applied]:
 
 
 async def apply_file(redis: Any, path: Path, *, targets: TargetPolicy) -> list[Applied]:
-    return await apply(redis, plan(load(path), str(path), targets=targets))
+    return await apply(redis, checked(path, targets=targets))
 
 
 async def apply_config(redis: Any, path: Path | None, targets: TargetPolicy) -> None:

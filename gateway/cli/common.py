@@ -53,19 +53,20 @@ def usage(message: str) -> NoReturn:
 
 def config_refused(exc: Any) -> NoReturn:
     """A config file that cannot be applied (``config_file.ConfigError``): an ``error:`` line
-    per problem, and the usage exit."""
+    per problem, each naming the file (or the subscription Redis refused), and the usage
+    exit."""
     for problem in exc.problems[:-1]:
-        typer.echo(f"error: {problem}", err=True)
-    usage(exc.problems[-1])
+        typer.echo(f"error: {exc.where}: {problem}", err=True)
+    usage(f"{exc.where}: {exc.problems[-1]}")
 
 
 def planned_config(path: Path, targets: Any) -> Any:
     """The plans of a config file, the whole file checked before anything is applied
     (``deltagate apply``, ``deltagate serve --config``); refused with ``config_refused``."""
-    from ..config_file import ConfigError, load, plan
+    from ..config_file import ConfigError, checked
 
     try:
-        return plan(load(path), str(path), targets=targets)
+        return checked(path, targets=targets)
     except ConfigError as exc:
         config_refused(exc)
 

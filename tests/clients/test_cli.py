@@ -373,6 +373,10 @@ def test_a_pod_refuses_a_bad_start_in_words(redis_server: RedisServer, tmp_path:
     )
     broken = tmp_path / "broken.json"
     broken.write_text('{"eventStores": [')
+    unset = tmp_path / "unset.yaml"
+    unset.write_text("eventStores: [{name: '${NOT_SET_ANYWHERE_43}'}]")
+    colour = tmp_path / "colour.yaml"
+    colour.write_text("eventStores: [{name: orders, colour: red}]")
     latin = tmp_path / "latin.key"
     latin.write_bytes(b"caf\xe9-key\n")
     empty = tmp_path / "empty.key"
@@ -383,6 +387,22 @@ def test_a_pod_refuses_a_bad_start_in_words(redis_server: RedisServer, tmp_path:
         (["serve", "--port", port, "--config", str(bad)], {}, "webhook.timeout"),
         (["serve", "--port", port, "--config", str(broken)], {}, "not valid JSON"),
         (["serve", "--port", port, "--config", str(tmp_path / "none.json")], {}, "cannot read"),
+        # Each line names the file (it said only "error: cannot read it: ...").
+        (
+            ["serve", "--port", port],
+            {"DELTAGATE_CONFIG": str(tmp_path / "none.json")},
+            f"error: config file {tmp_path / 'none.json'}: cannot read it: No such file",
+        ),
+        (
+            ["serve", "--port", port, "--config", str(unset)],
+            {},
+            f"error: config file {unset}: environment variable NOT_SET_ANYWHERE_43 is not set",
+        ),
+        (
+            ["serve", "--port", port, "--config", str(colour)],
+            {},
+            f"error: config file {colour}: eventStores[0]: unknown field(s) colour",
+        ),
         (["serve", "--port", port], {"DELTAGATE_REDIS_URL": "http://x"}, "redis_url"),
         (["serve", "--port", port], {"DELTAGATE_REDIS_URL": "redis://h:port/0"}, "redis_url"),
         (["dispatcher"], {"DELTAGATE_REDIS_URL": "http://x"}, "redis_url"),

@@ -156,7 +156,11 @@ BAD_FILES: list[tuple[str, str, str]] = [
     ("not yaml", "eventStores: [", "not valid YAML"),
     ("no eventStores", "stores: []", "must be {eventStores"),
     ("bad store name", "eventStores: [{name: Orders!}]", "eventStores[0].name"),
-    ("unknown store field", "eventStores: [{name: orders, colour: red}]", "eventStores[0]"),
+    (
+        "unknown store field",  # (named: it was only "must be {name, ...}")
+        "eventStores: [{name: orders, colour: red}]",
+        "eventStores[0]: unknown field(s) colour",
+    ),
     (
         "no id",
         "eventStores: [{name: orders, subscriptions: [{eventFilter: '*', subscriberType: webhook,"
