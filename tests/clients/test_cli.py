@@ -217,6 +217,25 @@ def test_tail_follows_live(pod: Pod) -> None:
                 stream.close()
 
 
+def test_tail_without_follow_from_beyond_the_head_replays_after_the_reset(pod: Pod) -> None:
+    """`tail --from N --no-follow` with N beyond the head printed nothing and exited 0 (the
+    iteration ended at `subscribed`, before the reset that follows it), where with follow it
+    says so and replays the store's history. Now it does that too, up to the head."""
+    for n in range(3):
+        done = cli("append", "beyond", f"s-{n}", "--type", "t", url=pod.url)
+        assert done.returncode == 0, done.stderr
+    for start in ("10", "4"):
+        tail = cli("tail", "beyond", "--from", start, "--json", "--no-follow", url=pod.url)
+        assert tail.returncode == 0, tail.stderr
+        assert [json.loads(x)["globalPosition"] for x in tail.stdout.splitlines()] == [1, 2, 3]
+        assert "history started again (position-ahead)" in tail.stderr, tail.stderr
+    # At the head, or live only: nothing to replay, and no reset.
+    for start in ("3", "latest"):
+        tail = cli("tail", "beyond", "--from", start, "--json", "--no-follow", url=pod.url)
+        assert (tail.returncode, tail.stdout) == (0, ""), tail.stderr
+        assert "started again" not in tail.stderr
+
+
 def test_errors_are_one_line_with_meaningful_exit_codes(pod: Pod) -> None:
     down = f"http://127.0.0.1:{free_port()}"
     # (arguments, DELTAGATE_URL, stdin, exit code, text the line must hold)

@@ -529,8 +529,12 @@ class Subscriber:
                 return
             if self.cursor is None and self.position == "latest":
                 self.cursor = head
-            if not self.follow and (self.cursor if self.cursor is not None else 0) >= head:
-                yield None  # nothing to replay
+                if not self.follow:
+                    yield None  # live only: nothing to replay, and no caughtUp will come
+            # Any other start is a replay, which the server ends with caughtUp, even when it
+            # has nothing to send: the iteration without follow ends there, not here, for a
+            # reset may come first (a position beyond the head, or a store made again) and
+            # replay the store's new history from its start.
         elif kind == "error":
             code = str(message.get("error", "ERROR"))
             if code in TEMPORARY:
