@@ -93,10 +93,25 @@ class JsonFormatter(logging.Formatter):
 
 
 class PlainFormatter(logging.Formatter):
-    """Plain text lines, redacted like the JSON ones."""
+    """Plain text lines, redacted like the JSON ones, with the same fields: a line's own
+    (``extra``) follow its message as ``key=value``, so an operator reading text sees the
+    store, the error or the policy a JSON line would name."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        line = super().format(record)
+        fields = [(k, v) for k, v in record.__dict__.items() if k not in _STANDARD]
+        if fields:
+            tail = " ".join(f"{k}={_plain(v)}" for k, v in fields)
+            head, newline, trace = line.partition("\n")  # (a traceback stays below the line)
+            line = f"{head} {tail}{newline}{trace}"
+        return redact(line)
+
+
+def _plain(value: Any) -> str:
+    """A field's value in a plain line: a word as it is, anything else as JSON."""
+    if isinstance(value, str) and value and not any(c in value for c in ' "='):
+        return value
+    return codec.dumps(value, default=str).decode()
 
 
 def configure(level: str = "info", json: bool = True) -> None:

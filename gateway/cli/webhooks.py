@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from .common import (
     config_refused,
     deployment_settings,
+    fail,
     planned_config,
     print_json,
     run,
@@ -38,13 +39,22 @@ def apply(
 ) -> None:
     """Create the stores and webhook subscriptions FILE declares (idempotent: nothing is
     created twice, changed subscriptions are updated in place, nothing is deleted)."""
+    from broker import eviction_problem
+
     from ..config_file import ConfigError
     from ..config_file import apply as apply_plans
 
     settings = deployment_settings("apply")
     plans = planned_config(file, settings.webhook_targets)  # (checked before Redis is asked)
+
+    async def go(client: Any) -> list[Any]:
+        problem = await eviction_problem(client)
+        if problem is not None:  # (what a pod refuses to write into too)
+            fail(f"not applying: {problem}")
+        return await apply_plans(client, plans)
+
     try:
-        done = with_redis(settings, lambda client: apply_plans(client, plans))
+        done = with_redis(settings, go)
     except ConfigError as exc:
         config_refused(exc)
     lines = [

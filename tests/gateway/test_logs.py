@@ -77,3 +77,21 @@ def test_formatters_redact_message_extras_and_traceback() -> None:
     assert parsed["path"] == "/x?apiKey=[redacted]"
     plain = PlainFormatter("%(message)s").format(record(f"GET /x?api%4Bey={SECRET}"))
     assert SECRET not in plain
+
+
+def test_plain_lines_carry_the_fields_json_lines_do() -> None:
+    """DELTAGATE_LOG_JSON=false: a line's fields follow its message (before, a wrong Redis
+    password logged only 'redis not reachable yet', the cause being a field), redacted alike."""
+    line = PlainFormatter("%(levelname)s %(message)s").format(
+        record(
+            "redis is not safe for the log",
+            problem="Redis has maxmemory-policy allkeys-lru",
+            store="orders",
+            retry_in=0.2,
+            path=f"/x?apiKey={SECRET}",
+        )
+    )
+    assert line.startswith("INFO redis is not safe for the log ")
+    assert 'problem="Redis has maxmemory-policy allkeys-lru"' in line
+    assert "store=orders" in line and "retry_in=0.2" in line
+    assert SECRET not in line

@@ -267,3 +267,23 @@ def test_store_settings_are_created_then_converged(redis_url: str, tmp_path: Pat
             "maxStreamSizeBytes": 1048576,
             "custom": "kept",
         }
+
+
+def test_apply_refuses_a_redis_that_would_evict_the_log(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a pod and ``import`` do: nothing is written into a Redis that may evict it."""
+    import redis
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    admin = redis.Redis.from_url(redis_url)
+    admin.config_set("maxmemory-policy", "volatile-lru")
+    try:
+        refused = cli_apply(redis_url, write(tmp_path, SEED))
+        assert refused.exit_code != 0, refused.output
+        assert "volatile-lru" in refused.output
+        assert admin.dbsize() == 0  # no store, no subscription
+    finally:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.close()
