@@ -457,3 +457,21 @@ def test_subscriptions_are_created_and_deleted_from_the_page(
         assert api(base, "GET", f"/event-stores/{store}/subscriptions/{sub_id}").status_code == 404
     finally:
         receiver.stop()
+
+
+def test_live_tail_says_when_the_store_history_started_again(page: Any, dev_gateway: Pod) -> None:
+    """A store deleted and created again under the tail: a visible notice (not only a console
+    line), then the new history's events."""
+    base = dev_gateway.url
+    store = unique("studio-reset")
+    append(base, store, "old", [{"type": "t.old", "data": {}}] * 3)
+    start_tail(page, dev_gateway, store, "earliest")
+    expect(page.locator("#tail-rows tr")).to_have_count(3)
+    expect(page.locator("#tail-notice")).to_be_hidden()
+    assert httpx.delete(f"{base}/event-stores/{store}", params={"confirm": "true"}).is_success
+    append(base, store, "new", [{"type": "t.new", "data": {}}])
+    notice = page.locator("#tail-notice")
+    expect(notice).to_be_visible(timeout=10_000)
+    expect(notice).to_have_attribute("data-kind", "reset")
+    expect(notice).to_contain_text("deleted and created again")
+    expect(page.locator('#tail-rows tr[data-position="1"]').first).to_contain_text("t.new")

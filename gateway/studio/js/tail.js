@@ -104,6 +104,7 @@ class Tail {
     this.droppedEl = el('span', { id: 'tail-dropped', class: 'muted', hidden: true });
     this.infoEl = el('p', { id: 'tail-info', class: 'muted' }, 'Pick what to watch and press Start.');
     this.errorEl = el('p', { id: 'tail-error', class: 'error', role: 'alert', hidden: true });
+    this.noticeEl = el('p', { id: 'tail-notice', class: 'pill pill-warn', role: 'status', hidden: true });
     this.tbody = el('tbody', { id: 'tail-rows' });
 
     const field = (...children) => el('div', { class: 'field' }, ...children);
@@ -141,7 +142,7 @@ class Tail {
       ),
       this.tbody,
     );
-    this.root = el('section', { class: 'tail-view', 'aria-labelledby': 'tail-title' }, el('h2', { id: 'tail-title', class: 'sr-only' }, 'Live tail'), form, status, this.infoEl, this.errorEl, el('div', { class: 'table-wrap' }, table));
+    this.root = el('section', { class: 'tail-view', 'aria-labelledby': 'tail-title' }, el('h2', { id: 'tail-title', class: 'sr-only' }, 'Live tail'), form, status, this.infoEl, this.noticeEl, this.errorEl, el('div', { class: 'table-wrap' }, table));
   }
 
   setState(state) {
@@ -155,9 +156,19 @@ class Tail {
     this.errorEl.hidden = !text;
   }
 
+  /** What the server said of the store's history (a reset, a truncation): shown until the
+   * next Start, the rows above it being the new history's. */
+  showNotice(text, kind) {
+    this.flush(); // the rows received before it are shown before it
+    this.noticeEl.textContent = text;
+    this.noticeEl.hidden = !text;
+    this.noticeEl.dataset.kind = kind || '';
+  }
+
   async begin() {
     this.stop(false);
     this.showError('');
+    this.showNotice('');
     const patterns = this.pattern.value
       .split(',')
       .map((p) => p.trim())
@@ -217,6 +228,15 @@ class Tail {
       onStateChange: (state) => generation === this.generation && this.setState(state),
       onCaughtUp: (_id, at) => {
         if (generation === this.generation) this.infoEl.textContent = `Caught up at global position ${at}; live now. Watching ${what}.`;
+      },
+      onReset: (msg) => {
+        if (generation !== this.generation) return;
+        const why = msg.reason === 'store-recreated' ? 'the store was deleted and created again' : 'the store no longer holds the position the tail had reached (Redis lost writes, or a dev server restarted)';
+        this.showNotice(`History started again (${why}): the rows from here on are the store's current history, from its first event.`, 'reset');
+      },
+      onTruncated: (msg) => {
+        if (generation !== this.generation) return;
+        this.showNotice(`Events ${msg.requestedPosition + 1} to ${msg.earliestPosition - 1} are gone (retention): the tail goes on from ${msg.earliestPosition}.`, 'truncated');
       },
       onError: (error, where) => {
         if (generation !== this.generation) return;
