@@ -192,25 +192,37 @@ MAX_BUFFERED = 10_000
 in its output buffer for this client) until the owner caught up to a tenth of it."""
 
 
-class LeanPubSub:
+class _Channels:
+    """The channels a pub/sub connection of our own is to hold (kept across reconnects)."""
+
+    def __init__(self) -> None:
+        self.channels: set[str] = set()
+
+    @property
+    def subscribed(self) -> bool:
+        return bool(self.channels)
+
+    def _remember(self, channels: tuple[str, ...]) -> list[str]:
+        """Add ``channels``; those that are new."""
+        fresh = [c for c in channels if c not in self.channels]
+        self.channels.update(channels)
+        return fresh
+
+
+class LeanPubSub(_Channels):
     """Plain pub/sub on one Redis server, what ``Listener`` uses of redis-py's ``PubSub``:
     ``subscribe``, ``unsubscribe``, ``get_message``, ``channels``, ``subscribed``, ``aclose``.
     Channels are remembered: a lost connection raises ``ConnectionError`` from ``get_message``
     once, and the next call connects again and subscribes them all."""
 
     def __init__(self, server: PlainServer) -> None:
+        super().__init__()
         self._server = server
-        self.channels: set[str] = set()
         self._conn: _Connection | None = None
         self._connecting: asyncio.Lock = asyncio.Lock()
 
-    @property
-    def subscribed(self) -> bool:
-        return bool(self.channels)
-
     async def subscribe(self, *channels: str) -> None:
-        fresh = [c for c in channels if c not in self.channels]
-        self.channels.update(channels)
+        fresh = self._remember(channels)
         conn = self._conn
         if conn is None:
             await self._connected()  # (subscribes every channel)
@@ -365,7 +377,7 @@ class _Connection(PlainConnection):
             waiter.set_result(None)
 
 
-class ShardedPubSub:
+class ShardedPubSub(_Channels):
     """Shard channels on a Redis Cluster, with ``LeanPubSub``'s interface: one connection of our
     own to each master that owns a subscribed channel's slot, each channel subscribed with
     SSUBSCRIBE where its slot is, and ``get_message`` waiting on all of them at once.
@@ -382,9 +394,9 @@ class ShardedPubSub:
     owner repairs from the log on its next ``tick``."""
 
     def __init__(self, client: Any, template: PlainServer) -> None:
+        super().__init__()
         self._client = client
         self._template = template
-        self.channels: set[str] = set()
         self._conns: dict[tuple[str, int], _ShardConnection] = {}
         self._where: dict[str, tuple[str, int]] = {}
         """The master each subscribed channel was subscribed at."""
@@ -395,13 +407,8 @@ class ShardedPubSub:
         """Whether the client's slot map was read for this (a reconnect reads it again)."""
         self._turn = 0
 
-    @property
-    def subscribed(self) -> bool:
-        return bool(self.channels)
-
     async def subscribe(self, *channels: str) -> None:
-        fresh = [c for c in channels if c not in self.channels]
-        self.channels.update(channels)
+        fresh = self._remember(channels)
         if fresh and self._broken is None:
             try:
                 await self._place(fresh)

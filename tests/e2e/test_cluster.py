@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -159,6 +160,22 @@ async def test_stores_spread_over_shards_and_fan_out_in_order(cluster, pods, red
     nodes.close()
 
 
+def hooked(pod: Any, store: str, receiver: Any) -> str:
+    """A new store with a webhook subscription to ``receiver`` for every event: its id."""
+    assert httpx.post(f"{pod.url}/event-stores", json={"name": store}).status_code == 201
+    made = httpx.post(
+        f"{pod.url}/event-stores/{store}/subscribe",
+        json={
+            "eventFilter": "*",
+            "subscriber": {"type": "webhook", "config": {"url": receiver.url}},
+        },
+    )
+    assert made.status_code == 201, made.text
+    sub_id: str = made.json()["subscriptionId"]
+    receiver.secrets[sub_id] = made.json()["signingSecret"]
+    return sub_id
+
+
 def test_a_dispatcher_on_the_cluster_hears_appends_without_waiting_for_its_poll(
     cluster, pods, redis_url
 ):
@@ -176,17 +193,7 @@ def test_a_dispatcher_on_the_cluster_hears_appends_without_waiting_for_its_poll(
     dispatcher = None
     try:
         store = "hooks-on-the-cluster"
-        assert httpx.post(f"{pod.url}/event-stores", json={"name": store}).status_code == 201
-        made = httpx.post(
-            f"{pod.url}/event-stores/{store}/subscribe",
-            json={
-                "eventFilter": "*",
-                "subscriber": {"type": "webhook", "config": {"url": receiver.url}},
-            },
-        )
-        assert made.status_code == 201, made.text
-        sub_id = made.json()["subscriptionId"]
-        receiver.secrets[sub_id] = made.json()["signingSecret"]
+        sub_id = hooked(pod, store, receiver)
         dispatcher = DispatcherProcess(url, {**loopback, "DELTAGATE_POLL_INTERVAL": "60"}).start()
 
         def append(n: int) -> None:
@@ -355,19 +362,7 @@ def test_dispatchers_on_the_cluster_keep_their_leases_and_deliver_everything(
     receiver = Receiver().start()
     dispatchers: list[DispatcherProcess] = []
     try:
-        subs = {}
-        for store in stores:
-            assert httpx.post(f"{pod.url}/event-stores", json={"name": store}).status_code == 201
-            made = httpx.post(
-                f"{pod.url}/event-stores/{store}/subscribe",
-                json={
-                    "eventFilter": "*",
-                    "subscriber": {"type": "webhook", "config": {"url": receiver.url}},
-                },
-            )
-            assert made.status_code == 201, made.text
-            subs[store] = made.json()["subscriptionId"]
-            receiver.secrets[subs[store]] = made.json()["signingSecret"]
+        subs = {store: hooked(pod, store, receiver) for store in stores}
         lease = {**loopback, "DELTAGATE_DISPATCHER_LEASE_SECONDS": "1"}
         dispatchers = [DispatcherProcess(url, lease).start() for _ in range(2)]
         for n in range(20):  # over several lease periods
