@@ -58,6 +58,10 @@ class Proxy:
         if self._server is not None:
             self._server.close()
         await self._drop()
+        # A closed transport's socket is closed in a callback of the loop: stopped at once, the
+        # loop left the last connections' sockets open (a client reconnecting as the test ended),
+        # and the garbage collector's ResourceWarning then failed whichever test ran next.
+        await asyncio.sleep(0.1)
 
     async def _drop(self) -> None:
         tasks = list(self._connections)
