@@ -25,6 +25,8 @@ from tests.e2e.wsclient import Client
 from tests.harness import spawn_pods, wait_for
 
 STORES = [f"shop-{i}" for i in range(12)]
+LOOPBACK = {"DELTAGATE_REDIS_MODE": "cluster", "DELTAGATE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
+"""Pods and dispatchers on the cluster that may deliver to the tests' receivers (127.0.0.1)."""
 
 
 def cluster_ports(n: int) -> list[int]:
@@ -184,10 +186,7 @@ def test_a_dispatcher_on_the_cluster_hears_appends_without_waiting_for_its_poll(
     from tests.webhooks.support import DispatcherProcess, Receiver
 
     url = f"redis://127.0.0.1:{cluster[0]}/0"
-    loopback = {
-        "DELTAGATE_REDIS_MODE": "cluster",
-        "DELTAGATE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
-    }
+    loopback = LOOPBACK
     (pod,) = spawn_pods(pods, url, 1, **loopback)
     receiver = Receiver().start()
     dispatcher = None
@@ -354,10 +353,7 @@ def test_dispatchers_on_the_cluster_keep_their_leases_and_deliver_everything(
     stores = _stores_on_every_shard(nodes, "leased", 2)
     nodes.close()
     url = f"redis://127.0.0.1:{cluster[0]}/0"
-    loopback = {
-        "DELTAGATE_REDIS_MODE": "cluster",
-        "DELTAGATE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
-    }
+    loopback = LOOPBACK
     (pod,) = spawn_pods(pods, url, 1, **loopback)
     receiver = Receiver().start()
     dispatchers: list[DispatcherProcess] = []
