@@ -569,8 +569,9 @@ async def first_contact(client: Any, attempts: int = 5, seconds: float = 1.0) ->
             return
         except Unavailable as exc:
             log.warning("redis not reachable yet", extra={"attempt": attempt, "error": str(exc)})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            if attempt < attempts:  # (no wait after the last: the start goes on)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
         except rex.ResponseError as exc:
             raise RedisRefused(f"Redis refused the connection: {exc}") from None
 

@@ -139,12 +139,6 @@ def _valid_position(position: object) -> bool:
 _sub_ids = itertools.count(1)
 
 
-async def _nothing() -> AsyncGenerator[Event, None]:
-    """The iteration of a closed subscriber."""
-    return
-    yield
-
-
 class Subscriber:
     """``async for event in subscription``; an async context manager whose exit closes the
     connection. ``cursor`` is the last globalPosition seen (None: not known yet)."""
@@ -230,7 +224,7 @@ class Subscriber:
         # would form a cycle, which the garbage collector frees later, closing the iteration
         # and its connection in two tasks, the second failing ("already running").
         if self._closed:
-            return _nothing()
+            return self  # (whose __anext__ ends at once)
         events = self._run()
         self._iterations.add(events)
         return events
