@@ -6,6 +6,9 @@ With CI=true a missing binary is a failure, never a skip.
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import inspect
 import os
 import shutil
 import subprocess
@@ -65,6 +68,47 @@ def need_binary(name: str) -> str:
         unavailable(f"{name} is required but not installed")
     assert path is not None
     return path
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_sockets() -> Iterator[None]:
+    """A socket a test leaves open fails that test, not a later one in the same worker: once the
+    test's other function-scoped fixtures (an async test's loop too, see ``_loop_settled``) are
+    gone, the garbage collector runs, so an unclosed transport's ResourceWarning (an error:
+    ``filterwarnings``) is raised in this test's teardown rather than in whichever test a later
+    collection happens to interrupt."""
+    yield
+    gc.collect()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every async test's loop settles (``_loop_settled``) before it is closed."""
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "obj", None)):
+            item.fixturenames.insert(0, "_loop_settled")  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def _loop_settled(_no_leaked_sockets: None) -> AsyncIterator[None]:
+    """After an async test and its other fixtures, in its loop: generators a ``break`` dropped
+    are finalized while the loop runs (their ``aclose`` is a task it must run), the tasks the
+    test left get up to ``SETTLE_SECONDS`` to end, and the callbacks that close their
+    transports run. It asks for ``_no_leaked_sockets``: that one is set up before this test's
+    loop, so it is torn down after the loop is closed."""
+    yield
+    gc.collect()
+    this = asyncio.current_task()
+    deadline = asyncio.get_running_loop().time() + SETTLE_SECONDS
+    while others := [t for t in asyncio.all_tasks() if t is not this and not t.done()]:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            break
+        await asyncio.wait(others, timeout=left)
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+SETTLE_SECONDS = 2.0
 
 
 @pytest.fixture(scope="session")
