@@ -22,7 +22,6 @@ worker's state (slots held until saved); split apart they would pass that state 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import codec
-from ..aio import cancel_and_wait
+from ..aio import Doorbell, cancel_and_wait
 from ..log import EventLog
 from ..types import LoggedEvent
 from .delivery import Attempt, Sender, Target, body
@@ -93,9 +92,9 @@ class Worker:
         """Saved lastProcessedEventGlobalPosition."""
         self.rev = -1
         self.stopping = False
-        self._wake = asyncio.Event()
         self._reload = False
         self._loop = asyncio.get_running_loop()
+        self._wake = Doorbell(self._loop)
         self._handed: deque[Item] = deque()
         """Items handed to the lanes, not yet taken (at most ``max_in_flight``)."""
         self._idle: deque[asyncio.Future[Item]] = deque()
@@ -616,9 +615,7 @@ class Worker:
             return
         self._sleeping_until = until
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, until - time.monotonic())):
-                    await self._wake.wait()
+            await self._wake.wait(max(0.0, until - time.monotonic()))
         finally:
             self._sleeping_until = None
 

@@ -1,9 +1,11 @@
 """Stopping background tasks (broker/aio.py), including one that loses a cancellation the way
-a dispatcher's pub/sub loop was seen to: caught inside a library call, and back in its loop."""
+a dispatcher's pub/sub loop was seen to: caught inside a library call, and back in its loop; and
+the doorbell a dispatcher's worker waits on."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -51,3 +53,32 @@ async def test_ended_and_running_tasks_together() -> None:
     assert running.cancelled()
     assert isinstance(failed.exception(), ValueError)  # left for its owner to read
     await aio.cancel_and_wait([])
+
+
+async def test_a_doorbell_wakes_its_waiter_and_times_out_without_an_error() -> None:
+    bell = aio.Doorbell(asyncio.get_running_loop())
+    waiting = asyncio.create_task(bell.wait())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    bell.set()
+    await asyncio.wait_for(waiting, 1)
+    assert bell.is_set()
+    await asyncio.wait_for(bell.wait(), 0.1)  # rung: returns at once, until cleared
+    bell.clear()
+    started = time.monotonic()
+    await bell.wait(0.05)
+    assert time.monotonic() - started >= 0.04
+    assert not bell.is_set()
+
+
+async def test_a_cancelled_wait_on_a_doorbell_is_cancelled_and_leaves_it_usable() -> None:
+    bell = aio.Doorbell(asyncio.get_running_loop())
+    waiting = asyncio.create_task(bell.wait(10))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    again = asyncio.create_task(bell.wait())
+    await asyncio.sleep(0)
+    bell.set()
+    await asyncio.wait_for(again, 1)
