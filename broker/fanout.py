@@ -311,7 +311,7 @@ class LiveSubscription:
         pressure (the caller lets the page go)."""
         flt, sink = self.filter, self.sink
         pressed = False
-        sent = 0
+        sent = last_sent = 0
         i = 0
         if self.start_time is not None:
             self.cursor, reached = codec.passed_before(page, self.cursor, self.start_time)
@@ -333,12 +333,16 @@ class LiveSubscription:
                         return False
                     continue
                 sent += 1
+                last_sent = event.global_position
             self.cursor = max(self.cursor, event.global_position)
             i += 1
         self._fanout.stats.delivered_replay += sent
         now = time.monotonic()
         if sent:
+            # The client's cursor is the last event sent: a checkpoint tells it of a position
+            # past that one, never that one again (a page let go under pressure is read anew).
             self._last_marker_at = now
+            self._last_marker = max(self._last_marker, last_sent)
         elif (
             now - self._last_marker_at >= REPLAY_CHECKPOINT_INTERVAL
             and (self.cursor > self._last_marker)
@@ -459,9 +463,11 @@ class Fanout:
         await self._listener.start()
 
     async def close(self) -> None:
+        """Stop listening and close every subscription, live or catching up (its task with it:
+        a catch-up left running would retry against a closed connection forever)."""
         await self._listener.close()
         for feed in list(self._feeds.values()):
-            for sub in list(feed.live):
+            for sub in list(feed.subs):
                 await sub.close()
 
     # -- subscribing ------------------------------------------------------------------------

@@ -222,3 +222,59 @@ async def test_a_stores_distinct_complex_patterns_on_a_pod_are_bounded(
     got = await sink.until(2)
     assert [e.type for e in got] == ["new.x.one.y", "t1.3.a.xz"]
     await made.sub.close()
+
+
+class Stalling(Collector):
+    """A sink that takes its first ``room`` replayed events, then none until ``room`` grows."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def send_event(
+        self, sub: LiveSubscription, event: LoggedEvent, shared: dict[Any, Any] | None
+    ) -> bool:
+        if len(self.events) >= self.room:
+            return False
+        return super().send_event(sub, event, shared)
+
+
+async def test_a_replay_held_back_by_the_budget_sends_no_checkpoint_of_what_it_sent(
+    fanout: Fanout, log: EventLog, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay whose sink is refused under the pod's budget pressure lets its page go and
+    reads it again later; while it waits, a checkpoint would tell the client only a position
+    it already has (its last event's), so none is sent. Once the sink has room, the rest comes."""
+    from broker import fanout as fanout_module
+
+    monkeypatch.setattr(fanout_module, "REPLAY_CHECKPOINT_INTERVAL", 0.02)
+    monkeypatch.setattr(fanout_module, "OVER_BUDGET_RECHECK", 0.01)
+    monkeypatch.setattr(type(fanout.budget), "pressure", property(lambda self: True))
+    await log.append(store, "order-1", EVENTS)  # positions 1..3, every one matching
+    sink = Stalling(room=2)
+    await fanout.subscribe(store, Filter.parse("order.*"), sink, sub_id="s", position="earliest")
+    await sink.until(2)
+    await asyncio.sleep(0.3)  # the third is refused again and again, checkpoints due meanwhile
+    assert sink.markers == []
+    sink.room = 3
+    assert [e.global_position for e in await sink.until(3)] == [1, 2, 3]
+
+
+async def test_closing_the_fanout_ends_a_subscription_that_is_catching_up(
+    fanout: Fanout, log: EventLog, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Fanout.close`` owns every subscription's task, not only the live ones': a catch-up left
+    running retried against the closed connection every half second, for ever."""
+    from broker import fanout as fanout_module
+
+    monkeypatch.setattr(fanout_module, "OVER_BUDGET_RECHECK", 0.01)
+    monkeypatch.setattr(type(fanout.budget), "pressure", property(lambda self: True))
+    await log.append(store, "order-1", EVENTS)
+    made = await fanout.subscribe(
+        store, Filter.parse("*"), Stalling(room=0), sub_id="s", position="earliest"
+    )
+    await asyncio.sleep(0.05)
+    assert made.sub.state == "catching-up"
+    await fanout.close()
+    assert made.sub.state == "closed"
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("catch-up")]
