@@ -215,6 +215,8 @@ class LogReader:
             while True:
                 piece = await self.after(store, after, page, until)
                 if not piece.events:
+                    if piece.truncated_before is not None:
+                        yield piece  # the whole range is gone: said all the same
                     return
                 yield piece
                 after = piece.events[-1].global_position
@@ -224,6 +226,8 @@ class LogReader:
         while high is None or high >= low:
             piece = await self.before(store, high, low, page)
             if not piece.events:
+                if piece.truncated_before is not None:
+                    yield piece
                 return
             yield piece
             high = piece.events[-1].global_position - 1
@@ -274,8 +278,14 @@ class LogReader:
             top = offset - 1 if end is None else min(end, offset - 1)
             cold = await self._stream_archived(store, stream_id, lo, top, count=limit)
         else:
-            cold = await self._stream_archived(store, stream_id, lo, min(hi, offset - 1))
-        first = _stream_position(cold[0]) if cold else offset
+            top = min(hi, offset - 1)
+            cold = await self._stream_archived(store, stream_id, lo, top)
+        if not cold and top < offset - 1:
+            # None kept in the window: the stream's first kept event may lie above it, archived.
+            cold_above = await self._stream_archived(store, stream_id, top + 1, offset - 1, count=1)
+            first = _stream_position(cold_above[0]) if cold_above else offset
+        else:
+            first = _stream_position(cold[0]) if cold else offset
         truncated = first if first > lo else None
         if forward:
             want = max(0, limit - len(cold))

@@ -378,6 +378,46 @@ async def test_max_stream_size_deletes_the_oldest_everywhere(
         assert part.truncated_before is not None and part.truncated_before > 0
 
 
+async def test_reads_wholly_before_the_kept_history_say_where_it_starts(
+    redis: aioredis.Redis, archived_log: EventLog, archive: Archive
+) -> None:
+    """A read whose whole range lies before what is kept still says the history it asked for is
+    gone and where the kept part starts: a store query ending before the oldest position (either
+    direction), and a stream read of positions below the stream's first kept event when that
+    event is archived (not the first one Redis holds)."""
+    log = archived_log
+    stores = StoreAdmin(redis, archive)
+    await stores.create("shop", settings={"hotRetention": {"maxEvents": 100}})
+    await fill(log, "shop", 1000)
+    await settle(Lifecycle(redis, log, archive, OPTIONS))
+    size = (await stores.get("shop")).bytes
+    settings = f'{{"hotRetention": {{"maxEvents": 100}}, "maxStreamSizeBytes": {size // 2}}}'
+    await redis.hset(StoreKeys("shop").meta, "settings", settings)
+    await settle(Lifecycle(redis, log, archive, OPTIONS))
+    oldest = (await stores.get("shop")).oldest
+    assert 300 < oldest < 900
+    for direction in ("forward", "backward"):
+        page = await log.query(
+            "shop", flt=None, from_position=1, to_position=oldest - 100, direction=direction
+        )
+        assert (page.events, page.truncated_before) == ([], oldest), direction
+    in_archive = 0
+    for stream in (f"order-{i}" for i in range(STREAMS)):
+        everything = await log.read_stream("shop", stream, limit=1000)
+        if not everything.events:
+            continue
+        first = everything.truncated_before
+        if first is None:
+            continue  # (nothing of it is gone)
+        in_redis = int(await redis.hget(StoreKeys("shop").offsets, stream) or 0)
+        in_archive += first < in_redis
+        below = await log.read_stream("shop", stream, start=0, end=first - 1)
+        assert (below.events, below.truncated_before) == ([], first), stream
+        back = await log.read_stream("shop", stream, direction="backward", start=first - 1)
+        assert (back.events, back.truncated_before) == ([], first), stream
+    assert in_archive  # (the case this is about: the first kept event lies in the archive)
+
+
 async def test_a_size_limit_met_before_archiving_keeps_the_newest_up_to_it(
     redis: aioredis.Redis, archived_log: EventLog, archive: Archive
 ) -> None:

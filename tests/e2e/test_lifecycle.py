@@ -117,6 +117,13 @@ async def test_a_resume_into_trimmed_history_without_an_archive_is_told(
     await earliest.disconnect()
     response = httpx.get(f"{pod.url}/event-stores/{STORE}/events", params={"fromPosition": 1})
     assert response.json()["truncatedBefore"] == 501
+    # A range wholly before what is kept says so too, in either direction.
+    for direction in ("asc", "desc"):
+        response = httpx.get(
+            f"{pod.url}/event-stores/{STORE}/events",
+            params={"fromPosition": 1, "toPosition": 50, "sortDirection": direction},
+        )
+        assert response.json()["events"] == [] and response.json()["truncatedBefore"] == 501
     # The DCB query is a read too: from before what is kept, it says so.
     query = {"query": {"items": [{"types": ["nothing.matches"]}]}}
     response = httpx.post(f"{pod.url}/event-stores/{STORE}/query", json=query)
