@@ -242,6 +242,18 @@ class Query:
                 return True
         return False
 
+    def within(self, other: Query) -> bool:
+        """Whether every event this query matches, ``other`` matches too: each of our items lies
+        inside one of its (that item's types include ours, its tags are among ours)."""
+        return all(
+            any(
+                (not theirs.types or (ours.types and set(ours.types) <= set(theirs.types)))
+                and set(theirs.tags) <= set(ours.tags)
+                for theirs in other.items
+            )
+            for ours in self.items
+        )
+
     @property
     def patterns(self) -> tuple[str, ...]:
         """The event types it can match, as patterns for the fan-out's index."""
@@ -294,6 +306,23 @@ class Content:
         if self.data is not None and not contains(event.get("data"), self.data):
             return False
         return self.metadata is None or contains(event.get("metadata"), self.metadata)
+
+    def implied_by(self, conditions: tuple[Content, ...]) -> bool:
+        """Whether every event meeting all of ``conditions`` meets this one too: each of its
+        parts (data, metadata, query) follows from a part of one of them (containment is
+        transitive: an event holding ``{a: 1, b: 2}`` holds ``{a: 1}``)."""
+        if self.data is not None and not any(
+            c.data is not None and contains(c.data, self.data) for c in conditions
+        ):
+            return False
+        if self.metadata is not None and not any(
+            c.metadata is not None and contains(c.metadata, self.metadata) for c in conditions
+        ):
+            return False
+        query = self.query
+        return query is None or any(
+            c.query is not None and c.query.within(query) for c in conditions
+        )
 
     @property
     def match_wire(self) -> dict[str, Any] | None:

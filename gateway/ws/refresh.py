@@ -26,12 +26,13 @@ if TYPE_CHECKING:
 
 
 def _within(new: Filter | None, old: Filter | None) -> bool:
-    """Whether a narrowing ``new`` allows nothing that ``old`` does not (None: everything)."""
+    """Whether a narrowing ``new`` allows nothing that ``old`` does not (None: everything): the
+    same or a narrower one (fewer patterns or a stream, a stricter ``match`` or ``query``)."""
     if old is None:
         return True
-    if new is None or not old.covers(new):
-        return False
-    return all(limit in new.contents for limit in old.contents)
+    if new is None:
+        return old.covers(EVERYTHING) and not old.contents  # (``*``: the same as none)
+    return old.covers(new) and all(limit.implied_by(new.contents) for limit in old.contents)
 
 
 def _holds(new: Filter | None, subscriptions: Iterable[Filter]) -> bool:
@@ -39,9 +40,12 @@ def _holds(new: Filter | None, subscriptions: Iterable[Filter]) -> bool:
     if new is None:
         return True
     return all(
-        new.covers(flt) and all(limit in flt.contents for limit in new.contents)
+        new.covers(flt) and all(limit.implied_by(flt.contents) for limit in new.contents)
         for flt in subscriptions
     )
+
+
+EVERYTHING = Filter(("*",))
 
 
 def expires_wire(expires_at: float | None) -> str | None:

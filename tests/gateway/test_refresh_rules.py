@@ -98,3 +98,57 @@ async def test_other_store_and_junk_are_refused(auth: Authenticator) -> None:
     with pytest.raises(protocol.ProtocolError) as exc:
         await renewed(auth, "alpha", old, "junk", [])
     assert exc.value.code == "UNAUTHORIZED"
+
+
+async def test_a_stricter_content_limit_renews_and_a_different_one_is_refused(
+    auth: Authenticator,
+) -> None:
+    """Narrower means what it says: a ``match`` holding the old one and more, a ``query`` whose
+    items lie inside the old ones (fewer types, more tags). The subscriptions must still fit."""
+    old_match = Content.parse({"data": {"tenant": "t1"}})
+    old = await current(auth, patterns=["order.*"], content=old_match)
+    stricter = Content.parse({"data": {"tenant": "t1", "region": "eu"}, "metadata": {"v": 1}})
+    token = mint(auth, patterns=["order.*"], content=stricter)
+    assert (await renewed(auth, "alpha", old, token, [])).narrowing is not None
+    # A subscription made under the old limit sees more than the new one allows: refused;
+    # one whose own match is as strict fits.
+    with pytest.raises(protocol.ProtocolError) as exc:
+        await renewed(auth, "alpha", old, token, [Filter.parse("order.*").within(old_match)])
+    assert exc.value.code == "FORBIDDEN"
+    fits = Filter.parse("order.*", None, stricter).within(old_match)
+    assert (await renewed(auth, "alpha", old, token, [fits])).narrowing is not None
+    for other in ({"data": {"tenant": "t2"}}, {"metadata": {"tenant": "t1"}}):
+        with pytest.raises(protocol.ProtocolError) as exc:
+            await renewed(
+                auth,
+                "alpha",
+                old,
+                mint(auth, patterns=["order.*"], content=Content.parse(other)),
+                [],
+            )
+        assert exc.value.code == "FORBIDDEN", other
+
+    query = {"items": [{"types": ["order.placed", "user.created"], "tags": ["t:1"]}]}
+    old = await current(auth, patterns=["*"], content=Content.parse(None, query))
+    narrower = [
+        {"items": [{"types": ["order.placed"], "tags": ["t:1"]}]},
+        {"items": [{"types": ["order.placed", "user.created"], "tags": ["t:1", "r:eu"]}]},
+    ]
+    for q in narrower:
+        token = mint(auth, patterns=["*"], content=Content.parse(None, q))
+        assert (await renewed(auth, "alpha", old, token, [])).narrowing is not None, q
+    wider = [
+        {"items": [{"types": ["order.placed", "order.paid"], "tags": ["t:1"]}]},
+        {"items": [{"types": ["order.placed"]}]},  # its tag dropped
+        {"items": [{"tags": ["t:1"]}]},  # any type
+    ]
+    for q in wider:
+        token = mint(auth, patterns=["*"], content=Content.parse(None, q))
+        with pytest.raises(protocol.ProtocolError) as exc:
+            await renewed(auth, "alpha", old, token, [])
+        assert exc.value.code == "FORBIDDEN", q
+
+
+async def test_no_narrowing_renews_a_token_that_allowed_everything(auth: Authenticator) -> None:
+    old = await current(auth, patterns=["*"])
+    assert (await renewed(auth, "alpha", old, mint(auth), [Filter.parse("*")])).narrowing is None
