@@ -153,7 +153,9 @@ class Authenticator:
                 raise ApiError("FORBIDDEN", exc.message) from None
             raise self._refuse(exc.code.lower(), exc.message) from None
         if grant.key_id != "admin" and not await self.keys.alive([grant.key_id]):
-            raise self._refuse("revoked", "the API key that issued this token was revoked")
+            raise self._refuse(
+                "revoked", "the API key that issued this token was revoked or has expired"
+            )
         narrowing = None
         if grant.patterns is not None or grant.stream_id is not None or grant.content:
             contents = (grant.content,) if grant.content else ()

@@ -187,7 +187,9 @@ class Sessions:
             alive = await self._keys.alive(list({key_id for key_id, _ in keyed}))
             for key_id, session in keyed:
                 if key_id not in alive:
-                    self._close_soon(session, CLOSE_CODE["UNAUTHORIZED"], "API key revoked")
+                    self._close_soon(
+                        session, CLOSE_CODE["UNAUTHORIZED"], "API key revoked or expired"
+                    )
         if refresh:
             await self._limits.refresh(
                 [(key_id, s.conn_id) for key_id, s in keyed if s.conn_id is not None]
