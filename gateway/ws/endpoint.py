@@ -115,13 +115,17 @@ async def events_ws(ws: WebSocket, receive: Receive | None = None) -> None:
             # Never a silent superset: a misspelt ``filter`` would otherwise subscribe nothing
             # without a word. Said as every bad message is (the connection stays open).
             session.reply(protocol.error(problem.code, problem.message))
-        connect_filter = ws.query_params.get("filter")
-        if connect_filter is not None:  # (an empty one is one that cannot be parsed)
-            try:
-                subscribe = protocol.parse_connect_filter(connect_filter)
-            except protocol.ProtocolError as exc:
+        connect_filters = ws.query_params.getlist("filter")
+        if connect_filters:  # (an empty one is one that cannot be parsed)
+            subscribe: protocol.Subscribe | None = None
+            if len(connect_filters) == 1:
+                try:
+                    subscribe = protocol.parse_connect_filter(connect_filters[0])
+                except protocol.ProtocolError as exc:
+                    session.reply(protocol.error(exc.code, exc.message, exc.subscription_id))
+            # (given twice: said above, and neither is taken, as if it could not be parsed)
+            if subscribe is None:
                 # As DeltaBase documents: say so, then deliver what the credentials allow.
-                session.reply(protocol.error(exc.code, exc.message, exc.subscription_id))
                 subscribe = protocol.Subscribe(
                     session.allowed or protocol.parse_filter("*", None), "latest", None
                 )
