@@ -164,8 +164,8 @@ async def append_streams(
     await _admit(request, rt, store)
     body = streams_request(await read_json(request, rt.settings.max_body_bytes))
     _check_count(rt, sum(len(events) for _, events, _ in body.parts))
-    parts = [
-        (stream_id_of(stream_id), events, "any" if expected is None else expected)
+    parts = [  # (stream ids checked with the body: ``StreamPart``, ``fast_streams``)
+        (stream_id, events, "any" if expected is None else expected)
         for stream_id, events, expected in body.parts
     ]
     _check_distinct(parts)

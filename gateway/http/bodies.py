@@ -115,7 +115,7 @@ class AppendBody(BaseModel):
 class StreamPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    streamId: StrictStr = Field(min_length=1, max_length=256)
+    streamId: Annotated[StrictStr, Field(min_length=1, max_length=256), AfterValidator(_stream_id)]
     events: list[EventIn] = Field(min_length=1)
     expectedStreamVersion: Version | None = None
 
@@ -333,8 +333,8 @@ def fast_streams(value: Any) -> StreamsRequest | None:
             return None
         stream_id = part.get("streamId")
         expected = part.get("expectedStreamVersion")
-        if type(stream_id) is not str or not 1 <= len(stream_id) <= 256:
-            return None
+        if type(stream_id) is not str or stream_id_problem(stream_id) is not None:
+            return None  # (the model names each bad field: ``streams.1.streamId``)
         if expected is not None and not _version(expected):
             return None
         events = _fast_events(part.get("events"))
@@ -486,18 +486,32 @@ async def read_optional_json(request: Request, limit: int) -> Any:
     return await read_json(request, limit)
 
 
-def stream_id_of(value: str) -> str:
-    """A stream id a stream endpoint may use: a name, and not the reserved DCB stream."""
+def stream_id_problem(value: str) -> str | None:
+    """Why a stream endpoint may not use ``value`` as a stream id (None: it may): a name, and
+    not the reserved DCB stream."""
     try:
-        checked = check_name(value, "streamId")
+        check_name(value, "streamId")
     except InvalidFilter as exc:
-        raise validation_error("streamId", str(exc)) from None
-    if checked == DCB_STREAM:
-        raise validation_error(
-            "streamId", f"'{DCB_STREAM}' is reserved for DCB events (POST .../events)"
-        )
-    if "\ufffd" in checked:
+        return str(exc)
+    if value == DCB_STREAM:
+        return f"'{DCB_STREAM}' is reserved for DCB events (POST .../events)"
+    if "\ufffd" in value:
         # What bytes that are not UTF-8 become when the server decodes the path: %FF and %FE
         # would both name the stream "\ufffd" and share it.
-        raise validation_error("streamId", "a stream id in a URL path must be UTF-8")
-    return checked
+        return "a stream id in a URL path must be UTF-8"
+    return None
+
+
+def stream_id_of(value: str) -> str:
+    """A stream id of a URL path a stream endpoint may use (else a 400 naming ``streamId``)."""
+    problem = stream_id_problem(value)
+    if problem is not None:
+        raise validation_error("streamId", problem)
+    return value
+
+
+def _stream_id(value: str) -> str:
+    problem = stream_id_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value

@@ -279,3 +279,21 @@ def test_an_after_past_the_head_is_another_historys_and_fails_the_condition(
         "condition": {"failIfEventsMatch": {"items": [{"types": ["X"]}]}, "after": 1},
     }
     assert client.post(f"{url}/events", json=at_head).status_code == 201
+
+
+def test_multi_stream_append_names_each_bad_stream_id_where_it_is(
+    client: TestClient, base: str
+) -> None:
+    """Every bad field of the body is listed, each named by where it is: a reserved or bad
+    stream id in ``streams.1.streamId``, beside a bad event type elsewhere."""
+    url = make_store(client, base)
+    good = {"streamId": "ok", "events": [{"type": "t"}]}
+    for stream_id in ("__dcb__", "bad\u0001id"):
+        body = {"streams": [good, {"streamId": stream_id, "events": [{"type": "t"}]}]}
+        error = assert_error(client.post(f"{url}/streams", json=body), 400, "VALIDATION_ERROR")
+        assert [d["field"] for d in error["details"]] == ["streams.1.streamId"], error
+        body["streams"][0] = {"streamId": "ok", "events": [{"type": ""}]}
+        error = assert_error(client.post(f"{url}/streams", json=body), 400, "VALIDATION_ERROR")
+        fields = {d["field"] for d in error["details"]}
+        assert "streams.1.streamId" in fields and len(fields) == 2, error
+    assert client.get(f"{base}/{STORE}").json()["statistics"]["headPosition"] == 0
