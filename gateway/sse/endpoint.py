@@ -3,10 +3,10 @@ WebSocket: an API key, or a browser token and its narrowing), the store and the 
 then the subscription made, all before the response starts, so that anything wrong is an HTTP
 error in the contract's format (400, 401, 403, 404, 429, 503). Then one ``SseStream``.
 
-Query parameters: ``eventFilter`` (repeatable, or one JSON list; default ``*``), ``streamId``,
-``match`` and ``query`` (JSON), ``position`` (``latest``, ``earliest``, a globalPosition, or
-``{"time": "<ISO 8601>"}``, or the bare time), ``epoch``, and the credentials ``apiKey``,
-``token``/``authToken``.
+Query parameters: ``eventFilter`` (repeatable, or one JSON list; default ``*``, or a narrowed
+token's own), ``streamId``, ``match`` and ``query`` (JSON), ``position`` (``latest``,
+``earliest``, a globalPosition, or ``{"time": "<ISO 8601>"}``, or the bare time), ``epoch``, and
+the credentials ``apiKey``, ``token``/``authToken``.
 A ``Last-Event-ID`` header (what ``EventSource`` sends when it reconnects) overrides
 ``position``: the stream resumes after that globalPosition, on any pod.
 """
@@ -76,12 +76,16 @@ HEADERS = [
 class Subscription:
     """What one SSE request asks for."""
 
-    __slots__ = ("epoch", "filter", "position")
+    __slots__ = ("epoch", "every_type", "filter", "position")
 
-    def __init__(self, flt: Filter, position: StartPosition, epoch: str | None) -> None:
+    def __init__(
+        self, flt: Filter, position: StartPosition, epoch: str | None, every_type: bool = False
+    ) -> None:
         self.filter = flt
         self.position = position
         self.epoch = epoch
+        self.every_type = every_type
+        """No ``eventFilter`` nor ``query`` was given (the default ``*``)."""
 
 
 def _json_param(request: Request, name: str) -> Any:
@@ -107,7 +111,8 @@ def parse_request(request: Request) -> Subscription:
         one = patterns[0]
         patterns = _json_param(request, "eventFilter") if one.startswith("[") else one
     match, query = _json_param(request, "match"), _json_param(request, "query")
-    if patterns is None and query is None:
+    every_type = patterns is None and query is None
+    if every_type:
         patterns = "*"
     try:
         flt = protocol.parse_filter(patterns, params.get("streamId"), match=match, query=query)
@@ -135,13 +140,19 @@ def parse_request(request: Request) -> Subscription:
     epoch = params.get("epoch")
     if epoch is not None and not 0 < len(epoch) <= 128:
         raise validation_error("epoch", "must be the store's epoch (from subscribed)")
-    return Subscription(flt, position, epoch)
+    return Subscription(flt, position, epoch, every_type)
 
 
-def _narrowed(principal: Principal, flt: Filter) -> Filter:
+def _narrowed(principal: Principal, flt: Filter, every_type: bool = False) -> Filter:
+    """``flt`` within what the credentials allow (403 if it asks for more). Without an
+    ``eventFilter`` a narrowed token's patterns (and stream, unless one is asked for) stand for
+    the default ``*``: ``new EventSource(url + '?token=...')`` gets what its token allows, as a
+    WebSocket's unparseable ``?filter`` does."""
     allowed = principal.narrowing
     if allowed is None:
         return flt
+    if every_type:
+        flt = Filter(allowed.patterns, flt.stream_id or allowed.stream_id, flt.contents)
     if not allowed.covers(flt):
         raise ApiError("FORBIDDEN", "this token does not allow that filter or stream")
     for limit in allowed.contents:  # the token's content limits hold too
@@ -206,7 +217,7 @@ async def events_sse(request: Request) -> Response:
             )
         wanted = parse_request(request)
         principal = await admit(rt, request, store)
-        flt = _narrowed(principal, wanted.filter)
+        flt = _narrowed(principal, wanted.filter, wanted.every_type)
         conn_id = await rt.limits.open_connection(principal.key_id)
     except ApiError as exc:
         if exc.code == "FORBIDDEN":
