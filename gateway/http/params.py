@@ -17,8 +17,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from fastapi._compat import ModelField
 from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import field_annotation_is_sequence
+from fastapi.dependencies.utils import field_annotation_is_sequence, request_params_to_args
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
@@ -27,7 +28,7 @@ from starlette.datastructures import QueryParams
 from broker import parse_instant
 
 from ..auth import API_KEY_PARAM
-from ..errors import ApiError, validation_error
+from ..errors import ApiError, invalid_request, validation_details, validation_error
 
 
 class Declared(frozenset[str]):
@@ -35,10 +36,16 @@ class Declared(frozenset[str]):
     more than once (``repeatable``: those whose values are a list, such as ``type``)."""
 
     repeatable: frozenset[str]
+    fields: tuple[ModelField, ...]
+    """Every declared query parameter, to check the values of a query that also has a problem
+    of its own (``refuse_undeclared``: every bad field is listed, not just the unknown ones)."""
 
-    def __new__(cls, names: set[str], repeatable: set[str]) -> Declared:
+    def __new__(
+        cls, names: set[str], repeatable: set[str], fields: tuple[ModelField, ...] = ()
+    ) -> Declared:
         declared = super().__new__(cls, names)
         declared.repeatable = frozenset(repeatable)
+        declared.fields = fields
         return declared
 
 
@@ -46,14 +53,15 @@ _declared: dict[int, Declared] = {}
 """Per route (by identity: routes live as long as the app), the query parameters it declares."""
 
 
-def _query_names(dependant: Dependant, repeatable: set[str]) -> set[str]:
+def _query_names(dependant: Dependant, repeatable: set[str], fields: list[ModelField]) -> set[str]:
     names = set()
     for param in dependant.query_params:
         names.add(param.alias)
+        fields.append(param)
         if field_annotation_is_sequence(param.field_info.annotation):
             repeatable.add(param.alias)
     for sub in dependant.dependencies:
-        names |= _query_names(sub, repeatable)
+        names |= _query_names(sub, repeatable, fields)
     return names
 
 
@@ -61,8 +69,10 @@ def declared_by(dependant: Dependant) -> Declared:
     """The query parameters a route with this ``dependant`` accepts: those it (and its
     dependencies) declare, and the API key."""
     repeatable: set[str] = set()
-    names = _query_names(dependant, repeatable) | {API_KEY_PARAM}
-    return Declared(names, repeatable)
+    fields: list[ModelField] = []
+    names = _query_names(dependant, repeatable, fields) | {API_KEY_PARAM}
+    unique = {field.alias: field for field in fields}  # (a dependency shared by two paths)
+    return Declared(names, repeatable, tuple(unique.values()))
 
 
 def declared(route: APIRoute) -> Declared:
@@ -77,8 +87,16 @@ def refuse_undeclared(request: Request, allowed: Declared) -> None:
     """400 ``VALIDATION_ERROR`` naming each query parameter of ``request`` not in ``allowed``,
     and each one given more than once that takes one value (``query_problem``)."""
     problem = query_problem(request.query_params, allowed, allowed.repeatable)
-    if problem is not None:
+    if problem is None:
+        return
+    # The declared parameters' own values are checked too, so that every bad field is listed
+    # at once (the route's validation, which would say the rest, does not run after this).
+    _, errors = request_params_to_args(allowed.fields, request.query_params)
+    if not errors:
         raise problem
+    named = {d["field"] for d in problem.details or ()}
+    rest = [d for d in validation_details(errors) if d["field"] not in named]
+    raise invalid_request([*(problem.details or ()), *rest])
 
 
 def query_problem(
