@@ -337,7 +337,7 @@ def _check_headers(value: object, where: str, bad: Any) -> tuple[tuple[str, str]
         elif len(text) > MAX_HEADER_VALUE or any(not (c == "\t" or " " <= c <= "~") for c in text):
             bad(
                 f"{where}.{name}",
-                f"must be printable ASCII (no CR, LF, NUL or other control characters) "
+                f"must be printable ASCII or tab (no CR, LF, NUL or other control characters) "
                 f"and at most {MAX_HEADER_VALUE} long",
             )
         else:
