@@ -149,7 +149,9 @@ class WebhookStore:
     ) -> WebhookSubscription:
         """Pause (``paused``) or set another status (``resume`` resumes)."""
         sub = await self.get(store, sub_id)
-        fields = ["status", status, "statusReason", reason or "", "statusChangedAt", now_iso()]
+        at = now_iso()
+        fields = ["status", status, "statusReason", reason or "", "statusChangedAt", at]
+        fields += ["updatedAt", at]
         if status == "active":
             fields += ["failingSince", ""]
         k = _keys(store)

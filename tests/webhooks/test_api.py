@@ -4,6 +4,7 @@ routes, and the refusals."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -173,15 +174,20 @@ def test_get_delete_and_not_found(api: TestClient, store: str) -> None:
 def test_pause_resume_and_dead_letter_routes(api: TestClient, store: str) -> None:
     sub_id = api.post(f"/event-stores/{store}/subscribe", json=sdk_form()).json()["subscriptionId"]
     path = f"/event-stores/{store}/subscriptions/{sub_id}"
+    created = api.get(path).json()["updatedAt"]
+    time.sleep(0.002)  # (the stamps have milliseconds)
     paused = api.post(f"{path}/pause", json={"reason": "deploying the projection"}).json()
     assert paused["status"] == "paused" and paused["statusReason"] == "deploying the projection"
+    assert paused["updatedAt"] > created  # a change of status is an update
     assert api.post(f"{path}/pause").json()["statusReason"] == "paused through the API"
     error(api.post(f"{path}/pause", json={"why": "x"}), 400, "VALIDATION_ERROR")
     for bad in ("yesterday", -1, True, {"time": "not a time"}):  # answered as a create would
         refused = error(api.post(f"{path}/resume", json={"position": bad}), 400, "VALIDATION_ERROR")
         assert [d["field"] for d in refused["details"]] == ["position"], bad
+    time.sleep(0.002)
     resumed = api.post(f"{path}/resume").json()
     assert resumed["status"] == "active" and resumed["statusReason"] is None
+    assert resumed["updatedAt"] > paused["updatedAt"]
     assert api.get(f"{path}/dead-letters").json() == {"deadLetters": [], "totalCount": 0}
     assert api.post(f"{path}/dead-letters/redrive").json() == {"success": True, "redriven": 0}
     error(api.post(f"{path}/dead-letters/nope/redrive"), 404, "NOT_FOUND")
