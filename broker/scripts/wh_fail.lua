@@ -19,7 +19,7 @@ local limit = tonumber(ARGV[7])
 if limit > 0 and tonumber(ARGV[6]) - tonumber(since) >= limit
     and redis.call('HGET', KEYS[1], 'status') == 'active' then
   redis.call('HSET', KEYS[1], 'status', 'auto-paused', 'statusReason', ARGV[8],
-    'statusChangedAt', ARGV[5], 'updatedAt', ARGV[5])
+    'statusChangedAt', ARGV[5])
   redis.call('HINCRBY', KEYS[1], 'rev', 1)
   return 'paused'
 end

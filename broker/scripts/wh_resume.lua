@@ -29,8 +29,7 @@ elseif wanted ~= 'keep' then
   position = tonumber(wanted)
   if position > head then return {'ahead', head} end
 end
-redis.call('HSET', KEYS[2], 'status', 'active', 'statusChangedAt', ARGV[1], 'updatedAt', ARGV[1],
-  'epoch', meta[2])
+redis.call('HSET', KEYS[2], 'status', 'active', 'statusChangedAt', ARGV[1], 'epoch', meta[2])
 redis.call('HDEL', KEYS[2], 'statusReason', 'statusDetails', 'failingSince')
 if wanted ~= 'keep' then
   redis.call('HSET', KEYS[2], 'position', position)

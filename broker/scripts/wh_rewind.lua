@@ -41,6 +41,6 @@ else
     ' (the store lost writes?); resume to pick a position'
 end
 redis.call('HSET', KEYS[1], 'status', 'auto-paused', 'statusReason', text,
-  'statusDetails', details, 'statusChangedAt', ARGV[2], 'updatedAt', ARGV[2])
+  'statusDetails', details, 'statusChangedAt', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'rev', 1)
 return {'paused', reason, details}

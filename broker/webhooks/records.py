@@ -86,7 +86,8 @@ class WebhookSubscription:
             config=WebhookConfig.from_wire(codec.loads(record["config"])),
             status=record.get("status", "active"),  # type: ignore[arg-type]
             created_at=record.get("createdAt", ""),
-            updated_at=record.get("updatedAt", ""),
+            # A change of status is an update too (stamps are ``now_iso``'s: text order is time's).
+            updated_at=max(record.get("updatedAt", ""), record.get("statusChangedAt", "")),
             position=int(record.get("position") or 0),
             rev=int(record.get("rev") or 0),
             secret=record.get("secret", ""),

@@ -149,9 +149,7 @@ class WebhookStore:
     ) -> WebhookSubscription:
         """Pause (``paused``) or set another status (``resume`` resumes)."""
         sub = await self.get(store, sub_id)
-        at = now_iso()
-        fields = ["status", status, "statusReason", reason or "", "statusChangedAt", at]
-        fields += ["updatedAt", at]
+        fields = ["status", status, "statusReason", reason or "", "statusChangedAt", now_iso()]
         if status == "active":
             fields += ["failingSince", ""]
         k = _keys(store)

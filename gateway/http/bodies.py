@@ -112,6 +112,37 @@ class AppendBody(BaseModel):
     expectedStreamVersion: Version | None = None
 
 
+def stream_id_problem(value: str) -> str | None:
+    """Why a stream endpoint may not use ``value`` as a stream id (None: it may): a name, and
+    not the reserved DCB stream."""
+    try:
+        check_name(value, "streamId")
+    except InvalidFilter as exc:
+        return str(exc)
+    if value == DCB_STREAM:
+        return f"'{DCB_STREAM}' is reserved for DCB events (POST .../events)"
+    if "\ufffd" in value:
+        # What bytes that are not UTF-8 become when the server decodes the path: %FF and %FE
+        # would both name the stream "\ufffd" and share it.
+        return "a stream id in a URL path must be UTF-8"
+    return None
+
+
+def stream_id_of(value: str) -> str:
+    """A stream id of a URL path a stream endpoint may use (else a 400 naming ``streamId``)."""
+    problem = stream_id_problem(value)
+    if problem is not None:
+        raise validation_error("streamId", problem)
+    return value
+
+
+def _stream_id(value: str) -> str:
+    problem = stream_id_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 class StreamPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -484,34 +515,3 @@ async def read_optional_json(request: Request, limit: int) -> Any:
     ):
         return {}
     return await read_json(request, limit)
-
-
-def stream_id_problem(value: str) -> str | None:
-    """Why a stream endpoint may not use ``value`` as a stream id (None: it may): a name, and
-    not the reserved DCB stream."""
-    try:
-        check_name(value, "streamId")
-    except InvalidFilter as exc:
-        return str(exc)
-    if value == DCB_STREAM:
-        return f"'{DCB_STREAM}' is reserved for DCB events (POST .../events)"
-    if "\ufffd" in value:
-        # What bytes that are not UTF-8 become when the server decodes the path: %FF and %FE
-        # would both name the stream "\ufffd" and share it.
-        return "a stream id in a URL path must be UTF-8"
-    return None
-
-
-def stream_id_of(value: str) -> str:
-    """A stream id of a URL path a stream endpoint may use (else a 400 naming ``streamId``)."""
-    problem = stream_id_problem(value)
-    if problem is not None:
-        raise validation_error("streamId", problem)
-    return value
-
-
-def _stream_id(value: str) -> str:
-    problem = stream_id_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value

@@ -14,10 +14,9 @@ credential (section 3) is accepted everywhere.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Query, Request
-from fastapi._compat import ModelField
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import field_annotation_is_sequence, request_params_to_args
 from fastapi.routing import APIRoute
@@ -29,6 +28,9 @@ from broker import parse_instant
 
 from ..auth import API_KEY_PARAM
 from ..errors import ApiError, invalid_request, validation_details, validation_error
+
+if TYPE_CHECKING:
+    from fastapi._compat import ModelField  # (the type of a Dependant's query_params)
 
 
 class Declared(frozenset[str]):
