@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 from redis._parsers.base import BaseParser
+from redis.asyncio.connection import parse_url
 from redis.connection import HiredisRespSerializer
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.utils import HIREDIS_AVAILABLE
@@ -115,11 +116,18 @@ def _client(config: RedisConfig) -> aioredis.Redis:
             socket_timeout=config.timeout,
             socket_connect_timeout=config.timeout,
         )
+    # Our packing connection only for plain TCP: a rediss:// or unix:// URL keeps the class it
+    # names (redis-py 8.2's from_url lets a connection_class argument override the URL's, which
+    # turned TLS off without a word).
+    plain = "connection_class" not in parse_url(config.url)
+    packing: dict[str, Any] = (
+        {"connection_class": _HiredisPackedConnection} if plain and HIREDIS_AVAILABLE else {}
+    )
     # A blocking pool: a burst (a reconnect storm) waits up to the timeout for a connection
     # instead of failing at once when the pool is exhausted.
     pool = _Pool.from_url(
         config.url,
-        connection_class=_HiredisPackedConnection if HIREDIS_AVAILABLE else aioredis.Connection,
+        **packing,
         decode_responses=True,
         socket_timeout=config.timeout,
         socket_connect_timeout=config.timeout,

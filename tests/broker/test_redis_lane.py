@@ -35,6 +35,19 @@ def test_only_a_plain_server_has_a_lane() -> None:
         assert bulk_lane(connect(RedisConfig(url=url))) is None
 
 
+def test_a_url_keeps_the_connection_it_names() -> None:
+    """TLS and Unix sockets stay what the URL says; only plain TCP gets the packing connection
+    (redis-py 8.2 let a connection class passed beside the URL replace the URL's: rediss://
+    connected without TLS)."""
+    classes = {
+        url: connect(RedisConfig(url=url)).connection_pool.connection_class
+        for url in ("rediss://127.0.0.1:6390/0", "unix:///tmp/redis.sock", "redis://127.0.0.1:6390")
+    }
+    assert issubclass(classes["rediss://127.0.0.1:6390/0"], aioredis.SSLConnection)
+    assert issubclass(classes["unix:///tmp/redis.sock"], aioredis.UnixDomainSocketConnection)
+    assert classes["redis://127.0.0.1:6390"].__name__ == "_HiredisPackedConnection"
+
+
 async def test_the_bulk_lane_is_a_connection_of_its_own_whose_replies_stay_bytes(
     redis_url: str,
 ) -> None:
