@@ -1,11 +1,12 @@
 -- Move an event whose attempts ran out to the subscription's dead-letter list, fenced by the
--- lease. The list is bounded: past the limit the oldest dead letters are dropped.
+-- lease and the store's history (lib/fence.lua). The list is bounded: past the limit the oldest dead letters are dropped.
 --
--- KEYS: 1 record, 2 lease, 3 attempts hash, 4 dead-letter zset, 5 redrive zset, 6 letters hash
+-- KEYS: 1 record, 2 lease, 3 attempts hash, 4 dead-letter zset, 5 redrive zset, 6 letters hash,
+--       7 store meta
 -- ARGV: 1 lease token, 2 eventId, 3 globalPosition, 4 the dead-letter record JSON, 5 limit
--- Returns {'ok', dropped} | {'lost', 0} | {'gone', 0}
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {'lost', 0} end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone', 0} end
+-- Returns {'ok', dropped} | {'lost', 0} | {'gone', 0} | {'recreated', 0}
+local refused = unfenced(KEYS[1], KEYS[2], ARGV[1], KEYS[7])
+if refused then return {refused, 0} end
 redis.call('HDEL', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[2])
 redis.call('HSET', KEYS[6], ARGV[2], ARGV[4])

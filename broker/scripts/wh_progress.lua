@@ -1,7 +1,9 @@
--- Record what a dispatcher finished for one subscription, fenced by its lease: a replica that
--- lost the lease can never move another's progress.
+-- Record what a dispatcher finished for one subscription, fenced by its lease and its store's
+-- history (lib/fence.lua): a replica that lost the lease can never move another's progress, nor
+-- a delivery of a store's old history the progress of the store created again.
 --
--- KEYS: 1 record, 2 lease, 3 attempts hash, 4 done zset, 5 redrive zset, 6 letters hash
+-- KEYS: 1 record, 2 lease, 3 attempts hash, 4 done zset, 5 redrive zset, 6 letters hash, 7 store
+--       meta
 -- ARGV: 1 lease token, 2 position (lastProcessedEventGlobalPosition: every matching event at or
 --       below it is finished), 3 '1' when a delivery succeeded (ends the failure streak),
 --       4 now (ISO 8601), then a count and that many globalPositions finished above position,
@@ -10,8 +12,9 @@
 --       the start time was reached: an event created at or after it was read (startTime is
 --       dropped; position is at least the one before it)
 -- Returns 'ok' | 'lost' (another replica holds the lease) | 'gone' (the subscription was deleted)
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+-- | 'recreated' (the store was created again)
+local refused = unfenced(KEYS[1], KEYS[2], ARGV[1], KEYS[7])
+if refused then return refused end
 local position = tonumber(ARGV[2])
 if position > tonumber(redis.call('HGET', KEYS[1], 'position') or '0') then
   redis.call('HSET', KEYS[1], 'position', ARGV[2])

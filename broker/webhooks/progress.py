@@ -1,7 +1,9 @@
 """Webhook subscriptions as the dispatcher sees them: which exist, what changed, where each one
 resumes, and the writes that record delivery outcomes (progress, failed attempts, dead letters).
-Every write is fenced by the subscription's lease (``scripts/wh_progress``, ``wh_fail``,
-``wh_dead``): a replica that lost the lease gets ``lost`` and can never move the progress.
+Every write is fenced by the subscription's lease and its store's history (``scripts/wh_progress``,
+``wh_fail``, ``wh_dead``, ``lib/fence.lua``): a replica that lost the lease gets ``lost`` and can
+never move the progress, nor can a delivery of a store's old history once the store was created
+again (``recreated``).
 
 Progress saves of all the replica's subscriptions share round trips: a save goes at once when
 none is on its way; those asked for meanwhile go together in the next pipeline (``_flush``). A
@@ -32,9 +34,9 @@ class ProgressStore:
 
     def __init__(self, redis: Any) -> None:
         self._redis = redis
-        self._progress = load_script(redis, "wh_progress")
-        self._fail = load_script(redis, "wh_fail")
-        self._dead = load_script(redis, "wh_dead")
+        self._progress = load_script(redis, "wh_progress", "fence")
+        self._fail = load_script(redis, "wh_fail", "fence")
+        self._dead = load_script(redis, "wh_dead", "fence")
         self._rewind = load_script(redis, "wh_rewind")
         self._saves: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         """Progress saves waiting for the next round trip (at most one per worker)."""
@@ -147,9 +149,10 @@ class ProgressStore:
         redriven: Sequence[str] = (),
         started: bool = False,
     ) -> str:
-        """Save progress, fenced by the lease: ``ok``, ``lost`` or ``gone``. ``started``: an
-        event created at or after the record's ``startTime`` was read (the record drops it;
-        ``position`` is at least the one before that event)."""
+        """Save progress, fenced by the lease and the store's history: ``ok``, ``lost``,
+        ``gone`` or ``recreated`` (the store was created again since the record's epoch).
+        ``started``: an event created at or after the record's ``startTime`` was read (the
+        record drops it; ``position`` is at least the one before that event)."""
         args: list[Any] = [token, position, "1" if succeeded else "0", now_iso()]
         for values in (done, finished, redriven):
             args.append(len(values))
@@ -167,6 +170,7 @@ class ProgressStore:
                 k.done(sub_id),
                 k.redrive(sub_id),
                 k.letters(sub_id),
+                k.meta,
             ]
         if not self._busy:  # none on its way: this one goes at once, by itself
             self._busy = True
@@ -232,14 +236,14 @@ class ProgressStore:
         auto_pause_ms: int,
     ) -> str:
         """Record a failed attempt (``position`` None: a redrive, whose count is not kept):
-        ``ok``, ``paused`` (auto-paused now), ``lost`` or ``gone``."""
+        ``ok``, ``paused`` (auto-paused now), ``lost``, ``gone`` or ``recreated``."""
         k = WebhookKeys(store)
         now_ms = int(time.time() * 1000)
         reason = f"endpoint failing for {auto_pause_ms / 1000:g} s; last error: {error}"
         return str(
             await call(
                 self._fail(
-                    keys=[k.record(sub_id), k.lease(sub_id), k.attempts(sub_id)],
+                    keys=[k.record(sub_id), k.lease(sub_id), k.attempts(sub_id), k.meta],
                     args=[
                         token,
                         event_id,
@@ -268,7 +272,8 @@ class ProgressStore:
         error: str,
         limit: int,
     ) -> tuple[str, int]:
-        """Move an event to the dead-letter list: (``ok``/``lost``/``gone``, dropped)."""
+        """Move an event to the dead-letter list: (``ok``/``lost``/``gone``/``recreated``,
+        dropped)."""
         k = WebhookKeys(store)
         record = codec.json_object(
             {
@@ -290,6 +295,7 @@ class ProgressStore:
                     k.dead(sub_id),
                     k.redrive(sub_id),
                     k.letters(sub_id),
+                    k.meta,
                 ],
                 args=[token, event_id, position, record, limit],
             )

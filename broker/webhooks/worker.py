@@ -581,6 +581,10 @@ class Worker:
     def _check(self, status: str) -> None:
         if status in ("lost", "gone"):
             raise Stopped(status)
+        if status == "recreated":
+            # The store was created again: what this worker delivered is of the old history
+            # and its write moved nothing. Let go; the next worker's first check auto-pauses.
+            raise Stopped("restart")
 
     def _deadline(self) -> float | None:
         """When the loop has something to do next: None for now, else the earliest of its

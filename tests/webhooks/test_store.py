@@ -128,6 +128,53 @@ async def test_a_recreated_store_keeps_the_old_subscriptions_with_their_epoch(
     assert made.subscription.epoch == (await admin.get(STORE)).uid != first_epoch
 
 
+async def test_outcomes_of_a_recreated_stores_old_history_move_nothing(
+    redis: aioredis.Redis,
+) -> None:
+    """A delivery of the old history that finishes after the store was created again (in flight
+    across the auto-pause) writes nothing: not the progress the auto-pause reported, nor a failed
+    attempt, nor a dead letter. Once resumed (the new epoch) the same replica's writes land."""
+    store, progress = WebhookStore(redis), ProgressStore(redis)
+    sub = (await store.create(STORE, CONFIG)).subscription
+    k = WebhookKeys(STORE)
+    await redis.set(k.lease(sub.id), "a", px=5000)
+    await EventLog(redis).append(STORE, "order-1", [NewEvent("order.placed", {})] * 3)
+    assert await progress.progress(STORE, sub.id, "a", position=2, succeeded=True) == "ok"
+    admin = StoreAdmin(redis)
+    await admin.delete(STORE)
+    assert await progress.progress(STORE, sub.id, "a", position=3, succeeded=True) == "ok", (
+        "a deleted store has no history to fence by"
+    )
+    await admin.create(STORE)
+    record_before = await redis.hgetall(k.record(sub.id))
+    assert await progress.progress(STORE, sub.id, "a", position=4, succeeded=True) == "recreated"
+    failed = await progress.failed(
+        STORE, sub.id, "a", event_id="e4", position=4, attempts=1, error="x", auto_pause_ms=1
+    )
+    assert failed == "recreated"
+    dead = await progress.dead_letter(
+        STORE,
+        sub.id,
+        "a",
+        event_id="e4",
+        position=4,
+        stream_id="order-1",
+        event_json=codec.dumps_str({"globalPosition": 4, "eventId": "e4"}),
+        attempts=3,
+        error="HTTP 500",
+        limit=3,
+    )
+    assert dead == ("recreated", 0)
+    assert await redis.hgetall(k.record(sub.id)) == record_before
+    assert await redis.exists(k.attempts(sub.id), k.dead(sub.id), k.letters(sub.id)) == 0
+    resumed = await store.resume(STORE, sub.id, "earliest")
+    assert resumed.position == 0 and resumed.epoch == (await admin.get(STORE)).uid
+    await redis.set(k.lease(sub.id), "a", px=5000)  # (a resume ends the lease)
+    await EventLog(redis).append(STORE, "order-1", [NewEvent("order.placed", {})])
+    assert await progress.progress(STORE, sub.id, "a", position=1, succeeded=True) == "ok"
+    assert (await store.get(STORE, sub.id)).position == 1
+
+
 async def test_upsert_converges_and_refuses_a_duplicate_of_another_id(
     redis: aioredis.Redis,
 ) -> None:
@@ -189,7 +236,7 @@ async def test_saves_sent_together_survive_redis_losing_the_script(redis: aiored
     for s in subs:
         k = WebhookKeys(STORE)
         keys = [k.record(s.id), k.lease(s.id), k.attempts(s.id), k.done(s.id)]
-        keys += [k.redrive(s.id), k.letters(s.id)]
+        keys += [k.redrive(s.id), k.letters(s.id), k.meta]
         batch.append((keys, ["a", 4, "1", "2026-12-01T00:00:00.000Z", 0, 0, 0], None))
     assert await progress._send(batch) == ["ok"] * 3
     assert [(await store.get(STORE, s.id)).position for s in subs] == [4] * 3
