@@ -77,6 +77,20 @@ def test_append_201(client: TestClient, store: str, base: str, suffix: str) -> N
         assert created.utcoffset() == timedelta(0)
 
 
+def test_metadata_null_is_metadata_absent(client: TestClient, store: str, base: str) -> None:
+    """As docs/api.md says: ``null`` is taken as no metadata (what a writer that spells unset
+    fields as ``null`` means); any other value that is not an object is refused."""
+    made = append(client, store, "s-null", {"type": "a", "data": {}, "metadata": None})
+    assert made.status_code == 201, made.text
+    (event,) = client.get(f"{base}/{store}/streams/s-null").json()["events"]
+    assert "metadata" not in event and made.json()["events"] == [event]
+    for bad in ("x", 1, [], True):
+        refused = append(client, store, "s-null", {"type": "a", "data": {}, "metadata": bad})
+        body = assert_error(refused, 400, "VALIDATION_ERROR")
+        assert "events.0.metadata" in str(body["details"]), body
+    assert len(client.get(f"{base}/{store}/streams/s-null").json()["events"]) == 1
+
+
 @pytest.mark.parametrize("where", ["top", "options"])
 @pytest.mark.parametrize(
     ("existing", "expected", "ok"),
