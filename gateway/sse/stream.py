@@ -207,8 +207,9 @@ class SseStream:
             if self._writer is asyncio.current_task():
                 self._writer = None
 
-    def abort(self) -> None:
-        """Stop sending at once (the client stopped reading): cancel the writer."""
+    def abort(self, linger: float = 0.0) -> None:
+        """Stop sending at once (the client stopped reading): cancel the writer. (``linger``
+        is a WebSocket's: a response has no close frame to wait for the client.)"""
         if self.state == "open":
             self.close_code, self.close_reason = 4008, "slow consumer"
             self.state = "closing"

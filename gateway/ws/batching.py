@@ -347,15 +347,23 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.write_texts(texts):
             raise ClientDisconnected()
 
-    def abort_connection(self, code: int, reason: str) -> None:
-        """Cut a connection whose client stopped reading: queue the close frame (the kernel may
-        still take it) and drop the transport with whatever it buffered, so the memory goes now
-        rather than whenever the client reads again."""
+    def abort_connection(self, code: int, reason: str, linger: float = 0.0) -> None:
+        """Cut a connection whose client stopped reading: queue the close frame after what the
+        transport holds and stop sending anything else. Without ``linger`` the transport is
+        dropped with whatever it buffered, so the memory goes now (the budget's cut). With it,
+        the transport is closed instead and dropped only ``linger`` seconds later: a client that
+        reads again meanwhile gets what was buffered, then the close frame, and learns why
+        (4008) rather than seeing the connection reset. What it holds meanwhile is bounded: the
+        outbox writes to it only while it is under its high-water mark."""
         conn = self.conn
         if not self.close_sent and conn.state is State.OPEN and not self.transport.is_closing():
             conn.send_close(code, reason)
             self.close_sent = True
             self.transport.write(b"".join(conn.data_to_send()))
+        if linger > 0:
+            self.transport.close()  # (flushes its buffer first, as far as the client reads)
+            self.loop.call_later(linger, self.transport.abort)  # (nothing, once it closed)
+            return
         self.transport.abort()
 
 

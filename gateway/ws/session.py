@@ -180,9 +180,11 @@ class Session:
             self._write(), name=f"ws writer {self.number}"
         )
 
-    def abort(self) -> None:
+    def abort(self, linger: float = 0.0) -> None:
         """Stop sending at once (the client stopped reading): cancel the writer, drop what was
-        queued and the connection itself (its transport's buffer is freed now)."""
+        queued and the connection itself; its transport's buffer is freed now, or after
+        ``linger`` seconds if the client does not read it and the close frame before
+        (``batching.abort_connection``)."""
         if self.state == "open":
             self.close_code, self.close_reason = CLOSE_CODE["SLOW_CONSUMER"], "slow consumer"
             self.state = "closing"
@@ -190,7 +192,7 @@ class Session:
         if self._writer is not None:
             self._writer.cancel()
         if self._ext is not None:
-            self._ext.abort_connection(self.close_code, self.close_reason)
+            self._ext.abort_connection(self.close_code, self.close_reason, linger)
         self.outbox.drop()
 
     async def _write(self) -> None:

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("deltagate.ws")
 
+STALL_LINGER = 30.0
+"""At most this long, a WebSocket cut for a stall keeps its close frame (and what its transport
+held, bounded by its high-water mark) for the client, should it read again."""
+
 
 class Connection(Protocol):
     """What the watchdog and the drain need of a live connection (``Session``, ``SseStream``)."""
@@ -42,8 +46,9 @@ class Connection(Protocol):
         """What is queued to the client (charged to the pod's budget)."""
         ...
 
-    def abort(self) -> None:
-        """Stop sending at once: the client stopped reading."""
+    def abort(self, linger: float = 0.0) -> None:
+        """Stop sending at once: the client stopped reading (its transport's buffer goes now,
+        or after ``linger`` seconds unless the client reads it first)."""
         ...
 
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
@@ -165,7 +170,10 @@ class Sessions:
                     "closing a connection that stopped reading",
                     extra={"store": session.store, "stalled_s": round(now - since)},
                 )
-                session.abort()
+                # Its close frame waits behind what the transport holds for STALL_LINGER: a
+                # client that reads again meanwhile learns it was cut as slow (4008), rather
+                # than reset (1006). (The budget's cut frees the memory at once instead.)
+                session.abort(linger=STALL_LINGER)
                 self._close_soon(session, CLOSE_CODE["SLOW_CONSUMER"], "slow consumer")
                 continue
             principal = session.principal

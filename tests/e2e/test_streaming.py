@@ -573,6 +573,12 @@ async def test_client_that_never_reads_is_cut_off_and_released(redis_url, pods):
     while gauge("deltagate_ws_subscriptions") != 0:
         assert time.monotonic() < deadline, "the stuck client's subscription was never released"
         await asyncio.sleep(0.2)
+    # Reading again, it gets what the pod had sent, then the reason it was cut: 4008, not a
+    # reset connection (1006).
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(stuck.recv(), 10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008, closed.value
     # The pod serves others normally.
     other = Client(pod.ws_url, STORE)
     await other.connect()
