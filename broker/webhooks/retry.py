@@ -43,6 +43,11 @@ class RetryPolicy:
     jitter_percent: float | None = None
     """Each delay is drawn within this many percent around its value. None: "full jitter",
     uniform between 0 and the value (retries of endpoints that failed together spread out)."""
+    names: tuple[str, ...] = ()
+    """The names the attempts, the first delay and the multiplier were written with (``maxRetries``,
+    ``backoffMinutes``, ``initialDelayMs``, ``backoffMultiplier``...), so the policy is shown
+    as written (``wire``). None of them: deltagate's (``maxAttempts``, ``backoffSeconds``,
+    ``multiplier``)."""
 
     @property
     def uses_schedule(self) -> bool:
@@ -120,36 +125,60 @@ class RetryPolicy:
             multipliers[0] if multipliers else None,
             None if max_delay is None else max_delay / 1000,
             None if jitter is None else float(jitter),
+            tuple(name for name in _ALIASES if raw.get(name) is not None),
         )
 
     def wire(self) -> dict[str, Any]:
-        """As stored and shown: deltagate's names for the attempts and the first delay
-        (``maxAttempts``, ``backoffSeconds``), DeltaBase's for the rest."""
+        """As stored and shown: each value under the name(s) it was written with (an app reads
+        back the ``backoffMinutes`` it wrote), deltagate's names for values given otherwise."""
         out: dict[str, Any] = {}
+        names = self.names
         if self.max_attempts is not None:
-            out["maxAttempts"] = self.max_attempts
+            if "maxAttempts" in names or "maxRetries" not in names:
+                out["maxAttempts"] = self.max_attempts
+            if "maxRetries" in names:
+                out["maxRetries"] = self.max_attempts - 1
         if self.backoff_seconds is not None:
-            out["backoffSeconds"] = self.backoff_seconds
+            if "backoffMinutes" in names:
+                out["backoffMinutes"] = _whole(self.backoff_seconds / 60)
+            elif "initialDelayMs" in names:
+                out["initialDelayMs"] = _whole(round(self.backoff_seconds * 1000, 6))
+            else:
+                out["backoffSeconds"] = _whole(self.backoff_seconds)
         if self.strategy is not None:
             out["strategy"] = self.strategy
         if self.multiplier is not None:
-            out["multiplier"] = self.multiplier
+            if "multiplier" in names or "backoffMultiplier" not in names:
+                out["multiplier"] = _whole(self.multiplier)
+            if "backoffMultiplier" in names:
+                out["backoffMultiplier"] = _whole(self.multiplier)
         if self.max_delay_seconds is not None:
             out["maxDelayMs"] = _whole(self.max_delay_seconds * 1000)
         if self.jitter_percent is not None:
-            out["jitterPercent"] = self.jitter_percent
+            out["jitterPercent"] = _whole(self.jitter_percent)
         return out
 
     @classmethod
     def from_wire(cls, value: dict[str, Any]) -> RetryPolicy:
+        """A policy as ``wire`` stored it (validated when it was parsed), any of its names."""
+        attempts = value.get("maxAttempts")
+        if attempts is None and value.get("maxRetries") is not None:
+            attempts = value["maxRetries"] + 1
+        first = value.get("backoffSeconds")
+        if first is None and value.get("backoffMinutes") is not None:
+            first = value["backoffMinutes"] * 60
+        if first is None and value.get("initialDelayMs") is not None:
+            first = value["initialDelayMs"] / 1000
+        multiplier = value.get("multiplier", value.get("backoffMultiplier"))
         max_delay = value.get("maxDelayMs")
         return cls(
-            value.get("maxAttempts"),
-            value.get("backoffSeconds"),
+            attempts,
+            first,
             value.get("strategy"),
-            value.get("multiplier"),
+            multiplier,
             None if max_delay is None else max_delay / 1000,
             value.get("jitterPercent"),
+            tuple(name for name in _ALIASES if value.get(name) is not None),
         )
 
 
@@ -197,6 +226,18 @@ def parse_schedule(text: str) -> tuple[float, ...]:
     ):
         raise ValueError("1 to 99 comma-separated delays in seconds, each above 0 and <= 86400")
     return values
+
+
+_ALIASES = (
+    "maxAttempts",
+    "maxRetries",
+    "backoffSeconds",
+    "backoffMinutes",
+    "initialDelayMs",
+    "multiplier",
+    "backoffMultiplier",
+)
+"""The names of a value that can be written more than one way."""
 
 
 def _number(value: object) -> bool:

@@ -64,7 +64,7 @@ def test_create_with_either_form_and_the_duplicate_rule(
     assert body["status"] == "active" and body["lastProcessedEventGlobalPosition"] == 0
     config = body["subscriber"]["config"]
     assert config["url"] == URL and config["timeout"] == 5000, "milliseconds, as DeltaBase"
-    assert config["retryPolicy"] == {"maxAttempts": 5, "backoffSeconds": 60}
+    assert config["retryPolicy"] == {"maxAttempts": 5, "backoffMinutes": 1}, "as written"
     assert config["headers"] == {"Authorization": "[redacted]"}, "header values are write-only"
     assert body["signingSecret"].startswith("whsec_")
     assert len(secret_key(body["signingSecret"])) == 32

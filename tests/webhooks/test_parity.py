@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -114,10 +115,13 @@ def test_every_retry_policy_form_maps_onto_one_policy(api: TestClient, store: st
         ),
         ({"maxAttempts": 5, "backoffMinutes": 1}, {"maxAttempts": 5, "backoffSeconds": 60}),
     ]
-    for i, (given, shown) in enumerate(forms):
+    for i, (given, policy) in enumerate(forms):
         made = post(api, sdk(f"{URL}?{i}", {"retryPolicy": given}))
         assert made.status_code == 201, (given, made.text)
-        assert made.json()["subscriber"]["config"]["retryPolicy"] == shown, given
+        shown = made.json()["subscriber"]["config"]["retryPolicy"]
+        assert shown == given, "shown as written: an app reads back the names it wrote"
+        written, meant = RetryPolicy.from_wire(shown), RetryPolicy.from_wire(policy)
+        assert replace(written, names=()) == replace(meant, names=()), given
     bad = [
         ({"strategy": "random"}, "VALIDATION_ERROR"),
         ({"jitterPercent": 150}, "INVALID_SUBSCRIPTION_CONFIG"),
@@ -380,5 +384,7 @@ def test_config_files_take_the_infrastructure_as_code_names() -> None:
     (store_plan,) = plan(document, "deltabase.config.json", targets=TargetPolicy())
     (sub,) = store_plan.subscriptions
     assert sub.position == "earliest" and sub.config.timeout == 1.5
-    assert sub.config.retry == RetryPolicy(backoff_seconds=0.5, strategy="linear")
+    assert sub.config.retry == RetryPolicy(
+        backoff_seconds=0.5, strategy="linear", names=("initialDelayMs",)
+    )
     assert sub.config.content is not None and sub.config.content.data == {"region": "eu"}
