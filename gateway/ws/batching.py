@@ -363,6 +363,9 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
         if linger > 0:
             self.transport.close()  # (flushes its buffer first, as far as the client reads)
             self.loop.call_later(linger, self.transport.abort)  # (nothing, once it closed)
+            # The app is done with it now, not when the client reads or the linger ends: its
+            # session ends and stops counting toward the pod's and its key's connections.
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": code})
             return
         self.transport.abort()
 

@@ -573,6 +573,9 @@ async def test_client_that_never_reads_is_cut_off_and_released(redis_url, pods):
     while gauge("deltagate_ws_subscriptions") != 0:
         assert time.monotonic() < deadline, "the stuck client's subscription was never released"
         await asyncio.sleep(0.2)
+    while gauge("deltagate_ws_connections") != 0:
+        assert time.monotonic() < deadline, "the stuck client's connection was never released"
+        await asyncio.sleep(0.2)
     # Reading again, it gets what the pod had sent, then the reason it was cut: 4008, not a
     # reset connection (1006).
     with pytest.raises(websockets.ConnectionClosed) as closed:
