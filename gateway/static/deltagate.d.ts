@@ -11,7 +11,8 @@ export interface DeltaGateEvent<T = Record<string, unknown> | null> {
   type: string;
   data: T;
   metadata?: Record<string, unknown>;
-  schemaVersion?: number;
+  /** As the client wrote it: DeltaBase's are strings ("1.0.0"), integers are kept as such. */
+  schemaVersion?: number | string;
   transactionId?: string;
   /** ISO 8601, UTC. */
   createdAt: string;
@@ -39,7 +40,8 @@ export type ErrorSource =
   | 'onEvent'
   | 'onStateChange'
   | 'onReset'
-  | 'onTruncated';
+  | 'onTruncated'
+  | 'onCaughtUp';
 
 /** The subscription's cursor is not in the store's history: the server replays the store from its
  * first event (the client's cursor starts again too). */
@@ -122,6 +124,9 @@ export interface DeltaBaseWebSocketOptions {
    * pingInterval + pongTimeout is considered dead and replaced. 0 turns it off. */
   pingInterval?: number;
   pongTimeout?: number;
+  /** A connection not open this many ms after it was asked for (default 10000) is given up
+   * and tried again. 0 turns it off. */
+  openTimeout?: number;
   /** A connection open this long (ms, default 5000) resets the backoff. */
   stableAfter?: number;
   /** WebSocket implementation. Default globalThis.WebSocket; in Node 20 pass require('ws'). */
@@ -137,6 +142,7 @@ export declare const DEFAULT_OPTIONS: Readonly<
       | 'maxReconnectAttempts'
       | 'pingInterval'
       | 'pongTimeout'
+      | 'openTimeout'
       | 'stableAfter'
       | 'transport'
       | 'refreshBefore'

@@ -39,6 +39,7 @@ export const DEFAULT_OPTIONS = Object.freeze({
   maxReconnectAttempts: Infinity,
   pingInterval: 25000,
   pongTimeout: 10000,
+  openTimeout: 10000,
   stableAfter: 5000,
   transport: 'websocket',
   refreshBefore: 60000,
@@ -233,8 +234,8 @@ export class DeltaBaseWebSocket {
       }
     }
     const isTime = position !== null && typeof position === 'object' && typeof position.time === 'string';
-    if (position !== 'latest' && position !== 'earliest' && !Number.isSafeInteger(position) && !isTime) {
-      throw new TypeError("deltagate: position must be 'latest', 'earliest', an integer or {time: ISO 8601}");
+    if (position !== 'latest' && position !== 'earliest' && !(Number.isSafeInteger(position) && position >= 0) && !isTime) {
+      throw new TypeError("deltagate: position must be 'latest', 'earliest', an integer >= 0 or {time: ISO 8601}");
     }
     this._ids += 1;
     const sub = {
@@ -328,8 +329,33 @@ export class DeltaBaseWebSocket {
     let openedAt = 0;
     let heard = false;
     const current = () => generation === this._generation;
+    // A server (or a load balancer before a dead one) that takes the connection but never
+    // answers the upgrade would hold it forever: the heartbeat only starts once it is open.
+    const { openTimeout } = this.options;
+    let unanswered = null;
+    if (openTimeout && openTimeout !== Infinity) {
+      unanswered = setTimeout(() => {
+        unanswered = null;
+        if (!current() || openedAt) return;
+        this._report('connect', new Error(`no answer to the connection within ${openTimeout} ms; reconnecting`), true);
+        this._generation += 1;
+        this.ws = null;
+        try {
+          ws.close();
+        } catch {
+          // ignore
+        }
+        this._scheduleReconnect();
+      }, openTimeout);
+      if (typeof unanswered.unref === 'function') unanswered.unref();
+    }
+    const answered = () => {
+      if (unanswered !== null) clearTimeout(unanswered);
+      unanswered = null;
+    };
 
     ws.onopen = () => {
+      answered();
       if (!current()) return;
       openedAt = Date.now();
       this._lastHeard = openedAt;
@@ -363,6 +389,7 @@ export class DeltaBaseWebSocket {
       // Always followed by onclose, which decides what happens next.
     };
     ws.onclose = (event) => {
+      answered();
       if (!current()) return;
       this.ws = null;
       this._stopHeartbeat();
@@ -671,7 +698,11 @@ export class DeltaBaseWebSocket {
           if (sub.cursor === null || msg.globalPosition > sub.cursor) sub.cursor = msg.globalPosition;
         }
         if (msg.type === 'caughtUp' && sub !== undefined && typeof this.options.onCaughtUp === 'function') {
-          this.options.onCaughtUp(sub.id, msg.globalPosition);
+          try {
+            this.options.onCaughtUp(sub.id, msg.globalPosition);
+          } catch (error) {
+            this._report('onCaughtUp', error);
+          }
         }
         return;
       case 'reset':

@@ -262,7 +262,8 @@ test('backoff is full jitter under a doubling cap, and the default never gives u
     return realSetTimeout(fn, 0, ...rest);
   };
   try {
-    const { client } = make({ initialDelay: 100, maxDelay: 1000 });
+    // (no open timeout: every timer here fires at once)
+    const { client } = make({ initialDelay: 100, maxDelay: 1000, openTimeout: 0 });
     assert.equal(client.options.maxReconnectAttempts, Infinity);
     client.connect();
     for (let i = 0; i < 7; i++) {
@@ -393,6 +394,56 @@ test('a silent connection is replaced (heartbeat)', async () => {
   assert.notEqual(last(), socket, 'reconnected after silence');
   assert.equal(socket.closedWith, 4000);
   client.disconnect();
+});
+
+test('a connection whose upgrade is never answered is given up and tried again', async () => {
+  const { client, errors } = make({ openTimeout: 50 });
+  try {
+    client.subscribe('*');
+    client.connect();
+    await tick();
+    const hung = last(); // never opens: a server that took the connection and went silent
+    const deadline = Date.now() + 5000;
+    while (last() === hung && Date.now() < deadline) await tick(1);
+    assert.notEqual(last(), hung, 'another attempt after the open timeout');
+    assert.ok(errors.some(([source, message]) => source === 'connect' && /no answer/.test(message)));
+    const next = last();
+    next.open(); // this one answers: its own timer must not cut it
+    await tick(100);
+    assert.equal(last(), next);
+    assert.equal(client.state, 'open');
+    hung.drop(); // the old socket's late close changes nothing
+    assert.equal(client.state, 'open');
+  } finally {
+    client.disconnect();
+  }
+});
+
+test('a throwing onCaughtUp is reported, and the next messages are still handled', async () => {
+  const { client, seen, errors } = make({
+    onCaughtUp: () => {
+      throw new Error('app bug');
+    },
+  });
+  const id = client.subscribe('*', undefined, 'earliest');
+  client.connect();
+  await tick();
+  const socket = last();
+  socket.open();
+  socket.receive({ type: 'subscribed', subscriptionId: id, position: 1 });
+  socket.receive({ type: 'event', subscriptionId: id, event: event(1) });
+  socket.receive({ type: 'caughtUp', subscriptionId: id, globalPosition: 1 });
+  socket.receive({ type: 'event', subscriptionId: id, event: event(2) });
+  assert.deepEqual(seen, [1, 2]);
+  assert.deepEqual(errors, [['onCaughtUp', 'app bug']]);
+  client.disconnect();
+});
+
+test('a negative position is refused by the client, as the server would', () => {
+  const { client } = make();
+  assert.throws(() => client.subscribe('*', undefined, -5), /position/);
+  assert.throws(() => client.subscribe('*', undefined, 1.5), /position/);
+  client.subscribe('*', undefined, 0);
 });
 
 test('base URLs: page origin scheme mapping', () => {
