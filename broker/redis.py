@@ -119,19 +119,20 @@ def _client(config: RedisConfig) -> aioredis.Redis:
     # Our packing connection only for plain TCP: a rediss:// or unix:// URL keeps the class it
     # names (redis-py 8.2's from_url lets a connection_class argument override the URL's, which
     # turned TLS off without a word).
-    plain = "connection_class" not in parse_url(config.url)
-    packing: dict[str, Any] = (
-        {"connection_class": _HiredisPackedConnection} if plain and HIREDIS_AVAILABLE else {}
-    )
+    named = parse_url(config.url).get("connection_class")
+    by_scheme: dict[str, Any] = {}
+    if named is None and HIREDIS_AVAILABLE:
+        by_scheme["connection_class"] = _HiredisPackedConnection
+    if named is not aioredis.UnixDomainSocketConnection:
+        by_scheme["socket_keepalive"] = True  # (TCP's: a Unix socket's connection refuses it)
     # A blocking pool: a burst (a reconnect storm) waits up to the timeout for a connection
     # instead of failing at once when the pool is exhausted.
     pool = _Pool.from_url(
         config.url,
-        **packing,
+        **by_scheme,
         decode_responses=True,
         socket_timeout=config.timeout,
         socket_connect_timeout=config.timeout,
-        socket_keepalive=True,
         health_check_interval=HEALTH_SECONDS,
         max_connections=config.max_connections,
         timeout=config.timeout,
@@ -471,7 +472,15 @@ def bulk_lane(client: Any) -> Lane | None:
     return client.bulk
 
 
-TRANSIENT = (rex.ConnectionError, rex.TimeoutError, ConnectionError, TimeoutError, OSError)
+TRANSIENT = (
+    rex.ConnectionError,
+    rex.TimeoutError,
+    # A Cluster client that reached no node at all (redis-py wraps the ConnectionError).
+    getattr(rex, "RedisClusterUnreachableError", rex.ConnectionError),
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
 CLUSTER_MOVING = (
     rex.ClusterError,  # "TTL exhausted": redirected too often, the slot map still moving
     rex.ClusterDownError,
@@ -580,7 +589,9 @@ async def first_contact(client: Any, attempts: int = 5, seconds: float = 1.0) ->
             if attempt < attempts:  # (no wait after the last: the start goes on)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        except rex.ResponseError as exc:
+        except (rex.ResponseError, rex.RedisClusterException) as exc:
+            # (the latter: a node that answers, but is no Cluster's: "Cluster mode is not
+            # enabled on this node")
             raise RedisRefused(f"Redis refused the connection: {exc}") from None
 
 

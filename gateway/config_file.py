@@ -100,9 +100,11 @@ def load(path: Path, environ: dict[str, str] | None = None) -> Any:
     """The file's document, with ``${NAME}`` expanded. Raises ConfigError."""
     where = named(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(where, [f"cannot read it: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(where, [f"not UTF-8 text (byte {exc.start})"]) from None
     kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
         if kind == "JSON":

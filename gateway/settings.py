@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -161,6 +162,11 @@ class Settings(BaseSettings):
         line, rather than by the client at the pod's start."""
         if value is not None:
             parse_url(value)  # (its ValueError says what is wrong)
+            # redis-py takes a path that is no number for no database at all (db 0): a typo
+            # would silently use another database.
+            path = urlsplit(value).path.strip("/") if "://" in value else ""
+            if not value.startswith("unix://") and path and not path.isdigit():
+                raise ValueError(f"the database {path!r} is not a number (redis://host:port/DB)")
         return value
 
     @field_validator("admin_key_file")
@@ -198,6 +204,14 @@ class Settings(BaseSettings):
     def _postgres(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")
+        if value is not None:
+            # The port of each host (libpq's "h1:5432,h2:5433" included): a bad one would
+            # otherwise fail in the lifecycle's every run, long after a clean start.
+            hosts = urlsplit(value).netloc.rpartition("@")[2]
+            for host in hosts.split(","):
+                name, colon, port = host.rpartition(":") if not host.endswith("]") else ("", "", "")
+                if colon and port and not (port.isdigit() and 1 <= int(port) <= 65535):
+                    raise ValueError(f"the port of {name or host!r} is not a number 1 to 65535")
         return value
 
     @property

@@ -108,6 +108,8 @@ def group(help_text: str, **options: Any) -> typer.Typer:
 
 def run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run one command's coroutine, turning what can go wrong into one line and an exit code."""
+    from redis.exceptions import RedisClusterException, RedisError
+
     from broker import BrokerError
 
     from .. import process
@@ -120,6 +122,10 @@ def run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         fail(f"{exc.code}: {exc.message}" if exc.message else exc.code)
     except BrokerError as exc:
         fail(exc.message)
+    except (RedisError, RedisClusterException) as exc:
+        # What Redis itself refused (a lost or busy one is a BrokerError): a URL's database out
+        # of range, a Cluster mode setting for a node that is no Cluster's.
+        fail(f"Redis refused the request: {exc}")
     except KeyboardInterrupt:
         raise typer.Exit(INTERRUPTED) from None
     except BrokenPipeError:

@@ -6,6 +6,7 @@ silent connection fails its calls as a lost Redis (then the next call connects a
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import hiredis
 import pytest
@@ -15,6 +16,8 @@ import redis.exceptions as rex
 from broker import EventLog, NewEvent, RedisConfig, StoreAdmin, Unavailable, connect
 from broker.redis import TRANSIENT, Lane, PlainServer, bulk_lane, call, lane, load_script
 from tests.broker.conftest import MuteServer
+from tests.conftest import need_binary
+from tests.harness import RedisServer
 
 
 @pytest.fixture
@@ -46,6 +49,25 @@ def test_a_url_keeps_the_connection_it_names() -> None:
     assert issubclass(classes["rediss://127.0.0.1:6390/0"], aioredis.SSLConnection)
     assert issubclass(classes["unix:///tmp/redis.sock"], aioredis.UnixDomainSocketConnection)
     assert classes["redis://127.0.0.1:6390"].__name__ == "_HiredisPackedConnection"
+
+
+async def test_a_unix_socket_url_serves_the_log(tmp_path: Path) -> None:
+    """``unix://`` reaches a real redis-server over its socket: an append and its read go
+    through (the pool once passed TCP's keepalive option, which a Unix connection refuses)."""
+    sock = tmp_path / "redis.sock"
+    server = RedisServer(need_binary("redis-server"), tmp_path, options=("--unixsocket", str(sock)))
+    server.start()
+    client = connect(RedisConfig(url=f"unix://{sock}?db=3"))
+    try:
+        await StoreAdmin(client).create("orders")
+        log = EventLog(client)
+        await log.append("orders", "order-1", [NewEvent("order.placed", {"n": 1})])
+        (event,) = await log.read_after("orders", 0, 10)
+        assert event.global_position == 1 and event.type == "order.placed"
+        assert await client.client_info() and (await client.client_info())["db"] == 3
+    finally:
+        await client.aclose()
+        server.stop()
 
 
 async def test_the_bulk_lane_is_a_connection_of_its_own_whose_replies_stay_bytes(

@@ -396,6 +396,8 @@ def test_a_pod_refuses_a_bad_start_in_words(redis_server: RedisServer, tmp_path:
     unset.write_text("eventStores: [{name: '${NOT_SET_ANYWHERE_43}'}]")
     colour = tmp_path / "colour.yaml"
     colour.write_text("eventStores: [{name: orders, colour: red}]")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\x00\xff\xfe")
     latin = tmp_path / "latin.key"
     latin.write_bytes(b"caf\xe9-key\n")
     empty = tmp_path / "empty.key"
@@ -424,6 +426,20 @@ def test_a_pod_refuses_a_bad_start_in_words(redis_server: RedisServer, tmp_path:
         ),
         (["serve", "--port", port], {"DELTAGATE_REDIS_URL": "http://x"}, "redis_url"),
         (["serve", "--port", port], {"DELTAGATE_REDIS_URL": "redis://h:port/0"}, "redis_url"),
+        # a database that is no number was taken as none (db 0), a typo using another database
+        (["serve", "--port", port], {"DELTAGATE_REDIS_URL": "redis://h:1/abc"}, "not a number"),
+        # a port that is no number passed, then failed every lifecycle run with a traceback
+        (
+            ["serve", "--port", port],
+            {"DELTAGATE_REDIS_URL": redis_url, "DELTAGATE_ARCHIVE_URL": "postgresql://h:x/db"},
+            "archive_url",
+        ),
+        # a file that is not UTF-8 text: a UnicodeDecodeError traceback
+        (
+            ["serve", "--port", port, "--config", str(binary)],
+            {},
+            f"error: config file {binary}: not UTF-8 text",
+        ),
         (["dispatcher"], {"DELTAGATE_REDIS_URL": "http://x"}, "redis_url"),
         # inf passed every bound, then int(inf) failed the start with a traceback
         (["serve", "--port", port], {"DELTAGATE_GRACE_PERIOD": "inf"}, "grace_period"),
@@ -481,6 +497,30 @@ def test_a_redis_that_refuses_the_connection_fails_the_start_in_words(
             done.stderr
         ), done.stderr
         assert "Traceback" not in done.stderr, done.stderr
+    for command in (["keys", "list"], ["doctor"]):  # (they printed a traceback)
+        line = one_error_line(cli(*command, env=env), 1)
+        assert "Redis refused the request: DB index is out of range" in line
+
+
+def test_cluster_mode_for_a_server_that_is_no_cluster_fails_in_words(
+    redis_server: RedisServer,
+) -> None:
+    """DELTAGATE_REDIS_MODE=cluster naming a plain server: every command says so in a line (a
+    start that failed: exit 3; a command: 1), never with redis-py's traceback."""
+    env = {
+        "DELTAGATE_REDIS_URL": redis_server.url,
+        "DELTAGATE_REDIS_MODE": "cluster",
+        "DELTAGATE_DISPATCHER_PORT": str(free_port()),
+    }
+    for command in (["serve", "--port", str(free_port())], ["dispatcher"]):
+        done = cli(*command, env=env)
+        assert done.returncode == 3, (command, done.stderr)
+        assert "could not start: Redis refused the connection:" in done.stderr, done.stderr
+        assert "Cluster mode is not enabled" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+    for command in (["keys", "list"], ["doctor"]):
+        line = one_error_line(cli(*command, env=env), 1)
+        assert "Cluster mode is not enabled" in line
 
 
 def test_a_dispatcher_whose_port_is_taken_stops_at_once(redis_server: RedisServer) -> None:
