@@ -222,6 +222,58 @@ async def test_follow_false_stops_at_the_head_and_errors_are_final(
             async for _ in client.subscribe("", store="pyfollow"):
                 pass
         assert bad_filter.value.code == "VALIDATION_ERROR"
+        # Final: retrying cannot help (they said temporary, with no status).
+        assert (no_store.value.status, no_store.value.temporary) == (404, False)
+        assert (bad_filter.value.status, bad_filter.value.temporary) == (400, False)
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_aclose_from_another_task_ends_its_iteration(redis_url: str, pods, transport) -> None:
+    """``aclose()`` while an ``async for`` runs in another task (waiting for the next event, or
+    for its next connection attempt) ends that loop; it failed with "asynchronous generator is
+    already running" and the loop went on."""
+    (pod,) = spawn_pods(pods, redis_url, 1, **FAST, DELTAGATE_AUTO_CREATE_STORES="false")
+    async with DeltaGateClient(pod.url) as client:
+        await client.create_store("pyaclose")
+        await client.append("pyaclose", "s", [{"type": "t.x", "data": {}}])
+        subscriber = client.subscribe(
+            "*", store="pyaclose", position="earliest", transport=transport
+        )
+        got: list[int] = []
+
+        async def consume() -> None:
+            async for event in subscriber:
+                got.append(event["globalPosition"])
+
+        task = asyncio.create_task(consume())
+        for _ in range(200):
+            if got:
+                break
+            await asyncio.sleep(0.02)
+        assert got == [1]  # now waiting for the next event, in the other task
+        await subscriber.aclose()
+        await asyncio.wait_for(task, 5)  # the loop ended, without an error
+        assert subscriber.state == "closed"
+        await client.append("pyaclose", "s", [{"type": "t.x", "data": {}}])
+        await asyncio.sleep(0.2)
+        assert got == [1]
+
+        # Waiting to reconnect (the pod refuses it for now): aclose() cuts the wait short.
+        waiting = client.subscribe("*", store="pyaclose", transport=transport, initial_delay=30)
+        pod.kill()
+        task = asyncio.create_task(consume_all(waiting))
+        for _ in range(200):
+            if waiting.state == "reconnecting":
+                break
+            await asyncio.sleep(0.02)
+        assert waiting.state == "reconnecting"
+        await waiting.aclose()
+        await asyncio.wait_for(task, 5)
+
+
+async def consume_all(subscriber: Any) -> None:
+    async for _ in subscriber:
+        pass
 
 
 def _open_streams(metrics: str) -> float:

@@ -7,11 +7,25 @@ from typing import Any
 
 import httpx
 
+STATUS_OF = {
+    "VALIDATION_ERROR": 400,
+    "INVALID_MESSAGE": 400,
+    "LIMIT_EXCEEDED": 400,
+    "UNAUTHORIZED": 401,
+    "FORBIDDEN": 403,
+    "EVENT_STORE_NOT_FOUND": 404,
+    "RATE_LIMIT_EXCEEDED": 429,
+    "UNAVAILABLE": 503,
+}
+"""The HTTP status of an error code, as the REST API answers it: what a refusal that came over
+the live socket (an ``error`` message, a close code) carries as its ``status``."""
+
 
 class DeltaGateError(Exception):
     """An error from deltagate (its ``{error, message, details?}`` body) or from reaching it.
 
-    ``status`` is the HTTP status (None when the server could not be reached); ``temporary``
+    ``status`` is the HTTP status (None when the server could not be reached; for a refusal
+    over the live socket, the status the REST API gives its code, ``STATUS_OF``); ``temporary``
     says whether the same request may succeed later (429, 503, network)."""
 
     def __init__(

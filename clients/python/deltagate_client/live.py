@@ -25,7 +25,7 @@ import random
 import secrets
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, TypeGuard
@@ -35,7 +35,7 @@ import httpx
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .errors import DeltaGateError
+from .errors import STATUS_OF, DeltaGateError
 
 log = logging.getLogger("deltagate.client")
 
@@ -212,6 +212,12 @@ class Subscriber:
         self._iterations: weakref.WeakSet[AsyncGenerator[Event, None]] = weakref.WeakSet()
         """The iterations of ``async for`` loops, closed by ``aclose()`` (held by the loops)."""
         self._closed = False
+        self._closing = asyncio.Event()
+        """Set by ``aclose()``: wakes an iteration waiting to reconnect, in any task."""
+        self._connections: set[Callable[[], Awaitable[Any]]] = set()
+        """How to close each open connection (its WebSocket or SSE response): ``aclose()`` in
+        another task than the one iterating cannot close the iteration itself (it is running,
+        awaiting the next message), so it ends it by its connection."""
         self._code: int | None = None  # how the last connection ended (a close code)
         self._reason = ""  # and the server's reason for it
 
@@ -248,11 +254,18 @@ class Subscriber:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection and end the iteration. Safe to call twice."""
+        """Close the connection and end the iteration, from any task (an ``async for`` in
+        another task then ends). Safe to call twice."""
         self._closed = True
+        self._closing.set()
         events, self._events = self._events, None
         for iteration in [*self._iterations, *([events] if events is not None else [])]:
-            await iteration.aclose()
+            if not getattr(iteration, "ag_running", False):  # (running: in another task)
+                await iteration.aclose()
+        # Iterations running in other tasks end once their connection is gone.
+        for close in list(self._connections):
+            with contextlib.suppress(Exception):
+                await close()
         self._set_state("closed")
 
     def _set_state(self, state: State) -> None:
@@ -301,12 +314,21 @@ class Subscriber:
                         ) from None
                 except (OSError, TimeoutError, InvalidHandshake, httpx.TransportError) as exc:
                     log.debug("connection attempt failed: %s", exc)
+                except Exception:
+                    if not self._closed:
+                        raise
+                    # (what aclose() in another task broke by closing the connection)
+                if self._closed:
+                    return
                 code = self._code
                 # An expired token is no reason to stop when a fresh one can be had.
                 if code in PERMANENT_CLOSE and not (code == 4001 and self.get_token):
                     why = f": {self._reason}" if self._reason else ""
+                    refused = PERMANENT_CLOSE[code]
                     raise DeltaGateError(
-                        PERMANENT_CLOSE[code], f"the server closed the connection with {code}{why}"
+                        refused,
+                        f"the server closed the connection with {code}{why}",
+                        STATUS_OF[refused],
                     )
                 if self.max_attempts is not None and self.attempts >= self.max_attempts:
                     raise DeltaGateError(
@@ -319,7 +341,10 @@ class Subscriber:
                 self.attempts += 1
                 self._set_state("reconnecting")
                 log.info("reconnecting in %.2fs (close code %s)", delay, code)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):  # (or until aclose(), in any task)
+                    await asyncio.wait_for(self._closing.wait(), delay)
+                if self._closed:
+                    return
         finally:
             self._set_state("closed")
 
@@ -356,16 +381,20 @@ class Subscriber:
             ping_timeout=20,
             compression=None,
         ) as ws:
+            if self._closed:
+                return
+            self._connections.add(ws.close)
             self._set_state("open")
-            await ws.send(self._subscribe_message())
             refresher = None
-            if expires is not None:
-                refresher = asyncio.create_task(self._refresh(ws, expires))
             try:
+                await ws.send(self._subscribe_message())
+                if expires is not None:
+                    refresher = asyncio.create_task(self._refresh(ws, expires))
                 async for raw in ws:
                     for event in self._handle(raw):
                         yield event
             finally:
+                self._connections.discard(ws.close)
                 if refresher is not None:
                     refresher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -434,22 +463,29 @@ class Subscriber:
                 if status in (429, 503) or status >= 500 or (status == 401 and self.get_token):
                     raise _Retry(code)
                 raise DeltaGateError(code, text, status)
+            if self._closed:
+                return
             self._set_state("open")
-            async for kind, data in _sse_messages(response.aiter_lines()):
-                try:
-                    payload = json.loads(data)
-                except ValueError:
-                    log.warning("ignoring an SSE message that is not JSON")
-                    continue
-                if kind == "close":  # the stream ends next
-                    self._code, self._reason = payload.get("code"), str(payload.get("reason", ""))
-                    continue
-                if kind == "event":
-                    message = {"type": "event", "subscriptionId": self.id, "event": payload}
-                else:
-                    message = {**payload, "type": kind, "subscriptionId": self.id}
-                for event in self._handle_message(message):
-                    yield event
+            self._connections.add(response.aclose)
+            try:
+                async for kind, data in _sse_messages(response.aiter_lines()):
+                    try:
+                        payload = json.loads(data)
+                    except ValueError:
+                        log.warning("ignoring an SSE message that is not JSON")
+                        continue
+                    if kind == "close":  # the stream ends next
+                        self._code = payload.get("code")
+                        self._reason = str(payload.get("reason", ""))
+                        continue
+                    if kind == "event":
+                        message = {"type": "event", "subscriptionId": self.id, "event": payload}
+                    else:
+                        message = {**payload, "type": kind, "subscriptionId": self.id}
+                    for event in self._handle_message(message):
+                        yield event
+            finally:
+                self._connections.discard(response.aclose)
 
     def _notice(self, message: dict[str, Any]) -> None:
         if self.on_notice is not None:
@@ -533,4 +569,4 @@ class Subscriber:
             code = str(message.get("error", "ERROR"))
             if code in TEMPORARY:
                 raise _Retry(code)  # refused for now: reconnect after a backoff
-            raise DeltaGateError(code, str(message.get("message", "")))
+            raise DeltaGateError(code, str(message.get("message", "")), STATUS_OF.get(code, 400))
