@@ -3,6 +3,7 @@ passed down (``create_app(settings)``); nothing reads the environment at import 
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -24,6 +25,32 @@ from broker import (
 )
 
 MiB = 1024 * 1024
+
+
+def _origin(entry: str) -> str:
+    """``entry`` as the Origin header spells it (a trailing ``/`` dropped, scheme and host in
+    lower case); ValueError unless it is ``scheme://host[:port]``."""
+    text = entry.strip()
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        not parts.scheme
+        or not parts.hostname
+        or "*" in text
+        or port == -1
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(
+            f"{text!r} is not an origin: scheme://host[:port], as a browser sends it "
+            "(https://app.example.com), comma-separated"
+        )
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 DEFAULT_HOT_SECONDS = 86400.0
 """With an archive, events older than a day leave Redis unless a store says otherwise."""
 MAX_SHUTDOWN_SECONDS = 86400.0
@@ -228,9 +255,19 @@ class Settings(BaseSettings):
     def auto_create(self) -> bool:
         return self.embedded if self.auto_create_stores is None else self.auto_create_stores
 
-    @property
+    @cached_property
     def origins(self) -> list[str]:
-        return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+        return [_origin(o) for o in self.allowed_origins.split(",") if o.strip()]
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        """Each an origin as a browser sends it (``https://app.example.com``, a port if not the
+        scheme's): anything else would match no browser, and refuse every one in silence."""
+        for entry in value.split(","):
+            if entry.strip():
+                _origin(entry)
+        return value
 
     @property
     def redis(self) -> RedisConfig:

@@ -108,3 +108,13 @@ def test_the_admin_key_file_is_read_with_the_settings(
     assert Settings().admin_secret == "dg_from_a_file"
     monkeypatch.setenv("DELTAGATE_ADMIN_KEY", "dg_from_the_environment")
     assert Settings().admin_secret == "dg_from_the_environment"
+
+
+def test_allowed_origins_are_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``https://good.example/`` (a trailing slash) was taken as it was written and matched no
+    browser's Origin (refused with 4003); ``*.example.com`` and ``notaurl`` were accepted and
+    matched nothing either. Each entry is now an origin, or the settings are refused."""
+    for value in ("*.example.com", "notaurl", "localhost:3000", "https://a.example/app"):
+        assert "not an origin" in refused(monkeypatch, "DELTAGATE_ALLOWED_ORIGINS", value), value
+    monkeypatch.setenv("DELTAGATE_ALLOWED_ORIGINS", "https://Good.Example/, http://a.test:8080")
+    assert Settings().origins == ["https://good.example", "http://a.test:8080"]
