@@ -57,6 +57,17 @@ def serve(
             else "Auth is OFF: anyone who can reach this port can read and write."
         )
         sys.stderr.write(BANNER.format(auth=auth))
+        if settings.auth_enabled and settings.admin_secret is None:
+            logging.getLogger("deltagate.server").warning(
+                "auth is enabled in dev mode without DELTAGATE_ADMIN_KEY: no key can be made "
+                "for the in-memory store (the keys command needs a shared Redis), so every "
+                "request will be refused"
+            )
+    elif not settings.auth_enabled:
+        logging.getLogger("deltagate.server").warning(
+            "auth is disabled (DELTAGATE_AUTH=disabled) on a deployment with Redis: anyone who "
+            "can reach this port can read, write and delete every store"
+        )
     open_files = raise_open_files_limit()
     if open_files < settings.limit_concurrency + settings.max_pending_headers + 100:
         logging.getLogger("deltagate.server").warning(

@@ -187,3 +187,17 @@ async def test_auto_create_needs_write_or_manage_permission(redis_url, pods):
         assert appended.status_code == 201 and await exists("made-by-append")
         # A store a read-only key may use once it exists.
         assert await connect_close_code("made-by-writer", reader) is None
+
+
+def test_auth_disabled_on_a_shared_redis_is_said_at_start(redis_url, pods):
+    """DELTAGATE_AUTH=disabled beside a Redis URL started a wide-open pod without a word; it
+    now warns once at start (a pod with auth on does not)."""
+    open_pod, guarded = (
+        spawn_pods(pods, redis_url, 1, DELTAGATE_AUTH=auth, DELTAGATE_ADMIN_KEY=ADMIN)[0]
+        for auth in ("disabled", "enabled")
+    )
+    assert httpx.get(open_pod.url + "/event-stores").status_code == 200  # open indeed
+    assert "auth is disabled (DELTAGATE_AUTH=disabled) on a deployment with Redis" in (
+        open_pod.log()
+    )
+    assert "auth is disabled" not in guarded.log()
