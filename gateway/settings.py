@@ -51,6 +51,8 @@ def _origin(entry: str) -> str:
             "(https://app.example.com), comma-separated"
         )
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
 DEFAULT_HOT_SECONDS = 86400.0
 """With an archive, events older than a day leave Redis unless a store says otherwise."""
 MAX_SHUTDOWN_SECONDS = 86400.0
