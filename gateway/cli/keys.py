@@ -120,9 +120,20 @@ def list_keys(json_out: Annotated[bool, typer.Option("--json", help="Print JSON"
         print_json(rows)
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("id", "name", "permissions", "stores", "created", "last used", "expires")
+    # The id whole, however narrow the output (80 columns when not a terminal): it is what
+    # `keys revoke` takes, and a table that shortened it to "9d5ea68d5…" gave none to copy.
+    widest = max((len(r["id"]) for r in rows), default=2)
+    table = Table(
+        Column("id", no_wrap=True, min_width=widest),
+        "name",
+        "permissions",
+        "stores",
+        "created",
+        "last used",
+        "expires",
+    )
     for r in rows:
         table.add_row(
             r["id"],

@@ -292,6 +292,12 @@ def test_keys_create_never_widens_an_empty_store_list(redis_server: RedisServer)
     assert json.loads(made.stdout)["stores"] == ["alpha", "beta"]
     everywhere = cli(*base, "--json", env=env)
     assert json.loads(everywhere.stdout)["stores"] is None
+    # The table shows each id whole, however narrow the output: it is what `keys revoke`
+    # takes (60 columns cut it to "9d5ea68d5…").
+    narrow = cli("keys", "list", env={**env, "COLUMNS": "60"})
+    assert narrow.returncode == 0, narrow.stderr
+    for key in json.loads(cli("keys", "list", "--json", env=env).stdout):
+        assert key["id"] in narrow.stdout, narrow.stdout
 
 
 def test_keys_create_refuses_a_lifetime_of_nothing(redis_server: RedisServer) -> None:
