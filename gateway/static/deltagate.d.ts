@@ -155,7 +155,9 @@ export declare class DeltaBaseWebSocket<T = Record<string, unknown> | null> {
     eventStoreName: string,
     /** Sent as X-API-Key with Node's `ws`; as ?apiKey= in browsers (use a token there). */
     apiKey: string | null | undefined,
-    onEvent: (event: DeltaGateEvent<T>) => void,
+    /** Each matching event, exactly once per subscription, in order, with the id `subscribe`
+     * returned (an event several subscriptions match comes once for each). */
+    onEvent: (event: DeltaGateEvent<T>, subscriptionId: string) => void,
     options?: DeltaBaseWebSocketOptions,
   );
   readonly eventStoreName: string;

@@ -163,7 +163,8 @@ export class DeltaBaseWebSocket {
    * @param {string} eventStoreName
    * @param {string|null} apiKey  sent as X-API-Key in Node (`ws`), as ?apiKey= in browsers, which
    *   cannot set WebSocket headers (there use options.token/getToken; pass null/'')
-   * @param {(event: object) => void} onEvent  each matching event, exactly once, in order
+   * @param {(event: object, subscriptionId: string) => void} onEvent  each matching event, exactly
+   *   once per subscription, in order, with the id `subscribe` returned
    * @param {object} [options]  see deltagate.d.ts
    */
   constructor(eventStoreName, apiKey, onEvent, options = {}) {
@@ -686,7 +687,7 @@ export class DeltaBaseWebSocket {
         if (sub.cursor !== null && event.globalPosition <= sub.cursor) return; // seen already
         sub.cursor = event.globalPosition;
         try {
-          this.onEvent(event);
+          this.onEvent(event, sub.id); // (the id: one event can match several subscriptions)
         } catch (error) {
           this._report('onEvent', error);
         }

@@ -64,7 +64,8 @@ function make(options = {}, apiKey = 'k1') {
   const seen = [];
   const states = [];
   const errors = [];
-  const client = new DeltaBaseWebSocket('orders', apiKey, (e) => seen.push(e.globalPosition), {
+  const ids = [];
+  const client = new DeltaBaseWebSocket('orders', apiKey, (e, id) => seen.push(e.globalPosition) && ids.push(id), {
     baseUrl: 'http://gw:8787',
     WebSocket: FakeSocket,
     initialDelay: 1,
@@ -73,7 +74,7 @@ function make(options = {}, apiKey = 'k1') {
     onError: (error, source) => errors.push([source, error.message]),
     ...options,
   });
-  return { client, seen, states, errors };
+  return { client, seen, states, errors, ids };
 }
 
 const last = () => FakeSocket.all[FakeSocket.all.length - 1];
@@ -420,7 +421,7 @@ test('a connection whose upgrade is never answered is given up and tried again',
 });
 
 test('a throwing onCaughtUp is reported, and the next messages are still handled', async () => {
-  const { client, seen, errors } = make({
+  const { client, seen, errors, ids } = make({
     onCaughtUp: () => {
       throw new Error('app bug');
     },
@@ -436,6 +437,7 @@ test('a throwing onCaughtUp is reported, and the next messages are still handled
   socket.receive({ type: 'event', subscriptionId: id, event: event(2) });
   assert.deepEqual(seen, [1, 2]);
   assert.deepEqual(errors, [['onCaughtUp', 'app bug']]);
+  assert.deepEqual(ids, [id, id], 'onEvent is told which subscription matched');
   client.disconnect();
 });
 
