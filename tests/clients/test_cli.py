@@ -372,6 +372,7 @@ def test_demo_orders_generates_a_plausible_stream(pod: Pod) -> None:
     }
 
 
+@pytest.mark.timeout(150)  # some 30 process starts, 4 at a time: on a busy CI host, 60 s and more
 def test_a_pod_refuses_a_bad_start_in_words(redis_server: RedisServer, tmp_path: Any) -> None:
     """``deltagate serve`` and ``deltagate dispatcher`` with settings or a ``--config`` file
     they cannot use: an ``error:`` line per problem and exit 2, never a traceback (checked
