@@ -200,6 +200,25 @@ async def test_balance_page(chromium: str, redis_url: str, pods, artifacts: Path
             await page.click("#deposit")
             await until(page, "document.getElementById('balance').textContent === '$69.60'", 2)
             assert await page.locator("#transactions tr").count() == 3
+            amounts = await page.locator("#transactions td.amount").all_text_contents()
+            assert amounts == ["+$0.10", "-$30.50", "+$100.00"], amounts
+            # Counted as the seed's monitor counts it, and shown as what it did: a deposit of
+            # -5 takes 5 away (it read "+-$5.00").
+            append_sync(
+                pod.url,
+                "banking",
+                "account-123",
+                [{"type": "money.deposited", "data": {"amount": -5}}],
+            )
+            await until(page, "document.getElementById('balance').textContent === '$64.60'", 2)
+            assert await page.locator("#transactions td.amount").first.text_content() == "-$5.00"
+            append_sync(
+                pod.url,
+                "banking",
+                "account-123",
+                [{"type": "money.deposited", "data": {"amount": 5}}],
+            )
+            await until(page, "document.getElementById('balance').textContent === '$69.60'", 2)
             await page.screenshot(path=str(artifacts / "demo-balance.png"), full_page=True)
             # A fresh load rebuilds the same balance from REST.
             await page.reload()

@@ -120,7 +120,8 @@ function render(monitor) {
       { 'data-position': event.globalPosition },
       el('td', { class: 'muted' }, event.globalPosition),
       el('td', { class: deposit ? 'deposit' : 'withdraw' }, event.type),
-      el('td', { class: 'amount' }, (deposit ? '+' : '-') + money(amount)),
+      // What it did to the balance (a deposit of -5 took 5 away, as the seed's monitor counts it).
+      el('td', { class: 'amount' }, ((deposit ? amount : -amount) < 0 ? '-' : '+') + money(Math.abs(amount))),
       el('td', { class: 'muted' }, when(event.createdAt)),
     );
   });
