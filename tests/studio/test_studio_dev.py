@@ -341,6 +341,24 @@ def test_append_form_validates_json_and_shows_server_errors(
     expect(page.locator("#append-expected-error")).to_be_visible()
     page.screenshot(path=str(artifacts / "studio-append-server-error.png"), full_page=True)
 
+    # A stream id no URL path can hold is said so, and nothing is sent (it was a bare 404).
+    page.fill("#append-expected", "")
+    for unaddressable in ("a/b", "..", "."):
+        page.fill("#append-stream", unaddressable)
+        page.click("#append-submit")
+        expect(page.locator("#append-stream-error")).to_contain_text("cannot be addressed")
+    listed = httpx.get(f"{base}/event-stores/{store}/streams").json()["streams"]
+    assert [s["streamId"] for s in listed] == ["cart-1"]
+    # One made through the API (the multi-stream append) is listed; its page says why it
+    # cannot be opened there, rather than a bare NOT_FOUND.
+    made = httpx.post(
+        f"{base}/event-stores/{store}/streams",
+        json={"streams": [{"streamId": "a/b", "events": [{"type": "t", "data": {}}]}]},
+    )
+    assert made.status_code == 201, made.text
+    open_studio(page, dev_gateway, f"#/s/{store}/stream/a%2Fb")
+    expect(page.locator(".error-box, [role=alert]").first).to_contain_text("cannot be addressed")
+
 
 SCRIPT = "<script>window.__pwned = 1</script>"
 IMG = '<img src=x onerror="window.__pwned = 2">'

@@ -56,6 +56,14 @@ export function storePath(store, rest = '') {
   return `/event-stores/${enc(store)}${rest}`;
 }
 
+/** Why a stream id cannot be in a URL path (null when it can): servers decode `%2F` before
+ * routing, and browsers resolve `.` and `..` out of the path (docs/api.md). */
+export function unaddressable(streamId) {
+  if (streamId === '.' || streamId === '..') return `a stream ID of ${streamId} cannot be addressed in a URL path`;
+  if (streamId.includes('/')) return 'a stream ID with / cannot be addressed in a URL path';
+  return null;
+}
+
 /** Query string from an object, skipping undefined/null/'' values. */
 export function query(params) {
   const q = new URLSearchParams();

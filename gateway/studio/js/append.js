@@ -1,7 +1,7 @@
 // Append one event: type, stream, JSON data (and metadata) checked here before sending; the
 // server's own validation errors are shown field by field.
 
-import { api, describe, detailLines, storePath } from './api.js';
+import { api, describe, detailLines, storePath, unaddressable } from './api.js';
 import { errorBox, h, href, pretty } from './dom.js';
 import { refreshStats } from './store.js';
 
@@ -74,6 +74,7 @@ export function mountAppend(body, store, params) {
     const problems = [];
     for (const name of Object.keys(inputs)) setError(name, '');
     if (!stream.value.trim()) problems.push(['stream', 'Enter a stream ID.']);
+    else if (unaddressable(stream.value.trim())) problems.push(['stream', `This form cannot append to it: ${unaddressable(stream.value.trim())}.`]);
     if (!type.value.trim()) problems.push(['type', 'Enter an event type.']);
     const event = { type: type.value.trim() };
     const dataText = data.value.trim();

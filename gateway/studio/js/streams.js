@@ -1,6 +1,6 @@
 // A store's streams (searchable, paginated) and one stream's events.
 
-import { api, describe, query, storePath } from './api.js';
+import { api, describe, query, storePath, unaddressable } from './api.js';
 import { errorBox, h, href, number, pretty, timeEl } from './dom.js';
 
 const listState = new Map(); // store -> {search, offset, limit}: kept while browsing
@@ -167,6 +167,11 @@ export function mountStream(body, store, streamId) {
   });
 
   async function load() {
+    const why = unaddressable(streamId);
+    if (why !== null) {
+      list.replaceChildren(errorBox('This stream cannot be opened here', [`${why[0].toUpperCase()}${why.slice(1)}: read it with GET .../events?streamId=.`]));
+      return;
+    }
     list.setAttribute('aria-busy', 'true');
     const from = pages[pages.length - 1];
     try {
