@@ -333,6 +333,7 @@ def test_append_form_validates_json_and_shows_server_errors(
     refused = page.locator("#append-server-error")
     expect(refused).to_contain_text("VALIDATION_ERROR")
     expect(refused.locator("li")).to_contain_text(["type"])
+    assert refused.inner_text().count("at most 256") == 1, "said once, not in the title too"
     # And a version conflict.
     page.fill("#append-type", "cart.item-added")
     page.fill("#append-expected", "0")

@@ -165,9 +165,11 @@ export async function wsToken(store) {
   return minted.token;
 }
 
-/** A one-line description of an API error, with its field details. */
-export function describe(error) {
+/** A one-line description of an API error; with the `lines` shown beside it (`detailLines`),
+ * just its code when they already say its message (it was said twice). */
+export function describe(error, lines = null) {
   if (!(error instanceof ApiError)) return String(error && error.message ? error.message : error);
+  if (lines !== null && lines.includes(error.message)) return error.code;
   return `${error.code}: ${error.message}`;
 }
 

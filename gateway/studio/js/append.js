@@ -148,7 +148,8 @@ export function mountAppend(body, store, params) {
       );
       refreshStats(store);
     } catch (error) {
-      result.replaceChildren(errorBox(`The server refused the event: ${describe(error)}`, detailLines(error), { id: 'append-server-error' }));
+      const lines = detailLines(error);
+      result.replaceChildren(errorBox(`The server refused the event: ${describe(error, lines)}`, lines, { id: 'append-server-error' }));
       if (error.code === 'STREAM_VERSION_CONFLICT') setError('expected', error.message);
     } finally {
       submit.disabled = false;

@@ -57,7 +57,8 @@ export function mountStores(main) {
       const opened = list.querySelector(`a[data-store="${CSS.escape(value)}"]`);
       if (opened) opened.focus();
     } catch (error) {
-      result.append(errorBox(describe(error), detailLines(error)));
+      const lines = detailLines(error);
+      result.append(errorBox(describe(error, lines), lines));
     } finally {
       create.disabled = false;
     }

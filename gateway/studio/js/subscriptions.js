@@ -105,7 +105,8 @@ function createForm(store, reload) {
         );
       }
     } catch (error) {
-      result.replaceChildren(errorBox(`The server refused the subscription: ${describe(error)}`, detailLines(error), { id: 'sub-create-error' }));
+      const lines = detailLines(error);
+      result.replaceChildren(errorBox(`The server refused the subscription: ${describe(error, lines)}`, lines, { id: 'sub-create-error' }));
     } finally {
       submit.disabled = false;
     }
