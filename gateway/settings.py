@@ -3,6 +3,8 @@ passed down (``create_app(settings)``); nothing reads the environment at import 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -379,3 +381,19 @@ class Settings(BaseSettings):
             targets=self.webhook_targets,
             drain_seconds=max(1.0, self.grace_period - 5.0),
         )
+
+
+CLIENT_VARIABLES = frozenset({"DELTAGATE_URL", "DELTAGATE_API_KEY"})
+"""Read by the CLI's client commands (where a deployment is, with which key), not by settings."""
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """The ``DELTAGATE_*`` variables of ``environ`` that no setting reads, each with the setting
+    it most resembles: a misspelt one (``DELTAGATE_PROT``) is otherwise ignored in silence."""
+    known = {f"DELTAGATE_{name.upper()}" for name in Settings.model_fields} | CLIENT_VARIABLES
+    found = []
+    for name in sorted(environ):
+        if name.startswith("DELTAGATE_") and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+            found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return found

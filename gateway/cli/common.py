@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -151,6 +152,19 @@ def settings_from(**overrides: Any) -> Settings:
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
         )
         usage(f"invalid settings: {problems}")
+
+
+def warn_unknown_variables() -> None:
+    """Say which ``DELTAGATE_*`` variables no setting reads (after logging is configured): a
+    misspelt setting would otherwise leave its default in place without a word."""
+    from ..settings import unknown_variables
+
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        logging.getLogger("deltagate.settings").warning(
+            "ignoring DELTAGATE_* variables that no setting reads: " + ", ".join(unknown),
+            extra={"variables": unknown},
+        )
 
 
 def deployment_settings(what: str) -> Settings:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .common import planned_config, run, settings_from
+from .common import planned_config, run, settings_from, warn_unknown_variables
 
 BANNER = """
 +------------------------------------------------------------------------------+
@@ -48,6 +48,7 @@ def serve(
         host=host, port=port, config=config, auto_create_stores=auto_create_stores
     )
     logs.configure(settings.log_level, settings.log_json)
+    warn_unknown_variables()
     if settings.config is not None:
         planned_config(settings.config, settings.webhook_targets)  # (as apply checks it)
     if settings.embedded:

@@ -16,6 +16,7 @@ from .common import (
     planned_config,
     print_json,
     run,
+    warn_unknown_variables,
     with_redis,
 )
 
@@ -29,6 +30,7 @@ def dispatcher() -> None:
 
     settings = deployment_settings("the dispatcher")
     logs.configure(settings.log_level, settings.log_json)
+    warn_unknown_variables()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per delivery
     raise typer.Exit(run(lambda: serve_dispatcher(settings)))
 

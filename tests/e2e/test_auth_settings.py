@@ -193,9 +193,13 @@ def test_auth_disabled_on_a_shared_redis_is_said_at_start(redis_url, pods):
     """DELTAGATE_AUTH=disabled beside a Redis URL started a wide-open pod without a word; it
     now warns once at start (a pod with auth on does not)."""
     open_pod, guarded = (
-        spawn_pods(pods, redis_url, 1, DELTAGATE_AUTH=auth, DELTAGATE_ADMIN_KEY=ADMIN)[0]
+        spawn_pods(
+            pods, redis_url, 1, DELTAGATE_AUTH=auth, DELTAGATE_ADMIN_KEY=ADMIN, DELTAGATE_PROT="1"
+        )[0]
         for auth in ("disabled", "enabled")
     )
+    # (and a misspelt setting is named, with the one it resembles)
+    assert "DELTAGATE_PROT (did you mean DELTAGATE_PORT?)" in guarded.log()
     assert httpx.get(open_pod.url + "/event-stores").status_code == 200  # open indeed
     assert "auth is disabled (DELTAGATE_AUTH=disabled) on a deployment with Redis" in (
         open_pod.log()

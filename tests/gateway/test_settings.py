@@ -118,3 +118,21 @@ def test_allowed_origins_are_origins(monkeypatch: pytest.MonkeyPatch) -> None:
         assert "not an origin" in refused(monkeypatch, "DELTAGATE_ALLOWED_ORIGINS", value), value
     monkeypatch.setenv("DELTAGATE_ALLOWED_ORIGINS", "https://Good.Example/, http://a.test:8080")
     assert Settings().origins == ["https://good.example", "http://a.test:8080"]
+
+
+def test_variables_no_setting_reads_are_named() -> None:
+    """A misspelt DELTAGATE_PROT left the port at its default without a word: serve and
+    dispatcher now log the variables no setting reads, with the setting each resembles."""
+    from gateway.settings import unknown_variables
+
+    environ = {
+        "DELTAGATE_PROT": "9000",
+        "DELTAGATE_PORT": "9000",
+        "DELTAGATE_URL": "http://127.0.0.1:8787",  # the CLI's, not a setting: not named
+        "DELTAGATE_SOMETHING_ELSE": "x",
+        "PATH": "/bin",
+    }
+    assert unknown_variables(environ) == [
+        "DELTAGATE_PROT (did you mean DELTAGATE_PORT?)",
+        "DELTAGATE_SOMETHING_ELSE",
+    ]
