@@ -1,5 +1,6 @@
 -- Move an event whose attempts ran out to the subscription's dead-letter list, fenced by the
--- lease and the store's history (lib/fence.lua). The list is bounded: past the limit the oldest dead letters are dropped.
+-- lease and the store's history (lib/fence.lua). The list is bounded: past the limit the oldest
+-- dead letters are dropped.
 --
 -- KEYS: 1 record, 2 lease, 3 attempts hash, 4 dead-letter zset, 5 redrive zset, 6 letters hash,
 --       7 store meta

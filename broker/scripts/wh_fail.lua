@@ -1,5 +1,6 @@
--- Record a failed delivery attempt, fenced by the lease and the store's history (lib/fence.lua). Starts the failure streak if none is
--- running, and auto-pauses the subscription once the streak has lasted long enough.
+-- Record a failed delivery attempt, fenced by the lease and the store's history (lib/fence.lua).
+-- Starts the failure streak if none is running, and auto-pauses the subscription once the
+-- streak has lasted long enough.
 --
 -- KEYS: 1 record, 2 lease, 3 attempts hash, 4 store meta
 -- ARGV: 1 lease token, 2 eventId, 3 'globalPosition|failed attempts' ('' = not kept: a redrive),
