@@ -388,12 +388,14 @@ CLIENT_VARIABLES = frozenset({"DELTAGATE_URL", "DELTAGATE_API_KEY"})
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """The ``DELTAGATE_*`` variables of ``environ`` that no setting reads, each with the setting
-    it most resembles: a misspelt one (``DELTAGATE_PROT``) is otherwise ignored in silence."""
+    """The ``DELTAGATE_*`` variables of ``environ`` that no setting reads but one resembles,
+    each with that setting: a misspelt one (``DELTAGATE_PROT``) is otherwise ignored in silence.
+    Others are left alone (tools and tests have variables of their own under the prefix)."""
     known = {f"DELTAGATE_{name.upper()}" for name in Settings.model_fields} | CLIENT_VARIABLES
     found = []
     for name in sorted(environ):
         if name.startswith("DELTAGATE_") and name not in known:
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
-            found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+            if close:
+                found.append(f"{name} (did you mean {close[0]}?)")
     return found

@@ -155,8 +155,9 @@ def settings_from(**overrides: Any) -> Settings:
 
 
 def warn_unknown_variables() -> None:
-    """Say which ``DELTAGATE_*`` variables no setting reads (after logging is configured): a
-    misspelt setting would otherwise leave its default in place without a word."""
+    """Say which ``DELTAGATE_*`` variables look like a setting's name misspelt (after logging
+    is configured, and once the start cannot fail on its settings): a misspelt setting would
+    otherwise leave its default in place without a word."""
     from ..settings import unknown_variables
 
     unknown = unknown_variables(os.environ)

@@ -48,9 +48,9 @@ def serve(
         host=host, port=port, config=config, auto_create_stores=auto_create_stores
     )
     logs.configure(settings.log_level, settings.log_json)
-    warn_unknown_variables()
     if settings.config is not None:
         planned_config(settings.config, settings.webhook_targets)  # (as apply checks it)
+    warn_unknown_variables()
     if settings.embedded:
         auth = (
             "Auth is ENABLED (DELTAGATE_AUTH=enabled)."
