@@ -392,10 +392,13 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     each with that setting: a misspelt one (``DELTAGATE_PROT``) is otherwise ignored in silence.
     Others are left alone (tools and tests have variables of their own under the prefix)."""
     known = {f"DELTAGATE_{name.upper()}" for name in Settings.model_fields} | CLIENT_VARIABLES
+    suffixes = [name.removeprefix("DELTAGATE_") for name in known]
     found = []
     for name in sorted(environ):
         if name.startswith("DELTAGATE_") and name not in known:
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+            # (the names after the prefix: with it, DELTAGATE_JS resembled DELTAGATE_HOST)
+            suffix = name.removeprefix("DELTAGATE_")
+            close = difflib.get_close_matches(suffix, suffixes, n=1, cutoff=0.7)
             if close:
-                found.append(f"{name} (did you mean {close[0]}?)")
+                found.append(f"{name} (did you mean DELTAGATE_{close[0]}?)")
     return found

@@ -130,7 +130,12 @@ def test_variables_no_setting_reads_are_named() -> None:
         "DELTAGATE_PORT": "9000",
         "DELTAGATE_URL": "http://127.0.0.1:8787",  # the CLI's, not a setting: not named
         "DELTAGATE_SOMETHING_ELSE": "x",
+        "DELTAGATE_JS": "x",  # (resembled DELTAGATE_HOST when the prefix was compared too)
+        "DELTAGATE_REDIS_ULR": "x",
         "PATH": "/bin",
     }
     # (one that resembles no setting is some tool's own: DELTAGATE_SEED_PAGE, the tests')
-    assert unknown_variables(environ) == ["DELTAGATE_PROT (did you mean DELTAGATE_PORT?)"]
+    assert unknown_variables(environ) == [
+        "DELTAGATE_PROT (did you mean DELTAGATE_PORT?)",
+        "DELTAGATE_REDIS_ULR (did you mean DELTAGATE_REDIS_URL?)",
+    ]
