@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -195,7 +194,7 @@ class Settings(BaseSettings):
             parse_url(value)  # (its ValueError says what is wrong)
             # redis-py takes a path that is no number for no database at all (db 0): a typo
             # would silently use another database.
-            path = urlsplit(value).path.strip("/") if "://" in value else ""
+            path = urlsplit(value).path.strip("/")
             if not value.startswith("unix://") and path and not path.isdigit():
                 raise ValueError(f"the database {path!r} is not a number (redis://host:port/DB)")
         return value
@@ -259,19 +258,17 @@ class Settings(BaseSettings):
     def auto_create(self) -> bool:
         return self.embedded if self.auto_create_stores is None else self.auto_create_stores
 
-    @cached_property
+    @property
     def origins(self) -> list[str]:
-        return [_origin(o) for o in self.allowed_origins.split(",") if o.strip()]
+        return self.allowed_origins.split(",") if self.allowed_origins else []
 
     @field_validator("allowed_origins")
     @classmethod
     def _origins(cls, value: str) -> str:
         """Each an origin as a browser sends it (``https://app.example.com``, a port if not the
-        scheme's): anything else would match no browser, and refuse every one in silence."""
-        for entry in value.split(","):
-            if entry.strip():
-                _origin(entry)
-        return value
+        scheme's), kept as it spells them: anything else would match no browser, and refuse
+        every one in silence."""
+        return ",".join(_origin(entry) for entry in value.split(",") if entry.strip())
 
     @property
     def redis(self) -> RedisConfig:

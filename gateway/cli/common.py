@@ -163,7 +163,8 @@ def warn_unknown_variables() -> None:
     unknown = unknown_variables(os.environ)
     if unknown:
         logging.getLogger("deltagate.settings").warning(
-            "ignoring DELTAGATE_* variables that no setting reads: " + ", ".join(unknown),
+            "ignoring DELTAGATE_* variables that look like misspelt settings: "
+            + ", ".join(unknown),
             extra={"variables": unknown},
         )
 

@@ -211,9 +211,9 @@ class Subscriber:
         self._events: AsyncGenerator[Event, None] | None = None  # of ``anext(subscriber)``
         self._iterations: weakref.WeakSet[AsyncGenerator[Event, None]] = weakref.WeakSet()
         """The iterations of ``async for`` loops, closed by ``aclose()`` (held by the loops)."""
-        self._closed = False
         self._closing = asyncio.Event()
-        """Set by ``aclose()``: wakes an iteration waiting to reconnect, in any task."""
+        """Set by ``aclose()`` (``_closed``): wakes an iteration waiting to reconnect, in any
+        task."""
         self._connections: set[Callable[[], Awaitable[Any]]] = set()
         """How to close each open connection (its WebSocket or SSE response): ``aclose()`` in
         another task than the one iterating cannot close the iteration itself (it is running,
@@ -242,6 +242,10 @@ class Subscriber:
             self._events = self._run()
         return await self._events.__anext__()
 
+    @property
+    def _closed(self) -> bool:
+        return self._closing.is_set()
+
     async def __aenter__(self) -> Subscriber:
         return self
 
@@ -256,7 +260,6 @@ class Subscriber:
     async def aclose(self) -> None:
         """Close the connection and end the iteration, from any task (an ``async for`` in
         another task then ends). Safe to call twice."""
-        self._closed = True
         self._closing.set()
         events, self._events = self._events, None
         for iteration in [*self._iterations, *([events] if events is not None else [])]:
