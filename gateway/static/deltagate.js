@@ -339,14 +339,7 @@ export class DeltaBaseWebSocket {
         unanswered = null;
         if (!current() || openedAt) return;
         this._report('connect', new Error(`no answer to the connection within ${openTimeout} ms; reconnecting`), true);
-        this._generation += 1;
-        this.ws = null;
-        try {
-          ws.close();
-        } catch {
-          // ignore
-        }
-        this._scheduleReconnect();
+        this._replace(ws);
       }, openTimeout);
       if (typeof unanswered.unref === 'function') unanswered.unref();
     }
@@ -437,20 +430,25 @@ export class DeltaBaseWebSocket {
       if (Date.now() - this._lastHeard > pingInterval + pongTimeout) {
         // Nothing heard, not even a pong: the connection is dead without having said so.
         this._report('heartbeat', new Error('no answer from the server; reconnecting'));
-        this._generation += 1;
-        this.ws = null;
-        this._stopHeartbeat();
-        try {
-          ws.close(4000, 'heartbeat timeout');
-        } catch {
-          // ignore
-        }
-        this._scheduleReconnect();
+        this._replace(ws, 4000, 'heartbeat timeout');
         return;
       }
       this._send({ action: 'ping' });
     }, pingInterval);
     if (this._heartbeat && typeof this._heartbeat.unref === 'function') this._heartbeat.unref();
+  }
+
+  /** Give up `ws`, which went silent (its events are ignored from now on), and connect again. */
+  _replace(ws, code, reason) {
+    this._generation += 1;
+    this.ws = null;
+    this._stopHeartbeat();
+    try {
+      ws.close(code, reason);
+    } catch {
+      // ignore
+    }
+    this._scheduleReconnect();
   }
 
   _stopHeartbeat() {
