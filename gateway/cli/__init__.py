@@ -4,12 +4,26 @@ exit codes and ``--json`` (``common``)."""
 from __future__ import annotations
 
 import io
+import signal
 import sys
 
-import typer
 
-from . import backup, demo, doctor, events, keys, serve, stores, webhooks
-from .common import Command, Group
+def _terminated_before_start(signum: int, frame: object) -> None:
+    """SIGTERM to ``serve`` or ``dispatcher`` before it serves (``process.serve`` takes the
+    signal over then): nothing is open, nothing to drain, so the process exits 0 as a drain
+    would. Python's default killed it (status 143) for the second or so of imports and start-up,
+    as when a Deployment is scaled down just after a pod was created."""
+    sys.stderr.write("deltagate: SIGTERM before the server started: exiting\n")
+    raise SystemExit(0)
+
+
+if sys.argv[1:2] in (["serve"], ["dispatcher"]):  # (first: the imports below take the time)
+    signal.signal(signal.SIGTERM, _terminated_before_start)
+
+import typer  # noqa: E402
+
+from . import backup, demo, doctor, events, keys, serve, stores, webhooks  # noqa: E402
+from .common import Command, Group  # noqa: E402
 
 app = typer.Typer(
     cls=Group,  # (its usage errors one line too, as its sub-commands')

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
@@ -79,3 +81,25 @@ async def test_a_client_that_stopped_reading_does_not_hold_the_exit_past_the_gra
     # start-up of the exit: the old sum was 1 + 5 (drain) + 5 (uvicorn) = 11 s.
     assert elapsed < 7, f"exit took {elapsed:.1f}s, past the 6 s grace period"
     stalled.transport.abort()
+
+
+@pytest.mark.parametrize("command", ["serve", "dispatcher"])
+def test_sigterm_before_the_server_started_exits_0(command):
+    """A SIGTERM during the imports and start-up (a pod scaled away as it was created) exits 0,
+    as a drain would, not 143: the signal is delivered right after the command's module set up,
+    long before anything serves. Other commands keep Python's default (a killed export is no
+    success)."""
+    code = (
+        "import os, signal, sys, time\n"
+        "sys.argv = ['deltagate', sys.argv[1]]\n"
+        "import gateway.cli\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(10)\n"
+    )
+    for argv, status in (([command], 0), (["export"], -signal.SIGTERM)):
+        done = subprocess.run(
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == status, done.stderr
+        if status == 0:
+            assert "SIGTERM before the server started" in done.stderr
