@@ -18,8 +18,8 @@ head (request line, host, user agent unless the subscription sets its own, the s
 headers, content type) and timeout, built once per config, with the verdict on a literal address
 in its URL. Requests never go through a proxy from the environment (``HTTP(S)_PROXY`` are
 ignored): the address check must see the address actually connected to. A delivery's body is
-built once per event (``body``); only the timestamp and signature are made per attempt, as a
-retry minutes later needs a fresh timestamp for receivers that check it."""
+built once per event (``Envelope.body``); only the timestamp and signature are made per attempt,
+as a retry minutes later needs a fresh timestamp for receivers that check it."""
 
 from __future__ import annotations
 
@@ -58,9 +58,18 @@ class Attempt(NamedTuple):
     seconds: float
 
 
-def body(fields: dict[str, Any], event_json: str) -> bytes:
-    """What a delivery POSTs: ``{event, **fields}``, the event's stored JSON passed through."""
-    return codec.json_object(fields, event=event_json)
+class Envelope:
+    """What a subscription's deliveries POST: ``{**fields, "event": <the event's stored JSON>}``,
+    the fields encoded once per subscription (``body`` per event is then two joins, not an
+    encoding of the fields each time)."""
+
+    __slots__ = ("_head",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self._head = codec.json_object(fields, event="0")[:-2]  # (up to `"event":`)
+
+    def body(self, event_json: str) -> bytes:
+        return b"".join((self._head, event_json.encode(), b"}"))
 
 
 class Target:

@@ -37,13 +37,10 @@ class Item:
         self.event_id = event_id
         self.json = event.json
         self.body = b""
-        """What its deliveries POST, built at the first (``delivery.body``)."""
+        """What its deliveries POST, built at the first (``delivery.Envelope.body``)."""
         self.attempts = 0
         self.not_before = 0.0
         self.state: ItemState = "pending"
-
-    def __lt__(self, other: Item) -> bool:
-        return self.position < other.position
 
 
 class Window:
@@ -53,8 +50,10 @@ class Window:
         self._order: deque[Item] = deque()  # read, not yet below the saved position
         # per stream, in order: its unfinished items, after its held head if any
         self._streams: dict[str, deque[Item]] = {}
-        self._ready: list[Item] = []  # heap: stream heads that may start now
-        self._waiting: list[tuple[float, Item]] = []  # heap: stream heads waiting to retry
+        # Heaps of tuples whose leading numbers decide (positions are unique): compared in C, not
+        # by a method of Item (four calls of it per delivery).
+        self._ready: list[tuple[int, Item]] = []  # stream heads that may start now
+        self._waiting: list[tuple[float, int, Item]] = []  # stream heads waiting to retry
         self._held: list[Item] = []  # finished stream heads whose progress is not saved yet
         self.chars = 0
         """Event text held (the window is bounded by it as well as by its length)."""
@@ -92,7 +91,7 @@ class Window:
         queue = self._streams.get(item.stream_id)
         if queue is None:
             self._streams[item.stream_id] = deque([item])
-            heapq.heappush(self._ready, item)
+            heapq.heappush(self._ready, (item.position, item))
         else:
             queue.append(item)
 
@@ -101,15 +100,15 @@ class Window:
     def due(self, now: float) -> None:
         """Heads whose retry time has come may be sent again."""
         while self._waiting and self._waiting[0][0] <= now:
-            _, item = heapq.heappop(self._waiting)
+            _, _, item = heapq.heappop(self._waiting)
             item.state = "pending"
-            heapq.heappush(self._ready, item)
+            heapq.heappush(self._ready, (item.position, item))
 
     def release_waiting(self) -> None:
         """Every head waiting for a retry may be sent now (the subscription was resumed)."""
-        for _, item in self._waiting:
+        for _, _, item in self._waiting:
             item.state = "pending"
-            heapq.heappush(self._ready, item)
+            heapq.heappush(self._ready, (item.position, item))
         self._waiting.clear()
 
     @property
@@ -118,7 +117,7 @@ class Window:
 
     def pop_ready(self) -> Item:
         """The lowest position among the heads that may be sent."""
-        return heapq.heappop(self._ready)
+        return heapq.heappop(self._ready)[1]
 
     def next_retry(self) -> float | None:
         """When the first waiting head may be sent again (monotonic), if any waits."""
@@ -130,7 +129,7 @@ class Window:
         """A head failed: it waits until ``not_before``, its stream with it."""
         item.state = "waiting"
         item.not_before = not_before
-        heapq.heappush(self._waiting, (not_before, item))
+        heapq.heappush(self._waiting, (not_before, item.position, item))
 
     def complete(self, item: Item) -> None:
         """A head is finished (delivered or dead-lettered): it holds its stream until saved."""
@@ -157,7 +156,8 @@ class Window:
             queue = self._streams[item.stream_id]
             queue.popleft()  # only a stream's head is ever started
             if queue:
-                heapq.heappush(self._ready, queue[0])
+                head = queue[0]
+                heapq.heappush(self._ready, (head.position, head))
             else:
                 del self._streams[item.stream_id]
 

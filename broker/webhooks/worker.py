@@ -27,13 +27,12 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 from .. import codec
 from ..aio import Doorbell, cancel_and_wait
 from ..log import EventLog
 from ..types import LoggedEvent
-from .delivery import Attempt, Sender, Target, body
+from .delivery import Attempt, Envelope, Sender, Target
 from .options import DispatcherOptions, DispatchObserver
 from .progress import ProgressStore
 from .records import WebhookSubscription
@@ -138,7 +137,7 @@ class Worker:
         self._succeeded = False
         self._sub: WebhookSubscription | None = None
         self._target: Target | None = None
-        self._fields: dict[str, Any] = {}
+        self._envelope = Envelope({})
         self.task = self._loop.create_task(self._run(), name=f"webhook {self.store}/{self.id}")
 
     # -- controls ---------------------------------------------------------------------------
@@ -270,11 +269,9 @@ class Worker:
             self._target = Target(self.s.sender, sub.config, key, self.s.options.max_in_flight)
         else:
             self._target.update(sub.config, key)
-        self._fields = {
-            "eventStoreName": self.store,
-            "eventStoreId": sub.store_id,
-            "subscriptionId": self.id,
-        }
+        self._envelope = Envelope(
+            {"eventStoreName": self.store, "eventStoreId": sub.store_id, "subscriptionId": self.id}
+        )
         if self.active and not was_active:
             # Resumed: whatever waited for a retry is due now.
             self._window.release_waiting()
@@ -361,7 +358,7 @@ class Worker:
         """``item`` goes to a lane: it is flying from now on."""
         item.state = "flying"
         if not item.body:
-            item.body = body(self._fields, item.json)
+            item.body = self._envelope.body(item.json)
         self._flying += 1
 
     async def _lane(self) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from broker import TargetPolicy
 from broker.webhooks import WebhookConfig, new_secret, secret_key
-from broker.webhooks.delivery import Sender, Target, body
+from broker.webhooks.delivery import Envelope, Sender, Target
 from tests.webhooks.servers import Listening, read_request, status_line
 
 
@@ -36,7 +36,9 @@ async def test_the_proxy_in_the_environment_is_ignored(monkeypatch: pytest.Monke
         config = WebhookConfig.build(event_filter="*", url=f"http://127.0.0.1:{receiver.port}/in")
         target = Target(sender, config, secret_key(new_secret()), max_in_flight=1)
         try:
-            attempt = await sender.deliver(target, "e1", body({"subscriptionId": "s"}, "{}"))
+            attempt = await sender.deliver(
+                target, "e1", Envelope({"subscriptionId": "s"}).body("{}")
+            )
         finally:
             await target.close()
         assert attempt.result == "success", attempt

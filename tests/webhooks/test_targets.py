@@ -24,9 +24,9 @@ from broker.webhooks.delivery import (
     INVALID_REQUEST,
     USER_AGENT,
     Attempt,
+    Envelope,
     Sender,
     Target,
-    body,
 )
 from gateway.app import create_app
 from gateway.settings import Settings
@@ -342,7 +342,7 @@ async def send() -> AsyncIterator[Callable[..., Awaitable[Attempt]]]:
         config = WebhookConfig.build(event_filter="*", url=url)
         target = Target(sender, config, secret_key(new_secret()), max_in_flight=2)
         made.append(target)
-        return await sender.deliver(target, "e1", body({"subscriptionId": "s"}, "{}"))
+        return await sender.deliver(target, "e1", Envelope({"subscriptionId": "s"}).body("{}"))
 
     yield deliver
     for target in made:
@@ -434,7 +434,7 @@ async def test_a_config_stored_before_the_checks_fails_the_attempt_not_the_worke
             old = dataclasses.replace(built, url=url, headers=headers)
             target = Target(sender, old, secret_key(new_secret()), max_in_flight=1)
             try:
-                attempt = await sender.deliver(target, "e1", body({}, "{}"))
+                attempt = await sender.deliver(target, "e1", Envelope({}).body("{}"))
             finally:
                 await target.close()
             assert attempt.result == "failure" and attempt.error == INVALID_REQUEST, url
@@ -445,7 +445,7 @@ async def deliver_once(sender: Sender, config: WebhookConfig) -> None:
     """One delivery of ``config`` through ``sender``, which must succeed."""
     target = Target(sender, config, secret_key(new_secret()), max_in_flight=1)
     try:
-        attempt = await sender.deliver(target, "e1", body({}, "{}"))
+        attempt = await sender.deliver(target, "e1", Envelope({}).body("{}"))
     finally:
         await target.close()
     assert attempt.result == "success", attempt
