@@ -63,7 +63,7 @@ from .limits import RateLimiter
 from .log import MAX_IDEMPOTENCY_TTL, EventLog, LogLimits
 from .query import EventCheck, StreamCheck
 from .reader import Slice, StreamOrder, StreamSlice, check_version
-from .redis import RedisConfig, connect, first_contact, ping
+from .redis import RedisConfig, connect, first_contact, ping, redis_failures
 from .stores import MAX_HOT_SECONDS, StoreAdmin, check_settings
 from .types import (
     MAX_POSITION,
@@ -196,5 +196,6 @@ __all__ = [
     "parse_subscription",
     "ping",
     "policy_problem",
+    "redis_failures",
     "valid_store_name",
 ]

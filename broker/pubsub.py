@@ -44,6 +44,7 @@ from .aio import cancel_and_wait
 from .errors import Unavailable
 from .redis import (
     CLUSTER_MOVING,
+    FAILURES,
     HEALTH_SECONDS,
     TRANSIENT,
     PlainConnection,
@@ -163,6 +164,8 @@ class Listener:
             except (*TRANSIENT, Unavailable) as exc:
                 self.healthy = False
                 self.reconnects += 1
+                if not isinstance(exc, Unavailable):  # (``call`` counted those already)
+                    FAILURES.count += 1
                 log.warning(
                     "pub/sub connection lost; reconnecting",
                     extra={"listener": self._name, "error": repr(exc), "retry_in": backoff},

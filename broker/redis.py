@@ -491,26 +491,53 @@ CLUSTER_MOVING = (
 """A Redis Cluster in a failover or a resharding: as unavailable as a lost server, for now."""
 
 
+class Failures:
+    """Redis calls of this process that failed for want of Redis (each ``Unavailable`` of
+    ``call`` and ``ping``: lost, timed out, loading, busy with a script, a Cluster moving) and
+    pub/sub connections lost: what ``deltagate_redis_errors_total`` of a pod or a dispatcher
+    shows, whichever path made the call (a request, a WebSocket, a probe, a background step).
+    One per process (``FAILURES``), as a pod or a dispatcher is one process."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+FAILURES = Failures()
+
+
+def redis_failures() -> int:
+    """``Failures`` so far: what this process's ``deltagate_redis_errors_total`` shows."""
+    return FAILURES.count
+
+
+def _failed(message: str) -> Unavailable:
+    FAILURES.count += 1
+    return Unavailable(message)
+
+
 async def call(awaitable: Awaitable[T]) -> T:
     """Await one Redis call, turning a lost or slow Redis into ``Unavailable`` (a full one into
     ``StorageFull``). A plain ``try``, not a context manager: this wraps every Redis call, and
-    an ``asynccontextmanager`` cost an async generator and its hooks each time."""
+    an ``asynccontextmanager`` cost an async generator and its hooks each time. Each
+    ``Unavailable`` is counted (``FAILURES``)."""
     try:
         return await awaitable
     except rex.BusyLoadingError as exc:
-        raise Unavailable("Redis is loading its data set") from exc
+        raise _failed("Redis is loading its data set") from exc
     except rex.OutOfMemoryError as exc:
         raise StorageFull(
             "Redis is full (maxmemory reached): nothing was written; retry once retention or an "
             "operator made room"
         ) from exc
     except TRANSIENT as exc:
-        raise Unavailable(f"Redis is unavailable: {exc.__class__.__name__}") from exc
+        raise _failed(f"Redis is unavailable: {exc.__class__.__name__}") from exc
     except CLUSTER_MOVING as exc:
-        raise Unavailable(f"the Redis Cluster is moving: {exc.__class__.__name__}") from exc
+        raise _failed(f"the Redis Cluster is moving: {exc.__class__.__name__}") from exc
     except rex.ResponseError as exc:
         if busy(exc):
-            raise Unavailable("Redis is busy running a script: retry shortly") from exc
+            raise _failed("Redis is busy running a script: retry shortly") from exc
         raise
     except (AttributeError, RuntimeError) as exc:
         if not _inside_redis_py(exc):
@@ -518,7 +545,7 @@ async def call(awaitable: Awaitable[T]) -> T:
         # redis-py's Cluster client, when a node dies under concurrent calls, can use a
         # connection another call is closing ("'NoneType' object has no attribute
         # 'writelines'", "the handler is closed"): the node is gone, nothing was sent.
-        raise Unavailable(f"Redis is unavailable: {exc.__class__.__name__}") from exc
+        raise _failed(f"Redis is unavailable: {exc.__class__.__name__}") from exc
 
 
 def _inside_redis_py(exc: BaseException) -> bool:
@@ -600,4 +627,4 @@ async def ping(client: Any, seconds: float) -> None:
     try:
         await asyncio.wait_for(call(client.ping()), seconds)
     except TimeoutError:
-        raise Unavailable(f"Redis did not answer within {seconds:g} s") from None
+        raise _failed(f"Redis did not answer within {seconds:g} s") from None

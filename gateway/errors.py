@@ -184,9 +184,8 @@ def install(app: FastAPI) -> None:
         return exc.response()
 
     @app.exception_handler(BrokerError)
-    async def _broker(request: Request, exc: BrokerError) -> Response:
+    async def _broker(_: Request, exc: BrokerError) -> Response:
         if isinstance(exc, Unavailable):
-            request.app.state.runtime.metrics.redis_errors.inc()
             log.warning("redis unavailable", extra={"reason": exc.message})
         return ApiError.from_broker(exc).response()
 

@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.responses import Response
 
+from broker import redis_failures
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -28,11 +30,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.redis_errors = Counter(
-            "deltagate_redis_errors_total",
-            "Redis calls that failed (unreachable, timed out, or busy running a script)",
-            registry=r,
-        )
+        r.register(RedisFailures())
         self.ws_connections = Gauge(
             "deltagate_ws_connections", "Open WebSocket connections", registry=r
         )
@@ -97,6 +95,21 @@ class Metrics:
     def response(self) -> Response:
         """``GET /metrics``: on the main port, or on ``DELTAGATE_METRICS_PORT`` when set."""
         return Response(self.render(), media_type=CONTENT_TYPE)
+
+
+class RedisFailures:
+    """``deltagate_redis_errors_total``: the process's Redis calls that failed for want of
+    Redis, whatever made them (``broker.redis_failures``, read at scrape time). The pod's and
+    the dispatcher's ``/metrics`` both have it."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "deltagate_redis_errors",
+            "Redis calls that failed for want of Redis (unreachable, timed out, loading, busy "
+            "running a script, a Cluster moving) and pub/sub connections lost, from requests, "
+            "WebSockets, SSE, probes and background work alike",
+            value=redis_failures(),
+        )
 
 
 class _FanoutCollector:

@@ -19,6 +19,8 @@ from prometheus_client.utils import floatToGoString
 
 from broker import Result
 
+from ..metrics import RedisFailures
+
 ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 RESULTS = ("success", "failure", "timeout", "dead_letter")
 
@@ -31,6 +33,7 @@ class DispatcherMetrics:
         self.max_lag_series = max_lag_series
         self._attempts = _Attempts()
         r.register(self._attempts)
+        r.register(RedisFailures())
         self.retries = Counter(
             "deltagate_webhook_retries_total", "Failed attempts scheduled for a retry", registry=r
         )

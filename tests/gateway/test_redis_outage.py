@@ -5,13 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from rest_support import TestClient, append, assert_error, head
+from starlette.websockets import WebSocketDisconnect
 
 
 def all_events(client: TestClient, store: str) -> list[dict[str, Any]]:
     response = client.get(f"/event-stores/{store}/events", params={"limit": 1000})
     assert response.status_code == 200, response.text
     return list(response.json()["events"])
+
+
+def redis_errors(client: TestClient) -> float:
+    """``deltagate_redis_errors_total`` of the pod."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("deltagate_redis_errors_total "):
+            return float(line.split()[1])
+    raise AssertionError("no deltagate_redis_errors_total on /metrics")
 
 
 def test_redis_restart_between_requests(redis_server: Any, client: TestClient, store: str) -> None:
@@ -27,6 +37,7 @@ def test_redis_restart_between_requests(redis_server: Any, client: TestClient, s
     )
     assert keyed.status_code == 201
 
+    errors = redis_errors(client)
     redis_server.stop()
     try:
         down = [
@@ -43,6 +54,16 @@ def test_redis_restart_between_requests(redis_server: Any, client: TestClient, s
             assert_error(response, 503, "UNAVAILABLE")
             assert int(response.headers["Retry-After"]) > 0
         assert client.get("/healthz").status_code == 200  # alive, just not ready
+        # Every failed request failed a Redis call at least once: each is counted.
+        assert redis_errors(client) >= errors + len(down)
+        # So is a WebSocket that could not start for want of Redis (not a REST answer).
+        errors = redis_errors(client)
+        with client.websocket_connect(f"/event-stores/{store}/events/ws") as ws:
+            ws.send_json({"action": "subscribe", "eventFilter": "*", "subscriptionId": "a"})
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 1013  # (try again later)
+        assert redis_errors(client) > errors
     finally:
         redis_server.start()
 
