@@ -39,10 +39,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run one gateway pod (REST + WebSocket) on this host."""
-    from .. import logs, process
-    from ..app import create_app, drain
-    from ..server import raise_open_files_limit, server_config
-    from ..ws.batching import BatchingWebSocketProtocol
+    from .. import logs
 
     settings = settings_from(
         host=host, port=port, config=config, auto_create_stores=auto_create_stores
@@ -51,6 +48,13 @@ def serve(
     if settings.config is not None:
         planned_config(settings.config, settings.webhook_targets)  # (as apply checks it)
     warn_unknown_variables()
+    # The app's modules only now: settings a pod cannot use are refused without importing them
+    # (about half a second of a start).
+    from .. import process
+    from ..app import create_app, drain
+    from ..server import raise_open_files_limit, server_config
+    from ..ws.batching import BatchingWebSocketProtocol
+
     if settings.embedded:
         auth = (
             "Auth is ENABLED (DELTAGATE_AUTH=enabled)."

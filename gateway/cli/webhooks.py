@@ -26,11 +26,12 @@ def dispatcher() -> None:
     Serves /metrics, /healthz and /readyz on DELTAGATE_DISPATCHER_PORT (default 8788); SIGTERM
     drains and exits 0."""
     from .. import logs
-    from ..dispatcher.process import serve_dispatcher
 
     settings = deployment_settings("the dispatcher")
     logs.configure(settings.log_level, settings.log_json)
     warn_unknown_variables()
+    from ..dispatcher.process import serve_dispatcher  # (after the settings are checked)
+
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per delivery
     raise typer.Exit(run(lambda: serve_dispatcher(settings)))
 
