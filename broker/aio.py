@@ -4,6 +4,7 @@ loop's doorbell (``Doorbell``)."""
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -84,6 +85,55 @@ class Doorbell:
             self._waiter = None
             if timer is not None:
                 timer.cancel()
+
+
+class Slots:
+    """A counting semaphore whose uncontended use is two plain calls: ``if not slots.take():
+    await slots.wait()`` ... ``slots.give()``. ``asyncio.Semaphore`` costs three coroutines, four
+    more calls and a generator per use on Python 3.11 (``locked()``): ~3% of a dispatcher's CPU
+    per delivery (py-spy). Waiters are served in order; a freed slot is handed to the first
+    waiter directly, so a newcomer never takes it before them."""
+
+    __slots__ = ("_free", "_loop", "_waiters")
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def take(self) -> bool:
+        """Take a slot if one is free and nobody waits for one."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def wait(self) -> None:
+        """Until a slot is handed over (``take`` failed). A caller cancelled once it was handed
+        one passes it on."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        handed = loop.create_future()
+        self._waiters.append(handed)
+        try:
+            await handed
+        except BaseException:
+            if handed.done() and not handed.cancelled():
+                self.give()  # handed a slot, then cancelled: the next waiter's
+            else:
+                self._waiters.remove(handed)
+            raise
+
+    def give(self) -> None:
+        """Return a slot: to the first waiter, if any waits."""
+        waiters = self._waiters
+        while waiters:
+            handed = waiters.popleft()
+            if not handed.done():
+                handed.set_result(None)
+                return
+        self._free += 1
 
 
 def _ring(waiter: asyncio.Future[None]) -> None:

@@ -23,7 +23,6 @@ as a retry minutes later needs a fresh timestamp for receivers that check it."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import ssl
@@ -33,6 +32,7 @@ from typing import Any, Literal, NamedTuple
 from urllib.parse import quote, unquote, urlsplit
 
 from .. import codec
+from ..aio import Slots
 from .client import Origin
 from .config import WebhookConfig, request_host, unsendable
 from .signing import Signer
@@ -169,7 +169,7 @@ class Sender:
         self.resolver = GuardedResolver(targets, resolver)
         """Every connection's addresses: resolved once, each checked (the SSRF guard)."""
         self._ssl: ssl.SSLContext | None = None
-        self._slots = asyncio.Semaphore(max_connections)
+        self._slots = Slots(max_connections)
 
     def ssl_context(self) -> ssl.SSLContext:
         """The CA certificates, loaded once per replica (not per subscription)."""
@@ -207,18 +207,20 @@ class Sender:
                 data,
             )
         )
-        async with self._slots:
-            started = time.perf_counter()
-            try:
-                status = await target.origin.request(request, target.seconds)
-            except TimeoutError as exc:
-                _log_failure(
-                    target, exc.__class__.__name__, f"no answer within {target.seconds:g} s"
-                )
-                return Attempt("timeout", CONNECTION_FAILED, _since(started))
-            except (OSError, ValueError) as exc:
-                _log_failure(target, exc.__class__.__name__, str(exc) or exc.__class__.__name__)
-                return Attempt("failure", CONNECTION_FAILED, _since(started))
+        slots = self._slots
+        if not slots.take():
+            await slots.wait()
+        started = time.perf_counter()
+        try:
+            status = await target.origin.request(request, target.seconds)
+        except TimeoutError as exc:
+            _log_failure(target, exc.__class__.__name__, f"no answer within {target.seconds:g} s")
+            return Attempt("timeout", CONNECTION_FAILED, _since(started))
+        except (OSError, ValueError) as exc:
+            _log_failure(target, exc.__class__.__name__, str(exc) or exc.__class__.__name__)
+            return Attempt("failure", CONNECTION_FAILED, _since(started))
+        finally:
+            slots.give()
         seconds = _since(started)
         if 200 <= status < 300:
             return Attempt("success", "", seconds)

@@ -82,3 +82,59 @@ async def test_a_cancelled_wait_on_a_doorbell_is_cancelled_and_leaves_it_usable(
     await asyncio.sleep(0)
     bell.set()
     await asyncio.wait_for(again, 1)
+
+
+async def test_slots_are_taken_without_waiting_until_none_is_free() -> None:
+    slots = aio.Slots(2)
+    assert slots.take() and slots.take()
+    assert not slots.take()
+    slots.give()
+    assert slots.take()
+    assert not slots.take()
+
+
+async def test_a_freed_slot_goes_to_the_first_waiter_not_to_a_newcomer() -> None:
+    slots = aio.Slots(1)
+    assert slots.take()
+    served: list[str] = []
+
+    async def waits(name: str) -> None:
+        await slots.wait()
+        served.append(name)
+
+    first = asyncio.create_task(waits("first"))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(waits("second"))
+    await asyncio.sleep(0)
+    slots.give()
+    assert not slots.take(), "a newcomer took the slot the first waiter was handed"
+    await first
+    assert served == ["first"]
+    slots.give()
+    await second
+    assert served == ["first", "second"]
+    slots.give()
+    assert slots.take() and not slots.take()  # (one slot, as at the start)
+
+
+async def test_a_cancelled_waiter_loses_nothing_and_passes_a_handed_slot_on() -> None:
+    slots = aio.Slots(1)
+    assert slots.take()
+    # Cancelled while it waits: it leaves the line.
+    gone = asyncio.create_task(slots.wait())
+    await asyncio.sleep(0)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    # Cancelled after the slot was handed to it, before it ran: the slot goes to the next one.
+    handed = asyncio.create_task(slots.wait())
+    await asyncio.sleep(0)
+    after = asyncio.create_task(slots.wait())
+    await asyncio.sleep(0)
+    slots.give()  # handed to `handed`
+    handed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handed
+    await asyncio.wait_for(after, 5)
+    slots.give()
+    assert slots.take() and not slots.take()  # (still exactly one slot)
