@@ -24,6 +24,7 @@ class Item:
         "attempts",
         "body",
         "event_id",
+        "held",
         "json",
         "not_before",
         "position",
@@ -41,6 +42,8 @@ class Item:
         self.attempts = 0
         self.not_before = 0.0
         self.state: ItemState = "pending"
+        self.held = False
+        """Finished, holding its stream, and not yet taken by a save (``Window.take_held``)."""
 
 
 class Window:
@@ -55,6 +58,9 @@ class Window:
         self._ready: list[tuple[int, Item]] = []  # stream heads that may start now
         self._waiting: list[tuple[float, int, Item]] = []  # stream heads waiting to retry
         self._held: list[Item] = []  # finished stream heads whose progress is not saved yet
+        self._blocked = 0
+        """Held heads with a successor waiting (``blocked``), counted as they change: asked
+        after every delivery, a walk over the held heads was ~3% of a dispatcher's CPU."""
         self.chars = 0
         """Event text held (the window is bounded by it as well as by its length)."""
         self._known_attempts: dict[str, int] = {}
@@ -94,6 +100,8 @@ class Window:
             heapq.heappush(self._ready, (item.position, item))
         else:
             queue.append(item)
+            if len(queue) == 2 and queue[0].held:
+                self._blocked += 1
 
     # -- what may be sent -------------------------------------------------------------------
 
@@ -137,17 +145,22 @@ class Window:
         self.chars -= len(item.json)
         item.json = ""
         item.body = b""
+        item.held = True
         self._held.append(item)
+        if len(self._streams[item.stream_id]) > 1:
+            self._blocked += 1
 
     @property
     def blocked(self) -> bool:
-        """A held head has a successor waiting for the save."""
-        streams = self._streams
-        return any(len(streams[item.stream_id]) > 1 for item in self._held)
+        """A held head (not yet taken by a save) has a successor waiting for the save."""
+        return self._blocked > 0
 
     def take_held(self) -> list[Item]:
         """The held heads a save now on its way records (``release`` them once it is done)."""
         held, self._held = self._held, []
+        for item in held:
+            item.held = False
+        self._blocked = 0
         return held
 
     def release(self, held: list[Item]) -> None:

@@ -66,3 +66,35 @@ def test_a_retry_blocks_its_stream_only() -> None:
     assert not window.has_ready
     window.due(10.0)
     assert ready(window) == [1]
+
+
+def test_blocked_is_always_what_the_held_heads_say() -> None:
+    """``blocked`` is counted as the window changes; at every step of random reads,
+    completions, saves taken and saves done it equals its definition: a held head, not yet
+    taken by a save, has a successor in its stream's queue."""
+    import random
+
+    rng = random.Random(7)
+    window = Window()
+    position = 0
+    flying: list = []
+    taken: list = []
+    for _ in range(5000):
+        step = rng.random()
+        if step < 0.35:
+            position += 1
+            window.add(event(position, f"s{rng.randrange(6)}"), f"e{position}")
+        elif step < 0.6 and window.has_ready:
+            flying.append(window.pop_ready())
+        elif step < 0.8 and flying:
+            window.complete(flying.pop(rng.randrange(len(flying))))
+        elif step < 0.9 and not taken:
+            taken = window.take_held()
+        elif taken:
+            window.release(taken)
+            taken = []
+        expected = any(
+            len(window._streams[item.stream_id]) > 1  # (the definition, read from inside)
+            for item in window._held
+        )
+        assert window.blocked == expected
