@@ -75,13 +75,18 @@ async def test_a_cancelled_wait_on_a_doorbell_is_cancelled_and_leaves_it_usable(
     bell = aio.Doorbell(asyncio.get_running_loop())
     waiting = asyncio.create_task(bell.wait(10))
     await asyncio.sleep(0.01)
-    waiting.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiting
+    await cancel(waiting)
     again = asyncio.create_task(bell.wait())
     await asyncio.sleep(0)
     bell.set()
     await asyncio.wait_for(again, 1)
+
+
+async def cancel(waiting: asyncio.Task[None]) -> None:
+    """Cancel a task that waits, and see it end cancelled."""
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
 
 
 async def test_slots_are_taken_without_waiting_until_none_is_free() -> None:
@@ -123,18 +128,14 @@ async def test_a_cancelled_waiter_loses_nothing_and_passes_a_handed_slot_on() ->
     # Cancelled while it waits: it leaves the line.
     gone = asyncio.create_task(slots.wait())
     await asyncio.sleep(0)
-    gone.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await gone
+    await cancel(gone)
     # Cancelled after the slot was handed to it, before it ran: the slot goes to the next one.
     handed = asyncio.create_task(slots.wait())
     await asyncio.sleep(0)
     after = asyncio.create_task(slots.wait())
     await asyncio.sleep(0)
     slots.give()  # handed to `handed`
-    handed.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await handed
+    await cancel(handed)
     await asyncio.wait_for(after, 5)
     slots.give()
     assert slots.take() and not slots.take()  # (still exactly one slot)
