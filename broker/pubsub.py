@@ -44,13 +44,13 @@ from .aio import cancel_and_wait
 from .errors import Unavailable
 from .redis import (
     CLUSTER_MOVING,
-    FAILURES,
     HEALTH_SECONDS,
     TRANSIENT,
     PlainConnection,
     PlainServer,
     call,
     cluster_server,
+    count_failure,
     open_plain,
     plain_server,
     sharded,
@@ -165,7 +165,7 @@ class Listener:
                 self.healthy = False
                 self.reconnects += 1
                 if not isinstance(exc, Unavailable):  # (``call`` counted those already)
-                    FAILURES.count += 1
+                    count_failure()
                 log.warning(
                     "pub/sub connection lost; reconnecting",
                     extra={"listener": self._name, "error": repr(exc), "retry_in": backoff},

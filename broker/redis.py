@@ -491,29 +491,27 @@ CLUSTER_MOVING = (
 """A Redis Cluster in a failover or a resharding: as unavailable as a lost server, for now."""
 
 
-class Failures:
-    """Redis calls of this process that failed for want of Redis (each ``Unavailable`` of
-    ``call`` and ``ping``: lost, timed out, loading, busy with a script, a Cluster moving) and
-    pub/sub connections lost: what ``deltagate_redis_errors_total`` of a pod or a dispatcher
-    shows, whichever path made the call (a request, a WebSocket, a probe, a background step).
-    One per process (``FAILURES``), as a pod or a dispatcher is one process."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
+_failures = 0
+"""Redis calls of this process that failed for want of Redis (each ``Unavailable`` of ``call``
+and ``ping``: lost, timed out, loading, busy with a script, a Cluster moving) and pub/sub
+connections lost (``count_failure``): what ``deltagate_redis_errors_total`` of a pod or a
+dispatcher shows, whichever path made the call (a request, a WebSocket, a probe, a background
+step). One count per process, as a pod or a dispatcher is one process."""
 
 
-FAILURES = Failures()
+def count_failure() -> None:
+    """One more Redis failure of this process (``redis_failures``)."""
+    global _failures
+    _failures += 1
 
 
 def redis_failures() -> int:
-    """``Failures`` so far: what this process's ``deltagate_redis_errors_total`` shows."""
-    return FAILURES.count
+    """Redis failures of this process so far (``count_failure``)."""
+    return _failures
 
 
 def _failed(message: str) -> Unavailable:
-    FAILURES.count += 1
+    count_failure()
     return Unavailable(message)
 
 
@@ -521,7 +519,7 @@ async def call(awaitable: Awaitable[T]) -> T:
     """Await one Redis call, turning a lost or slow Redis into ``Unavailable`` (a full one into
     ``StorageFull``). A plain ``try``, not a context manager: this wraps every Redis call, and
     an ``asynccontextmanager`` cost an async generator and its hooks each time. Each
-    ``Unavailable`` is counted (``FAILURES``)."""
+    ``Unavailable`` is counted (``count_failure``)."""
     try:
         return await awaitable
     except rex.BusyLoadingError as exc:

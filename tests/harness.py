@@ -28,6 +28,14 @@ from redis.retry import Retry
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def sample(metrics_text: str, name: str) -> float | None:
+    """The value of the unlabelled sample ``name`` in a ``/metrics`` answer (None: absent)."""
+    for line in metrics_text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
 def free_port() -> int:
     """A port of 127.0.0.1 nothing listens on now. Under pytest-xdist a worker takes only the
     ports whose half has its own residue modulo the number of workers: the kernel may hand the

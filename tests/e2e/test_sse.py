@@ -19,7 +19,7 @@ import websockets
 from broker import Filter
 from tests.e2e.sseclient import SseClient
 from tests.e2e.test_streaming import FAST, STORE, TYPES, append, expected, log_entries
-from tests.harness import Pod, spawn_pods
+from tests.harness import Pod, sample, spawn_pods
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -354,10 +354,7 @@ async def test_sigterm_ends_streams_and_clients_resume_elsewhere(redis_url, pods
 
 
 def metric(pod: Pod, name: str) -> float:
-    for line in httpx.get(pod.url + "/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
+    return sample(httpx.get(pod.url + "/metrics").text, name) or 0.0
 
 
 async def test_slow_reader_is_demoted_then_catches_up(redis_url, pods):

@@ -9,6 +9,8 @@ import pytest
 from rest_support import TestClient, append, assert_error, head
 from starlette.websockets import WebSocketDisconnect
 
+from tests.harness import sample
+
 
 def all_events(client: TestClient, store: str) -> list[dict[str, Any]]:
     response = client.get(f"/event-stores/{store}/events", params={"limit": 1000})
@@ -18,10 +20,9 @@ def all_events(client: TestClient, store: str) -> list[dict[str, Any]]:
 
 def redis_errors(client: TestClient) -> float:
     """``deltagate_redis_errors_total`` of the pod."""
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith("deltagate_redis_errors_total "):
-            return float(line.split()[1])
-    raise AssertionError("no deltagate_redis_errors_total on /metrics")
+    value = sample(client.get("/metrics").text, "deltagate_redis_errors_total")
+    assert value is not None, "no deltagate_redis_errors_total on /metrics"
+    return value
 
 
 def test_redis_restart_between_requests(redis_server: Any, client: TestClient, store: str) -> None:

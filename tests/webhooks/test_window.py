@@ -4,6 +4,8 @@ stream's older event after a newer one (the worker's batched save relies on it).
 
 from __future__ import annotations
 
+import random
+
 from broker.types import LoggedEvent
 from broker.webhooks.window import Window
 
@@ -72,8 +74,6 @@ def test_blocked_is_always_what_the_held_heads_say() -> None:
     """``blocked`` is counted as the window changes; at every step of random reads,
     completions, saves taken and saves done it equals its definition: a held head, not yet
     taken by a save, has a successor in its stream's queue."""
-    import random
-
     rng = random.Random(7)
     window = Window()
     position = 0
